@@ -1,0 +1,22 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* drop: every packet is dropped with the configured probability. Packets
+ * that do not parse as IP still draw (from their ethertype's stream). */
+#include "lib/fault.h"
+
+SEC(FI_SEC)
+int drop(fi_ctx_t *ctx)
+{
+	struct fi_config *cfg;
+	struct fi_pkt pkt;
+
+	cfg = fi_config_get();
+	if (!cfg)
+		return FI_PASS;
+	fi_pull_headers(ctx);
+	fi_parse(ctx, &pkt); /* for the flow key only */
+	fi_count(FI_MATCHED);
+	if (!fi_chance(cfg, fi_draw(cfg, &pkt)))
+		return FI_PASS;
+	fi_count(FI_ACTED);
+	return FI_DROP;
+}

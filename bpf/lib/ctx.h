@@ -1,0 +1,53 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* One program source serves XDP and tc: the build compiles each program
+ * once per hook with -DFI_HOOK_XDP or -DFI_HOOK_TC, and this shim gives the
+ * hook's context type, section name and verdicts (as Cilium's ctx/{skb,xdp}.h). */
+#ifndef FI_CTX_H
+#define FI_CTX_H
+
+#include "defs.h"
+#include <bpf/bpf_helpers.h>
+
+#if defined(FI_HOOK_XDP)
+typedef struct xdp_md fi_ctx_t;
+#define FI_SEC "xdp"
+#define FI_PASS XDP_PASS
+#define FI_DROP XDP_DROP
+#elif defined(FI_HOOK_TC)
+typedef struct __sk_buff fi_ctx_t;
+#define FI_SEC "tc"
+/* Not TC_ACT_OK: "no verdict" lets the next filter on the hook run, so several
+ * faults (ours or another tool's) chained on one hook all see the packet. */
+#define FI_PASS TC_ACT_UNSPEC
+#define FI_DROP TC_ACT_SHOT
+#else
+#error "build with -DFI_HOOK_XDP or -DFI_HOOK_TC"
+#endif
+
+/* How many header bytes tc needs in the linear area for the deepest parse
+ * (two VLAN tags, IPv6 with extension headers, TCP with options). */
+#define FI_PULL_LEN 256
+
+static __always_inline void *fi_data(fi_ctx_t *ctx)
+{
+	return (void *)(long)ctx->data;
+}
+
+static __always_inline void *fi_data_end(fi_ctx_t *ctx)
+{
+	return (void *)(long)ctx->data_end;
+}
+
+/* Make sure the headers are in the linear area. Only tc can have them outside
+ * it (paged skbs); a failed pull leaves the packet as it is, and the parser
+ * then sees fewer bytes and passes the packet untouched. */
+static __always_inline void fi_pull_headers(fi_ctx_t *ctx)
+{
+#if defined(FI_HOOK_TC)
+	__u32 linear = ctx->data_end - ctx->data;
+	if (linear < FI_PULL_LEN && ctx->len > linear)
+		bpf_skb_pull_data(ctx, ctx->len < FI_PULL_LEN ? ctx->len : FI_PULL_LEN);
+#endif
+}
+
+#endif

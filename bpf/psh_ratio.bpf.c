@@ -1,0 +1,51 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* psh-ratio: a TCP segment that carries payload and none of SYN, FIN, RST,
+ * PSH gets PSH with the configured probability (1/N), as in the seed
+ * article's tcp_psh, with the TCP checksum kept valid.
+ *
+ * The unit is the packet at the hook. On tc egress TCP hands over GSO
+ * super-packets (up to 64 KB); the kernel splits them after tc and copies
+ * PSH to the last segment only. To count wire segments, set the link's
+ * gso_max_segs to 1 so each skb at the hook is one segment. */
+#include "lib/fault.h"
+#include "lib/csum.h"
+
+SEC(FI_SEC)
+int psh_ratio(fi_ctx_t *ctx)
+{
+	struct fi_config *cfg;
+	struct fi_pkt pkt;
+	struct tcphdr *th;
+	void *data_end;
+	__u32 hlen;
+	__be16 old_word, new_word;
+	__u64 draw;
+
+	cfg = fi_config_get();
+	if (!cfg)
+		return FI_PASS;
+	fi_pull_headers(ctx);
+	if (fi_parse(ctx, &pkt) != 0 || pkt.l4_proto != IPPROTO_TCP)
+		return FI_PASS;
+	data_end = fi_data_end(ctx);
+	th = pkt.l4;
+	if ((void *)(th + 1) > data_end)
+		return FI_PASS;
+	hlen = th->doff * 4;
+	if (hlen < sizeof(*th) || pkt.l4_len <= hlen)
+		return FI_PASS; /* malformed, or no payload */
+	if (th->flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST | TCP_FLAG_PSH))
+		return FI_PASS;
+	fi_count(FI_MATCHED);
+	draw = fi_draw(cfg, &pkt);
+	if (!fi_chance(cfg, draw))
+		return FI_PASS;
+
+	/* data offset and flags form one 16-bit word at byte 12 */
+	old_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
+	th->flags |= TCP_FLAG_PSH;
+	new_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
+	fi_l4_csum_replace2(ctx, &th->check, pkt.l4_off + 16, old_word, new_word, 0);
+	fi_count(FI_ACTED);
+	return FI_PASS;
+}

@@ -1,0 +1,93 @@
+"""The fault catalogue: parse and validate a spec, say which program runs where.
+
+Pure Python, no kernel access. A spec reads `NAME[=VALUE][@HOOK]`, e.g.
+`psh-ratio=10`, `drop=5%@ingress`, `ttl-pong@xdp`.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import SpecError
+from . import drop, psh_ratio, ttl_pong
+from .base import HOOK_ALIASES, HOOKS, FaultType
+
+CATALOGUE: dict[str, FaultType] = {m.FAULT.name: m.FAULT for m in (ttl_pong, psh_ratio, drop)}
+
+__all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "parse_spec", "get_fault", "parse_hook"]
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    fault: FaultType
+    value: Any
+    hook: str
+
+    @property
+    def name(self) -> str:
+        return self.fault.name
+
+    @property
+    def threshold(self) -> int:
+        return self.fault.threshold(self.value)
+
+    def __str__(self) -> str:
+        return f"{self.fault.name}={self.value}@{self.hook}"
+
+
+def _suggest(word: str, choices) -> str:
+    near = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.5)
+    return f" (did you mean '{near[0]}'?)" if near else ""
+
+
+def get_fault(name: str) -> FaultType:
+    try:
+        return CATALOGUE[name]
+    except KeyError:
+        raise SpecError(
+            f"unknown fault '{name}'{_suggest(name, CATALOGUE)}; known faults: {', '.join(CATALOGUE)} "
+            "(see 'faultinj faults')"
+        ) from None
+
+
+def parse_hook(text: str) -> str:
+    try:
+        return HOOK_ALIASES[text.strip().lower()]
+    except KeyError:
+        raise SpecError(
+            f"unknown hook '{text}'{_suggest(text, HOOK_ALIASES)}; hooks: xdp, ingress (tc-ingress), "
+            "egress (tc-egress)"
+        ) from None
+
+
+def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
+    """'drop=0.2@ingress' -> FaultSpec. `hook` (from a flag) must agree with an @hook."""
+    if not text or not text.strip():
+        raise SpecError("empty fault spec: give NAME[=VALUE][@HOOK], e.g. psh-ratio=10")
+    body, at, hook_text = text.strip().partition("@")
+    if at and not hook_text:
+        raise SpecError(f"'{text}': nothing after '@': give a hook (xdp, ingress, egress)")
+    name, eq, value_text = body.partition("=")
+    fault = get_fault(name.strip())
+    if eq and not value_text.strip():
+        raise SpecError(f"'{text}': nothing after '=': {fault.name} takes {fault.value.name}: {fault.value.help}")
+    if value_text:
+        value = fault.value.parse(fault.name, value_text)
+    elif fault.value.required:
+        raise SpecError(
+            f"{fault.name} needs a value: {fault.name}={fault.value.name} ({fault.value.help})"
+        )
+    else:
+        value = fault.value.default
+    chosen = parse_hook(hook_text) if at else None
+    if hook is not None:
+        flag_hook = parse_hook(hook)
+        if chosen is not None and chosen != flag_hook:
+            raise SpecError(f"'{text}' says @{chosen} but --hook says {flag_hook}: give one")
+        chosen = flag_hook
+    chosen = chosen or fault.default_hook
+    if chosen not in fault.hooks:
+        raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}")
+    return FaultSpec(fault=fault, value=value, hook=chosen)

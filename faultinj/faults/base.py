@@ -1,0 +1,106 @@
+"""The shape every catalogue entry has, and the value parsers they share."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..errors import SpecError
+
+# act when the high 32 bits of a draw are below the threshold: 2**32 is "always"
+ALWAYS = 1 << 32
+
+HOOKS = ("xdp", "tc-ingress", "tc-egress")
+HOOK_ALIASES = {
+    "xdp": "xdp",
+    "ingress": "tc-ingress",
+    "tc-ingress": "tc-ingress",
+    "egress": "tc-egress",
+    "tc-egress": "tc-egress",
+}
+
+
+@dataclass(frozen=True)
+class Value:
+    """The value after `name=`: how to read it, what it means, whether it is needed."""
+
+    name: str
+    help: str
+    parse: Callable[[str, str], Any]   # (fault name, text) -> value, raises SpecError
+    default: Any = None                 # None: the value is required
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True)
+class FaultType:
+    name: str
+    summary: str
+    program: str                  # bpf/<program>.bpf.c
+    hooks: tuple[str, ...]        # where it may run, the default first
+    value: Value
+    unit: str                     # what "matched" counts, in the user's words
+    threshold: Callable[[Any], int]
+
+    @property
+    def default_hook(self) -> str:
+        return self.hooks[0]
+
+    def describe(self) -> dict:
+        return {
+            "name": self.name,
+            "summary": self.summary,
+            "value": {
+                "name": self.value.name,
+                "help": self.value.help,
+                "required": self.value.required,
+                "default": self.value.default,
+            },
+            "hooks": list(self.hooks),
+            "default_hook": self.default_hook,
+            "unit": self.unit,
+            "program": f"bpf/{self.program}.bpf.c",
+        }
+
+
+def parse_probability(fault: str, text: str) -> float:
+    """'0.05', '5%', '1' -> a probability in [0, 1]."""
+    t = text.strip()
+    try:
+        p = float(t[:-1]) / 100.0 if t.endswith("%") else float(t)
+    except ValueError:
+        p = math.nan
+    if not (0.0 <= p <= 1.0):  # also catches NaN
+        raise SpecError(
+            f"{fault}: bad value '{text}': give a probability from 0 to 1 or a percentage "
+            f"from 0% to 100% (e.g. {fault}=0.05 or {fault}=5%)"
+        )
+    return p
+
+
+MAX_RATIO = 1_000_000_000
+
+
+def parse_ratio(fault: str, text: str) -> int:
+    """'10' -> 10, meaning one in ten."""
+    try:
+        n = int(text.strip(), 10)
+    except ValueError:
+        n = 0
+    if not (1 <= n <= MAX_RATIO):
+        raise SpecError(
+            f"{fault}: bad value '{text}': give a whole number N from 1 to {MAX_RATIO} "
+            f"(one packet in N is hit, e.g. {fault}=10)"
+        )
+    return n
+
+
+def probability_threshold(p: float) -> int:
+    return min(ALWAYS, round(p * ALWAYS))
+
+
+def ratio_threshold(n: int) -> int:
+    return round(ALWAYS / n)

@@ -1,0 +1,262 @@
+"""A ctypes binding to the few calls of the system libbpf (libbpf.so.1) we use.
+
+libbpf 1.x conventions: int-returning calls return -errno; pointer-returning
+calls return NULL and set errno, so they need `use_errno=True` and
+`restype = c_void_p` (a plain int restype would truncate the pointer).
+Only calls present in libbpf 1.1 (Debian bookworm) are used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import threading
+from dataclasses import dataclass, field
+
+from ..errors import EnvironmentProblem, FaultinjError, VerifierError
+
+_lib: ctypes.CDLL | None = None
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.vsnprintf.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p, ctypes.c_void_p]
+_libc.vsnprintf.restype = ctypes.c_int
+
+_PRINT_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_void_p)
+# A verifier log can be hundreds of KB in one message; the va_list can be
+# consumed only once, so format it once into a buffer large enough.
+_print_buf = ctypes.create_string_buffer(4 << 20)
+_print_lock = threading.Lock()
+_messages: list[str] = []
+
+
+def _on_print(level: int, fmt: bytes, va: int) -> int:
+    n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, va)
+    if n > 0:
+        _messages.append(_print_buf.value.decode(errors="replace"))
+    return 0
+
+
+_print_cb = _PRINT_FN(_on_print)  # kept referenced for the life of the process
+
+
+def lib() -> ctypes.CDLL:
+    global _lib
+    if _lib is not None:
+        return _lib
+    name = "libbpf.so.1"
+    try:
+        handle = ctypes.CDLL(name, use_errno=True)
+    except OSError:
+        found = ctypes.util.find_library("bpf")
+        if not found:
+            raise EnvironmentProblem(
+                "libbpf.so.1 not found: install the system libbpf (apt-get install libbpf1 libbpf-dev)"
+            ) from None
+        handle = ctypes.CDLL(found, use_errno=True)
+    vp, ci, cu, cs = ctypes.c_void_p, ctypes.c_int, ctypes.c_uint32, ctypes.c_char_p
+    sigs = {
+        "libbpf_set_print": (vp, [_PRINT_FN]),
+        "bpf_object__open_file": (vp, [cs, vp]),
+        "bpf_object__load": (ci, [vp]),
+        "bpf_object__close": (None, [vp]),
+        "bpf_object__next_program": (vp, [vp, vp]),
+        "bpf_object__find_map_by_name": (vp, [vp, cs]),
+        "bpf_program__fd": (ci, [vp]),
+        "bpf_program__name": (cs, [vp]),
+        "bpf_program__pin": (ci, [vp, cs]),
+        "bpf_map__fd": (ci, [vp]),
+        "bpf_map__pin": (ci, [vp, cs]),
+        "bpf_obj_get": (ci, [cs]),
+        "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
+        "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
+        "bpf_obj_get_info_by_fd": (ci, [ci, vp, ctypes.POINTER(cu)]),
+        "bpf_prog_test_run_opts": (ci, [ci, vp]),
+        "libbpf_num_possible_cpus": (ci, []),
+    }
+    for fname, (res, args) in sigs.items():
+        fn = getattr(handle, fname)
+        fn.restype = res
+        fn.argtypes = args
+    handle.libbpf_set_print(_print_cb)
+    _lib = handle
+    return handle
+
+
+def _raise_errno(what: str, rc: int) -> None:
+    err = -rc if rc < 0 else ctypes.get_errno()
+    if err == errno.EPERM:
+        raise EnvironmentProblem(
+            f"{what}: operation not permitted — run faultinj as root (needs CAP_BPF and CAP_NET_ADMIN)"
+        )
+    raise FaultinjError(f"{what}: {os.strerror(err)}")
+
+
+@dataclass
+class LoadedObject:
+    """A loaded BPF object: one program and its maps, open in this process."""
+
+    path: str
+    program: str
+    prog_fd: int
+    map_fds: dict[str, int]
+    _obj: int = field(repr=False, default=0)
+    _maps: dict[str, int] = field(repr=False, default_factory=dict)
+    _prog: int = field(repr=False, default=0)
+
+    def pin(self, directory: str) -> None:
+        """Pin the program and every named map into directory (which must exist)."""
+        lb = lib()
+        rc = lb.bpf_program__pin(self._prog, f"{directory}/prog".encode())
+        if rc < 0:
+            _raise_errno(f"pinning program {self.program} in {directory}", rc)
+        for name, ptr in self._maps.items():
+            rc = lb.bpf_map__pin(ptr, f"{directory}/{name}".encode())
+            if rc < 0:
+                _raise_errno(f"pinning map {name} in {directory}", rc)
+
+    def close(self) -> None:
+        if self._obj:
+            lib().bpf_object__close(self._obj)
+            self._obj = 0
+
+
+def load_object(path: str, map_names: tuple[str, ...]) -> LoadedObject:
+    """Open and load the single-program object at path.
+
+    A verifier rejection raises VerifierError carrying the log's tail.
+    """
+    lb = lib()
+    with _print_lock:
+        _messages.clear()
+        obj = lb.bpf_object__open_file(path.encode(), None)
+        if not obj:
+            err = ctypes.get_errno()
+            raise FaultinjError(f"cannot open BPF object {path}: {os.strerror(err)}")
+        prog = lb.bpf_object__next_program(obj, None)
+        name = lb.bpf_program__name(prog).decode() if prog else "?"
+        rc = lb.bpf_object__load(obj)
+        log = "".join(_messages)
+        _messages.clear()
+    if rc < 0:
+        lb.bpf_object__close(obj)
+        if -rc == errno.EPERM:
+            _raise_errno(f"loading program {name}", rc)
+        raise VerifierError(name, _verifier_tail(log), -rc)
+    maps = {}
+    for m in map_names:
+        ptr = lb.bpf_object__find_map_by_name(obj, m.encode())
+        if not ptr:
+            lb.bpf_object__close(obj)
+            raise FaultinjError(f"program {name} in {path} lacks the map {m}")
+        maps[m] = ptr
+    return LoadedObject(
+        path=path,
+        program=name,
+        prog_fd=lb.bpf_program__fd(prog),
+        map_fds={m: lb.bpf_map__fd(p) for m, p in maps.items()},
+        _obj=obj,
+        _maps=maps,
+        _prog=prog,
+    )
+
+
+def _verifier_tail(log: str) -> str:
+    lines = [ln for ln in log.splitlines() if ln.strip()]
+    if "-- BEGIN PROG LOAD LOG --" in log:
+        body = log.split("-- BEGIN PROG LOAD LOG --", 1)[1].split("-- END PROG LOAD LOG --", 1)[0]
+        lines = [ln for ln in body.splitlines() if ln.strip() and not ln.startswith("processed ")]
+    return "\n".join(lines[-12:])
+
+
+def obj_get(path: str) -> int:
+    """Open a pinned object; returns an fd (close it with os.close)."""
+    fd = lib().bpf_obj_get(path.encode())
+    if fd < 0:
+        _raise_errno(f"opening pinned object {path}", fd)
+    return fd
+
+
+def map_update(fd: int, key: bytes, value: bytes) -> None:
+    kb, vb = ctypes.create_string_buffer(key, len(key)), ctypes.create_string_buffer(value, len(value))
+    rc = lib().bpf_map_update_elem(fd, kb, vb, 0)
+    if rc < 0:
+        _raise_errno("writing a map", rc)
+
+
+def map_lookup(fd: int, key: bytes, value_size: int) -> bytes:
+    kb, vb = ctypes.create_string_buffer(key, len(key)), ctypes.create_string_buffer(value_size)
+    rc = lib().bpf_map_lookup_elem(fd, kb, vb)
+    if rc < 0:
+        _raise_errno("reading a map", rc)
+    return vb.raw
+
+
+def possible_cpus() -> int:
+    n = lib().libbpf_num_possible_cpus()
+    if n <= 0:
+        raise FaultinjError("cannot tell the number of possible CPUs")
+    return n
+
+
+def object_id(fd: int) -> int:
+    """The kernel id of a program or map fd (bpf_prog_info/bpf_map_info both start type, id)."""
+    buf = ctypes.create_string_buffer(256)
+    size = ctypes.c_uint32(len(buf))
+    rc = lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size))
+    if rc < 0:
+        _raise_errno("reading object info", rc)
+    return int.from_bytes(buf.raw[4:8], "little")
+
+
+class _TestRunOpts(ctypes.Structure):
+    _fields_ = [
+        ("sz", ctypes.c_size_t),
+        ("data_in", ctypes.c_void_p),
+        ("data_out", ctypes.c_void_p),
+        ("data_size_in", ctypes.c_uint32),
+        ("data_size_out", ctypes.c_uint32),
+        ("ctx_in", ctypes.c_void_p),
+        ("ctx_out", ctypes.c_void_p),
+        ("ctx_size_in", ctypes.c_uint32),
+        ("ctx_size_out", ctypes.c_uint32),
+        ("retval", ctypes.c_uint32),
+        ("repeat", ctypes.c_int),
+        ("duration", ctypes.c_uint32),
+        ("flags", ctypes.c_uint32),
+        ("cpu", ctypes.c_uint32),
+        ("batch_size", ctypes.c_uint32),
+    ]
+
+
+@dataclass
+class TestRun:
+    retval: int
+    data: bytes
+    duration_ns: int
+
+
+def test_run(prog_fd: int, packet: bytes, repeat: int = 1) -> TestRun:
+    """Run a program on one packet with BPF_PROG_TEST_RUN.
+
+    With repeat > 1 the kernel feeds each run the packet the previous run
+    left (a mangled packet stays mangled), and reports the mean time.
+    """
+    din = ctypes.create_string_buffer(packet, len(packet))
+    out_size = len(packet) + 512
+    dout = ctypes.create_string_buffer(out_size)
+    opts = _TestRunOpts(
+        sz=ctypes.sizeof(_TestRunOpts),
+        data_in=ctypes.cast(din, ctypes.c_void_p),
+        data_out=ctypes.cast(dout, ctypes.c_void_p),
+        data_size_in=len(packet),
+        data_size_out=out_size,
+        repeat=repeat,
+    )
+    rc = lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    if rc < 0:
+        _raise_errno("BPF_PROG_TEST_RUN", rc)
+    retval = opts.retval
+    if retval >= 1 << 31:
+        retval -= 1 << 32
+    return TestRun(retval=retval, data=dout.raw[: opts.data_size_out], duration_ns=opts.duration)

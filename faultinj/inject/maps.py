@@ -1,0 +1,51 @@
+"""The byte layout of the maps every fault program shares (bpf/lib/fault.h)."""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+from . import libbpf
+
+# struct fi_config { u64 seed, deadline_ns, threshold; u32 param, flags; }
+CONFIG_FORMAT = struct.Struct("<QQQII")
+CFG_ACTIVE = 1
+COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
+MAP_NAMES = ("fi_config", "fi_counters", "fi_flows")
+KEY0 = (0).to_bytes(4, "little")
+
+
+@dataclass
+class Config:
+    seed: int
+    deadline_ns: int
+    threshold: int
+    param: int = 0
+    active: bool = True
+
+    def pack(self) -> bytes:
+        return CONFIG_FORMAT.pack(self.seed, self.deadline_ns, self.threshold, self.param,
+                                  CFG_ACTIVE if self.active else 0)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Config":
+        seed, deadline, threshold, param, flags = CONFIG_FORMAT.unpack(raw[: CONFIG_FORMAT.size])
+        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE))
+
+
+def write_config(fd: int, cfg: Config) -> None:
+    libbpf.map_update(fd, KEY0, cfg.pack())
+
+
+def read_config(fd: int) -> Config:
+    return Config.unpack(libbpf.map_lookup(fd, KEY0, CONFIG_FORMAT.size))
+
+
+def read_counters(fd: int) -> dict[str, int]:
+    """Sum the per-CPU counters (each value is 8 bytes per possible CPU)."""
+    ncpu = libbpf.possible_cpus()
+    out = {}
+    for i, name in enumerate(COUNTERS):
+        raw = libbpf.map_lookup(fd, i.to_bytes(4, "little"), 8 * ncpu)
+        out[name] = sum(struct.unpack(f"<{ncpu}Q", raw))
+    return out

@@ -1,0 +1,20 @@
+"""Build and load a fault's program, unattached: what apply attaches, and
+what program tests and `replay` run with BPF_PROG_TEST_RUN."""
+
+from __future__ import annotations
+
+from ..faults import FaultSpec
+from . import build, libbpf, maps
+
+
+def load(spec: FaultSpec, seed: int, deadline_ns: int = 0) -> libbpf.LoadedObject:
+    """Compile (cached), load, and write the config for spec; the caller closes it."""
+    obj_path = build.compile_program(spec.fault.program, spec.hook)
+    obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES)
+    try:
+        maps.write_config(obj.map_fds["fi_config"],
+                          maps.Config(seed=seed, deadline_ns=deadline_ns, threshold=spec.threshold))
+    except BaseException:
+        obj.close()
+        raise
+    return obj
