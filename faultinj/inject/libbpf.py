@@ -68,6 +68,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map__fd": (ci, [vp]),
         "bpf_map__pin": (ci, [vp, cs]),
         "bpf_obj_get": (ci, [cs]),
+        "bpf_prog_get_fd_by_id": (ci, [cu]),
         "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
         "bpf_obj_get_info_by_fd": (ci, [ci, vp, ctypes.POINTER(cu)]),
@@ -174,6 +175,16 @@ def obj_get(path: str) -> int:
     fd = lib().bpf_obj_get(path.encode())
     if fd < 0:
         _raise_errno(f"opening pinned object {path}", fd)
+    return fd
+
+
+def prog_fd_by_id(prog_id: int) -> int | None:
+    """An fd for the loaded program with that id, None when it no longer exists."""
+    fd = lib().bpf_prog_get_fd_by_id(prog_id)
+    if fd == -errno.ENOENT:
+        return None
+    if fd < 0:
+        _raise_errno(f"opening program id {prog_id}", fd)
     return fd
 
 

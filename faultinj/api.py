@@ -1,0 +1,351 @@
+"""The Python API: apply, status, set_fault, clear. The CLI is a thin layer on it.
+
+Each step that changes the kernel registers its undo before the next step
+runs; a failure anywhere unwinds them all, so nothing is left half-applied.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import secrets
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+
+from .errors import SpecError, StateError, TargetError
+from .faults import FaultSpec, get_fault, parse_hook, parse_spec
+from .inject import attach, caps, libbpf, maps, netns, program, state
+
+TC_MODES = ("cls_bpf", "matchall")
+MAX_SEED = (1 << 64) - 1
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1, None: 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """'30s', '5m', '1.5h', '500ms', 30 -> seconds; None -> None."""
+    if text is None:
+        return None
+    if isinstance(text, (int, float)):
+        seconds = float(text)
+    else:
+        m = _DURATION.match(text)
+        if not m:
+            raise SpecError(f"bad duration '{text}': give a number with an optional unit ms, s, m, h, d (e.g. 30s)")
+        seconds = float(m.group(1)) * _UNITS[m.group(2)]
+    if not (0 < seconds <= 365 * 86400):
+        raise SpecError(f"bad duration '{text}': it must be more than 0 and at most 365 days")
+    return seconds
+
+
+def check_seed(seed: int | None) -> int:
+    if seed is None:
+        return secrets.randbits(64)
+    if not (0 <= seed <= MAX_SEED):
+        raise SpecError(f"bad seed {seed}: give a whole number from 0 to 2**64-1")
+    return seed
+
+
+def _deadline(seconds: float | None) -> tuple[int, float | None]:
+    if seconds is None:
+        return 0, None
+    return time.monotonic_ns() + int(seconds * 1e9), time.time() + seconds
+
+
+class _Links:
+    """IPRoute sockets per namespace, opened on first use, closed together."""
+
+    def __init__(self):
+        self._open: dict[str | None, object] = {}
+
+    def get(self, ns: str | None):
+        if ns not in self._open:
+            self._open[ns] = netns.open_iproute(ns)
+        return self._open[ns]
+
+    def close(self):
+        for ipr in self._open.values():
+            ipr.close()
+        self._open.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _same_link(rec: state.Record, ns: str | None, ifindex: int) -> bool:
+    return rec.netns == ns and rec.ifindex == ifindex
+
+
+# ---- apply -----------------------------------------------------------------
+
+def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, seed: int | None = None,
+          duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
+          hook: str | None = None) -> state.Record:
+    """Attach a fault and return its record. The fault outlives this process."""
+    fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
+    if tc_mode not in TC_MODES:
+        raise SpecError(f"unknown --tc-mode '{tc_mode}': give one of {', '.join(TC_MODES)}")
+    if tc_mode == "matchall" and fs.hook == "xdp":
+        raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
+    seconds = parse_duration(duration)
+    seed = check_seed(seed)
+    caps.require_privileges()
+
+    with _Links() as links, state.locked():
+        ipr = links.get(netns_name)
+        ifindex = netns.link_index(ipr, ifname, netns_name)
+        _reap(links)
+        replaced = _check_xdp_free(ipr, fs, netns_name, ifindex, ifname, replace) if fs.hook == "xdp" else None
+
+        deadline_ns, expires_at = _deadline(seconds)
+        fid = "f" + secrets.token_hex(4)
+        with ExitStack() as undo:
+            obj = program.load(fs, seed=seed, deadline_ns=deadline_ns)
+            undo.callback(obj.close)
+            pin_dir = state.new_pin_dir(fid)
+            undo.callback(state.remove_pins, pin_dir)
+            obj.pin(str(pin_dir))
+            rec = state.Record(
+                id=fid, fault=fs.name, value=fs.value, hook=fs.hook, netns=netns_name, ifname=ifname,
+                ifindex=ifindex, attach_mode="", prog_id=libbpf.object_id(obj.prog_fd),
+                pin_dir=str(pin_dir), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
+            )
+            if fs.hook == "xdp":
+                rec.attach_mode = attach.xdp_attach(ipr, ifindex, obj.prog_fd, replace)
+                undo.callback(attach.xdp_detach, ipr, ifindex, rec.attach_mode, obj.prog_fd)
+            else:
+                if attach.ensure_clsact(ipr, ifindex):
+                    state.mark_clsact_created(netns_name, ifindex, ifname)
+                    undo.callback(state.forget_link, netns_name, ifindex)
+                    undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
+                rec.attach_mode = tc_mode
+                rec.tc_prio = attach.next_prio(ipr, ifindex, fs.hook)
+                rec.filter_name = f"faultinj:{fid}:{fs.name}"
+                attach.tc_attach(ipr, ifindex, fs.hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
+                undo.callback(attach.tc_detach, ipr, ifindex, fs.hook, rec.tc_prio, rec.filter_name, tc_mode)
+            state.save(rec)
+            undo.pop_all()  # success: everything stays
+        obj.close()  # the attachment and the pins hold the program and maps now
+        if replaced is not None:
+            # the kernel swapped the program in place; only the old bookkeeping remains
+            state.remove_pins(replaced.pin_dir)
+            state.delete(replaced)
+        return rec
+
+
+def _check_xdp_free(ipr, fs: FaultSpec, ns, ifindex, ifname, replace) -> state.Record | None:
+    """Refuse a second XDP program on a link unless replace; returns our record it replaces."""
+    ours = [r for r in state.records() if r.hook == "xdp" and _same_link(r, ns, ifindex)]
+    mode, prog_id = attach.xdp_current(ipr, ifindex)
+    if not prog_id:
+        for r in ours:  # records of a program someone else detached
+            _forget(r)
+        return None
+    mine = next((r for r in ours if r.prog_id == prog_id), None)
+    if not replace:
+        if mine:
+            raise StateError(
+                f"{ifname} already has faultinj fault {mine.id} ({mine.spec}) on xdp: "
+                f"clear it first or pass --replace"
+            )
+        raise StateError(
+            f"{ifname} already has a foreign XDP program (id {prog_id}, {mode}): faultinj will not "
+            "replace it without --replace"
+        )
+    return mine
+
+
+# ---- status ----------------------------------------------------------------
+
+@dataclass
+class FaultStatus:
+    record: state.Record
+    state: str            # active | expired | gone | detached
+    detail: str
+    counters: dict[str, int] | None
+    live_threshold: int | None
+
+    def to_json(self) -> dict:
+        d = self.record.to_json()
+        d.update(state=self.state, detail=self.detail, counters=self.counters)
+        if self.record.deadline_ns:
+            d["remaining_s"] = max(0.0, (self.record.deadline_ns - time.monotonic_ns()) / 1e9)
+        return d
+
+
+def _read_counters(rec: state.Record) -> tuple[dict | None, int | None]:
+    try:
+        cfd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
+        try:
+            counters = maps.read_counters(cfd)
+        finally:
+            os.close(cfd)
+        gfd = libbpf.obj_get(f"{rec.pin_dir}/fi_config")
+        try:
+            cfg = maps.read_config(gfd)
+        finally:
+            os.close(gfd)
+        return counters, cfg.threshold
+    except Exception:
+        return None, None
+
+
+def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
+    if rec.netns and not netns.netns_exists(rec.netns):
+        return "gone", f"namespace {rec.netns} no longer exists"
+    ipr = links.get(rec.netns)
+    if not netns.link_exists(ipr, rec.ifindex, rec.ifname):
+        return "gone", f"interface {rec.ifname} (index {rec.ifindex}) no longer exists"
+    if rec.hook == "xdp":
+        _, prog_id = attach.xdp_current(ipr, rec.ifindex)
+        if prog_id != rec.prog_id:
+            return "detached", "another XDP program replaced it" if prog_id else "its XDP program was removed"
+    elif attach.tc_find(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name) is None:
+        return "detached", "its tc filter was removed by something else"
+    if rec.expired():
+        return "expired", "past its deadline: passes everything; the next faultinj command removes it"
+    return "active", ""
+
+
+def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[FaultStatus]:
+    caps.require_privileges()
+    out = []
+    with _Links() as links, state.locked(exclusive=False):
+        for rec in state.records():
+            if not all_namespaces and rec.netns != netns_name:
+                continue
+            st, detail = _attachment_state(links, rec)
+            counters, threshold = _read_counters(rec)
+            out.append(FaultStatus(rec, st, detail, counters, threshold))
+    return out
+
+
+# ---- set -------------------------------------------------------------------
+
+def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: int | None = None,
+              duration: str | float | None = None, fault_id: str | None = None) -> state.Record:
+    """Change a running fault's value (and seed, deadline) with a map write: no reload."""
+    body, at, hook_text = spec.partition("@")
+    hook = parse_hook(hook_text) if at else None
+    if "=" in body:  # a new value: validated like apply's
+        fs = parse_spec(spec)
+        ftype, new_value = fs.fault, fs.value
+    else:            # only selects the fault (to change --seed or --duration)
+        ftype, new_value = get_fault(body.strip()), None
+        if seed is None and duration is None:
+            raise SpecError(f"nothing to change: give {ftype.name}={ftype.value.name}, --seed or --duration")
+    seconds = parse_duration(duration)
+    if seed is not None:
+        check_seed(seed)
+    caps.require_privileges()
+    with _Links() as links, state.locked():
+        _reap(links)
+        cands = [r for r in state.records() if r.ifname == ifname and r.netns == netns_name
+                 and r.fault == ftype.name and (hook is None or r.hook == hook)
+                 and (fault_id is None or r.id == fault_id)]
+        if not cands:
+            ipr = links.get(netns_name)
+            netns.link_index(ipr, ifname, netns_name)  # says so if the interface is unknown
+            raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + netns_name if netns_name else ''}: "
+                             f"apply one with 'faultinj apply {body} {ifname}'")
+        if len(cands) > 1:
+            raise StateError(f"{len(cands)} {ftype.name} faults on {ifname} ({', '.join(r.id for r in cands)}): "
+                             "choose one with --id")
+        rec = cands[0]
+        if new_value is None:
+            new_value = rec.value
+        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_config")
+        try:
+            cfg = maps.read_config(fd)
+            cfg.threshold = ftype.threshold(new_value)
+            if seed is not None:
+                cfg.seed = rec.seed = seed
+            if seconds is not None:
+                cfg.deadline_ns, rec.expires_at = _deadline(seconds)
+                rec.deadline_ns = cfg.deadline_ns
+            maps.write_config(fd, cfg)
+        finally:
+            os.close(fd)
+        rec.value = new_value
+        state.save(rec)
+        return rec
+
+
+# ---- clear -----------------------------------------------------------------
+
+def clear(ifname: str | None = None, *, netns_name: str | None = None, all_faults: bool = False,
+          fault_id: str | None = None) -> list[state.Record]:
+    """Remove faults: on one interface, one by id, or all. Returns what was removed."""
+    if not (ifname or all_faults or fault_id):
+        raise SpecError("say what to clear: an interface, --id ID, or --all")
+    caps.require_privileges()
+    with _Links() as links, state.locked():
+        recs = state.records()
+        if fault_id:
+            recs = [r for r in recs if r.id == fault_id]
+            if not recs:
+                raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
+        elif ifname:
+            recs = [r for r in recs if r.ifname == ifname and r.netns == netns_name]
+            if not recs:
+                ipr = links.get(netns_name)
+                netns.link_index(ipr, ifname, netns_name)  # unknown interface: say so
+        elif netns_name is not None:
+            recs = [r for r in recs if r.netns == netns_name]
+        for rec in recs:
+            _remove(links, rec)
+        return recs
+
+
+def _forget(rec: state.Record) -> None:
+    state.remove_pins(rec.pin_dir)
+    state.delete(rec)
+
+
+def _remove(links: _Links, rec: state.Record) -> None:
+    """Detach exactly what this record created, then unpin and forget it."""
+    if rec.netns and not netns.netns_exists(rec.netns):
+        _forget(rec)
+        state.forget_link(rec.netns, rec.ifindex)
+        return
+    ipr = links.get(rec.netns)
+    if not netns.link_exists(ipr, rec.ifindex, rec.ifname):
+        _forget(rec)
+        state.forget_link(rec.netns, rec.ifindex)
+        return
+    if rec.hook == "xdp":
+        fd = libbpf.prog_fd_by_id(rec.prog_id)
+        if fd is not None:
+            try:
+                attach.xdp_detach(ipr, rec.ifindex, rec.attach_mode, fd)
+            finally:
+                os.close(fd)
+        _forget(rec)
+        return
+    attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
+    _forget(rec)
+    others = [r for r in state.records() if r.hook != "xdp" and _same_link(r, rec.netns, rec.ifindex)]
+    if not others and state.clsact_created(rec.netns, rec.ifindex):
+        if attach.remove_clsact_if_empty(ipr, rec.ifindex) or not attach.has_clsact(ipr, rec.ifindex):
+            state.forget_link(rec.netns, rec.ifindex)
+
+
+def _reap(links: _Links) -> list[state.Record]:
+    """Remove faults past their deadline (their programs already pass everything)."""
+    now = time.monotonic_ns()
+    done = []
+    for rec in state.records():
+        if rec.expired(now):
+            _remove(links, rec)
+            done.append(rec)
+    return done
+
+
+def reap() -> list[state.Record]:
+    caps.require_privileges()
+    with _Links() as links, state.locked():
+        return _reap(links)

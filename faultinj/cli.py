@@ -1,0 +1,188 @@
+"""The `faultinj` command: a thin layer over faultinj.api.
+
+One error boundary (`_boundary`) turns a FaultinjError into one line on
+stderr and its exit status; `--traceback` shows the Python traceback instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+import time
+from typing import Optional
+
+import typer
+
+from .errors import ExitStatus, FaultinjError
+
+app = typer.Typer(
+    help="Reproduce network bugs with eBPF fault injection: apply, observe, change and clear faults.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+_opts = {"traceback": False}
+
+NetnsOpt = typer.Option(None, "--netns", "-n", help="Network namespace (a name from 'ip netns list').")
+JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
+
+
+@app.callback()
+def _main(traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks on errors.")):
+    _opts["traceback"] = traceback
+
+
+def _boundary(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FaultinjError as exc:
+            if _opts["traceback"]:
+                raise
+            typer.echo(f"faultinj: error: {exc}".splitlines()[0], err=True)
+            detail = str(exc).splitlines()[1:]
+            if detail and _opts["traceback"] is False and getattr(exc, "status", 0) != ExitStatus.USAGE:
+                typer.echo("\n".join("  " + ln for ln in detail[-20:]), err=True)
+            raise typer.Exit(code=int(exc.status))
+        except KeyboardInterrupt:
+            typer.echo("faultinj: interrupted", err=True)
+            raise typer.Exit(code=130)
+    return wrapper
+
+
+def _print_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, sort_keys=True))
+
+
+def _fmt_remaining(rec) -> str:
+    if not rec.deadline_ns:
+        return "-"
+    left = (rec.deadline_ns - time.monotonic_ns()) / 1e9
+    return "expired" if left <= 0 else f"{left:.0f}s"
+
+
+@app.command()
+@_boundary
+def apply(
+    spec: str = typer.Argument(..., help="NAME[=VALUE][@HOOK], e.g. psh-ratio=10, drop=5%@ingress, ttl-pong."),
+    interface: str = typer.Argument(..., help="The interface to attach to."),
+    netns: Optional[str] = NetnsOpt,
+    seed: Optional[int] = typer.Option(None, help="Seed for reproducible decisions (default: random, shown)."),
+    duration: Optional[str] = typer.Option(None, help="Stop acting after this long, e.g. 30s, 5m (in-kernel deadline)."),
+    hook: Optional[str] = typer.Option(None, help="xdp, ingress or egress (or @HOOK in the spec)."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link."),
+    tc_mode: str = typer.Option("cls_bpf", help="tc attach: cls_bpf (direct-action) or matchall (+ act_bpf)."),
+    as_json: bool = JsonOpt,
+):
+    """Attach a fault; it keeps running after faultinj exits."""
+    from .api import apply as do_apply
+
+    rec = do_apply(spec, interface, netns_name=netns, seed=seed, duration=duration, replace=replace,
+                   tc_mode=tc_mode, hook=hook)
+    if as_json:
+        _print_json(rec.to_json())
+    else:
+        mode = f"{rec.hook} ({rec.attach_mode})"
+        until = f", for {duration}" if duration else ""
+        typer.echo(f"applied {rec.id}: {rec.spec} on {rec.where} via {mode}, seed {rec.seed}{until}")
+
+
+@app.command()
+@_boundary
+def status(
+    netns: Optional[str] = typer.Option(None, "--netns", "-n", help="Only faults in this namespace."),
+    as_json: bool = JsonOpt,
+):
+    """Every fault faultinj applied: where, hook, spec, seed, deadline, live counters."""
+    from .api import status as do_status
+
+    rows = do_status(netns_name=netns, all_namespaces=netns is None)
+    if as_json:
+        _print_json([r.to_json() for r in rows])
+        return
+    if not rows:
+        typer.echo("no faults applied")
+        return
+    head = ("ID", "WHERE", "HOOK", "MODE", "SPEC", "SEED", "STATE", "LEFT", "SEEN", "MATCHED", "ACTED")
+    table = [head]
+    for r in rows:
+        c = r.counters or {}
+        rec = r.record
+        table.append((rec.id, rec.where, rec.hook, rec.attach_mode, f"{rec.fault}={rec.value}", str(rec.seed),
+                      r.state, _fmt_remaining(rec), str(c.get("seen", "?")), str(c.get("matched", "?")),
+                      str(c.get("acted", "?"))))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head))]
+    for row in table:
+        typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+    for r in rows:
+        if r.detail:
+            typer.echo(f"{r.record.id}: {r.detail}")
+
+
+@app.command("set")
+@_boundary
+def set_(
+    interface: str = typer.Argument(..., help="The interface the fault is on."),
+    spec: str = typer.Argument(..., help="NAME=VALUE with the new value, e.g. psh-ratio=5."),
+    netns: Optional[str] = NetnsOpt,
+    seed: Optional[int] = typer.Option(None, help="A new seed."),
+    duration: Optional[str] = typer.Option(None, help="A new deadline, counted from now."),
+    fault_id: Optional[str] = typer.Option(None, "--id", help="Which fault, when several match."),
+    as_json: bool = JsonOpt,
+):
+    """Change a running fault (a map write: no reload, no packet missed)."""
+    from .api import set_fault
+
+    rec = set_fault(interface, spec, netns_name=netns, seed=seed, duration=duration, fault_id=fault_id)
+    if as_json:
+        _print_json(rec.to_json())
+    else:
+        typer.echo(f"set {rec.id}: {rec.spec} on {rec.where}, seed {rec.seed}")
+
+
+@app.command()
+@_boundary
+def clear(
+    interface: Optional[str] = typer.Argument(None, help="Clear every fault on this interface."),
+    netns: Optional[str] = NetnsOpt,
+    all_: bool = typer.Option(False, "--all", help="Clear every fault faultinj applied."),
+    fault_id: Optional[str] = typer.Option(None, "--id", help="Clear one fault by id."),
+    as_json: bool = JsonOpt,
+):
+    """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
+    from .api import clear as do_clear
+
+    removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id)
+    if as_json:
+        _print_json([r.to_json() for r in removed])
+        return
+    if not removed:
+        typer.echo("nothing to clear")
+    for r in removed:
+        typer.echo(f"cleared {r.id}: {r.spec} on {r.where}")
+
+
+@app.command()
+@_boundary
+def faults(as_json: bool = JsonOpt):
+    """The fault catalogue: names, values, defaults and hooks."""
+    from .faults import CATALOGUE
+
+    if as_json:
+        _print_json([f.describe() for f in CATALOGUE.values()])
+        return
+    for f in CATALOGUE.values():
+        v = f.value
+        usage = f"{f.name}[={v.name}]" if not v.required else f"{f.name}={v.name}"
+        typer.echo(f"{usage}[@HOOK]\n    {f.summary}\n    {v.name}: {v.help}"
+                   f"\n    hooks: {', '.join(f.hooks)} (default {f.default_hook})\n    counts: {f.unit}\n")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

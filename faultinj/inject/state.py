@@ -1,0 +1,180 @@
+"""faultinj's own state: a record per applied fault, pins in bpffs, a lock.
+
+Records live in RUN_DIR (tmpfs, gone at reboot like the programs they
+describe); maps and the program are pinned under PIN_ROOT/<fault id>/.
+Both directories are root's alone (0700, files 0600). Every mutating command
+holds an exclusive lock, so two faultinj processes never interleave.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import json
+import os
+import shutil
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..errors import EnvironmentProblem, StateError
+
+BPFFS = "/sys/fs/bpf"
+
+
+def run_dir() -> Path:
+    return Path(os.environ.get("FAULTINJ_RUN_DIR", "/run/faultinj"))
+
+
+def pin_root() -> Path:
+    return Path(os.environ.get("FAULTINJ_PIN_ROOT", f"{BPFFS}/faultinj"))
+
+
+@dataclass
+class Record:
+    id: str
+    fault: str
+    value: Any
+    hook: str
+    netns: str | None
+    ifname: str
+    ifindex: int
+    attach_mode: str          # xdp: native|generic; tc: cls_bpf|matchall
+    prog_id: int
+    pin_dir: str
+    seed: int
+    deadline_ns: int = 0      # CLOCK_MONOTONIC, as the program sees it; 0: none
+    expires_at: float | None = None  # the same instant on the wall clock, for people
+    tc_prio: int | None = None
+    filter_name: str | None = None
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def spec(self) -> str:
+        return f"{self.fault}={self.value}@{self.hook}"
+
+    @property
+    def where(self) -> str:
+        return f"{self.netns}/{self.ifname}" if self.netns else self.ifname
+
+    def expired(self, now_ns: int | None = None) -> bool:
+        return bool(self.deadline_ns) and (now_ns or time.monotonic_ns()) >= self.deadline_ns
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["spec"] = self.spec
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Record":
+        d = dict(d)
+        d.pop("spec", None)
+        return cls(**d)
+
+
+def _is_bpffs(path: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(line.split()[1] == path and line.split()[2] == "bpf" for line in f)
+
+
+def ensure_bpffs() -> None:
+    """Mount bpffs at /sys/fs/bpf if it is not there (it is not by default here)."""
+    root = str(pin_root())
+    if not root.startswith(BPFFS + "/"):
+        return  # a test or user pointed pins elsewhere: their mount
+    if _is_bpffs(BPFFS):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"bpf", BPFFS.encode(), b"bpf", 0, b"mode=0700") != 0:
+        err = ctypes.get_errno()
+        raise EnvironmentProblem(
+            f"bpffs is not mounted at {BPFFS} and mounting it failed ({os.strerror(err)}): "
+            f"run 'mount -t bpf bpf {BPFFS}' as root"
+        )
+
+
+def ensure_dirs() -> None:
+    ensure_bpffs()
+    for d in (run_dir(), run_dir() / "faults", run_dir() / "links", pin_root()):
+        d.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(d, 0o700)
+
+
+@contextmanager
+def locked(exclusive: bool = True) -> Iterator[None]:
+    ensure_dirs()
+    fd = os.open(run_dir() / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)  # a reader sees the old record or the new, never half
+
+
+def records() -> list[Record]:
+    d = run_dir() / "faults"
+    out = []
+    if not d.is_dir():
+        return out
+    for p in sorted(d.glob("*.json")):
+        try:
+            out.append(Record.from_json(json.loads(p.read_text())))
+        except (ValueError, TypeError) as exc:
+            raise StateError(f"faultinj record {p} is unreadable ({exc}): remove it by hand") from None
+    return sorted(out, key=lambda r: r.created_at)
+
+
+def save(rec: Record) -> None:
+    _write_json(run_dir() / "faults" / f"{rec.id}.json", rec.to_json())
+
+
+def delete(rec: Record) -> None:
+    try:
+        os.unlink(run_dir() / "faults" / f"{rec.id}.json")
+    except FileNotFoundError:
+        pass
+
+
+def new_pin_dir(fault_id: str) -> Path:
+    d = pin_root() / fault_id
+    d.mkdir(mode=0o700)
+    return d
+
+
+def remove_pins(pin_dir: str | Path) -> None:
+    """Unpin a fault's objects. Only directories below our pin root are touched."""
+    p = Path(pin_dir)
+    if p.parent != pin_root() or not p.is_dir():
+        return
+    shutil.rmtree(p)
+
+
+# Which links have a clsact qdisc that faultinj added (so only those are removed)
+
+def _link_path(netns: str | None, ifindex: int) -> Path:
+    return run_dir() / "links" / f"{netns or '-'}@{ifindex}.json"
+
+
+def mark_clsact_created(netns: str | None, ifindex: int, ifname: str) -> None:
+    _write_json(_link_path(netns, ifindex), {"clsact_created": True, "ifname": ifname})
+
+
+def clsact_created(netns: str | None, ifindex: int) -> bool:
+    return _link_path(netns, ifindex).is_file()
+
+
+def forget_link(netns: str | None, ifindex: int) -> None:
+    try:
+        os.unlink(_link_path(netns, ifindex))
+    except FileNotFoundError:
+        pass
