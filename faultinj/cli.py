@@ -180,6 +180,36 @@ def faults(as_json: bool = JsonOpt):
                    f"\n    hooks: {', '.join(f.hooks)} (default {f.default_hook})\n    counts: {f.unit}\n")
 
 
+@app.command()
+@_boundary
+def demo(
+    pcap_dir: Optional[str] = typer.Option(None, help="Save each experiment's capture as a pcap here."),
+    seed: int = typer.Option(42, help="Seed of every fault (runs repeat packet for packet)."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the lab's namespaces in place."),
+    as_json: bool = JsonOpt,
+):
+    """Replay the seed article's faults in a throw-away two-namespace lab, verified."""
+    from . import demo as demo_mod
+    from .inject import caps
+
+    caps.require_privileges()
+    outcomes = demo_mod.run(pcap_dir=pcap_dir, seed=seed, keep=keep,
+                            progress=lambda msg: typer.echo(msg, err=True))
+    ok = all(o.ok for o in outcomes)
+    if as_json:
+        _print_json({"ok": ok, "experiments": [o.to_json() for o in outcomes]})
+    else:
+        for o in outcomes:
+            typer.echo(f"\n{o.spec}  {'PASS' if o.ok else 'FAIL'}  counters {o.counters}"
+                       + (f"  pcap {o.pcap}" if o.pcap else ""))
+            for c in o.checks:
+                ci = f"  CI [{c.ci[0]:.4f}, {c.ci[1]:.4f}]" if c.ci else ""
+                typer.echo(f"  {'✓' if c.ok else '✗'} {c.name}: {c.observed} (expected {c.expected}){ci}")
+        typer.echo(f"\n{'all checks hold' if ok else 'SOME CHECKS FAILED'}")
+    if not ok:
+        raise typer.Exit(code=int(ExitStatus.FAILED))
+
+
 def main() -> None:
     app()
 

@@ -1,0 +1,81 @@
+"""Statistics for verdicts: binomial confidence intervals and a chi-square test.
+
+A ratio fault is judged by whether its configured probability lies inside
+the confidence interval of what was observed; no scipy needed.
+"""
+
+from __future__ import annotations
+
+import math
+from statistics import NormalDist
+
+
+def z_for(confidence: float) -> float:
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+def wilson_interval(k: int, n: int, confidence: float = 0.999) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials."""
+    if n <= 0:
+        return 0.0, 1.0
+    z = z_for(confidence)
+    p = k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def binomial_consistent(k: int, n: int, p: float, confidence: float = 0.999) -> bool:
+    lo, hi = wilson_interval(k, n, confidence)
+    return lo <= p <= hi
+
+
+def _gammainc_upper(a: float, x: float) -> float:
+    """Regularized upper incomplete gamma Q(a, x) (series / continued fraction)."""
+    if x <= 0:
+        return 1.0
+    gln = math.lgamma(a)
+    if x < a + 1:
+        term = total = 1.0 / a
+        ap = a
+        for _ in range(10000):
+            ap += 1
+            term *= x / ap
+            total += term
+            if abs(term) < abs(total) * 1e-15:
+                break
+        return 1.0 - total * math.exp(-x + a * math.log(x) - gln)
+    b = x + 1 - a
+    c = 1.0 / 1e-300
+    d = 1.0 / b
+    h = d
+    for i in range(1, 10000):
+        an = -i * (i - a)
+        b += 2
+        d = an * d + b
+        d = 1e-300 if abs(d) < 1e-300 else d
+        c = b + an / c
+        c = 1e-300 if abs(c) < 1e-300 else c
+        d = 1.0 / d
+        delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-15:
+            break
+    return math.exp(-x + a * math.log(x) - gln) * h
+
+
+def chi2_sf(stat: float, df: int) -> float:
+    """P(X >= stat) for X ~ chi-square with df degrees of freedom."""
+    return _gammainc_upper(df / 2.0, stat / 2.0)
+
+
+def chi2_uniform(counts: list[int]) -> tuple[float, int, float]:
+    """Chi-square goodness of fit of counts to the uniform distribution: (stat, df, p)."""
+    n = sum(counts)
+    k = len(counts)
+    if n == 0 or k < 2:
+        return 0.0, 0, 1.0
+    expected = n / k
+    stat = sum((c - expected) ** 2 / expected for c in counts)
+    return stat, k - 1, chi2_sf(stat, k - 1)
