@@ -1,0 +1,92 @@
+"""The catalogue and spec grammar: pure Python, no kernel."""
+
+import pytest
+
+from faultinj.api import check_seed, parse_duration
+from faultinj.errors import ExitStatus, SpecError
+from faultinj.faults import CATALOGUE, parse_spec
+from faultinj.faults.base import ALWAYS
+
+
+@pytest.mark.parametrize("text,name,value,hook", [
+    ("psh-ratio=10", "psh-ratio", 10, "tc-egress"),
+    ("psh-ratio=1@ingress", "psh-ratio", 1, "tc-ingress"),
+    ("drop=5%", "drop", 0.05, "tc-egress"),
+    ("drop=0.05", "drop", 0.05, "tc-egress"),
+    ("drop=0.2@ingress", "drop", 0.2, "tc-ingress"),
+    ("drop=100%@xdp", "drop", 1.0, "xdp"),
+    ("drop=0@tc-egress", "drop", 0.0, "tc-egress"),
+    ("ttl-pong", "ttl-pong", 1.0, "xdp"),
+    ("ttl-pong=50%@egress", "ttl-pong", 0.5, "tc-egress"),
+])
+def test_good_specs(text, name, value, hook):
+    spec = parse_spec(text)
+    assert (spec.name, spec.value, spec.hook) == (name, pytest.approx(value), hook)
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("", "empty fault spec"),
+    ("psh-ratoi=10", "did you mean 'psh-ratio'"),
+    ("dorp=5%", "did you mean 'drop'"),
+    ("nothing", "known faults"),
+    ("drop", "drop needs a value"),
+    ("drop=", "nothing after '='"),
+    ("drop=5%@", "nothing after '@'"),
+    ("drop=101%", "from 0% to 100%"),
+    ("drop=-0.1", "from 0 to 1"),
+    ("drop=nan", "from 0 to 1"),
+    ("drop=abc", "from 0 to 1"),
+    ("psh-ratio=0", "from 1 to 1000000000"),
+    ("psh-ratio=2.5", "whole number"),
+    ("psh-ratio=1000000001", "from 1 to"),
+    ("psh-ratio=10@xdp", "cannot run on xdp"),
+    ("drop=5%@egrss", "did you mean 'egress'"),
+    ("ttl-pong=2", "from 0 to 1"),
+])
+def test_bad_specs_say_what_to_do(text, needle):
+    with pytest.raises(SpecError) as err:
+        parse_spec(text)
+    assert needle in str(err.value)
+    assert "\n" not in str(err.value)
+    assert err.value.status == ExitStatus.USAGE
+
+
+def test_hook_flag_must_agree_with_spec():
+    assert parse_spec("drop=1%", hook="ingress").hook == "tc-ingress"
+    with pytest.raises(SpecError, match="give one"):
+        parse_spec("drop=1%@xdp", hook="egress")
+
+
+def test_thresholds():
+    assert parse_spec("drop=100%").threshold == ALWAYS
+    assert parse_spec("drop=0").threshold == 0
+    assert parse_spec("psh-ratio=1").threshold == ALWAYS
+    assert parse_spec("psh-ratio=10").threshold == round(ALWAYS / 10)
+    assert abs(parse_spec("drop=5%").threshold / ALWAYS - 0.05) < 1e-9
+
+
+def test_catalogue_describes_every_fault():
+    for fault in CATALOGUE.values():
+        d = fault.describe()
+        assert d["default_hook"] in d["hooks"]
+        assert d["program"].startswith("bpf/") and d["unit"]
+
+
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("1.5h", 5400), ("500ms", 0.5), ("7", 7)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == pytest.approx(seconds)
+
+
+@pytest.mark.parametrize("text", ["0s", "-1s", "abc", "10x", "400d"])
+def test_bad_durations(text):
+    with pytest.raises(SpecError):
+        parse_duration(text)
+
+
+def test_seeds():
+    assert check_seed(5) == 5
+    assert 0 <= check_seed(None) < 2**64
+    with pytest.raises(SpecError):
+        check_seed(-1)
+    with pytest.raises(SpecError):
+        check_seed(2**64)

@@ -1,0 +1,355 @@
+"""Each program on scapy-crafted frames through BPF_PROG_TEST_RUN (real kernel, no attach)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import ICMP, IP, TCP, UDP
+from scapy.layers.inet6 import (ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt,
+                                IPv6ExtHdrFragment, IPv6ExtHdrHopByHop, IPv6ExtHdrRouting)
+from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
+from scapy.packet import Padding
+
+from faultinj import stats
+from faultinj.errors import BuildError, EnvironmentProblem, VerifierError
+from faultinj.faults import parse_spec
+from faultinj.inject import build, libbpf, maps, program
+
+DATA = Path(__file__).parent / "data"
+XDP_DROP, XDP_PASS = 1, 2
+TC_UNSPEC, TC_SHOT = -1, 2
+PSH = 0x08
+
+
+@contextmanager
+def loaded(spec: str, seed: int = 1):
+    obj = program.load(parse_spec(spec), seed=seed)
+    try:
+        yield obj
+    finally:
+        obj.close()
+
+
+def run(obj, frame) -> tuple[int, bytes]:
+    r = libbpf.test_run(obj.prog_fd, bytes(frame))
+    return r.retval, r.data
+
+
+def counters(obj) -> dict:
+    return maps.read_counters(obj.map_fds["fi_counters"])
+
+
+def ip_checksum_ok(frame: bytes) -> bool:
+    pkt = Ether(frame)
+    got = pkt[IP].chksum
+    del pkt[IP].chksum
+    return Ether(bytes(pkt))[IP].chksum == got
+
+
+def l4_checksum_ok(frame: bytes, layer) -> bool:
+    pkt = Ether(frame)
+    got = pkt[layer].chksum if hasattr(pkt[layer], "chksum") else pkt[layer].cksum
+    if hasattr(pkt[layer], "chksum"):
+        del pkt[layer].chksum
+    else:
+        del pkt[layer].cksum
+    rebuilt = Ether(bytes(pkt))[layer]
+    return (rebuilt.chksum if hasattr(rebuilt, "chksum") else rebuilt.cksum) == got
+
+
+def diff_offsets(a: bytes, b: bytes) -> set[int]:
+    assert len(a) == len(b)
+    return {i for i in range(len(a)) if a[i] != b[i]}
+
+
+A, B = "10.1.0.1", "10.1.0.2"
+PONG4 = Ether() / IP(src=B, dst=A, ttl=64) / ICMP(type=0, id=7, seq=1) / (b"p" * 32)
+PONG6 = Ether() / IPv6(src="fd00::2", dst="fd00::1", hlim=64) / ICMPv6EchoReply(id=7, seq=1, data=b"p" * 32)
+DATA4 = Ether() / IP(src=A, dst=B) / TCP(sport=40000, dport=80, flags="A", seq=1000) / (b"d" * 100)
+DATA6 = Ether() / IPv6(src="fd00::1", dst="fd00::2") / TCP(sport=40000, dport=80, flags="A") / (b"d" * 100)
+
+
+# ---- ttl-pong ------------------------------------------------------------------------
+
+PONG_VARIANTS = {
+    "ipv4": PONG4,
+    "vlan": Ether() / Dot1Q(vlan=10) / IP(src=B, dst=A, ttl=64) / ICMP(type=0) / (b"p" * 8),
+    "qinq": Ether() / Dot1AD(vlan=20) / Dot1Q(vlan=10) / IP(src=B, dst=A, ttl=64) / ICMP(type=0),
+    "ip-options": Ether() / IP(src=B, dst=A, ttl=64, options=[b"\x01\x01\x01\x00"]) / ICMP(type=0),
+}
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc-ingress"])
+@pytest.mark.parametrize("variant", PONG_VARIANTS)
+def test_ttl_pong_sets_ttl_in_range_with_valid_checksum(hook, variant):
+    frame = bytes(PONG_VARIANTS[variant])
+    with loaded(f"ttl-pong@{hook}") as obj:
+        ttls = set()
+        for _ in range(200):
+            rc, out = run(obj, frame)
+            assert rc == (XDP_PASS if hook == "xdp" else TC_UNSPEC)
+            pkt = Ether(out)
+            assert 1 <= pkt[IP].ttl <= 64
+            assert ip_checksum_ok(out)
+            ip_off = frame.index(bytes(PONG_VARIANTS[variant][IP])[:12])
+            # only the TTL and the header checksum may change
+            assert diff_offsets(frame, out) <= {ip_off + 8, ip_off + 10, ip_off + 11}
+            ttls.add(pkt[IP].ttl)
+        assert len(ttls) > 40  # spread, not a constant
+        assert counters(obj) == {"seen": 200, "matched": 200, "acted": 200}
+
+
+def test_ttl_pong_ipv6_hop_limit():
+    frame = bytes(PONG6)
+    with loaded("ttl-pong") as obj:
+        seen = set()
+        for _ in range(100):
+            _, out = run(obj, frame)
+            pkt = Ether(out)
+            assert 1 <= pkt[IPv6].hlim <= 64
+            assert diff_offsets(frame, out) <= {14 + 7}  # the hop limit only
+            assert l4_checksum_ok(out, ICMPv6EchoReply)  # hop limit is not in the pseudo header
+            seen.add(pkt[IPv6].hlim)
+        assert len(seen) > 30
+
+
+def test_ttl_pong_is_uniform_over_1_to_ttl():
+    frame = bytes(PONG4)
+    with loaded("ttl-pong") as obj:
+        counts = Counter(Ether(run(obj, frame)[1])[IP].ttl for _ in range(6400))
+    chi, df, p = stats.chi2_uniform([counts.get(t, 0) for t in range(1, 65)])
+    assert set(counts) <= set(range(1, 65))
+    assert p > 0.001, f"chi2={chi} df={df} p={p}"
+
+
+@pytest.mark.parametrize("frame", [
+    Ether() / IP(src=A, dst=B, ttl=64) / ICMP(type=8),                    # a ping, not a pong
+    Ether() / IPv6(src="fd00::1", dst="fd00::2") / ICMPv6EchoRequest(),
+    Ether() / IP(src=B, dst=A, ttl=0) / ICMP(type=0),                      # no range to draw from
+    Ether() / IP(src=B, dst=A, ttl=64, frag=5) / ICMP(type=0),             # non-first fragment
+    Ether() / IP(src=B, dst=A) / UDP() / b"x",
+    Ether(type=0x0806) / (b"\x00" * 28),                                   # ARP
+], ids=["echo-request", "echo-request-v6", "ttl0", "fragment", "udp", "arp"])
+def test_ttl_pong_leaves_other_packets_alone(frame):
+    with loaded("ttl-pong") as obj:
+        rc, out = run(obj, frame)
+        assert (rc, out) == (XDP_PASS, bytes(frame))
+        assert counters(obj)["acted"] == 0
+
+
+def test_ttl_1_stays_1():
+    frame = bytes(Ether() / IP(src=B, dst=A, ttl=1) / ICMP(type=0))
+    with loaded("ttl-pong") as obj:
+        assert all(Ether(run(obj, frame)[1])[IP].ttl == 1 for _ in range(20))
+
+
+# ---- psh-ratio ------------------------------------------------------------------------
+
+TCP_VARIANTS = {
+    "ipv4": DATA4,
+    "ipv6": DATA6,
+    "vlan": Ether() / Dot1Q(vlan=3) / IP(src=A, dst=B) / TCP(flags="A") / (b"d" * 10),
+    "qinq": Ether() / Dot1AD(vlan=4) / Dot1Q(vlan=3) / IP(src=A, dst=B) / TCP(flags="A") / (b"d" * 10),
+    "ip-options": Ether() / IP(src=A, dst=B, options=[b"\x01\x01\x01\x00" * 3]) / TCP(flags="A") / (b"d" * 10),
+    "tcp-options": Ether() / IP(src=A, dst=B) / TCP(flags="A", options=[("NOP", None), ("NOP", None),
+                                                                          ("Timestamp", (1, 2))]) / (b"d" * 10),
+    "v6-ext": Ether() / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
+    / IPv6ExtHdrRouting() / TCP(flags="A") / (b"d" * 10),
+    "v6-first-fragment": Ether() / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(offset=0, m=1)
+    / TCP(flags="A") / (b"d" * 10),
+    "ece-cwr-urg": Ether() / IP(src=A, dst=B) / TCP(flags="AECU") / (b"d" * 10),
+}
+
+
+@pytest.mark.parametrize("variant", TCP_VARIANTS)
+def test_psh_ratio_1_sets_psh_with_valid_checksum(variant):
+    frame = bytes(TCP_VARIANTS[variant])
+    with loaded("psh-ratio=1") as obj:
+        rc, out = run(obj, frame)
+    pkt = Ether(out)
+    assert rc == TC_UNSPEC
+    assert pkt[TCP].flags & PSH
+    assert int(pkt[TCP].flags) == int(Ether(frame)[TCP].flags) | PSH
+    assert l4_checksum_ok(out, TCP)
+    assert len(diff_offsets(frame, out)) <= 3  # the flags byte and the checksum
+
+
+@pytest.mark.parametrize("frame", [
+    Ether() / IP(src=A, dst=B) / TCP(flags="S") / (b"d" * 10),
+    Ether() / IP(src=A, dst=B) / TCP(flags="FA") / (b"d" * 10),
+    Ether() / IP(src=A, dst=B) / TCP(flags="RA") / (b"d" * 10),
+    Ether() / IP(src=A, dst=B) / TCP(flags="PA") / (b"d" * 10),
+    Ether() / IP(src=A, dst=B) / TCP(flags="A"),                                         # pure ACK
+    Ether() / IP(src=A, dst=B) / TCP(flags="A") / Padding(b"\0" * 6),                   # padded to 60 bytes
+    Ether() / IP(src=A, dst=B, frag=10) / TCP(flags="A") / (b"d" * 10),                 # non-first fragment
+    Ether() / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(offset=8) / TCP(flags="A") / b"d",
+    Ether() / IP(src=A, dst=B) / UDP() / (b"d" * 10),
+    Ether() / IP(src=A, dst=B) / TCP(flags="A", dataofs=4) / (b"d" * 10),                # doff out of range
+    Ether() / IP(src=A, dst=B, ihl=4) / TCP(flags="A") / (b"d" * 10),                    # ihl out of range
+], ids=["syn", "fin", "rst", "psh", "pure-ack", "padded-ack", "v4-fragment", "v6-fragment", "udp", "bad-doff",
+        "bad-ihl"])
+def test_psh_ratio_leaves_ineligible_segments_alone(frame):
+    with loaded("psh-ratio=1") as obj:
+        rc, out = run(obj, frame)
+        assert (rc, out) == (TC_UNSPEC, bytes(frame))
+        assert counters(obj)["acted"] == 0
+
+
+def test_psh_ratio_fraction_within_binomial_ci():
+    n, ratio = 20000, 10
+    frame = bytes(DATA4)
+    with loaded(f"psh-ratio={ratio}", seed=99) as obj:
+        hit = sum(bool(Ether(run(obj, frame)[1])[TCP].flags & PSH) for _ in range(n))
+        c = counters(obj)
+    assert c == {"seen": n, "matched": n, "acted": hit}
+    lo, hi = stats.wilson_interval(hit, n, 0.999)
+    assert lo <= 1 / ratio <= hi, (hit, n, lo, hi)
+
+
+# ---- drop -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("hook,drop_rc,pass_rc", [("xdp", XDP_DROP, XDP_PASS), ("tc-egress", TC_SHOT, TC_UNSPEC),
+                                                  ("tc-ingress", TC_SHOT, TC_UNSPEC)])
+def test_drop_probability_and_counters(hook, drop_rc, pass_rc):
+    n = 10000
+    frame = bytes(Ether() / IP(src=A, dst=B) / UDP(sport=1000, dport=2000) / b"x")
+    with loaded(f"drop=0.2@{hook}", seed=5) as obj:
+        rcs = Counter(run(obj, frame)[0] for _ in range(n))
+        assert set(rcs) <= {drop_rc, pass_rc}
+        assert counters(obj) == {"seen": n, "matched": n, "acted": rcs[drop_rc]}
+    assert stats.binomial_consistent(rcs[drop_rc], n, 0.2)
+
+
+@pytest.mark.parametrize("p,expect", [("0", 0), ("100%", 500)])
+def test_drop_extremes(p, expect):
+    frame = bytes(Ether() / IP(src=A, dst=B) / UDP() / b"x")
+    with loaded(f"drop={p}@xdp") as obj:
+        assert sum(run(obj, frame)[0] == XDP_DROP for _ in range(500)) == expect
+
+
+# ---- shared behaviour: seeds, deadline, switch, malformed frames -------------------------
+
+def _decisions(spec: str, seed: int, frames: list[bytes]) -> list[tuple[int, bytes]]:
+    with loaded(spec, seed=seed) as obj:
+        return [run(obj, f) for f in frames]
+
+
+def test_seeded_runs_repeat_packet_for_packet():
+    flows = [bytes(Ether() / IP(src=A, dst=B) / UDP(sport=1000 + i, dport=53) / b"q") for i in range(5)]
+    frames = [flows[i % 5] for i in range(500)]
+    first = _decisions("drop=0.3@xdp", 1234, frames)
+    assert first == _decisions("drop=0.3@xdp", 1234, frames)
+    assert first != _decisions("drop=0.3@xdp", 1235, frames)
+
+
+def test_a_flows_decisions_do_not_depend_on_other_flows():
+    mine = bytes(Ether() / IP(src=A, dst=B) / UDP(sport=1, dport=2) / b"x")
+    other = bytes(Ether() / IP(src=A, dst=B) / UDP(sport=3, dport=4) / b"x")
+    alone = _decisions("drop=0.5@tc-egress", 7, [mine] * 200)
+    mixed = _decisions("drop=0.5@tc-egress", 7, [f for m in range(200) for f in (other, mine, other)])
+    assert [d for i, d in enumerate(mixed) if i % 3 == 1] == alone
+
+
+def test_seeded_ttls_repeat():
+    frames = [bytes(PONG4)] * 100
+    assert _decisions("ttl-pong", 9, frames) == _decisions("ttl-pong", 9, frames)
+
+
+def _set_config(obj, **changes):
+    fd = obj.map_fds["fi_config"]
+    cfg = maps.read_config(fd)
+    for k, v in changes.items():
+        setattr(cfg, k, v)
+    maps.write_config(fd, cfg)
+
+
+@pytest.mark.parametrize("change", [{"deadline_ns": 1}, {"active": False}])
+def test_past_deadline_or_switched_off_passes_everything_and_counts_nothing(change):
+    frame = bytes(Ether() / IP(src=A, dst=B) / UDP() / b"x")
+    with loaded("drop=100%@xdp") as obj:
+        assert run(obj, frame)[0] == XDP_DROP
+        _set_config(obj, **change)
+        assert all(run(obj, frame) == (XDP_PASS, frame) for _ in range(50))
+        assert counters(obj) == {"seen": 1, "matched": 1, "acted": 1}
+
+
+def test_live_config_change_takes_effect_without_reload():
+    frame = bytes(DATA4)
+    with loaded("psh-ratio=1000000000") as obj:
+        assert not any(Ether(run(obj, frame)[1])[TCP].flags & PSH for _ in range(50))
+        _set_config(obj, threshold=parse_spec("psh-ratio=1").threshold)
+        assert all(Ether(run(obj, frame)[1])[TCP].flags & PSH for _ in range(50))
+
+
+@pytest.mark.parametrize("spec,frame", [
+    ("ttl-pong@xdp", PONG4), ("ttl-pong@xdp", PONG6), ("psh-ratio=1", DATA4), ("psh-ratio=1", DATA6),
+    ("drop=0@xdp", DATA4),
+])
+def test_truncated_frames(spec, frame):
+    """Cut inside the headers: passed untouched. Cut in the payload: the headers may be
+    mangled, and then exactly as in the whole frame."""
+    full = bytes(frame)
+    with loaded(spec, seed=3) as whole_obj:
+        _, whole_out = run(whole_obj, full)
+    # test_run on an skb refuses (EINVAL) an IP frame shorter than its base header
+    shortest = 14 if "xdp" in spec else 14 + (20 if IP in frame else 40)
+    for n in range(shortest, len(full)):
+        cut = full[:n]
+        with loaded(spec, seed=3) as obj:  # fresh stream: the same draw as the whole frame
+            rc, out = run(obj, cut)
+        assert rc in (XDP_PASS, TC_UNSPEC)
+        assert len(out) == n
+        assert out == cut or out == whole_out[:n], f"length {n}"
+
+
+def test_random_bytes_never_crash_and_pass_or_drop():
+    import random
+
+    rng = random.Random(1)
+    with loaded("psh-ratio=1") as psh, loaded("ttl-pong") as pong:
+        for _ in range(3000):
+            frame = bytes(Ether() / IP(src=A, dst=B)) + rng.randbytes(rng.randint(0, 80))
+            frame = bytearray(frame)
+            for _ in range(rng.randint(0, 6)):
+                frame[rng.randrange(len(frame))] = rng.randrange(256)
+            frame = bytes(frame)
+            for obj in (psh, pong):
+                rc, out = run(obj, frame)
+                assert rc in (XDP_PASS, TC_UNSPEC) and len(out) == len(frame)
+                changed = diff_offsets(frame, out)
+                assert len(changed) <= 3
+
+
+# ---- load errors -------------------------------------------------------------------------
+
+def test_verifier_rejection_names_program_and_log():
+    obj_path = build.compile_program("bad_verifier", "xdp", source=DATA / "bad_verifier.bpf.c")
+    with pytest.raises(VerifierError) as err:
+        libbpf.load_object(str(obj_path), maps.MAP_NAMES)
+    msg = str(err.value)
+    assert "bad_verifier" in msg and "invalid access to packet" in msg
+    assert "\n" not in msg
+
+
+def test_compile_error_shows_clangs_message():
+    with pytest.raises(BuildError) as err:
+        build.compile_program("bad_syntax", "tc-egress", source=DATA / "bad_syntax.bpf.c")
+    assert "expected ';'" in str(err.value)
+
+
+def test_missing_clang_says_what_to_install(monkeypatch):
+    monkeypatch.setenv("FAULTINJ_CLANG", "/nonexistent/clang")
+    with pytest.raises(EnvironmentProblem, match="apt-get install clang"):
+        build.compile_program("drop", "xdp")
+
+
+def test_build_cache_hit_runs_no_clang(monkeypatch, tmp_path):
+    monkeypatch.setenv("FAULTINJ_CACHE_DIR", str(tmp_path))
+    first = build.compile_program("drop", "xdp")
+    calls = []
+    monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: calls.append(a))
+    assert build.compile_program("drop", "xdp") == first
+    assert calls == []
