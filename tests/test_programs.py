@@ -20,7 +20,7 @@ from faultinj.inject import build, libbpf, maps, program
 
 DATA = Path(__file__).parent / "data"
 XDP_DROP, XDP_PASS = 1, 2
-TC_UNSPEC, TC_SHOT = -1, 2
+TC_UNSPEC, TC_STOLEN = -1, 4
 PSH = 0x08
 
 
@@ -211,8 +211,8 @@ def test_psh_ratio_fraction_within_binomial_ci():
 
 # ---- drop -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("hook,drop_rc,pass_rc", [("xdp", XDP_DROP, XDP_PASS), ("tc-egress", TC_SHOT, TC_UNSPEC),
-                                                  ("tc-ingress", TC_SHOT, TC_UNSPEC)])
+@pytest.mark.parametrize("hook,drop_rc,pass_rc", [("xdp", XDP_DROP, XDP_PASS), ("tc-egress", TC_STOLEN, TC_UNSPEC),
+                                                  ("tc-ingress", TC_STOLEN, TC_UNSPEC)])
 def test_drop_probability_and_counters(hook, drop_rc, pass_rc):
     n = 10000
     frame = bytes(Ether() / IP(src=A, dst=B) / UDP(sport=1000, dport=2000) / b"x")

@@ -19,7 +19,10 @@ typedef struct __sk_buff fi_ctx_t;
 /* Not TC_ACT_OK: "no verdict" lets the next filter on the hook run, so several
  * faults (ours or another tool's) chained on one hook all see the packet. */
 #define FI_PASS TC_ACT_UNSPEC
-#define FI_DROP TC_ACT_SHOT
+/* Not TC_ACT_SHOT: on egress that reports NET_XMIT_DROP to the sending
+ * socket (ping sees ENOBUFS and resends, TCP enters CWR), which is local
+ * congestion, not loss on the wire. STOLEN frees the packet silently. */
+#define FI_DROP TC_ACT_STOLEN
 #else
 #error "build with -DFI_HOOK_XDP or -DFI_HOOK_TC"
 #endif

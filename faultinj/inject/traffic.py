@@ -28,9 +28,9 @@ class PingResult:
 
 
 def ping(netns: str, dst: str, count: int, interval: float = 0.002, size: int = 56, timeout: float = 2.0) -> PingResult:
-    deadline = int(count * interval + timeout) + 1
+    # exactly count requests (no -w: with it ping keeps sending until count replies)
     proc = netns_exec(netns, "ping", "-q", "-n", "-c", str(count), "-i", f"{interval:.3f}", "-s", str(size),
-                      "-W", str(int(timeout)), "-w", str(deadline), dst, timeout=deadline + 10)
+                      "-W", str(max(1, int(timeout))), dst, timeout=count * interval * 3 + timeout + 30)
     m = re.search(r"(\d+) packets transmitted, (\d+) received", proc.stdout)
     sent, received = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
     return PingResult(proc.returncode, sent, received, proc.stdout + proc.stderr)

@@ -1,0 +1,240 @@
+"""End to end on the real kernel: namespaces, veth, real traffic, captures,
+and the kernel's own view (tc, ip) of what faultinj left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+import faultinj
+from conftest import ns_run
+from faultinj import experiments
+from faultinj.errors import KernelFeatureMissing, StateError, TargetError
+from faultinj.inject import libbpf, traffic
+
+
+def explain(outcome) -> str:
+    return "; ".join(f"{c.name}: {c.observed} vs {c.expected}" for c in outcome.checks if not c.ok)
+
+
+def tc_filters(netns, ifname, hook="egress") -> list[dict]:
+    out = ns_run(netns, "tc", "-j", "filter", "show", "dev", ifname, hook).stdout
+    return [f for f in json.loads(out or "[]") if "options" in f]
+
+
+def qdisc_kinds(netns, ifname) -> list[str]:
+    return [q["kind"] for q in json.loads(ns_run(netns, "tc", "-j", "qdisc", "show", "dev", ifname).stdout)]
+
+
+def xdp_prog_id(netns, ifname) -> int | None:
+    link = json.loads(ns_run(netns, "ip", "-j", "link", "show", "dev", ifname).stdout)[0]
+    return (link.get("xdp") or {}).get("prog", {}).get("id")
+
+
+def prog_gone(prog_id: int, wait: float = 3.0) -> bool:
+    """The kernel frees a detached program after an RCU grace period."""
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        fd = libbpf.prog_fd_by_id(prog_id)
+        if fd is None:
+            return True
+        os.close(fd)
+        time.sleep(0.05)
+    return False
+
+
+def assert_clean(private_state, lab_host=None):
+    assert os.listdir(private_state["pin_root"]) == []
+    assert os.listdir(private_state["run_dir"] / "faults") == []
+    if lab_host:
+        assert tc_filters(lab_host.netns, lab_host.ifname) == []
+        assert tc_filters(lab_host.netns, lab_host.ifname, "ingress") == []
+        assert "clsact" not in qdisc_kinds(lab_host.netns, lab_host.ifname)
+        assert xdp_prog_id(lab_host.netns, lab_host.ifname) is None
+
+
+def cli(*args, check=False) -> subprocess.CompletedProcess:
+    """faultinj in a process of its own, as a user runs it."""
+    return subprocess.run([sys.executable, "-m", "faultinj.cli", *args], capture_output=True, text=True,
+                          check=check, env=os.environ.copy())
+
+
+# ---- the three manglers, verified by capture and statistics -----------------------------
+
+def test_ttl_pong_spreads_reply_ttls(lab):
+    out = experiments.ttl_pong(lab, seed=11)
+    assert out.ok, explain(out)
+
+
+def test_ttl_pong_ipv6_hop_limits(lab):
+    out = experiments.ttl_pong(lab, seed=12, v6=True)
+    assert out.ok, explain(out)
+
+
+def test_psh_ratio_on_the_wire(lab, tmp_path):
+    out = experiments.psh_ratio(lab, ratio=10, seed=13, pcap_dir=str(tmp_path))
+    assert out.ok, explain(out)
+    assert out.counters["acted"] > 1000  # 20 MB of MSS-sized segments: a real sample
+    assert os.path.getsize(out.pcap) > 24
+
+
+@pytest.mark.parametrize("hook", ["egress", "ingress", "xdp"])
+def test_drop_rate(lab, hook):
+    out = experiments.drop(lab, probability=0.05, seed=14, hook=hook)
+    assert out.ok, explain(out)
+
+
+def test_seeded_drop_repeats_packet_for_packet(lab):
+    first = experiments.drop(lab, probability=0.1, count=5000, seed=77)
+    again = experiments.drop(lab, probability=0.1, count=5000, seed=77)
+    other = experiments.drop(lab, probability=0.1, count=5000, seed=78)
+    assert first.facts["lost"] == again.facts["lost"] and len(first.facts["lost"]) > 300
+    assert first.facts["lost"] != other.facts["lost"]
+
+
+# ---- lifecycle and ownership ------------------------------------------------------------
+
+def test_apply_status_set_clear_lifecycle(lab, private_state):
+    a = lab.a
+    rec = faultinj.apply("psh-ratio=1000000000", a.ifname, netns_name=a.netns, seed=5)
+    assert rec.hook == "tc-egress" and rec.attach_mode == "cls_bpf"
+    [f] = tc_filters(a.netns, a.ifname)
+    assert f["options"]["bpf_name"] == rec.filter_name and f["options"]["prog"]["id"] == rec.prog_id
+
+    traffic.tcp_transfer(a.netns, lab.b.netns, lab.b.ip4, 2_000_000)
+    [st] = faultinj.status()
+    assert st.state == "active" and st.counters["matched"] > 1000 and st.counters["acted"] == 0
+    matched_before = st.counters["matched"]
+
+    faultinj.set_fault(a.ifname, "psh-ratio=1", netns_name=a.netns)
+    traffic.tcp_transfer(a.netns, lab.b.netns, lab.b.ip4, 2_000_000)
+    [st] = faultinj.status()
+    assert st.record.value == 1 and st.record.prog_id == rec.prog_id  # a map write, not a reload
+    # after the set, every eligible segment got PSH
+    assert st.counters["acted"] == st.counters["matched"] - matched_before > 1000
+
+    removed = faultinj.clear(a.ifname, netns_name=a.netns)
+    assert [r.id for r in removed] == [rec.id]
+    assert prog_gone(rec.prog_id)
+    assert_clean(private_state, a)
+
+
+def test_foreign_filter_and_qdiscs_survive(lab, private_state, foreign_obj):
+    a = lab.a
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "pfifo")
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "clsact")
+    ns_run(a.netns, "tc", "filter", "add", "dev", a.ifname, "egress", "prio", "1", "bpf", "da", "obj",
+           str(foreign_obj), "sec", "tc")
+    foreign = tc_filters(a.netns, a.ifname)
+    faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
+    faultinj.apply("psh-ratio=3", a.ifname, netns_name=a.netns)
+    assert len(tc_filters(a.netns, a.ifname)) == 3
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert tc_filters(a.netns, a.ifname) == foreign
+    assert {"pfifo", "clsact"} <= set(qdisc_kinds(a.netns, a.ifname))
+    assert os.listdir(private_state["pin_root"]) == []
+
+
+def test_tc_faults_on_one_hook_run_in_sequence(lab):
+    a = lab.a
+    first = faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
+    second = faultinj.apply("psh-ratio=1", a.ifname, netns_name=a.netns)
+    assert second.tc_prio > first.tc_prio
+    traffic.tcp_transfer(a.netns, lab.b.netns, lab.b.ip4, 1_000_000)
+    seen = {s.record.id: s.counters["seen"] for s in faultinj.status()}
+    assert seen[first.id] > 500 and seen[second.id] == seen[first.id]
+
+
+def test_fault_outlives_the_process(lab, private_state):
+    a, b = lab.a, lab.b
+    r = cli("apply", "drop=100%", a.ifname, "--netns", a.netns, "--json", check=True)
+    rec = json.loads(r.stdout)
+    assert traffic.ping(a.netns, b.ip4, 5, interval=0.01, timeout=1).received == 0
+    r = cli("status", "--json", check=True)
+    [st] = json.loads(r.stdout)
+    assert st["id"] == rec["id"] and st["state"] == "active" and st["counters"]["acted"] >= 5
+    cli("clear", a.ifname, "--netns", a.netns, check=True)
+    assert traffic.ping(a.netns, b.ip4, 5, interval=0.01).received == 5
+    assert_clean(private_state, a)
+
+
+def test_deadline_is_kept_by_the_kernel(lab, private_state):
+    a, b = lab.a, lab.b
+    cli("apply", "drop=100%", a.ifname, "--netns", a.netns, "--duration", "1.5s", check=True)
+    assert traffic.ping(a.netns, b.ip4, 3, interval=0.01, timeout=1).received == 0
+    time.sleep(1.6)  # no faultinj process is alive now
+    assert traffic.ping(a.netns, b.ip4, 20, interval=0.01).received == 20
+    [st] = faultinj.status()
+    assert st.state == "expired"
+    before = st.counters
+    traffic.ping(a.netns, b.ip4, 10, interval=0.01)
+    assert faultinj.status()[0].counters == before  # an expired program counts nothing
+    reaped = faultinj.reap()  # what the next mutating command does first
+    assert [r.id for r in reaped] == [st.record.id]
+    assert_clean(private_state, a)
+
+
+def test_second_xdp_fault_refused_unless_replace(lab, private_state):
+    a = lab.a
+    first = faultinj.apply("ttl-pong", a.ifname, netns_name=a.netns)
+    with pytest.raises(StateError, match="--replace"):
+        faultinj.apply("drop=1%@xdp", a.ifname, netns_name=a.netns)
+    second = faultinj.apply("drop=0@xdp", a.ifname, netns_name=a.netns, replace=True)
+    assert xdp_prog_id(a.netns, a.ifname) == second.prog_id
+    assert [s.record.id for s in faultinj.status()] == [second.id]
+    assert prog_gone(first.prog_id)
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert_clean(private_state, a)
+
+
+def test_foreign_xdp_program_is_never_touched(lab, private_state, foreign_obj):
+    a = lab.a
+    ns_run(a.netns, "ip", "link", "set", "dev", a.ifname, "xdp", "obj", str(foreign_obj), "sec", "xdp")
+    foreign = xdp_prog_id(a.netns, a.ifname)
+    with pytest.raises(StateError, match="foreign XDP program"):
+        faultinj.apply("ttl-pong", a.ifname, netns_name=a.netns)
+    faultinj.apply("drop=0@egress", a.ifname, netns_name=a.netns)
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert xdp_prog_id(a.netns, a.ifname) == foreign
+    assert os.listdir(private_state["pin_root"]) == []
+
+
+def test_matchall_mode_reports_missing_kernel_option_and_leaves_nothing(lab, private_state):
+    a = lab.a
+    with pytest.raises(KernelFeatureMissing, match="CONFIG_NET_CLS_MATCHALL|CONFIG_NET_ACT_BPF"):
+        faultinj.apply("psh-ratio=10", a.ifname, netns_name=a.netns, tc_mode="matchall")
+    assert_clean(private_state, a)
+    r = cli("apply", "psh-ratio=10", a.ifname, "--netns", a.netns, "--tc-mode", "matchall")
+    assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1
+    assert_clean(private_state, a)
+
+
+def test_unknown_interface_lists_what_exists(lab, private_state):
+    with pytest.raises(TargetError, match=f"available: .*{lab.a.ifname}"):
+        faultinj.apply("drop=1%", "nosuch0", netns_name=lab.a.netns)
+    assert_clean(private_state, lab.a)
+
+
+def test_vanished_interface_is_reported_and_reaped(lab, private_state):
+    b = lab.b
+    rec = faultinj.apply("drop=0@ingress", b.ifname, netns_name=b.netns)
+    ns_run(b.netns, "ip", "link", "del", b.ifname)
+    [st] = faultinj.status()
+    assert st.state == "gone" and b.ifname in st.detail
+    assert [r.id for r in faultinj.clear(all_faults=True)] == [rec.id]
+    assert os.listdir(private_state["pin_root"]) == []
+    assert os.listdir(private_state["run_dir"] / "links") == []
+
+
+def test_without_privileges_says_so(lab, private_state):
+    r = subprocess.run(["setpriv", "--bounding-set=-all", "--inh-caps=-all", sys.executable, "-m", "faultinj.cli",
+                        "apply", "drop=1%", lab.a.ifname, "--netns", lab.a.netns],
+                       capture_output=True, text=True, env=os.environ.copy())
+    assert r.returncode == 3, r.stderr
+    assert "needs CAP_BPF and CAP_NET_ADMIN" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert_clean(private_state, lab.a)
