@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Set up everything faultinj needs on a fresh Debian/Ubuntu machine, then
+#   ./run.sh demo   — replay the built-in demo in its own network namespaces
+#   ./run.sh test   — run the test suite (real kernel: needs root)
+# System packages come from apt, Python ones into ./.venv.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+what=${1:-}
+case "$what" in
+  demo|test) ;;
+  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+esac
+shift
+
+if [ "$(id -u)" -ne 0 ]; then
+  echo "faultinj loads BPF programs and builds network namespaces: re-running as root" >&2
+  exec sudo -E "$0" "$what" "$@"
+fi
+
+APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-linux python3-venv"
+missing=""
+for p in $APT_PACKAGES; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
+done
+if [ -n "$missing" ]; then
+  echo "installing:$missing" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq $missing >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip >/dev/null
+# a real (non-editable) install: the tests run against the wheel, bpf/ included
+.venv/bin/python -m pip install -q ".[test]"
+
+case "$what" in
+  demo) exec .venv/bin/faultinj demo "$@" ;;
+  test) exec .venv/bin/pytest -q -p no:cacheprovider "$@" ;;
+esac

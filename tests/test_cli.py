@@ -1,0 +1,66 @@
+"""The command line: output formats, exit codes, one-line errors."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from faultinj.cli import app
+from faultinj.errors import ExitStatus
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, list(args))
+
+
+def test_faults_json_lists_the_catalogue():
+    r = invoke("faults", "--json")
+    assert r.exit_code == 0
+    assert {f["name"] for f in json.loads(r.stdout)} == {"ttl-pong", "psh-ratio", "drop"}
+
+
+def test_faults_text_shows_usage_and_hooks():
+    r = invoke("faults")
+    assert r.exit_code == 0 and "psh-ratio=N[@HOOK]" in r.stdout and "hooks: xdp" in r.stdout
+
+
+@pytest.mark.parametrize("args,code,needle", [
+    (("apply", "psh-ratoi=10", "x0"), ExitStatus.USAGE, "did you mean 'psh-ratio'"),
+    (("apply", "drop=150%", "x0"), ExitStatus.USAGE, "from 0% to 100%"),
+    (("apply", "drop=1%", "x0", "--duration", "soon"), ExitStatus.USAGE, "bad duration"),
+    (("apply", "drop=1%", "x0", "--tc-mode", "u32"), ExitStatus.USAGE, "unknown --tc-mode"),
+    (("apply", "drop=1%@xdp", "x0", "--tc-mode", "matchall"), ExitStatus.USAGE, "not xdp"),
+    (("apply", "drop=1%", "x0", "--seed", "-3"), ExitStatus.USAGE, "bad seed"),
+    (("apply", "drop=1%", "x0", "--hook", "sideways"), ExitStatus.USAGE, "unknown hook"),
+    (("apply", "drop=1%", "x0", "--netns", "no-such-ns-fi"), ExitStatus.USAGE, "namespace 'no-such-ns-fi' not found"),
+    (("set", "x0", "drop"), ExitStatus.USAGE, "nothing to change"),
+    (("clear",), ExitStatus.USAGE, "say what to clear"),
+    (("clear", "--id", "fdeadbeef"), ExitStatus.STATE, "no fault with id"),
+])
+def test_errors_are_one_line_with_an_exit_code(args, code, needle):
+    r = invoke(*args)
+    assert r.exit_code == code, r.output
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("faultinj: error:") and needle in lines[0]
+
+
+def test_status_json_and_clear_in_a_lab(lab):
+    a = lab.a
+    r = invoke("apply", "drop=0", a.ifname, "--netns", a.netns, "--seed", "3", "--json")
+    assert r.exit_code == 0, r.output
+    applied = json.loads(r.stdout)
+    assert applied["seed"] == 3 and applied["hook"] == "tc-egress"
+    r = invoke("status", "--json")
+    [st] = json.loads(r.stdout)
+    assert st["id"] == applied["id"] and st["state"] == "active" and set(st["counters"]) == {"seen", "matched", "acted"}
+    r = invoke("status")
+    assert applied["id"] in r.stdout and "MATCHED" in r.stdout
+    r = invoke("set", a.ifname, "drop=2%", "--netns", a.netns)
+    assert r.exit_code == 0 and "drop=0.02" in r.stdout
+    r = invoke("set", a.ifname, "psh-ratio=2", "--netns", a.netns)
+    assert r.exit_code == ExitStatus.STATE and "no psh-ratio fault" in r.stderr
+    r = invoke("clear", a.ifname, "--netns", a.netns, "--json")
+    assert [c["id"] for c in json.loads(r.stdout)] == [applied["id"]]
+    assert invoke("status").stdout.strip() == "no faults applied"
