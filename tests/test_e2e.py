@@ -15,7 +15,7 @@ import faultinj
 from conftest import ns_run
 from faultinj import experiments
 from faultinj.errors import KernelFeatureMissing, StateError, TargetError
-from faultinj.inject import libbpf, traffic
+from faultinj.inject import libbpf, maps, traffic
 
 
 def explain(outcome) -> str:
@@ -36,11 +36,11 @@ def xdp_prog_id(netns, ifname) -> int | None:
     return (link.get("xdp") or {}).get("prog", {}).get("id")
 
 
-def prog_gone(prog_id: int, wait: float = 3.0) -> bool:
-    """The kernel frees a detached program after an RCU grace period."""
+def prog_gone(prog_id: int, wait: float = 3.0, by_id=libbpf.prog_fd_by_id) -> bool:
+    """The kernel frees a detached program (and then its maps) after an RCU grace period."""
     end = time.monotonic() + wait
     while time.monotonic() < end:
-        fd = libbpf.prog_fd_by_id(prog_id)
+        fd = by_id(prog_id)
         if fd is None:
             return True
         os.close(fd)
@@ -118,9 +118,16 @@ def test_apply_status_set_clear_lifecycle(lab, private_state):
     # after the set, every eligible segment got PSH
     assert st.counters["acted"] == st.counters["matched"] - matched_before > 1000
 
+    map_ids = []
+    for name in maps.MAP_NAMES:
+        fd = libbpf.obj_get(f"{rec.pin_dir}/{name}")
+        map_ids.append(libbpf.object_id(fd))
+        os.close(fd)
+
     removed = faultinj.clear(a.ifname, netns_name=a.netns)
     assert [r.id for r in removed] == [rec.id]
     assert prog_gone(rec.prog_id)
+    assert all(prog_gone(m, by_id=libbpf.map_fd_by_id) for m in map_ids)
     assert_clean(private_state, a)
 
 

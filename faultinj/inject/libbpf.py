@@ -69,6 +69,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map__pin": (ci, [vp, cs]),
         "bpf_obj_get": (ci, [cs]),
         "bpf_prog_get_fd_by_id": (ci, [cu]),
+        "bpf_map_get_fd_by_id": (ci, [cu]),
         "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
         "bpf_obj_get_info_by_fd": (ci, [ci, vp, ctypes.POINTER(cu)]),
@@ -180,11 +181,20 @@ def obj_get(path: str) -> int:
 
 def prog_fd_by_id(prog_id: int) -> int | None:
     """An fd for the loaded program with that id, None when it no longer exists."""
-    fd = lib().bpf_prog_get_fd_by_id(prog_id)
+    return _fd_by_id(lib().bpf_prog_get_fd_by_id, "program", prog_id)
+
+
+def map_fd_by_id(map_id: int) -> int | None:
+    """An fd for the map with that id, None when it no longer exists."""
+    return _fd_by_id(lib().bpf_map_get_fd_by_id, "map", map_id)
+
+
+def _fd_by_id(call, what: str, obj_id: int) -> int | None:
+    fd = call(obj_id)
     if fd == -errno.ENOENT:
         return None
     if fd < 0:
-        _raise_errno(f"opening program id {prog_id}", fd)
+        _raise_errno(f"opening {what} id {obj_id}", fd)
     return fd
 
 
