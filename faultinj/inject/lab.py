@@ -1,18 +1,23 @@
-"""A throw-away lab: two network namespaces joined by a veth pair.
+"""Throw-away labs: hosts (network namespaces), Linux or Open vSwitch bridges,
+and veth links between them.
 
-Every name carries a unique prefix, and `down()` deletes the namespaces
-(which deletes the veth ends in them), also when the work in between failed.
-Addresses live only inside these namespaces.
+Every name carries a unique prefix; `down()` deletes what `up()` made (the
+namespaces, which takes their veth ends along, and an OVS bridge), also when
+the work in between failed. Addresses live only inside these namespaces.
+Neighbours are pinned (permanent entries), so traffic has no ARP/ND in it
+and runs repeat exactly.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import secrets
+import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from ..errors import EnvironmentProblem, FaultinjError
+from ..errors import EnvironmentProblem, FaultinjError, KernelFeatureMissing
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -25,66 +30,245 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return proc
 
 
+def netns_exec(netns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, timeout=timeout)
+
+
 def unique_prefix() -> str:
     return f"fi{os.getpid() % 1000:03d}{secrets.token_hex(2)}"
 
 
 @dataclass
+class LinkSettings:
+    """What decides what a fault sees: offloads, GSO segment count, MTU."""
+
+    tx_checksum: bool = True           # off: the stack computes full checksums itself
+    gso_max_segs: int | None = None    # 1: every skb at tc egress is one wire segment
+    mtu: int | None = None
+
+
+@dataclass
+class EndSpec:
+    host: str                          # a host, or a bridge's name for its port
+    ifname: str
+    ipv4: str | None = None            # CIDR, e.g. 10.0.0.1/24
+    ipv6: str | None = None
+    settings: LinkSettings = field(default_factory=LinkSettings)
+
+
+@dataclass
+class LinkSpec:
+    a: EndSpec
+    b: EndSpec                         # b.host may be a bridge
+
+
+@dataclass
+class TopologySpec:
+    hosts: list[str]
+    links: list[LinkSpec]
+    bridges: dict[str, str] = field(default_factory=dict)  # name -> linux | ovs
+
+
+@dataclass
 class Host:
+    """One end of a link in a host: what faults, traffic and captures need."""
+
     netns: str
     ifname: str
-    ip4: str
-    ip6: str
+    ip4: str | None
+    ip6: str | None
     mac: str
 
 
-@dataclass
-class LinkSettings:
-    """What decides what a fault sees: offloads and GSO segment size."""
-
-    tx_checksum: bool = True      # off: the stack computes full checksums itself
-    gso_max_segs: int | None = None  # 1: every skb at tc egress is one wire segment
+def _mac(n: int) -> str:
+    return "02:fa:%02x:%02x:%02x:%02x" % ((n >> 24) & 255, (n >> 16) & 255, (n >> 8) & 255, n & 255)
 
 
-@dataclass
-class Lab:
-    prefix: str = field(default_factory=unique_prefix)
-    subnet: int = 0  # third octet / v6 group: keep concurrent labs apart
-    a: Host | None = None
-    b: Host | None = None
+class Topology:
+    def __init__(self, spec: TopologySpec, prefix: str | None = None):
+        self.spec = spec
+        self.prefix = prefix or unique_prefix()
+        self.namespaces: list[str] = []
+        self.ovs_bridges: list[str] = []
+        self.ends: dict[tuple[str, str], Host] = {}  # (host, ifname) -> Host
 
-    def up(self, a_settings: LinkSettings | None = None, b_settings: LinkSettings | None = None) -> "Lab":
-        p = self.prefix
-        net = self.subnet or (int(p[-4:], 16) % 250) + 1
-        self.a = Host(f"{p}-a", f"{p}a", f"10.201.{net}.1", f"fd00:fa:{net:x}::1", "02:fa:00:00:00:01")
-        self.b = Host(f"{p}-b", f"{p}b", f"10.201.{net}.2", f"fd00:fa:{net:x}::2", "02:fa:00:00:00:02")
+    def netns(self, host: str) -> str:
+        return f"{self.prefix}-{host}"
+
+    @property
+    def switch_ns(self) -> str:
+        return f"{self.prefix}-sw"
+
+    def end(self, host: str, ifname: str | None = None) -> Host:
+        for (h, i), end in self.ends.items():
+            if h == host and (ifname is None or i == ifname):
+                return end
+        raise KeyError(f"{host}/{ifname}")
+
+    def up(self) -> "Topology":
         try:
-            for h in (self.a, self.b):
-                _run("ip", "netns", "add", h.netns)
-            _run("ip", "link", "add", self.a.ifname, "netns", self.a.netns, "address", self.a.mac, "type", "veth",
-                 "peer", "name", self.b.ifname, "netns", self.b.netns, "address", self.b.mac)
-            for h, peer, st in ((self.a, self.b, a_settings), (self.b, self.a, b_settings)):
-                ns = ("ip", "-n", h.netns)
-                _run(*ns, "link", "set", "lo", "up")
-                _run(*ns, "addr", "add", f"{h.ip4}/24", "dev", h.ifname)
-                _run(*ns, "addr", "add", f"{h.ip6}/64", "dev", h.ifname, "nodad")
-                # static neighbours: no ARP/ND in the traffic, so runs repeat exactly
-                _run(*ns, "neigh", "add", peer.ip4, "lladdr", peer.mac, "dev", h.ifname, "nud", "permanent")
-                _run(*ns, "neigh", "add", peer.ip6, "lladdr", peer.mac, "dev", h.ifname, "nud", "permanent")
-                if st and st.gso_max_segs is not None:
-                    _run(*ns, "link", "set", h.ifname, "gso_max_segs", str(st.gso_max_segs))
-                if st and not st.tx_checksum:
-                    _run("ip", "netns", "exec", h.netns, "ethtool", "-K", h.ifname, "tx", "off")
-                _run(*ns, "link", "set", h.ifname, "up")
+            self._up()
         except BaseException:
             self.down()
             raise
         return self
 
+    def _add_ns(self, name: str) -> None:
+        _run("ip", "netns", "add", name)
+        self.namespaces.append(name)
+        _run("ip", "-n", name, "link", "set", "lo", "up")
+
+    def _up(self) -> None:
+        bridges = self.spec.bridges
+        for h in self.spec.hosts:
+            self._add_ns(self.netns(h))
+        if any(kind == "linux" for kind in bridges.values()):
+            self._add_ns(self.switch_ns)
+        for name, kind in bridges.items():
+            if kind == "linux":
+                _run("ip", "-n", self.switch_ns, "link", "add", name, "type", "bridge")
+                _run("ip", "-n", self.switch_ns, "link", "set", name, "up")
+            else:
+                self._ovs_bridge(name)
+        seg_of: dict[int, str] = {}  # link index -> L2 segment (a bridge name, or the link itself)
+        for n, link in enumerate(self.spec.links, 1):
+            a_mac, b_mac = _mac(n * 2), _mac(n * 2 + 1)
+            a_ns = self.netns(link.a.host)
+            if link.b.host in bridges:
+                kind = bridges[link.b.host]
+                port = f"{self.prefix}p{n}"
+                b_ns = self.switch_ns if kind == "linux" else None
+                peer = ["peer", "name", port] + (["netns", b_ns] if b_ns else [])
+                _run("ip", "link", "add", link.a.ifname, "netns", a_ns, "address", a_mac, "type", "veth", *peer)
+                if kind == "linux":
+                    _run("ip", "-n", b_ns, "link", "set", port, "master", link.b.host)
+                    _run("ip", "-n", b_ns, "link", "set", port, "up")
+                else:
+                    _run("ip", "link", "set", port, "up")
+                    _run("ovs-vsctl", "add-port", self._ovs_name(link.b.host), port)
+                seg_of[n] = link.b.host
+                self._configure(link.a, a_mac)
+            else:
+                b_ns = self.netns(link.b.host)
+                _run("ip", "link", "add", link.a.ifname, "netns", a_ns, "address", a_mac, "type", "veth",
+                     "peer", "name", link.b.ifname, "netns", b_ns, "address", b_mac)
+                seg_of[n] = f"link{n}"
+                self._configure(link.a, a_mac)
+                self._configure(link.b, b_mac)
+        self._pin_neighbours(seg_of)
+
+    def _configure(self, end: EndSpec, mac: str) -> None:
+        ns = self.netns(end.host)
+        ipn = ("ip", "-n", ns)
+        st = end.settings
+        if end.ipv4:
+            _run(*ipn, "addr", "add", end.ipv4, "dev", end.ifname)
+        if end.ipv6:
+            _run(*ipn, "addr", "add", end.ipv6, "dev", end.ifname, "nodad")
+        if st.mtu:
+            _run(*ipn, "link", "set", end.ifname, "mtu", str(st.mtu))
+        if st.gso_max_segs is not None:
+            _run(*ipn, "link", "set", end.ifname, "gso_max_segs", str(st.gso_max_segs))
+        if not st.tx_checksum:
+            if not shutil.which("ethtool"):
+                raise EnvironmentProblem("ethtool not found: install it (apt-get install ethtool)")
+            _run("ip", "netns", "exec", ns, "ethtool", "-K", end.ifname, "tx", "off")
+        _run(*ipn, "link", "set", end.ifname, "up")
+        self.ends[(end.host, end.ifname)] = Host(
+            ns, end.ifname, end.ipv4.split("/")[0] if end.ipv4 else None,
+            end.ipv6.split("/")[0] if end.ipv6 else None, mac)
+
+    def _pin_neighbours(self, seg_of: dict[int, str]) -> None:
+        members: dict[str, list[Host]] = {}
+        for n, link in enumerate(self.spec.links, 1):
+            for end in (link.a, link.b):
+                if (end.host, end.ifname) in self.ends:
+                    members.setdefault(seg_of[n], []).append(self.ends[(end.host, end.ifname)])
+        for hosts in members.values():
+            for me in hosts:
+                for other in hosts:
+                    if other is me:
+                        continue
+                    for mine, theirs in ((me.ip4, other.ip4), (me.ip6, other.ip6)):
+                        if mine and theirs and _same_subnet(self._cidr(me, mine), theirs):
+                            _run("ip", "-n", me.netns, "neigh", "replace", theirs, "lladdr", other.mac,
+                                 "dev", me.ifname, "nud", "permanent")
+
+    def _cidr(self, host: Host, addr: str) -> str:
+        for link in self.spec.links:
+            for end in (link.a, link.b):
+                for cidr in (end.ipv4, end.ipv6):
+                    if cidr and cidr.split("/")[0] == addr and self.netns(end.host) == host.netns:
+                        return cidr
+        return addr
+
+    def _ovs_name(self, bridge: str) -> str:
+        return f"{self.prefix}{bridge}"[:15]
+
+    def _ovs_bridge(self, name: str) -> None:
+        if not shutil.which("ovs-vsctl"):
+            raise EnvironmentProblem("an ovs bridge needs Open vSwitch: install openvswitch-switch and run "
+                                     "'ovs-ctl start' (or use kind: linux)")
+        if _run("ovs-vsctl", "--timeout=3", "show", check=False).returncode != 0:
+            raise EnvironmentProblem("Open vSwitch is installed but ovsdb-server/ovs-vswitchd are not running: "
+                                     "start them with '/usr/share/openvswitch/scripts/ovs-ctl start --no-mlockall'")
+        has_module = os.path.isdir("/sys/module/openvswitch")
+        br = self._ovs_name(name)
+        args = ["ovs-vsctl", "add-br", br]
+        if not has_module:  # no kernel datapath here: the userspace one
+            args += ["--", "set", "bridge", br, "datapath_type=netdev"]
+        _run(*args)
+        self.ovs_bridges.append(br)
+        _run("ip", "link", "set", br, "up", check=False)
+
     def down(self) -> None:
-        for h in (self.a, self.b):
-            if h is not None:
-                _run("ip", "netns", "del", h.netns, check=False)
+        for br in self.ovs_bridges:
+            _run("ovs-vsctl", "--if-exists", "del-br", br, check=False)
+        self.ovs_bridges.clear()
+        for ns in reversed(self.namespaces):
+            _run("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+
+    def __enter__(self) -> "Topology":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.down()
+
+
+def _same_subnet(cidr: str, addr: str) -> bool:
+    if "/" not in cidr:
+        return True
+    try:
+        return ipaddress.ip_address(addr) in ipaddress.ip_interface(cidr).network
+    except ValueError:
+        return False
+
+
+class Lab:
+    """The two-host lab of the demo and the tests: A and B joined by a veth pair."""
+
+    def __init__(self, prefix: str | None = None):
+        self.prefix = prefix or unique_prefix()
+        self.topology: Topology | None = None
+        self.a: Host | None = None
+        self.b: Host | None = None
+
+    def up(self, a_settings: LinkSettings | None = None, b_settings: LinkSettings | None = None) -> "Lab":
+        net = int(self.prefix[-4:], 16) % 250 + 1
+        spec = TopologySpec(hosts=["a", "b"], links=[LinkSpec(
+            EndSpec("a", f"{self.prefix}a", f"10.201.{net}.1/24", f"fd00:fa:{net:x}::1/64",
+                    a_settings or LinkSettings()),
+            EndSpec("b", f"{self.prefix}b", f"10.201.{net}.2/24", f"fd00:fa:{net:x}::2/64",
+                    b_settings or LinkSettings()))])
+        self.topology = Topology(spec, self.prefix).up()
+        self.a = self.topology.end("a")
+        self.b = self.topology.end("b")
+        return self
+
+    def down(self) -> None:
+        if self.topology:
+            self.topology.down()
 
     def __enter__(self) -> "Lab":
         return self
@@ -93,5 +277,5 @@ class Lab:
         self.down()
 
 
-def netns_exec(netns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, timeout=timeout)
+__all__ = ["Lab", "LinkSettings", "Topology", "TopologySpec", "LinkSpec", "EndSpec", "Host", "netns_exec",
+           "KernelFeatureMissing"]
