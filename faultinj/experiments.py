@@ -16,21 +16,7 @@ from .inject import traffic
 from .inject.capture import Capture
 from .inject.lab import Lab
 from .packets import TCP_FLAGS, parse
-
-CONFIDENCE = 0.999
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    observed: str
-    expected: str
-    ci: tuple[float, float] | None = None
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "ok": self.ok, "observed": self.observed, "expected": self.expected,
-                "ci": list(self.ci) if self.ci else None}
+from .verdict import CONFIDENCE, Check, equal_check, ratio_check
 
 
 @dataclass
@@ -49,17 +35,6 @@ class Outcome:
     def to_json(self) -> dict:
         return {"experiment": self.experiment, "spec": self.spec, "ok": self.ok, "counters": self.counters,
                 "pcap": self.pcap, "facts": self.facts, "checks": [c.to_json() for c in self.checks]}
-
-
-def ratio_check(name: str, k: int, n: int, p: float, confidence: float = CONFIDENCE) -> Check:
-    lo, hi = stats.wilson_interval(k, n, confidence)
-    frac = k / n if n else float("nan")
-    return Check(name, n > 0 and lo <= p <= hi, f"{k}/{n} = {frac:.4f}", f"{p:.4f} within {confidence:.1%} CI",
-                 (lo, hi))
-
-
-def equal_check(name: str, observed, expected) -> Check:
-    return Check(name, observed == expected, str(observed), str(expected))
 
 
 def _counters(rec) -> dict[str, int]:

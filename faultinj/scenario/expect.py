@@ -1,0 +1,92 @@
+"""Evaluate a scenario's expectations on what a run collected. Pure: no kernel."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+from .. import stats
+from ..packets import Packet
+from ..verdict import CONFIDENCE, Check, bounds_check, equal_check, ratio_check
+from .predicates import compile_predicate
+from .schema import ExpectEntry
+
+
+@dataclass
+class RunData:
+    packets: dict[str, list[Packet]] = field(default_factory=dict)      # capture -> packets
+    capture_drops: dict[str, int] = field(default_factory=dict)
+    traffic: dict[str, object] = field(default_factory=dict)            # traffic -> result
+    counters: dict[str, dict[str, int]] = field(default_factory=dict)   # fault -> counters
+    csum_errors: dict[str, int] = field(default_factory=dict)           # host -> new checksum errors
+
+
+def _p(params: dict) -> float:
+    return float(params["p"]) if "p" in params else 1.0 / params["ratio"]
+
+
+def _select(data: RunData, params: dict, key: str = "of") -> list[Packet]:
+    pred = compile_predicate(params.get(key, "all"))
+    return [p for p in data.packets.get(params["capture"], []) if pred(p)]
+
+
+def evaluate(e: ExpectEntry, data: RunData) -> Check:
+    k, prm = e.kind, e.params
+    conf = float(prm.get("confidence", CONFIDENCE))
+    if k == "fraction":
+        base = _select(data, prm)
+        having = compile_predicate(prm["having"])
+        hit = sum(1 for p in base if having(p))
+        return ratio_check(f"fraction: {prm['having']} among {prm.get('of', 'all')} at {prm['capture']}",
+                           hit, len(base), _p(prm), conf)
+    if k == "fault_ratio":
+        c = data.counters.get(prm["fault"], {})
+        return ratio_check(f"fault_ratio: acted/matched of {prm['fault']}", c.get("acted", 0), c.get("matched", 0),
+                           _p(prm), conf)
+    if k == "uniform":
+        lo, hi = prm["range"]
+        values = [getattr(p, prm["field"]) for p in _select(data, prm)]
+        counts = Counter(values)
+        chi, df, pval = stats.chi2_uniform([counts.get(v, 0) for v in range(lo, hi + 1)])
+        outside = sum(1 for v in values if v is None or not lo <= v <= hi)
+        return Check(f"uniform: {prm['field']} of {prm.get('of', 'all')} at {prm['capture']} over {lo}..{hi}",
+                     bool(values) and outside == 0 and pval > 1 - conf,
+                     f"n={len(values)} outside={outside} chi2={chi:.1f} df={df} p={pval:.3g}",
+                     f"all in {lo}..{hi}, p > {1 - conf:.3g}")
+    if k == "loss":
+        r = data.traffic.get(prm["traffic"])
+        sent = r.sent if r else 0
+        lost = sent - len(r.received) if r else 0
+        return ratio_check(f"loss of {prm['traffic']}", lost, sent, _p(prm), conf)
+    if k == "tcp_intact":
+        r = data.traffic.get(prm["traffic"])
+        return Check(f"tcp_intact: {prm['traffic']}", bool(r and r.intact),
+                     f"{r.received if r else 0} bytes received", f"{r.sent if r else '?'} bytes, same SHA-256")
+    if k == "checksum_errors":
+        return equal_check(f"checksum_errors at {prm['host']} (Tcp+Udp InCsumErrors)",
+                           data.csum_errors.get(prm["host"]), prm.get("equals", 0))
+    if k == "capture_checksums":
+        pkts = _select(data, prm)
+        bad = sum(1 for p in pkts if p.ip_csum_ok is False or p.l4_csum_ok is False)
+        unchecked = sum(1 for p in pkts if p.l4_csum_ok is None)
+        return Check(f"capture_checksums: {prm.get('of', 'all')} at {prm['capture']}", bool(pkts) and bad == 0,
+                     f"{bad} bad of {len(pkts)} ({unchecked} cut short by snaplen)", "0 bad")
+    if k == "exit_code":
+        r = data.traffic.get(prm["traffic"])
+        return equal_check(f"exit_code of {prm['traffic']}", getattr(r, "returncode", None), prm.get("equals", 0))
+    if k == "count":
+        return bounds_check(f"count: {prm.get('of', 'all')} at {prm['capture']}", len(_select(data, prm)),
+                            prm.get("equals"), prm.get("min"), prm.get("max"))
+    if k == "counter":
+        c = data.counters.get(prm["fault"], {})
+        return bounds_check(f"counter {prm['counter']} of {prm['fault']}", c.get(prm["counter"]),
+                            prm.get("equals"), prm.get("min"), prm.get("max"))
+    if k == "counters_match_capture":
+        base = _select(data, prm)
+        having = compile_predicate(prm["having"])
+        hit = sum(1 for p in base if having(p))
+        c = data.counters.get(prm["fault"], {})
+        natural = len(base) - c.get("matched", 0)
+        return equal_check(f"counters_match_capture: {prm['having']} at {prm['capture']} = "
+                           f"(not eligible) + acted by {prm['fault']}", hit, natural + c.get("acted", 0))
+    raise AssertionError(f"unhandled expectation {k}")

@@ -1,0 +1,229 @@
+"""Run a scenario: lab up, faults (with phases), captures, traffic, counters,
+lab down (always, unless asked to keep it), then the verdicts."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .. import api
+from ..errors import StateError
+from ..inject import caps, state, traffic
+from ..inject.capture import Capture
+from ..inject.lab import Topology, netns_exec, unique_prefix
+from ..packets import parse
+from ..verdict import Check
+from .expect import RunData, evaluate
+from .schema import Scenario, TrafficEntry
+
+
+@dataclass
+class CommandResult:
+    returncode: int
+    output: str
+
+
+@dataclass
+class Report:
+    scenario: str
+    path: str
+    checks: list[Check] = field(default_factory=list)
+    pcaps: dict[str, str] = field(default_factory=dict)
+    counters: dict[str, dict] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    prefix: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
+                "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
+                "errors": self.errors, "lab_prefix": self.prefix}
+
+
+def _run_traffic(t: TrafficEntry, scn: Scenario, topo: Topology):
+    p = t.params
+    src = topo.netns(t.host)
+    if t.kind == "command":
+        argv = p["run"] if isinstance(p["run"], list) else shlex.split(p["run"])
+        try:
+            proc = netns_exec(src, *map(str, argv), timeout=p["timeout"])
+            return CommandResult(proc.returncode, proc.stdout + proc.stderr)
+        except Exception as exc:  # a timeout is a result, not a crash
+            return CommandResult(-1, str(exc))
+    dst_ns = topo.netns(p["to"])
+    dst = scn.address(p["to"], p["v6"])
+    if t.kind == "ping":
+        return traffic.ping(src, dst, p["count"], p["interval"], p["size"], p["timeout"])
+    if t.kind == "tcp":
+        return traffic.tcp_transfer(src, dst_ns, dst, p["bytes"], port=p["port"], seed=p["seed"])
+    return traffic.udp_stream(src, dst_ns, dst, p["count"], size=p["size"], rate_pps=p["rate"], sport=p["sport"],
+                              dport=p["dport"])
+
+
+def _csum_errors(ns: str) -> int:
+    snmp = traffic.snmp(ns)
+    return snmp.get("Tcp", {}).get("InCsumErrors", 0) + snmp.get("Udp", {}).get("InCsumErrors", 0)
+
+
+def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
+        progress: Callable[[str], None] = lambda m: None) -> Report:
+    caps.require_privileges()
+    started = time.monotonic()
+    topo = Topology(scn.lab)
+    report = Report(scn.name, scn.path, prefix=topo.prefix)
+    data = RunData()
+    applied: dict[str, object] = {}
+    lock = threading.Lock()
+
+    def apply_fault(f):
+        rec = api.apply(f.spec, f.interface, netns_name=topo.netns(f.host), seed=f.seed)
+        with lock:
+            applied[f.name] = rec
+        progress(f"fault {f.name}: {rec.spec} on {f.host}/{f.interface} (seed {rec.seed})")
+
+    def clear_fault(name):
+        with lock:
+            rec = applied.pop(name, None)
+        if rec is None:
+            return
+        for st in api.status(netns_name=rec.netns, all_namespaces=False):
+            if st.record.id == rec.id:
+                data.counters[name] = st.counters or {}
+        api.clear(fault_id=rec.id)
+
+    def phase(fn, *args):
+        try:
+            fn(*args)
+        except Exception as exc:
+            report.errors.append(f"fault phase: {exc}")
+
+    timers: list[threading.Timer] = []
+    captures: dict[str, Capture] = {}
+    try:
+        progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}")
+        topo.up()
+        for f in scn.faults:
+            if not f.at:
+                apply_fault(f)
+        for c in scn.captures:
+            captures[c.name] = Capture(topo.netns(c.host), c.interface, snaplen=c.snaplen,
+                                       direction=c.direction).start()
+        csum_hosts = {e.params["host"] for e in scn.expect if e.kind == "checksum_errors"}
+        csum_before = {h: _csum_errors(topo.netns(h)) for h in csum_hosts}
+        for f in scn.faults:
+            if f.at:
+                timers.append(threading.Timer(f.at, phase, (apply_fault, f)))
+            if f.for_:
+                timers.append(threading.Timer((f.at or 0) + f.for_, phase, (clear_fault, f.name)))
+        for t in timers:
+            t.start()
+        for i, t in enumerate(scn.traffic, 1):
+            progress(f"traffic [{i}/{len(scn.traffic)}] {t.name}: {t.kind} from {t.host}")
+            data.traffic[t.name] = _run_traffic(t, scn, topo)
+        for t in timers:
+            t.cancel()
+            if t.is_alive():
+                t.join()
+        for name, cap in captures.items():
+            frames = cap.stop()
+            data.packets[name] = [parse(fr.data, fr.length) for fr in frames]
+            data.capture_drops[name] = cap.kernel_drops
+            if pcap_dir:
+                os.makedirs(pcap_dir, exist_ok=True)
+                path = os.path.join(pcap_dir, f"{scn.name}-{name}.pcap")
+                cap.save_pcap(path)
+                report.pcaps[name] = path
+        data.csum_errors = {h: _csum_errors(topo.netns(h)) - before for h, before in csum_before.items()}
+    except Exception as exc:
+        report.errors.append(str(exc))
+        raise
+    finally:
+        for t in timers:
+            t.cancel()
+        for cap in captures.values():
+            cap.stop(settle=0)
+        for name in list(applied):
+            try:
+                clear_fault(name)
+            except Exception as exc:
+                report.errors.append(f"clearing {name}: {exc}")
+        if keep:
+            _remember_lab(scn, topo)
+            progress(f"lab kept: faultinj lab down {scn.path}")
+        else:
+            topo.down()
+            progress("lab removed")
+        report.seconds = time.monotonic() - started
+    report.counters = data.counters
+    for name, drops in data.capture_drops.items():
+        if drops:
+            report.checks.append(Check(f"capture {name} lost nothing", False, f"{drops} dropped by the kernel", "0"))
+    report.checks.extend(evaluate(e, data) for e in scn.expect)
+    return report
+
+
+# ---- labs kept for interactive work ------------------------------------------------------
+
+def _labs_dir() -> Path:
+    d = state.run_dir() / "labs"
+    state.ensure_dirs()
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+def _remember_lab(scn: Scenario, topo: Topology) -> None:
+    data = {"name": scn.name, "file": os.path.abspath(scn.path), "prefix": topo.prefix,
+            "namespaces": topo.namespaces, "ovs_bridges": topo.ovs_bridges,
+            "hosts": {h: topo.netns(h) for h in scn.lab.hosts}}
+    (_labs_dir() / f"{scn.name}.json").write_text(json.dumps(data, indent=1))
+
+
+def lab_up(scn: Scenario, progress: Callable[[str], None] = lambda m: None) -> dict:
+    caps.require_privileges()
+    if (_labs_dir() / f"{scn.name}.json").exists():
+        raise StateError(f"lab '{scn.name}' is already up: 'faultinj lab down {scn.path}' first")
+    topo = Topology(scn.lab, unique_prefix())
+    topo.up()
+    _remember_lab(scn, topo)
+    progress(f"lab {scn.name} up: " + ", ".join(f"{h} = netns {topo.netns(h)}" for h in scn.lab.hosts))
+    return json.loads((_labs_dir() / f"{scn.name}.json").read_text())
+
+
+def lab_down(name: str) -> dict:
+    caps.require_privileges()
+    path = _labs_dir() / f"{name}.json"
+    if not path.exists():
+        known = ", ".join(p.stem for p in _labs_dir().glob("*.json")) or "none"
+        raise StateError(f"no lab '{name}' is up (up: {known})")
+    data = json.loads(path.read_text())
+    for ns in data["namespaces"]:  # faults on the lab's links go with it
+        try:
+            api.clear(netns_name=ns, all_faults=True)
+        except Exception:
+            pass
+    topo = Topology.__new__(Topology)
+    topo.namespaces, topo.ovs_bridges = list(data["namespaces"]), list(data["ovs_bridges"])
+    topo.down()
+    path.unlink()
+    return data
+
+
+def lab_status() -> list[dict]:
+    from ..inject.netns import netns_exists
+
+    out = []
+    for p in sorted(_labs_dir().glob("*.json")):
+        data = json.loads(p.read_text())
+        data["present"] = all(netns_exists(ns) for ns in data["namespaces"])
+        out.append(data)
+    return out

@@ -1,0 +1,507 @@
+"""Scenario files: YAML read safely, validated completely before anything
+touches the kernel, every error pointing at file:line:column.
+
+```yaml
+name: psh-ratio
+lab:
+  hosts: [vm1, vm2]
+  bridges: {br0: linux}                 # optional; or ovs
+  links:
+    - ends: [vm1, vm2]                  # or [vm1, br0]
+      vm1: {ipv4: 10.0.0.1/24, gso_max_segs: 1, tx_checksum: false}
+      vm2: {ipv4: 10.0.0.2/24}
+faults:
+  - {name: psh, spec: psh-ratio=10, host: vm1, interface: eth0, seed: 42, at: 0s, for: 10s}
+traffic:
+  - {name: transfer, tcp: {from: vm1, to: vm2, bytes: 20MB}}
+capture:
+  - {name: rx, host: vm2, interface: eth0, direction: in, snaplen: 2048}
+expect:
+  - fraction: {capture: rx, of: tcp and data, having: psh, p: 0.1}
+```
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import SpecError
+from ..faults import FaultSpec, parse_spec
+from ..inject.lab import EndSpec, LinkSettings, LinkSpec, TopologySpec
+from .predicates import compile_predicate
+
+
+class ScenarioError(SpecError):
+    pass
+
+
+# ---- YAML with positions --------------------------------------------------------------
+
+class YMap(dict):
+    mark = None
+    key_marks: dict
+    value_marks: dict
+
+
+class YList(list):
+    mark = None
+    item_marks: list
+
+
+class _Loader(yaml.SafeLoader):
+    pass
+
+
+def _map(loader, node):
+    loader.flatten_mapping(node)
+    m = YMap()
+    m.mark, m.key_marks, m.value_marks = node.start_mark, {}, {}
+    for k_node, v_node in node.value:
+        k = loader.construct_object(k_node, deep=True)
+        if not isinstance(k, str):
+            raise ScenarioError(f"{_pos(k_node.start_mark)}: keys must be strings, not {k!r}")
+        if k in m:
+            raise ScenarioError(f"{_pos(k_node.start_mark)}: '{k}' appears twice")
+        m[k] = loader.construct_object(v_node, deep=True)
+        m.key_marks[k], m.value_marks[k] = k_node.start_mark, v_node.start_mark
+    return m
+
+
+def _seq(loader, node):
+    lst = YList(loader.construct_object(n, deep=True) for n in node.value)
+    lst.mark, lst.item_marks = node.start_mark, [n.start_mark for n in node.value]
+    return lst
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _map)
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_SEQUENCE_TAG, _seq)
+
+
+def _pos(mark) -> str:
+    return f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark else "?"
+
+
+class _Ctx:
+    """Where we are in the file, for messages."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    def fail(self, mark, msg: str):
+        raise ScenarioError(f"{_pos(mark)}: {msg}")
+
+    def keys(self, m, where: str, required=(), optional=()) -> None:
+        if not isinstance(m, dict):
+            self.fail(getattr(m, "mark", None), f"{where} must be a mapping")
+        allowed = set(required) | set(optional)
+        for k in m:
+            if k not in allowed:
+                near = difflib.get_close_matches(k, sorted(allowed), n=1, cutoff=0.6)
+                hint = f" (did you mean '{near[0]}'?)" if near else f"; allowed: {', '.join(sorted(allowed))}"
+                self.fail(m.key_marks.get(k), f"unknown key '{k}' in {where}{hint}")
+        for k in required:
+            if k not in m:
+                self.fail(m.mark, f"{where} lacks '{k}'")
+
+    def typed(self, m: YMap, key: str, types, where: str, default=None):
+        if key not in m:
+            return default
+        v = m[key]
+        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            self.fail(m.value_marks[key], f"{where}.{key} must be {_tname(types)}, not {v!r}")
+        if not isinstance(v, types):
+            self.fail(m.value_marks[key], f"{where}.{key} must be {_tname(types)}, not {type(v).__name__} {v!r}")
+        return v
+
+    def ref(self, m: YMap, key: str, known, what: str, where: str) -> str:
+        v = self.typed(m, key, str, where)
+        if v not in known:
+            near = difflib.get_close_matches(str(v), list(known), n=1, cutoff=0.5)
+            hint = f" (did you mean '{near[0]}'?)" if near else f"; known: {', '.join(known) or 'none'}"
+            self.fail(m.value_marks[key], f"{where}.{key}: no {what} '{v}'{hint}")
+        return v
+
+
+def _tname(types) -> str:
+    types = types if isinstance(types, tuple) else (types,)
+    names = {str: "a string", int: "a whole number", float: "a number", bool: "true or false", list: "a list",
+             dict: "a mapping"}
+    return " or ".join(names.get(t, t.__name__) for t in types)
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgG]?)i?[bB]?\s*$")
+
+
+def parse_size(v) -> int | None:
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    m = _SIZE.match(str(v))
+    if not m:
+        return None
+    return int(float(m.group(1)) * {"": 1, "k": 10**3, "m": 10**6, "g": 10**9}[m.group(2).lower()])
+
+
+# ---- the model --------------------------------------------------------------------------
+
+@dataclass
+class FaultEntry:
+    name: str
+    spec: FaultSpec
+    host: str
+    interface: str
+    seed: int | None = None
+    at: float | None = None
+    for_: float | None = None
+
+
+@dataclass
+class TrafficEntry:
+    name: str
+    kind: str                  # ping | tcp | udp | command
+    host: str
+    params: dict = field(default_factory=dict)
+
+
+@dataclass
+class CaptureEntry:
+    name: str
+    host: str
+    interface: str
+    direction: str = "any"
+    snaplen: int = 256
+
+
+@dataclass
+class ExpectEntry:
+    kind: str
+    params: dict
+    line: int
+
+
+@dataclass
+class Scenario:
+    name: str
+    description: str
+    path: str
+    lab: TopologySpec
+    faults: list[FaultEntry]
+    traffic: list[TrafficEntry]
+    captures: list[CaptureEntry]
+    expect: list[ExpectEntry]
+    interfaces: dict[str, list[str]]   # host -> its interface names
+
+    def address(self, host: str, v6: bool = False) -> str:
+        for link in self.lab.links:
+            for end in (link.a, link.b):
+                if end.host == host:
+                    cidr = end.ipv6 if v6 else end.ipv4
+                    if cidr:
+                        return cidr.split("/")[0]
+        raise KeyError(host)
+
+
+EXPECT_KINDS = {
+    # kind: (required, optional)
+    "fraction": ({"capture", "having"}, {"of", "p", "ratio", "confidence"}),
+    "fault_ratio": ({"fault"}, {"p", "ratio", "confidence"}),
+    "uniform": ({"capture", "field", "range"}, {"of", "confidence"}),
+    "loss": ({"traffic"}, {"p", "ratio", "confidence"}),
+    "tcp_intact": ({"traffic"}, set()),
+    "checksum_errors": ({"host"}, {"equals"}),
+    "capture_checksums": ({"capture"}, {"of"}),
+    "exit_code": ({"traffic"}, {"equals"}),
+    "count": ({"capture"}, {"of", "equals", "min", "max"}),
+    "counter": ({"fault", "counter"}, {"equals", "min", "max"}),
+    "counters_match_capture": ({"fault", "capture", "having"}, {"of"}),
+}
+TRAFFIC_KINDS = {
+    "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
+    "tcp": ({"from", "to"}, {"bytes", "port", "v6", "seed"}),
+    "udp": ({"from", "to"}, {"count", "size", "rate", "sport", "dport", "v6"}),
+    "command": ({"host", "run"}, {"timeout"}),
+}
+END_KEYS = {"name", "ipv4", "ipv6", "mtu", "gso_max_segs", "tx_checksum"}
+NAME = re.compile(r"^[a-z][a-z0-9_]{0,11}$")
+
+
+def load(path: str | Path) -> Scenario:
+    path = str(path)
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
+    return loads(text, path)
+
+
+def loads(text: str, path: str = "<scenario>") -> Scenario:
+    ctx = _Ctx(path)
+    try:
+        loader = _Loader(text)
+        loader.name = path
+        try:
+            doc = loader.get_single_data()
+        finally:
+            loader.dispose()
+    except yaml.MarkedYAMLError as exc:
+        raise ScenarioError(f"{_pos(exc.problem_mark)}: YAML: {exc.problem}") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: YAML: {exc}") from None
+    if not isinstance(doc, YMap):
+        raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
+    ctx.keys(doc, "the scenario", required={"name", "lab"},
+             optional={"description", "faults", "traffic", "capture", "expect"})
+    name = ctx.typed(doc, "name", str, "scenario")
+    lab, interfaces = _lab(ctx, doc["lab"])
+    hosts = lab.hosts
+    faults = [_fault(ctx, f, i, hosts, interfaces) for i, f in enumerate(_list(ctx, doc, "faults"))]
+    traffic = [_traffic(ctx, t, i, hosts) for i, t in enumerate(_list(ctx, doc, "traffic"))]
+    captures = [_capture(ctx, c, i, hosts, interfaces) for i, c in enumerate(_list(ctx, doc, "capture"))]
+    _unique(ctx, doc, "faults", [f.name for f in faults])
+    _unique(ctx, doc, "traffic", [t.name for t in traffic])
+    _unique(ctx, doc, "capture", [c.name for c in captures])
+    refs = {"fault": [f.name for f in faults], "traffic": [t.name for t in traffic],
+            "capture": [c.name for c in captures], "host": hosts}
+    expect = [_expect(ctx, e, refs, traffic) for e in _list(ctx, doc, "expect")]
+    return Scenario(name, ctx.typed(doc, "description", str, "scenario", ""), path, lab, faults, traffic,
+                    captures, expect, interfaces)
+
+
+def _list(ctx, doc, key) -> list:
+    v = doc.get(key, [])
+    if v is None:
+        return []
+    if not isinstance(v, list):
+        ctx.fail(doc.value_marks[key], f"'{key}' must be a list")
+    return v
+
+
+def _unique(ctx, doc, key, names) -> None:
+    seen = set()
+    for i, n in enumerate(names):
+        if n in seen:
+            ctx.fail(doc[key].item_marks[i], f"two {key} entries are named '{n}'")
+        seen.add(n)
+
+
+def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
+    ctx.keys(lab, "lab", required={"hosts", "links"}, optional={"bridges"})
+    hosts = ctx.typed(lab, "hosts", list, "lab")
+    for i, h in enumerate(hosts):
+        if not isinstance(h, str) or not NAME.match(h):
+            ctx.fail(hosts.item_marks[i], f"host name {h!r}: use 1-12 lowercase letters, digits or _")
+    bridges = ctx.typed(lab, "bridges", dict, "lab", YMap()) or YMap()
+    for b, kind in bridges.items():
+        if not NAME.match(b) or b in hosts:
+            ctx.fail(bridges.key_marks[b], f"bridge name '{b}' must be 1-12 lowercase characters, unlike any host")
+        if kind not in ("linux", "ovs"):
+            ctx.fail(bridges.value_marks[b], f"bridge {b}: kind must be linux or ovs, not {kind!r}")
+    links = []
+    interfaces: dict[str, list[str]] = {h: [] for h in hosts}
+    for i, link in enumerate(ctx.typed(lab, "links", list, "lab")):
+        where = f"lab.links[{i}]"
+        if not isinstance(link, YMap):
+            ctx.fail(lab["links"].item_marks[i], f"{where} must be a mapping")
+        ends = ctx.typed(link, "ends", list, where)
+        if ends is None:
+            ctx.fail(link.mark, f"{where} lacks 'ends'")
+        if len(ends) != 2 or not all(isinstance(e, str) for e in ends):
+            ctx.fail(link.value_marks["ends"], f"{where}.ends must name two hosts, or a host and a bridge")
+        for j, e in enumerate(ends):
+            if e not in hosts and e not in bridges:
+                near = difflib.get_close_matches(e, hosts + list(bridges), n=1, cutoff=0.5)
+                hint = f" (did you mean '{near[0]}'?)" if near else ""
+                ctx.fail(ends.item_marks[j], f"{where}.ends: no host or bridge '{e}'{hint}")
+        if ends[0] in bridges and ends[1] in bridges:
+            ctx.fail(link.value_marks["ends"], f"{where}: a link joins a host to a host or to a bridge")
+        if ends[0] in bridges:
+            ends = YList([ends[1], ends[0]])
+        if ends[0] == ends[1]:
+            ctx.fail(link.value_marks["ends"], f"{where}: both ends are '{ends[0]}'")
+        ctx.keys(link, where, required={"ends"}, optional=set(ends))
+        spec_ends = []
+        for host in ends:
+            if host in bridges:
+                spec_ends.append(EndSpec(host, "port"))
+                continue
+            conf = link.get(host) or YMap()
+            ctx.keys(conf, f"{where}.{host}", optional=END_KEYS)
+            ifname = ctx.typed(conf, "name", str, f"{where}.{host}", f"eth{len(interfaces[host])}")
+            if ifname in interfaces[host]:
+                ctx.fail(conf.mark, f"{where}.{host}: {host} already has an interface {ifname}")
+            interfaces[host].append(ifname)
+            addrs = {}
+            for fam in ("ipv4", "ipv6"):
+                v = ctx.typed(conf, fam, str, f"{where}.{host}")
+                if v is not None:
+                    try:
+                        iface = ipaddress.ip_interface(v)
+                    except ValueError:
+                        ctx.fail(conf.value_marks[fam], f"{where}.{host}.{fam}: '{v}' is not an address/prefix")
+                    if iface.version != (4 if fam == "ipv4" else 6) or "/" not in v:
+                        ctx.fail(conf.value_marks[fam], f"{where}.{host}.{fam}: give an {fam} address with a "
+                                                        f"prefix length, e.g. {'10.0.0.1/24' if fam == 'ipv4' else 'fd00::1/64'}")
+                addrs[fam] = v
+            gso = ctx.typed(conf, "gso_max_segs", int, f"{where}.{host}")
+            mtu = ctx.typed(conf, "mtu", int, f"{where}.{host}")
+            if gso is not None and not 1 <= gso <= 65535:
+                ctx.fail(conf.value_marks["gso_max_segs"], "gso_max_segs must be 1..65535")
+            if mtu is not None and not 68 <= mtu <= 65535:
+                ctx.fail(conf.value_marks["mtu"], "mtu must be 68..65535")
+            st = LinkSettings(tx_checksum=ctx.typed(conf, "tx_checksum", bool, f"{where}.{host}", True),
+                              gso_max_segs=gso, mtu=mtu)
+            spec_ends.append(EndSpec(host, ifname, addrs.get("ipv4"), addrs.get("ipv6"), st))
+        links.append(LinkSpec(spec_ends[0], spec_ends[1]))
+    return TopologySpec(hosts=list(hosts), links=links, bridges=dict(bridges)), interfaces
+
+
+def _duration(ctx, m, key, where):
+    from ..api import parse_duration
+
+    if key not in m:
+        return None
+    try:
+        v = m[key]
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and v == 0 and key == "at":
+            return 0.0
+        return parse_duration(v)
+    except SpecError as exc:
+        ctx.fail(m.value_marks[key], f"{where}.{key}: {exc}")
+
+
+def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
+    where = f"faults[{i}]"
+    ctx.keys(f, where, required={"spec", "host", "interface"}, optional={"name", "seed", "at", "for", "hook"})
+    host = ctx.ref(f, "host", hosts, "host", where)
+    iface = ctx.ref(f, "interface", interfaces[host], f"interface of {host}", where)
+    try:
+        spec = parse_spec(ctx.typed(f, "spec", str, where), ctx.typed(f, "hook", str, where))
+    except SpecError as exc:
+        ctx.fail(f.value_marks["spec"], f"{where}.spec: {exc}")
+    seed = ctx.typed(f, "seed", int, where)
+    if seed is not None and not 0 <= seed < 2**64:
+        ctx.fail(f.value_marks["seed"], f"{where}.seed must be 0..2**64-1")
+    name = ctx.typed(f, "name", str, where, f"fault{i}")
+    return FaultEntry(name, spec, host, iface, seed, _duration(ctx, f, "at", where), _duration(ctx, f, "for", where))
+
+
+def _traffic(ctx, t, i, hosts) -> TrafficEntry:
+    where = f"traffic[{i}]"
+    ctx.keys(t, where, optional={"name", *TRAFFIC_KINDS})
+    kinds = [k for k in TRAFFIC_KINDS if k in t]
+    if len(kinds) != 1:
+        ctx.fail(t.mark, f"{where} needs exactly one of {', '.join(TRAFFIC_KINDS)}")
+    kind = kinds[0]
+    params = t[kind]
+    required, optional = TRAFFIC_KINDS[kind]
+    ctx.keys(params, f"{where}.{kind}", required=required, optional=optional)
+    w = f"{where}.{kind}"
+    host = ctx.ref(params, "from" if kind != "command" else "host", hosts, "host", w)
+    out: dict[str, Any] = {}
+    if kind != "command":
+        out["to"] = ctx.ref(params, "to", hosts, "host", w)
+        out["v6"] = ctx.typed(params, "v6", bool, w, False)
+    if kind == "ping":
+        out["count"] = _pos_int(ctx, params, "count", w, 100, 1, 1_000_000)
+        out["interval"] = float(ctx.typed(params, "interval", (int, float), w, 0.01))
+        out["size"] = _pos_int(ctx, params, "size", w, 56, 0, 65000)
+        out["timeout"] = float(ctx.typed(params, "timeout", (int, float), w, 2))
+    elif kind == "tcp":
+        size = parse_size(params.get("bytes", "10MB"))
+        if size is None or size <= 0:
+            ctx.fail(params.value_marks.get("bytes", params.mark), f"{w}.bytes: give a size like 20MB or 1000000")
+        out["bytes"] = size
+        out["port"] = _pos_int(ctx, params, "port", w, 5201, 1, 65535)
+        out["seed"] = ctx.typed(params, "seed", int, w, 1)
+    elif kind == "udp":
+        out["count"] = _pos_int(ctx, params, "count", w, 10000, 1, 10_000_000)
+        out["size"] = _pos_int(ctx, params, "size", w, 64, 4, 65000)
+        out["rate"] = _pos_int(ctx, params, "rate", w, 20000, 1, 10_000_000)
+        out["sport"] = _pos_int(ctx, params, "sport", w, 40000, 1, 65535)
+        out["dport"] = _pos_int(ctx, params, "dport", w, 5300, 1, 65535)
+    else:
+        out["run"] = ctx.typed(params, "run", (str, list), w)
+        out["timeout"] = float(ctx.typed(params, "timeout", (int, float), w, 60))
+    name = ctx.typed(t, "name", str, where, f"{kind}{i}")
+    return TrafficEntry(name, kind, host, out)
+
+
+def _pos_int(ctx, m, key, where, default, lo, hi) -> int:
+    v = ctx.typed(m, key, int, where, default)
+    if not lo <= v <= hi:
+        ctx.fail(m.value_marks[key], f"{where}.{key} must be {lo}..{hi}")
+    return v
+
+
+def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
+    where = f"capture[{i}]"
+    ctx.keys(c, where, required={"host", "interface"}, optional={"name", "direction", "snaplen"})
+    host = ctx.ref(c, "host", hosts, "host", where)
+    iface = ctx.ref(c, "interface", interfaces[host], f"interface of {host}", where)
+    direction = ctx.typed(c, "direction", str, where, "any")
+    if direction not in ("in", "out", "any"):
+        ctx.fail(c.value_marks["direction"], f"{where}.direction must be in, out or any")
+    snaplen = _pos_int(ctx, c, "snaplen", where, 256, 64, 65535)
+    return CaptureEntry(ctx.typed(c, "name", str, where, f"capture{i}"), host, iface, direction, snaplen)
+
+
+def _expect(ctx, e, refs, traffic) -> ExpectEntry:
+    if not isinstance(e, YMap) or len(e) != 1:
+        ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(EXPECT_KINDS)}, with its settings")
+    kind = next(iter(e))
+    if kind not in EXPECT_KINDS:
+        ctx.keys(e, "expect", optional=EXPECT_KINDS)
+    params = e[kind]
+    required, optional = EXPECT_KINDS[kind]
+    if isinstance(params, str) and len(required) == 1:  # short form: `tcp_intact: transfer`
+        p = YMap({next(iter(required)): params})
+        p.mark, p.key_marks, p.value_marks = e.value_marks[kind], {}, {next(iter(required)): e.value_marks[kind]}
+        params = p
+    ctx.keys(params, kind, required=required, optional=optional)
+    for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host")):
+        if key in params:
+            ctx.ref(params, key, refs[what], what, kind)
+    for key in ("of", "having"):
+        if key in params:
+            try:
+                compile_predicate(params[key])
+            except SpecError as exc:
+                ctx.fail(params.value_marks[key], f"{kind}.{key}: {exc}")
+    if {"p", "ratio"} & (required | optional):
+        if "p" in params and "ratio" in params:
+            ctx.fail(params.mark, f"{kind}: give p or ratio, not both")
+        if kind in ("fraction", "fault_ratio", "loss") and "p" not in params and "ratio" not in params:
+            ctx.fail(params.mark, f"{kind} needs p (a probability) or ratio (one in N)")
+        if "p" in params:
+            p = ctx.typed(params, "p", (int, float), kind)
+            if not 0 <= p <= 1:
+                ctx.fail(params.value_marks["p"], f"{kind}.p must be 0..1")
+        if "ratio" in params:
+            _pos_int(ctx, params, "ratio", kind, 1, 1, 10**9)
+    if "confidence" in params:
+        c = ctx.typed(params, "confidence", float, kind)
+        if not 0.5 <= c < 1:
+            ctx.fail(params.value_marks["confidence"], f"{kind}.confidence must be in [0.5, 1)")
+    if kind == "uniform":
+        rng = params["range"]
+        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, int) for x in rng) and rng[0] < rng[1]):
+            ctx.fail(params.value_marks["range"], "uniform.range must be [low, high], whole numbers, low < high")
+        if params["field"] not in ("ttl", "sport", "dport", "payload_len"):
+            ctx.fail(params.value_marks["field"], "uniform.field must be ttl, sport, dport or payload_len")
+    if kind == "loss":
+        t = next(t for t in traffic if t.name == params["traffic"])
+        if t.kind != "udp":
+            ctx.fail(params.value_marks["traffic"], f"loss is measured on udp traffic; '{t.name}' is {t.kind}")
+    if kind == "tcp_intact":
+        t = next(t for t in traffic if t.name == params["traffic"])
+        if t.kind != "tcp":
+            ctx.fail(params.value_marks["traffic"], f"tcp_intact needs tcp traffic; '{t.name}' is {t.kind}")
+    if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
+        ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
+    return ExpectEntry(kind, dict(params), e.mark.line + 1)
