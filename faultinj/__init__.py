@@ -8,9 +8,25 @@
 
 __version__ = "0.1.0"
 
-from .api import apply, clear, reap, set_fault, status  # noqa: E402
+from .api import apply, clear, fault, reap, set_fault, status  # noqa: E402
 from .errors import FaultinjError  # noqa: E402
 from .faults import CATALOGUE, parse_spec  # noqa: E402
 
-__all__ = ["apply", "clear", "reap", "set_fault", "status", "FaultinjError", "CATALOGUE", "parse_spec",
+__all__ = ["apply", "clear", "fault", "lab", "reap", "set_fault", "status", "FaultinjError", "CATALOGUE", "parse_spec",
            "__version__"]
+
+
+def lab(scenario_path=None, prefix=None):
+    """A lab as a context manager: a scenario file's topology, or the two-host lab.
+
+        with faultinj.lab("scenarios/bridge-lab.yaml") as topo:
+            topo.netns("vm1")
+    """
+    if scenario_path is None:
+        from .inject.lab import Lab
+
+        return Lab(prefix).up()
+    from .inject.lab import Topology
+    from .scenario import load
+
+    return Topology(load(scenario_path).lab, prefix).up()

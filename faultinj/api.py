@@ -10,8 +10,9 @@ import os
 import re
 import secrets
 import time
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_spec
@@ -157,6 +158,16 @@ def _check_xdp_free(ipr, fs: FaultSpec, ns, ifindex, ifname, replace) -> state.R
             "replace it without --replace"
         )
     return mine
+
+
+@contextmanager
+def fault(spec: str | FaultSpec, ifname: str, **kwargs) -> Iterator[state.Record]:
+    """Apply a fault around a block (a test), clearing it afterwards whatever happens."""
+    rec = apply(spec, ifname, **kwargs)
+    try:
+        yield rec
+    finally:
+        clear(fault_id=rec.id)
 
 
 # ---- status ----------------------------------------------------------------

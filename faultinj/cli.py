@@ -202,11 +202,132 @@ def demo(
         for o in outcomes:
             typer.echo(f"\n{o.spec}  {'PASS' if o.ok else 'FAIL'}  counters {o.counters}"
                        + (f"  pcap {o.pcap}" if o.pcap else ""))
-            for c in o.checks:
-                ci = f"  CI [{c.ci[0]:.4f}, {c.ci[1]:.4f}]" if c.ci else ""
-                typer.echo(f"  {'✓' if c.ok else '✗'} {c.name}: {c.observed} (expected {c.expected}){ci}")
+            _print_checks(o.checks)
         typer.echo(f"\n{'all checks hold' if ok else 'SOME CHECKS FAILED'}")
     if not ok:
+        raise typer.Exit(code=int(ExitStatus.FAILED))
+
+
+def _print_checks(checks) -> None:
+    for c in checks:
+        ci = f"  CI [{c.ci[0]:.4f}, {c.ci[1]:.4f}]" if c.ci else ""
+        typer.echo(f"  {'✓' if c.ok else '✗'} {c.name}: {c.observed} (expected {c.expected}){ci}")
+
+
+@app.command()
+@_boundary
+def run(
+    files: list[str] = typer.Argument(..., help="Scenario files (YAML)."),
+    pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
+    junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here."),
+    keep: bool = typer.Option(False, "--keep", help="Keep the lab up afterwards (faultinj lab down FILE)."),
+    as_json: bool = JsonOpt,
+):
+    """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown."""
+    from .scenario import load
+    from .scenario import junit as junit_mod
+    from .scenario.runner import run as run_scenario
+
+    scenarios = [load(f) for f in files]  # every file validated before anything runs
+    reports = []
+    for scn in scenarios:
+        reports.append(run_scenario(scn, pcap_dir=pcap_dir, keep=keep,
+                                    progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True)))
+    if junit:
+        junit_mod.write(reports, junit)
+    if as_json:
+        _print_json([r.to_json() for r in reports])
+    else:
+        for r in reports:
+            typer.echo(f"\n{r.scenario} ({r.path}): {'PASS' if r.ok else 'FAIL'} in {r.seconds:.1f}s")
+            _print_checks(r.checks)
+            for err in r.errors:
+                typer.echo(f"  ✗ error: {err}")
+            for name, path in r.pcaps.items():
+                typer.echo(f"  pcap {name}: {path}")
+    if not all(r.ok for r in reports):
+        raise typer.Exit(code=int(ExitStatus.FAILED))
+
+
+lab_app = typer.Typer(help="Build a scenario's lab for interactive work.", no_args_is_help=True)
+app.add_typer(lab_app, name="lab")
+
+
+@lab_app.command("up")
+@_boundary
+def lab_up(file: str = typer.Argument(..., help="Scenario file whose lab to build."), as_json: bool = JsonOpt):
+    """Build the lab (namespaces, links, bridges) and leave it up."""
+    from .scenario import load
+    from .scenario.runner import lab_up as do_up
+
+    data = do_up(load(file), progress=lambda m: typer.echo(m, err=True))
+    if as_json:
+        _print_json(data)
+    else:
+        for host, ns in data["hosts"].items():
+            typer.echo(f"{host}: ip netns exec {ns} ...   (faultinj ... --netns {ns})")
+
+
+@lab_app.command("down")
+@_boundary
+def lab_down(name: str = typer.Argument(..., help="Scenario file or lab name.")):
+    """Remove a lab built with 'lab up' (and faults on its links)."""
+    import os
+
+    from .scenario import load
+    from .scenario.runner import lab_down as do_down
+
+    lab_name = load(name).name if os.path.isfile(name) else name
+    data = do_down(lab_name)
+    typer.echo(f"lab {data['name']} removed ({', '.join(data['namespaces'])})")
+
+
+@lab_app.command("status")
+@_boundary
+def lab_status(as_json: bool = JsonOpt):
+    """Labs that are up."""
+    from .scenario.runner import lab_status as do_status
+
+    labs = do_status()
+    if as_json:
+        _print_json(labs)
+        return
+    if not labs:
+        typer.echo("no labs up")
+    for lab in labs:
+        state = "up" if lab["present"] else "PARTLY GONE"
+        typer.echo(f"{lab['name']}: {state}, " + ", ".join(f"{h}={ns}" for h, ns in lab["hosts"].items()))
+
+
+@app.command()
+@_boundary
+def verify(
+    interface: str = typer.Argument(..., help="Where to capture."),
+    netns: Optional[str] = NetnsOpt,
+    having: str = typer.Option(..., help="The property whose rate is judged, e.g. psh."),
+    of: str = typer.Option("all", help="Which packets count, e.g. 'tcp and data'."),
+    p: Optional[float] = typer.Option(None, help="Expected probability."),
+    ratio: Optional[int] = typer.Option(None, help="Expected one-in-N."),
+    duration: Optional[str] = typer.Option("10s", help="Capture this long."),
+    count: Optional[int] = typer.Option(None, help="Stop after this many 'of' packets."),
+    fault_id: Optional[str] = typer.Option(None, "--fault", help="Also judge this fault's counters."),
+    direction: str = typer.Option("in", help="in, out or any."),
+    pcap: Optional[str] = typer.Option(None, help="Save the capture here."),
+    as_json: bool = JsonOpt,
+):
+    """Capture and judge a fault's effect on a lab built by other means (VMs)."""
+    from .inject import caps
+    from .verify import verify as do_verify
+
+    caps.require_privileges()
+    res = do_verify(interface, netns_name=netns, duration=duration, count=count, of=of, having=having, p=p,
+                    ratio=ratio, fault_id=fault_id, direction=direction, pcap=pcap)
+    if as_json:
+        _print_json(res.to_json())
+    else:
+        typer.echo(f"{res.packets} packets captured")
+        _print_checks(res.checks)
+    if not res.ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
 

@@ -1,0 +1,81 @@
+"""`faultinj verify`: capture on an interface of a lab built by other means
+(VMs, someone's namespaces) and judge a ratio against a fault already applied."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from . import api
+from .errors import SpecError
+from .inject.capture import Capture
+from .packets import parse
+from .scenario.expect import RunData, evaluate
+from .scenario.schema import ExpectEntry
+from .verdict import Check
+
+
+@dataclass
+class VerifyResult:
+    checks: list[Check] = field(default_factory=list)
+    packets: int = 0
+    pcap: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {"ok": self.ok, "packets": self.packets, "pcap": self.pcap, "checks": [c.to_json() for c in self.checks]}
+
+
+def verify(ifname: str, *, netns_name: str | None = None, duration: str | float | None = "10s",
+           count: int | None = None, of: str = "all", having: str, p: float | None = None,
+           ratio: int | None = None, fault_id: str | None = None, direction: str = "in", snaplen: int = 256,
+           pcap: str | None = None, confidence: float = 0.999) -> VerifyResult:
+    from .scenario.predicates import compile_predicate
+
+    if (p is None) == (ratio is None):
+        raise SpecError("give --p P or --ratio N (the rate the capture must show)")
+    if p is not None and not 0 <= p <= 1:
+        raise SpecError(f"bad --p {p}: give a probability 0..1")
+    if ratio is not None and ratio < 1:
+        raise SpecError(f"bad --ratio {ratio}: give a whole number >= 1")
+    of_pred = compile_predicate(of)
+    compile_predicate(having)
+    seconds = api.parse_duration(duration) if duration is not None else None
+    if seconds is None and count is None:
+        raise SpecError("give --duration or --count to bound the capture")
+    before = _counters(fault_id, netns_name) if fault_id else None
+    cap = Capture(netns_name, ifname, snaplen=snaplen, direction=direction).start()
+    try:
+        end = time.monotonic() + seconds if seconds else None
+        while (end is None or time.monotonic() < end):
+            if count is not None and sum(1 for f in list(cap.frames) if of_pred(parse(f.data, f.length))) >= count:
+                break
+            time.sleep(0.2)
+    finally:
+        cap.stop()
+    data = RunData(packets={"cap": [parse(f.data, f.length) for f in cap.frames]})
+    params = {"capture": "cap", "of": of, "having": having, "confidence": confidence}
+    params.update({"p": p} if p is not None else {"ratio": ratio})
+    result = VerifyResult(packets=len(cap.frames))
+    result.checks.append(evaluate(ExpectEntry("fraction", params, 0), data))
+    if fault_id:
+        after = _counters(fault_id, netns_name)
+        data.counters["f"] = {k: after[k] - before.get(k, 0) for k in after}
+        fparams = {"fault": "f", "confidence": confidence, **({"p": p} if p is not None else {"ratio": ratio})}
+        result.checks.append(evaluate(ExpectEntry("fault_ratio", fparams, 0), data))
+    if cap.kernel_drops:
+        result.checks.append(Check("capture lost nothing", False, str(cap.kernel_drops), "0"))
+    if pcap:
+        cap.save_pcap(pcap)
+        result.pcap = pcap
+    return result
+
+
+def _counters(fault_id: str, netns_name: str | None) -> dict:
+    for st in api.status():
+        if st.record.id == fault_id:
+            return st.counters or {}
+    raise SpecError(f"no fault with id {fault_id} (see 'faultinj status')")

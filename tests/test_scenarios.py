@@ -1,0 +1,203 @@
+"""Scenario files: schema errors (no kernel), and real runs of every shipped scenario."""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+import threading
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+import faultinj
+from faultinj.errors import StateError
+from faultinj.inject import traffic
+from faultinj.inject.netns import list_netns
+from faultinj.scenario import ScenarioError, load, loads
+from faultinj.scenario import junit
+from faultinj.scenario.runner import run
+
+ROOT = Path(__file__).resolve().parent.parent
+SHIPPED = sorted(glob.glob(str(ROOT / "scenarios" / "*.yaml")))
+
+GOOD = """\
+name: t
+lab:
+  hosts: [vm1, vm2]
+  links:
+    - ends: [vm1, vm2]
+      vm1: {ipv4: 10.20.0.1/24}
+      vm2: {ipv4: 10.20.0.2/24}
+faults:
+  - {name: f, spec: drop=1%, host: vm1, interface: eth0}
+traffic:
+  - {name: s, udp: {from: vm1, to: vm2, count: 100}}
+capture:
+  - {name: rx, host: vm2, interface: eth0}
+expect:
+  - loss: {traffic: s, p: 0.01}
+"""
+
+
+def test_good_file_loads():
+    scn = loads(GOOD, "good.yaml")
+    assert scn.interfaces == {"vm1": ["eth0"], "vm2": ["eth0"]}
+    assert scn.faults[0].spec.hook == "tc-egress" and scn.address("vm2") == "10.20.0.2"
+
+
+BAD = [
+    # (replace this, with this, message, line)
+    ("name: t", "name: t\ncolour: blue", "unknown key 'colour' in the scenario", 2),
+    ("hosts: [vm1, vm2]", "hosts: [vm1, VM2]", "host name 'VM2'", 3),
+    ("ends: [vm1, vm2]", "ends: [vm1, vm3]", "no host or bridge 'vm3' (did you mean", 5),
+    ("{ipv4: 10.20.0.1/24}", "{ipv4: 10.20.0.1}", "with a prefix length", 6),
+    ("{ipv4: 10.20.0.1/24}", "{ipv4: 10.20.0.1/24, gso: 1}", "unknown key 'gso'", 6),
+    ("spec: drop=1%", "spec: dorp=1%", "did you mean 'drop'", 9),
+    ("spec: drop=1%", "spec: drop=2", "from 0 to 1", 9),
+    ("host: vm1, interface: eth0}", "host: vm9, interface: eth0}", "no host 'vm9'", 9),
+    ("host: vm1, interface: eth0}", "host: vm1, interface: eth7}", "no interface of vm1 'eth7'", 9),
+    ("count: 100", "count: many", "must be a whole number", 11),
+    ("udp: {", "udq: {", "unknown key 'udq'", 11),
+    ("{name: rx, host: vm2, interface: eth0}", "{name: rx, host: vm2, interface: eth0, direction: up}",
+     "direction must be in, out or any", 13),
+    ("loss: {traffic: s, p: 0.01}", "loss: {traffic: x, p: 0.01}", "no traffic 'x'", 15),
+    ("loss: {traffic: s, p: 0.01}", "loss: {traffic: s}", "needs p (a probability) or ratio", 15),
+    ("loss: {traffic: s, p: 0.01}", "los: {traffic: s, p: 0.01}", "did you mean 'loss'", 15),
+    ("loss: {traffic: s, p: 0.01}", "fraction: {capture: rx, having: tcp and pushy, p: 0.1}",
+     "cannot read 'pushy'", 15),
+    ("  - {name: f, spec", "  - {name: f, at: soon, spec", "bad duration 'soon'", 9),
+    ("lab:", "lab: [", "YAML: expected", 4),
+]
+
+
+@pytest.mark.parametrize("old,new,message,line", BAD, ids=[b[2][:30] for b in BAD])
+def test_schema_errors_point_at_the_line(old, new, message, line):
+    assert old in GOOD
+    with pytest.raises(ScenarioError) as err:
+        loads(GOOD.replace(old, new, 1), "bad.yaml")
+    text = str(err.value)
+    assert message in text, text
+    assert text.startswith(f"bad.yaml:{line}:"), text
+    assert "\n" not in text
+
+
+def test_missing_file_is_a_clear_error():
+    with pytest.raises(ScenarioError, match="cannot read scenario"):
+        load("/nonexistent/x.yaml")
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[os.path.basename(p) for p in SHIPPED])
+def test_shipped_scenario_passes(path, tmp_path):
+    report = run(load(path), pcap_dir=str(tmp_path))
+    failed = [f"{c.name}: {c.observed} vs {c.expected}" for c in report.checks if not c.ok]
+    assert report.ok, failed + report.errors
+    assert report.pcaps and all(os.path.getsize(p) > 24 for p in report.pcaps.values())
+    assert not [ns for ns in list_netns() if ns.startswith(report.prefix)]
+
+
+def test_wrong_expectation_fails_with_a_readable_report(tmp_path):
+    bad = Path(SHIPPED[0]).parent / "drop.yaml"
+    text = bad.read_text().replace("loss: {traffic: stream, p: 0.05}", "loss: {traffic: stream, p: 0.25}")
+    f = tmp_path / "wrong.yaml"
+    f.write_text(text)
+    junit_path = tmp_path / "junit.xml"
+    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "run", str(f), "--pcap-dir", str(tmp_path),
+                        "--junit", str(junit_path)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1, r.stderr
+    assert "drop (" in r.stdout and "FAIL" in r.stdout
+    assert "✗ loss of stream" in r.stdout and "expected 0.2500 within 99.9% CI" in r.stdout
+    suite = ET.parse(junit_path).getroot().find("testsuite")
+    assert suite.get("name") == "drop" and suite.get("failures") == "1"
+    failures = [c for c in suite.findall("testcase") if c.find("failure") is not None]
+    assert [c.get("name") for c in failures] == ["loss of stream"]
+    assert "expected 0.2500" in failures[0].find("failure").get("message")
+
+
+def test_junit_structure(tmp_path):
+    from faultinj.scenario.runner import Report
+    from faultinj.verdict import Check
+
+    rep = Report("s", "s.yaml", checks=[Check("a", True, "1", "1"), Check("b", False, "2", "1", (0.1, 0.2))],
+                 errors=["boom"], seconds=1.5)
+    out = tmp_path / "j.xml"
+    junit.write([rep], str(out))
+    root = ET.parse(out).getroot()
+    assert root.tag == "testsuites"
+    suite = root.find("testsuite")
+    assert (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("3", "1", "1")
+    for case in suite.findall("testcase"):
+        assert case.get("name") and case.get("classname") == "faultinj.s"
+    assert suite.findall("testcase")[2].find("error").get("message") == "boom"
+
+
+def test_failure_mid_run_tears_everything_down(tmp_path, private_state):
+    text = GOOD.replace("faults:\n", "faults:\n  - {name: x1, spec: ttl-pong, host: vm1, interface: eth0}\n"
+                                      "  - {name: x2, spec: drop=1%@xdp, host: vm1, interface: eth0}\n")
+    scn = loads(text, "fail.yaml")
+    before = set(list_netns())
+    with pytest.raises(StateError, match="already has faultinj fault"):
+        run(scn, pcap_dir=str(tmp_path))
+    assert set(list_netns()) == before
+    assert os.listdir(private_state["pin_root"]) == []
+    assert os.listdir(private_state["run_dir"] / "faults") == []
+
+
+def test_lab_up_status_down_cli(tmp_path):
+    f = tmp_path / "lab.yaml"
+    f.write_text(GOOD.replace("name: t", "name: labtest"))
+    cli = [sys.executable, "-m", "faultinj.cli", "lab"]
+    r = subprocess.run(cli + ["up", str(f), "--json"], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    try:
+        assert set(data["namespaces"]) <= set(list_netns())
+        assert traffic.ping(data["hosts"]["vm1"], "10.20.0.2", 3, interval=0.01).received == 3
+        r = subprocess.run(cli + ["status", "--json"], capture_output=True, text=True, cwd=ROOT)
+        assert [lab["name"] for lab in json.loads(r.stdout)] == ["labtest"]
+        assert json.loads(r.stdout)[0]["present"]
+        r = subprocess.run(cli + ["up", str(f)], capture_output=True, text=True, cwd=ROOT)
+        assert r.returncode == 5 and "already up" in r.stderr
+    finally:
+        r = subprocess.run(cli + ["down", str(f)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert not set(data["namespaces"]) & set(list_netns())
+
+
+def test_verify_judges_a_fault_applied_by_hand(lab):
+    with faultinj.fault("psh-ratio=10", lab.a.ifname, netns_name=lab.a.netns, seed=4) as rec:
+        sender = threading.Thread(target=traffic.tcp_transfer,
+                                  args=(lab.a.netns, lab.b.netns, lab.b.ip4, 20_000_000))
+        from faultinj.verify import verify
+
+        sender_started = threading.Timer(0.3, sender.start)
+        sender_started.start()
+        res = verify(lab.b.ifname, netns_name=lab.b.netns, duration="4s", of="tcp and data", having="psh",
+                     ratio=10, fault_id=rec.id)
+        sender_started.join()
+        sender.join()
+    assert res.ok, [c for c in res.checks if not c.ok]
+    assert [c.name.split(":")[0] for c in res.checks] == ["fraction", "fault_ratio"]
+    assert res.packets > 10000
+
+
+def test_verify_can_fail(lab):
+    from faultinj.verify import verify
+
+    with faultinj.fault("psh-ratio=2", lab.a.ifname, netns_name=lab.a.netns, seed=4):
+        t = threading.Timer(0.3, traffic.tcp_transfer, (lab.a.netns, lab.b.netns, lab.b.ip4, 5_000_000))
+        t.start()
+        res = verify(lab.b.ifname, netns_name=lab.b.netns, duration="2s", of="tcp and data", having="psh",
+                     ratio=10)
+        t.join()
+    assert not res.ok and "fraction" in res.checks[0].name
+
+
+def test_pytest_fixtures(fi_fault, fi_lab):
+    topo = fi_lab()
+    rec = fi_fault("drop=100%", topo.a.ifname, netns_name=topo.a.netns)
+    assert traffic.ping(topo.a.netns, topo.b.ip4, 3, interval=0.01, timeout=1).received == 0
+    assert [s.record.id for s in faultinj.status()] == [rec.id]
