@@ -104,37 +104,44 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
 
         deadline_ns, expires_at = _deadline(seconds)
         fid = "f" + secrets.token_hex(4)
+        rec = state.Record(
+            id=fid, fault=fs.name, value=fs.value, hook=fs.hook, netns=netns_name, ifname=ifname,
+            ifindex=ifindex, attach_mode="cls_bpf" if fs.hook != "xdp" else "", prog_id=0,
+            pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
+            pending="apply", pid=os.getpid(),
+        )
         with ExitStack() as undo:
+            state.save(rec)  # the intent, before anything changes in the kernel
+            undo.callback(state.delete, rec)
             obj = program.load(fs, seed=seed, deadline_ns=deadline_ns)
             undo.callback(obj.close)
             pin_dir = state.new_pin_dir(fid)
             undo.callback(state.remove_pins, pin_dir)
             obj.pin(str(pin_dir))
-            rec = state.Record(
-                id=fid, fault=fs.name, value=fs.value, hook=fs.hook, netns=netns_name, ifname=ifname,
-                ifindex=ifindex, attach_mode="", prog_id=libbpf.object_id(obj.prog_fd),
-                pin_dir=str(pin_dir), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
-            )
+            rec.prog_id = libbpf.object_id(obj.prog_fd)
             if fs.hook == "xdp":
+                state.save(rec)
                 rec.attach_mode = attach.xdp_attach(ipr, ifindex, obj.prog_fd, replace)
                 undo.callback(attach.xdp_detach, ipr, ifindex, rec.attach_mode, obj.prog_fd)
             else:
-                if attach.ensure_clsact(ipr, ifindex):
-                    state.mark_clsact_created(netns_name, ifindex, ifname)
+                if not attach.has_clsact(ipr, ifindex):
+                    state.mark_clsact_created(netns_name, ifindex, ifname)  # intent first
                     undo.callback(state.forget_link, netns_name, ifindex)
+                    attach.ensure_clsact(ipr, ifindex)
                     undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
                 rec.attach_mode = tc_mode
                 rec.tc_prio = attach.next_prio(ipr, ifindex, fs.hook)
                 rec.filter_name = f"faultinj:{fid}:{fs.name}"
+                state.save(rec)
                 attach.tc_attach(ipr, ifindex, fs.hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
                 undo.callback(attach.tc_detach, ipr, ifindex, fs.hook, rec.tc_prio, rec.filter_name, tc_mode)
+            rec.pending = rec.pid = None
             state.save(rec)
             undo.pop_all()  # success: everything stays
         obj.close()  # the attachment and the pins hold the program and maps now
         if replaced is not None:
             # the kernel swapped the program in place; only the old bookkeeping remains
-            state.remove_pins(replaced.pin_dir)
-            state.delete(replaced)
+            _forget(replaced)
         return rec
 
 
@@ -206,6 +213,9 @@ def _read_counters(rec: state.Record) -> tuple[dict | None, int | None]:
 
 
 def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
+    if rec.pending:
+        return "interrupted", (f"a faultinj process (pid {rec.pid}) died during '{rec.pending}'; "
+                               "the next faultinj command finishes or undoes it")
     if rec.netns and not netns.netns_exists(rec.netns):
         return "gone", f"namespace {rec.netns} no longer exists"
     ipr = links.get(rec.netns)
@@ -269,21 +279,29 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
         rec = cands[0]
         if new_value is None:
             new_value = rec.value
-        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_config")
-        try:
-            cfg = maps.read_config(fd)
-            cfg.threshold = ftype.threshold(new_value)
-            if seed is not None:
-                cfg.seed = rec.seed = seed
-            if seconds is not None:
-                cfg.deadline_ns, rec.expires_at = _deadline(seconds)
-                rec.deadline_ns = cfg.deadline_ns
-            maps.write_config(fd, cfg)
-        finally:
-            os.close(fd)
         rec.value = new_value
+        if seed is not None:
+            rec.seed = seed
+        if seconds is not None:
+            rec.deadline_ns, rec.expires_at = _deadline(seconds)
+        rec.pending, rec.pid = "set", os.getpid()
+        state.save(rec)  # the intent: a process killed now is rolled forward
+        _write_config(rec)
+        rec.pending = rec.pid = None
         state.save(rec)
         return rec
+
+
+def _write_config(rec: state.Record) -> None:
+    """Make the kernel's config map say what the record says."""
+    fd = libbpf.obj_get(f"{rec.pin_dir}/fi_config")
+    try:
+        cfg = maps.read_config(fd)
+        cfg.threshold = get_fault(rec.fault).threshold(rec.value)
+        cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
+        maps.write_config(fd, cfg)
+    finally:
+        os.close(fd)
 
 
 # ---- clear -----------------------------------------------------------------
@@ -318,26 +336,31 @@ def _forget(rec: state.Record) -> None:
 
 
 def _remove(links: _Links, rec: state.Record) -> None:
-    """Detach exactly what this record created, then unpin and forget it."""
+    """Detach exactly what this record created, then unpin and forget it.
+
+    Copes with a fault half made or half removed by a killed process: each
+    step checks the kernel first (our filter name, our program id)."""
+    if rec.pending != "clear":
+        rec.pending, rec.pid = "clear", os.getpid()
+        state.save(rec)
     if rec.netns and not netns.netns_exists(rec.netns):
-        _forget(rec)
-        state.forget_link(rec.netns, rec.ifindex)
-        return
+        return _forget_all(rec)
     ipr = links.get(rec.netns)
     if not netns.link_exists(ipr, rec.ifindex, rec.ifname):
-        _forget(rec)
-        state.forget_link(rec.netns, rec.ifindex)
-        return
+        return _forget_all(rec)
     if rec.hook == "xdp":
-        fd = libbpf.prog_fd_by_id(rec.prog_id)
+        fd = libbpf.prog_fd_by_id(rec.prog_id) if rec.prog_id else None
         if fd is not None:
             try:
-                attach.xdp_detach(ipr, rec.ifindex, rec.attach_mode, fd)
+                mode, current = attach.xdp_current(ipr, rec.ifindex)
+                if current == rec.prog_id:
+                    attach.xdp_detach(ipr, rec.ifindex, rec.attach_mode or mode, fd)
             finally:
                 os.close(fd)
         _forget(rec)
         return
-    attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
+    if rec.tc_prio is not None and rec.filter_name:
+        attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
     _forget(rec)
     others = [r for r in state.records() if r.hook != "xdp" and _same_link(r, rec.netns, rec.ifindex)]
     if not others and state.clsact_created(rec.netns, rec.ifindex):
@@ -345,12 +368,28 @@ def _remove(links: _Links, rec: state.Record) -> None:
             state.forget_link(rec.netns, rec.ifindex)
 
 
+def _forget_all(rec: state.Record) -> None:
+    _forget(rec)
+    state.forget_link(rec.netns, rec.ifindex)
+
+
 def _reap(links: _Links) -> list[state.Record]:
-    """Remove faults past their deadline (their programs already pass everything)."""
+    """Finish what killed processes left (see Record.pending) and remove faults
+    past their deadline (their programs already pass everything)."""
+    from .inject import lab
+
+    dead_namespaces = set(lab.reap_orphans())
     now = time.monotonic_ns()
     done = []
     for rec in state.records():
-        if rec.expired(now):
+        if rec.netns in dead_namespaces:
+            _forget_all(rec)
+            done.append(rec)
+        elif rec.pending == "set":
+            _write_config(rec)
+            rec.pending = rec.pid = None
+            state.save(rec)
+        elif rec.pending in ("apply", "clear") or rec.expired(now):
             _remove(links, rec)
             done.append(rec)
     return done

@@ -105,6 +105,14 @@ class Topology:
                 return end
         raise KeyError(f"{host}/{ifname}")
 
+    def planned(self) -> tuple[list[str], list[str]]:
+        """The namespaces and OVS bridges up() makes, known before it runs."""
+        bridges = self.spec.bridges
+        nss = [self.netns(h) for h in self.spec.hosts]
+        if any(kind == "linux" for kind in bridges.values()):
+            nss.append(self.switch_ns)
+        return nss, [self._ovs_name(b) for b, kind in bridges.items() if kind == "ovs"]
+
     def up(self) -> "Topology":
         try:
             self._up()
@@ -234,6 +242,78 @@ class Topology:
 
     def __exit__(self, *exc) -> None:
         self.down()
+
+
+# ---- lab records: labs kept for interactive work, and labs of a running `faultinj run`
+# A run records its lab before building it; if the run is killed, the next
+# faultinj command finds the record with a dead owner and removes the lab.
+
+def _labs_dir():
+    from . import state
+
+    state.ensure_dirs()
+    d = state.run_dir() / "labs"
+    d.mkdir(mode=0o700, exist_ok=True)
+    return d
+
+
+def remember(name: str, topo: Topology, kept: bool, extra: dict | None = None) -> dict:
+    import json
+
+    nss, bridges = topo.planned()
+    data = {"name": name, "prefix": topo.prefix, "namespaces": nss, "ovs_bridges": bridges,
+            "hosts": {h: topo.netns(h) for h in topo.spec.hosts}, "kept": kept, "owner_pid": os.getpid(),
+            **(extra or {})}
+    path = _labs_dir() / f"{topo.prefix}.json"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return data
+
+
+def forget(topo_or_prefix) -> None:
+    prefix = getattr(topo_or_prefix, "prefix", topo_or_prefix)
+    try:
+        os.unlink(_labs_dir() / f"{prefix}.json")
+    except FileNotFoundError:
+        pass
+
+
+def recorded_labs() -> list[dict]:
+    import json
+
+    return [json.loads(p.read_text()) for p in sorted(_labs_dir().glob("*.json"))]
+
+
+def remove_recorded(data: dict) -> None:
+    for br in data.get("ovs_bridges", []):
+        _run("ovs-vsctl", "--if-exists", "del-br", br, check=False)
+    for ns in reversed(data.get("namespaces", [])):
+        _run("ip", "netns", "del", ns, check=False)
+    forget(data["prefix"])
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap_orphans() -> list[str]:
+    """Remove labs whose `faultinj run` died; returns their namespaces."""
+    gone = []
+    for data in recorded_labs():
+        if not data.get("kept") and not _alive(data.get("owner_pid")):
+            remove_recorded(data)
+            gone.extend(data.get("namespaces", []))
+    return gone
 
 
 def _same_subnet(cidr: str, addr: str) -> bool:

@@ -50,6 +50,13 @@ class Record:
     tc_prio: int | None = None
     filter_name: str | None = None
     created_at: float = field(default_factory=time.time)
+    # The intent journal: set while a command changes this fault ("apply",
+    # "set", "clear"), cleared when it is done. Mutating commands hold the
+    # lock, so a record still pending when the lock is taken again belongs to
+    # a process that died midway: the next command rolls it back (apply),
+    # forward (set) or finishes it (clear).
+    pending: str | None = None
+    pid: int | None = None
 
     @property
     def spec(self) -> str:
@@ -143,6 +150,10 @@ def delete(rec: Record) -> None:
         os.unlink(run_dir() / "faults" / f"{rec.id}.json")
     except FileNotFoundError:
         pass
+
+
+def pin_dir_for(fault_id: str) -> Path:
+    return pin_root() / fault_id
 
 
 def new_pin_dir(fault_id: str) -> Path:

@@ -3,18 +3,16 @@ lab down (always, unless asked to keep it), then the verdicts."""
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Callable
 
 from .. import api
 from ..errors import StateError
-from ..inject import caps, state, traffic
+from ..inject import caps, lab, state, traffic
 from ..inject.capture import Capture
 from ..inject.lab import Topology, netns_exec, unique_prefix
 from ..packets import parse
@@ -111,6 +109,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     captures: dict[str, Capture] = {}
     try:
         progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}")
+        lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path)})
         topo.up()
         for f in scn.faults:
             if not f.at:
@@ -158,10 +157,11 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             except Exception as exc:
                 report.errors.append(f"clearing {name}: {exc}")
         if keep:
-            _remember_lab(scn, topo)
+            lab.remember(scn.name, topo, kept=True, extra={"file": os.path.abspath(scn.path)})
             progress(f"lab kept: faultinj lab down {scn.path}")
         else:
             topo.down()
+            lab.forget(topo)
             progress("lab removed")
         report.seconds = time.monotonic() - started
     report.counters = data.counters
@@ -174,47 +174,37 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
 
 # ---- labs kept for interactive work ------------------------------------------------------
 
-def _labs_dir() -> Path:
-    d = state.run_dir() / "labs"
-    state.ensure_dirs()
-    d.mkdir(mode=0o700, exist_ok=True)
-    return d
-
-
-def _remember_lab(scn: Scenario, topo: Topology) -> None:
-    data = {"name": scn.name, "file": os.path.abspath(scn.path), "prefix": topo.prefix,
-            "namespaces": topo.namespaces, "ovs_bridges": topo.ovs_bridges,
-            "hosts": {h: topo.netns(h) for h in scn.lab.hosts}}
-    (_labs_dir() / f"{scn.name}.json").write_text(json.dumps(data, indent=1))
+def _kept(name: str) -> dict | None:
+    return next((d for d in lab.recorded_labs() if d["name"] == name and d.get("kept")), None)
 
 
 def lab_up(scn: Scenario, progress: Callable[[str], None] = lambda m: None) -> dict:
     caps.require_privileges()
-    if (_labs_dir() / f"{scn.name}.json").exists():
-        raise StateError(f"lab '{scn.name}' is already up: 'faultinj lab down {scn.path}' first")
-    topo = Topology(scn.lab, unique_prefix())
-    topo.up()
-    _remember_lab(scn, topo)
+    with state.locked():
+        if _kept(scn.name):
+            raise StateError(f"lab '{scn.name}' is already up: 'faultinj lab down {scn.path}' first")
+        topo = Topology(scn.lab, unique_prefix())
+        extra = {"file": os.path.abspath(scn.path)}
+        lab.remember(scn.name, topo, kept=False, extra=extra)  # a kill during up is reaped
+        topo.up()
+        data = lab.remember(scn.name, topo, kept=True, extra=extra)
     progress(f"lab {scn.name} up: " + ", ".join(f"{h} = netns {topo.netns(h)}" for h in scn.lab.hosts))
-    return json.loads((_labs_dir() / f"{scn.name}.json").read_text())
+    return data
 
 
 def lab_down(name: str) -> dict:
     caps.require_privileges()
-    path = _labs_dir() / f"{name}.json"
-    if not path.exists():
-        known = ", ".join(p.stem for p in _labs_dir().glob("*.json")) or "none"
+    data = _kept(name)
+    if data is None:
+        known = ", ".join(d["name"] for d in lab.recorded_labs() if d.get("kept")) or "none"
         raise StateError(f"no lab '{name}' is up (up: {known})")
-    data = json.loads(path.read_text())
     for ns in data["namespaces"]:  # faults on the lab's links go with it
         try:
             api.clear(netns_name=ns, all_faults=True)
         except Exception:
             pass
-    topo = Topology.__new__(Topology)
-    topo.namespaces, topo.ovs_bridges = list(data["namespaces"]), list(data["ovs_bridges"])
-    topo.down()
-    path.unlink()
+    with state.locked():
+        lab.remove_recorded(data)
     return data
 
 
@@ -222,8 +212,8 @@ def lab_status() -> list[dict]:
     from ..inject.netns import netns_exists
 
     out = []
-    for p in sorted(_labs_dir().glob("*.json")):
-        data = json.loads(p.read_text())
-        data["present"] = all(netns_exists(ns) for ns in data["namespaces"])
-        out.append(data)
+    for data in lab.recorded_labs():
+        if data.get("kept"):
+            data["present"] = all(netns_exists(ns) for ns in data["namespaces"])
+            out.append(data)
     return out
