@@ -13,10 +13,40 @@ import time
 from typing import Optional
 
 import typer
+import typer.core
 
 from .errors import ExitStatus, FaultinjError
 
+class _Group(typer.core.TyperGroup):
+    """Usage errors as one line too (typer would draw a panel), exit code 2."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:  # typer >= 0.16 carries its own copy of click
+            from typer import _click as click
+        except ImportError:  # pragma: no cover
+            import click
+
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        try:
+            rv = super().main(*args, standalone_mode=False, **kwargs)
+        except getattr(click.exceptions, "NoArgsIsHelpError", ()) as exc:
+            typer.echo(exc.format_message())  # bare command: its help
+            sys.exit(0)
+        except click.exceptions.UsageError as exc:
+            cmd = exc.ctx.command_path if exc.ctx else "faultinj"
+            typer.echo(f"faultinj: error: {exc.format_message()} (see '{cmd} --help')", err=True)
+            sys.exit(int(ExitStatus.USAGE))
+        except typer.Exit as exc:
+            sys.exit(exc.exit_code)
+        except (typer.Abort, KeyboardInterrupt):
+            typer.echo("faultinj: interrupted", err=True)
+            sys.exit(130)
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Group,
     help="Reproduce network bugs with eBPF fault injection: apply, observe, change and clear faults.",
     no_args_is_help=True,
     add_completion=False,
@@ -249,7 +279,7 @@ def run(
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
 
-lab_app = typer.Typer(help="Build a scenario's lab for interactive work.", no_args_is_help=True)
+lab_app = typer.Typer(cls=_Group, help="Build a scenario's lab for interactive work.", no_args_is_help=True)
 app.add_typer(lab_app, name="lab")
 
 
@@ -329,6 +359,42 @@ def verify(
         _print_checks(res.checks)
     if not res.ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
+
+
+@app.command()
+@_boundary
+def doctor(as_json: bool = JsonOpt):
+    """What this machine can do: privileges, BPF, hooks, toolchain; probed in a throw-away namespace."""
+    from .inject import doctor as doc
+
+    probes = doc.run()
+    ok = doc.healthy(probes)
+    if as_json:
+        _print_json({"ok": ok, "probes": [p.to_json() for p in probes]})
+    else:
+        for p in probes:
+            mark = "✓" if p.ok else ("✗" if p.required else "-")
+            fix = f"  → {p.fix}" if not p.ok and p.fix else ""
+            typer.echo(f"{mark} {p.name}: {p.detail}  [{p.enables}]{fix}")
+        typer.echo("default feature set works" if ok else "the default feature set does NOT work here")
+    if not ok:
+        raise typer.Exit(code=int(ExitStatus.ENVIRONMENT))
+
+
+@app.command()
+@_boundary
+def reap(as_json: bool = JsonOpt):
+    """Finish what killed faultinj processes left, remove expired faults and orphaned labs."""
+    from .api import reap as do_reap
+
+    done = do_reap()
+    if as_json:
+        _print_json([r.to_json() for r in done])
+    else:
+        for r in done:
+            typer.echo(f"reaped {r.id}: {r.spec} on {r.where}")
+        if not done:
+            typer.echo("nothing to reap")
 
 
 def main() -> None:

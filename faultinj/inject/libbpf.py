@@ -75,6 +75,12 @@ def lib() -> ctypes.CDLL:
         "bpf_obj_get_info_by_fd": (ci, [ci, vp, ctypes.POINTER(cu)]),
         "bpf_prog_test_run_opts": (ci, [ci, vp]),
         "libbpf_num_possible_cpus": (ci, []),
+        "libbpf_probe_bpf_prog_type": (ci, [ci, vp]),
+        "libbpf_major_version": (cu, []),
+        "libbpf_minor_version": (cu, []),
+        "bpf_link_create": (ci, [ci, ci, ci, vp]),
+        "bpf_prog_get_next_id": (ci, [cu, ctypes.POINTER(cu)]),
+        "bpf_map_get_next_id": (ci, [cu, ctypes.POINTER(cu)]),
     }
     for fname, (res, args) in sigs.items():
         fn = getattr(handle, fname)
@@ -281,3 +287,35 @@ def test_run(prog_fd: int, packet: bytes, repeat: int = 1) -> TestRun:
     if retval >= 1 << 31:
         retval -= 1 << 32
     return TestRun(retval=retval, data=dout.raw[: opts.data_size_out], duration_ns=opts.duration)
+
+
+def version() -> str:
+    lb = lib()
+    return f"{lb.libbpf_major_version()}.{lb.libbpf_minor_version()}"
+
+
+BPF_PROG_TYPE_SCHED_CLS = 3
+BPF_PROG_TYPE_XDP = 6
+BPF_TCX_INGRESS = 46  # kernel 6.6+; not in older uapi headers
+
+
+def probe_prog_type(prog_type: int) -> bool:
+    return lib().libbpf_probe_bpf_prog_type(prog_type, None) == 1
+
+
+def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
+    """A bpf_link (e.g. tcx); closing the fd detaches it. Raises on failure."""
+    fd = lib().bpf_link_create(prog_fd, ifindex, attach_type, None)
+    if fd < 0:
+        _raise_errno("bpf_link_create", fd)
+    return fd
+
+
+def all_ids(kind: str) -> list[int]:
+    """Every program or map id the kernel has (kind: 'prog' or 'map')."""
+    call = lib().bpf_prog_get_next_id if kind == "prog" else lib().bpf_map_get_next_id
+    ids, cur, nxt = [], 0, ctypes.c_uint32(0)
+    while call(cur, ctypes.byref(nxt)) == 0:
+        cur = nxt.value
+        ids.append(cur)
+    return ids

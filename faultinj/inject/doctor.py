@@ -1,0 +1,159 @@
+"""`faultinj doctor`: what this machine can do, probed for real in a
+throw-away namespace (never on the machine's own interfaces)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+from . import attach, build, caps, libbpf, state
+from .lab import Lab
+
+
+@dataclass
+class Probe:
+    name: str
+    ok: bool
+    detail: str
+    enables: str
+    fix: str = ""
+    required: bool = True   # part of the default feature set
+
+    def to_json(self) -> dict:
+        return {"name": self.name, "ok": self.ok, "detail": self.detail, "enables": self.enables,
+                "fix": self.fix, "required": self.required}
+
+
+def _mounted(path: str, fstype: str) -> bool:
+    with open("/proc/self/mounts") as f:
+        return any(ln.split()[1] == path and ln.split()[2] == fstype for ln in f)
+
+
+def _try(fn) -> tuple[bool, str]:
+    try:
+        return True, fn() or ""
+    except Exception as exc:  # a probe reports, it does not stop the others
+        return False, str(exc).splitlines()[0]
+
+
+def run() -> list[Probe]:
+    out: list[Probe] = []
+    privileged, why = _try(caps.require_privileges)
+    out.append(Probe("root / CAP_BPF + CAP_NET_ADMIN", privileged, why or "yes", "everything",
+                     "run faultinj as root (sudo)"))
+    ok, detail = _try(lambda: f"libbpf {libbpf.version()}")
+    out.append(Probe("libbpf", ok, detail, "loading programs", "apt-get install libbpf1 libbpf-dev"))
+    clang = shutil.which(os.environ.get("FAULTINJ_CLANG", "clang"))
+    version = ""
+    if clang:
+        version = subprocess.run([clang, "--version"], capture_output=True, text=True).stdout.splitlines()[0]
+    out.append(Probe("clang", bool(clang), version or "not found", "compiling fault programs", "apt-get install clang"))
+    headers = any(os.path.isfile(f"{d}/bpf/bpf_helpers.h") for d in ("/usr/include", "/usr/local/include"))
+    out.append(Probe("libbpf headers", headers, "bpf/bpf_helpers.h" if headers else "missing",
+                     "compiling fault programs", "apt-get install libbpf-dev"))
+    cache = build.cache_dir()
+    ok, detail = _try(lambda: _writable(cache))
+    out.append(Probe("cache directory writable", ok, detail or str(cache), "compiling once, loading fast",
+                     f"make {cache} writable or set FAULTINJ_CACHE_DIR"))
+    btf = os.path.exists("/sys/kernel/btf/vmlinux")
+    out.append(Probe("BTF", btf, "/sys/kernel/btf/vmlinux" if btf else "missing", "the packet tracer (CO-RE)",
+                     "a kernel built with CONFIG_DEBUG_INFO_BTF", required=False))
+    bpffs = _mounted("/sys/fs/bpf", "bpf")
+    out.append(Probe("bpffs mounted", bpffs, "/sys/fs/bpf" if bpffs else "not mounted (faultinj mounts it)",
+                     "pins: faults outlive the faultinj process", "mount -t bpf bpf /sys/fs/bpf", required=False))
+    tracefs = _mounted("/sys/kernel/tracing", "tracefs")
+    out.append(Probe("tracefs mounted", tracefs, "/sys/kernel/tracing" if tracefs else "not mounted",
+                     "the packet tracer", "mount -t tracefs tracefs /sys/kernel/tracing", required=False))
+    if not privileged:
+        return out
+    ok = False
+    try:
+        ok = libbpf.probe_prog_type(libbpf.BPF_PROG_TYPE_XDP) and libbpf.probe_prog_type(libbpf.BPF_PROG_TYPE_SCHED_CLS)
+        detail = "XDP and SCHED_CLS programs load" if ok else "the kernel refuses XDP/tc programs"
+    except Exception as exc:
+        detail = str(exc)
+    out.append(Probe("BPF syscall", ok, detail, "everything", "a kernel with CONFIG_BPF_SYSCALL"))
+    if clang and headers and ok:
+        out.extend(_hook_probes())
+    return out
+
+
+def _writable(path) -> str:
+    path.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=path):
+        pass
+    return str(path)
+
+
+def _hook_probes() -> list[Probe]:
+    from ..faults import parse_spec
+    from . import netns, program
+
+    out = []
+    lab = Lab(prefix=f"fidoc{os.getpid() % 10000}")
+    try:
+        lab.up()
+        ipr = netns.open_iproute(lab.a.netns)
+        idx = netns.link_index(ipr, lab.a.ifname, lab.a.netns)
+        xdp = program.load(parse_spec("drop=0@xdp"), seed=0)
+        tc = program.load(parse_spec("drop=0@egress"), seed=0)
+        try:
+            for mode in ("native", "generic"):
+                def attach_mode(mode=mode):
+                    attach._xdp_set(ipr, idx, xdp.prog_fd, attach.XDP_MODE_FLAGS[mode])
+                    attach.xdp_detach(ipr, idx, mode, xdp.prog_fd)
+                ok, detail = _try(attach_mode)
+                out.append(Probe(f"XDP {mode} (veth)", ok, detail or "attached and detached",
+                                 "ttl-pong and drop on XDP", "a kernel with XDP support",
+                                 required=(mode == "native")))
+            ok, detail = _try(lambda: attach.ensure_clsact(ipr, idx) and "added")
+            out.append(Probe("clsact qdisc", ok, detail, "tc hooks", "CONFIG_NET_SCH_INGRESS"))
+
+            def cls_bpf():
+                attach.tc_attach(ipr, idx, "tc-egress", tc.prog_fd, "faultinj:doctor", "cls_bpf", 1)
+            ok, detail = _try(cls_bpf)
+            out.append(Probe("cls_bpf direct-action", ok, detail or "attached", "tc faults (default --tc-mode)",
+                             "CONFIG_NET_CLS_BPF"))
+
+            def matchall():
+                attach.tc_attach(ipr, idx, "tc-egress", tc.prog_fd, "faultinj:doctor2", "matchall", 2)
+            ok, detail = _try(matchall)
+            missing = "CONFIG_NET_CLS_MATCHALL" in detail
+            out.append(Probe("cls_matchall", ok or not missing, "present" if ok or not missing else
+                             "missing (CONFIG_NET_CLS_MATCHALL)", "--tc-mode matchall",
+                             "a kernel with CONFIG_NET_CLS_MATCHALL", required=False))
+
+            def act_bpf():  # a classic cls_bpf filter whose action is a BPF program
+                ipr.tc("add-filter", "bpf", index=idx, parent=attach.TC_PARENTS["tc-egress"], prio=3, handle=1,
+                       protocol=attach.ETH_P_ALL, fd=tc.prog_fd, name="faultinj:doctor3",
+                       action={"kind": "bpf", "fd": tc.prog_fd, "name": "faultinj:doctor3"})
+            ok, detail = _try(act_bpf)
+            out.append(Probe("act_bpf", ok, "present" if ok else f"missing (CONFIG_NET_ACT_BPF): {detail}",
+                             "--tc-mode matchall", "a kernel with CONFIG_NET_ACT_BPF", required=False))
+
+            def tcx():
+                os.close(libbpf.link_create(tc.prog_fd, idx, libbpf.BPF_TCX_INGRESS))
+                return "a tcx link attached and detached"
+            with netns.entered(lab.a.netns):
+                ok, detail = _try(tcx)
+            out.append(Probe("tcx (bpf_link)", ok, detail, "tc attach through links (kernel 6.6+)",
+                             "a kernel 6.6 or newer", required=False))
+        finally:
+            xdp.close()
+            tc.close()
+            ipr.close()
+    except Exception as exc:
+        out.append(Probe("test lab", False, str(exc).splitlines()[0], "probing hooks", "install iproute2"))
+    finally:
+        lab.down()
+    return out
+
+
+def healthy(probes: list[Probe]) -> bool:
+    return all(p.ok for p in probes if p.required)
+
+
+__all__ = ["Probe", "run", "healthy", "state"]

@@ -1,0 +1,228 @@
+"""A fault injector must not be a fault risk: leaks, kills, concurrency, bad
+input, privileges of its state. Counts come from the kernel, not from
+faultinj's own records."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+import faultinj
+from conftest import ns_run
+from faultinj.cli import app
+from faultinj.errors import ExitStatus
+from faultinj.faults import parse_spec
+from faultinj.inject import libbpf, maps
+from faultinj.inject.lab import recorded_labs
+from faultinj.inject.netns import list_netns
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_proc(*args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "faultinj.cli", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=os.environ.copy(), cwd=ROOT)
+
+
+def cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "faultinj.cli", *args], capture_output=True, text=True,
+                          env=os.environ.copy(), cwd=ROOT)
+
+
+def kernel_view(lab, private_state) -> dict:
+    """What exists, asked of the kernel and the file system."""
+    out = {"progs": len(libbpf.all_ids("prog")), "maps": len(libbpf.all_ids("map")),
+           "pins": sorted(os.listdir(private_state["pin_root"])) if private_state["pin_root"].exists() else [],
+           "records": sorted(os.listdir(private_state["run_dir"] / "faults"))}
+    for host in (lab.a, lab.b):
+        for hook in ("ingress", "egress"):
+            out[f"{host.ifname}-{hook}"] = ns_run(host.netns, "tc", "filter", "show", "dev", host.ifname, hook).stdout
+        out[f"{host.ifname}-qdisc"] = ns_run(host.netns, "tc", "qdisc", "show", "dev", host.ifname).stdout
+        link = json.loads(ns_run(host.netns, "ip", "-j", "link", "show", "dev", host.ifname).stdout)[0]
+        out[f"{host.ifname}-xdp"] = link.get("xdp")
+    return out
+
+
+def settle_ids(before: dict, lab, private_state, wait=5.0) -> dict:
+    """Programs and maps are freed after an RCU grace period: wait for the counts."""
+    end = time.monotonic() + wait
+    now = kernel_view(lab, private_state)
+    while time.monotonic() < end and (now["progs"], now["maps"]) != (before["progs"], before["maps"]):
+        time.sleep(0.1)
+        now = kernel_view(lab, private_state)
+    return now
+
+
+def test_doctor_reports_a_working_default_feature_set():
+    r = cli("doctor", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    report = json.loads(r.stdout)
+    probes = {p["name"]: p for p in report["probes"]}
+    assert report["ok"]
+    for name in ("BPF syscall", "clsact qdisc", "cls_bpf direct-action", "XDP native (veth)", "clang", "libbpf"):
+        assert probes[name]["ok"], probes[name]
+    # this kernel lacks them: the doctor must say so, with the option to enable
+    assert not probes["cls_matchall"]["ok"] and "CONFIG_NET_CLS_MATCHALL" in probes["cls_matchall"]["fix"]
+    assert not probes["act_bpf"]["ok"]
+
+
+def test_1000_apply_clear_cycles_leave_nothing(lab, private_state):
+    specs = [("drop=1%", lab.a), ("psh-ratio=5@ingress", lab.b), ("ttl-pong", lab.a), ("drop=0@xdp", lab.b),
+             ("ttl-pong@egress", lab.b)]
+    faultinj.apply("drop=0", lab.a.ifname, netns_name=lab.a.netns)  # warm the cache and the first-load probes
+    faultinj.clear(all_faults=True)
+    before = settle_ids(kernel_view(lab, private_state), lab, private_state)
+    for i in range(1000):
+        spec, host = specs[i % len(specs)]
+        rec = faultinj.apply(spec, host.ifname, netns_name=host.netns, seed=i)
+        if i % 7 == 0:  # a live change on the way
+            faultinj.set_fault(host.ifname, rec.fault, netns_name=host.netns, seed=i + 1, fault_id=rec.id)
+        faultinj.clear(fault_id=rec.id)
+    after = settle_ids(before, lab, private_state)
+    assert after == before
+
+
+def test_concurrent_processes_never_corrupt_records(lab, private_state):
+    a = lab.a
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: cli("apply", "drop=0", a.ifname, "--netns", a.netns, "--json"), range(8)))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    ids = [json.loads(r.stdout)["id"] for r in results]
+    prios = [json.loads(r.stdout)["tc_prio"] for r in results]
+    assert len(set(prios)) == 8
+    names = {f["options"]["bpf_name"] for f in json.loads(ns_run(a.netns, "tc", "-j", "filter", "show", "dev",
+                                                                  a.ifname, "egress").stdout) if "options" in f}
+    assert names == {f"faultinj:{i}:drop" for i in ids}
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: cli("clear", "--id", i), ids))
+    assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
+    assert os.listdir(private_state["run_dir"] / "faults") == []
+    assert os.listdir(private_state["pin_root"]) == []
+    assert "clsact" not in ns_run(a.netns, "tc", "qdisc", "show", "dev", a.ifname).stdout
+
+
+def _consistent(lab, private_state) -> str:
+    """After a reap: every fault fully applied, or nothing. Returns 'applied', 'clean', or raises."""
+    records = [json.loads(p.read_text()) for p in (private_state["run_dir"] / "faults").glob("*.json")]
+    pins = sorted(os.listdir(private_state["pin_root"]))
+    filters = json.loads(ns_run(lab.a.netns, "tc", "-j", "filter", "show", "dev", lab.a.ifname, "egress").stdout)
+    ours = sorted(f["options"]["bpf_name"] for f in filters if "options" in f)
+    assert all(r["pending"] is None for r in records), records
+    assert sorted(r["id"] for r in records) == pins
+    assert ours == sorted(r["filter_name"] for r in records)
+    for r in records:
+        fd = libbpf.obj_get(f"{r['pin_dir']}/fi_config")
+        try:
+            cfg = maps.read_config(fd)
+        finally:
+            os.close(fd)
+        assert cfg.threshold == parse_spec(f"{r['fault']}={r['value']}").threshold  # record and kernel agree
+    for st in faultinj.status():
+        assert st.state == "active", (st.state, st.detail)
+    return "applied" if records else "clean"
+
+
+def test_sigkill_at_random_points_leaves_applied_or_clean(lab, private_state):
+    rng = random.Random(2026)
+    a = lab.a
+    seen = {"applied": 0, "clean": 0}
+    scenario = ROOT / "scenarios" / "drop.yaml"
+    for trial in range(100):
+        command = ("apply", "set", "clear", "run")[trial % 4]
+        if command in ("set", "clear"):
+            base = faultinj.apply("drop=10%", a.ifname, netns_name=a.netns)
+        if command == "apply":
+            proc = cli_proc("apply", "drop=20%", a.ifname, "--netns", a.netns)
+        elif command == "set":
+            proc = cli_proc("set", a.ifname, "drop=30%", "--netns", a.netns)
+        elif command == "clear":
+            proc = cli_proc("clear", "--id", base.id)
+        else:
+            proc = cli_proc("run", str(scenario), "--pcap-dir", str(private_state["run_dir"] / "pcap"))
+        time.sleep(rng.uniform(0.2, 2.5 if command == "run" else 0.9))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        r = cli("reap")  # the next faultinj command
+        assert r.returncode == 0, r.stderr
+        seen[_consistent(lab, private_state)] += 1
+        assert not [d for d in recorded_labs() if not d.get("kept")]
+        assert not [ns for ns in list_netns() if ns.endswith(("-vm1", "-vm2"))]
+        faultinj.clear(all_faults=True)
+    assert seen["applied"] > 0 and seen["clean"] > 0, seen  # the kills did land on both sides
+
+
+def test_vanished_namespace_is_reported_and_reaped(private_state):
+    from faultinj.inject.lab import Lab
+
+    lab = Lab().up()
+    try:
+        rec = faultinj.apply("drop=0", lab.b.ifname, netns_name=lab.b.netns)
+    finally:
+        lab.down()
+    [st] = faultinj.status()
+    assert st.state == "gone" and "namespace" in st.detail
+    assert [r.id for r in faultinj.clear(all_faults=True)] == [rec.id]
+    assert os.listdir(private_state["pin_root"]) == []
+
+
+def test_state_is_private_to_root(lab, private_state):
+    rec = faultinj.apply("drop=0", lab.a.ifname, netns_name=lab.a.netns)
+    try:
+        for d in (private_state["run_dir"], private_state["run_dir"] / "faults", private_state["pin_root"],
+                  Path(rec.pin_dir)):
+            assert stat.S_IMODE(os.stat(d).st_mode) == 0o700, d
+        for f in [*Path(rec.pin_dir).iterdir(), *(private_state["run_dir"] / "faults").iterdir()]:
+            mode = stat.S_IMODE(os.stat(f).st_mode)
+            assert mode & 0o077 == 0, (f, oct(mode))
+            assert os.stat(f).st_uid == 0
+    finally:
+        faultinj.clear(fault_id=rec.id)
+
+
+BAD_SCENARIO = "name: t\nlab:\n  hosts: [a]\n  links: []\nfaults:\n  - {spec: drop=1%, host: b, interface: eth0}\n"
+BAD_INPUT = [
+    ("apply", "nosuch=1", "IF"), ("apply", "dorp=5%", "IF"), ("apply", "drop", "IF"), ("apply", "drop=", "IF"),
+    ("apply", "drop=x", "IF"), ("apply", "drop=-1", "IF"), ("apply", "drop=1.5", "IF"), ("apply", "drop=200%", "IF"),
+    ("apply", "drop=nan", "IF"), ("apply", "drop=inf", "IF"), ("apply", "psh-ratio=0", "IF"),
+    ("apply", "psh-ratio=-3", "IF"), ("apply", "psh-ratio=0.5", "IF"), ("apply", "psh-ratio=1e3", "IF"),
+    ("apply", "psh-ratio=10@xdp", "IF"), ("apply", "ttl-pong=2", "IF"), ("apply", "drop=1%@", "IF"),
+    ("apply", "drop=1%@sideways", "IF"), ("apply", "@xdp", "IF"), ("apply", "", "IF"),
+    ("apply", "drop=1%", "nosuch0"), ("apply", "drop=1%", "IF", "--netns", "no-such-netns"),
+    ("apply", "drop=1%", "IF", "--duration", "0s"), ("apply", "drop=1%", "IF", "--duration", "forever"),
+    ("apply", "drop=1%", "IF", "--duration", "-5s"), ("apply", "drop=1%", "IF", "--seed", "-1"),
+    ("apply", "drop=1%", "IF", "--seed", str(2**64)), ("apply", "drop=1%", "IF", "--seed", "abc"),
+    ("apply", "drop=1%", "IF", "--tc-mode", "u32"), ("apply", "drop=1%@xdp", "IF", "--tc-mode", "matchall"),
+    ("apply", "drop=1%@xdp", "IF", "--hook", "egress"), ("apply", "drop=1%", "IF", "--hook", "up"),
+    ("apply", "drop=1%", "IF", "--bogus-flag"), ("apply", "drop=1%"), ("set", "IF", "drop"),
+    ("set", "IF", "drop=7"), ("set", "IF", "nosuch=1"), ("clear",), ("status", "--netns"),
+    ("run", "/nonexistent.yaml"), ("run", "SCENARIO"), ("verify", "IF", "--having", "psh"),
+    ("verify", "IF", "--having", "pushy", "--p", "0.1"), ("lab", "up", "/nonexistent.yaml"),
+]
+
+
+@pytest.mark.parametrize("args", BAD_INPUT, ids=[" ".join(a)[:40] for a in BAD_INPUT])
+def test_bad_input_one_line_exit_2_nothing_attached(args, lab, private_state, tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_SCENARIO)
+    argv = [{"IF": lab.a.ifname, "SCENARIO": str(bad)}.get(x, x) for x in args]
+    if "--netns" not in argv and argv[0] in ("apply", "set") and len(argv) > 2:
+        argv += ["--netns", lab.a.netns]
+    r = CliRunner().invoke(app, argv)
+    assert r.exit_code == ExitStatus.USAGE, (argv, r.exit_code, r.output)
+    err = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert err, r.output
+    assert len(err) == 1 or err[0].startswith("Usage:"), err  # ours: one line; typer's own: a usage block
+    assert os.listdir(private_state["run_dir"] / "faults") == []
+    assert not private_state["pin_root"].exists() or os.listdir(private_state["pin_root"]) == []
+    assert "clsact" not in ns_run(lab.a.netns, "tc", "qdisc", "show", "dev", lab.a.ifname).stdout
