@@ -66,7 +66,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
             pkt.ip_csum_ok = checksum_ok(data[off: off + ihl])
         frag = struct.unpack_from("!H", data, off + 6)[0] & 0x1FFF
         l4, l4_len = off + ihl, tot - ihl
-        if frag:
+        if frag or ihl < 20 or l4_len < 0:  # a fragment, or a malformed header: no L4 to read
             return pkt
         pseudo = pkt.src + pkt.dst + struct.pack("!BBH", 0, pkt.proto, l4_len)
     elif etype == 0x86DD and len(data) >= off + 40:

@@ -66,19 +66,19 @@ def diff_offsets(a: bytes, b: bytes) -> set[int]:
 
 
 A, B = "10.1.0.1", "10.1.0.2"
-PONG4 = Ether() / IP(src=B, dst=A, ttl=64) / ICMP(type=0, id=7, seq=1) / (b"p" * 32)
-PONG6 = Ether() / IPv6(src="fd00::2", dst="fd00::1", hlim=64) / ICMPv6EchoReply(id=7, seq=1, data=b"p" * 32)
-DATA4 = Ether() / IP(src=A, dst=B) / TCP(sport=40000, dport=80, flags="A", seq=1000) / (b"d" * 100)
-DATA6 = Ether() / IPv6(src="fd00::1", dst="fd00::2") / TCP(sport=40000, dport=80, flags="A") / (b"d" * 100)
+PONG4 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=B, dst=A, ttl=64) / ICMP(type=0, id=7, seq=1) / (b"p" * 32)
+PONG6 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="fd00::2", dst="fd00::1", hlim=64) / ICMPv6EchoReply(id=7, seq=1, data=b"p" * 32)
+DATA4 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(sport=40000, dport=80, flags="A", seq=1000) / (b"d" * 100)
+DATA6 = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="fd00::1", dst="fd00::2") / TCP(sport=40000, dport=80, flags="A") / (b"d" * 100)
 
 
 # ---- ttl-pong ------------------------------------------------------------------------
 
 PONG_VARIANTS = {
     "ipv4": PONG4,
-    "vlan": Ether() / Dot1Q(vlan=10) / IP(src=B, dst=A, ttl=64) / ICMP(type=0) / (b"p" * 8),
-    "qinq": Ether() / Dot1AD(vlan=20) / Dot1Q(vlan=10) / IP(src=B, dst=A, ttl=64) / ICMP(type=0),
-    "ip-options": Ether() / IP(src=B, dst=A, ttl=64, options=[b"\x01\x01\x01\x00"]) / ICMP(type=0),
+    "vlan": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=10) / IP(src=B, dst=A, ttl=64) / ICMP(type=0) / (b"p" * 8),
+    "qinq": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1AD(vlan=20) / Dot1Q(vlan=10) / IP(src=B, dst=A, ttl=64) / ICMP(type=0),
+    "ip-options": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=B, dst=A, ttl=64, options=[b"\x01\x01\x01\x00"]) / ICMP(type=0),
 }
 
 
@@ -126,11 +126,11 @@ def test_ttl_pong_is_uniform_over_1_to_ttl():
 
 
 @pytest.mark.parametrize("frame", [
-    Ether() / IP(src=A, dst=B, ttl=64) / ICMP(type=8),                    # a ping, not a pong
-    Ether() / IPv6(src="fd00::1", dst="fd00::2") / ICMPv6EchoRequest(),
-    Ether() / IP(src=B, dst=A, ttl=0) / ICMP(type=0),                      # no range to draw from
-    Ether() / IP(src=B, dst=A, ttl=64, frag=5) / ICMP(type=0),             # non-first fragment
-    Ether() / IP(src=B, dst=A) / UDP() / b"x",
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B, ttl=64) / ICMP(type=8),                    # a ping, not a pong
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="fd00::1", dst="fd00::2") / ICMPv6EchoRequest(),
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=B, dst=A, ttl=0) / ICMP(type=0),                      # no range to draw from
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=B, dst=A, ttl=64, frag=5) / ICMP(type=0),             # non-first fragment
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=B, dst=A) / UDP() / b"x",
     Ether(type=0x0806) / (b"\x00" * 28),                                   # ARP
 ], ids=["echo-request", "echo-request-v6", "ttl0", "fragment", "udp", "arp"])
 def test_ttl_pong_leaves_other_packets_alone(frame):
@@ -141,7 +141,7 @@ def test_ttl_pong_leaves_other_packets_alone(frame):
 
 
 def test_ttl_1_stays_1():
-    frame = bytes(Ether() / IP(src=B, dst=A, ttl=1) / ICMP(type=0))
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=B, dst=A, ttl=1) / ICMP(type=0))
     with loaded("ttl-pong") as obj:
         assert all(Ether(run(obj, frame)[1])[IP].ttl == 1 for _ in range(20))
 
@@ -151,16 +151,16 @@ def test_ttl_1_stays_1():
 TCP_VARIANTS = {
     "ipv4": DATA4,
     "ipv6": DATA6,
-    "vlan": Ether() / Dot1Q(vlan=3) / IP(src=A, dst=B) / TCP(flags="A") / (b"d" * 10),
-    "qinq": Ether() / Dot1AD(vlan=4) / Dot1Q(vlan=3) / IP(src=A, dst=B) / TCP(flags="A") / (b"d" * 10),
-    "ip-options": Ether() / IP(src=A, dst=B, options=[b"\x01\x01\x01\x00" * 3]) / TCP(flags="A") / (b"d" * 10),
-    "tcp-options": Ether() / IP(src=A, dst=B) / TCP(flags="A", options=[("NOP", None), ("NOP", None),
+    "vlan": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=3) / IP(src=A, dst=B) / TCP(flags="A") / (b"d" * 10),
+    "qinq": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1AD(vlan=4) / Dot1Q(vlan=3) / IP(src=A, dst=B) / TCP(flags="A") / (b"d" * 10),
+    "ip-options": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B, options=[b"\x01\x01\x01\x00" * 3]) / TCP(flags="A") / (b"d" * 10),
+    "tcp-options": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="A", options=[("NOP", None), ("NOP", None),
                                                                           ("Timestamp", (1, 2))]) / (b"d" * 10),
-    "v6-ext": Ether() / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
+    "v6-ext": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()
     / IPv6ExtHdrRouting() / TCP(flags="A") / (b"d" * 10),
-    "v6-first-fragment": Ether() / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(offset=0, m=1)
+    "v6-first-fragment": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(offset=0, m=1)
     / TCP(flags="A") / (b"d" * 10),
-    "ece-cwr-urg": Ether() / IP(src=A, dst=B) / TCP(flags="AECU") / (b"d" * 10),
+    "ece-cwr-urg": Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="AECU") / (b"d" * 10),
 }
 
 
@@ -178,17 +178,17 @@ def test_psh_ratio_1_sets_psh_with_valid_checksum(variant):
 
 
 @pytest.mark.parametrize("frame", [
-    Ether() / IP(src=A, dst=B) / TCP(flags="S") / (b"d" * 10),
-    Ether() / IP(src=A, dst=B) / TCP(flags="FA") / (b"d" * 10),
-    Ether() / IP(src=A, dst=B) / TCP(flags="RA") / (b"d" * 10),
-    Ether() / IP(src=A, dst=B) / TCP(flags="PA") / (b"d" * 10),
-    Ether() / IP(src=A, dst=B) / TCP(flags="A"),                                         # pure ACK
-    Ether() / IP(src=A, dst=B) / TCP(flags="A") / Padding(b"\0" * 6),                   # padded to 60 bytes
-    Ether() / IP(src=A, dst=B, frag=10) / TCP(flags="A") / (b"d" * 10),                 # non-first fragment
-    Ether() / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(offset=8) / TCP(flags="A") / b"d",
-    Ether() / IP(src=A, dst=B) / UDP() / (b"d" * 10),
-    Ether() / IP(src=A, dst=B) / TCP(flags="A", dataofs=4) / (b"d" * 10),                # doff out of range
-    Ether() / IP(src=A, dst=B, ihl=4) / TCP(flags="A") / (b"d" * 10),                    # ihl out of range
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="S") / (b"d" * 10),
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="FA") / (b"d" * 10),
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="RA") / (b"d" * 10),
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="PA") / (b"d" * 10),
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="A"),                                         # pure ACK
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="A") / Padding(b"\0" * 6),                   # padded to 60 bytes
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B, frag=10) / TCP(flags="A") / (b"d" * 10),                 # non-first fragment
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="fd00::1", dst="fd00::2") / IPv6ExtHdrFragment(offset=8) / TCP(flags="A") / b"d",
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP() / (b"d" * 10),
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / TCP(flags="A", dataofs=4) / (b"d" * 10),                # doff out of range
+    Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B, ihl=4) / TCP(flags="A") / (b"d" * 10),                    # ihl out of range
 ], ids=["syn", "fin", "rst", "psh", "pure-ack", "padded-ack", "v4-fragment", "v6-fragment", "udp", "bad-doff",
         "bad-ihl"])
 def test_psh_ratio_leaves_ineligible_segments_alone(frame):
@@ -215,7 +215,7 @@ def test_psh_ratio_fraction_within_binomial_ci():
                                                   ("tc-ingress", TC_STOLEN, TC_UNSPEC)])
 def test_drop_probability_and_counters(hook, drop_rc, pass_rc):
     n = 10000
-    frame = bytes(Ether() / IP(src=A, dst=B) / UDP(sport=1000, dport=2000) / b"x")
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP(sport=1000, dport=2000) / b"x")
     with loaded(f"drop=0.2@{hook}", seed=5) as obj:
         rcs = Counter(run(obj, frame)[0] for _ in range(n))
         assert set(rcs) <= {drop_rc, pass_rc}
@@ -225,7 +225,7 @@ def test_drop_probability_and_counters(hook, drop_rc, pass_rc):
 
 @pytest.mark.parametrize("p,expect", [("0", 0), ("100%", 500)])
 def test_drop_extremes(p, expect):
-    frame = bytes(Ether() / IP(src=A, dst=B) / UDP() / b"x")
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP() / b"x")
     with loaded(f"drop={p}@xdp") as obj:
         assert sum(run(obj, frame)[0] == XDP_DROP for _ in range(500)) == expect
 
@@ -238,7 +238,7 @@ def _decisions(spec: str, seed: int, frames: list[bytes]) -> list[tuple[int, byt
 
 
 def test_seeded_runs_repeat_packet_for_packet():
-    flows = [bytes(Ether() / IP(src=A, dst=B) / UDP(sport=1000 + i, dport=53) / b"q") for i in range(5)]
+    flows = [bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP(sport=1000 + i, dport=53) / b"q") for i in range(5)]
     frames = [flows[i % 5] for i in range(500)]
     first = _decisions("drop=0.3@xdp", 1234, frames)
     assert first == _decisions("drop=0.3@xdp", 1234, frames)
@@ -246,8 +246,8 @@ def test_seeded_runs_repeat_packet_for_packet():
 
 
 def test_a_flows_decisions_do_not_depend_on_other_flows():
-    mine = bytes(Ether() / IP(src=A, dst=B) / UDP(sport=1, dport=2) / b"x")
-    other = bytes(Ether() / IP(src=A, dst=B) / UDP(sport=3, dport=4) / b"x")
+    mine = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP(sport=1, dport=2) / b"x")
+    other = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP(sport=3, dport=4) / b"x")
     alone = _decisions("drop=0.5@tc-egress", 7, [mine] * 200)
     mixed = _decisions("drop=0.5@tc-egress", 7, [f for m in range(200) for f in (other, mine, other)])
     assert [d for i, d in enumerate(mixed) if i % 3 == 1] == alone
@@ -268,7 +268,7 @@ def _set_config(obj, **changes):
 
 @pytest.mark.parametrize("change", [{"deadline_ns": 1}, {"active": False}])
 def test_past_deadline_or_switched_off_passes_everything_and_counts_nothing(change):
-    frame = bytes(Ether() / IP(src=A, dst=B) / UDP() / b"x")
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP() / b"x")
     with loaded("drop=100%@xdp") as obj:
         assert run(obj, frame)[0] == XDP_DROP
         _set_config(obj, **change)
@@ -311,7 +311,7 @@ def test_random_bytes_never_crash_and_pass_or_drop():
     rng = random.Random(1)
     with loaded("psh-ratio=1") as psh, loaded("ttl-pong") as pong:
         for _ in range(3000):
-            frame = bytes(Ether() / IP(src=A, dst=B)) + rng.randbytes(rng.randint(0, 80))
+            frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B)) + rng.randbytes(rng.randint(0, 80))
             frame = bytearray(frame)
             for _ in range(rng.randint(0, 6)):
                 frame[rng.randrange(len(frame))] = rng.randrange(256)

@@ -34,7 +34,7 @@ def test_chi2_uniform_detects_skew():
 
 
 def test_parse_tcp_checksum_and_flags():
-    good = Ether(bytes(Ether() / Dot1Q(vlan=5) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="PA") / b"hello"))
+    good = Ether(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / Dot1Q(vlan=5) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="PA") / b"hello"))
     p = parse(bytes(good))
     assert (p.version, p.proto, p.tcp_flags, p.payload_len, p.l4_csum_ok, p.ip_csum_ok) == (4, 6, 0x18, 5, True, True)
     raw = bytearray(bytes(good))
@@ -44,10 +44,23 @@ def test_parse_tcp_checksum_and_flags():
 
 
 def test_parse_v6_and_udp_and_icmp():
-    p = parse(bytes(Ether() / IPv6(src="fd00::1", dst="fd00::2", hlim=9) / ICMPv6EchoReply(id=3)))
+    p = parse(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IPv6(src="fd00::1", dst="fd00::2", hlim=9) / ICMPv6EchoReply(id=3)))
     assert (p.version, p.ttl, p.icmp_type, p.l4_csum_ok) == (6, 9, 129, True)
-    p = parse(bytes(Ether() / IP(ttl=3) / UDP(sport=1, dport=2) / b"abcd"))
+    p = parse(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(ttl=3) / UDP(sport=1, dport=2) / b"abcd"))
     assert (p.proto, p.sport, p.dport, p.payload, p.l4_csum_ok) == (17, 1, 2, b"abcd", True)
-    p = parse(bytes(Ether() / IP(ttl=7) / ICMP(type=0)))
+    p = parse(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(ttl=7) / ICMP(type=0)))
     assert (p.ttl, p.icmp_type, p.l4_csum_ok) == (7, 0, True)
     assert parse(b"\x00" * 10).version is None
+
+
+def test_parse_never_raises_on_garbage():
+    import random
+
+    rng = random.Random(3)
+    good = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.1", dst="10.0.0.2") / TCP() / b"x")
+    for _ in range(20000):
+        b = bytearray(good)
+        for _ in range(rng.randint(1, 6)):
+            b[rng.randrange(len(b))] = rng.randrange(256)
+        parse(bytes(b)[: rng.randint(0, len(b))])
+    assert parse(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(ihl=2) / TCP())).tcp_flags is None

@@ -263,59 +263,39 @@ class TestRun:
     duration_ns: int
 
 
+class TestRunner:
+    """BPF_PROG_TEST_RUN on many packets with buffers allocated once (fuzzing,
+    replay, benchmarks). With repeat > 1 the kernel feeds each run the packet
+    the previous run left (a mangled packet stays mangled), and reports the
+    mean time."""
+
+    def __init__(self, prog_fd: int, max_len: int = 9216):
+        self.prog_fd = prog_fd
+        self._din = ctypes.create_string_buffer(max_len)
+        self._dout = ctypes.create_string_buffer(max_len + 512)
+        self._opts = _TestRunOpts(sz=ctypes.sizeof(_TestRunOpts),
+                                  data_in=ctypes.cast(self._din, ctypes.c_void_p),
+                                  data_out=ctypes.cast(self._dout, ctypes.c_void_p))
+        self._ref = ctypes.byref(self._opts)
+        self._call = lib().bpf_prog_test_run_opts
+        self.max_len = max_len
+
+    def run(self, packet: bytes, repeat: int = 1) -> TestRun:
+        n = len(packet)
+        if n > self.max_len:
+            raise ValueError(f"packet of {n} bytes is longer than {self.max_len}")
+        ctypes.memmove(self._din, packet, n)
+        o = self._opts
+        o.data_size_in, o.data_size_out, o.repeat = n, n + 512, repeat
+        rc = self._call(self.prog_fd, self._ref)
+        if rc < 0:
+            _raise_errno("BPF_PROG_TEST_RUN", rc)
+        retval = o.retval
+        if retval >= 1 << 31:
+            retval -= 1 << 32
+        return TestRun(retval=retval, data=ctypes.string_at(self._dout, o.data_size_out), duration_ns=o.duration)
+
+
 def test_run(prog_fd: int, packet: bytes, repeat: int = 1) -> TestRun:
-    """Run a program on one packet with BPF_PROG_TEST_RUN.
-
-    With repeat > 1 the kernel feeds each run the packet the previous run
-    left (a mangled packet stays mangled), and reports the mean time.
-    """
-    din = ctypes.create_string_buffer(packet, len(packet))
-    out_size = len(packet) + 512
-    dout = ctypes.create_string_buffer(out_size)
-    opts = _TestRunOpts(
-        sz=ctypes.sizeof(_TestRunOpts),
-        data_in=ctypes.cast(din, ctypes.c_void_p),
-        data_out=ctypes.cast(dout, ctypes.c_void_p),
-        data_size_in=len(packet),
-        data_size_out=out_size,
-        repeat=repeat,
-    )
-    rc = lib().bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
-    if rc < 0:
-        _raise_errno("BPF_PROG_TEST_RUN", rc)
-    retval = opts.retval
-    if retval >= 1 << 31:
-        retval -= 1 << 32
-    return TestRun(retval=retval, data=dout.raw[: opts.data_size_out], duration_ns=opts.duration)
-
-
-def version() -> str:
-    lb = lib()
-    return f"{lb.libbpf_major_version()}.{lb.libbpf_minor_version()}"
-
-
-BPF_PROG_TYPE_SCHED_CLS = 3
-BPF_PROG_TYPE_XDP = 6
-BPF_TCX_INGRESS = 46  # kernel 6.6+; not in older uapi headers
-
-
-def probe_prog_type(prog_type: int) -> bool:
-    return lib().libbpf_probe_bpf_prog_type(prog_type, None) == 1
-
-
-def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
-    """A bpf_link (e.g. tcx); closing the fd detaches it. Raises on failure."""
-    fd = lib().bpf_link_create(prog_fd, ifindex, attach_type, None)
-    if fd < 0:
-        _raise_errno("bpf_link_create", fd)
-    return fd
-
-
-def all_ids(kind: str) -> list[int]:
-    """Every program or map id the kernel has (kind: 'prog' or 'map')."""
-    call = lib().bpf_prog_get_next_id if kind == "prog" else lib().bpf_map_get_next_id
-    ids, cur, nxt = [], 0, ctypes.c_uint32(0)
-    while call(cur, ctypes.byref(nxt)) == 0:
-        cur = nxt.value
-        ids.append(cur)
-    return ids
+    """Run a program once on one packet with BPF_PROG_TEST_RUN."""
+    return TestRunner(prog_fd, max(len(packet), 64)).run(packet, repeat)
