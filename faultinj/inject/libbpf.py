@@ -299,3 +299,35 @@ class TestRunner:
 def test_run(prog_fd: int, packet: bytes, repeat: int = 1) -> TestRun:
     """Run a program once on one packet with BPF_PROG_TEST_RUN."""
     return TestRunner(prog_fd, max(len(packet), 64)).run(packet, repeat)
+
+
+def version() -> str:
+    lb = lib()
+    return f"{lb.libbpf_major_version()}.{lb.libbpf_minor_version()}"
+
+
+BPF_PROG_TYPE_SCHED_CLS = 3
+BPF_PROG_TYPE_XDP = 6
+BPF_TCX_INGRESS = 46  # kernel 6.6+; not in older uapi headers
+
+
+def probe_prog_type(prog_type: int) -> bool:
+    return lib().libbpf_probe_bpf_prog_type(prog_type, None) == 1
+
+
+def link_create(prog_fd: int, ifindex: int, attach_type: int) -> int:
+    """A bpf_link (e.g. tcx); closing the fd detaches it. Raises on failure."""
+    fd = lib().bpf_link_create(prog_fd, ifindex, attach_type, None)
+    if fd < 0:
+        _raise_errno("bpf_link_create", fd)
+    return fd
+
+
+def all_ids(kind: str) -> list[int]:
+    """Every program or map id the kernel has (kind: 'prog' or 'map')."""
+    call = lib().bpf_prog_get_next_id if kind == "prog" else lib().bpf_map_get_next_id
+    ids, cur, nxt = [], 0, ctypes.c_uint32(0)
+    while call(cur, ctypes.byref(nxt)) == 0:
+        cur = nxt.value
+        ids.append(cur)
+    return ids
