@@ -15,7 +15,7 @@ int drop(fi_ctx_t *ctx)
 	fi_pull_headers(ctx);
 	fi_parse(ctx, &pkt); /* for the flow key only */
 	fi_count(FI_MATCHED);
-	if (!fi_chance(cfg, fi_draw(cfg, &pkt)))
+	if (!fi_decide(cfg, &pkt))
 		return FI_PASS;
 	fi_count(FI_ACTED);
 	return FI_DROP;

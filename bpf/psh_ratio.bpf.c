@@ -19,7 +19,6 @@ int psh_ratio(fi_ctx_t *ctx)
 	void *data_end;
 	__u32 hlen;
 	__be16 old_word, new_word;
-	__u64 draw;
 
 	cfg = fi_config_get();
 	if (!cfg)
@@ -37,8 +36,7 @@ int psh_ratio(fi_ctx_t *ctx)
 	if (th->flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST | TCP_FLAG_PSH))
 		return FI_PASS;
 	fi_count(FI_MATCHED);
-	draw = fi_draw(cfg, &pkt);
-	if (!fi_chance(cfg, draw))
+	if (!fi_decide(cfg, &pkt))
 		return FI_PASS;
 
 	/* data offset and flags form one 16-bit word at byte 12 */

@@ -32,6 +32,8 @@ int ttl_pong(fi_ctx_t *ctx)
 		if (ie->type != ICMP_ECHOREPLY || iph->ttl == 0)
 			return FI_PASS;
 		fi_count(FI_MATCHED);
+		if (cfg->threshold == 0)
+			return FI_PASS;
 		draw = fi_draw(cfg, &pkt);
 		if (!fi_chance(cfg, draw))
 			return FI_PASS;
@@ -51,6 +53,8 @@ int ttl_pong(fi_ctx_t *ctx)
 		if (ie->type != ICMPV6_ECHO_REPLY || ip6h->hop_limit == 0)
 			return FI_PASS;
 		fi_count(FI_MATCHED);
+		if (cfg->threshold == 0)
+			return FI_PASS;
 		draw = fi_draw(cfg, &pkt);
 		if (!fi_chance(cfg, draw))
 			return FI_PASS;

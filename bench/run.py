@@ -1,0 +1,346 @@
+#!/usr/bin/env python3
+"""faultinj benchmarks: every figure a ratio to a baseline measured in the
+same run, interleaved, repeated; median with min and max. Run as root:
+
+    .venv/bin/python bench/run.py [--quick] [--json bench/results.json] [--only 1,2,...]
+
+Prints markdown tables. Never run by the tests (these machines are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP  # noqa: E402
+from scapy.layers.l2 import Ether  # noqa: E402
+
+import faultinj  # noqa: E402
+from faultinj.faults import parse_spec  # noqa: E402
+from faultinj.inject import libbpf, program, traffic  # noqa: E402
+from faultinj.inject.capture import Capture  # noqa: E402
+from faultinj.inject.lab import Lab, netns_exec  # noqa: E402
+from faultinj.packets import parse  # noqa: E402
+
+FAULTINJ = [sys.executable, "-m", "faultinj.cli"]
+E = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+PKT_UDP = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / (b"u" * 18))
+PKT_PONG = bytes(Ether(**E) / IP(src="10.0.0.2", dst="10.0.0.1", ttl=64) / ICMP(type=0) / (b"p" * 56))
+PKT_DATA = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(flags="A") / (b"d" * 1400))
+
+
+def med(xs):
+    return statistics.median(xs), min(xs), max(xs)
+
+
+def fmt_ratio(xs):
+    m, lo, hi = med(xs)
+    return f"{m:.2f}× ({lo:.2f}–{hi:.2f})"
+
+
+def table(title, head, rows):
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for r in rows:
+        print("| " + " | ".join(str(c) for c in r) + " |")
+
+
+def compile_seed(name: str, define: str | None = None) -> str:
+    out = Path(tempfile.mkdtemp(prefix="fibench-")) / f"{name}.o"
+    cmd = ["clang", "-O2", "-g", "-target", "bpf", "-I/usr/include/x86_64-linux-gnu", "-c",
+           str(HERE / "seed" / f"{name}.c"), "-o", str(out)]
+    if define:
+        cmd.insert(1, f"-D{define}")
+    subprocess.run(cmd, check=True)
+    return str(out)
+
+
+# 1 ---------------------------------------------------------------------------------------
+def per_packet(rounds: int, repeat: int) -> dict:
+    objs = {}
+    objs["pass xdp"] = libbpf.load_object(compile_seed("pass", "HOOK_XDP"), ())
+    objs["pass tc"] = libbpf.load_object(compile_seed("pass", "HOOK_TC"), ())
+    objs["seed xdp_manglepong"] = libbpf.load_object(compile_seed("xdp_manglepong"), ())
+    objs["seed tcp_psh"] = libbpf.load_object(compile_seed("tcp_psh"), ())
+    for spec in ("ttl-pong@xdp", "psh-ratio=1@egress", "psh-ratio=1000000000@egress", "drop=0@xdp",
+                 "drop=0@egress", "drop=100%@xdp", "drop=50%@xdp"):
+        objs[spec] = program.load(parse_spec(spec), seed=1)
+    # (name, program, floor, packet, how): "repeat": kernel mean over `repeat` runs of the same packet
+    # (fine where a run leaves the packet as it found it); "fresh": median of single runs on fresh copies
+    cases = [
+        ("ttl-pong, non-matching (UDP)", "ttl-pong@xdp", "pass xdp", PKT_UDP, "repeat"),
+        ("seed xdp_manglepong, non-matching", "seed xdp_manglepong", "pass xdp", PKT_UDP, "repeat"),
+        ("ttl-pong, mangling a pong (+csum)", "ttl-pong@xdp", "pass xdp", PKT_PONG, "fresh"),
+        ("seed xdp_manglepong, mangling a pong", "seed xdp_manglepong", "pass xdp", PKT_PONG, "fresh"),
+        ("psh-ratio, non-matching (UDP)", "psh-ratio=1@egress", "pass tc", PKT_UDP, "repeat"),
+        ("seed tcp_psh, non-matching", "seed tcp_psh", "pass tc", PKT_UDP, "repeat"),
+        ("psh-ratio=1e9, eligible (per-flow draw)", "psh-ratio=1000000000@egress", "pass tc", PKT_DATA, "repeat"),
+        ("psh-ratio, setting PSH (+csum)", "psh-ratio=1@egress", "pass tc", PKT_DATA, "fresh"),
+        ("seed tcp_psh, eligible (no csum fix)", "seed tcp_psh", "pass tc", PKT_DATA, "fresh"),
+        ("drop=0 on xdp (idle: no draw)", "drop=0@xdp", "pass xdp", PKT_UDP, "repeat"),
+        ("drop=0 on tc (idle: no draw)", "drop=0@egress", "pass tc", PKT_UDP, "repeat"),
+        ("drop=50% on xdp (per-flow draw)", "drop=50%@xdp", "pass xdp", PKT_UDP, "repeat"),
+        ("drop=100% on xdp", "drop=100%@xdp", "pass xdp", PKT_UDP, "repeat"),
+    ]
+    runners = {k: libbpf.TestRunner(o.prog_fd) for k, o in objs.items()}
+
+    def measure(name, pkt, how):
+        r = runners[name]
+        if how == "repeat":
+            return r.run(pkt, repeat).duration_ns
+        return statistics.median(r.run(pkt).duration_ns for _ in range(max(2000, repeat // 500)))
+
+    results = {c[0]: {"ns": [], "floor_ns": [], "ratio": []} for c in cases}
+    for _ in range(rounds):
+        for label, prog, floor, pkt, how in cases:  # interleaved: floor and program back to back
+            f = measure(floor, pkt, how)
+            p = measure(prog, pkt, how)
+            results[label]["ns"].append(p)
+            results[label]["floor_ns"].append(f)
+            results[label]["ratio"].append(p / f if f else float("nan"))
+    rows = []
+    for label, prog, floor, pkt, how in cases:
+        r = results[label]
+        rows.append((label, f"{med(r['ns'])[0]:.0f}", f"{med(r['floor_ns'])[0]:.0f} ({floor})",
+                     fmt_ratio(r["ratio"]), how))
+    table("1. Per-packet cost, BPF_PROG_TEST_RUN (ns; ratio to a pass-only program on the same hook)",
+          ["case", "ns", "floor ns", "ratio median (min–max)", "method"], rows)
+    for o in objs.values():
+        o.close()
+    return results
+
+
+# 2, 3 ------------------------------------------------------------------------------------
+def _iperf(lab, udp: bool, seconds: int) -> float:
+    srv = subprocess.Popen(["ip", "netns", "exec", lab.b.netns, "iperf3", "-s", "-1", "-J"],
+                           stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    time.sleep(0.3)
+    args = ["iperf3", "-c", lab.b.ip4, "-t", str(seconds), "-J"]
+    if udp:
+        args += ["-u", "-l", "64", "-b", "0"]
+    cli = netns_exec(lab.a.netns, *args, timeout=seconds + 30)
+    out, _ = srv.communicate(timeout=30)
+    if udp:
+        s = json.loads(out)["end"]["sum"]
+        return (s["packets"] - s["lost_packets"]) / s["seconds"]  # datagrams/s received
+    return json.loads(cli.stdout)["end"]["sum_received"]["bits_per_second"]
+
+
+NFT = """table inet fibench {
+  chain out {
+    type filter hook output priority 0;
+    numgen random mod 100 > 99 drop
+  }
+}
+"""
+
+
+def live_paths(rounds: int, seconds: int) -> dict:
+    res = {}
+    with Lab().up() as lab:
+        paths = ["bare", "faultinj drop=0 (tc egress)", "faultinj psh-ratio=1e9 (tc egress)",
+                 "nftables numgen drop, p=0"]
+        for udp in (False, True):
+            key = "udp64_pps" if udp else "tcp_bps"
+            vals = {p: [] for p in paths}
+            for _ in range(rounds):
+                for p in paths:
+                    rec = None
+                    if p.startswith("faultinj drop"):
+                        rec = faultinj.apply("drop=0", lab.a.ifname, netns_name=lab.a.netns)
+                    elif p.startswith("faultinj psh"):
+                        rec = faultinj.apply("psh-ratio=1000000000", lab.a.ifname, netns_name=lab.a.netns)
+                    elif p.startswith("nft"):
+                        subprocess.run(["ip", "netns", "exec", lab.a.netns, "nft", "-f", "-"], input=NFT,
+                                       text=True, check=True)
+                    try:
+                        vals[p].append(_iperf(lab, udp, seconds))
+                    finally:
+                        if rec:
+                            faultinj.clear(fault_id=rec.id)
+                        if p.startswith("nft"):
+                            subprocess.run(["ip", "netns", "exec", lab.a.netns, "nft", "delete", "table", "inet",
+                                            "fibench"], check=True)
+            base = vals["bare"]
+            rows = []
+            for p in paths:
+                ratios = [v / b for v, b in zip(vals[p], base)]
+                unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
+                rows.append((p, unit(med(vals[p])[0]), fmt_ratio(ratios)))
+            nft = vals["nftables numgen drop, p=0"]
+            rows.append(("faultinj drop=0 vs nftables", "", fmt_ratio(
+                [a / b for a, b in zip(vals["faultinj drop=0 (tc egress)"], nft)])))
+            title = ("2. Live TCP throughput, veth between namespaces, iperf3 one stream" if not udp else
+                     "3. Small packets: UDP 64-byte payload, iperf3 -b 0, received rate")
+            table(title, ["path", "median", "ratio to bare, median (min–max)"], rows)
+            res[key] = vals
+    return res
+
+
+# 4 ---------------------------------------------------------------------------------------
+def _time(cmds, env=None) -> float:
+    t = time.perf_counter()
+    for c in cmds:
+        subprocess.run(c, check=True, capture_output=True, env=env)
+    return time.perf_counter() - t
+
+
+def attach_time(rounds: int) -> dict:
+    res = {"tc": [], "xdp": [], "tc_ratio": [], "xdp_ratio": []}
+    obj_tc = compile_seed("pass", "HOOK_TC")
+    obj_xdp = compile_seed("pass", "HOOK_XDP")
+    with Lab().up() as lab:
+        ns, dev = lab.a.netns, lab.a.ifname
+        nx = ["ip", "netns", "exec", ns]
+        fi_tc = [FAULTINJ + ["apply", "drop=0", dev, "--netns", ns], FAULTINJ + ["clear", dev, "--netns", ns]]
+        fi_xdp = [FAULTINJ + ["apply", "ttl-pong", dev, "--netns", ns], FAULTINJ + ["clear", dev, "--netns", ns]]
+        ip_tc = [nx + ["tc", "qdisc", "add", "dev", dev, "clsact"],
+                 nx + ["tc", "filter", "add", "dev", dev, "egress", "bpf", "da", "obj", obj_tc, "sec", "tc"],
+                 nx + ["tc", "qdisc", "del", "dev", dev, "clsact"]]
+        ip_xdp = [nx + ["ip", "link", "set", "dev", dev, "xdp", "obj", obj_xdp, "sec", "xdp"],
+                  nx + ["ip", "link", "set", "dev", dev, "xdp", "off"]]
+        _time(fi_tc)  # warm the cache
+        for _ in range(rounds):
+            a, b = _time(fi_tc), _time(ip_tc)
+            res["tc"].append((a, b))
+            res["tc_ratio"].append(a / b)
+            a, b = _time(fi_xdp), _time(ip_xdp)
+            res["xdp"].append((a, b))
+            res["xdp_ratio"].append(a / b)
+        with tempfile.TemporaryDirectory() as cache:
+            env = dict(os.environ, FAULTINJ_CACHE_DIR=cache)
+            cold = _time(fi_tc, env)
+    py = _time([[sys.executable, "-c", "pass"]])
+    rows = [
+        ("tc: faultinj apply+clear vs tc qdisc/filter add + qdisc del", f"{med([a for a, _ in res['tc']])[0] * 1000:.0f} ms",
+         f"{med([b for _, b in res['tc']])[0] * 1000:.0f} ms", fmt_ratio(res["tc_ratio"])),
+        ("xdp: faultinj apply+clear vs ip link set xdp obj / off", f"{med([a for a, _ in res['xdp']])[0] * 1000:.0f} ms",
+         f"{med([b for _, b in res['xdp']])[0] * 1000:.0f} ms", fmt_ratio(res["xdp_ratio"])),
+        ("tc, cold cache (first compile), once", f"{cold * 1000:.0f} ms", "", ""),
+        ("python -c pass (interpreter start), once", f"{py * 1000:.0f} ms", "", ""),
+    ]
+    table("4. Attach + detach wall time, warm cache (two faultinj processes vs iproute2 processes)",
+          ["what", "faultinj", "iproute2", "ratio median (min–max)"], rows)
+    res["cold_s"] = cold
+    return res
+
+
+# 5 ---------------------------------------------------------------------------------------
+def status_time(rounds: int) -> dict:
+    res = {"status_s": [], "python_s": [], "ratio": []}
+    with Lab().up() as lab:
+        for i in range(50):
+            host = lab.a if i % 2 else lab.b
+            faultinj.apply("drop=0", host.ifname, netns_name=host.netns)
+        try:
+            for _ in range(rounds):
+                s = _time([FAULTINJ + ["status"]])
+                p = _time([[sys.executable, "-c", "pass"]])
+                res["status_s"].append(s)
+                res["python_s"].append(p)
+                res["ratio"].append(s / p)
+        finally:
+            faultinj.clear(all_faults=True)
+    table("5. `faultinj status` with 50 faults applied",
+          ["what", "median (min–max)", "ratio to python -c pass"],
+          [("faultinj status", "%.0f ms (%.0f–%.0f)" % tuple(x * 1000 for x in med(res["status_s"])),
+            fmt_ratio(res["ratio"]))])
+    return res
+
+
+# 6 ---------------------------------------------------------------------------------------
+def capture_rate(seconds: int) -> dict:
+    res = []
+    with Lab().up() as lab:
+        for rate_k in (50, 100, 200, 400):
+            cap = Capture(lab.b.netns, lab.b.ifname, direction="in").start()
+            srv = subprocess.Popen(["ip", "netns", "exec", lab.b.netns, "iperf3", "-s", "-1", "-J"],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+            time.sleep(0.3)
+            # 64-byte payload at a fixed packet rate: bits/s = rate * 64 * 8
+            netns_exec(lab.a.netns, "iperf3", "-c", lab.b.ip4, "-u", "-l", "64", "-b",
+                       str(rate_k * 1000 * 64 * 8), "-t", str(seconds), timeout=seconds + 30)
+            srv.communicate(timeout=30)
+            frames = cap.stop()
+            t = time.perf_counter()
+            pkts = [parse(f.data, f.length) for f in frames]
+            udp = sum(1 for p in pkts if p.proto == 17)
+            parse_rate = len(frames) / (time.perf_counter() - t)
+            res.append({"offered_pps": rate_k * 1000, "captured": len(frames), "udp": udp,
+                        "kernel_drops": cap.kernel_drops, "captured_pps": len(frames) / seconds,
+                        "parse_pps": parse_rate})
+    table("6. Verification capture: AF_PACKET in the namespace + parse",
+          ["offered", "captured/s", "kernel drops", "parsed/s"],
+          [(f"{r['offered_pps'] / 1000:.0f} kpps", f"{r['captured_pps'] / 1000:.0f} k", r["kernel_drops"],
+            f"{r['parse_pps'] / 1000:.0f} k") for r in res])
+    return {"runs": res}
+
+
+# 7 ---------------------------------------------------------------------------------------
+def run_rss() -> dict:
+    res = {}
+    for f in sorted((ROOT / "scenarios").glob("*.yaml")):
+        with tempfile.TemporaryDirectory() as pcaps:
+            code = ("import resource, subprocess, sys; "
+                    f"r = subprocess.run({FAULTINJ + ['run', str(f), '--pcap-dir', pcaps]!r}, capture_output=True); "
+                    "print(r.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
+            out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT).stdout.split()
+            res[f.name] = {"exit": int(out[0]), "peak_rss_mib": int(out[1]) / 1024}
+    table("7. Peak RSS of `faultinj run` per shipped scenario", ["scenario", "exit", "peak RSS"],
+          [(k, v["exit"], f"{v['peak_rss_mib']:.0f} MiB") for k, v in res.items()])
+    return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
+    ap.add_argument("--json", default=str(HERE / "results.json"))
+    ap.add_argument("--only", default="1,2,4,5,6,7", help="sections to run (3 runs with 2)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
+        return 3
+    for tool in ("iperf3", "nft", "tc", "clang"):
+        if not shutil.which(tool):
+            print(f"bench: {tool} not found: apt-get install iperf3 nftables iproute2 clang", file=sys.stderr)
+            return 3
+    only = {int(x) for x in args.only.split(",")}
+    rounds = 3 if args.quick else 7
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "kernel": platform.release()}
+    print(f"faultinj bench — {meta['date']}, commit {commit}, {meta['cores']} cores, kernel {meta['kernel']}, "
+          f"{rounds} rounds interleaved")
+    out = {"meta": meta}
+    if 1 in only:
+        out["per_packet"] = per_packet(rounds, 200_000 if args.quick else 1_000_000)
+    if 2 in only:
+        out["live"] = live_paths(rounds, 2 if args.quick else 4)
+    if 4 in only:
+        out["attach"] = attach_time(rounds)
+    if 5 in only:
+        out["status"] = status_time(rounds)
+    if 6 in only:
+        out["capture"] = capture_rate(2 if args.quick else 3)
+    if 7 in only:
+        out["run_rss"] = run_rss()
+    Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    print(f"\nJSON: {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
