@@ -224,12 +224,24 @@ def attach_time(rounds: int) -> dict:
         with tempfile.TemporaryDirectory() as cache:
             env = dict(os.environ, FAULTINJ_CACHE_DIR=cache)
             cold = _time(fi_tc, env)
+        # the same work through the Python API, in one process (a test suite's view)
+        for _ in range(rounds):
+            t = time.perf_counter()
+            rec = faultinj.apply("drop=0", dev, netns_name=ns)
+            faultinj.clear(fault_id=rec.id)
+            a = time.perf_counter() - t
+            b = _time(ip_tc)
+            res.setdefault("api_tc", []).append((a, b))
+            res.setdefault("api_tc_ratio", []).append(a / b)
     py = _time([[sys.executable, "-c", "pass"]])
     rows = [
         ("tc: faultinj apply+clear vs tc qdisc/filter add + qdisc del", f"{med([a for a, _ in res['tc']])[0] * 1000:.0f} ms",
          f"{med([b for _, b in res['tc']])[0] * 1000:.0f} ms", fmt_ratio(res["tc_ratio"])),
         ("xdp: faultinj apply+clear vs ip link set xdp obj / off", f"{med([a for a, _ in res['xdp']])[0] * 1000:.0f} ms",
          f"{med([b for _, b in res['xdp']])[0] * 1000:.0f} ms", fmt_ratio(res["xdp_ratio"])),
+        ("tc: faultinj.apply()+clear() in-process vs the same iproute2 processes",
+         f"{med([a for a, _ in res['api_tc']])[0] * 1000:.0f} ms", f"{med([b for _, b in res['api_tc']])[0] * 1000:.0f} ms",
+         fmt_ratio(res["api_tc_ratio"])),
         ("tc, cold cache (first compile), once", f"{cold * 1000:.0f} ms", "", ""),
         ("python -c pass (interpreter start), once", f"{py * 1000:.0f} ms", "", ""),
     ]

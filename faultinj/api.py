@@ -65,6 +65,14 @@ class _Links:
             self._open[ns] = netns.open_iproute(ns)
         return self._open[ns]
 
+    def cached(self, key: tuple, fetch):
+        """One netlink dump per key for the life of this object (status reads many records)."""
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        if key not in self._cache:
+            self._cache[key] = fetch()
+        return self._cache[key]
+
     def close(self):
         for ipr in self._open.values():
             ipr.close()
@@ -219,14 +227,19 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
     if rec.netns and not netns.netns_exists(rec.netns):
         return "gone", f"namespace {rec.netns} no longer exists"
     ipr = links.get(rec.netns)
-    if not netns.link_exists(ipr, rec.ifindex, rec.ifname):
+    names = links.cached(("links", rec.netns), lambda: {
+        (link["index"], link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()})
+    if (rec.ifindex, rec.ifname) not in names:
         return "gone", f"interface {rec.ifname} (index {rec.ifindex}) no longer exists"
     if rec.hook == "xdp":
-        _, prog_id = attach.xdp_current(ipr, rec.ifindex)
+        _, prog_id = links.cached(("xdp", rec.netns, rec.ifindex), lambda: attach.xdp_current(ipr, rec.ifindex))
         if prog_id != rec.prog_id:
             return "detached", "another XDP program replaced it" if prog_id else "its XDP program was removed"
-    elif attach.tc_find(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name) is None:
-        return "detached", "its tc filter was removed by something else"
+    else:
+        ours = links.cached(("tc", rec.netns, rec.ifindex, rec.hook), lambda: {
+            (attach.filter_prio(f), attach.filter_name(f)) for f in attach.filters(ipr, rec.ifindex, rec.hook)})
+        if (rec.tc_prio, rec.filter_name) not in ours:
+            return "detached", "its tc filter was removed by something else"
     if rec.expired():
         return "expired", "past its deadline: passes everything; the next faultinj command removes it"
     return "active", ""

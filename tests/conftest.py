@@ -75,3 +75,13 @@ def foreign_obj(tmp_path_factory) -> Path:
 
 def ns_run(netns: str, *cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, check=check)
+
+
+def cli_runner():
+    """typer's CliRunner with stderr apart (click < 8.2 mixes it in by default)."""
+    from typer.testing import CliRunner
+
+    try:
+        return CliRunner(mix_stderr=False)
+    except TypeError:  # click >= 8.2: always apart
+        return CliRunner()

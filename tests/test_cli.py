@@ -3,12 +3,12 @@
 import json
 
 import pytest
-from typer.testing import CliRunner
+from conftest import cli_runner
 
 from faultinj.cli import app
 from faultinj.errors import ExitStatus
 
-runner = CliRunner()
+runner = cli_runner()
 
 
 def invoke(*args):

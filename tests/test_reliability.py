@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from conftest import cli_runner
 
 import faultinj
 from conftest import ns_run
@@ -218,7 +218,7 @@ def test_bad_input_one_line_exit_2_nothing_attached(args, lab, private_state, tm
     argv = [{"IF": lab.a.ifname, "SCENARIO": str(bad)}.get(x, x) for x in args]
     if "--netns" not in argv and argv[0] in ("apply", "set") and len(argv) > 2:
         argv += ["--netns", lab.a.netns]
-    r = CliRunner().invoke(app, argv)
+    r = cli_runner().invoke(app, argv)
     assert r.exit_code == ExitStatus.USAGE, (argv, r.exit_code, r.output)
     err = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert err, r.output
