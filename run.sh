@@ -2,14 +2,15 @@
 # Set up everything faultinj needs on a fresh Debian/Ubuntu machine, then
 #   ./run.sh demo   — replay the built-in demo in its own network namespaces
 #   ./run.sh test   — run the test suite (real kernel: needs root)
+#   ./run.sh bench  — the benchmarks (bench/run.py; also installs iperf3, nftables)
 # System packages come from apt, Python ones into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")"
 
 what=${1:-}
 case "$what" in
-  demo|test) ;;
-  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+  demo|test|bench) ;;
+  *) echo "usage: $0 demo|test|bench" >&2; exit 2 ;;
 esac
 shift
 
@@ -19,6 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-linux python3-venv"
+[ "$what" = bench ] && APT_PACKAGES="$APT_PACKAGES iperf3 nftables"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -41,4 +43,5 @@ fi
 case "$what" in
   demo) exec .venv/bin/faultinj demo "$@" ;;
   test) exec .venv/bin/pytest -q -p no:cacheprovider "$@" ;;
+  bench) exec .venv/bin/python bench/run.py "$@" ;;
 esac

@@ -201,3 +201,50 @@ def test_pytest_fixtures(fi_fault, fi_lab):
     rec = fi_fault("drop=100%", topo.a.ifname, netns_name=topo.a.netns)
     assert traffic.ping(topo.a.netns, topo.b.ip4, 3, interval=0.01, timeout=1).received == 0
     assert [s.record.id for s in faultinj.status()] == [rec.id]
+
+
+PHASES = """\
+name: phases
+lab:
+  hosts: [vm1, vm2]
+  links:
+    - ends: [vm1, vm2]
+      vm1: {ipv4: 10.21.0.1/24}
+      vm2: {ipv4: 10.21.0.2/24}
+faults:
+  - {name: blackout, spec: drop=100%, host: vm1, interface: eth0, at: 1s, for: 1s}
+traffic:
+  - {name: pings, ping: {from: vm1, to: vm2, count: 300, interval: 0.01, timeout: 1}}
+  - {name: hello, command: {host: vm2, run: "sh -c 'exit 3'"}}
+capture:
+  - {name: rx, host: vm2, interface: eth0, direction: in}
+expect:
+  - exit_code: {traffic: pings, equals: 0}     # ping fails only when no reply came at all
+  - exit_code: {traffic: hello, equals: 3}
+  # on for one second of a run of three or more: some requests lost, most not
+  - counter: {fault: blackout, counter: acted, min: 15, max: 150}
+  - count: {capture: rx, of: echo_request, min: 150, max: 285}
+"""
+
+
+def test_fault_phases_switch_on_and_off_during_traffic(tmp_path):
+    report = run(loads(PHASES, "phases.yaml"), pcap_dir=str(tmp_path))
+    assert report.ok, [f"{c.name}: {c.observed} vs {c.expected}" for c in report.checks if not c.ok] + report.errors
+    acted = report.counters["blackout"]["acted"]
+    [captured] = [int(c.observed) for c in report.checks if c.name.startswith("count:")]
+    # every request was either dropped while the fault was on, or reached vm2 (+ a stray or two)
+    assert 300 <= captured + acted <= 305
+
+
+def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path):
+    import shutil as sh
+
+    from faultinj.errors import EnvironmentProblem
+
+    real_which = sh.which
+    monkeypatch.setattr("faultinj.inject.lab.shutil.which", lambda n: None if n == "ovs-vsctl" else real_which(n))
+    text = GOOD.replace("  links:\n    - ends: [vm1, vm2]\n", "  bridges: {br0: ovs}\n  links:\n    - ends: [vm1, vm2]\n")
+    before = set(list_netns())
+    with pytest.raises(EnvironmentProblem, match="Open vSwitch"):
+        run(loads(text, "ovs.yaml"), pcap_dir=str(tmp_path))
+    assert set(list_netns()) == before
