@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* drop: every packet is dropped with the configured probability. Packets
- * that do not parse as IP still draw (from their ethertype's stream). */
+/* drop: every packet (that passes the fault's filter) is dropped with the
+ * configured probability. Packets that do not parse as IP still draw (from
+ * their ethertype's stream) unless a filter asks for an IP field. */
 #include "lib/fault.h"
 
 SEC(FI_SEC)
@@ -13,7 +14,9 @@ int drop(fi_ctx_t *ctx)
 	if (!cfg)
 		return FI_PASS;
 	fi_pull_headers(ctx);
-	fi_parse(ctx, &pkt); /* for the flow key only */
+	fi_parse(ctx, &pkt); /* for the flow key and the filter */
+	if (!fi_match(cfg, &pkt))
+		return FI_PASS;
 	fi_count(FI_MATCHED);
 	if (!fi_decide(cfg, &pkt))
 		return FI_PASS;

@@ -35,6 +35,8 @@ int psh_ratio(fi_ctx_t *ctx)
 		return FI_PASS; /* malformed, or no payload */
 	if (th->flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST | TCP_FLAG_PSH))
 		return FI_PASS;
+	if (!fi_match(cfg, &pkt))
+		return FI_PASS;
 	fi_count(FI_MATCHED);
 	if (!fi_decide(cfg, &pkt))
 		return FI_PASS;

@@ -18,7 +18,7 @@ int ttl_pong(fi_ctx_t *ctx)
 	if (!cfg)
 		return FI_PASS;
 	fi_pull_headers(ctx);
-	if (fi_parse(ctx, &pkt) != 0)
+	if (fi_parse(ctx, &pkt) != 0 || !fi_match(cfg, &pkt))
 		return FI_PASS;
 	data_end = fi_data_end(ctx);
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
-from .faults import FaultSpec, get_fault, parse_hook, parse_spec
+from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec
 from .inject import attach, caps, libbpf, maps, netns, program, state
 
 TC_MODES = ("cls_bpf", "matchall")
@@ -116,7 +116,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
             id=fid, fault=fs.name, value=fs.value, hook=fs.hook, netns=netns_name, ifname=ifname,
             ifindex=ifindex, attach_mode="cls_bpf" if fs.hook != "xdp" else "", prog_id=0,
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
-            pending="apply", pid=os.getpid(),
+            pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
         )
         with ExitStack() as undo:
             state.save(rec)  # the intent, before anything changes in the kernel
@@ -265,13 +265,15 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
     """Change a running fault's value (and seed, deadline) with a map write: no reload."""
     body, at, hook_text = spec.partition("@")
     hook = parse_hook(hook_text) if at else None
-    if "=" in body:  # a new value: validated like apply's
+    head, *filters = body.split(",")
+    new_match = [list(w) for w in parse_match(filters).words] if filters else None
+    if "=" in head:  # a new value: validated like apply's
         fs = parse_spec(spec)
         ftype, new_value = fs.fault, fs.value
-    else:            # only selects the fault (to change --seed or --duration)
-        ftype, new_value = get_fault(body.strip()), None
-        if seed is None and duration is None:
-            raise SpecError(f"nothing to change: give {ftype.name}={ftype.value.name}, --seed or --duration")
+    else:            # only selects the fault (to change filters, --seed or --duration)
+        ftype, new_value = get_fault(head.strip()), None
+        if seed is None and duration is None and new_match is None:
+            raise SpecError(f"nothing to change: give {ftype.name}={ftype.value.name}, filters, --seed or --duration")
     seconds = parse_duration(duration)
     if seed is not None:
         check_seed(seed)
@@ -293,6 +295,8 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
         if new_value is None:
             new_value = rec.value
         rec.value = new_value
+        if new_match is not None:
+            rec.match = new_match
         if seed is not None:
             rec.seed = seed
         if seconds is not None:
@@ -312,6 +316,7 @@ def _write_config(rec: state.Record) -> None:
         cfg = maps.read_config(fd)
         cfg.threshold = get_fault(rec.fault).threshold(rec.value)
         cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
+        cfg.match = parse_match([f"{k}={v}" for k, v in rec.match]).pack()
         maps.write_config(fd, cfg)
     finally:
         os.close(fd)

@@ -96,7 +96,9 @@ def _fmt_remaining(rec) -> str:
 @app.command()
 @_boundary
 def apply(
-    spec: str = typer.Argument(..., help="NAME[=VALUE][@HOOK], e.g. psh-ratio=10, drop=5%@ingress, ttl-pong."),
+    spec: str = typer.Argument(..., help="NAME[=VALUE][,FILTER=V...][@HOOK], e.g. psh-ratio=10, "
+                               "drop=5%,proto=udp,dport=53@ingress, ttl-pong. Filters: src dst proto sport dport "
+                               "flags vlan."),
     interface: str = typer.Argument(..., help="The interface to attach to."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="Seed for reproducible decisions (default: random, shown)."),
@@ -140,7 +142,7 @@ def status(
     for r in rows:
         c = r.counters or {}
         rec = r.record
-        table.append((rec.id, rec.where, rec.hook, rec.attach_mode, f"{rec.fault}={rec.value}", str(rec.seed),
+        table.append((rec.id, rec.where, rec.hook, rec.attach_mode, f"{rec.fault}={rec.value}{rec.filters}", str(rec.seed),
                       r.state, _fmt_remaining(rec), str(c.get("seen", "?")), str(c.get("matched", "?")),
                       str(c.get("acted", "?"))))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]

@@ -245,3 +245,19 @@ def test_without_privileges_says_so(lab, private_state):
     assert r.returncode == 3, r.stderr
     assert "needs CAP_BPF and CAP_NET_ADMIN" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert_clean(private_state, lab.a)
+
+
+def test_filters_end_to_end_and_live_change(lab):
+    a, b = lab.a, lab.b
+    rec = faultinj.apply("drop=100%,proto=udp,dport=5300", a.ifname, netns_name=a.netns)
+    assert rec.spec == "drop=1.0,proto=udp,dport=5300@tc-egress"
+    assert traffic.ping(a.netns, b.ip4, 10, interval=0.01).received == 10       # not UDP: untouched
+    assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 500, dport=5300).received) == 0
+    assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 500, dport=5301).received) == 500
+    [st] = faultinj.status()
+    assert st.counters["matched"] == st.counters["acted"] == 500
+    faultinj.set_fault(a.ifname, "drop,dport=5301", netns_name=a.netns)       # filters change live
+    [st] = faultinj.status()
+    assert st.record.prog_id == rec.prog_id and st.record.spec == "drop=1.0,dport=5301@tc-egress"
+    assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 300, dport=5300).received) == 300
+    assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 300, dport=5301).received) == 0

@@ -90,3 +90,35 @@ def test_seeds():
         check_seed(-1)
     with pytest.raises(SpecError):
         check_seed(2**64)
+
+
+@pytest.mark.parametrize("text,shown", [
+    ("drop=10%,proto=tcp,dport=443,dst=10.0.0.0/24", "drop=0.1,proto=tcp,dport=443,dst=10.0.0.0/24@tc-egress"),
+    ("psh-ratio=3,src=fd00::/64,sport=1000-2000@ingress", "psh-ratio=3,src=fd00::/64,sport=1000-2000@tc-ingress"),
+    ("ttl-pong,vlan=5", "ttl-pong=1.0,vlan=5@xdp"),
+    ("drop=1,flags=+syn-ack", "drop=1.0,flags=+syn-ack@tc-egress"),
+])
+def test_filters_parse_and_show(text, shown):
+    spec = parse_spec(text)
+    assert str(spec) == shown
+    assert len(spec.match.pack()) == 84
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("drop=1,prot=tcp", "did you mean 'proto'"),
+    ("drop=1,dport=70000", "port 0..65535"),
+    ("drop=1,dport=9-3", "port 0..65535"),
+    ("drop=1,src=10.0.0.0/8,dst=fd00::1", "must both be IPv4 or both IPv6"),
+    ("drop=1,src=10.0.0.300", "address or a network"),
+    ("drop=1,flags=syn", "+FLAG"),
+    ("drop=1,flags=+syn-syn", "both present and absent"),
+    ("drop=1,flags=+synn", "unknown flag"),
+    ("drop=1,proto=icmp,dport=3", "proto must be tcp or udp"),
+    ("drop=1,proto=gre", "protocol number"),
+    ("drop=1,vlan=5000", "VLAN id 0..4095"),
+    ("drop=1,dport=", "needs a value"),
+    ("drop=1,dport=1,dport=2", "given twice"),
+])
+def test_bad_filters(text, needle):
+    with pytest.raises(SpecError, match=needle.replace("+", r"\+").replace("(", r"\(")):
+        parse_spec(text)

@@ -353,3 +353,58 @@ def test_build_cache_hit_runs_no_clang(monkeypatch, tmp_path):
     monkeypatch.setattr(build.subprocess, "run", lambda *a, **k: calls.append(a))
     assert build.compile_program("drop", "xdp") == first
     assert calls == []
+
+
+# ---- match filters: each field, matching and not, read from the config map ---------------
+
+E = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+V4 = Ether(**E) / IP(src="10.1.0.1", dst="10.2.0.9") / TCP(sport=1500, dport=443, flags="S") / b"x"
+V6 = Ether(**E) / IPv6(src="fd00:1::5", dst="fd00:2::9") / UDP(sport=53, dport=5353) / b"x"
+TAGGED = Ether(**E) / Dot1Q(vlan=42) / IP(src="10.1.0.1", dst="10.2.0.9") / UDP(sport=1, dport=2) / b"x"
+ARP = Ether(**E, type=0x0806) / (b"\x00" * 28)
+
+FILTER_CASES = [
+    ("src=10.1.0.0/16", [V4, TAGGED], [V6, ARP, Ether(**E) / IP(src="10.3.0.1") / UDP()]),
+    ("dst=10.2.0.9", [V4, TAGGED], [V6, Ether(**E) / IP(dst="10.2.0.8") / UDP()]),
+    ("src=fd00:1::/32", [V6], [V4, ARP]),
+    ("dst=fd00:2::/64", [V6], [V4, Ether(**E) / IPv6(dst="fd00:3::1") / UDP()]),
+    ("proto=tcp", [V4], [V6, TAGGED, ARP]),
+    ("proto=udp", [V6, TAGGED], [V4, ARP]),
+    ("sport=1000-2000", [V4], [V6, TAGGED, ARP]),
+    ("dport=5353", [V6], [V4, TAGGED]),
+    ("flags=+syn", [V4], [V6, Ether(**E) / IP() / TCP(flags="A") / b"x"]),
+    ("flags=-ack", [V4], [Ether(**E) / IP() / TCP(flags="SA") / b"x", V6]),
+    ("vlan=42", [TAGGED], [V4, Ether(**E) / Dot1Q(vlan=41) / IP() / UDP()]),
+    ("proto=tcp,dport=443,dst=10.2.0.0/24", [V4], [V6, Ether(**E) / IP(dst="10.2.0.9") / TCP(dport=80) / b"x"]),
+]
+
+
+@pytest.mark.parametrize("filters,hits,misses", FILTER_CASES, ids=[c[0] for c in FILTER_CASES])
+@pytest.mark.parametrize("hook", ["xdp", "egress"])
+def test_each_filter_field(filters, hits, misses, hook):
+    drop_rc = XDP_DROP if hook == "xdp" else TC_STOLEN
+    with loaded(f"drop=100%,{filters}@{hook}") as obj:
+        for f in hits:
+            assert run(obj, f)[0] == drop_rc, f.summary()
+        for f in misses:
+            assert run(obj, f)[0] != drop_rc, f.summary()
+        assert counters(obj)["matched"] == len(hits)
+
+
+def test_filters_change_live_in_the_config_map():
+    with loaded("drop=100%,proto=udp@xdp") as obj:
+        assert run(obj, V4)[0] == XDP_PASS
+        _set_config(obj, match=parse_spec("drop=1,proto=tcp").match.pack())
+        assert run(obj, V4)[0] == XDP_DROP
+
+
+def test_psh_and_ttl_respect_filters():
+    dport = Ether(bytes(DATA4))[TCP].dport
+    with loaded(f"psh-ratio=1,dport={dport + 1}") as obj:
+        assert not Ether(run(obj, DATA4)[1])[TCP].flags & PSH
+    with loaded(f"psh-ratio=1,dport={dport}") as obj:
+        assert Ether(run(obj, DATA4)[1])[TCP].flags & PSH
+    with loaded("ttl-pong,src=10.99.0.0/16") as obj:
+        assert run(obj, PONG4)[1] == bytes(PONG4)
+    with loaded(f"ttl-pong,src={B}") as obj:
+        assert run(obj, PONG4)[1] != bytes(PONG4)

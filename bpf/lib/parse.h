@@ -34,6 +34,9 @@ struct fi_pkt {
 	__u16 l3_proto;      /* ETH_P_IP, ETH_P_IPV6, or another ethertype */
 	__u8 l4_proto;
 	__u8 nonfirst_frag;  /* a fragment without the L4 header: left alone */
+	__u8 tcp_flags;      /* TCP only */
+	__u8 has_ports;      /* TCP or UDP: flow.sport/dport are ports */
+	__u16 vlan;          /* VID of the outer tag; 0 untagged */
 	struct fi_flow flow;
 };
 
@@ -41,7 +44,7 @@ struct fi_cursor {
 	void *pos;
 };
 
-static __always_inline int fi_parse_eth(struct fi_cursor *c, void *data_end)
+static __always_inline int fi_parse_eth(struct fi_cursor *c, void *data_end, __u16 *vlan)
 {
 	struct ethhdr *eth = c->pos;
 	__u16 proto;
@@ -60,6 +63,8 @@ static __always_inline int fi_parse_eth(struct fi_cursor *c, void *data_end)
 			break;
 		if ((void *)(vh + 1) > data_end)
 			return -1;
+		if (i == 0)
+			*vlan = bpf_ntohs(vh->h_vlan_TCI) & 0x0FFF;
 		c->pos = vh + 1;
 		proto = bpf_ntohs(vh->h_vlan_encapsulated_proto);
 	}
@@ -162,7 +167,7 @@ static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 	int proto;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
-	proto = fi_parse_eth(&c, data_end);
+	proto = fi_parse_eth(&c, data_end, &pkt->vlan);
 	if (proto < 0)
 		return -1;
 	pkt->l3_proto = proto;
@@ -201,6 +206,14 @@ static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 			return -1;
 		pkt->flow.sport = bpf_ntohs(uh->source);
 		pkt->flow.dport = bpf_ntohs(uh->dest);
+		pkt->has_ports = 1;
+		if (proto == IPPROTO_TCP) {
+			struct tcphdr *th = c.pos;
+
+			if ((void *)(th + 1) > data_end)
+				return -1;
+			pkt->tcp_flags = th->flags;
+		}
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
 		struct icmp_echo *ie = c.pos;
 

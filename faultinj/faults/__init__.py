@@ -1,7 +1,7 @@
 """The fault catalogue: parse and validate a spec, say which program runs where.
 
-Pure Python, no kernel access. A spec reads `NAME[=VALUE][@HOOK]`, e.g.
-`psh-ratio=10`, `drop=5%@ingress`, `ttl-pong@xdp`.
+Pure Python, no kernel access. A spec reads `NAME[=VALUE][,FILTER=V...][@HOOK]`,
+e.g. `psh-ratio=10`, `drop=5%,proto=udp,dport=53@ingress`, `ttl-pong@xdp`.
 """
 
 from __future__ import annotations
@@ -13,10 +13,12 @@ from typing import Any
 from ..errors import SpecError
 from . import drop, psh_ratio, ttl_pong
 from .base import HOOK_ALIASES, HOOKS, FaultType
+from .match import NO_MATCH, Match, parse_match
 
 CATALOGUE: dict[str, FaultType] = {m.FAULT.name: m.FAULT for m in (ttl_pong, psh_ratio, drop)}
 
-__all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "parse_spec", "get_fault", "parse_hook"]
+__all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec", "get_fault",
+           "parse_hook"]
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,7 @@ class FaultSpec:
     fault: FaultType
     value: Any
     hook: str
+    match: Match = NO_MATCH
 
     @property
     def name(self) -> str:
@@ -34,7 +37,7 @@ class FaultSpec:
         return self.fault.threshold(self.value)
 
     def __str__(self) -> str:
-        return f"{self.fault.name}={self.value}@{self.hook}"
+        return f"{self.fault.name}={self.value}{self.match}@{self.hook}"
 
 
 def _suggest(word: str, choices) -> str:
@@ -63,13 +66,14 @@ def parse_hook(text: str) -> str:
 
 
 def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
-    """'drop=0.2@ingress' -> FaultSpec. `hook` (from a flag) must agree with an @hook."""
+    """'drop=0.2,proto=udp@ingress' -> FaultSpec. `hook` (from a flag) must agree with an @hook."""
     if not text or not text.strip():
         raise SpecError("empty fault spec: give NAME[=VALUE][@HOOK], e.g. psh-ratio=10")
     body, at, hook_text = text.strip().partition("@")
     if at and not hook_text:
         raise SpecError(f"'{text}': nothing after '@': give a hook (xdp, ingress, egress)")
-    name, eq, value_text = body.partition("=")
+    head, *filters = body.split(",")
+    name, eq, value_text = head.partition("=")
     fault = get_fault(name.strip())
     if eq and not value_text.strip():
         raise SpecError(f"'{text}': nothing after '=': {fault.name} takes {fault.value.name}: {fault.value.help}")
@@ -90,4 +94,4 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
     chosen = chosen or fault.default_hook
     if chosen not in fault.hooks:
         raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}")
-    return FaultSpec(fault=fault, value=value, hook=chosen)
+    return FaultSpec(fault=fault, value=value, hook=chosen, match=parse_match(filters))

@@ -5,10 +5,13 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass
 
+from ..faults.match import MATCH_FORMAT, NO_MATCH
 from . import libbpf
 
-# struct fi_config { u64 seed, deadline_ns, threshold; u32 param, flags; }
-CONFIG_FORMAT = struct.Struct("<QQQII")
+# struct fi_config { u64 seed, deadline_ns, threshold; u32 param, flags; struct fi_match match; }
+# padded to 8 bytes (the u64 alignment), as the compiler lays it out
+_HEAD = struct.Struct("<QQQII")
+CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + 7) // 8 * 8
 CFG_ACTIVE = 1
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
 MAP_NAMES = ("fi_config", "fi_counters", "fi_flows")
@@ -22,15 +25,17 @@ class Config:
     threshold: int
     param: int = 0
     active: bool = True
+    match: bytes = NO_MATCH.pack()   # struct fi_match, see faults/match.py
 
     def pack(self) -> bytes:
-        return CONFIG_FORMAT.pack(self.seed, self.deadline_ns, self.threshold, self.param,
-                                  CFG_ACTIVE if self.active else 0)
+        head = _HEAD.pack(self.seed, self.deadline_ns, self.threshold, self.param, CFG_ACTIVE if self.active else 0)
+        return (head + self.match).ljust(CONFIG_SIZE, b"\0")
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Config":
-        seed, deadline, threshold, param, flags = CONFIG_FORMAT.unpack(raw[: CONFIG_FORMAT.size])
-        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE))
+        seed, deadline, threshold, param, flags = _HEAD.unpack(raw[: _HEAD.size])
+        match = raw[_HEAD.size: _HEAD.size + MATCH_FORMAT.size]
+        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match)
 
 
 def write_config(fd: int, cfg: Config) -> None:
@@ -38,7 +43,7 @@ def write_config(fd: int, cfg: Config) -> None:
 
 
 def read_config(fd: int) -> Config:
-    return Config.unpack(libbpf.map_lookup(fd, KEY0, CONFIG_FORMAT.size))
+    return Config.unpack(libbpf.map_lookup(fd, KEY0, CONFIG_SIZE))
 
 
 def read_counters(fd: int) -> dict[str, int]:

@@ -13,7 +13,8 @@ def load(spec: FaultSpec, seed: int, deadline_ns: int = 0) -> libbpf.LoadedObjec
     obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES)
     try:
         maps.write_config(obj.map_fds["fi_config"],
-                          maps.Config(seed=seed, deadline_ns=deadline_ns, threshold=spec.threshold))
+                          maps.Config(seed=seed, deadline_ns=deadline_ns, threshold=spec.threshold,
+                                      match=spec.match.pack()))
     except BaseException:
         obj.close()
         raise

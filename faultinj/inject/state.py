@@ -57,10 +57,15 @@ class Record:
     # forward (set) or finishes it (clear).
     pending: str | None = None
     pid: int | None = None
+    match: list = field(default_factory=list)   # filter words, [[key, value], ...]
+
+    @property
+    def filters(self) -> str:
+        return "".join(f",{k}={v}" for k, v in self.match)
 
     @property
     def spec(self) -> str:
-        return f"{self.fault}={self.value}@{self.hook}"
+        return f"{self.fault}={self.value}{self.filters}@{self.hook}"
 
     @property
     def where(self) -> str:

@@ -1,0 +1,158 @@
+"""Match filters common to every fault: `drop=10%,proto=tcp,dport=443,dst=10.0.0.0/24`.
+
+Pure Python: parse the filter words, and pack them as `struct fi_match`
+(bpf/lib/fault.h) for the config map, so filters change without a reload.
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+import socket
+import struct
+from dataclasses import dataclass, field
+
+from ..errors import SpecError
+
+# bits of fi_match.fields
+SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN = (1 << i for i in range(9))
+PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ece": 0x40,
+                 "cwr": 0x80}
+KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan")
+# struct fi_match: u32 fields; u8 proto, tcp_set, tcp_clear, pad; u16 sport lo/hi, dport lo/hi, vlan, pad;
+# then src, src_mask, dst, dst_mask as 16 bytes each (network order, as in the packet)
+MATCH_FORMAT = struct.Struct("<IBBBxHHHHHxx16s16s16s16s")
+
+
+@dataclass(frozen=True)
+class Match:
+    words: tuple[tuple[str, str], ...] = ()      # what the user wrote, in order
+    fields: int = 0
+    proto: int = 0
+    tcp_set: int = 0
+    tcp_clear: int = 0
+    sport: tuple[int, int] = (0, 0)
+    dport: tuple[int, int] = (0, 0)
+    vlan: int = 0
+    src: tuple[bytes, bytes] = (b"", b"")        # address, mask (packed)
+    dst: tuple[bytes, bytes] = (b"", b"")
+    meta: dict = field(default_factory=dict, compare=False)
+
+    def __str__(self) -> str:
+        return "".join(f",{k}={v}" for k, v in self.words)
+
+    def pack(self) -> bytes:
+        def pad(b: bytes) -> bytes:
+            return b.ljust(16, b"\0")
+
+        return MATCH_FORMAT.pack(self.fields, self.proto, self.tcp_set, self.tcp_clear, *self.sport, *self.dport,
+                                 self.vlan, pad(self.src[0]), pad(self.src[1]), pad(self.dst[0]), pad(self.dst[1]))
+
+
+def _ports(key: str, text: str) -> tuple[int, int]:
+    lo, dash, hi = text.partition("-")
+    try:
+        a, b = int(lo), int(hi) if dash else int(lo)
+    except ValueError:
+        a, b = -1, -1
+    if not (0 <= a <= b <= 65535):
+        raise SpecError(f"{key}={text}: give a port 0..65535 or a range LOW-HIGH (e.g. {key}=443 or {key}=1024-2047)")
+    return a, b
+
+
+def _net(key: str, text: str):
+    try:
+        return ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        raise SpecError(f"{key}={text}: give an address or a network, e.g. {key}=10.0.0.0/24 or {key}=fd00::/64") from None
+
+
+def _proto(text: str) -> int:
+    t = text.lower()
+    if t in PROTOS:
+        return PROTOS[t]
+    try:
+        n = int(t)
+    except ValueError:
+        n = 0
+    if not 1 <= n <= 255:
+        raise SpecError(f"proto={text}: give {', '.join(PROTOS)} or a protocol number 1..255")
+    return n
+
+
+def _flags(text: str) -> tuple[int, int]:
+    """'+syn-ack' -> (present, absent) bit sets."""
+    present = absent = 0
+    i = 0
+    t = text.lower()
+    if not t or t[0] not in "+-":
+        raise SpecError(f"flags={text}: give +FLAG (present) and -FLAG (absent), e.g. flags=+syn-ack")
+    while i < len(t):
+        sign = t[i]
+        j = i + 1
+        while j < len(t) and t[j] not in "+-":
+            j += 1
+        name = t[i + 1:j]
+        if sign not in "+-" or name not in TCP_FLAG_BITS:
+            raise SpecError(f"flags={text}: unknown flag '{name}'; flags: {', '.join(TCP_FLAG_BITS)}")
+        if sign == "+":
+            present |= TCP_FLAG_BITS[name]
+        else:
+            absent |= TCP_FLAG_BITS[name]
+        i = j
+    if present & absent:
+        raise SpecError(f"flags={text}: a flag cannot be both present and absent")
+    return present, absent
+
+
+def parse_match(items: list[str]) -> Match:
+    """['proto=tcp', 'dport=443'] -> Match."""
+    kw: dict = {"fields": 0}
+    words = []
+    family = None
+    for item in items:
+        key, eq, value = item.partition("=")
+        key, value = key.strip().lower(), value.strip()
+        if key not in KEYS:
+            near = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
+            hint = f" (did you mean '{near[0]}'?)" if near else ""
+            raise SpecError(f"unknown filter '{key}'{hint}; filters: {', '.join(KEYS)}")
+        if not eq or not value:
+            raise SpecError(f"filter '{key}' needs a value: {key}=VALUE")
+        if key in dict(words):
+            raise SpecError(f"filter '{key}' given twice")
+        words.append((key, value))
+        if key in ("src", "dst"):
+            net = _net(key, value)
+            if family and family != net.version:
+                raise SpecError("src and dst must both be IPv4 or both IPv6")
+            family = net.version
+            bit = {("src", 4): SRC4, ("src", 6): SRC6, ("dst", 4): DST4, ("dst", 6): DST6}[(key, net.version)]
+            kw["fields"] |= bit
+            kw[key] = (net.network_address.packed, net.netmask.packed)
+        elif key == "proto":
+            kw["fields"] |= PROTO
+            kw["proto"] = _proto(value)
+        elif key in ("sport", "dport"):
+            kw["fields"] |= SPORT if key == "sport" else DPORT
+            kw[key] = _ports(key, value)
+        elif key == "flags":
+            kw["fields"] |= TCP_FLAGS
+            kw["tcp_set"], kw["tcp_clear"] = _flags(value)
+        elif key == "vlan":
+            try:
+                vid = int(value)
+            except ValueError:
+                vid = -1
+            if not 0 <= vid <= 4095:
+                raise SpecError(f"vlan={value}: give a VLAN id 0..4095")
+            kw["fields"] |= VLAN
+            kw["vlan"] = vid
+    if "proto" in kw and kw["proto"] not in (6, 17) and kw["fields"] & (SPORT | DPORT):
+        raise SpecError("sport/dport filter TCP or UDP: proto must be tcp or udp (or left out)")
+    return Match(words=tuple(words), **kw)
+
+
+NO_MATCH = Match()
+__all__ = ["Match", "parse_match", "NO_MATCH", "MATCH_FORMAT", "socket"]
