@@ -408,3 +408,31 @@ def test_psh_and_ttl_respect_filters():
         assert run(obj, PONG4)[1] == bytes(PONG4)
     with loaded(f"ttl-pong,src={B}") as obj:
         assert run(obj, PONG4)[1] != bytes(PONG4)
+
+
+# ---- first-psh -------------------------------------------------------------------------
+
+def _seg(seq, flags="A", sport=1000, data=b"x" * 10):
+    return bytes(Ether(**E) / IP(src=A, dst=B) / TCP(sport=sport, dport=80, seq=seq, flags=flags) / data)
+
+
+def test_first_psh_marks_the_first_data_segment_of_each_connection():
+    frames = [_seg(0, "S", data=b""), _seg(1), _seg(11), _seg(1), _seg(21),       # conn 1, with a retransmission
+              _seg(100, sport=2000), _seg(110, sport=2000),                        # conn 2
+              _seg(0, "S", data=b""), _seg(500), _seg(510),                        # conn 1's flow, reused
+              _seg(600, "PA", sport=3000), _seg(610, sport=3000)]                  # already PSH: nothing to do
+    want_psh = [False, True, False, True, False, True, False, False, True, False, True, False]
+    with loaded("first-psh") as obj:
+        outs = [run(obj, f)[1] for f in frames]
+        c = counters(obj)
+    assert [bool(Ether(o)[TCP].flags & PSH) for o in outs] == want_psh
+    for o in outs:
+        assert l4_checksum_ok(o, TCP)
+    assert c["matched"] == 5 and c["acted"] == 4
+
+
+def test_first_psh_probability_zero_and_filters():
+    with loaded("first-psh=0") as obj:
+        assert run(obj, _seg(1))[1] == _seg(1)
+    with loaded("first-psh,dport=81") as obj:
+        assert run(obj, _seg(1))[1] == _seg(1)

@@ -248,3 +248,12 @@ def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path)
     with pytest.raises(EnvironmentProblem, match="Open vSwitch"):
         run(loads(text, "ovs.yaml"), pcap_dir=str(tmp_path))
     assert set(list_netns()) == before
+
+
+def test_first_segments_check_fails_without_the_fault(tmp_path):
+    text = (ROOT / "scenarios" / "ovs-first-psh.yaml").read_text()
+    text = text.replace("  - {name: firstpsh, spec: first-psh, host: vm1, interface: eth0, seed: 1}\n", "")
+    text = text.replace("faults:\n", "faults: []\n").replace("  - counter: {fault: firstpsh, counter: acted, equals: 20}\n", "")
+    report = run(loads(text, "nofault.yaml"), pcap_dir=str(tmp_path))
+    [check] = [c for c in report.checks if c.name.startswith("first_segments")]
+    assert not check.ok and check.observed.endswith("of 20 connections")

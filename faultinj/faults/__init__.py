@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from . import drop, psh_ratio, ttl_pong
+from . import drop, first_psh, psh_ratio, ttl_pong
 from .base import HOOK_ALIASES, HOOKS, FaultType
 from .match import NO_MATCH, Match, parse_match
 
-CATALOGUE: dict[str, FaultType] = {m.FAULT.name: m.FAULT for m in (ttl_pong, psh_ratio, drop)}
+CATALOGUE: dict[str, FaultType] = {m.FAULT.name: m.FAULT for m in (ttl_pong, psh_ratio, drop, first_psh)}
 
 __all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec", "get_fault",
            "parse_hook"]

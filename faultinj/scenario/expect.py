@@ -89,4 +89,24 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         natural = len(base) - c.get("matched", 0)
         return equal_check(f"counters_match_capture: {prm['having']} at {prm['capture']} = "
                            f"(not eligible) + acted by {prm['fault']}", hit, natural + c.get("acted", 0))
+    if k == "first_segments":
+        # per TCP connection (5-tuple, one direction), the data segment with the lowest sequence number
+        first: dict[tuple, Packet] = {}
+        for p in data.packets.get(prm["capture"], []):
+            if p.tcp_flags is None or not p.payload_len:
+                continue
+            conn = (p.src, p.dst, p.sport, p.dport)
+            if conn not in first or _seq_before(p.seq, first[conn].seq):
+                first[conn] = p
+        having = compile_predicate(prm["having"])
+        hit = sum(1 for p in first.values() if having(p))
+        want = prm.get("connections", len(first))
+        return Check(f"first_segments: {prm['having']} on the first data segment of each connection at "
+                     f"{prm['capture']}", len(first) == want and hit == want and want > 0,
+                     f"{hit} of {len(first)} connections", f"all {want}")
     raise AssertionError(f"unhandled expectation {k}")
+
+
+def _seq_before(a: int, b: int) -> bool:
+    """TCP sequence order, with wrap-around."""
+    return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF

@@ -63,7 +63,10 @@ def _run_traffic(t: TrafficEntry, scn: Scenario, topo: Topology):
     if t.kind == "ping":
         return traffic.ping(src, dst, p["count"], p["interval"], p["size"], p["timeout"])
     if t.kind == "tcp":
-        return traffic.tcp_transfer(src, dst_ns, dst, p["bytes"], port=p["port"], seed=p["seed"])
+        results = [traffic.tcp_transfer(src, dst_ns, dst, p["bytes"], port=p["port"], seed=p["seed"] + i)
+                   for i in range(p["connections"])]
+        return traffic.TcpResult(sum(r.sent for r in results), sum(r.received for r in results),
+                                 all(r.intact for r in results), sum(r.seconds for r in results))
     return traffic.udp_stream(src, dst_ns, dst, p["count"], size=p["size"], rate_pps=p["rate"], sport=p["sport"],
                               dport=p["dport"])
 

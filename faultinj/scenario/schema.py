@@ -220,10 +220,11 @@ EXPECT_KINDS = {
     "count": ({"capture"}, {"of", "equals", "min", "max"}),
     "counter": ({"fault", "counter"}, {"equals", "min", "max"}),
     "counters_match_capture": ({"fault", "capture", "having"}, {"of"}),
+    "first_segments": ({"capture", "having"}, {"connections"}),
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
-    "tcp": ({"from", "to"}, {"bytes", "port", "v6", "seed"}),
+    "tcp": ({"from", "to"}, {"bytes", "port", "v6", "seed", "connections"}),
     "udp": ({"from", "to"}, {"count", "size", "rate", "sport", "dport", "v6"}),
     "command": ({"host", "run"}, {"timeout"}),
 }
@@ -419,6 +420,7 @@ def _traffic(ctx, t, i, hosts) -> TrafficEntry:
         out["bytes"] = size
         out["port"] = _pos_int(ctx, params, "port", w, 5201, 1, 65535)
         out["seed"] = ctx.typed(params, "seed", int, w, 1)
+        out["connections"] = _pos_int(ctx, params, "connections", w, 1, 1, 1000)
     elif kind == "udp":
         out["count"] = _pos_int(ctx, params, "count", w, 10000, 1, 10_000_000)
         out["size"] = _pos_int(ctx, params, "size", w, 64, 4, 65000)
@@ -467,6 +469,8 @@ def _expect(ctx, e, refs, traffic) -> ExpectEntry:
     for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host")):
         if key in params:
             ctx.ref(params, key, refs[what], what, kind)
+    if kind == "first_segments" and "connections" in params:
+        _pos_int(ctx, params, "connections", kind, 1, 1, 10**6)
     for key in ("of", "having"):
         if key in params:
             try:

@@ -1,0 +1,78 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* first-psh: PSH on the first data segment of every TCP connection — the
+ * field bug of the seed article (OVS reordered exactly those segments).
+ *
+ * Per-connection state in an LRU map keyed by the flow hash: the sequence
+ * number of the connection's first data segment. A retransmission of that
+ * segment gets PSH too; a SYN on the flow starts a new connection. The unit
+ * is the packet at the hook: with GSO, set the link's gso_max_segs to 1, or
+ * the PSH lands on the last wire segment of the first super-packet. */
+#include "lib/fault.h"
+#include "lib/csum.h"
+
+struct fi_conn {
+	__u32 first_seq;
+	__u32 hit;   /* 1: this connection was drawn to get PSH */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct fi_conn);
+} fi_conns SEC(".maps");
+
+SEC(FI_SEC)
+int first_psh(fi_ctx_t *ctx)
+{
+	struct fi_config *cfg;
+	struct fi_conn *conn, fresh = {};
+	struct fi_pkt pkt;
+	struct tcphdr *th;
+	void *data_end;
+	__u64 key;
+	__u32 seq, hlen;
+	__be16 old_word, new_word;
+
+	cfg = fi_config_get();
+	if (!cfg)
+		return FI_PASS;
+	fi_pull_headers(ctx);
+	if (fi_parse(ctx, &pkt) != 0 || pkt.l4_proto != IPPROTO_TCP || !fi_match(cfg, &pkt))
+		return FI_PASS;
+	data_end = fi_data_end(ctx);
+	th = pkt.l4;
+	if ((void *)(th + 1) > data_end)
+		return FI_PASS;
+	hlen = th->doff * 4;
+	if (hlen < sizeof(*th))
+		return FI_PASS;
+	key = fi_flow_hash(&pkt.flow);
+	if (th->flags & TCP_FLAG_SYN) {  /* a new connection on this flow */
+		bpf_map_delete_elem(&fi_conns, &key);
+		return FI_PASS;
+	}
+	if (pkt.l4_len <= hlen || (th->flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+		return FI_PASS;
+	seq = bpf_ntohl(th->seq);
+	conn = bpf_map_lookup_elem(&fi_conns, &key);
+	if (!conn) {
+		fresh.first_seq = seq;
+		fresh.hit = fi_decide(cfg, &pkt);
+		bpf_map_update_elem(&fi_conns, &key, &fresh, BPF_NOEXIST);
+		conn = bpf_map_lookup_elem(&fi_conns, &key);
+		if (!conn)
+			return FI_PASS;
+	}
+	if (conn->first_seq != seq)
+		return FI_PASS;
+	fi_count(FI_MATCHED);
+	if (!conn->hit || (th->flags & TCP_FLAG_PSH))
+		return FI_PASS;
+	old_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
+	th->flags |= TCP_FLAG_PSH;
+	new_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
+	fi_l4_csum_replace2(ctx, &th->check, pkt.l4_off + 16, old_word, new_word, 0);
+	fi_count(FI_ACTED);
+	return FI_PASS;
+}
