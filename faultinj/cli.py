@@ -365,6 +365,38 @@ def verify(
 
 @app.command()
 @_boundary
+def replay(
+    capture: str = typer.Argument(..., help="Input pcap (Ethernet)."),
+    specs: list[str] = typer.Argument(..., help="One or more fault specs, run in order."),
+    out: str = typer.Option(..., "--out", "-o", help="Where to write what would leave the hook."),
+    seed: Optional[int] = typer.Option(None, help="Seed (default: random, shown)."),
+    as_json: bool = JsonOpt,
+):
+    """Run faults over a capture offline (BPF_PROG_TEST_RUN): dropped packets omitted, changed ones rewritten."""
+    from .api import check_seed
+    from .inject import caps
+    from .inject.replay import replay as do_replay
+
+    seed = check_seed(seed)
+    caps.require_privileges()
+    res = do_replay(capture, specs, out, seed=seed)
+    if as_json:
+        _print_json(res.to_json())
+        return
+    typer.echo(f"{res.packets} packets in, {res.written} written to {out} (seed {res.seed}): "
+               f"{len(res.dropped)} dropped, {len(res.changed)} changed")
+    for spec, c in res.counters.items():
+        typer.echo(f"  {spec}: seen {c['seen']}, matched {c['matched']}, acted {c['acted']}")
+    if res.dropped:
+        typer.echo(f"  dropped (packet numbers from 1): {', '.join(str(i + 1) for i in res.dropped[:30])}"
+                   + (" ..." if len(res.dropped) > 30 else ""))
+    if res.changed:
+        typer.echo(f"  changed: {', '.join(str(i + 1) for i in res.changed[:30])}"
+                   + (" ..." if len(res.changed) > 30 else ""))
+
+
+@app.command()
+@_boundary
 def doctor(as_json: bool = JsonOpt):
     """What this machine can do: privileges, BPF, hooks, toolchain; probed in a throw-away namespace."""
     from .inject import doctor as doc

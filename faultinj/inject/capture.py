@@ -115,10 +115,6 @@ class Capture:
 
 
 def write_pcap(path: str, frames: list[Frame], snaplen: int) -> None:
-    """Classic pcap (microsecond timestamps, LINKTYPE_ETHERNET)."""
-    with open(path, "wb") as f:
-        f.write(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, snaplen, 1))
-        for fr in frames:
-            sec, nsec = divmod(fr.ts_ns, 1_000_000_000)
-            f.write(struct.pack("<IIII", sec, nsec // 1000, len(fr.data), fr.length))
-            f.write(fr.data)
+    from ..pcap import write
+
+    write(path, frames, snaplen)
