@@ -18,7 +18,7 @@ int drop(fi_ctx_t *ctx)
 	if (!fi_match(cfg, &pkt))
 		return FI_PASS;
 	fi_count(FI_MATCHED);
-	if (!fi_decide(cfg, &pkt))
+	if (!fi_decide(cfg, &pkt, NULL))
 		return FI_PASS;
 	fi_count(FI_ACTED);
 	return FI_DROP;

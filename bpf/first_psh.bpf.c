@@ -58,7 +58,7 @@ int first_psh(fi_ctx_t *ctx)
 	conn = bpf_map_lookup_elem(&fi_conns, &key);
 	if (!conn) {
 		fresh.first_seq = seq;
-		fresh.hit = fi_decide(cfg, &pkt);
+		fresh.hit = fi_decide(cfg, &pkt, NULL);
 		bpf_map_update_elem(&fi_conns, &key, &fresh, BPF_NOEXIST);
 		conn = bpf_map_lookup_elem(&fi_conns, &key);
 		if (!conn)

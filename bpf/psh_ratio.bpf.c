@@ -38,7 +38,7 @@ int psh_ratio(fi_ctx_t *ctx)
 	if (!fi_match(cfg, &pkt))
 		return FI_PASS;
 	fi_count(FI_MATCHED);
-	if (!fi_decide(cfg, &pkt))
+	if (!fi_decide(cfg, &pkt, NULL))
 		return FI_PASS;
 
 	/* data offset and flags form one 16-bit word at byte 12 */

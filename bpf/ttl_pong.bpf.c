@@ -32,10 +32,7 @@ int ttl_pong(fi_ctx_t *ctx)
 		if (ie->type != ICMP_ECHOREPLY || iph->ttl == 0)
 			return FI_PASS;
 		fi_count(FI_MATCHED);
-		if (cfg->threshold == 0)
-			return FI_PASS;
-		draw = fi_draw(cfg, &pkt);
-		if (!fi_chance(cfg, draw))
+		if (!fi_decide(cfg, &pkt, &draw))
 			return FI_PASS;
 		old_ttl = iph->ttl;
 		new_ttl = (__u32)draw % old_ttl + 1;
@@ -53,10 +50,7 @@ int ttl_pong(fi_ctx_t *ctx)
 		if (ie->type != ICMPV6_ECHO_REPLY || ip6h->hop_limit == 0)
 			return FI_PASS;
 		fi_count(FI_MATCHED);
-		if (cfg->threshold == 0)
-			return FI_PASS;
-		draw = fi_draw(cfg, &pkt);
-		if (!fi_chance(cfg, draw))
+		if (!fi_decide(cfg, &pkt, &draw))
 			return FI_PASS;
 		ip6h->hop_limit = (__u32)draw % ip6h->hop_limit + 1;
 		fi_count(FI_ACTED);

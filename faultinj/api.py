@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
-from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec
+from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
 from .inject import attach, caps, libbpf, maps, netns, program, state
 
 TC_MODES = ("cls_bpf", "matchall")
@@ -314,9 +314,12 @@ def _write_config(rec: state.Record) -> None:
     fd = libbpf.obj_get(f"{rec.pin_dir}/fi_config")
     try:
         cfg = maps.read_config(fd)
-        cfg.threshold = get_fault(rec.fault).threshold(rec.value)
+        fault = get_fault(rec.fault)
+        match = parse_match([f"{k}={v}" for k, v in rec.match])
+        cfg.threshold = rate_threshold(fault, rec.value, match)
+        cfg.param = fault.param(rec.value)
         cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
-        cfg.match = parse_match([f"{k}={v}" for k, v in rec.match]).pack()
+        cfg.match = match.pack()
         maps.write_config(fd, cfg)
     finally:
         os.close(fd)

@@ -101,7 +101,7 @@ def test_seeds():
 def test_filters_parse_and_show(text, shown):
     spec = parse_spec(text)
     assert str(spec) == shown
-    assert len(spec.match.pack()) == 84
+    assert len(spec.match.pack()) == 88
 
 
 @pytest.mark.parametrize("text,needle", [

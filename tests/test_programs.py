@@ -436,3 +436,50 @@ def test_first_psh_probability_zero_and_filters():
         assert run(obj, _seg(1))[1] == _seg(1)
     with loaded("first-psh,dport=81") as obj:
         assert run(obj, _seg(1))[1] == _seg(1)
+
+
+# ---- ttl, dscp, ecn-ce (one program rewriting one IP header field) ------------------------
+
+UDP4 = Ether(**E) / IP(src=A, dst=B, ttl=64, tos=0x01) / UDP(sport=7, dport=9) / b"x"     # ECT(1)
+UDP6 = Ether(**E) / IPv6(src="fd00::1", dst="fd00::2", hlim=64, tc=0x02) / UDP(sport=7, dport=9) / b"x"
+
+
+@pytest.mark.parametrize("spec,v4,v6", [
+    ("ttl=1", {"ttl": 1, "tos": 0x01}, {"hlim": 1, "tc": 0x02}),
+    ("ttl=-2", {"ttl": 62, "tos": 0x01}, {"hlim": 62, "tc": 0x02}),
+    ("ttl=-200", {"ttl": 0, "tos": 0x01}, {"hlim": 0, "tc": 0x02}),
+    ("dscp=46", {"ttl": 64, "tos": 46 << 2 | 0x01}, {"hlim": 64, "tc": 46 << 2 | 0x02}),
+    ("ecn-ce", {"ttl": 64, "tos": 0x03}, {"hlim": 64, "tc": 0x03}),
+])
+@pytest.mark.parametrize("hook", ["xdp", "egress"])
+def test_ip_rewrites(spec, v4, v6, hook):
+    with loaded(f"{spec}@{hook}") as obj:
+        out4 = Ether(run(obj, UDP4)[1])
+        out6 = Ether(run(obj, UDP6)[1])
+    assert {k: getattr(out4[IP], k) for k in v4} == v4
+    assert ip_checksum_ok(bytes(out4))
+    assert l4_checksum_ok(bytes(out4), UDP)
+    assert {k: getattr(out6[IPv6], k) for k in v6} == v6
+    assert l4_checksum_ok(bytes(out6), UDP)  # neither TC nor hop limit is in the pseudo header
+    assert out6[IPv6].fl == Ether(bytes(UDP6))[IPv6].fl
+
+
+def test_ecn_ce_leaves_not_ect_alone():
+    not_ect = Ether(**E) / IP(src=A, dst=B, tos=0xB8) / UDP() / b"x"
+    with loaded("ecn-ce") as obj:
+        assert run(obj, not_ect)[1] == bytes(not_ect)
+        assert counters(obj) == {"seen": 1, "matched": 0, "acted": 0}
+
+
+def test_rate_modifier_for_a_fault_whose_value_is_not_a_rate():
+    frame = bytes(UDP4)
+    with loaded("ttl=1,p=0.25", seed=8) as obj:
+        hit = sum(Ether(run(obj, frame)[1])[IP].ttl == 1 for _ in range(8000))
+    assert stats.binomial_consistent(hit, 8000, 0.25)
+
+
+def test_nth_acts_on_the_kth_packet_of_each_flow():
+    flows = [bytes(Ether(**E) / IP(src=A, dst=B) / UDP(sport=1000 + i, dport=53) / b"q") for i in range(4)]
+    with loaded("drop=100%,nth=3@xdp") as obj:
+        verdicts = [[run(obj, f)[0] for f in flows] for _ in range(6)]  # interleaved flows
+    assert [[v == XDP_DROP for v in row] for row in verdicts] == [[k == 2] * 4 for k in range(6)]

@@ -257,3 +257,30 @@ def test_first_segments_check_fails_without_the_fault(tmp_path):
     report = run(loads(text, "nofault.yaml"), pcap_dir=str(tmp_path))
     [check] = [c for c in report.checks if c.name.startswith("first_segments")]
     assert not check.ok and check.observed.endswith("of 20 connections")
+
+
+def test_ttl_and_nth_end_to_end(tmp_path):
+    text = """\
+name: ttlnth
+lab:
+  hosts: [vm1, vm2]
+  links:
+    - ends: [vm1, vm2]
+      vm1: {ipv4: 10.22.0.1/24}
+      vm2: {ipv4: 10.22.0.2/24}
+faults:
+  - {name: ttl1, spec: "ttl=1,proto=icmp", host: vm1, interface: eth0}
+  - {name: third, spec: "drop=100%,proto=udp,nth=3", host: vm1, interface: eth0}
+traffic:
+  - {name: pings, ping: {from: vm1, to: vm2, count: 50, interval: 0.005}}
+  - {name: stream, udp: {from: vm1, to: vm2, count: 200}}
+capture:
+  - {name: rx, host: vm2, interface: eth0, direction: in}
+expect:
+  - exit_code: pings
+  - count: {capture: rx, of: echo_request and ttl == 1, equals: 50}
+  - count: {capture: rx, of: udp, equals: 199}
+  - counter: {fault: third, counter: acted, equals: 1}
+"""
+    report = run(loads(text, "ttlnth.yaml"), pcap_dir=str(tmp_path))
+    assert report.ok, [f"{c.name}: {c.observed} vs {c.expected}" for c in report.checks if not c.ok] + report.errors

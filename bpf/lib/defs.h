@@ -22,6 +22,10 @@ typedef __u64 __be64;
 typedef __u16 __sum16;
 typedef __u32 __wsum;
 
+#ifndef NULL
+#define NULL ((void *)0)
+#endif
+
 /* linux/bpf.h: the context structs (field offsets are checked by the verifier) */
 struct __sk_buff {
 	__u32 len;

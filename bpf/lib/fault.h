@@ -22,6 +22,7 @@ struct fi_match {
 	__u16 pad2;
 	__u32 src[4], src_mask[4]; /* IPv4 in src[0] (with FI_M_SRC4), or IPv6 (FI_M_SRC6) */
 	__u32 dst[4], dst_mask[4];
+	__u32 nth;                 /* act only on the nth packet of each flow (1-based); 0: any */
 };
 
 #define FI_M_SRC4 (1 << 0)
@@ -185,17 +186,18 @@ static __always_inline __u64 fi_flow_hash(const struct fi_flow *f)
 /* The next 64-bit draw of this packet's flow, from the seed. The high half
  * decides whether to act (fi_chance); the low half is free for the fault's
  * own choice (a TTL, a bit position). */
-static __always_inline __u64 fi_draw(const struct fi_config *cfg, const struct fi_pkt *pkt)
+/* The flow's next packet index: 0 for the first packet of the flow this
+ * fault draws for. Shared by all CPUs (an atomic add). */
+static __always_inline __u64 fi_next_index(__u64 flow)
 {
-	__u64 zero = 0, idx, *n, flow = fi_flow_hash(&pkt->flow);
+	__u64 zero = 0, *n;
 
 	n = bpf_map_lookup_elem(&fi_flows, &flow);
 	if (!n) {
 		bpf_map_update_elem(&fi_flows, &flow, &zero, BPF_NOEXIST);
 		n = bpf_map_lookup_elem(&fi_flows, &flow);
 	}
-	idx = n ? __sync_fetch_and_add(n, 1) : 0;
-	return fi_mix64(cfg->seed ^ fi_mix64(flow + idx * 0x9e3779b97f4a7c15ULL));
+	return n ? __sync_fetch_and_add(n, 1) : 0;
 }
 
 static __always_inline int fi_chance(const struct fi_config *cfg, __u64 draw)
@@ -203,15 +205,28 @@ static __always_inline int fi_chance(const struct fi_config *cfg, __u64 draw)
 	return (draw >> 32) < cfg->threshold;
 }
 
-/* Act on this packet? Probability 0 and 1 need no draw: an idle fault costs
- * no map lookup, and its flows' streams start when it is given a ratio. */
-static __always_inline int fi_decide(const struct fi_config *cfg, const struct fi_pkt *pkt)
+/* Act on this packet? The high half of the flow's next draw decides (or the
+ * packet's index in its flow, with nth); `draw`, when not NULL, receives the
+ * draw so the fault can take its own choice (a TTL) from the low half.
+ * Probability 0, and 1 without nth or a value to draw, need no map lookup:
+ * an idle fault costs nothing, and its flows' streams start when it is given
+ * a ratio. */
+static __always_inline int fi_decide(const struct fi_config *cfg, const struct fi_pkt *pkt, __u64 *draw)
 {
+	__u64 flow, idx, d;
+
 	if (cfg->threshold == 0)
 		return 0;
-	if (cfg->threshold >= FI_ALWAYS)
+	if (cfg->threshold >= FI_ALWAYS && !cfg->match.nth && !draw)
 		return 1;
-	return fi_chance(cfg, fi_draw(cfg, pkt));
+	flow = fi_flow_hash(&pkt->flow);
+	idx = fi_next_index(flow);
+	d = fi_mix64(cfg->seed ^ fi_mix64(flow + idx * 0x9e3779b97f4a7c15ULL));
+	if (draw)
+		*draw = d;
+	if (cfg->match.nth && idx + 1 != cfg->match.nth)
+		return 0;
+	return fi_chance(cfg, d);
 }
 
 char _license[] SEC("license") = "GPL";

@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from . import drop, first_psh, psh_ratio, ttl_pong
-from .base import HOOK_ALIASES, HOOKS, FaultType
+from . import drop, first_psh, ip_rewrite, psh_ratio, ttl_pong
+from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, probability_threshold
 from .match import NO_MATCH, Match, parse_match
 
-CATALOGUE: dict[str, FaultType] = {m.FAULT.name: m.FAULT for m in (ttl_pong, psh_ratio, drop, first_psh)}
+CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio.FAULT, drop.FAULT, first_psh.FAULT,
+                                                         *ip_rewrite.FAULTS)}
 
 __all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec", "get_fault",
-           "parse_hook"]
+           "parse_hook", "rate_threshold"]
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,21 @@ class FaultSpec:
 
     @property
     def threshold(self) -> int:
-        return self.fault.threshold(self.value)
+        return rate_threshold(self.fault, self.value, self.match)
+
+    @property
+    def param(self) -> int:
+        return self.fault.param(self.value)
 
     def __str__(self) -> str:
         return f"{self.fault.name}={self.value}{self.match}@{self.hook}"
+
+
+def rate_threshold(fault: FaultType, value, match: Match) -> int:
+    """The draw's threshold: from the value where it is a rate, else from p=/ratio= (default: always)."""
+    if fault.threshold is not None:
+        return fault.threshold(value)
+    return ALWAYS if match.probability is None else probability_threshold(match.probability)
 
 
 def _suggest(word: str, choices) -> str:
@@ -94,4 +106,8 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
     chosen = chosen or fault.default_hook
     if chosen not in fault.hooks:
         raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}")
-    return FaultSpec(fault=fault, value=value, hook=chosen, match=parse_match(filters))
+    match = parse_match(filters)
+    if match.probability is not None and fault.threshold is not None:
+        raise SpecError(f"{fault.name} takes its rate as its value ({fault.name}={fault.value.name}); "
+                        "p= and ratio= are for faults whose value is something else (ttl, dscp)")
+    return FaultSpec(fault=fault, value=value, hook=chosen, match=match)

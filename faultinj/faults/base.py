@@ -43,7 +43,10 @@ class FaultType:
     hooks: tuple[str, ...]        # where it may run, the default first
     value: Value
     unit: str                     # what "matched" counts, in the user's words
-    threshold: Callable[[Any], int]
+    # the value as a rate (a threshold for the draw); None: the value is something
+    # else (a TTL, a DSCP) and the rate comes from the p=/ratio= modifiers
+    threshold: Callable[[Any], int] | None
+    param: Callable[[Any], int] = lambda value: 0   # the config map's param word
 
     @property
     def default_hook(self) -> str:
@@ -62,6 +65,7 @@ class FaultType:
             "hooks": list(self.hooks),
             "default_hook": self.default_hook,
             "unit": self.unit,
+            "rate": "its value" if self.threshold else "p= or ratio= (default: every packet)",
             "program": f"bpf/{self.program}.bpf.c",
         }
 

@@ -19,10 +19,10 @@ SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN = (1 << i for i in 
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
 TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ece": 0x40,
                  "cwr": 0x80}
-KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan")
+KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan", "p", "ratio", "nth")
 # struct fi_match: u32 fields; u8 proto, tcp_set, tcp_clear, pad; u16 sport lo/hi, dport lo/hi, vlan, pad;
 # then src, src_mask, dst, dst_mask as 16 bytes each (network order, as in the packet)
-MATCH_FORMAT = struct.Struct("<IBBBxHHHHHxx16s16s16s16s")
+MATCH_FORMAT = struct.Struct("<IBBBxHHHHHxx16s16s16s16sI")   # ... then u32 nth
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,8 @@ class Match:
     vlan: int = 0
     src: tuple[bytes, bytes] = (b"", b"")        # address, mask (packed)
     dst: tuple[bytes, bytes] = (b"", b"")
+    nth: int = 0                                  # act on the nth packet of each flow only
+    probability: float | None = None              # p= / ratio=: the rate of faults whose value is not one
     meta: dict = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
@@ -47,7 +49,8 @@ class Match:
             return b.ljust(16, b"\0")
 
         return MATCH_FORMAT.pack(self.fields, self.proto, self.tcp_set, self.tcp_clear, *self.sport, *self.dport,
-                                 self.vlan, pad(self.src[0]), pad(self.src[1]), pad(self.dst[0]), pad(self.dst[1]))
+                                 self.vlan, pad(self.src[0]), pad(self.src[1]), pad(self.dst[0]), pad(self.dst[1]),
+                                 self.nth)
 
 
 def _ports(key: str, text: str) -> tuple[int, int]:
@@ -140,6 +143,20 @@ def parse_match(items: list[str]) -> Match:
         elif key == "flags":
             kw["fields"] |= TCP_FLAGS
             kw["tcp_set"], kw["tcp_clear"] = _flags(value)
+        elif key in ("p", "ratio"):
+            from .base import parse_probability, parse_ratio
+
+            if "probability" in kw:
+                raise SpecError("give p= or ratio=, not both")
+            kw["probability"] = parse_probability("p", value) if key == "p" else 1 / parse_ratio("ratio", value)
+        elif key == "nth":
+            try:
+                nth = int(value)
+            except ValueError:
+                nth = 0
+            if not 1 <= nth <= 2**32 - 1:
+                raise SpecError(f"nth={value}: give the packet number in its flow, 1 or more (nth=1: the first)")
+            kw["nth"] = nth
         elif key == "vlan":
             try:
                 vid = int(value)

@@ -1,0 +1,102 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* ttl, ecn-ce, dscp: rewrite one field of the IP header, IPv4 header
+ * checksum updated (IPv6 has none). The config's param says what:
+ * mode << 24 | value. */
+#include "lib/fault.h"
+#include "lib/csum.h"
+
+#define FI_RW_TTL_SET 1   /* TTL / hop limit := value */
+#define FI_RW_TTL_DEC 2   /* TTL / hop limit -= value, not below 0 */
+#define FI_RW_ECN_CE 3    /* ECN := CE (11), on ECN-capable packets only */
+#define FI_RW_DSCP 4      /* DSCP := value, ECN kept */
+
+static __always_inline __u8 fi_new_ttl(__u32 mode, __u32 value, __u8 ttl)
+{
+	if (mode == FI_RW_TTL_SET)
+		return value;
+	return ttl > value ? ttl - value : 0;
+}
+
+static __always_inline __u8 fi_new_tos(__u32 mode, __u32 value, __u8 tos)
+{
+	if (mode == FI_RW_ECN_CE)
+		return (tos & 0x03) ? tos | 0x03 : tos;
+	return (value << 2) | (tos & 0x03);
+}
+
+SEC(FI_SEC)
+int ip_rewrite(fi_ctx_t *ctx)
+{
+	struct fi_config *cfg;
+	struct fi_pkt pkt;
+	void *data_end;
+	__u32 mode, value;
+	int parsed;
+
+	cfg = fi_config_get();
+	if (!cfg)
+		return FI_PASS;
+	mode = cfg->param >> 24;
+	value = cfg->param & 0xFFFF;
+	fi_pull_headers(ctx);
+	parsed = fi_parse(ctx, &pkt);
+	/* a non-first fragment (parsed == 1) still has an IP header to rewrite */
+	if (parsed < 0 || (pkt.l3_proto != ETH_P_IP && pkt.l3_proto != ETH_P_IPV6) || !fi_match(cfg, &pkt))
+		return FI_PASS;
+	data_end = fi_data_end(ctx);
+
+	if (pkt.l3_proto == ETH_P_IP) {
+		struct iphdr *iph = pkt.l3;
+		__u8 *b = pkt.l3;
+		__u8 old, new;
+
+		if ((void *)(iph + 1) > data_end)
+			return FI_PASS;
+		if (mode == FI_RW_ECN_CE && !(iph->tos & 0x03))
+			return FI_PASS; /* not ECN-capable: CE would be a protocol violation */
+		fi_count(FI_MATCHED);
+		if (!fi_decide(cfg, &pkt, NULL))
+			return FI_PASS;
+		if (mode == FI_RW_TTL_SET || mode == FI_RW_TTL_DEC) {
+			old = iph->ttl;
+			new = fi_new_ttl(mode, value, old);
+			fi_csum_replace2(&iph->check, bpf_htons(((__u16)old << 8) | iph->protocol),
+					 bpf_htons(((__u16)new << 8) | iph->protocol));
+			iph->ttl = new;
+		} else {
+			old = iph->tos;
+			new = fi_new_tos(mode, value, old);
+			fi_csum_replace2(&iph->check, bpf_htons(((__u16)b[0] << 8) | old),
+					 bpf_htons(((__u16)b[0] << 8) | new));
+			iph->tos = new;
+		}
+		if (old != new)
+			fi_count(FI_ACTED);
+	} else {
+		struct ipv6hdr *ip6h = pkt.l3;
+		__u8 *b = pkt.l3;
+		__u8 tc, new;
+
+		if ((void *)(ip6h + 1) > data_end)
+			return FI_PASS;
+		tc = (b[0] & 0x0F) << 4 | b[1] >> 4;
+		if (mode == FI_RW_ECN_CE && !(tc & 0x03))
+			return FI_PASS;
+		fi_count(FI_MATCHED);
+		if (!fi_decide(cfg, &pkt, NULL))
+			return FI_PASS;
+		if (mode == FI_RW_TTL_SET || mode == FI_RW_TTL_DEC) {
+			new = fi_new_ttl(mode, value, ip6h->hop_limit);
+			if (new != ip6h->hop_limit)
+				fi_count(FI_ACTED);
+			ip6h->hop_limit = new;
+		} else {
+			new = fi_new_tos(mode, value, tc);
+			if (new != tc)
+				fi_count(FI_ACTED);
+			b[0] = (b[0] & 0xF0) | (new >> 4);
+			b[1] = (b[1] & 0x0F) | (new << 4);
+		}
+	}
+	return FI_PASS;
+}
