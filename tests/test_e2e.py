@@ -152,8 +152,21 @@ def test_tc_faults_on_one_hook_run_in_sequence(lab):
     first = faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
     second = faultinj.apply("psh-ratio=1", a.ifname, netns_name=a.netns)
     assert second.tc_prio > first.tc_prio
+    def quiet_counts():
+        # the two counters are read one after the other: wait for the link to go quiet
+        seen, end = None, time.monotonic() + 3
+        while time.monotonic() < end:
+            now = {s.record.id: s.counters["seen"] for s in faultinj.status()}
+            if now == seen:
+                break
+            seen = now
+            time.sleep(0.3)
+        return seen
+
+    before = quiet_counts()  # a stray packet may have passed between the two applies
     traffic.tcp_transfer(a.netns, lab.b.netns, lab.b.ip4, 1_000_000)
-    seen = {s.record.id: s.counters["seen"] for s in faultinj.status()}
+    after = quiet_counts()
+    seen = {i: after[i] - before[i] for i in after}
     assert seen[first.id] > 500 and seen[second.id] == seen[first.id]
 
 

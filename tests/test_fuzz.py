@@ -42,6 +42,7 @@ PROGRAMS = {  # spec -> verdicts meaning "passed" and "dropped"
     "first-psh@egress": (TC_UNSPEC, None),
     "ttl=-1@xdp": (XDP_PASS, None),
     "dscp=10@egress": (TC_UNSPEC, None),
+    "tcp-flags=+rst-ack@ingress": (TC_UNSPEC, None),
     "drop=50%@xdp": (XDP_PASS, XDP_DROP),
     "drop=50%@egress": (TC_UNSPEC, TC_STOLEN),
 }
@@ -113,14 +114,14 @@ def mutate(rng: random.Random, frame: bytes, max_flips: int = 4) -> bytes:
 def test_random_bytes(fuzzers):
     rng = random.Random(1)
     for f in fuzzers.values():
-        for _ in range(28_000):
+        for _ in range(25_000):
             f.check(rng.randbytes(rng.randint(0, 160)))
 
 
 def test_mutated_valid_frames(fuzzers):
     rng = random.Random(2)
     for f in fuzzers.values():
-        for i in range(94_000):
+        for i in range(84_000):
             f.check(mutate(rng, TEMPLATES[i % len(TEMPLATES)]))
 
 

@@ -483,3 +483,30 @@ def test_nth_acts_on_the_kth_packet_of_each_flow():
     with loaded("drop=100%,nth=3@xdp") as obj:
         verdicts = [[run(obj, f)[0] for f in flows] for _ in range(6)]  # interleaved flows
     assert [[v == XDP_DROP for v in row] for row in verdicts] == [[k == 2] * 4 for k in range(6)]
+
+
+# ---- tcp-flags --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("change,before,after", [
+    ("+rst", "A", "RA"), ("-ack", "PA", "P"), ("+fin-psh", "PA", "FA"), ("+ece+cwr", "A", "AEC"),
+    ("+syn", "S", "S"),  # already so: nothing changes
+])
+@pytest.mark.parametrize("hook", ["egress", "ingress"])
+def test_tcp_flags_set_and_clear(change, before, after, hook):
+    frame = bytes(Ether(**E) / IP(src=A, dst=B) / TCP(flags=before) / (b"d" * 20))
+    with loaded(f"tcp-flags={change}@{hook}") as obj:
+        out = run(obj, frame)[1]
+        c = counters(obj)
+    assert Ether(out)[TCP].flags == TCP(flags=after).flags
+    assert l4_checksum_ok(out, TCP)
+    assert c["acted"] == (0 if before == after else 1)
+
+
+def test_tcp_flags_on_the_nth_packet_and_at_a_rate():
+    frame = bytes(DATA6)
+    with loaded("tcp-flags=+urg,nth=2") as obj:
+        urg = [bool(Ether(run(obj, frame)[1])[TCP].flags & 0x20) for _ in range(5)]
+    assert urg == [False, True, False, False, False]
+    with loaded("tcp-flags=+urg,ratio=4", seed=2) as obj:
+        hit = sum(bool(Ether(run(obj, frame)[1])[TCP].flags & 0x20) for _ in range(8000))
+    assert stats.binomial_consistent(hit, 8000, 0.25)

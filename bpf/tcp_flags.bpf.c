@@ -1,0 +1,42 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* tcp-flags: set and/or clear TCP flags (param: set << 8 | clear) on TCP
+ * packets that pass the filter, at the configured rate or on the nth packet
+ * of each flow; the TCP checksum kept valid with or without offload. */
+#include "lib/fault.h"
+#include "lib/csum.h"
+
+SEC(FI_SEC)
+int tcp_flags(fi_ctx_t *ctx)
+{
+	struct fi_config *cfg;
+	struct fi_pkt pkt;
+	struct tcphdr *th;
+	void *data_end;
+	__u8 set, clear, old, new;
+
+	cfg = fi_config_get();
+	if (!cfg)
+		return FI_PASS;
+	fi_pull_headers(ctx);
+	if (fi_parse(ctx, &pkt) != 0 || pkt.l4_proto != IPPROTO_TCP || !fi_match(cfg, &pkt))
+		return FI_PASS;
+	data_end = fi_data_end(ctx);
+	th = pkt.l4;
+	if ((void *)(th + 1) > data_end || th->doff < 5)
+		return FI_PASS;
+	fi_count(FI_MATCHED);
+	if (!fi_decide(cfg, &pkt, NULL))
+		return FI_PASS;
+	set = cfg->param >> 8;
+	clear = cfg->param;
+	old = th->flags;
+	new = (old | set) & ~clear;
+	if (new == old)
+		return FI_PASS;
+	th->flags = new;
+	fi_l4_csum_replace2(ctx, &th->check, pkt.l4_off + 16,
+			    bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | old),
+			    bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | new), 0);
+	fi_count(FI_ACTED);
+	return FI_PASS;
+}
