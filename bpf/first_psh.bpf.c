@@ -32,7 +32,6 @@ int first_psh(fi_ctx_t *ctx)
 	void *data_end;
 	__u64 key;
 	__u32 seq, hlen;
-	__be16 old_word, new_word;
 
 	cfg = fi_config_get();
 	if (!cfg)
@@ -69,10 +68,7 @@ int first_psh(fi_ctx_t *ctx)
 	fi_count(FI_MATCHED);
 	if (!conn->hit || (th->flags & TCP_FLAG_PSH))
 		return FI_PASS;
-	old_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
-	th->flags |= TCP_FLAG_PSH;
-	new_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
-	fi_l4_csum_replace2(ctx, &th->check, pkt.l4_off + 16, old_word, new_word, 0);
+	fi_tcp_write_flags(ctx, th, pkt.l4_off, th->flags | TCP_FLAG_PSH);
 	fi_count(FI_ACTED);
 	return FI_PASS;
 }

@@ -18,7 +18,6 @@ int psh_ratio(fi_ctx_t *ctx)
 	struct tcphdr *th;
 	void *data_end;
 	__u32 hlen;
-	__be16 old_word, new_word;
 
 	cfg = fi_config_get();
 	if (!cfg)
@@ -41,11 +40,7 @@ int psh_ratio(fi_ctx_t *ctx)
 	if (!fi_decide(cfg, &pkt, NULL))
 		return FI_PASS;
 
-	/* data offset and flags form one 16-bit word at byte 12 */
-	old_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
-	th->flags |= TCP_FLAG_PSH;
-	new_word = bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | th->flags);
-	fi_l4_csum_replace2(ctx, &th->check, pkt.l4_off + 16, old_word, new_word, 0);
+	fi_tcp_write_flags(ctx, th, pkt.l4_off, th->flags | TCP_FLAG_PSH);
 	fi_count(FI_ACTED);
 	return FI_PASS;
 }

@@ -33,10 +33,7 @@ int tcp_flags(fi_ctx_t *ctx)
 	new = (old | set) & ~clear;
 	if (new == old)
 		return FI_PASS;
-	th->flags = new;
-	fi_l4_csum_replace2(ctx, &th->check, pkt.l4_off + 16,
-			    bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | old),
-			    bpf_htons(((__u16)(th->doff << 4 | th->res1) << 8) | new), 0);
+	fi_tcp_write_flags(ctx, th, pkt.l4_off, new);
 	fi_count(FI_ACTED);
 	return FI_PASS;
 }

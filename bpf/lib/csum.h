@@ -4,6 +4,7 @@
 #define FI_CSUM_H
 
 #include "ctx.h"
+#include <bpf/bpf_endian.h>
 
 /* Incremental update of a checksum when one 16-bit word changes, RFC 1624
  * eqn. 3: HC' = ~(~HC + ~m + m'). One's-complement sums do not depend on byte
@@ -43,6 +44,18 @@ static __always_inline void fi_l4_csum_replace2(fi_ctx_t *ctx, __sum16 *sum, __u
 	if (udp_zero_ok && *sum == 0)
 		*sum = 0xffff;
 #endif
+}
+
+/* Rewrite a TCP header's flags byte with the checksum kept valid. The data
+ * offset and the flags form one 16-bit word at byte 12 of the header. On tc
+ * the packet pointers are invalid after this (a helper call). */
+static __always_inline void fi_tcp_write_flags(fi_ctx_t *ctx, struct tcphdr *th, __u32 l4_off, __u8 flags)
+{
+	__u8 hi = th->doff << 4 | th->res1;
+	__be16 old_word = bpf_htons(((__u16)hi << 8) | th->flags);
+
+	th->flags = flags;
+	fi_l4_csum_replace2(ctx, &th->check, l4_off + 16, old_word, bpf_htons(((__u16)hi << 8) | flags), 0);
 }
 
 #endif
