@@ -318,6 +318,7 @@ def _write_config(rec: state.Record) -> None:
         match = parse_match([f"{k}={v}" for k, v in rec.match])
         cfg.threshold = rate_threshold(fault, rec.value, match)
         cfg.param = fault.param(rec.value)
+        cfg.extra = fault.extra(rec.value)
         cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
         cfg.match = match.pack()
         maps.write_config(fd, cfg)

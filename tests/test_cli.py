@@ -19,7 +19,7 @@ def test_faults_json_lists_the_catalogue():
     r = invoke("faults", "--json")
     assert r.exit_code == 0
     assert {f["name"] for f in json.loads(r.stdout)} == {"ttl-pong", "psh-ratio", "drop", "first-psh", "ttl", "ecn-ce",
-                                                         "dscp", "tcp-flags"}
+                                                         "dscp", "tcp-flags", "burst-loss"}
 
 
 def test_faults_text_shows_usage_and_hooks():

@@ -510,3 +510,39 @@ def test_tcp_flags_on_the_nth_packet_and_at_a_rate():
     with loaded("tcp-flags=+urg,ratio=4", seed=2) as obj:
         hit = sum(bool(Ether(run(obj, frame)[1])[TCP].flags & 0x20) for _ in range(8000))
     assert stats.binomial_consistent(hit, 8000, 0.25)
+
+
+# ---- burst-loss (Gilbert-Elliott) ---------------------------------------------------------
+
+def _losses(spec: str, n: int, seed: int = 4) -> list[bool]:
+    frame = bytes(Ether(**E) / IP(src=A, dst=B) / UDP(sport=1, dport=2) / b"x")
+    with loaded(spec, seed=seed) as obj:
+        runner = libbpf.TestRunner(obj.prog_fd)
+        return [runner.run(frame).retval == XDP_DROP for _ in range(n)]
+
+
+def test_burst_loss_rate_and_burst_length_follow_the_model():
+    from faultinj.faults.burst_loss import expected_loss
+
+    spec = "burst-loss=2%/25%@xdp"
+    lost = _losses(spec, 100_000)
+    bursts, run_len = [], 0
+    for x in lost + [False]:
+        if x:
+            run_len += 1
+        elif run_len:
+            bursts.append(run_len)
+            run_len = 0
+    rate = sum(lost) / len(lost)
+    want = expected_loss(parse_spec(spec).value)             # 0.02 / 0.27 = 7.4%
+    assert abs(rate - want) / want < 0.15, (rate, want)       # correlated losses: no binomial CI here
+    assert abs(sum(bursts) / len(bursts) - 1 / 0.25) < 0.6     # mean burst 1/r = 4 packets
+    assert max(bursts) > 10                                   # bursts, not independent drops
+
+
+def test_burst_loss_is_seeded_and_k_h_work():
+    assert _losses("burst-loss=5%/20%@xdp", 3000, seed=1) == _losses("burst-loss=5%/20%@xdp", 3000, seed=1)
+    assert _losses("burst-loss=5%/20%@xdp", 3000, seed=1) != _losses("burst-loss=5%/20%@xdp", 3000, seed=2)
+    assert not any(_losses("burst-loss=0/50%/100%/0@xdp", 2000))          # never leaves the good state
+    lost = _losses("burst-loss=0/50%/100%/10%@xdp", 20000)                # good state loses 1-k = 10%
+    assert stats.binomial_consistent(sum(lost), len(lost), 0.10)

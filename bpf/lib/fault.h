@@ -43,6 +43,7 @@ struct fi_config {
 	__u32 param;         /* the fault's own value (e.g. a TTL), see its program */
 	__u32 flags;         /* FI_CFG_* */
 	struct fi_match match;
+	__u32 extra[4];      /* more of the fault's own values (burst-loss: its four rates) */
 };
 
 #define FI_CFG_ACTIVE 1

@@ -11,12 +11,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from . import drop, first_psh, ip_rewrite, psh_ratio, tcp_flags, ttl_pong
+from . import burst_loss, drop, first_psh, ip_rewrite, psh_ratio, tcp_flags, ttl_pong
 from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, probability_threshold
 from .match import NO_MATCH, Match, parse_match
 
 CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio.FAULT, drop.FAULT, first_psh.FAULT,
-                                                         tcp_flags.FAULT, *ip_rewrite.FAULTS)}
+                                                         tcp_flags.FAULT, burst_loss.FAULT, *ip_rewrite.FAULTS)}
 
 __all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec", "get_fault",
            "parse_hook", "rate_threshold"]

@@ -47,6 +47,7 @@ class FaultType:
     # else (a TTL, a DSCP) and the rate comes from the p=/ratio= modifiers
     threshold: Callable[[Any], int] | None
     param: Callable[[Any], int] = lambda value: 0   # the config map's param word
+    extra: Callable[[Any], tuple] = lambda value: (0, 0, 0, 0)   # its extra[4] words
 
     @property
     def default_hook(self) -> str:

@@ -11,7 +11,8 @@ from . import libbpf
 # struct fi_config { u64 seed, deadline_ns, threshold; u32 param, flags; struct fi_match match; }
 # padded to 8 bytes (the u64 alignment), as the compiler lays it out
 _HEAD = struct.Struct("<QQQII")
-CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + 7) // 8 * 8
+_EXTRA = struct.Struct("<4I")
+CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 7) // 8 * 8
 CFG_ACTIVE = 1
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
 MAP_NAMES = ("fi_config", "fi_counters", "fi_flows")
@@ -26,16 +27,18 @@ class Config:
     param: int = 0
     active: bool = True
     match: bytes = NO_MATCH.pack()   # struct fi_match, see faults/match.py
+    extra: tuple = (0, 0, 0, 0)
 
     def pack(self) -> bytes:
         head = _HEAD.pack(self.seed, self.deadline_ns, self.threshold, self.param, CFG_ACTIVE if self.active else 0)
-        return (head + self.match).ljust(CONFIG_SIZE, b"\0")
+        return (head + self.match + _EXTRA.pack(*self.extra)).ljust(CONFIG_SIZE, b"\0")
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Config":
         seed, deadline, threshold, param, flags = _HEAD.unpack(raw[: _HEAD.size])
         match = raw[_HEAD.size: _HEAD.size + MATCH_FORMAT.size]
-        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match)
+        extra = _EXTRA.unpack_from(raw, _HEAD.size + MATCH_FORMAT.size)
+        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, extra)
 
 
 def write_config(fd: int, cfg: Config) -> None:

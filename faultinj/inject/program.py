@@ -14,7 +14,8 @@ def load(spec: FaultSpec, seed: int, deadline_ns: int = 0) -> libbpf.LoadedObjec
     try:
         maps.write_config(obj.map_fds["fi_config"],
                           maps.Config(seed=seed, deadline_ns=deadline_ns, threshold=spec.threshold,
-                                      param=spec.param, match=spec.match.pack()))
+                                      param=spec.param, match=spec.match.pack(),
+                                      extra=spec.fault.extra(spec.value)))
     except BaseException:
         obj.close()
         raise
