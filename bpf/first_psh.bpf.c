@@ -29,29 +29,22 @@ int first_psh(fi_ctx_t *ctx)
 	struct fi_conn *conn, fresh = {};
 	struct fi_pkt pkt;
 	struct tcphdr *th;
-	void *data_end;
 	__u64 key;
-	__u32 seq, hlen;
+	__u32 seq;
 
 	cfg = fi_config_get();
 	if (!cfg)
 		return FI_PASS;
 	fi_pull_headers(ctx);
-	if (fi_parse(ctx, &pkt) != 0 || pkt.l4_proto != IPPROTO_TCP || !fi_match(cfg, &pkt))
-		return FI_PASS;
-	data_end = fi_data_end(ctx);
-	th = pkt.l4;
-	if ((void *)(th + 1) > data_end)
-		return FI_PASS;
-	hlen = th->doff * 4;
-	if (hlen < sizeof(*th))
+	th = fi_parse_tcp(ctx, &pkt);
+	if (!th || !fi_match(cfg, &pkt))
 		return FI_PASS;
 	key = fi_flow_hash(&pkt.flow);
 	if (th->flags & TCP_FLAG_SYN) {  /* a new connection on this flow */
 		bpf_map_delete_elem(&fi_conns, &key);
 		return FI_PASS;
 	}
-	if (pkt.l4_len <= hlen || (th->flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
+	if (pkt.l4_len <= th->doff * 4u || (th->flags & (TCP_FLAG_FIN | TCP_FLAG_RST)))
 		return FI_PASS;
 	seq = bpf_ntohl(th->seq);
 	conn = bpf_map_lookup_elem(&fi_conns, &key);

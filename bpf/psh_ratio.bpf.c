@@ -16,25 +16,17 @@ int psh_ratio(fi_ctx_t *ctx)
 	struct fi_config *cfg;
 	struct fi_pkt pkt;
 	struct tcphdr *th;
-	void *data_end;
-	__u32 hlen;
 
 	cfg = fi_config_get();
 	if (!cfg)
 		return FI_PASS;
 	fi_pull_headers(ctx);
-	if (fi_parse(ctx, &pkt) != 0 || pkt.l4_proto != IPPROTO_TCP)
+	th = fi_parse_tcp(ctx, &pkt);
+	if (!th || !fi_match(cfg, &pkt))
 		return FI_PASS;
-	data_end = fi_data_end(ctx);
-	th = pkt.l4;
-	if ((void *)(th + 1) > data_end)
-		return FI_PASS;
-	hlen = th->doff * 4;
-	if (hlen < sizeof(*th) || pkt.l4_len <= hlen)
-		return FI_PASS; /* malformed, or no payload */
+	if (pkt.l4_len <= th->doff * 4u)
+		return FI_PASS; /* no payload */
 	if (th->flags & (TCP_FLAG_SYN | TCP_FLAG_FIN | TCP_FLAG_RST | TCP_FLAG_PSH))
-		return FI_PASS;
-	if (!fi_match(cfg, &pkt))
 		return FI_PASS;
 	fi_count(FI_MATCHED);
 	if (!fi_decide(cfg, &pkt, NULL))

@@ -11,18 +11,14 @@ int tcp_flags(fi_ctx_t *ctx)
 	struct fi_config *cfg;
 	struct fi_pkt pkt;
 	struct tcphdr *th;
-	void *data_end;
 	__u8 set, clear, old, new;
 
 	cfg = fi_config_get();
 	if (!cfg)
 		return FI_PASS;
 	fi_pull_headers(ctx);
-	if (fi_parse(ctx, &pkt) != 0 || pkt.l4_proto != IPPROTO_TCP || !fi_match(cfg, &pkt))
-		return FI_PASS;
-	data_end = fi_data_end(ctx);
-	th = pkt.l4;
-	if ((void *)(th + 1) > data_end || th->doff < 5)
+	th = fi_parse_tcp(ctx, &pkt);
+	if (!th || !fi_match(cfg, &pkt))
 		return FI_PASS;
 	fi_count(FI_MATCHED);
 	if (!fi_decide(cfg, &pkt, NULL))

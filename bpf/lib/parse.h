@@ -224,4 +224,18 @@ static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 	return 0;
 }
 
+/* Parse a frame that must be TCP: its header, bounds-checked and with a
+ * sane data offset, or NULL (not TCP, malformed, a later fragment). */
+static __always_inline struct tcphdr *fi_parse_tcp(fi_ctx_t *ctx, struct fi_pkt *pkt)
+{
+	struct tcphdr *th;
+
+	if (fi_parse(ctx, pkt) != 0 || pkt->l4_proto != IPPROTO_TCP)
+		return NULL;
+	th = pkt->l4;
+	if ((void *)(th + 1) > fi_data_end(ctx) || th->doff < 5)
+		return NULL;
+	return th;
+}
+
 #endif
