@@ -25,7 +25,6 @@ int burst_loss(fi_ctx_t *ctx)
 	cfg = fi_config_get();
 	if (!cfg)
 		return FI_PASS;
-	fi_pull_headers(ctx);
 	fi_parse(ctx, &pkt);
 	if (!fi_match(cfg, &pkt))
 		return FI_PASS;

@@ -21,7 +21,6 @@ int drop(fi_ctx_t *ctx)
 		fi_count(FI_ACTED);
 		return FI_DROP;
 	}
-	fi_pull_headers(ctx);
 	fi_parse(ctx, &pkt); /* for the flow key and the filter */
 	if (!fi_match(cfg, &pkt))
 		return FI_PASS;

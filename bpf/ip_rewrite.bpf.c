@@ -38,7 +38,6 @@ int ip_rewrite(fi_ctx_t *ctx)
 		return FI_PASS;
 	mode = cfg->param >> 24;
 	value = cfg->param & 0xFFFF;
-	fi_pull_headers(ctx);
 	parsed = fi_parse(ctx, &pkt);
 	/* a non-first fragment (parsed == 1) still has an IP header to rewrite */
 	if (parsed < 0 || (pkt.l3_proto != ETH_P_IP && pkt.l3_proto != ETH_P_IPV6) || !fi_match(cfg, &pkt))

@@ -20,7 +20,6 @@ int psh_ratio(fi_ctx_t *ctx)
 	cfg = fi_config_get();
 	if (!cfg)
 		return FI_PASS;
-	fi_pull_headers(ctx);
 	th = fi_parse_tcp(ctx, &pkt);
 	if (!th || !fi_match(cfg, &pkt))
 		return FI_PASS;

@@ -17,7 +17,6 @@ int ttl_pong(fi_ctx_t *ctx)
 	cfg = fi_config_get();
 	if (!cfg)
 		return FI_PASS;
-	fi_pull_headers(ctx);
 	if (fi_parse(ctx, &pkt) != 0 || !fi_match(cfg, &pkt))
 		return FI_PASS;
 	data_end = fi_data_end(ctx);

@@ -193,7 +193,6 @@ class FaultStatus:
     state: str            # active | expired | gone | detached
     detail: str
     counters: dict[str, int] | None
-    live_threshold: int | None
 
     def to_json(self) -> dict:
         d = self.record.to_json()
@@ -203,21 +202,15 @@ class FaultStatus:
         return d
 
 
-def _read_counters(rec: state.Record) -> tuple[dict | None, int | None]:
+def _read_counters(rec: state.Record) -> dict | None:
     try:
-        cfd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
-        try:
-            counters = maps.read_counters(cfd)
-        finally:
-            os.close(cfd)
-        gfd = libbpf.obj_get(f"{rec.pin_dir}/fi_config")
-        try:
-            cfg = maps.read_config(gfd)
-        finally:
-            os.close(gfd)
-        return counters, cfg.threshold
+        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
     except Exception:
-        return None, None
+        return None  # pins gone: status says why (gone, detached)
+    try:
+        return maps.read_counters(fd)
+    finally:
+        os.close(fd)
 
 
 def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
@@ -253,8 +246,7 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
             if not all_namespaces and rec.netns != netns_name:
                 continue
             st, detail = _attachment_state(links, rec)
-            counters, threshold = _read_counters(rec)
-            out.append(FaultStatus(rec, st, detail, counters, threshold))
+            out.append(FaultStatus(rec, st, detail, _read_counters(rec)))
     return out
 
 

@@ -161,10 +161,14 @@ static __always_inline int fi_parse_ipv6(struct fi_cursor *c, void *data_end, st
  * malformed. pkt->flow is filled as far as parsed either way. */
 static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 {
-	void *data = fi_data(ctx);
-	void *data_end = fi_data_end(ctx);
-	struct fi_cursor c = { .pos = data };
+	void *data, *data_end;
+	struct fi_cursor c;
 	int proto;
+
+	fi_pull_headers(ctx);  /* before reading data/data_end: a pull moves them */
+	data = fi_data(ctx);
+	data_end = fi_data_end(ctx);
+	c.pos = data;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
 	proto = fi_parse_eth(&c, data_end, &pkt->vlan);

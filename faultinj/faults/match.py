@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import socket
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ..errors import SpecError
 
@@ -39,7 +38,6 @@ class Match:
     dst: tuple[bytes, bytes] = (b"", b"")
     nth: int = 0                                  # act on the nth packet of each flow only
     probability: float | None = None              # p= / ratio=: the rate of faults whose value is not one
-    meta: dict = field(default_factory=dict, compare=False)
 
     def __str__(self) -> str:
         return "".join(f",{k}={v}" for k, v in self.words)
@@ -172,4 +170,4 @@ def parse_match(items: list[str]) -> Match:
 
 
 NO_MATCH = Match()
-__all__ = ["Match", "parse_match", "NO_MATCH", "MATCH_FORMAT", "socket"]
+__all__ = ["Match", "parse_match", "NO_MATCH", "MATCH_FORMAT"]

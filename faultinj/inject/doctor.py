@@ -9,7 +9,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from . import attach, build, caps, libbpf, state
+from . import attach, build, caps, libbpf
 from .lab import Lab
 
 
@@ -156,4 +156,4 @@ def healthy(probes: list[Probe]) -> bool:
     return all(p.ok for p in probes if p.required)
 
 
-__all__ = ["Probe", "run", "healthy", "state"]
+__all__ = ["Probe", "run", "healthy"]

@@ -17,7 +17,7 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from ..errors import EnvironmentProblem, FaultinjError, KernelFeatureMissing
+from ..errors import EnvironmentProblem, FaultinjError
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -356,6 +356,3 @@ class Lab:
     def __exit__(self, *exc) -> None:
         self.down()
 
-
-__all__ = ["Lab", "LinkSettings", "Topology", "TopologySpec", "LinkSpec", "EndSpec", "Host", "netns_exec",
-           "KernelFeatureMissing"]
