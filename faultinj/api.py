@@ -258,7 +258,8 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
     body, at, hook_text = spec.partition("@")
     hook = parse_hook(hook_text) if at else None
     head, *filters = body.split(",")
-    new_match = [list(w) for w in parse_match(filters).words] if filters else None
+    new_match = ([list(w) for w in parse_match(filters, get_fault(head.partition("=")[0].strip()).options).words]
+                 if filters else None)
     if "=" in head:  # a new value: validated like apply's
         fs = parse_spec(spec)
         ftype, new_value = fs.fault, fs.value
@@ -307,10 +308,11 @@ def _write_config(rec: state.Record) -> None:
     try:
         cfg = maps.read_config(fd)
         fault = get_fault(rec.fault)
-        match = parse_match([f"{k}={v}" for k, v in rec.match])
+        match = parse_match([f"{k}={v}" for k, v in rec.match], fault.options)
+        options = fault.option_values(dict(match.options))
         cfg.threshold = rate_threshold(fault, rec.value, match)
-        cfg.param = fault.param(rec.value)
-        cfg.extra = fault.extra(rec.value)
+        cfg.param = fault.param(rec.value, options)
+        cfg.extra = fault.extra(rec.value, options)
         cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
         cfg.match = match.pack()
         maps.write_config(fd, cfg)

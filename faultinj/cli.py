@@ -208,8 +208,11 @@ def faults(as_json: bool = JsonOpt):
     for f in CATALOGUE.values():
         v = f.value
         usage = f"{f.name}[={v.name}]" if not v.required else f"{f.name}={v.name}"
-        typer.echo(f"{usage}[@HOOK]\n    {f.summary}\n    {v.name}: {v.help}"
-                   f"\n    hooks: {', '.join(f.hooks)} (default {f.default_hook})\n    counts: {f.unit}\n")
+        opts = "".join(f"[,{o.name}=...]" for o in f.options)
+        typer.echo(f"{usage}{opts}[@HOOK]\n    {f.summary}\n    {v.name}: {v.help}")
+        for o in f.options:
+            typer.echo(f"    {o.name}= (default {o.default}): {o.help}")
+        typer.echo(f"    hooks: {', '.join(f.hooks)} (default {f.default_hook})\n    counts: {f.unit}\n")
 
 
 @app.command()
@@ -372,7 +375,8 @@ def replay(
     seed: Optional[int] = typer.Option(None, help="Seed (default: random, shown)."),
     as_json: bool = JsonOpt,
 ):
-    """Run faults over a capture offline (BPF_PROG_TEST_RUN): dropped packets omitted, changed ones rewritten."""
+    """Run faults over a capture offline (BPF_PROG_TEST_RUN): dropped packets omitted, changed ones rewritten,
+    duplicated ones written twice."""
     from .api import check_seed
     from .inject import caps
     from .inject.replay import replay as do_replay
@@ -384,15 +388,13 @@ def replay(
         _print_json(res.to_json())
         return
     typer.echo(f"{res.packets} packets in, {res.written} written to {out} (seed {res.seed}): "
-               f"{len(res.dropped)} dropped, {len(res.changed)} changed")
+               f"{len(res.dropped)} dropped, {len(res.changed)} changed, {len(res.duplicated)} duplicated")
     for spec, c in res.counters.items():
         typer.echo(f"  {spec}: seen {c['seen']}, matched {c['matched']}, acted {c['acted']}")
-    if res.dropped:
-        typer.echo(f"  dropped (packet numbers from 1): {', '.join(str(i + 1) for i in res.dropped[:30])}"
-                   + (" ..." if len(res.dropped) > 30 else ""))
-    if res.changed:
-        typer.echo(f"  changed: {', '.join(str(i + 1) for i in res.changed[:30])}"
-                   + (" ..." if len(res.changed) > 30 else ""))
+    for what, which in (("dropped (packet numbers from 1)", res.dropped), ("changed", res.changed),
+                        ("duplicated", res.duplicated)):
+        if which:
+            typer.echo(f"  {what}: {', '.join(str(i + 1) for i in which[:30])}" + (" ..." if len(which) > 30 else ""))
 
 
 @app.command()

@@ -19,7 +19,10 @@ def test_faults_json_lists_the_catalogue():
     r = invoke("faults", "--json")
     assert r.exit_code == 0
     assert {f["name"] for f in json.loads(r.stdout)} == {"ttl-pong", "psh-ratio", "drop", "first-psh", "ttl", "ecn-ce",
-                                                         "dscp", "tcp-flags", "burst-loss"}
+                                                         "dscp", "tcp-flags", "burst-loss", "corrupt", "truncate",
+                                                         "duplicate"}
+    corrupt = next(f for f in json.loads(r.stdout) if f["name"] == "corrupt")
+    assert [o["name"] for o in corrupt["options"]] == ["csum", "bits"]
 
 
 def test_faults_text_shows_usage_and_hooks():

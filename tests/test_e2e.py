@@ -13,7 +13,7 @@ import pytest
 
 import faultinj
 from conftest import ns_run
-from faultinj import experiments
+from faultinj import experiments, stats
 from faultinj.errors import KernelFeatureMissing, StateError, TargetError
 from faultinj.inject import libbpf, maps, traffic
 
@@ -274,3 +274,65 @@ def test_filters_end_to_end_and_live_change(lab):
     assert st.record.prog_id == rec.prog_id and st.record.spec == "drop=1.0,dport=5301@tc-egress"
     assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 300, dport=5300).received) == 300
     assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 300, dport=5301).received) == 0
+
+
+# ---- corrupt, truncate, duplicate on the wire --------------------------------------------
+
+def _udp_delta(netns, key, run):
+    before = traffic.snmp(netns)["Udp"][key]
+    result = run()
+    return result, traffic.snmp(netns)["Udp"][key] - before
+
+
+def test_corrupt_with_bad_checksum_is_dropped_by_the_receiver(lab):
+    a, b = lab.a, lab.b     # a's tx checksum offload is off: the checksum a program leaves is what b checks
+    faultinj.apply("corrupt=20%,csum=bad,proto=udp", a.ifname, netns_name=a.netns, seed=5)
+    res, csum_errors = _udp_delta(b.netns, "InCsumErrors",
+                                  lambda: traffic.udp_stream(a.netns, b.netns, b.ip4, 3000, size=200))
+    [st] = faultinj.status()
+    acted = st.counters["acted"]
+    assert csum_errors == acted == 3000 - len(res.received)
+    assert stats.binomial_consistent(acted, 3000, 0.2)
+
+
+def test_corrupt_with_fixed_checksum_reaches_the_application(lab):
+    a, b = lab.a, lab.b
+    before = traffic.snmp(b.netns)["Tcp"]["InCsumErrors"]
+    faultinj.apply("corrupt=1%,proto=tcp", a.ifname, netns_name=a.netns, seed=6)
+    res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 2_000_000)
+    [st] = faultinj.status()
+    assert st.counters["acted"] > 0
+    assert res.received == 2_000_000 and not res.intact    # every byte arrived, some of them wrong
+    assert traffic.snmp(b.netns)["Tcp"]["InCsumErrors"] == before
+
+
+@pytest.mark.parametrize("hook", ["egress", "xdp"])
+def test_truncated_frames_never_arrive(lab, hook):
+    a, b = lab.a, lab.b
+    where = a if hook == "egress" else b
+    faultinj.apply(f"truncate=100,p=0.3,proto=udp@{hook}", where.ifname, netns_name=where.netns, seed=7)
+    res = traffic.udp_stream(a.netns, b.netns, b.ip4, 3000, size=300)
+    [st] = faultinj.status()
+    assert st.counters["matched"] == 3000
+    assert 3000 - len(res.received) == st.counters["acted"]
+    assert stats.binomial_consistent(st.counters["acted"], 3000, 0.3)
+
+
+@pytest.mark.parametrize("hook", ["egress", "ingress"])
+def test_duplicates_arrive_twice(lab, hook):
+    a, b = lab.a, lab.b
+    where = a if hook == "egress" else b
+    faultinj.apply(f"duplicate=25%,proto=udp@{hook}", where.ifname, netns_name=where.netns, seed=8)
+    res, datagrams = _udp_delta(b.netns, "InDatagrams",
+                                lambda: traffic.udp_stream(a.netns, b.netns, b.ip4, 2000))
+    [st] = faultinj.status()
+    assert len(res.received) == 2000
+    assert datagrams == 2000 + st.counters["acted"]
+    assert stats.binomial_consistent(st.counters["acted"], 2000, 0.25)
+    assert ping_ok(a, b)
+
+
+def ping_ok(a, b) -> bool:
+    """Not UDP: untouched, and no copy of a copy loops."""
+    r = traffic.ping(a.netns, b.ip4, 20, interval=0.01)
+    return r.received == 20

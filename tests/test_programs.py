@@ -25,8 +25,8 @@ PSH = 0x08
 
 
 @contextmanager
-def loaded(spec: str, seed: int = 1):
-    obj = program.load(parse_spec(spec), seed=seed)
+def loaded(spec: str, seed: int = 1, dry_run: bool = False):
+    obj = program.load(parse_spec(spec), seed=seed, dry_run=dry_run)
     try:
         yield obj
     finally:
@@ -546,3 +546,110 @@ def test_burst_loss_is_seeded_and_k_h_work():
     assert not any(_losses("burst-loss=0/50%/100%/0@xdp", 2000))          # never leaves the good state
     lost = _losses("burst-loss=0/50%/100%/10%@xdp", 20000)                # good state loses 1-k = 10%
     assert stats.binomial_consistent(sum(lost), len(lost), 0.10)
+
+
+# ---- corrupt, truncate, duplicate ---------------------------------------------------------
+
+def _bits_changed(a: bytes, b: bytes) -> int:
+    return sum(bin(x ^ y).count("1") for x, y in zip(a, b))
+
+
+E2 = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+PAYLOAD = bytes(range(256)) * 2
+CORRUPTIBLE = {
+    "tcp4": (Ether(**E2) / IP(src=A, dst=B) / TCP(sport=1, dport=2, flags="PA") / PAYLOAD, TCP),
+    "tcp6": (Ether(**E2) / IPv6(src="fd00::1", dst="fd00::2") / TCP(sport=1, dport=2, flags="PA") / PAYLOAD, TCP),
+    "udp4": (Ether(**E2) / IP(src=A, dst=B) / UDP(sport=1, dport=2) / PAYLOAD, UDP),
+    "udp6-odd": (Ether(**E2) / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=1, dport=2) / PAYLOAD[:77], UDP),
+    "icmp4": (Ether(**E2) / IP(src=A, dst=B) / ICMP(type=8) / PAYLOAD, ICMP),
+    "icmp6": (Ether(**E2) / IPv6(src="fd00::1", dst="fd00::2") / ICMPv6EchoRequest(data=PAYLOAD), ICMPv6EchoRequest),
+    "vlan-tcp4": (Ether(**E2) / Dot1Q(vlan=5) / IP(src=A, dst=B) / TCP(sport=1, dport=2) / PAYLOAD, TCP),
+}
+
+
+def _payload_offset(frame: bytes, layer) -> int:
+    pkt = Ether(frame)
+    return len(frame) - len(pkt[layer].payload) if layer is not ICMPv6EchoRequest else len(frame) - len(PAYLOAD)
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc-egress", "tc-ingress"])
+@pytest.mark.parametrize("variant", list(CORRUPTIBLE))
+def test_corrupt_flips_payload_bits_and_fixes_the_checksum(hook, variant):
+    pkt, layer = CORRUPTIBLE[variant]
+    frame = bytes(pkt)
+    start = _payload_offset(frame, layer)
+    with loaded(f"corrupt=1@{hook}", seed=3) as obj:
+        for _ in range(20):
+            rc, out = run(obj, frame)
+            assert rc in (XDP_PASS, TC_UNSPEC) and len(out) == len(frame)
+            assert _bits_changed(frame[start:], out[start:]) == 1           # exactly one payload bit
+            csum = start - {TCP: 4, UDP: 2}.get(layer, 6)                     # the checksum field's offset
+            assert diff_offsets(frame[:start], out[:start]) <= {csum, csum + 1}  # and the checksum, nothing else
+            assert l4_checksum_ok(out, layer if layer is not ICMPv6EchoRequest else ICMPv6EchoRequest), variant
+        assert counters(obj) == {"seen": 20, "matched": 20, "acted": 20}
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc-egress"])
+def test_corrupt_csum_bad_leaves_the_checksum_wrong(hook):
+    pkt, layer = CORRUPTIBLE["tcp4"]
+    frame = bytes(pkt)
+    with loaded(f"corrupt=1,csum=bad,bits=5@{hook}", seed=4) as obj:
+        for _ in range(20):
+            out = run(obj, frame)[1]
+            assert 1 <= _bits_changed(frame, out) <= 5 and _bits_changed(frame, out) % 2 == 1
+            assert Ether(out)[TCP].chksum == Ether(frame)[TCP].chksum      # as it was: now wrong
+            assert not l4_checksum_ok(out, TCP)
+
+
+def test_corrupt_udp_without_checksum_stays_without_and_headers_alone():
+    frame = bytes(Ether(**E2) / IP(src=A, dst=B) / UDP(sport=1, dport=2, chksum=0) / PAYLOAD)
+    ack = bytes(Ether(**E2) / IP(src=A, dst=B) / TCP(sport=1, dport=2, flags="A"))
+    with loaded("corrupt=1@xdp") as obj:
+        out = run(obj, frame)[1]
+        assert Ether(out)[UDP].chksum == 0 and _bits_changed(frame, out) == 1
+        assert run(obj, ack)[1] == ack                 # no payload: nothing to corrupt
+        assert counters(obj) == {"seen": 2, "matched": 1, "acted": 1}
+
+
+def test_corrupt_rate_and_seeded_bits():
+    frame = bytes(CORRUPTIBLE["udp4"][0])
+    with loaded("corrupt=0.25@tc-egress", seed=8) as obj:
+        outs = [run(obj, frame)[1] for _ in range(8000)]
+    hit = sum(o != frame for o in outs)
+    assert stats.binomial_consistent(hit, 8000, 0.25)
+    with loaded("corrupt=0.25@tc-egress", seed=8) as obj:
+        assert [run(obj, frame)[1] for _ in range(500)] == outs[:500]     # the same bits, packet for packet
+    positions = Counter(max(diff_offsets(frame, o)) for o in outs if o != frame)   # max: past the checksum
+    assert len(positions) > 300        # spread over the 512-byte payload, not one spot
+
+
+@pytest.mark.parametrize("hook", ["xdp", "tc-egress", "tc-ingress"])
+def test_truncate_cuts_long_frames_to_n(hook):
+    long_ = bytes(Ether(**E2) / IP(src=A, dst=B) / UDP(sport=1, dport=2) / PAYLOAD)
+    short = bytes(Ether(**E2) / IP(src=A, dst=B) / UDP(sport=1, dport=2) / b"x")
+    with loaded(f"truncate=60@{hook}") as obj:
+        rc, out = run(obj, long_)
+        assert out == long_[:60]
+        assert run(obj, short)[1] == short           # 43 bytes: nothing to cut
+        assert counters(obj) == {"seen": 2, "matched": 1, "acted": 1}
+    with loaded(f"truncate=100,ratio=4@{hook}", seed=6) as obj:
+        lens = Counter(len(run(obj, long_)[1]) for _ in range(4000))
+    assert set(lens) == {100, len(long_)} and stats.binomial_consistent(lens[100], 4000, 0.25)
+
+
+@pytest.mark.parametrize("hook", ["tc-egress", "tc-ingress"])
+def test_duplicate_decides_at_its_rate(hook):
+    frame = bytes(CORRUPTIBLE["udp4"][0])
+    with loaded(f"duplicate=0.3@{hook}", seed=2, dry_run=True) as obj:
+        for _ in range(6000):
+            rc, out = run(obj, frame)
+            assert rc == TC_UNSPEC and out == frame     # the original goes on unchanged
+        c = counters(obj)
+    assert c["matched"] == 6000 and stats.binomial_consistent(c["acted"], 6000, 0.3)
+
+
+def test_duplicate_is_tc_only():
+    from faultinj.errors import SpecError
+
+    with pytest.raises(SpecError, match="duplicate cannot run on xdp"):
+        parse_spec("duplicate=1@xdp")

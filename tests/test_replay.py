@@ -40,6 +40,21 @@ def test_drops_are_omitted_and_changes_written(capture, tmp_path):
     assert res.counters["drop=1.0,proto=udp@tc-egress"] == {"seen": 400, "matched": 200, "acted": 200}
 
 
+def test_duplicates_are_written_twice_and_truncation_and_corruption_show(capture, tmp_path):
+    out = tmp_path / "out.pcap"
+    res = replay(str(capture), ["duplicate=100%,proto=udp", "truncate=40,proto=tcp", "corrupt=1,proto=udp"],
+                 str(out), seed=2)
+    assert res.duplicated == list(range(1, 400, 2)) and res.dropped == []
+    assert res.written == 600 and res.changed == list(range(400))
+    recs = list(pcap.read(str(out)))
+    tcp = [r for r in recs if parse(r.data).proto == 6]
+    udp = [r for r in recs if parse(r.data).proto == 17]
+    assert len(tcp) == 200 and all(len(r.data) == 40 for r in tcp)
+    assert len(udp) == 400 and all(a.data == b.data for a, b in zip(udp[::2], udp[1::2]))   # copies in pairs
+    assert all(parse(r.data).l4_csum_ok for r in udp)                 # corrupted with the checksum fixed
+    assert res.counters["duplicate=1.0,proto=udp@tc-egress"]["acted"] == 200
+
+
 def test_seeded_replay_is_identical_and_another_seed_is_not(capture, tmp_path):
     runs = [replay(str(capture), ["drop=30%"], str(tmp_path / f"{s}-{i}.pcap"), seed=s).dropped
             for i, s in enumerate((7, 7, 8))]

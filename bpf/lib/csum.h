@@ -46,6 +46,23 @@ static __always_inline void fi_l4_csum_replace2(fi_ctx_t *ctx, __sum16 *sum, __u
 #endif
 }
 
+/* As fi_l4_csum_replace2, for a checksum field known only by its offset
+ * (after fi_store_bytes, with no packet pointer at hand). */
+static __always_inline void fi_l4_csum_replace2_at(fi_ctx_t *ctx, __u32 csum_off, __be16 old, __be16 new,
+						   int udp_zero_ok)
+{
+#if defined(FI_HOOK_TC)
+	fi_l4_csum_replace2(ctx, NULL, csum_off, old, new, udp_zero_ok);
+#else
+	__sum16 sum;
+
+	if (fi_load_bytes(ctx, csum_off, &sum, sizeof(sum)))
+		return;
+	fi_l4_csum_replace2(ctx, &sum, csum_off, old, new, udp_zero_ok);
+	fi_store_bytes(ctx, csum_off, &sum, sizeof(sum));
+#endif
+}
+
 /* Rewrite a TCP header's flags byte with the checksum kept valid. The data
  * offset and the flags form one 16-bit word at byte 12 of the header. On tc
  * the packet pointers are invalid after this (a helper call). */

@@ -53,4 +53,35 @@ static __always_inline void fi_pull_headers(fi_ctx_t *ctx)
 #endif
 }
 
+/* The frame's whole length, paged parts (tc) and fragments (XDP multi-buffer) included. */
+static __always_inline __u32 fi_len(fi_ctx_t *ctx)
+{
+#if defined(FI_HOOK_TC)
+	return ctx->len;
+#else
+	return bpf_xdp_get_buff_len(ctx);
+#endif
+}
+
+/* Copy bytes out of / into the frame at any offset, linear area or not. No
+ * packet pointer is needed or invalidated, so these work after a helper call
+ * that moved the data. Non-zero: out of the frame. */
+static __always_inline long fi_load_bytes(fi_ctx_t *ctx, __u32 off, void *buf, __u32 len)
+{
+#if defined(FI_HOOK_TC)
+	return bpf_skb_load_bytes(ctx, off, buf, len);
+#else
+	return bpf_xdp_load_bytes(ctx, off, buf, len);
+#endif
+}
+
+static __always_inline long fi_store_bytes(fi_ctx_t *ctx, __u32 off, void *buf, __u32 len)
+{
+#if defined(FI_HOOK_TC)
+	return bpf_skb_store_bytes(ctx, off, buf, len, 0);
+#else
+	return bpf_xdp_store_bytes(ctx, off, buf, len);
+#endif
+}
+
 #endif

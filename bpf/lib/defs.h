@@ -73,6 +73,7 @@ enum { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 /* linux/bpf.h, flags of bpf_l3/l4_csum_replace */
 #define BPF_F_PSEUDO_HDR (1ULL << 4)
 #define BPF_F_MARK_MANGLED_0 (1ULL << 5)
+#define BPF_F_INGRESS (1ULL << 0)   /* bpf_clone_redirect: into the device's ingress */
 
 /* linux/if_ether.h */
 #define ETH_ALEN 6

@@ -47,6 +47,8 @@ struct fi_config {
 };
 
 #define FI_CFG_ACTIVE 1
+#define FI_CFG_INGRESS 2   /* the program runs at tc ingress (duplicate re-injects there) */
+#define FI_CFG_DRY_RUN 4   /* decide and count, but send nothing (replay, program tests) */
 
 /* Outcomes, counted per CPU; faultinj/inject/maps.py names them. */
 enum fi_counter {

@@ -11,12 +11,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from . import burst_loss, drop, first_psh, ip_rewrite, psh_ratio, tcp_flags, ttl_pong
+from . import burst_loss, corrupt, drop, duplicate, first_psh, ip_rewrite, psh_ratio, tcp_flags, truncate, ttl_pong
 from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, probability_threshold
 from .match import NO_MATCH, Match, parse_match
 
 CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio.FAULT, drop.FAULT, first_psh.FAULT,
-                                                         tcp_flags.FAULT, burst_loss.FAULT, *ip_rewrite.FAULTS)}
+                                                         tcp_flags.FAULT, burst_loss.FAULT, *ip_rewrite.FAULTS,
+                                                         corrupt.FAULT, truncate.FAULT, duplicate.FAULT)}
 
 __all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec", "get_fault",
            "parse_hook", "rate_threshold"]
@@ -38,8 +39,16 @@ class FaultSpec:
         return rate_threshold(self.fault, self.value, self.match)
 
     @property
+    def options(self) -> dict:
+        return self.fault.option_values(dict(self.match.options))
+
+    @property
     def param(self) -> int:
-        return self.fault.param(self.value)
+        return self.fault.param(self.value, self.options)
+
+    @property
+    def extra(self) -> tuple:
+        return self.fault.extra(self.value, self.options)
 
     def __str__(self) -> str:
         return f"{self.fault.name}={self.value}{self.match}@{self.hook}"
@@ -106,7 +115,7 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
     chosen = chosen or fault.default_hook
     if chosen not in fault.hooks:
         raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}")
-    match = parse_match(filters)
+    match = parse_match(filters, fault.options)
     if match.probability is not None and fault.threshold is not None:
         raise SpecError(f"{fault.name} takes its rate as its value ({fault.name}={fault.value.name}); "
                         "p= and ratio= are for faults whose value is something else (ttl, dscp)")

@@ -36,6 +36,16 @@ class Value:
 
 
 @dataclass(frozen=True)
+class Option:
+    """A fault's own `KEY=VALUE` word, written among the filters (`corrupt=1%,csum=bad`)."""
+
+    name: str
+    help: str
+    parse: Callable[[str, str], Any]   # (option name, text) -> value, raises SpecError
+    default: Any
+
+
+@dataclass(frozen=True)
 class FaultType:
     name: str
     summary: str
@@ -46,8 +56,15 @@ class FaultType:
     # the value as a rate (a threshold for the draw); None: the value is something
     # else (a TTL, a DSCP) and the rate comes from the p=/ratio= modifiers
     threshold: Callable[[Any], int] | None
-    param: Callable[[Any], int] = lambda value: 0   # the config map's param word
-    extra: Callable[[Any], tuple] = lambda value: (0, 0, 0, 0)   # its extra[4] words
+    # the config map's param word and extra[4] words, from the value and the fault's options
+    param: Callable[[Any, dict], int] = lambda value, options: 0
+    extra: Callable[[Any, dict], tuple] = lambda value, options: (0, 0, 0, 0)
+    # the fault's own KEY=VALUE words beside the filters (corrupt: csum=, bits=), with defaults
+    options: tuple[Option, ...] = ()
+
+    def option_values(self, given: dict) -> dict:
+        """Every option's value: the parsed word where given, else its default."""
+        return {o.name: given.get(o.name, o.default) for o in self.options}
 
     @property
     def default_hook(self) -> str:
@@ -67,6 +84,7 @@ class FaultType:
             "default_hook": self.default_hook,
             "unit": self.unit,
             "rate": "its value" if self.threshold else "p= or ratio= (default: every packet)",
+            "options": [{"name": o.name, "help": o.help, "default": o.default} for o in self.options],
             "program": f"bpf/{self.program}.bpf.c",
         }
 

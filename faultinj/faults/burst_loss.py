@@ -18,7 +18,7 @@ def canonical(fault: str, text: str) -> str:
     return "/".join(repr(p) for p in probs)
 
 
-def thresholds(value: str) -> tuple:
+def thresholds(value: str, _options: dict | None = None) -> tuple:
     return tuple(min(U32_MAX, round(float(p) * (1 << 32))) for p in str(value).split("/"))
 
 

@@ -37,7 +37,7 @@ FAULTS = [
         value=Value(name="N", help="N sets the TTL to N (0..255); -N takes N off (not below 0)", parse=parse_ttl),
         unit="IPv4 and IPv6 packets",
         threshold=None,
-        param=lambda n: (TTL_DEC << 24 | -n) if n < 0 else (TTL_SET << 24 | n),
+        param=lambda n, _: (TTL_DEC << 24 | -n) if n < 0 else (TTL_SET << 24 | n),
     ),
     FaultType(
         name="ecn-ce",
@@ -48,7 +48,7 @@ FAULTS = [
                     parse=parse_probability, default=1.0),
         unit="IPv4/IPv6 packets with ECT(0) or ECT(1)",
         threshold=probability_threshold,
-        param=lambda p: ECN_CE << 24,
+        param=lambda p, _: ECN_CE << 24,
     ),
     FaultType(
         name="dscp",
@@ -58,6 +58,6 @@ FAULTS = [
         value=Value(name="N", help="the DSCP to write, 0..63", parse=parse_dscp),
         unit="IPv4 and IPv6 packets",
         threshold=None,
-        param=lambda n: DSCP << 24 | n,
+        param=lambda n, _: DSCP << 24 | n,
     ),
 ]

@@ -38,6 +38,7 @@ class Match:
     dst: tuple[bytes, bytes] = (b"", b"")
     nth: int = 0                                  # act on the nth packet of each flow only
     probability: float | None = None              # p= / ratio=: the rate of faults whose value is not one
+    options: tuple[tuple[str, object], ...] = ()  # the fault's own words (corrupt: csum=, bits=), parsed
 
     def __str__(self) -> str:
         return "".join(f",{k}={v}" for k, v in self.words)
@@ -107,24 +108,30 @@ def _flags(text: str) -> tuple[int, int]:
     return present, absent
 
 
-def parse_match(items: list[str]) -> Match:
-    """['proto=tcp', 'dport=443'] -> Match."""
+def parse_match(items: list[str], options: tuple = ()) -> Match:
+    """['proto=tcp', 'dport=443'] -> Match. `options`: the fault's own words (base.Option) allowed too."""
     kw: dict = {"fields": 0}
     words = []
+    parsed_options = []
+    own = {o.name: o for o in options}
     family = None
     for item in items:
         key, eq, value = item.partition("=")
         key, value = key.strip().lower(), value.strip()
-        if key not in KEYS:
-            near = difflib.get_close_matches(key, KEYS, n=1, cutoff=0.5)
+        if key not in KEYS and key not in own:
+            allowed = (*KEYS, *own)
+            near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
-            raise SpecError(f"unknown filter '{key}'{hint}; filters: {', '.join(KEYS)}")
+            mine = f"; this fault's options: {', '.join(own)}" if own else ""
+            raise SpecError(f"unknown filter '{key}'{hint}; filters: {', '.join(KEYS)}{mine}")
         if not eq or not value:
             raise SpecError(f"filter '{key}' needs a value: {key}=VALUE")
         if key in dict(words):
             raise SpecError(f"filter '{key}' given twice")
         words.append((key, value))
-        if key in ("src", "dst"):
+        if key in own:
+            parsed_options.append((key, own[key].parse(key, value)))
+        elif key in ("src", "dst"):
             net = _net(key, value)
             if family and family != net.version:
                 raise SpecError("src and dst must both be IPv4 or both IPv6")
@@ -166,7 +173,7 @@ def parse_match(items: list[str]) -> Match:
             kw["vlan"] = vid
     if "proto" in kw and kw["proto"] not in (6, 17) and kw["fields"] & (SPORT | DPORT):
         raise SpecError("sport/dport filter TCP or UDP: proto must be tcp or udp (or left out)")
-    return Match(words=tuple(words), **kw)
+    return Match(words=tuple(words), options=tuple(parsed_options), **kw)
 
 
 NO_MATCH = Match()

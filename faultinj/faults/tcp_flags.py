@@ -20,7 +20,7 @@ def canonical(fault: str, text: str) -> str:
                    for name, bit in TCP_FLAG_BITS.items() if bits & bit)
 
 
-def _param(change: str) -> int:
+def _param(change: str, _options: dict) -> int:
     set_, clear = parse_flag_change("tcp-flags", change)
     return set_ << 8 | clear
 

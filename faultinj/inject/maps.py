@@ -13,7 +13,7 @@ from . import libbpf
 _HEAD = struct.Struct("<QQQII")
 _EXTRA = struct.Struct("<4I")
 CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 7) // 8 * 8
-CFG_ACTIVE = 1
+CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN = 1, 2, 4   # FI_CFG_* in bpf/lib/fault.h
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
 MAP_NAMES = ("fi_config", "fi_counters", "fi_flows")
 KEY0 = (0).to_bytes(4, "little")
@@ -28,9 +28,11 @@ class Config:
     active: bool = True
     match: bytes = NO_MATCH.pack()   # struct fi_match, see faults/match.py
     extra: tuple = (0, 0, 0, 0)
+    flags: int = 0                   # FI_CFG_* other than ACTIVE
 
     def pack(self) -> bytes:
-        head = _HEAD.pack(self.seed, self.deadline_ns, self.threshold, self.param, CFG_ACTIVE if self.active else 0)
+        head = _HEAD.pack(self.seed, self.deadline_ns, self.threshold, self.param,
+                          self.flags & ~CFG_ACTIVE | (CFG_ACTIVE if self.active else 0))
         return (head + self.match + _EXTRA.pack(*self.extra)).ljust(CONFIG_SIZE, b"\0")
 
     @classmethod
@@ -38,7 +40,7 @@ class Config:
         seed, deadline, threshold, param, flags = _HEAD.unpack(raw[: _HEAD.size])
         match = raw[_HEAD.size: _HEAD.size + MATCH_FORMAT.size]
         extra = _EXTRA.unpack_from(raw, _HEAD.size + MATCH_FORMAT.size)
-        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, extra)
+        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, extra, flags & ~CFG_ACTIVE)
 
 
 def write_config(fd: int, cfg: Config) -> None:

@@ -7,15 +7,18 @@ from ..faults import FaultSpec
 from . import build, libbpf, maps
 
 
-def load(spec: FaultSpec, seed: int, deadline_ns: int = 0) -> libbpf.LoadedObject:
-    """Compile (cached), load, and write the config for spec; the caller closes it."""
+def load(spec: FaultSpec, seed: int, deadline_ns: int = 0, dry_run: bool = False) -> libbpf.LoadedObject:
+    """Compile (cached), load, and write the config for spec; the caller closes it.
+    dry_run: the program decides and counts but sends nothing of its own (duplicate's copies):
+    for BPF_PROG_TEST_RUN, where a copy would leave through this namespace's loopback."""
+    flags = (maps.CFG_INGRESS if spec.hook == "tc-ingress" else 0) | (maps.CFG_DRY_RUN if dry_run else 0)
     obj_path = build.compile_program(spec.fault.program, spec.hook)
     obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES)
     try:
         maps.write_config(obj.map_fds["fi_config"],
                           maps.Config(seed=seed, deadline_ns=deadline_ns, threshold=spec.threshold,
                                       param=spec.param, match=spec.match.pack(),
-                                      extra=spec.fault.extra(spec.value)))
+                                      extra=spec.extra, flags=flags))
     except BaseException:
         obj.close()
         raise

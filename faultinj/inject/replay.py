@@ -23,12 +23,13 @@ class ReplayResult:
     written: int = 0
     dropped: list[int] = field(default_factory=list)     # 0-based packet numbers
     changed: list[int] = field(default_factory=list)
+    duplicated: list[int] = field(default_factory=list)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
     seed: int = 0
 
     def to_json(self) -> dict:
         return {"packets": self.packets, "written": self.written, "dropped": self.dropped, "changed": self.changed,
-                "counters": self.counters, "seed": self.seed}
+                "duplicated": self.duplicated, "counters": self.counters, "seed": self.seed}
 
 
 def replay(in_path: str, specs: list[str | FaultSpec], out_path: str, seed: int | None = None) -> ReplayResult:
@@ -38,28 +39,37 @@ def replay(in_path: str, specs: list[str | FaultSpec], out_path: str, seed: int 
     loaded = []
     try:
         for spec in parsed:
-            obj = program.load(spec, seed=seed)
+            # dry run: duplicate decides and counts, but its copy would leave through this namespace's lo
+            obj = program.load(spec, seed=seed, dry_run=True)
             loaded.append((spec, obj, libbpf.TestRunner(obj.prog_fd, max(65535, *(len(r.data) for r in records)))))
         res = ReplayResult(packets=len(records), seed=seed)
+        copied: dict[int, int] = {}   # duplicate faults: their acted counter so far
         out = []
         for i, rec in enumerate(records):
             data = rec.data
             if len(data) < 14:  # BPF_PROG_TEST_RUN refuses a frame without an Ethernet header
                 out.append(rec)
                 continue
-            dropped = False
-            for spec, _, runner in loaded:
+            dropped, copies = False, 1
+            for spec, obj, runner in loaded:
                 r = runner.run(data)
                 if r.retval in (DROP[spec.hook], ABORT[spec.hook]):
                     dropped = True
                     break
                 data = r.data
+                if spec.fault.name == "duplicate":
+                    acted = maps.read_counters(obj.map_fds["fi_counters"])["acted"]
+                    if acted > copied.get(id(obj), 0):
+                        copied[id(obj)] = acted
+                        copies *= 2   # the copy goes through the faults after this one too
             if dropped:
                 res.dropped.append(i)
                 continue
             if data != rec.data:
                 res.changed.append(i)
-            out.append(pcap.Record(rec.ts_ns, rec.length - len(rec.data) + len(data), data))
+            if copies > 1:
+                res.duplicated.append(i)
+            out.extend([pcap.Record(rec.ts_ns, rec.length - len(rec.data) + len(data), data)] * copies)
         res.written = pcap.write(out_path, out)
         res.counters = {str(spec): maps.read_counters(obj.map_fds["fi_counters"]) for spec, obj, _ in loaded}
         return res

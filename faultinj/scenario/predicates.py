@@ -27,6 +27,7 @@ _WORDS: dict[str, Predicate] = {
     "data": lambda p: bool(p.payload_len),
     "echo_reply": lambda p: (p.proto, p.icmp_type) in ((1, 0), (58, 129)),
     "echo_request": lambda p: (p.proto, p.icmp_type) in ((1, 8), (58, 128)),
+    "bad_checksum": lambda p: p.ip_csum_ok is False or p.l4_csum_ok is False,
 }
 for _flag, _name in zip("FSRPAUEC", ("fin", "syn", "rst", "psh", "ack", "urg", "ece", "cwr")):
     _WORDS[_name] = (lambda bit: lambda p: p.tcp_flags is not None and bool(p.tcp_flags & bit))(TCP_FLAGS[_flag])

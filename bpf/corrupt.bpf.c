@@ -1,0 +1,81 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* corrupt: flip random bits in the payload of a share of packets. The L4
+ * checksum (TCP, UDP, ICMP, ICMPv6) is fixed by default, so the corruption
+ * reaches the application; with csum=bad it is left as it was and the
+ * receiver drops the packet. The bits are drawn from the packet's seeded
+ * stream: the same seed flips the same bits.
+ *
+ * param: the number of bits (1..64) | FI_CORRUPT_BAD_CSUM.
+ * Where the sender offloads the checksum (CHECKSUM_PARTIAL, e.g. veth with
+ * tx checksumming on), the kernel computes it after tc egress: csum=bad then
+ * yields a valid checksum; turn tx checksumming off for bad checksums. */
+#include "lib/fault.h"
+#include "lib/csum.h"
+
+#define FI_CORRUPT_BAD_CSUM (1 << 8)
+#define FI_CORRUPT_MAX_BITS 64
+
+SEC(FI_SEC)
+int corrupt(fi_ctx_t *ctx)
+{
+	struct fi_config *cfg;
+	struct fi_pkt pkt;
+	__u32 start, plen, csum_off = 0, nbits, hdr = 0;
+	int udp = 0, fix;
+	__u64 draw;
+
+	cfg = fi_config_get();
+	if (!cfg)
+		return FI_PASS;
+	if (fi_parse(ctx, &pkt) != 0 || !fi_match(cfg, &pkt))
+		return FI_PASS;  /* not IP, a later fragment, or malformed */
+	if (pkt.l4_proto == IPPROTO_TCP) {
+		struct tcphdr *th = pkt.l4;
+
+		if ((void *)(th + 1) > fi_data_end(ctx))
+			return FI_PASS;
+		hdr = th->doff * 4;
+		csum_off = pkt.l4_off + 16;
+	} else if (pkt.l4_proto == IPPROTO_UDP) {
+		hdr = 8;
+		csum_off = pkt.l4_off + 6;
+		udp = 1;
+	} else if (pkt.l4_proto == IPPROTO_ICMP || pkt.l4_proto == IPPROTO_ICMPV6) {
+		hdr = 8;
+		csum_off = pkt.l4_off + 2;
+	}
+	if (pkt.l4_len <= hdr)
+		return FI_PASS;  /* no payload */
+	start = pkt.l4_off + hdr;
+	plen = pkt.l4_len - hdr;
+	fi_count(FI_MATCHED);
+	if (!fi_decide(cfg, &pkt, &draw))
+		return FI_PASS;
+	nbits = cfg->param & 0xFF;
+	fix = !(cfg->param & FI_CORRUPT_BAD_CSUM);
+	for (__u32 i = 0; i < FI_CORRUPT_MAX_BITS; i++) {
+		__u64 pos;
+		__u32 off;
+		__u8 b, nb;
+
+		if (i >= nbits)
+			break;
+		pos = fi_mix64(draw + i) % ((__u64)plen * 8);
+		off = start + (__u32)(pos >> 3);
+		if (fi_load_bytes(ctx, off, &b, 1))
+			break;  /* the frame is shorter than its IP header says */
+		nb = b ^ (1 << (pos & 7));
+		if (fi_store_bytes(ctx, off, &nb, 1))
+			break;
+		if (fix && csum_off) {
+			/* the byte is the high half of its 16-bit word at an even
+			 * offset from the L4 header, the low half at an odd one */
+			int low = (off - pkt.l4_off) & 1;
+
+			fi_l4_csum_replace2_at(ctx, csum_off, bpf_htons(low ? b : (__u16)b << 8),
+					       bpf_htons(low ? nb : (__u16)nb << 8), udp);
+		}
+	}
+	fi_count(FI_ACTED);
+	return FI_PASS;
+}

@@ -1,0 +1,37 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* truncate: cut frames longer than N bytes (param; Ethernet header
+ * included) to N. The headers are left as they were, so the IP length says
+ * more than arrives and the receiver drops the packet as truncated — what a
+ * device that chops frames does. Rate from p=/ratio=/nth=. */
+#include "lib/fault.h"
+
+SEC(FI_SEC)
+int truncate(fi_ctx_t *ctx)
+{
+	struct fi_config *cfg;
+	struct fi_pkt pkt;
+	__u32 len, n;
+
+	cfg = fi_config_get();
+	if (!cfg)
+		return FI_PASS;
+	n = cfg->param;
+	fi_parse(ctx, &pkt); /* for the flow key and the filter */
+	if (!fi_match(cfg, &pkt))
+		return FI_PASS;
+	len = fi_len(ctx);
+	if (len <= n)
+		return FI_PASS;  /* nothing to cut */
+	fi_count(FI_MATCHED);
+	if (!fi_decide(cfg, &pkt, NULL))
+		return FI_PASS;
+#if defined(FI_HOOK_TC)
+	if (bpf_skb_change_tail(ctx, n, 0))
+		return FI_PASS;
+#else
+	if (bpf_xdp_adjust_tail(ctx, (int)n - (int)len))
+		return FI_PASS;
+#endif
+	fi_count(FI_ACTED);
+	return FI_PASS;
+}
