@@ -8,11 +8,11 @@
 
 __version__ = "0.1.0"
 
-from .api import apply, clear, fault, reap, set_fault, status  # noqa: E402
+from .api import apply, apply_program, clear, fault, reap, set_fault, status  # noqa: E402
 from .errors import FaultinjError  # noqa: E402
 from .faults import CATALOGUE, parse_spec  # noqa: E402
 
-__all__ = ["apply", "clear", "fault", "lab", "reap", "set_fault", "status", "FaultinjError", "CATALOGUE", "parse_spec",
+__all__ = ["apply", "apply_program", "clear", "fault", "lab", "reap", "set_fault", "status", "FaultinjError", "CATALOGUE", "parse_spec",
            "__version__"]
 
 

@@ -16,7 +16,7 @@ from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
-from .inject import attach, caps, libbpf, maps, netns, program, state
+from .inject import attach, caps, custom, libbpf, maps, netns, program, state
 
 TC_MODES = ("cls_bpf", "matchall")
 MAX_SEED = (1 << 64) - 1
@@ -96,38 +96,68 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
           hook: str | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
-    if tc_mode not in TC_MODES:
-        raise SpecError(f"unknown --tc-mode '{tc_mode}': give one of {', '.join(TC_MODES)}")
-    if tc_mode == "matchall" and fs.hook == "xdp":
-        raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
+    _check_tc_mode(tc_mode, fs.hook)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
     caps.require_privileges()
+    return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, netns_name,
+                    seed, seconds, replace, tc_mode,
+                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns))
 
+
+def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
+                  netns_name: str | None = None, replace: bool = False,
+                  tc_mode: str = "cls_bpf") -> state.Record:
+    """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
+    The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
+    chosen = parse_hook(hook) if hook else None
+    caps.require_privileges()
+    compiled = custom.compile(source)       # before anything changes in the kernel
+    try:
+        name, sec = custom.pick(compiled, section)
+        chosen = chosen or custom.hook_of_section(sec, source)
+        _check_tc_mode(tc_mode, chosen)
+        value = f"{os.path.abspath(source)}:{name}"
+        return _install(custom.FAULT_NAME, value, chosen, [], ifname, netns_name, 0, None, replace, tc_mode,
+                        lambda _deadline: custom.load(compiled, chosen, name))
+    finally:
+        custom.discard(compiled)
+
+
+def _check_tc_mode(tc_mode: str, hook: str) -> None:
+    if tc_mode not in TC_MODES:
+        raise SpecError(f"unknown --tc-mode '{tc_mode}': give one of {', '.join(TC_MODES)}")
+    if tc_mode == "matchall" and hook == "xdp":
+        raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
+
+
+def _install(name: str, value, hook: str, match: list, ifname: str, netns_name: str | None, seed: int,
+             seconds: float | None, replace: bool, tc_mode: str, load) -> state.Record:
+    """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all."""
     with _Links() as links, state.locked():
         ipr = links.get(netns_name)
         ifindex = netns.link_index(ipr, ifname, netns_name)
         _reap(links)
-        replaced = _check_xdp_free(ipr, fs, netns_name, ifindex, ifname, replace) if fs.hook == "xdp" else None
+        replaced = _check_xdp_free(ipr, netns_name, ifindex, ifname, replace) if hook == "xdp" else None
 
         deadline_ns, expires_at = _deadline(seconds)
         fid = "f" + secrets.token_hex(4)
         rec = state.Record(
-            id=fid, fault=fs.name, value=fs.value, hook=fs.hook, netns=netns_name, ifname=ifname,
-            ifindex=ifindex, attach_mode="cls_bpf" if fs.hook != "xdp" else "", prog_id=0,
+            id=fid, fault=name, value=value, hook=hook, netns=netns_name, ifname=ifname,
+            ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
-            pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
+            pending="apply", pid=os.getpid(), match=match,
         )
         with ExitStack() as undo:
             state.save(rec)  # the intent, before anything changes in the kernel
             undo.callback(state.delete, rec)
-            obj = program.load(fs, seed=seed, deadline_ns=deadline_ns)
+            obj = load(deadline_ns)
             undo.callback(obj.close)
             pin_dir = state.new_pin_dir(fid)
             undo.callback(state.remove_pins, pin_dir)
             obj.pin(str(pin_dir))
             rec.prog_id = libbpf.object_id(obj.prog_fd)
-            if fs.hook == "xdp":
+            if hook == "xdp":
                 state.save(rec)
                 rec.attach_mode = attach.xdp_attach(ipr, ifindex, obj.prog_fd, replace)
                 undo.callback(attach.xdp_detach, ipr, ifindex, rec.attach_mode, obj.prog_fd)
@@ -138,11 +168,11 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
                     attach.ensure_clsact(ipr, ifindex)
                     undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
                 rec.attach_mode = tc_mode
-                rec.tc_prio = attach.next_prio(ipr, ifindex, fs.hook)
-                rec.filter_name = f"faultinj:{fid}:{fs.name}"
+                rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
+                rec.filter_name = f"faultinj:{fid}:{name}"
                 state.save(rec)
-                attach.tc_attach(ipr, ifindex, fs.hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
-                undo.callback(attach.tc_detach, ipr, ifindex, fs.hook, rec.tc_prio, rec.filter_name, tc_mode)
+                attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
+                undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
             rec.pending = rec.pid = None
             state.save(rec)
             undo.pop_all()  # success: everything stays
@@ -153,7 +183,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
         return rec
 
 
-def _check_xdp_free(ipr, fs: FaultSpec, ns, ifindex, ifname, replace) -> state.Record | None:
+def _check_xdp_free(ipr, ns, ifindex, ifname, replace) -> state.Record | None:
     """Refuse a second XDP program on a link unless replace; returns our record it replaces."""
     ours = [r for r in state.records() if r.hook == "xdp" and _same_link(r, ns, ifindex)]
     mode, prog_id = attach.xdp_current(ipr, ifindex)
@@ -193,10 +223,13 @@ class FaultStatus:
     state: str            # active | expired | gone | detached
     detail: str
     counters: dict[str, int] | None
+    maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
 
     def to_json(self) -> dict:
         d = self.record.to_json()
         d.update(state=self.state, detail=self.detail, counters=self.counters)
+        if self.maps is not None:
+            d["maps"] = self.maps
         if self.record.deadline_ns:
             d["remaining_s"] = max(0.0, (self.record.deadline_ns - time.monotonic_ns()) / 1e9)
         return d
@@ -246,7 +279,10 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
             if not all_namespaces and rec.netns != netns_name:
                 continue
             st, detail = _attachment_state(links, rec)
-            out.append(FaultStatus(rec, st, detail, _read_counters(rec)))
+            if rec.fault == custom.FAULT_NAME:
+                out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
+            else:
+                out.append(FaultStatus(rec, st, detail, _read_counters(rec)))
     return out
 
 
@@ -257,6 +293,8 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
     """Change a running fault's value (and seed, deadline) with a map write: no reload."""
     body, at, hook_text = spec.partition("@")
     hook = parse_hook(hook_text) if at else None
+    if body.partition("=")[0].partition(",")[0].strip() == custom.FAULT_NAME:
+        raise SpecError("a custom program has no faultinj config to set: clear it and apply it again")
     head, *filters = body.split(",")
     new_match = ([list(w) for w in parse_match(filters, get_fault(head.partition("=")[0].strip()).options).words]
                  if filters else None)

@@ -15,7 +15,7 @@ from typing import Optional
 import typer
 import typer.core
 
-from .errors import ExitStatus, FaultinjError
+from .errors import ExitStatus, FaultinjError, SpecError
 
 class _Group(typer.core.TyperGroup):
     """Usage errors as one line too (typer would draw a panel), exit code 2."""
@@ -96,29 +96,52 @@ def _fmt_remaining(rec) -> str:
 @app.command()
 @_boundary
 def apply(
-    spec: str = typer.Argument(..., help="NAME[=VALUE][,FILTER=V...][@HOOK], e.g. psh-ratio=10, "
-                               "drop=5%,proto=udp,dport=53@ingress, ttl-pong. Filters: src dst proto sport dport "
-                               "flags vlan."),
-    interface: str = typer.Argument(..., help="The interface to attach to."),
+    spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="NAME[=VALUE][,FILTER=V...][@HOOK], e.g. "
+                                         "psh-ratio=10, drop=5%,proto=udp,dport=53@ingress, ttl-pong. Filters: "
+                                         "src dst proto sport dport flags vlan. Left out with --program."),
+    interface: Optional[str] = typer.Argument(None, metavar="INTERFACE", help="The interface to attach to."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="Seed for reproducible decisions (default: random, shown)."),
     duration: Optional[str] = typer.Option(None, help="Stop acting after this long, e.g. 30s, 5m (in-kernel deadline)."),
     hook: Optional[str] = typer.Option(None, help="xdp, ingress or egress (or @HOOK in the spec)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link."),
     tc_mode: str = typer.Option("cls_bpf", help="tc attach: cls_bpf (direct-action) or matchall (+ act_bpf)."),
+    program: Optional[str] = typer.Option(None, "--program", metavar="FILE.c",
+                                          help="Attach your own BPF C program instead of a catalogue fault "
+                                          "(compiled with clang; listed by status, removed by clear)."),
+    section: Optional[str] = typer.Option(None, help="With --program: the program's section or function name, "
+                                          "when the file has several."),
     as_json: bool = JsonOpt,
 ):
-    """Attach a fault; it keeps running after faultinj exits."""
-    from .api import apply as do_apply
+    """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits."""
+    from .api import apply as do_apply, apply_program
 
-    rec = do_apply(spec, interface, netns_name=netns, seed=seed, duration=duration, replace=replace,
-                   tc_mode=tc_mode, hook=hook)
+    if program:
+        if spec and interface:
+            raise SpecError(f"--program takes the place of a fault spec: give only the interface "
+                            f"(faultinj apply --program {program} {interface})")
+        if seed is not None or duration is not None:
+            raise SpecError("a custom program has no faultinj seed or deadline: leave out --seed and --duration")
+        iface = interface or spec
+        if not iface:
+            raise SpecError(f"give the interface: faultinj apply --program {program} INTERFACE")
+        rec = apply_program(program, iface, section=section, hook=hook, netns_name=netns, replace=replace,
+                            tc_mode=tc_mode)
+    else:
+        if section:
+            raise SpecError("--section goes with --program FILE.c")
+        if not spec or not interface:
+            raise SpecError("give a fault spec and an interface, e.g. faultinj apply psh-ratio=10 eth0 "
+                            "(see 'faultinj faults')")
+        rec = do_apply(spec, interface, netns_name=netns, seed=seed, duration=duration, replace=replace,
+                       tc_mode=tc_mode, hook=hook)
     if as_json:
         _print_json(rec.to_json())
     else:
         mode = f"{rec.hook} ({rec.attach_mode})"
         until = f", for {duration}" if duration else ""
-        typer.echo(f"applied {rec.id}: {rec.spec} on {rec.where} via {mode}, seed {rec.seed}{until}")
+        seeded = "" if program else f", seed {rec.seed}"
+        typer.echo(f"applied {rec.id}: {rec.spec} on {rec.where} via {mode}{seeded}{until}")
 
 
 @app.command()
@@ -151,6 +174,10 @@ def status(
     for r in rows:
         if r.detail:
             typer.echo(f"{r.record.id}: {r.detail}")
+        if r.maps is not None:
+            typer.echo(f"{r.record.id}: custom program; maps: "
+                       + (", ".join(f"{m['name']} (id {m['id']})" for m in r.maps) or "none")
+                       + f", pinned in {r.record.pin_dir}")
 
 
 @app.command("set")

@@ -101,3 +101,35 @@ def compile_program(program: str, hook: str, source: Path | None = None) -> Path
         shutil.copyfile(tmp_obj, staged)
         os.replace(staged, obj)  # atomic: a concurrent build never sees half a file
     return obj
+
+
+def _multiarch_include() -> list[str]:
+    """/usr/include/<triplet>: <asm/types.h>, which <linux/types.h> needs, lives there on Debian."""
+    import platform
+
+    d = Path("/usr/include") / f"{platform.machine()}-linux-gnu"
+    return ["-I", str(d)] if d.is_dir() else []
+
+
+def compile_custom(source: Path, function_sections: bool = False) -> Path:
+    """Compile a user's BPF C file (not cached: its own headers are unknown to us) into a
+    private temporary directory; the caller removes the returned object's directory.
+    function_sections: put each function in a section of its own, for programs whose entry
+    function has no SEC() (the seed article's, as printed)."""
+    if not source.is_file():
+        raise BuildError(f"no such file: {source}: give the path of a BPF C source file")
+    clang = _clang()
+    inc = _libbpf_include()
+    flags = ["-O2", "-g", "-target", "bpf", "-I", str(source.parent), "-I", str(bpf_dir() / "compat"),
+             *_multiarch_include(), "-I", str(inc.parent)]
+    if function_sections:
+        flags.append("-ffunction-sections")
+    work = Path(tempfile.mkdtemp(prefix="faultinj-custom-"))
+    obj = work / (source.stem + ".o")
+    proc = subprocess.run([clang, *flags, "-c", str(source), "-o", str(obj)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        shutil.rmtree(work, ignore_errors=True)
+        msg = proc.stderr.strip()
+        first = next((ln for ln in msg.splitlines() if "error" in ln), msg.splitlines()[0] if msg else "")
+        raise BuildError(f"clang failed to compile {source}: {first}\n{msg}")
+    return obj

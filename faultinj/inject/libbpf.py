@@ -62,6 +62,11 @@ def lib() -> ctypes.CDLL:
         "bpf_object__close": (None, [vp]),
         "bpf_object__next_program": (vp, [vp, vp]),
         "bpf_object__find_map_by_name": (vp, [vp, cs]),
+        "bpf_object__next_map": (vp, [vp, vp]),
+        "bpf_map__name": (cs, [vp]),
+        "bpf_program__section_name": (cs, [vp]),
+        "bpf_program__set_type": (ci, [vp, ci]),
+        "bpf_program__set_autoload": (ci, [vp, ctypes.c_bool]),
         "bpf_program__fd": (ci, [vp]),
         "bpf_program__name": (cs, [vp]),
         "bpf_program__pin": (ci, [vp, cs]),
@@ -129,20 +134,60 @@ class LoadedObject:
             self._obj = 0
 
 
-def load_object(path: str, map_names: tuple[str, ...]) -> LoadedObject:
-    """Open and load the single-program object at path.
+def _programs(obj: int) -> list[tuple[int, str, str]]:
+    """(program, function name, section name) of every entry program in an open object."""
+    lb, out, prog = lib(), [], None
+    while True:
+        prog = lb.bpf_object__next_program(obj, prog)
+        if not prog:
+            return out
+        out.append((prog, lb.bpf_program__name(prog).decode(), lb.bpf_program__section_name(prog).decode()))
+
+
+def _open(path: str) -> int:
+    obj = lib().bpf_object__open_file(path.encode(), None)
+    if not obj:
+        err = ctypes.get_errno()
+        raise FaultinjError(f"cannot open BPF object {path}: {os.strerror(err)}")
+    return obj
+
+
+def list_programs(path: str) -> list[tuple[str, str]]:
+    """(function, section) of each entry program in the object file, without loading it."""
+    with _print_lock:
+        obj = _open(path)
+        try:
+            return [(name, sec) for _, name, sec in _programs(obj)]
+        finally:
+            lib().bpf_object__close(obj)
+
+
+def load_object(path: str, map_names: tuple[str, ...] | None, prog_type: int | None = None,
+                program: str | None = None) -> LoadedObject:
+    """Open and load a program of the object at path: its only one, or `program` (a function or
+    section name), as prog_type when given (legacy or missing section names). map_names: the maps
+    it must have; None: all its maps, whatever they are (a user's own program).
 
     A verifier rejection raises VerifierError carrying the log's tail.
     """
     lb = lib()
     with _print_lock:
         _messages.clear()
-        obj = lb.bpf_object__open_file(path.encode(), None)
-        if not obj:
-            err = ctypes.get_errno()
-            raise FaultinjError(f"cannot open BPF object {path}: {os.strerror(err)}")
-        prog = lb.bpf_object__next_program(obj, None)
-        name = lb.bpf_program__name(prog).decode() if prog else "?"
+        obj = _open(path)
+        progs = _programs(obj)
+        chosen = [p for p in progs if program in (p[1], p[2])] if program else progs
+        if len(chosen) != 1:
+            lb.bpf_object__close(obj)
+            have = ", ".join(f"{n} (section {s})" for _, n, s in progs) or "none"
+            if program:
+                raise FaultinjError(f"no program '{program}' in {path}; its programs: {have}")
+            raise FaultinjError(f"{path} has {len(progs)} programs ({have}): choose one with --section")
+        prog, name, _ = chosen[0]
+        for other, _, _ in progs:
+            if other != prog:
+                lb.bpf_program__set_autoload(other, False)
+        if prog_type is not None:
+            lb.bpf_program__set_type(prog, prog_type)
         rc = lb.bpf_object__load(obj)
         log = "".join(_messages)
         _messages.clear()
@@ -152,7 +197,11 @@ def load_object(path: str, map_names: tuple[str, ...]) -> LoadedObject:
             _raise_errno(f"loading program {name}", rc)
         raise VerifierError(name, _verifier_tail(log), -rc)
     maps = {}
-    for m in map_names:
+    if map_names is None:
+        m = None
+        while (m := lb.bpf_object__next_map(obj, m)):
+            maps[lb.bpf_map__name(m).decode()] = m
+    for m in map_names or ():
         ptr = lb.bpf_object__find_map_by_name(obj, m.encode())
         if not ptr:
             lb.bpf_object__close(obj)
