@@ -52,6 +52,6 @@ int burst_loss(fi_ctx_t *ctx)
 	}
 	if (!lose)
 		return FI_PASS;
-	fi_count(FI_ACTED);
+	fi_acted(ctx, cfg, &pkt, FI_A_DROP, 0);
 	return FI_DROP;
 }

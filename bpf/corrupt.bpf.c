@@ -76,6 +76,6 @@ int corrupt(fi_ctx_t *ctx)
 					       bpf_htons(low ? nb : (__u16)nb << 8), udp);
 		}
 	}
-	fi_count(FI_ACTED);
+	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, nbits);
 	return FI_PASS;
 }

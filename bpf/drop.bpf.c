@@ -13,8 +13,10 @@ int drop(fi_ctx_t *ctx)
 	cfg = fi_config_get();
 	if (!cfg)
 		return FI_PASS;
-	if (!cfg->match.fields && !cfg->match.nth && (cfg->threshold == 0 || cfg->threshold >= FI_ALWAYS)) {
-		/* no filter and no draw: the verdict needs no parsing (an idle drop=0 costs a counter) */
+	if (!cfg->match.fields && !cfg->match.nth &&
+	    (cfg->threshold == 0 || (cfg->threshold >= FI_ALWAYS && !(cfg->flags & FI_CFG_JOURNAL)))) {
+		/* no filter, no draw, no journal: the verdict needs no parsing
+		 * (an idle drop=0 costs a counter) */
 		fi_count(FI_MATCHED);
 		if (cfg->threshold == 0)
 			return FI_PASS;
@@ -27,6 +29,6 @@ int drop(fi_ctx_t *ctx)
 	fi_count(FI_MATCHED);
 	if (!fi_decide(cfg, &pkt, NULL))
 		return FI_PASS;
-	fi_count(FI_ACTED);
+	fi_acted(ctx, cfg, &pkt, FI_A_DROP, 0);
 	return FI_DROP;
 }

@@ -41,6 +41,6 @@ int duplicate(fi_ctx_t *ctx)
 		if (err)
 			return FI_PASS;
 	}
-	fi_count(FI_ACTED);
+	fi_acted(ctx, cfg, &pkt, FI_A_DUPLICATE, 0);
 	return FI_PASS;
 }

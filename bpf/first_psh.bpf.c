@@ -61,6 +61,6 @@ int first_psh(fi_ctx_t *ctx)
 	if (!conn->hit || (th->flags & TCP_FLAG_PSH))
 		return FI_PASS;
 	fi_tcp_write_flags(ctx, th, pkt.l4_off, th->flags | TCP_FLAG_PSH);
-	fi_count(FI_ACTED);
+	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, 0);
 	return FI_PASS;
 }

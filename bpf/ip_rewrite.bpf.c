@@ -70,7 +70,7 @@ int ip_rewrite(fi_ctx_t *ctx)
 			iph->tos = new;
 		}
 		if (old != new)
-			fi_count(FI_ACTED);
+			fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, new);
 	} else {
 		struct ipv6hdr *ip6h = pkt.l3;
 		__u8 *b = pkt.l3;
@@ -87,12 +87,12 @@ int ip_rewrite(fi_ctx_t *ctx)
 		if (mode == FI_RW_TTL_SET || mode == FI_RW_TTL_DEC) {
 			new = fi_new_ttl(mode, value, ip6h->hop_limit);
 			if (new != ip6h->hop_limit)
-				fi_count(FI_ACTED);
+				fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, new);
 			ip6h->hop_limit = new;
 		} else {
 			new = fi_new_tos(mode, value, tc);
 			if (new != tc)
-				fi_count(FI_ACTED);
+				fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, new);
 			b[0] = (b[0] & 0xF0) | (new >> 4);
 			b[1] = (b[1] & 0x0F) | (new << 4);
 		}

@@ -32,6 +32,6 @@ int psh_ratio(fi_ctx_t *ctx)
 		return FI_PASS;
 
 	fi_tcp_write_flags(ctx, th, pkt.l4_off, th->flags | TCP_FLAG_PSH);
-	fi_count(FI_ACTED);
+	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, 0);
 	return FI_PASS;
 }

@@ -29,6 +29,6 @@ int tcp_flags(fi_ctx_t *ctx)
 	if (new == old)
 		return FI_PASS;
 	fi_tcp_write_flags(ctx, th, pkt.l4_off, new);
-	fi_count(FI_ACTED);
+	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, new);
 	return FI_PASS;
 }

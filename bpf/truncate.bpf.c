@@ -25,13 +25,12 @@ int truncate(fi_ctx_t *ctx)
 	fi_count(FI_MATCHED);
 	if (!fi_decide(cfg, &pkt, NULL))
 		return FI_PASS;
+	/* recorded first: the cut may take the TCP sequence number */
+	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, n);
 #if defined(FI_HOOK_TC)
-	if (bpf_skb_change_tail(ctx, n, 0))
-		return FI_PASS;
+	bpf_skb_change_tail(ctx, n, 0);
 #else
-	if (bpf_xdp_adjust_tail(ctx, (int)n - (int)len))
-		return FI_PASS;
+	bpf_xdp_adjust_tail(ctx, (int)n - (int)len);
 #endif
-	fi_count(FI_ACTED);
 	return FI_PASS;
 }

@@ -39,7 +39,7 @@ int ttl_pong(fi_ctx_t *ctx)
 		fi_csum_replace2(&iph->check, bpf_htons(((__u16)old_ttl << 8) | iph->protocol),
 				 bpf_htons(((__u16)new_ttl << 8) | iph->protocol));
 		iph->ttl = new_ttl;
-		fi_count(FI_ACTED);
+		fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, new_ttl);
 	} else if (pkt.l3_proto == ETH_P_IPV6 && pkt.l4_proto == IPPROTO_ICMPV6) {
 		struct ipv6hdr *ip6h = pkt.l3;
 		struct icmp_echo *ie = pkt.l4;
@@ -52,7 +52,7 @@ int ttl_pong(fi_ctx_t *ctx)
 		if (!fi_decide(cfg, &pkt, &draw))
 			return FI_PASS;
 		ip6h->hop_limit = (__u32)draw % ip6h->hop_limit + 1;
-		fi_count(FI_ACTED);
+		fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, ip6h->hop_limit);
 	}
 	return FI_PASS;
 }

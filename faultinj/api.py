@@ -453,3 +453,22 @@ def reap() -> list[state.Record]:
     caps.require_privileges()
     with _Links() as links, state.locked():
         return _reap(links)
+
+
+# ---- journal ---------------------------------------------------------------
+
+def journal(ifname: str | None = None, *, netns_name: str | None = None, fault_id: str | None = None):
+    """A reader (inject.journal.JournalReader; close it) of the journals of the faults on ifname,
+    one fault by id, or every fault. Reading consumes the events it returns."""
+    from .inject.journal import JournalReader
+
+    caps.require_privileges()
+    with state.locked(exclusive=False):
+        recs = [r for r in state.records()
+                if (fault_id is None or r.id == fault_id)
+                and (ifname is None or (r.ifname == ifname and r.netns == netns_name))
+                and (ifname is not None or fault_id is not None or netns_name is None or r.netns == netns_name)]
+    if not recs and (ifname or fault_id):
+        what = f"fault {fault_id}" if fault_id else f"faults on {ifname}{' in ' + netns_name if netns_name else ''}"
+        raise StateError(f"no {what}: see 'faultinj status'")
+    return JournalReader([r for r in recs if r.fault != custom.FAULT_NAME])

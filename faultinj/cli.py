@@ -244,6 +244,45 @@ def faults(as_json: bool = JsonOpt):
 
 @app.command()
 @_boundary
+def journal(
+    interface: Optional[str] = typer.Argument(None, help="Only the faults on this interface."),
+    netns: Optional[str] = NetnsOpt,
+    fault_id: Optional[str] = typer.Option(None, "--id", help="Only this fault."),
+    follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing events as they come (Ctrl-C stops)."),
+    duration: Optional[str] = typer.Option(None, help="With --follow: stop after this long, e.g. 10s."),
+    as_json: bool = JsonOpt,
+):
+    """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq.
+    Reading consumes the events (each fault keeps up to 3640 unread)."""
+    from .api import journal as open_journal, parse_duration
+
+    seconds = parse_duration(duration)
+    if seconds is not None and not follow:
+        raise SpecError("--duration goes with --follow")
+    with open_journal(interface, netns_name=netns, fault_id=fault_id) as reader:
+        if not follow:
+            events = reader.read()
+            lost = {k: v for k, v in reader.lost().items() if v}
+            if as_json:
+                _print_json({"events": [e.to_json() for e in events], "lost": lost})
+            else:
+                for e in events:
+                    typer.echo(str(e))
+                typer.echo(f"{len(events)} events from {len(reader.records)} faults", err=True)
+            for fid, n in lost.items():
+                typer.echo(f"{fid}: {n} events lost (ring full): read with --follow while traffic runs", err=True)
+            return
+        end = None if seconds is None else time.monotonic() + seconds
+        try:
+            while end is None or time.monotonic() < end:
+                for e in reader.read(timeout_ms=200):
+                    typer.echo(json.dumps(e.to_json()) if as_json else str(e))
+        except KeyboardInterrupt:
+            pass
+
+
+@app.command()
+@_boundary
 def demo(
     pcap_dir: Optional[str] = typer.Option(None, help="Save each experiment's capture as a pcap here."),
     seed: int = typer.Option(42, help="Seed of every fault (runs repeat packet for packet)."),

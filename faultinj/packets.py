@@ -7,6 +7,7 @@ checked only where the whole packet was captured.
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from array import array
 from dataclasses import dataclass
@@ -44,6 +45,17 @@ class Packet:
     payload_len: int | None = None
     payload: bytes = b""         # what was captured of the L4 payload
     l4_csum_ok: bool | None = None  # None when the capture was cut short
+    ip_id: int = 0               # IPv4 identification
+    echo_id: int = 0             # ICMP/ICMPv6 echo identifier
+
+    def journal_key(self) -> tuple:
+        """The packet as a journal event names it (faultinj/journal.py Event.key)."""
+        src = str(ipaddress.ip_address(self.src)) if self.src else None
+        dst = str(ipaddress.ip_address(self.dst)) if self.dst else None
+        if self.proto in (1, 58):
+            return (src, dst, self.proto, self.echo_id, 0, self.ip_id, 0)
+        return (src, dst, self.proto or 0, self.sport or 0, self.dport or 0, self.ip_id,
+                self.seq if self.proto == 6 and self.seq is not None else 0)
 
 
 def parse(data: bytes, wire_len: int | None = None) -> Packet:
@@ -61,6 +73,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
         ihl = (data[off] & 0x0F) * 4
         tot = struct.unpack_from("!H", data, off + 2)[0]
         pkt.version, pkt.ttl, pkt.proto = 4, data[off + 8], data[off + 9]
+        pkt.ip_id = struct.unpack_from("!H", data, off + 4)[0]
         pkt.src, pkt.dst = data[off + 12: off + 16], data[off + 16: off + 20]
         if len(data) >= off + ihl:
             pkt.ip_csum_ok = checksum_ok(data[off: off + ihl])
@@ -91,6 +104,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
         pkt.payload = seg[8:]
     elif pkt.proto in (1, 58) and len(seg) >= 8:
         pkt.icmp_type = seg[0]
+        pkt.echo_id = struct.unpack_from("!H", seg, 4)[0]
         pkt.payload_len = l4_len - 8
     if whole and pkt.proto in (6, 17, 58):
         pkt.l4_csum_ok = checksum_ok(seg, pseudo)

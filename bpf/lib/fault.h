@@ -49,12 +49,14 @@ struct fi_config {
 #define FI_CFG_ACTIVE 1
 #define FI_CFG_INGRESS 2   /* the program runs at tc ingress (duplicate re-injects there) */
 #define FI_CFG_DRY_RUN 4   /* decide and count, but send nothing (replay, program tests) */
+#define FI_CFG_JOURNAL 8   /* record each action in the fi_journal ring buffer */
 
 /* Outcomes, counted per CPU; faultinj/inject/maps.py names them. */
 enum fi_counter {
 	FI_SEEN = 0,    /* packets at the hook while the fault is live */
 	FI_MATCHED,     /* packets the fault could act on */
 	FI_ACTED,       /* packets it changed or dropped */
+	FI_LOST,        /* journal events lost: the ring was full (nobody read it) */
 	FI_NR_COUNTERS,
 };
 
@@ -84,6 +86,32 @@ struct {
 	__type(value, __u64);
 } fi_flows SEC(".maps");
 
+/* The journal: one event per action, read (and consumed) by `faultinj
+ * journal` and by scenario runs. Mirrors faultinj/journal.py EVENT_FORMAT. */
+struct fi_event {
+	__u64 ts_ns;         /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
+	__u32 ifindex;
+	__u32 tcp_seq;       /* TCP: the segment's sequence number */
+	__u32 saddr[4];      /* IPv4 in [0] */
+	__u32 daddr[4];
+	__u16 l3_proto;
+	__u16 sport, dport;  /* ports, or the ICMP echo id in sport */
+	__u16 ip_id;         /* IPv4: the identification field */
+	__u8 l4_proto;
+	__u8 action;         /* FI_A_* */
+	__u16 pad;
+	__u32 value;         /* the fault's detail: the TTL it wrote; 0 */
+};
+
+#define FI_A_DROP 1
+#define FI_A_MODIFY 2
+#define FI_A_DUPLICATE 3
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);   /* 3640 events (64 bytes + an 8-byte header each) */
+} fi_journal SEC(".maps");
+
 #define FI_ALWAYS (1ULL << 32)
 
 static __always_inline void fi_count(__u32 which)
@@ -92,6 +120,51 @@ static __always_inline void fi_count(__u32 which)
 
 	if (n)
 		*n += 1;
+}
+
+static __always_inline __u32 fi_ifindex(fi_ctx_t *ctx)
+{
+#if defined(FI_HOOK_TC)
+	return ctx->ifindex;
+#else
+	return ctx->ingress_ifindex;
+#endif
+}
+
+/* The fault acted on this packet: count it and, with the journal on, record
+ * it. Reads the frame by offset, so it may follow a helper that moved the
+ * data; call it before a truncation or a drop's return. */
+static __always_inline void fi_acted(fi_ctx_t *ctx, const struct fi_config *cfg, const struct fi_pkt *pkt,
+				     __u8 action, __u32 value)
+{
+	struct fi_event *e;
+	__be32 seq;
+	__be16 id;
+
+	fi_count(FI_ACTED);
+	if (!(cfg->flags & FI_CFG_JOURNAL))
+		return;
+	e = bpf_ringbuf_reserve(&fi_journal, sizeof(*e), 0);
+	if (!e) {
+		fi_count(FI_LOST);
+		return;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->ifindex = fi_ifindex(ctx);
+	__builtin_memcpy(e->saddr, pkt->flow.saddr, sizeof(e->saddr));
+	__builtin_memcpy(e->daddr, pkt->flow.daddr, sizeof(e->daddr));
+	e->l3_proto = pkt->l3_proto;
+	e->l4_proto = pkt->l4_proto;
+	e->sport = pkt->flow.sport;
+	e->dport = pkt->flow.dport;
+	if (pkt->l3_proto == ETH_P_IP && !fi_load_bytes(ctx, pkt->l3_off + 4, &id, sizeof(id)))
+		e->ip_id = bpf_ntohs(id);
+	if (pkt->l4_proto == IPPROTO_TCP && pkt->l4_off && !fi_load_bytes(ctx, pkt->l4_off + 4, &seq, sizeof(seq)))
+		e->tcp_seq = bpf_ntohl(seq);
+	e->action = action;
+	e->value = value;
+	bpf_ringbuf_submit(e, 0);
 }
 
 /* The live config, or NULL when the fault is switched off or past its

@@ -13,9 +13,10 @@ from . import libbpf
 _HEAD = struct.Struct("<QQQII")
 _EXTRA = struct.Struct("<4I")
 CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 7) // 8 * 8
-CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN = 1, 2, 4   # FI_CFG_* in bpf/lib/fault.h
+CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = 1, 2, 4, 8   # FI_CFG_* in bpf/lib/fault.h
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
-MAP_NAMES = ("fi_config", "fi_counters", "fi_flows")
+LOST = 3                                  # FI_LOST: journal events lost, the ring full
+MAP_NAMES = ("fi_config", "fi_counters", "fi_flows", "fi_journal")
 KEY0 = (0).to_bytes(4, "little")
 
 
@@ -51,11 +52,16 @@ def read_config(fd: int) -> Config:
     return Config.unpack(libbpf.map_lookup(fd, KEY0, CONFIG_SIZE))
 
 
-def read_counters(fd: int) -> dict[str, int]:
-    """Sum the per-CPU counters (each value is 8 bytes per possible CPU)."""
+def _counter(fd: int, index: int) -> int:
+    """One per-CPU counter summed over CPUs (each value is 8 bytes per possible CPU)."""
     ncpu = libbpf.possible_cpus()
-    out = {}
-    for i, name in enumerate(COUNTERS):
-        raw = libbpf.map_lookup(fd, i.to_bytes(4, "little"), 8 * ncpu)
-        out[name] = sum(struct.unpack(f"<{ncpu}Q", raw))
-    return out
+    return sum(struct.unpack(f"<{ncpu}Q", libbpf.map_lookup(fd, index.to_bytes(4, "little"), 8 * ncpu)))
+
+
+def read_counters(fd: int) -> dict[str, int]:
+    return {name: _counter(fd, i) for i, name in enumerate(COUNTERS)}
+
+
+def read_lost(fd: int) -> int:
+    """Journal events the program could not record (nobody read the ring and it filled up)."""
+    return _counter(fd, LOST)

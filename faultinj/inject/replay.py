@@ -40,7 +40,7 @@ def replay(in_path: str, specs: list[str | FaultSpec], out_path: str, seed: int 
     try:
         for spec in parsed:
             # dry run: duplicate decides and counts, but its copy would leave through this namespace's lo
-            obj = program.load(spec, seed=seed, dry_run=True)
+            obj = program.load(spec, seed=seed, dry_run=True, journal=False)
             loaded.append((spec, obj, libbpf.TestRunner(obj.prog_fd, max(65535, *(len(r.data) for r in records)))))
         res = ReplayResult(packets=len(records), seed=seed)
         copied: dict[int, int] = {}   # duplicate faults: their acted counter so far

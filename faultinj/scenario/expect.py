@@ -19,6 +19,8 @@ class RunData:
     traffic: dict[str, object] = field(default_factory=dict)            # traffic -> result
     counters: dict[str, dict[str, int]] = field(default_factory=dict)   # fault -> counters
     csum_errors: dict[str, int] = field(default_factory=dict)           # host -> new checksum errors
+    journal: dict[str, list] = field(default_factory=dict)              # fault -> journal events
+    journal_lost: dict[str, int] = field(default_factory=dict)          # fault -> events lost (ring full)
 
 
 def _p(params: dict) -> float:
@@ -104,6 +106,17 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         return Check(f"first_segments: {prm['having']} on the first data segment of each connection at "
                      f"{prm['capture']}", len(first) == want and hit == want and want > 0,
                      f"{hit} of {len(first)} connections", f"all {want}")
+    if k == "journal_matches":
+        having = compile_predicate(prm["having"])
+        seen = Counter(p.journal_key() for p in _select(data, prm) if having(p))
+        journal = Counter(e.key() for e in data.journal.get(prm["fault"], []))
+        lost = data.journal_lost.get(prm["fault"], 0)
+        both = sum((seen & journal).values())
+        return Check(f"journal_matches: {prm['having']} at {prm['capture']} = what {prm['fault']}'s journal recorded",
+                     seen == journal and lost == 0 and both > 0,
+                     f"{sum(seen.values())} seen, {sum(journal.values())} recorded, {both} in both"
+                     + (f", {lost} events lost" if lost else ""),
+                     "the same packets, at least one")
     raise AssertionError(f"unhandled expectation {k}")
 
 

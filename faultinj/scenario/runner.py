@@ -92,11 +92,37 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             applied[f.name] = rec
         progress(f"fault {f.name}: {rec.spec} on {f.host}/{f.interface} (seed {rec.seed})")
 
+    journaled = {e.params["fault"] for e in scn.expect if e.kind == "journal_matches"}
+    readers: dict[str, object] = {}
+    stop_drain = threading.Event()
+
+    def drain(name, rec, last=False):
+        """Move the fault's journal events into data (its ring holds 3640: read it as traffic runs)."""
+        if name not in journaled:
+            return
+        with lock:
+            reader = readers.get(rec.id) or readers.setdefault(rec.id, api.journal(fault_id=rec.id))
+            data.journal.setdefault(name, []).extend(reader.read())
+            if last:
+                data.journal_lost[name] = sum(reader.lost().values())
+                readers.pop(rec.id).close()
+
+    def drain_loop():
+        while not stop_drain.wait(0.1):
+            with lock:
+                current = list(applied.items())
+            for name, rec in current:
+                try:
+                    drain(name, rec)
+                except Exception:
+                    pass   # cleared meanwhile: clear_fault drained it last
+
     def clear_fault(name):
         with lock:
             rec = applied.pop(name, None)
         if rec is None:
             return
+        drain(name, rec, last=True)
         for st in api.status(netns_name=rec.netns, all_namespaces=False):
             if st.record.id == rec.id:
                 data.counters[name] = st.counters or {}
@@ -129,6 +155,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 timers.append(threading.Timer((f.at or 0) + f.for_, phase, (clear_fault, f.name)))
         for t in timers:
             t.start()
+        if journaled:
+            threading.Thread(target=drain_loop, daemon=True).start()
         for i, t in enumerate(scn.traffic, 1):
             progress(f"traffic [{i}/{len(scn.traffic)}] {t.name}: {t.kind} from {t.host}")
             data.traffic[t.name] = _run_traffic(t, scn, topo)
@@ -150,6 +178,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         report.errors.append(str(exc))
         raise
     finally:
+        stop_drain.set()
         for t in timers:
             t.cancel()
         for cap in captures.values():
@@ -159,6 +188,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 clear_fault(name)
             except Exception as exc:
                 report.errors.append(f"clearing {name}: {exc}")
+        for reader in readers.values():
+            reader.close()
         if keep:
             lab.remember(scn.name, topo, kept=True, extra={"file": os.path.abspath(scn.path)})
             progress(f"lab kept: faultinj lab down {scn.path}")

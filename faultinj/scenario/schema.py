@@ -221,6 +221,8 @@ EXPECT_KINDS = {
     "counter": ({"fault", "counter"}, {"equals", "min", "max"}),
     "counters_match_capture": ({"fault", "capture", "having"}, {"of"}),
     "first_segments": ({"capture", "having"}, {"connections"}),
+    # the packets of a capture showing an anomaly are exactly those the fault's journal recorded
+    "journal_matches": ({"fault", "capture", "having"}, {"of"}),
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),

@@ -1,0 +1,76 @@
+"""The journal of injected packets: one event per action a fault took, as
+the program recorded it (bpf/lib/fault.h struct fi_event). Pure decoding;
+faultinj/inject/journal.py reads the rings."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+import time
+from dataclasses import dataclass
+
+# struct fi_event: u64 ts; u32 ifindex, tcp_seq; u32 saddr[4], daddr[4]; u16 l3, sport, dport, ip_id;
+# u8 l4, action; u16 pad; u32 value
+EVENT_FORMAT = struct.Struct("<QII16s16sHHHHBBxxI")
+ACTIONS = {1: "drop", 2: "modify", 3: "duplicate"}
+PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
+
+
+@dataclass(frozen=True)
+class Event:
+    fault_id: str
+    fault: str          # the fault's spec
+    where: str          # namespace/interface
+    hook: str
+    ts_ns: int          # CLOCK_MONOTONIC
+    ifindex: int
+    l3_proto: int
+    l4_proto: int
+    src: str | None
+    dst: str | None
+    sport: int
+    dport: int
+    ip_id: int
+    tcp_seq: int
+    action: str
+    value: int
+
+    @property
+    def wall_time(self) -> float:
+        """The event's time on the wall clock (from its monotonic stamp)."""
+        return time.time() - (time.monotonic_ns() - self.ts_ns) / 1e9
+
+    def key(self) -> tuple:
+        """What identifies the packet in a capture too (faultinj/packets.py Packet.journal_key)."""
+        return (self.src, self.dst, self.l4_proto, self.sport, self.dport, self.ip_id, self.tcp_seq)
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in self.__dataclass_fields__}
+        d["proto"] = PROTOS.get(self.l4_proto, self.l4_proto)
+        d["time"] = self.wall_time
+        return d
+
+    def __str__(self) -> str:
+        t = time.strftime("%H:%M:%S", time.localtime(self.wall_time)) + f".{int(self.wall_time * 1e6) % 1000000:06d}"
+        proto = PROTOS.get(self.l4_proto, str(self.l4_proto) if self.src else f"ethertype 0x{self.l3_proto:04x}")
+        ports = f":{self.sport} -> {self.dst}:{self.dport}" if self.l4_proto in (6, 17, 132) else f" -> {self.dst}"
+        flow = f"{proto} {self.src}{ports}" if self.src else proto
+        ids = (f" id={self.ip_id}" if self.l3_proto == ETH_P_IP else "") + (f" seq={self.tcp_seq}"
+                                                                             if self.l4_proto == 6 else "")
+        detail = f" ({self.value})" if self.value else ""
+        return f"{t} {self.fault_id} {self.where} {self.hook} {self.action}{detail} {flow}{ids}  [{self.fault}]"
+
+
+def _addr(l3: int, raw: bytes) -> str | None:
+    if l3 == ETH_P_IP:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if l3 == ETH_P_IPV6:
+        return str(ipaddress.IPv6Address(raw))
+    return None
+
+
+def decode(raw: bytes, fault_id: str, fault: str, where: str, hook: str) -> Event:
+    ts, ifindex, seq, saddr, daddr, l3, sport, dport, ip_id, l4, action, value = EVENT_FORMAT.unpack_from(raw)
+    return Event(fault_id, fault, where, hook, ts, ifindex, l3, l4, _addr(l3, saddr), _addr(l3, daddr),
+                 sport, dport, ip_id, seq, ACTIONS.get(action, str(action)), value)

@@ -1,0 +1,136 @@
+"""The journal of injected packets: what the programs record, `faultinj journal`, scenarios."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import os
+
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import Ether
+
+import faultinj
+from conftest import cli_runner
+from faultinj.cli import app
+from faultinj.faults import parse_spec
+from faultinj.inject import libbpf, maps, program, traffic
+from faultinj.journal import decode
+from faultinj.packets import parse
+from faultinj.scenario.expect import RunData, evaluate
+from faultinj.scenario.schema import ExpectEntry
+
+E = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+
+
+def _events(obj, spec="x"):
+    rings = libbpf.RingBuffers([obj.map_fds["fi_journal"]])
+    try:
+        return [decode(raw, "f1", spec, "ns/if", "hook") for _, raw in rings.read()]
+    finally:
+        rings.close()
+
+
+def test_events_name_the_packet_and_the_action():
+    tcp = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2", id=4242) / TCP(sport=1111, dport=80, seq=777, flags="A") / b"d")
+    udp6 = bytes(Ether(**E) / IPv6(src="fd00::1", dst="fd00::2") / UDP(sport=53, dport=5353) / b"q")
+    obj = program.load(parse_spec("drop=1@xdp"), seed=1)
+    try:
+        libbpf.test_run(obj.prog_fd, tcp)
+        libbpf.test_run(obj.prog_fd, udp6)
+        e1, e2 = _events(obj)
+    finally:
+        obj.close()
+    assert (e1.action, e1.src, e1.dst, e1.l4_proto, e1.sport, e1.dport, e1.ip_id, e1.tcp_seq) == \
+        ("drop", "10.0.0.1", "10.0.0.2", 6, 1111, 80, 4242, 777)
+    assert e1.key() == parse(tcp).journal_key()
+    assert (e2.src, e2.dst, e2.l4_proto, e2.sport, e2.dport) == ("fd00::1", "fd00::2", 17, 53, 5353)
+    assert e2.key() == parse(udp6).journal_key()
+    assert e1.ts_ns < e2.ts_ns
+
+
+def test_modifications_record_their_value_and_only_acted_packets_appear():
+    pong = bytes(Ether(**E) / IP(src="10.0.0.2", dst="10.0.0.1", ttl=64) / b"")  # not ICMP: not a pong
+    seg = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(sport=1, dport=2, flags="A") / b"x")
+    obj = program.load(parse_spec("ttl=3,proto=tcp"), seed=1)
+    try:
+        libbpf.test_run(obj.prog_fd, pong)
+        out = libbpf.test_run(obj.prog_fd, seg).data
+        [e] = _events(obj)
+    finally:
+        obj.close()
+    assert e.action == "modify" and e.value == 3 == Ether(out)[IP].ttl
+
+
+def test_a_full_ring_counts_what_it_lost_and_journal_off_records_nothing():
+    frame = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / b"x")
+    obj = program.load(parse_spec("drop=1@xdp"), seed=1)
+    try:
+        runner = libbpf.TestRunner(obj.prog_fd)
+        for _ in range(5000):
+            runner.run(frame)
+        kept = len(_events(obj))
+        assert kept == 256 * 1024 // (64 + 8)          # 64-byte events, 8-byte ring headers
+        assert maps.read_lost(obj.map_fds["fi_counters"]) == 5000 - kept
+    finally:
+        obj.close()
+    obj = program.load(parse_spec("drop=1@xdp"), seed=1, journal=False)
+    try:
+        libbpf.test_run(obj.prog_fd, frame)
+        assert _events(obj) == [] and maps.read_counters(obj.map_fds["fi_counters"])["acted"] == 1
+    finally:
+        obj.close()
+
+
+def test_journal_command_on_a_live_fault(lab):
+    a, b = lab.a, lab.b
+    rec = faultinj.apply("drop=10%,proto=udp", a.ifname, netns_name=a.netns, seed=3)
+    res = traffic.udp_stream(a.netns, b.netns, b.ip4, 2000)
+    r = cli_runner().invoke(app, ["journal", a.ifname, "--netns", a.netns, "--json"])
+    assert r.exit_code == 0, r.stderr
+    doc = json.loads(r.stdout)
+    [st] = faultinj.status()
+    events = doc["events"]
+    assert len(events) == st.counters["acted"] == 2000 - len(res.received) and doc["lost"] == {}
+    assert all(e["fault_id"] == rec.id and e["action"] == "drop" and e["proto"] == "udp"
+               and (e["src"], e["dst"], e["dport"]) == (a.ip4, b.ip4, 5300) for e in events)
+    assert len({e["ip_id"] for e in events}) == len(events)                 # each packet once
+    r = cli_runner().invoke(app, ["journal"])                                   # read: consumed
+    assert r.exit_code == 0 and r.stdout == ""
+    # --follow prints JSON lines as events come
+    proc = subprocess.Popen([sys.executable, "-m", "faultinj.cli", "journal", "--follow", "--duration", "3",
+                             "--json"], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
+    try:
+        res = traffic.udp_stream(a.netns, b.netns, b.ip4, 1000)
+        out, _ = proc.communicate(timeout=20)
+    finally:
+        proc.kill()
+    lines = [json.loads(ln) for ln in out.splitlines()]
+    assert proc.returncode == 0 and len(lines) == 1000 - len(res.received) > 50
+
+
+def test_journal_errors_are_one_line():
+    runner = cli_runner()
+    for args, msg in ((["journal", "--duration", "1s"], "--duration goes with --follow"),
+                      (["journal", "nosuchif0"], "no faults on nosuchif0"),
+                      (["journal", "--id", "f00000000"], "no fault f00000000")):
+        r = runner.invoke(app, args)
+        assert r.exit_code != 0 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_journal_matches_fails_on_an_anomaly_the_fault_did_not_make():
+    bad = Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2", id=9) / UDP(sport=1, dport=2, chksum=0x1234) / b"x"
+    bad2 = Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2", id=10) / UDP(sport=1, dport=2, chksum=0x1234) / b"x"
+    obj = program.load(parse_spec("drop=1@xdp"), seed=1)
+    try:
+        libbpf.test_run(obj.prog_fd, bytes(bad))
+        events = _events(obj)
+    finally:
+        obj.close()
+    e = ExpectEntry(kind="journal_matches", params={"fault": "f", "capture": "rx", "having": "bad_checksum"}, line=1)
+    one = RunData(packets={"rx": [parse(bytes(bad))]}, journal={"f": events})
+    two = RunData(packets={"rx": [parse(bytes(bad)), parse(bytes(bad2))]}, journal={"f": events})
+    assert evaluate(e, one).ok
+    assert not evaluate(e, two).ok                      # an anomaly nobody recorded
+    assert not evaluate(e, RunData(packets={"rx": []}, journal={"f": events})).ok   # recorded, not seen
