@@ -283,6 +283,61 @@ def journal(
 
 @app.command()
 @_boundary
+def trace(
+    icmp: bool = typer.Option(False, "--icmp", help="Only ICMP and ICMPv6."),
+    tcp: bool = typer.Option(False, "--tcp", help="Only TCP."),
+    udp: bool = typer.Option(False, "--udp", help="Only UDP."),
+    proto: Optional[str] = typer.Option(None, help="Only this protocol (name or number)."),
+    src: Optional[str] = typer.Option(None, help="Source address or network."),
+    dst: Optional[str] = typer.Option(None, help="Destination address or network."),
+    sport: Optional[str] = typer.Option(None, help="Source port or range."),
+    dport: Optional[str] = typer.Option(None, help="Destination port or range."),
+    flags: Optional[str] = typer.Option(None, help="TCP flags present/absent, e.g. +syn-ack."),
+    vlan: Optional[int] = typer.Option(None, help="VLAN id."),
+    count: Optional[int] = typer.Option(None, help="Stop after this many packets (and their later hops)."),
+    duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10s (default: until Ctrl-C)."),
+    pcap_out: Optional[str] = typer.Option(None, "--pcap", help="Write each traced hop's frame (first 128 bytes)."),
+    faults: bool = typer.Option(True, "--faults/--no-faults", help="Show where faultinj faults acted (their journals)."),
+    as_json: bool = JsonOpt,
+):
+    """Where packets went, hop by hop across interfaces and namespaces, and where they died (with the
+    kernel's drop reason, or the faultinj fault that took them). BTF raw tracepoints; filters run in the kernel."""
+    from . import pcap as pcap_mod
+    from .api import parse_duration
+    from .faults.match import parse_match
+    from .inject import caps
+    from .inject.trace import check_btf, trace as do_trace
+
+    chosen = [name for name, on in (("icmp", icmp), ("tcp", tcp), ("udp", udp)) if on]
+    if len(chosen) + (proto is not None) > 1:
+        raise SpecError("give one of --icmp, --tcp, --udp, --proto")
+    if count is not None and count < 1:
+        raise SpecError(f"--count {count}: give 1 or more packets")
+    words = [f"proto={(chosen or [proto])[0]}"] if chosen or proto else []
+    words += [f"{k}={v}" for k, v in (("src", src), ("dst", dst), ("sport", sport), ("dport", dport),
+                                      ("flags", flags), ("vlan", vlan)) if v is not None]
+    match = parse_match(words)
+    seconds = parse_duration(duration)
+    caps.require_privileges()
+    check_btf()
+
+    def show(hop):
+        typer.echo(json.dumps(hop.to_json()) if as_json else str(hop))
+
+    if not as_json:
+        typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
+                   + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
+                   err=True)
+    hops = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults)
+    if pcap_out:
+        to_wall = time.time_ns() - time.monotonic_ns()   # the hops are stamped on CLOCK_MONOTONIC
+        n = pcap_mod.write(pcap_out, [pcap_mod.Record(h.ts_ns + to_wall, max(h.length, len(h.frame)), h.frame)
+                                      for h in hops if h.frame])
+        typer.echo(f"{n} frames written to {pcap_out}", err=True)
+
+
+@app.command()
+@_boundary
 def demo(
     pcap_dir: Optional[str] = typer.Option(None, help="Save each experiment's capture as a pcap here."),
     seed: int = typer.Option(42, help="Seed of every fault (runs repeat packet for packet)."),

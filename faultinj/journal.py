@@ -9,7 +9,7 @@ import struct
 import time
 from dataclasses import dataclass
 
-# struct fi_event: u64 ts; u32 ifindex, tcp_seq; u32 saddr[4], daddr[4]; u16 l3, sport, dport, ip_id;
+# struct fi_event: u64 ts; u32 ifindex, seq; u32 saddr[4], daddr[4]; u16 l3, sport, dport, ip_id;
 # u8 l4, action; u16 pad; u32 value
 EVENT_FORMAT = struct.Struct("<QII16s16sHHHHBBxxI")
 ACTIONS = {1: "drop", 2: "modify", 3: "duplicate"}
@@ -32,7 +32,7 @@ class Event:
     sport: int
     dport: int
     ip_id: int
-    tcp_seq: int
+    seq: int            # TCP sequence number, or ICMP echo sequence
     action: str
     value: int
 
@@ -43,7 +43,7 @@ class Event:
 
     def key(self) -> tuple:
         """What identifies the packet in a capture too (faultinj/packets.py Packet.journal_key)."""
-        return (self.src, self.dst, self.l4_proto, self.sport, self.dport, self.ip_id, self.tcp_seq)
+        return (self.src, self.dst, self.l4_proto, self.sport, self.dport, self.ip_id, self.seq)
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -56,8 +56,8 @@ class Event:
         proto = PROTOS.get(self.l4_proto, str(self.l4_proto) if self.src else f"ethertype 0x{self.l3_proto:04x}")
         ports = f":{self.sport} -> {self.dst}:{self.dport}" if self.l4_proto in (6, 17, 132) else f" -> {self.dst}"
         flow = f"{proto} {self.src}{ports}" if self.src else proto
-        ids = (f" id={self.ip_id}" if self.l3_proto == ETH_P_IP else "") + (f" seq={self.tcp_seq}"
-                                                                             if self.l4_proto == 6 else "")
+        ids = (f" id={self.ip_id}" if self.l3_proto == ETH_P_IP else "") + (f" seq={self.seq}"
+                                                                             if self.l4_proto in (1, 6, 58) else "")
         detail = f" ({self.value})" if self.value else ""
         return f"{t} {self.fault_id} {self.where} {self.hook} {self.action}{detail} {flow}{ids}  [{self.fault}]"
 

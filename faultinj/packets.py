@@ -46,14 +46,15 @@ class Packet:
     payload: bytes = b""         # what was captured of the L4 payload
     l4_csum_ok: bool | None = None  # None when the capture was cut short
     ip_id: int = 0               # IPv4 identification
-    echo_id: int = 0             # ICMP/ICMPv6 echo identifier
+    echo_id: int = 0             # ICMP/ICMPv6 echo identifier and sequence
+    echo_seq: int = 0
 
     def journal_key(self) -> tuple:
         """The packet as a journal event names it (faultinj/journal.py Event.key)."""
         src = str(ipaddress.ip_address(self.src)) if self.src else None
         dst = str(ipaddress.ip_address(self.dst)) if self.dst else None
         if self.proto in (1, 58):
-            return (src, dst, self.proto, self.echo_id, 0, self.ip_id, 0)
+            return (src, dst, self.proto, self.echo_id, 0, self.ip_id, self.echo_seq)
         return (src, dst, self.proto or 0, self.sport or 0, self.dport or 0, self.ip_id,
                 self.seq if self.proto == 6 and self.seq is not None else 0)
 
@@ -104,7 +105,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
         pkt.payload = seg[8:]
     elif pkt.proto in (1, 58) and len(seg) >= 8:
         pkt.icmp_type = seg[0]
-        pkt.echo_id = struct.unpack_from("!H", seg, 4)[0]
+        pkt.echo_id, pkt.echo_seq = struct.unpack_from("!HH", seg, 4)
         pkt.payload_len = l4_len - 8
     if whole and pkt.proto in (6, 17, 58):
         pkt.l4_csum_ok = checksum_ok(seg, pseudo)

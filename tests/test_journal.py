@@ -42,7 +42,7 @@ def test_events_name_the_packet_and_the_action():
         e1, e2 = _events(obj)
     finally:
         obj.close()
-    assert (e1.action, e1.src, e1.dst, e1.l4_proto, e1.sport, e1.dport, e1.ip_id, e1.tcp_seq) == \
+    assert (e1.action, e1.src, e1.dst, e1.l4_proto, e1.sport, e1.dport, e1.ip_id, e1.seq) == \
         ("drop", "10.0.0.1", "10.0.0.2", 6, 1111, 80, 4242, 777)
     assert e1.key() == parse(tcp).journal_key()
     assert (e2.src, e2.dst, e2.l4_proto, e2.sport, e2.dport) == ("fd00::1", "fd00::2", 17, 53, 5353)

@@ -43,6 +43,29 @@ class Match:
     def __str__(self) -> str:
         return "".join(f",{k}={v}" for k, v in self.words)
 
+    def accepts(self, src: str | None, dst: str | None, proto: int, sport: int, dport: int) -> bool:
+        """The filter in Python, for what user space sees without the packet (journal events):
+        addresses, protocol and ports. TCP flags and VLAN are not judged here (always pass)."""
+        def inside(addr: str | None, net: tuple[bytes, bytes]) -> bool:
+            if addr is None:
+                return False
+            raw = ipaddress.ip_address(addr).packed
+            return len(raw) == len(net[0]) and all((a & m) == n for a, m, n in zip(raw, net[1], net[0]))
+
+        f = self.fields
+        if f & (SRC4 | SRC6) and not inside(src, self.src):
+            return False
+        if f & (DST4 | DST6) and not inside(dst, self.dst):
+            return False
+        if f & PROTO and proto != self.proto:
+            return False
+        has_ports = proto in (6, 17)
+        if f & SPORT and not (has_ports and self.sport[0] <= sport <= self.sport[1]):
+            return False
+        if f & DPORT and not (has_ports and self.dport[0] <= dport <= self.dport[1]):
+            return False
+        return True
+
     def pack(self) -> bytes:
         def pad(b: bytes) -> bytes:
             return b.ljust(16, b"\0")

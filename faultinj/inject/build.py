@@ -23,8 +23,10 @@ from ..errors import BuildError, EnvironmentProblem
 # our programs touch only packet data, and CO-RE relocations cost load time.
 CFLAGS = ("-O2", "-g", "-target", "bpf", "-fno-strict-aliasing", "-Wall", "-Werror",
           "-DBPF_NO_PRESERVE_ACCESS_INDEX")
-LIBBPF_HEADERS = ("bpf_helpers.h", "bpf_helper_defs.h", "bpf_endian.h")
-HOOK_DEFINES = {"xdp": "-DFI_HOOK_XDP", "tc-ingress": "-DFI_HOOK_TC", "tc-egress": "-DFI_HOOK_TC"}
+LIBBPF_HEADERS = ("bpf_helpers.h", "bpf_helper_defs.h", "bpf_endian.h", "bpf_core_read.h", "bpf_tracing.h")
+# "trace": the tracer's programs (tracepoints, no packet hook)
+HOOK_DEFINES = {"xdp": "-DFI_HOOK_XDP", "tc-ingress": "-DFI_HOOK_TC", "tc-egress": "-DFI_HOOK_TC",
+                "trace": "-DFI_TRACER"}
 
 
 def bpf_dir() -> Path:

@@ -12,6 +12,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
+import struct
 import threading
 from dataclasses import dataclass, field
 
@@ -132,6 +133,13 @@ def lib() -> ctypes.CDLL:
         "bpf_link_create": (ci, [ci, ci, ci, vp]),
         "bpf_prog_get_next_id": (ci, [cu, ctypes.POINTER(cu)]),
         "bpf_map_get_next_id": (ci, [cu, ctypes.POINTER(cu)]),
+        "bpf_program__attach": (vp, [vp]),
+        "bpf_link__destroy": (ci, [vp]),
+        "btf__parse": (vp, [cs, vp]),
+        "btf__free": (None, [vp]),
+        "btf__find_by_name_kind": (ci, [vp, cs, cu]),
+        "btf__type_by_id": (vp, [vp, cu]),
+        "btf__name_by_offset": (cs, [vp, cu]),
         "ring_buffer__new": (vp, [ci, RINGBUF_SAMPLE_FN, vp, vp]),
         "ring_buffer__add": (ci, [vp, ci, RINGBUF_SAMPLE_FN, vp]),
         "ring_buffer__poll": (ci, [vp, ci]),
@@ -267,6 +275,79 @@ def load_object(path: str, map_names: tuple[str, ...] | None, prog_type: int | N
         _maps=maps,
         _prog=prog,
     )
+
+
+class TracingObject:
+    """A loaded object whose every program is attached where its section says (tp_btf/...),
+    held by this process only: closing it (or exiting) detaches everything."""
+
+    def __init__(self, path: str, map_names: tuple[str, ...]):
+        lb = lib()
+        self._links: list[int] = []
+        with _print_lock:
+            _messages.clear()
+            self._obj = _open(path)
+            rc = lb.bpf_object__load(self._obj)
+            log = "".join(_messages)
+            _messages.clear()
+        if rc < 0:
+            lb.bpf_object__close(self._obj)
+            self._obj = 0
+            if -rc == errno.EPERM:
+                _raise_errno(f"loading {path}", rc)
+            raise VerifierError(os.path.basename(path), _verifier_tail(log), -rc)
+        self.map_fds = {}
+        for m in map_names:
+            ptr = lb.bpf_object__find_map_by_name(self._obj, m.encode())
+            if not ptr:
+                self.close()
+                raise FaultinjError(f"{path} lacks the map {m}")
+            self.map_fds[m] = lb.bpf_map__fd(ptr)
+        self.programs = [name for _, name, _ in _programs(self._obj)]
+
+    def attach(self) -> None:
+        lb = lib()
+        for prog, name, sec in _programs(self._obj):
+            link = lb.bpf_program__attach(prog)
+            if not link:
+                err = ctypes.get_errno()
+                raise FaultinjError(f"cannot attach {name} ({sec}): {os.strerror(err)}")
+            self._links.append(link)
+
+    def close(self) -> None:
+        lb = lib()
+        for link in self._links:
+            lb.bpf_link__destroy(link)
+        self._links = []
+        if self._obj:
+            lb.bpf_object__close(self._obj)
+            self._obj = 0
+
+
+BTF_KIND_ENUM = 6
+
+
+def btf_enum(path: str, name: str) -> dict[int, str]:
+    """The values of `enum name` in the BTF file at path (the running kernel's: /sys/kernel/btf/vmlinux)."""
+    lb = lib()
+    btf = lb.btf__parse(path.encode(), None)
+    if not btf:
+        raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
+    try:
+        tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_ENUM)
+        if tid < 0:
+            return {}
+        t = lb.btf__type_by_id(btf, tid)
+        _, info, _ = struct.unpack("<III", ctypes.string_at(t, 12))
+        vlen = info & 0xFFFF
+        raw = ctypes.string_at(t + 12, 8 * vlen)  # struct btf_enum { u32 name_off; s32 val; }
+        out = {}
+        for i in range(vlen):
+            name_off, val = struct.unpack_from("<Ii", raw, 8 * i)
+            out[val] = lb.btf__name_by_offset(btf, name_off).decode()
+        return out
+    finally:
+        lb.btf__free(btf)
 
 
 def _verifier_tail(log: str) -> str:

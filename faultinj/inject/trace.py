@@ -1,0 +1,241 @@
+"""`faultinj trace`: where a packet went, and where it died.
+
+BTF raw tracepoints (bpf/trace.bpf.c; no kprobes, no tracefs, no kernel
+headers) report each hop: the device leaving (net_dev_queue) or receiving
+(netif_rx, netif_receive_skb, napi_gro_receive) a packet, and kfree_skb with
+the kernel's drop reason, named from the running kernel's BTF. The filter is
+a fault filter (faults/match.py), evaluated in the kernel. Faults' journal
+events are merged in, so a hop where faultinj acted says which fault did —
+including drops, which faultinj makes with TC_ACT_STOLEN or XDP_DROP and the
+kernel does not report through kfree_skb.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+from dataclasses import dataclass, field
+
+from ..errors import KernelFeatureMissing
+from ..faults.match import NO_MATCH, Match
+from ..packets import parse
+from . import build, libbpf, state
+
+BTF_PATH = "/sys/kernel/btf/vmlinux"
+# struct fi_trace_event: u64 ts, skb; u32 netns, ifindex, len, reason; u16 snap; u8 hop, pad; char ifname[16];
+# u8 frame[128]; padded to 8
+EVENT = struct.Struct("<QQIIIIHBx16s128s4x")
+HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
+HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
+# struct fi_trace_config { u32 active, pad; struct fi_match match; }
+_CONFIG_HEAD = struct.Struct("<II")
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
+
+
+def btf_path() -> str:
+    return os.environ.get("FAULTINJ_BTF", BTF_PATH)
+
+
+def check_btf() -> str:
+    path = btf_path()
+    if not os.path.isfile(path):
+        raise KernelFeatureMissing(f"kernel BTF not found at {path}: the tracer needs a kernel built with "
+                                   "CONFIG_DEBUG_INFO_BTF=y (BTF raw tracepoints, CO-RE)")
+    return path
+
+
+def drop_reasons(path: str | None = None) -> dict[int, str]:
+    """enum skb_drop_reason of the running kernel, prefixes off: {2: 'NOT_SPECIFIED', ...}."""
+    names = libbpf.btf_enum(path or check_btf(), "skb_drop_reason")
+    return {v: n.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_") for v, n in names.items()}
+
+
+def netns_names() -> dict[int, str]:
+    """Namespace inode -> name: the named ones (/run/netns) and 'host' (pid 1's)."""
+    out = {}
+    try:
+        out[os.stat("/proc/1/ns/net").st_ino] = "host"
+    except OSError:
+        pass
+    try:
+        for name in os.listdir("/run/netns"):
+            try:
+                out[os.stat(f"/run/netns/{name}").st_ino] = name
+            except OSError:
+                continue
+    except OSError:
+        pass
+    return out
+
+
+@dataclass
+class Hop:
+    ts_ns: int
+    netns: int
+    netns_name: str
+    ifname: str
+    direction: str          # out | in | DROP | ACT
+    point: str              # the tracepoint, or the fault's hook
+    length: int
+    frame: bytes            # from the Ethernet header, at most 128 bytes
+    reason: str = ""        # DROP: the kernel's drop reason, or "faultinj"
+    fault: str = ""         # a faultinj fault acted here: its id and spec
+    key: tuple = ()         # the packet (packets.Packet.journal_key)
+    summary: str = ""
+
+    def to_json(self) -> dict:
+        d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
+                                           "length", "reason", "fault", "summary")}
+        d["key"] = list(self.key)
+        return d
+
+    def __str__(self) -> str:
+        tail = f" reason={self.reason}" if self.reason else ""
+        tail += f"  (faultinj {self.fault})" if self.fault else ""
+        return f"[{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} {self.direction:<4} {self.summary}{tail}"
+
+
+def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
+    """(the packet's key, 'request #4211.1 10.0.0.1 -> 10.0.0.2') from the frame's first bytes."""
+    p = parse(frame, wire_len)
+    key = p.journal_key()
+    src, dst = key[0], key[1]
+    if p.proto in (1, 58) and p.icmp_type in (0, 8, 128, 129):
+        kind = "request" if p.icmp_type in (8, 128) else "reply"
+        return key, f"{kind} #{p.echo_id}.{p.echo_seq} {src} -> {dst}"
+    if p.proto == 6 and p.tcp_flags is not None:
+        flags = "".join(c for c, b in zip("FSRPAUEC", range(8)) if p.tcp_flags & (1 << b))
+        return key, f"tcp {src}:{p.sport} -> {dst}:{p.dport} [{flags}] seq={p.seq} len={p.payload_len}"
+    if p.proto == 17 and p.sport is not None:
+        return key, f"udp {src}:{p.sport} -> {dst}:{p.dport} id={p.ip_id} len={p.payload_len}"
+    if p.version:
+        return key, f"{PROTO_NAMES.get(p.proto, p.proto)} {src} -> {dst}"
+    return key, f"{len(frame)} bytes, not IP"
+
+
+@dataclass
+class Tracer:
+    """Trace packets that pass `match`, until closed. read() returns hops in time order."""
+
+    match: Match = NO_MATCH
+    with_faults: bool = True
+    _obj: object = None
+    _rings: object = None
+    _journal: object = None
+    _reasons: dict = field(default_factory=dict)
+    _names: dict = field(default_factory=dict)
+    _fault_ns: dict = field(default_factory=dict)
+
+    def start(self) -> "Tracer":
+        path = check_btf()
+        self._reasons = drop_reasons(path)
+        self._names = netns_names()
+        obj_path = build.compile_program("trace", "trace")
+        try:
+            self._obj = libbpf.TracingObject(str(obj_path), ("fi_trace_config", "fi_trace_events", "fi_trace_lost"))
+            cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()
+            size = _CONFIG_HEAD.size + len(self.match.pack())
+            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg[:size])
+            self._rings = libbpf.RingBuffers([self._obj.map_fds["fi_trace_events"]])
+            self._obj.attach()
+            if self.with_faults:
+                from .journal import JournalReader
+
+                recs = [r for r in state.records() if r.fault != "program"]
+                self._journal = JournalReader(recs)
+                self._journal.read()   # what happened before the trace began is not part of it
+                for r in recs:
+                    self._fault_ns[r.id] = r.netns
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def _ns_name(self, inum: int) -> str:
+        if inum not in self._names:
+            self._names.update(netns_names())
+        return self._names.get(inum, "?")
+
+    def _ns_inum(self, name: str | None) -> int:
+        path = f"/run/netns/{name}" if name else "/proc/1/ns/net"
+        try:
+            return os.stat(path).st_ino
+        except OSError:
+            return 0
+
+    def read(self, timeout_ms: int = 100) -> list[Hop]:
+        hops = []
+        for _, raw in self._rings.read(timeout_ms):
+            ts, _skb, netns, _ifindex, length, reason, snap, hop, ifname, frame = EVENT.unpack_from(raw)
+            frame = frame[:snap]
+            key, summary = summarise(frame, length)
+            direction = HOPS.get(hop, "?")
+            hops.append(Hop(ts, netns, self._ns_name(netns), ifname.split(b"\0")[0].decode(errors="replace"),
+                            direction, HOP_POINTS.get(hop, "?"), length, frame,
+                            reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
+                            key=key, summary=summary))
+        if self._journal is not None:
+            for e in self._journal.read():
+                if not self.match.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport):
+                    continue
+                ns_name = self._fault_ns.get(e.fault_id)
+                inum = self._ns_inum(ns_name)
+                where = e.where.split("/")[-1]
+                what = {"drop": "DROP", "duplicate": "DUP"}.get(e.action, "ACT")
+                hops.append(Hop(e.ts_ns, inum, ns_name or "host", where, what, e.hook, 0, b"",
+                                reason="faultinj" if e.action == "drop" else "",
+                                fault=f"{e.fault} {e.fault_id}", key=e.key(),
+                                summary=_event_summary(e)))
+        hops.sort(key=lambda h: h.ts_ns)
+        return hops
+
+    def lost(self) -> int:
+        """Events the kernel could not queue (the reader fell behind)."""
+        return struct.unpack("<Q", libbpf.map_lookup(self._obj.map_fds["fi_trace_lost"], b"\0\0\0\0", 8))[0]
+
+    def close(self) -> None:
+        for thing in (self._rings, self._journal, self._obj):
+            if thing is not None:
+                thing.close()
+        self._rings = self._journal = self._obj = None
+
+    def __enter__(self) -> "Tracer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _event_summary(e) -> str:
+    if e.l4_proto in (1, 58):
+        return f"#{e.sport}.{e.seq} {e.src} -> {e.dst}"
+    if e.l4_proto == 6:
+        return f"tcp {e.src}:{e.sport} -> {e.dst}:{e.dport} seq={e.seq}"
+    if e.l4_proto == 17:
+        return f"udp {e.src}:{e.sport} -> {e.dst}:{e.dport} id={e.ip_id}"
+    return f"{PROTO_NAMES.get(e.l4_proto, e.l4_proto)} {e.src} -> {e.dst}"
+
+
+def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | None = None,
+          on_hop=None, with_faults: bool = True, settle: float = 0.3) -> list[Hop]:
+    """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
+    `duration` passed, or KeyboardInterrupt. on_hop(hop) is called as hops come."""
+    hops: list[Hop] = []
+    packets: set = set()
+    end = None if duration is None else time.monotonic() + duration
+    with Tracer(match, with_faults) as tracer:
+        try:
+            while end is None or time.monotonic() < end:
+                for h in tracer.read(100):
+                    if count is not None and len(packets) >= count and h.key not in packets:
+                        continue
+                    packets.add(h.key)
+                    hops.append(h)
+                    if on_hop:
+                        on_hop(h)
+                if count is not None and len(packets) >= count:
+                    end = min(end or float("inf"), time.monotonic() + settle)
+        except KeyboardInterrupt:
+            pass
+    return hops
