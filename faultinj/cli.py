@@ -401,6 +401,10 @@ def run(
                 typer.echo(f"  ✗ error: {err}")
             for name, path in r.pcaps.items():
                 typer.echo(f"  pcap {name}: {path}")
+            for i, journey in enumerate(r.journeys, 1):
+                typer.echo(f"  journey {i}:")
+                for hop in journey:
+                    typer.echo(f"    {hop}")
     if not all(r.ok for r in reports):
         raise typer.Exit(code=int(ExitStatus.FAILED))
 

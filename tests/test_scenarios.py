@@ -71,6 +71,8 @@ BAD = [
      "cannot read 'pushy'", 15),
     ("  - {name: f, spec", "  - {name: f, at: soon, spec", "bad duration 'soon'", 9),
     ("lab:", "lab: [", "YAML: expected", 4),
+    ("expect:", "trace: {filter: proto=tcpp}\nexpect:", "trace.filter: proto=tcpp", 14),
+    ("expect:", "trace: {count: 0}\nexpect:", "trace.count must be 1..1000", 14),
 ]
 
 
@@ -97,6 +99,11 @@ def test_shipped_scenario_passes(path, tmp_path):
     assert report.ok, failed + report.errors
     assert report.pcaps and all(os.path.getsize(p) > 24 for p in report.pcaps.values())
     assert not [ns for ns in list_netns() if ns.startswith(report.prefix)]
+    scn = load(path)
+    if scn.trace:   # bridge-lab: a ping request's journey, host -> bridge ports -> host
+        assert len(report.journeys) == scn.trace.count
+        first = [(h.netns_name.rsplit("-", 1)[1], h.direction) for h in report.journeys[0]]
+        assert first == [("vm1", "out"), ("sw", "in"), ("sw", "out"), ("vm2", "in")], first
 
 
 def test_wrong_expectation_fails_with_a_readable_report(tmp_path):

@@ -37,6 +37,7 @@ class Report:
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
     prefix: str = ""
+    journeys: list[list] = field(default_factory=list)   # trace: each sampled packet's hops, in order
 
     @property
     def ok(self) -> bool:
@@ -45,7 +46,8 @@ class Report:
     def to_json(self) -> dict:
         return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
-                "errors": self.errors, "lab_prefix": self.prefix}
+                "errors": self.errors, "lab_prefix": self.prefix,
+                "journeys": [[h.to_json() for h in j] for j in self.journeys]}
 
 
 def _run_traffic(t: TrafficEntry, scn: Scenario, topo: Topology):
@@ -69,6 +71,49 @@ def _run_traffic(t: TrafficEntry, scn: Scenario, topo: Topology):
                                  all(r.intact for r in results), sum(r.seconds for r in results))
     return traffic.udp_stream(src, dst_ns, dst, p["count"], size=p["size"], rate_pps=p["rate"], sport=p["sport"],
                               dport=p["dport"])
+
+
+class _ScenarioTrace(threading.Thread):
+    """Traces the first trace.count packets passing trace.filter while the traffic runs."""
+
+    def __init__(self, scn, report: Report):
+        super().__init__(daemon=True)
+        from ..faults.match import parse_match
+        from ..inject.trace import Tracer
+
+        self.count = scn.trace.count
+        self.report = report
+        self.tracer = Tracer(parse_match([w for w in scn.trace.filter.split(",") if w.strip()])).start()
+        self._done = threading.Event()
+        self.error: Exception | None = None
+
+    def run(self):
+        journeys: dict[tuple, list] = {}
+        try:
+            while not self._done.is_set():
+                for hop in self.tracer.read(100):
+                    if hop.key in journeys or len(journeys) < self.count:
+                        journeys.setdefault(hop.key, []).append(hop)
+        except Exception as exc:   # reported, never fatal to the scenario
+            self.error = exc
+        finally:
+            self.tracer.close()
+            self.report.journeys = list(journeys.values())
+
+    def stop(self):
+        self._done.set()
+        if self.is_alive():
+            self.join()
+        if self.error:
+            self.report.errors.append(f"trace: {self.error}")
+            self.error = None
+
+
+def _start_trace(scn, report: Report, progress) -> _ScenarioTrace:
+    t = _ScenarioTrace(scn, report)
+    t.start()
+    progress(f"tracing the first {scn.trace.count} packets of {scn.trace.filter or 'any kind'}")
+    return t
 
 
 def _csum_errors(ns: str) -> int:
@@ -136,6 +181,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
 
     timers: list[threading.Timer] = []
     captures: dict[str, Capture] = {}
+    tracer = None
     try:
         progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}")
         lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path)})
@@ -157,9 +203,14 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             t.start()
         if journaled:
             threading.Thread(target=drain_loop, daemon=True).start()
+        if scn.trace:
+            tracer = _start_trace(scn, report, progress)
         for i, t in enumerate(scn.traffic, 1):
             progress(f"traffic [{i}/{len(scn.traffic)}] {t.name}: {t.kind} from {t.host}")
             data.traffic[t.name] = _run_traffic(t, scn, topo)
+        if tracer:
+            time.sleep(0.3)   # the last packets' later hops
+            tracer.stop()
         for t in timers:
             t.cancel()
             if t.is_alive():
@@ -179,6 +230,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         raise
     finally:
         stop_drain.set()
+        if tracer:
+            tracer.stop()
         for t in timers:
             t.cancel()
         for cap in captures.values():

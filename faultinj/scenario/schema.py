@@ -34,6 +34,7 @@ import yaml
 
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
+from ..faults.match import parse_match
 from ..inject.lab import EndSpec, LinkSettings, LinkSpec, TopologySpec
 from .predicates import compile_predicate
 
@@ -186,6 +187,12 @@ class ExpectEntry:
 
 
 @dataclass
+class TraceEntry:
+    filter: str        # fault filter words, e.g. "proto=icmp,dst=10.0.0.2"
+    count: int         # the first this many packets that pass it
+
+
+@dataclass
 class Scenario:
     name: str
     description: str
@@ -196,6 +203,7 @@ class Scenario:
     captures: list[CaptureEntry]
     expect: list[ExpectEntry]
     interfaces: dict[str, list[str]]   # host -> its interface names
+    trace: "TraceEntry | None" = None  # packets whose journeys the report shows
 
     def address(self, host: str, v6: bool = False) -> str:
         for link in self.lab.links:
@@ -259,7 +267,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
     ctx.keys(doc, "the scenario", required={"name", "lab"},
-             optional={"description", "faults", "traffic", "capture", "expect"})
+             optional={"description", "faults", "traffic", "capture", "expect", "trace"})
     name = ctx.typed(doc, "name", str, "scenario")
     lab, interfaces = _lab(ctx, doc["lab"])
     hosts = lab.hosts
@@ -272,8 +280,19 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     refs = {"fault": [f.name for f in faults], "traffic": [t.name for t in traffic],
             "capture": [c.name for c in captures], "host": hosts}
     expect = [_expect(ctx, e, refs, traffic) for e in _list(ctx, doc, "expect")]
+    trace = _trace(ctx, doc["trace"]) if "trace" in doc else None
     return Scenario(name, ctx.typed(doc, "description", str, "scenario", ""), path, lab, faults, traffic,
-                    captures, expect, interfaces)
+                    captures, expect, interfaces, trace)
+
+
+def _trace(ctx, t) -> TraceEntry:
+    ctx.keys(t, "trace", optional={"filter", "count"})
+    text = ctx.typed(t, "filter", str, "trace", "")
+    try:
+        parse_match([w for w in text.split(",") if w.strip()])
+    except SpecError as exc:
+        ctx.fail(t.value_marks["filter"], f"trace.filter: {exc}")
+    return TraceEntry(text, _pos_int(ctx, t, "count", "trace", 3, 1, 1000))
 
 
 def _list(ctx, doc, key) -> list:
