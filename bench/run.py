@@ -317,11 +317,78 @@ def run_rss() -> dict:
     return res
 
 
+# 8 ---------------------------------------------------------------------------------------
+def journal_and_tracer(rounds: int, seconds: int) -> dict:
+    """The journal's cost per action (BPF_PROG_TEST_RUN, the ring drained between batches of 2000 so
+    every event is recorded), and the tracer's cost to live traffic: idle (a filter nothing passes)
+    and tracing every packet (events read in this process as they come)."""
+    import threading
+
+    from faultinj.faults.match import parse_match
+    from faultinj.inject.trace import Tracer
+
+    res = {}
+    on = program.load(parse_spec("drop=100%@xdp"), seed=1)
+    off = program.load(parse_spec("drop=100%@xdp"), seed=1, journal=False)
+    rings = libbpf.RingBuffers([on.map_fds["fi_journal"]])
+    r_on, r_off = libbpf.TestRunner(on.prog_fd), libbpf.TestRunner(off.prog_fd)
+    ns_on, ns_off = [], []
+    for _ in range(rounds):
+        a = b = 0
+        for _ in range(20):
+            b += r_off.run(PKT_UDP, 2000).duration_ns
+            a += r_on.run(PKT_UDP, 2000).duration_ns
+            rings.read()
+        ns_on.append(a / 20)
+        ns_off.append(b / 20)
+    rings.close()
+    on.close()
+    off.close()
+    table("8a. The journal: cost per action (drop=100% on xdp, ns per packet)",
+          ["journal", "ns", "ratio to journal off, median (min–max)"],
+          [("off", f"{med(ns_off)[0]:.0f}", "1"),
+           ("on, every event recorded", f"{med(ns_on)[0]:.0f}", fmt_ratio([a / b for a, b in zip(ns_on, ns_off)]))])
+    res["journal_ns"] = {"on": ns_on, "off": ns_off}
+
+    with Lab().up() as lab:
+        cases = ["no tracer", "tracer, filter matching nothing", "tracer, every packet"]
+        for udp in (False, True):
+            vals = {c: [] for c in cases}
+            for _ in range(rounds):
+                for c in cases:
+                    tracer, stop, reader = None, threading.Event(), None
+                    if c != "no tracer":
+                        words = ["dst=192.0.2.99"] if "nothing" in c else []
+                        tracer = Tracer(parse_match(words), with_faults=False).start()
+
+                        def drain(t=tracer):
+                            while not stop.is_set():
+                                t.read(50)
+
+                        reader = threading.Thread(target=drain, daemon=True)
+                        reader.start()
+                    try:
+                        vals[c].append(_iperf(lab, udp, seconds))
+                    finally:
+                        stop.set()
+                        if reader:
+                            reader.join()
+                        if tracer:
+                            tracer.close()
+            base = vals["no tracer"]
+            unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
+            table("8b. The tracer's cost to live traffic" + (" (UDP 64-byte)" if udp else " (TCP, one stream)"),
+                  ["case", "median", "ratio to no tracer, median (min–max)"],
+                  [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)])) for c in cases])
+            res["tracer_udp" if udp else "tracer_tcp"] = vals
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8", help="sections to run (3 runs with 2)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
@@ -349,6 +416,8 @@ def main() -> int:
         out["capture"] = capture_rate(2 if args.quick else 3)
     if 7 in only:
         out["run_rss"] = run_rss()
+    if 8 in only:
+        out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
     Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     print(f"\nJSON: {args.json}")
     return 0
