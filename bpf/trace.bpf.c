@@ -61,79 +61,93 @@ struct {
 	__type(value, __u64);
 } fi_trace_lost SEC(".maps");
 
-/* Parse what the frame's headers say into pkt (for the filter), reading
- * kernel memory at fixed-size steps: ethernet (+2 VLAN tags), IPv4 or IPv6
- * (no extension headers), then the ports or ICMP id. 0: IP; -1: not. */
-static __always_inline int fi_trace_parse(const unsigned char *l2, struct fi_pkt *pkt, __u16 vlan_tci)
+#define FI_HDR 72       /* QinQ + IPv6 + ports: read in one helper call */
+
+static __always_inline __u16 fi_be16(const __u8 *b)
 {
-	struct ethhdr eth;
-	__u32 off = sizeof(eth);
-	__be16 proto;
+	return (__u16)b[0] << 8 | b[1];
+}
 
-	__builtin_memset(pkt, 0, sizeof(*pkt));
-	if (bpf_probe_read_kernel(&eth, sizeof(eth), l2))
-		return -1;
-	proto = eth.h_proto;
-	pkt->vlan = vlan_tci & 0x0FFF;  /* a tag the device took off (VLAN offload) */
-#pragma unroll
-	for (int i = 0; i < 2; i++) {
-		struct vlan_hdr vh;
+/* The network and transport headers, from b (the frame's first FI_HDR
+ * bytes) with l3 the network header's offset: a constant in each inlined
+ * copy, so every read has a constant offset into the stack buffer. */
+static __always_inline void fi_trace_l3(const __u8 *b, const unsigned char *l2, const __u32 l3, __u16 proto,
+					struct fi_pkt *pkt)
+{
+	__u32 l4;
 
-		if (proto != bpf_htons(ETH_P_8021Q) && proto != bpf_htons(ETH_P_8021AD))
-			break;
-		if (bpf_probe_read_kernel(&vh, sizeof(vh), l2 + off))
-			return -1;
-		if (i == 0 && !pkt->vlan)
-			pkt->vlan = bpf_ntohs(vh.h_vlan_TCI) & 0x0FFF;
-		proto = vh.h_vlan_encapsulated_proto;
-		off += sizeof(vh);
-	}
-	pkt->l3_proto = bpf_ntohs(proto);
-	pkt->flow.l3_proto = pkt->l3_proto;
-	pkt->l3_off = off;
-	if (proto == bpf_htons(ETH_P_IP)) {
-		struct iphdr ip;
+	pkt->l3_proto = proto;
+	pkt->flow.l3_proto = proto;
+	pkt->l3_off = l3;
+	if (proto == ETH_P_IP) {
+		__u8 ihl = b[l3] & 0x0F;
 
-		if (bpf_probe_read_kernel(&ip, sizeof(ip), l2 + off))
-			return -1;
-		pkt->l4_proto = ip.protocol;
-		pkt->flow.saddr[0] = ip.saddr;
-		pkt->flow.daddr[0] = ip.daddr;
-		if (bpf_ntohs(ip.frag_off) & IP_OFFSET)
-			return 0;  /* a later fragment: no ports */
-		off += ip.ihl * 4;
-	} else if (proto == bpf_htons(ETH_P_IPV6)) {
-		struct ipv6hdr ip6;
+		pkt->l4_proto = b[l3 + 9];
+		__builtin_memcpy(&pkt->flow.saddr[0], b + l3 + 12, 4);
+		__builtin_memcpy(&pkt->flow.daddr[0], b + l3 + 16, 4);
+		if (fi_be16(b + l3 + 6) & IP_OFFSET)
+			return;  /* a later fragment: no ports */
+		if (ihl != 5) {  /* options: the ports are further on, read them from the frame */
+			__u8 p[14];
 
-		if (bpf_probe_read_kernel(&ip6, sizeof(ip6), l2 + off))
-			return -1;
-		pkt->l4_proto = ip6.nexthdr;
-		__builtin_memcpy(pkt->flow.saddr, &ip6.saddr, 16);
-		__builtin_memcpy(pkt->flow.daddr, &ip6.daddr, 16);
-		off += sizeof(ip6);
+			pkt->flow.l4_proto = pkt->l4_proto;
+			if (ihl < 5 || bpf_probe_read_kernel(p, sizeof(p), l2 + l3 + ihl * 4))
+				return;
+			pkt->l4_off = l3 + ihl * 4;
+			if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP) {
+				pkt->flow.sport = fi_be16(p);
+				pkt->flow.dport = fi_be16(p + 2);
+				pkt->has_ports = 1;
+				if (pkt->l4_proto == IPPROTO_TCP)
+					pkt->tcp_flags = p[13];
+			} else if (pkt->l4_proto == IPPROTO_ICMP) {
+				pkt->flow.sport = fi_be16(p + 4);
+			}
+			return;
+		}
+		l4 = l3 + 20;
+	} else if (proto == ETH_P_IPV6) {
+		pkt->l4_proto = b[l3 + 6];
+		__builtin_memcpy(pkt->flow.saddr, b + l3 + 8, 16);
+		__builtin_memcpy(pkt->flow.daddr, b + l3 + 24, 16);
+		l4 = l3 + 40;  /* extension headers are not walked */
 	} else {
-		return -1;
+		return;
 	}
 	pkt->flow.l4_proto = pkt->l4_proto;
-	pkt->l4_off = off;
+	pkt->l4_off = l4;
 	if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP) {
-		__be16 ports[2];
-		__u8 flags;
-
-		if (bpf_probe_read_kernel(ports, sizeof(ports), l2 + off))
-			return 0;
-		pkt->flow.sport = bpf_ntohs(ports[0]);
-		pkt->flow.dport = bpf_ntohs(ports[1]);
+		pkt->flow.sport = fi_be16(b + l4);
+		pkt->flow.dport = fi_be16(b + l4 + 2);
 		pkt->has_ports = 1;
-		if (pkt->l4_proto == IPPROTO_TCP && !bpf_probe_read_kernel(&flags, 1, l2 + off + 13))
-			pkt->tcp_flags = flags;
+		if (pkt->l4_proto == IPPROTO_TCP && l4 + 14 <= FI_HDR)
+			pkt->tcp_flags = b[l4 + 13];
 	} else if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6) {
-		__be16 id;
-
-		if (!bpf_probe_read_kernel(&id, sizeof(id), l2 + off + 4))
-			pkt->flow.sport = bpf_ntohs(id);
+		pkt->flow.sport = fi_be16(b + l4 + 4);
 	}
-	return 0;
+}
+
+/* Parse what the frame's headers say into pkt (for the filter): ethernet,
+ * up to two VLAN tags, IPv4 or IPv6, then the ports or the ICMP id. */
+static __always_inline void fi_trace_parse(const __u8 *b, const unsigned char *l2, __u16 vlan_tci,
+					   struct fi_pkt *pkt)
+{
+	__u16 proto = fi_be16(b + 12);
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	pkt->vlan = vlan_tci & 0x0FFF;  /* a tag the device took off (VLAN offload) */
+	if (proto != ETH_P_8021Q && proto != ETH_P_8021AD) {
+		fi_trace_l3(b, l2, 14, proto, pkt);
+		return;
+	}
+	if (!pkt->vlan)
+		pkt->vlan = fi_be16(b + 14) & 0x0FFF;
+	proto = fi_be16(b + 16);
+	if (proto != ETH_P_8021Q && proto != ETH_P_8021AD) {
+		fi_trace_l3(b, l2, 18, proto, pkt);
+		return;
+	}
+	fi_trace_l3(b, l2, 22, fi_be16(b + 20), pkt);
 }
 
 static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 reason)
@@ -142,6 +156,7 @@ static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 
 	struct fi_trace_event *e;
 	struct net_device *dev;
 	const unsigned char *l2;
+	__u8 hdr[FI_HDR];
 	struct fi_pkt pkt;
 	__u32 key = 0, len;
 	__u16 mac;
@@ -149,11 +164,15 @@ static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 
 	cfg = bpf_map_lookup_elem(&fi_trace_config, &key);
 	if (!cfg || !cfg->active)
 		return;
-	mac = BPF_CORE_READ(skb, mac_header);
+	/* tp_btf: the skb is a typed kernel pointer, its fields plain loads (CO-RE relocated) */
+	mac = skb->mac_header;
 	if (mac == (__u16)~0U)   /* no link-layer header yet: nothing to read */
 		return;
-	l2 = BPF_CORE_READ(skb, head) + mac;
-	if (fi_trace_parse(l2, &pkt, BPF_CORE_READ(skb, vlan_tci)) || !fi_match_pkt(&cfg->match, &pkt))
+	l2 = skb->head + mac;
+	if (bpf_probe_read_kernel(hdr, sizeof(hdr), l2))
+		return;
+	fi_trace_parse(hdr, l2, skb->vlan_tci, &pkt);
+	if (!fi_match_pkt(&cfg->match, &pkt))
 		return;
 	e = bpf_ringbuf_reserve(&fi_trace_events, sizeof(*e), 0);
 	if (!e) {
@@ -168,16 +187,16 @@ static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 
 	e->hop = hop;
 	e->reason = reason;
 	e->pad = 0;
-	len = BPF_CORE_READ(skb, len);
+	len = skb->len;
 	e->len = len;
-	dev = BPF_CORE_READ(skb, dev);
-	e->netns = dev ? BPF_CORE_READ(dev, nd_net.net, ns.inum) : 0;
-	e->ifindex = dev ? BPF_CORE_READ(dev, ifindex) : 0;
+	dev = skb->dev;
+	e->netns = dev ? dev->nd_net.net->ns.inum : 0;
+	e->ifindex = dev ? dev->ifindex : 0;
 	if (!dev || bpf_probe_read_kernel_str(e->ifname, sizeof(e->ifname), dev->name) < 0)
 		e->ifname[0] = 0;
 	/* the frame from its link-layer header: at a receive hook skb->len counts
 	 * from the network header, so add the mac header's length back */
-	len += (__u32)(BPF_CORE_READ(skb, data) - l2);
+	len += (__u32)(skb->data - l2);
 	e->snap = len < FI_SNAP ? len : FI_SNAP;
 	if (bpf_probe_read_kernel(e->frame, FI_SNAP, l2))
 		e->snap = 0;

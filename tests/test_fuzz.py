@@ -46,13 +46,18 @@ PROGRAMS = {  # spec -> verdicts meaning "passed" and "dropped"
     "drop=50%@xdp": (XDP_PASS, XDP_DROP),
     "drop=50%@egress": (TC_UNSPEC, TC_STOLEN),
     "burst-loss=5%/20%@xdp": (XDP_PASS, XDP_DROP),
+    "corrupt=50%@xdp": (XDP_PASS, None),
+    "corrupt=50%,bits=2@ingress": (TC_UNSPEC, None),
+    "truncate=60,p=0.5@egress": (TC_UNSPEC, None),
+    "truncate=60,p=0.5@xdp": (XDP_PASS, None),
+    "duplicate=50%@egress": (TC_UNSPEC, None),   # dry run: a copy would leave through this namespace's lo
 }
 
 
 class Fuzzer:
     def __init__(self, spec: str):
         self.spec = spec
-        self.obj = program.load(parse_spec(spec), seed=1)
+        self.obj = program.load(parse_spec(spec), seed=1, dry_run=spec.startswith("duplicate"))
         self.runner = libbpf.TestRunner(self.obj.prog_fd)
         self.pass_rc, self.drop_rc = PROGRAMS[spec]
         self.tc = "@xdp" not in spec
@@ -76,12 +81,17 @@ class Fuzzer:
         if self.drop_rc is not None and rc == self.drop_rc:
             return
         assert rc == self.pass_rc, (self.spec, rc, frame.hex())
+        if self.spec.startswith("truncate"):   # cut to 60 bytes, or untouched
+            assert out == frame or (len(frame) > 60 and out == frame[:60]), (self.spec, frame.hex(), out.hex())
+            self.changed += out != frame
+            return
         assert len(out) == len(frame), (self.spec, frame.hex())
         if out == frame:
             return
         self.changed += 1
         diff = [i for i in range(len(frame)) if frame[i] != out[i]]
-        assert self.drop_rc is None and len(diff) <= 3, (self.spec, frame.hex(), out.hex())
+        assert self.drop_rc is None and len(diff) <= (5 if "bits=2" in self.spec else 3), \
+            (self.spec, frame.hex(), out.hex())
         before, after = parse(frame), parse(out)
         if before.ip_csum_ok:
             assert after.ip_csum_ok, (self.spec, frame.hex(), out.hex())
@@ -160,7 +170,7 @@ def test_scapy_fuzz_of_headers(fuzzers):
 def test_a_million_frames_in_total(fuzzers):
     total = sum(f.runs for f in fuzzers.values())
     assert total >= 1_000_000, total
-    assert all(f.changed > 0 for spec, f in fuzzers.items() if not spec.startswith(("drop", "burst"))), \
+    assert all(f.changed > 0 for spec, f in fuzzers.items() if not spec.startswith(("drop", "burst", "duplicate"))), \
         {s: f.changed for s, f in fuzzers.items()}
 
 

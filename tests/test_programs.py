@@ -266,13 +266,16 @@ def _set_config(obj, **changes):
     maps.write_config(fd, cfg)
 
 
+@pytest.mark.parametrize("spec,rc", [("drop=100%@xdp", XDP_PASS), ("corrupt=1@xdp", XDP_PASS),
+                                     ("truncate=40@egress", TC_UNSPEC), ("duplicate=1@egress", TC_UNSPEC)])
 @pytest.mark.parametrize("change", [{"deadline_ns": 1}, {"active": False}])
-def test_past_deadline_or_switched_off_passes_everything_and_counts_nothing(change):
-    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP() / b"x")
-    with loaded("drop=100%@xdp") as obj:
-        assert run(obj, frame)[0] == XDP_DROP
+def test_past_deadline_or_switched_off_passes_everything_and_counts_nothing(change, spec, rc):
+    frame = bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src=A, dst=B) / UDP() / (b"x" * 20))
+    with loaded(spec, dry_run=True) as obj:
+        run(obj, frame)
+        assert counters(obj) == {"seen": 1, "matched": 1, "acted": 1}
         _set_config(obj, **change)
-        assert all(run(obj, frame) == (XDP_PASS, frame) for _ in range(50))
+        assert all(run(obj, frame) == (rc, frame) for _ in range(50))
         assert counters(obj) == {"seen": 1, "matched": 1, "acted": 1}
 
 

@@ -70,7 +70,8 @@ def test_doctor_reports_a_working_default_feature_set():
     report = json.loads(r.stdout)
     probes = {p["name"]: p for p in report["probes"]}
     assert report["ok"]
-    for name in ("BPF syscall", "clsact qdisc", "cls_bpf direct-action", "XDP native (veth)", "clang", "libbpf"):
+    for name in ("BPF syscall", "clsact qdisc", "cls_bpf direct-action", "XDP native (veth)", "clang", "libbpf",
+                 "tracer (tp_btf, CO-RE)"):
         assert probes[name]["ok"], probes[name]
     # this kernel lacks them: the doctor must say so, with the option to enable
     assert not probes["cls_matchall"]["ok"] and "CONFIG_NET_CLS_MATCHALL" in probes["cls_matchall"]["fix"]

@@ -66,7 +66,8 @@ def run() -> list[Probe]:
                      "pins: faults outlive the faultinj process", "mount -t bpf bpf /sys/fs/bpf", required=False))
     tracefs = _mounted("/sys/kernel/tracing", "tracefs")
     out.append(Probe("tracefs mounted", tracefs, "/sys/kernel/tracing" if tracefs else "not mounted",
-                     "the packet tracer", "mount -t tracefs tracefs /sys/kernel/tracing", required=False))
+                     "nothing faultinj needs: the tracer attaches BTF raw tracepoints by name",
+                     "mount -t tracefs tracefs /sys/kernel/tracing (for perf and bpftrace)", required=False))
     if not privileged:
         return out
     ok = False
@@ -78,6 +79,10 @@ def run() -> list[Probe]:
     out.append(Probe("BPF syscall", ok, detail, "everything", "a kernel with CONFIG_BPF_SYSCALL"))
     if clang and headers and ok:
         out.extend(_hook_probes())
+    if clang and headers and ok and btf:
+        ok, detail = _try(_tracer)
+        out.append(Probe("tracer (tp_btf, CO-RE)", ok, detail, "faultinj trace",
+                         "a kernel with BTF and raw tracepoints (5.5+)", required=False))
     return out
 
 
@@ -150,6 +155,17 @@ def _hook_probes() -> list[Probe]:
     finally:
         lab.down()
     return out
+
+
+def _tracer() -> str:
+    from .trace import Tracer
+
+    t = Tracer(with_faults=False)
+    t.start()
+    try:
+        return f"{len(t._obj.programs)} tracepoints attached and detached"
+    finally:
+        t.close()
 
 
 def healthy(probes: list[Probe]) -> bool:
