@@ -353,6 +353,7 @@ def _write_config(rec: state.Record) -> None:
         cfg.extra = fault.extra(rec.value, options)
         cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
         cfg.match = match.pack()
+        cfg.flags = cfg.flags & ~maps.CFG_JOURNAL | (maps.CFG_JOURNAL if match.journal else 0)
         maps.write_config(fd, cfg)
     finally:
         os.close(fd)

@@ -12,6 +12,7 @@ from scapy.layers.inet6 import IPv6
 from scapy.layers.l2 import Ether
 
 import faultinj
+import faultinj.api
 from conftest import cli_runner
 from faultinj.cli import app
 from faultinj.faults import parse_spec
@@ -134,3 +135,16 @@ def test_journal_matches_fails_on_an_anomaly_the_fault_did_not_make():
     assert evaluate(e, one).ok
     assert not evaluate(e, two).ok                      # an anomaly nobody recorded
     assert not evaluate(e, RunData(packets={"rx": []}, journal={"f": events})).ok   # recorded, not seen
+
+
+def test_journal_off_records_nothing_and_set_turns_it_back_on(lab):
+    a, b = lab.a, lab.b
+    faultinj.apply("drop=100%,proto=udp,journal=off", a.ifname, netns_name=a.netns)
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 100, settle=0.05)
+    with faultinj.api.journal(a.ifname, netns_name=a.netns) as reader:
+        assert reader.read() == []
+        faultinj.set_fault(a.ifname, "drop,proto=udp", netns_name=a.netns)     # filters replaced: journal on
+        traffic.udp_stream(a.netns, b.netns, b.ip4, 100, settle=0.05)
+        assert len(reader.read()) == 100
+    [st] = faultinj.status()
+    assert st.counters["acted"] == 200

@@ -106,14 +106,12 @@ static __always_inline __u32 fi_ifindex(fi_ctx_t *ctx)
 }
 
 /* The fault acted on this packet: count it and, with the journal on, record
- * it. Reads the frame by offset, so it may follow a helper that moved the
- * data; call it before a truncation or a drop's return. */
+ * it. Everything comes from the parse (pkt), no packet access: it may
+ * follow a helper that moved the data. */
 static __always_inline void fi_acted(fi_ctx_t *ctx, const struct fi_config *cfg, const struct fi_pkt *pkt,
 				     __u8 action, __u32 value)
 {
 	struct fi_event *e;
-	__be32 seq;
-	__be16 id;
 
 	fi_count(FI_ACTED);
 	if (!(cfg->flags & FI_CFG_JOURNAL))
@@ -123,23 +121,18 @@ static __always_inline void fi_acted(fi_ctx_t *ctx, const struct fi_config *cfg,
 		fi_count(FI_LOST);
 		return;
 	}
-	__builtin_memset(e, 0, sizeof(*e));
 	e->ts_ns = bpf_ktime_get_ns();
 	e->ifindex = fi_ifindex(ctx);
+	e->seq = pkt->seq;
 	__builtin_memcpy(e->saddr, pkt->flow.saddr, sizeof(e->saddr));
 	__builtin_memcpy(e->daddr, pkt->flow.daddr, sizeof(e->daddr));
 	e->l3_proto = pkt->l3_proto;
-	e->l4_proto = pkt->l4_proto;
 	e->sport = pkt->flow.sport;
 	e->dport = pkt->flow.dport;
-	if (pkt->l3_proto == ETH_P_IP && !fi_load_bytes(ctx, pkt->l3_off + 4, &id, sizeof(id)))
-		e->ip_id = bpf_ntohs(id);
-	if (pkt->l4_proto == IPPROTO_TCP && pkt->l4_off && !fi_load_bytes(ctx, pkt->l4_off + 4, &seq, sizeof(seq)))
-		e->seq = bpf_ntohl(seq);
-	else if ((pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6) && pkt->l4_off &&
-		 !fi_load_bytes(ctx, pkt->l4_off + 6, &id, sizeof(id)))
-		e->seq = bpf_ntohs(id);
+	e->ip_id = pkt->ip_id;
+	e->l4_proto = pkt->l4_proto;
 	e->action = action;
+	e->pad = 0;
 	e->value = value;
 	bpf_ringbuf_submit(e, 0);
 }

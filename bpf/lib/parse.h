@@ -66,6 +66,7 @@ static __always_inline int fi_parse_ipv4(struct fi_cursor *c, void *data_end, st
 	pkt->l4_len = tot ? tot - hlen : 0;
 	pkt->flow.saddr[0] = iph->saddr;
 	pkt->flow.daddr[0] = iph->daddr;
+	pkt->ip_id = bpf_ntohs(iph->id);
 	if (bpf_ntohs(iph->frag_off) & IP_OFFSET)
 		pkt->nonfirst_frag = 1;
 	c->pos += hlen;
@@ -191,6 +192,7 @@ static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 			if ((void *)(th + 1) > data_end)
 				return -1;
 			pkt->tcp_flags = th->flags;
+			pkt->seq = bpf_ntohl(th->seq);
 		}
 	} else if (proto == IPPROTO_ICMP || proto == IPPROTO_ICMPV6) {
 		struct icmp_echo *ie = c.pos;
@@ -198,6 +200,7 @@ static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 		if ((void *)(ie + 1) > data_end)
 			return -1;
 		pkt->flow.sport = bpf_ntohs(ie->id);
+		pkt->seq = bpf_ntohs(ie->sequence);
 	}
 	return 0;
 }

@@ -30,6 +30,8 @@ struct fi_pkt {
 	__u8 tcp_flags;      /* TCP only */
 	__u8 has_ports;      /* TCP or UDP: flow.sport/dport are ports */
 	__u16 vlan;          /* VID of the outer tag; 0 untagged */
+	__u16 ip_id;         /* IPv4 identification (for the journal) */
+	__u32 seq;           /* TCP sequence number, ICMP echo sequence (for the journal) */
 	struct fi_flow flow;
 };
 

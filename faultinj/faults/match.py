@@ -18,7 +18,7 @@ SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN = (1 << i for i in 
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
 TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ece": 0x40,
                  "cwr": 0x80}
-KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan", "p", "ratio", "nth")
+KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan", "p", "ratio", "nth", "journal")
 # struct fi_match: u32 fields; u8 proto, tcp_set, tcp_clear, pad; u16 sport lo/hi, dport lo/hi, vlan, pad;
 # then src, src_mask, dst, dst_mask as 16 bytes each (network order, as in the packet)
 MATCH_FORMAT = struct.Struct("<IBBBxHHHHHxx16s16s16s16sI")   # ... then u32 nth
@@ -39,6 +39,7 @@ class Match:
     nth: int = 0                                  # act on the nth packet of each flow only
     probability: float | None = None              # p= / ratio=: the rate of faults whose value is not one
     options: tuple[tuple[str, object], ...] = ()  # the fault's own words (corrupt: csum=, bits=), parsed
+    journal: bool = True                          # record each action in the journal (journal=off: not)
 
     def __str__(self) -> str:
         return "".join(f",{k}={v}" for k, v in self.words)
@@ -185,6 +186,10 @@ def parse_match(items: list[str], options: tuple = ()) -> Match:
             if not 1 <= nth <= 2**32 - 1:
                 raise SpecError(f"nth={value}: give the packet number in its flow, 1 or more (nth=1: the first)")
             kw["nth"] = nth
+        elif key == "journal":
+            if value.lower() not in ("on", "off"):
+                raise SpecError(f"journal={value}: give journal=on (record each action, the default) or journal=off")
+            kw["journal"] = value.lower() == "on"
         elif key == "vlan":
             try:
                 vid = int(value)

@@ -8,11 +8,13 @@ from . import build, libbpf, maps
 
 
 def load(spec: FaultSpec, seed: int, deadline_ns: int = 0, dry_run: bool = False,
-         journal: bool = True) -> libbpf.LoadedObject:
+         journal: bool | None = None) -> libbpf.LoadedObject:
     """Compile (cached), load, and write the config for spec; the caller closes it.
     dry_run: the program decides and counts but sends nothing of its own (duplicate's copies):
     for BPF_PROG_TEST_RUN, where a copy would leave through this namespace's loopback.
-    journal: record each action in the fi_journal ring buffer (`faultinj journal`)."""
+    journal: record each action in the fi_journal ring buffer (`faultinj journal`); None: as the
+    spec says (journal=on, the default, or journal=off)."""
+    journal = spec.match.journal if journal is None else journal
     flags = ((maps.CFG_INGRESS if spec.hook == "tc-ingress" else 0) | (maps.CFG_DRY_RUN if dry_run else 0)
              | (maps.CFG_JOURNAL if journal else 0))
     obj_path = build.compile_program(spec.fault.program, spec.hook)
