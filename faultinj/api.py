@@ -112,7 +112,7 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
     The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
     chosen = parse_hook(hook) if hook else None
     caps.require_privileges()
-    compiled = custom.compile(source)       # before anything changes in the kernel
+    compiled = custom.compile_source(source)       # before anything changes in the kernel
     try:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
@@ -464,11 +464,15 @@ def journal(ifname: str | None = None, *, netns_name: str | None = None, fault_i
     from .inject.journal import JournalReader
 
     caps.require_privileges()
+    def wanted(r: state.Record) -> bool:
+        if fault_id is not None:
+            return r.id == fault_id
+        if ifname is not None:
+            return r.ifname == ifname and r.netns == netns_name
+        return netns_name is None or r.netns == netns_name   # every fault, or every one in a namespace
+
     with state.locked(exclusive=False):
-        recs = [r for r in state.records()
-                if (fault_id is None or r.id == fault_id)
-                and (ifname is None or (r.ifname == ifname and r.netns == netns_name))
-                and (ifname is not None or fault_id is not None or netns_name is None or r.netns == netns_name)]
+        recs = [r for r in state.records() if wanted(r)]
     if not recs and (ifname or fault_id):
         what = f"fault {fault_id}" if fault_id else f"faults on {ifname}{' in ' + netns_name if netns_name else ''}"
         raise StateError(f"no {what}: see 'faultinj status'")

@@ -29,7 +29,7 @@ XDP_PASS, TC_ACT_OK = 2, 0
 
 
 def _loaded(source: str, hook: str, section: str | None = None):
-    obj_path = custom.compile(source)
+    obj_path = custom.compile_source(source)
     try:
         name, _ = custom.pick(obj_path, section)
         return custom.load(obj_path, hook, name)

@@ -1,10 +1,12 @@
 """The catalogue and spec grammar: pure Python, no kernel."""
 
+import re
+
 import pytest
 
 from faultinj.api import check_seed, parse_duration
 from faultinj.errors import ExitStatus, SpecError
-from faultinj.faults import CATALOGUE, parse_spec
+from faultinj.faults import CATALOGUE, parse_match, parse_spec
 from faultinj.faults.base import ALWAYS
 
 
@@ -122,3 +124,49 @@ def test_filters_parse_and_show(text, shown):
 def test_bad_filters(text, needle):
     with pytest.raises(SpecError, match=needle.replace("+", r"\+").replace("(", r"\(")):
         parse_spec(text)
+
+
+# ---- fault options, the journal switch, the filter in Python -------------------------------
+
+def test_fault_options_parse_pack_and_refuse_where_unknown():
+    from faultinj.faults.corrupt import BAD_CSUM
+
+    spec = parse_spec("corrupt=2%,csum=bad,bits=3,proto=udp")
+    assert spec.options == {"csum": "bad", "bits": 3} and spec.param == 3 | BAD_CSUM
+    assert parse_spec("corrupt=1").options == {"csum": "fix", "bits": 1} and parse_spec("corrupt=1").param == 1
+    assert str(spec) == "corrupt=0.02,csum=bad,bits=3,proto=udp@tc-egress"
+    for bad, msg in (("corrupt=1,csum=maybe", "give csum=fix"), ("corrupt=1,bits=65", "1..64"),
+                     ("drop=1,csum=bad", "unknown filter 'csum'"), ("corrupt=1,bitz=2", "did you mean 'bits'"),
+                     ("truncate=10", "14..65535"), ("duplicate=1@xdp", "cannot run on xdp"),
+                     ("drop=1,journal=maybe", "journal=on")):
+        with pytest.raises(SpecError, match=re.escape(msg)):
+            parse_spec(bad)
+    assert parse_spec("drop=1,journal=off").match.journal is False
+    assert parse_spec("drop=1").match.journal is True
+
+
+def test_match_accepts_what_the_kernel_filter_would():
+    m = parse_match(["src=fd00::/64", "proto=tcp", "sport=1000-2000"])
+    assert m.accepts("fd00::1", "fd00::2", 6, 1500, 80)
+    assert not m.accepts("fd01::1", "fd00::2", 6, 1500, 80)      # outside the network
+    assert not m.accepts("10.0.0.1", "10.0.0.2", 6, 1500, 80)    # IPv4 against an IPv6 filter
+    assert not m.accepts("fd00::1", "fd00::2", 6, 999, 80)       # port out of range
+    assert not m.accepts("fd00::1", "fd00::2", 17, 1500, 80)     # protocol
+    assert parse_match([]).accepts(None, None, 0, 0, 0)          # no filter: everything
+
+
+def test_journal_event_decodes_and_prints():
+    import ipaddress
+    import struct
+
+    from faultinj.journal import EVENT_FORMAT, decode
+
+    raw = EVENT_FORMAT.pack(5, 3, 777, ipaddress.ip_address("10.0.0.1").packed.ljust(16, b"\0"),
+                            ipaddress.ip_address("10.0.0.2").packed.ljust(16, b"\0"), 0x0800, 40000, 80, 42, 6, 1, 0)
+    assert EVENT_FORMAT.size == 64
+    e = decode(raw, "f1", "drop=1.0@tc-egress", "ns/eth0", "tc-egress")
+    assert (e.src, e.dst, e.sport, e.dport, e.ip_id, e.seq, e.action) == ("10.0.0.1", "10.0.0.2", 40000, 80, 42, 777,
+                                                                          "drop")
+    assert "drop tcp 10.0.0.1:40000 -> 10.0.0.2:80 id=42 seq=777" in str(e)
+    assert e.key() == ("10.0.0.1", "10.0.0.2", 6, 40000, 80, 42, 777)
+    assert struct.calcsize("<QQIIIIHBx16s128s4x") == 184   # struct fi_trace_event, bpf/trace.bpf.c

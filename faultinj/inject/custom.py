@@ -19,7 +19,7 @@ HOOK_TYPES = {"xdp": libbpf.BPF_PROG_TYPE_XDP, "tc-ingress": libbpf.BPF_PROG_TYP
 _TC_SECTIONS = ("tc", "tcx", "classifier", "action")
 
 
-def compile(source: str) -> Path:
+def compile_source(source: str) -> Path:
     """The object file for source. An entry function without SEC() (the seed article's programs,
     as printed) lands in .text, where libbpf sees no program: then each function gets a section."""
     path = Path(source).resolve()
