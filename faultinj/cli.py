@@ -297,7 +297,8 @@ def trace(
     count: Optional[int] = typer.Option(None, help="Stop after this many packets (and their later hops)."),
     duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10s (default: until Ctrl-C)."),
     pcap_out: Optional[str] = typer.Option(None, "--pcap", help="Write each traced hop's frame (first 128 bytes)."),
-    faults: bool = typer.Option(True, "--faults/--no-faults", help="Show where faultinj faults acted (their journals)."),
+    faults: bool = typer.Option(True, "--faults/--no-faults",
+                                help="Show where faultinj faults acted (their journals)."),
     as_json: bool = JsonOpt,
 ):
     """Where packets went, hop by hop across interfaces and namespaces, and where they died (with the

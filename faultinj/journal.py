@@ -17,6 +17,17 @@ PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 
 
+def wall_time(ts_ns: int) -> float:
+    """A kernel stamp (bpf_ktime_get_ns: CLOCK_MONOTONIC) on the wall clock."""
+    return time.time() - (time.monotonic_ns() - ts_ns) / 1e9
+
+
+def clock(ts_ns: int) -> str:
+    """A kernel stamp as local HH:MM:SS.microseconds."""
+    t = wall_time(ts_ns)
+    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1e6) % 1000000:06d}"
+
+
 @dataclass(frozen=True)
 class Event:
     fault_id: str
@@ -36,10 +47,6 @@ class Event:
     action: str
     value: int
 
-    @property
-    def wall_time(self) -> float:
-        """The event's time on the wall clock (from its monotonic stamp)."""
-        return time.time() - (time.monotonic_ns() - self.ts_ns) / 1e9
 
     def key(self) -> tuple:
         """What identifies the packet in a capture too (faultinj/packets.py Packet.journal_key)."""
@@ -48,18 +55,18 @@ class Event:
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
         d["proto"] = PROTOS.get(self.l4_proto, self.l4_proto)
-        d["time"] = self.wall_time
+        d["time"] = wall_time(self.ts_ns)
         return d
 
     def __str__(self) -> str:
-        t = time.strftime("%H:%M:%S", time.localtime(self.wall_time)) + f".{int(self.wall_time * 1e6) % 1000000:06d}"
         proto = PROTOS.get(self.l4_proto, str(self.l4_proto) if self.src else f"ethertype 0x{self.l3_proto:04x}")
         ports = f":{self.sport} -> {self.dst}:{self.dport}" if self.l4_proto in (6, 17, 132) else f" -> {self.dst}"
         flow = f"{proto} {self.src}{ports}" if self.src else proto
         ids = (f" id={self.ip_id}" if self.l3_proto == ETH_P_IP else "") + (f" seq={self.seq}"
                                                                              if self.l4_proto in (1, 6, 58) else "")
         detail = f" ({self.value})" if self.value else ""
-        return f"{t} {self.fault_id} {self.where} {self.hook} {self.action}{detail} {flow}{ids}  [{self.fault}]"
+        return (f"{clock(self.ts_ns)} {self.fault_id} {self.where} {self.hook} {self.action}{detail} {flow}{ids}"
+                f"  [{self.fault}]")
 
 
 def _addr(l3: int, raw: bytes) -> str | None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from ..errors import KernelFeatureMissing
 from ..faults.match import NO_MATCH, Match
+from ..journal import clock, wall_time
 from ..packets import parse
 from . import build, libbpf, state
 
@@ -87,13 +88,15 @@ class Hop:
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
                                            "length", "reason", "fault", "summary")}
+        d["time"] = wall_time(self.ts_ns)
         d["key"] = list(self.key)
         return d
 
     def __str__(self) -> str:
         tail = f" reason={self.reason}" if self.reason else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
-        return f"[{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} {self.direction:<4} {self.summary}{tail}"
+        return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
+                f"{self.direction:<4} {self.summary}{tail}")
 
 
 def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
