@@ -21,6 +21,8 @@ fi
 
 APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-linux python3-venv"
 [ "$what" = bench ] && APT_PACKAGES="$APT_PACKAGES iperf3 nftables"
+# the tests also run the OVS scenario through a real Open vSwitch bridge (userspace datapath)
+[ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES openvswitch-switch"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -39,6 +41,12 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # a real (non-editable) install: the tests run against the wheel, bpf/ included
 .venv/bin/python -m pip install -q ".[test]"
+
+if [ "$what" = test ] && ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
+  # ovsdb-server + ovs-vswitchd; --no-mlockall: containers may not raise the memlock limit
+  /usr/share/openvswitch/scripts/ovs-ctl start --no-mlockall >/dev/null 2>&1 ||
+    echo "warning: could not start Open vSwitch: the OVS scenario test will fail" >&2
+fi
 
 case "$what" in
   demo) exec .venv/bin/faultinj demo "$@" ;;

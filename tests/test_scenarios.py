@@ -106,6 +106,20 @@ def test_shipped_scenario_passes(path, tmp_path):
         assert first == [("vm1", "out"), ("sw", "in"), ("sw", "out"), ("vm2", "in")], first
 
 
+def test_the_ovs_field_bug_through_a_real_open_vswitch_bridge(tmp_path):
+    """ovs-first-psh.yaml with its bridge made an Open vSwitch one (userspace datapath: no OVS
+    kernel module here; run.sh installs and starts Open vSwitch for the tests)."""
+    path = ROOT / "scenarios" / "ovs-first-psh.yaml"
+    text = path.read_text()
+    assert "bridges: {br0: linux}" in text
+    scn = loads(text.replace("bridges: {br0: linux}", "bridges: {br0: ovs}"), str(path))
+    report = run(scn, pcap_dir=str(tmp_path))
+    assert report.ok, [f"{c.name}: {c.observed}" for c in report.checks if not c.ok] + report.errors
+    assert not [ns for ns in list_netns() if ns.startswith(report.prefix)]
+    bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True, check=True).stdout
+    assert report.prefix not in bridges          # its bridge is gone too
+
+
 def test_wrong_expectation_fails_with_a_readable_report(tmp_path):
     bad = Path(SHIPPED[0]).parent / "drop.yaml"
     text = bad.read_text().replace("loss: {traffic: stream, p: 0.05}", "loss: {traffic: stream, p: 0.25}")

@@ -53,12 +53,14 @@ def drop_reasons(path: str | None = None) -> dict[int, str]:
 
 
 def netns_names() -> dict[int, str]:
-    """Namespace inode -> name: the named ones (/run/netns) and 'host' (pid 1's)."""
+    """Namespace inode -> name: the named ones (/run/netns), 'host' (the one faultinj runs in) and
+    'init' (pid 1's, where that is another: faultinj in a container)."""
     out = {}
-    try:
-        out[os.stat("/proc/1/ns/net").st_ino] = "host"
-    except OSError:
-        pass
+    for path, name in (("/proc/1/ns/net", "init"), ("/proc/self/ns/net", "host")):
+        try:
+            out[os.stat(path).st_ino] = name
+        except OSError:
+            pass
     try:
         for name in os.listdir("/run/netns"):
             try:
@@ -161,7 +163,7 @@ class Tracer:
         return self._names.get(inum, "?")
 
     def _ns_inum(self, name: str | None) -> int:
-        path = f"/run/netns/{name}" if name else "/proc/1/ns/net"
+        path = f"/run/netns/{name}" if name else "/proc/self/ns/net"
         try:
             return os.stat(path).st_ino
         except OSError:
