@@ -30,7 +30,7 @@ from scapy.layers.l2 import Ether  # noqa: E402
 
 import faultinj  # noqa: E402
 from faultinj.faults import parse_spec  # noqa: E402
-from faultinj.inject import libbpf, program, traffic  # noqa: E402
+from faultinj.inject import custom, libbpf, program, traffic  # noqa: E402
 from faultinj.inject.capture import Capture  # noqa: E402
 from faultinj.inject.lab import Lab, netns_exec  # noqa: E402
 from faultinj.packets import parse  # noqa: E402
@@ -74,8 +74,13 @@ def per_packet(rounds: int, repeat: int) -> dict:
     objs = {}
     objs["pass xdp"] = libbpf.load_object(compile_seed("pass", "HOOK_XDP"), ())
     objs["pass tc"] = libbpf.load_object(compile_seed("pass", "HOOK_TC"), ())
-    objs["seed xdp_manglepong"] = libbpf.load_object(compile_seed("xdp_manglepong"), ())
-    objs["seed tcp_psh"] = libbpf.load_object(compile_seed("tcp_psh"), ())
+    # the seed article's programs as printed (examples/seed/), built and loaded as `apply --program` does
+    for name, hook in (("xdp_manglepong", "xdp"), ("tcp_psh", "tc-egress")):
+        obj_path = custom.compile_source(str(ROOT / "examples" / "seed" / f"{name}.c"))
+        try:
+            objs[f"seed {name}"] = custom.load(obj_path, hook, custom.pick(obj_path, None)[0])
+        finally:
+            custom.discard(obj_path)
     for spec in ("ttl-pong@xdp", "psh-ratio=1@egress", "psh-ratio=1000000000@egress", "drop=0@xdp",
                  "drop=0@egress", "drop=100%@xdp", "drop=50%@xdp", "ttl-pong,journal=off@xdp",
                  "psh-ratio=1,journal=off@egress"):

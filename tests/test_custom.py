@@ -21,8 +21,9 @@ from faultinj.errors import BuildError, SpecError
 from faultinj.inject import custom, libbpf, traffic
 
 DATA = Path(__file__).parent / "data"
-SEED_XDP = str(DATA / "seed_xdp_manglepong.c")
-SEED_TC = str(DATA / "seed_tcp_psh.c")
+SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"   # the article's programs, as printed
+SEED_XDP = str(SEED / "xdp_manglepong.c")
+SEED_TC = str(SEED / "tcp_psh.c")
 COUNTER = str(DATA / "custom_counter.c")
 E = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 XDP_PASS, TC_ACT_OK = 2, 0
@@ -80,7 +81,7 @@ def test_seed_tc_program_as_printed_sets_psh_on_one_in_ten():
 def test_seed_xdp_program_on_a_link_lists_and_clears(lab, private_state):
     a, b = lab.a, lab.b
     rec = faultinj.apply_program(SEED_XDP, a.ifname, netns_name=a.netns, hook="xdp")
-    assert rec.fault == "program" and rec.value.endswith("seed_xdp_manglepong.c:xdp_main")
+    assert rec.fault == "program" and rec.value.endswith("seed/xdp_manglepong.c:xdp_main")
     out = ns_run(a.netns, "ping", "-c", "200", "-i", "0.002", "-q", b.ip4, check=False).stdout
     assert " 0% packet loss" in out
     detail = ns_run(a.netns, "ping", "-c", "60", "-i", "0.002", b.ip4, check=False).stdout

@@ -104,21 +104,24 @@ def parse_probability(fault: str, text: str) -> float:
     return p
 
 
+def whole_number(text: str, lo: int, hi: int, problem: str, base: int = 10) -> int:
+    """text as a whole number in lo..hi; anything else raises SpecError(problem)."""
+    try:
+        n = int(text.strip(), base)
+    except ValueError:
+        raise SpecError(problem) from None
+    if not lo <= n <= hi:
+        raise SpecError(problem)
+    return n
+
+
 MAX_RATIO = 1_000_000_000
 
 
 def parse_ratio(fault: str, text: str) -> int:
     """'10' -> 10, meaning one in ten."""
-    try:
-        n = int(text.strip(), 10)
-    except ValueError:
-        n = 0
-    if not (1 <= n <= MAX_RATIO):
-        raise SpecError(
-            f"{fault}: bad value '{text}': give a whole number N from 1 to {MAX_RATIO} "
-            f"(one packet in N is hit, e.g. {fault}=10)"
-        )
-    return n
+    return whole_number(text, 1, MAX_RATIO, f"{fault}: bad value '{text}': give a whole number N from 1 to "
+                        f"{MAX_RATIO} (one packet in N is hit, e.g. {fault}=10)")
 
 
 def probability_threshold(p: float) -> int:

@@ -1,7 +1,7 @@
 """corrupt: flip random payload bits at a rate, the L4 checksum fixed (default) or left wrong."""
 
 from ..errors import SpecError
-from .base import FaultType, Option, Value, parse_probability, probability_threshold
+from .base import FaultType, Option, Value, parse_probability, probability_threshold, whole_number
 
 BAD_CSUM = 1 << 8   # FI_CORRUPT_BAD_CSUM in bpf/corrupt.bpf.c
 MAX_BITS = 64
@@ -16,13 +16,7 @@ def parse_csum(name: str, text: str) -> str:
 
 
 def parse_bits(name: str, text: str) -> int:
-    try:
-        n = int(text.strip(), 10)
-    except ValueError:
-        n = 0
-    if not 1 <= n <= MAX_BITS:
-        raise SpecError(f"{name}={text}: give the number of bits to flip per packet, 1..{MAX_BITS}")
-    return n
+    return whole_number(text, 1, MAX_BITS, f"{name}={text}: give the number of bits to flip per packet, 1..{MAX_BITS}")
 
 
 FAULT = FaultType(

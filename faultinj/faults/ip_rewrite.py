@@ -1,7 +1,7 @@
 """ttl, ecn-ce, dscp: one program (bpf/ip_rewrite.bpf.c) rewriting one IP header field."""
 
 from ..errors import SpecError
-from .base import FaultType, Value, parse_probability, probability_threshold
+from .base import FaultType, Value, parse_probability, probability_threshold, whole_number
 
 TTL_SET, TTL_DEC, ECN_CE, DSCP = 1, 2, 3, 4
 
@@ -19,13 +19,7 @@ def parse_ttl(fault: str, text: str) -> int:
 
 
 def parse_dscp(fault: str, text: str) -> int:
-    try:
-        n = int(text.strip(), 0)
-    except ValueError:
-        n = -1
-    if not 0 <= n <= 63:
-        raise SpecError(f"{fault}: bad value '{text}': give a DSCP 0..63 (e.g. {fault}=46 for EF)")
-    return n
+    return whole_number(text, 0, 63, f"{fault}: bad value '{text}': give a DSCP 0..63 (e.g. {fault}=46 for EF)", 0)
 
 
 FAULTS = [

@@ -12,6 +12,7 @@ import struct
 from dataclasses import dataclass
 
 from ..errors import SpecError
+from .base import parse_probability, parse_ratio, whole_number
 
 # bits of fi_match.fields
 SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN = (1 << i for i in range(9))
@@ -173,32 +174,20 @@ def parse_match(items: list[str], options: tuple = ()) -> Match:
             kw["fields"] |= TCP_FLAGS
             kw["tcp_set"], kw["tcp_clear"] = _flags(value)
         elif key in ("p", "ratio"):
-            from .base import parse_probability, parse_ratio
 
             if "probability" in kw:
                 raise SpecError("give p= or ratio=, not both")
             kw["probability"] = parse_probability("p", value) if key == "p" else 1 / parse_ratio("ratio", value)
         elif key == "nth":
-            try:
-                nth = int(value)
-            except ValueError:
-                nth = 0
-            if not 1 <= nth <= 2**32 - 1:
-                raise SpecError(f"nth={value}: give the packet number in its flow, 1 or more (nth=1: the first)")
-            kw["nth"] = nth
+            kw["nth"] = whole_number(value, 1, 2**32 - 1,
+                                     f"nth={value}: give the packet number in its flow, 1 or more (nth=1: the first)")
         elif key == "journal":
             if value.lower() not in ("on", "off"):
                 raise SpecError(f"journal={value}: give journal=on (record each action, the default) or journal=off")
             kw["journal"] = value.lower() == "on"
         elif key == "vlan":
-            try:
-                vid = int(value)
-            except ValueError:
-                vid = -1
-            if not 0 <= vid <= 4095:
-                raise SpecError(f"vlan={value}: give a VLAN id 0..4095")
             kw["fields"] |= VLAN
-            kw["vlan"] = vid
+            kw["vlan"] = whole_number(value, 0, 4095, f"vlan={value}: give a VLAN id 0..4095")
     if "proto" in kw and kw["proto"] not in (6, 17) and kw["fields"] & (SPORT | DPORT):
         raise SpecError("sport/dport filter TCP or UDP: proto must be tcp or udp (or left out)")
     return Match(words=tuple(words), options=tuple(parsed_options), **kw)

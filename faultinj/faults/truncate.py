@@ -1,20 +1,13 @@
 """truncate: cut frames to N bytes, headers left saying more."""
 
-from ..errors import SpecError
-from .base import FaultType, Value
+from .base import FaultType, Value, whole_number
 
 MIN_LEN, MAX_LEN = 14, 65535
 
 
 def parse_length(fault: str, text: str) -> int:
-    try:
-        n = int(text.strip(), 10)
-    except ValueError:
-        n = 0
-    if not MIN_LEN <= n <= MAX_LEN:
-        raise SpecError(f"{fault}: bad value '{text}': give the length to cut frames to in bytes, Ethernet header "
-                        f"included, {MIN_LEN}..{MAX_LEN} (e.g. {fault}=100)")
-    return n
+    return whole_number(text, MIN_LEN, MAX_LEN, f"{fault}: bad value '{text}': give the length to cut frames to "
+                        f"in bytes, Ethernet header included, {MIN_LEN}..{MAX_LEN} (e.g. {fault}=100)")
 
 
 FAULT = FaultType(

@@ -1,5 +1,6 @@
 /* The seed article's tc program ("Network debugging with eBPF"), as printed,
- * with the include statements the article left out. Its PSH write leaves the
+ * with the include statements the article left out (faultinj apply --program
+ * examples/seed/tcp_psh.c --hook egress IFACE). Its PSH write leaves the
  * TCP checksum as it was: with the sender's checksum offload on, the kernel
  * computes the checksum afterwards; with it off, the receiver drops the
  * segment. */

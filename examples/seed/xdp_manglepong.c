@@ -1,5 +1,6 @@
 /* The seed article's XDP program ("Network debugging with eBPF"), as printed,
- * with the include statements and the helper the article left out. */
+ * with the include statements and the helper the article left out. Use it as
+ * faultinj apply --program examples/seed/xdp_manglepong.c --hook xdp IFACE */
 #include <stdint.h>
 #include <arpa/inet.h>
 #include <linux/bpf.h>
