@@ -360,6 +360,8 @@ def demo(
             typer.echo(f"\n{o.spec}  {'PASS' if o.ok else 'FAIL'}  counters {o.counters}"
                        + (f"  pcap {o.pcap}" if o.pcap else ""))
             _print_checks(o.checks)
+            for hop in o.facts.get("hops", []):
+                typer.echo(f"    {hop}")
         typer.echo(f"\n{'all checks hold' if ok else 'SOME CHECKS FAILED'}")
     if not ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))

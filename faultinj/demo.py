@@ -25,6 +25,8 @@ def run(pcap_dir: str | None = None, seed: int = 42, keep: bool = False,
              lambda: experiments.psh_ratio(lab, ratio=10, seed=seed, pcap_dir=pcap_dir)),
             ("drop=5% on A's tc egress: 20000 UDP datagrams, loss must be 5% within the CI",
              lambda: experiments.drop(lab, probability=0.05, seed=seed, pcap_dir=pcap_dir)),
+            ("trace: 3 pings with B's replies dropped; each journey must end at the fault, labelled",
+             lambda: experiments.traced_drop(lab, seed=seed)),
         ]
         for i, (what, step) in enumerate(steps, 1):
             progress(f"[{i}/{len(steps)}] {what}")

@@ -144,3 +144,33 @@ def drop(lab: Lab, probability: float = 0.05, count: int = 20000, seed: int | No
     ]
     out.facts["lost"] = sorted(set(range(count)) - res.received)
     return out
+
+
+def traced_drop(lab: Lab, pings: int = 3, seed: int | None = None) -> Outcome:
+    """drop=100% of B's echo replies at B's tc egress; the tracer follows the pings: each request
+    crosses A -> B, each reply dies at B's egress, labelled with the fault (from its journal)."""
+    from .faults.match import parse_match
+    from .inject.trace import Tracer
+
+    rec = api.apply("drop=100%,proto=icmp", lab.b.ifname, netns_name=lab.b.netns, seed=seed)
+    try:
+        with Tracer(parse_match(["proto=icmp"])) as tracer:
+            traffic.ping(lab.a.netns, lab.b.ip4, pings, interval=0.05, timeout=1.0)
+            lab_addrs = {lab.a.ip4, lab.b.ip4}   # the tracer sees every namespace: keep this lab's
+            hops = [h for h in tracer.read(300) if {h.key[0], h.key[1]} <= lab_addrs]
+        counters = _counters(rec)
+    finally:
+        api.clear(fault_id=rec.id)
+    a, b = f"{lab.a.netns}/{lab.a.ifname}", f"{lab.b.netns}/{lab.b.ifname}"
+    path = " → ".join(f"{h.netns_name}/{h.ifname} {h.direction}" for h in hops)
+    journey = " → ".join([f"{a} out", f"{b} in", f"{b} DROP"] * pings)
+    labelled = [h for h in hops if h.direction == "DROP" and h.reason == "faultinj" and rec.id in h.fault]
+    out = Outcome("traced-drop", rec.spec, counters=counters,
+                  facts={"hops": [str(h) for h in hops], "seed": rec.seed})
+    out.checks = [
+        Check(f"trace: each of {pings} pings goes A out, B in, then its reply is dropped at B", path == journey,
+              f"{len(hops)} hops" + ("" if path == journey else f": {path}"), f"{3 * pings} hops in that order"),
+        equal_check("trace: drops labelled with the fault (journal)", len(labelled), pings),
+        equal_check("counters: acted = replies", counters.get("acted"), pings),
+    ]
+    return out

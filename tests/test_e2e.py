@@ -336,3 +336,18 @@ def ping_ok(a, b) -> bool:
     """Not UDP: untouched, and no copy of a copy loops."""
     r = traffic.ping(a.netns, b.ip4, 20, interval=0.01)
     return r.received == 20
+
+
+def test_the_demo_the_readme_runs_passes_and_leaves_nothing(private_state):
+    """`./run.sh demo` is the main job: every experiment's checks hold, the lab is gone after."""
+    from faultinj.inject.netns import list_netns
+
+    before = set(list_netns())
+    r = cli("demo", "--json")
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    doc = json.loads(r.stdout)
+    assert doc["ok"] and [e["experiment"] for e in doc["experiments"]] == ["ttl-pong", "psh-ratio", "drop",
+                                                                         "traced-drop"]
+    assert all(c["ok"] for e in doc["experiments"] for c in e["checks"])
+    assert set(list_netns()) == before
+    assert_clean(private_state)
