@@ -224,10 +224,11 @@ class FaultStatus:
     detail: str
     counters: dict[str, int] | None
     maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
+    journal_lost: int = 0            # journal events the program could not record (ring full)
 
     def to_json(self) -> dict:
         d = self.record.to_json()
-        d.update(state=self.state, detail=self.detail, counters=self.counters)
+        d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost)
         if self.maps is not None:
             d["maps"] = self.maps
         if self.record.deadline_ns:
@@ -235,13 +236,14 @@ class FaultStatus:
         return d
 
 
-def _read_counters(rec: state.Record) -> dict | None:
+def _read_counters(rec: state.Record) -> tuple[dict | None, int]:
+    """The fault's counters and its lost journal events."""
     try:
         fd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
     except Exception:
-        return None  # pins gone: status says why (gone, detached)
+        return None, 0  # pins gone: status says why (gone, detached)
     try:
-        return maps.read_counters(fd)
+        return maps.read_counters(fd), maps.read_lost(fd)
     finally:
         os.close(fd)
 
@@ -282,7 +284,8 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
             if rec.fault == custom.FAULT_NAME:
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
-                out.append(FaultStatus(rec, st, detail, _read_counters(rec)))
+                counters, lost = _read_counters(rec)
+                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost))
     return out
 
 

@@ -174,6 +174,9 @@ def status(
     for r in rows:
         if r.detail:
             typer.echo(f"{r.record.id}: {r.detail}")
+        if r.journal_lost:
+            typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (the ring was full): read them as "
+                       "they come with 'faultinj journal --follow'")
         if r.maps is not None:
             typer.echo(f"{r.record.id}: custom program; maps: "
                        + (", ".join(f"{m['name']} (id {m['id']})" for m in r.maps) or "none")

@@ -148,3 +148,14 @@ def test_journal_off_records_nothing_and_set_turns_it_back_on(lab):
         assert len(reader.read()) == 100
     [st] = faultinj.status()
     assert st.counters["acted"] == 200
+
+
+def test_status_says_when_the_journal_lost_events(lab):
+    a, b = lab.a, lab.b
+    faultinj.apply("drop=100%,proto=udp", a.ifname, netns_name=a.netns)
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 4000, settle=0.05)      # nobody reads: 3640 fit
+    [st] = faultinj.status()
+    assert st.counters["acted"] == 4000 and st.journal_lost == 4000 - 3640
+    r = cli_runner().invoke(app, ["status"])
+    assert f"{4000 - 3640} journal events lost" in r.stdout
+    assert json.loads(cli_runner().invoke(app, ["status", "--json"]).stdout)[0]["journal_lost"] == 360

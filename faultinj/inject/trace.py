@@ -139,9 +139,8 @@ class Tracer:
         obj_path = build.compile_program("trace", "trace")
         try:
             self._obj = libbpf.TracingObject(str(obj_path), ("fi_trace_config", "fi_trace_events", "fi_trace_lost"))
-            cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()
-            size = _CONFIG_HEAD.size + len(self.match.pack())
-            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg[:size])
+            cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()   # struct fi_trace_config: active, the filter
+            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
             self._rings = libbpf.RingBuffers([self._obj.map_fds["fi_trace_events"]])
             self._obj.attach()
             if self.with_faults:
