@@ -332,7 +332,9 @@ def trace(
         typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
                    + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
                    err=True)
-    hops = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults)
+    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults)
+    if lost:
+        typer.echo(f"{lost} hops lost: the kernel's queue was full (filter more narrowly)", err=True)
     if pcap_out:
         to_wall = time.time_ns() - time.monotonic_ns()   # the hops are stamped on CLOCK_MONOTONIC
         n = pcap_mod.write(pcap_out, [pcap_mod.Record(h.ts_ns + to_wall, max(h.length, len(h.frame)), h.frame)

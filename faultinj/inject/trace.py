@@ -130,7 +130,7 @@ class Tracer:
     _journal: object = None
     _reasons: dict = field(default_factory=dict)
     _names: dict = field(default_factory=dict)
-    _fault_ns: dict = field(default_factory=dict)
+    _fault_at: dict = field(default_factory=dict)   # fault id -> (netns name, netns inode, interface)
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -146,11 +146,10 @@ class Tracer:
             if self.with_faults:
                 from .journal import JournalReader
 
-                recs = [r for r in state.records() if r.fault != "program"]
-                self._journal = JournalReader(recs)
+                self._journal = JournalReader(state.records())   # it skips custom programs (no journal)
                 self._journal.read()   # what happened before the trace began is not part of it
-                for r in recs:
-                    self._fault_ns[r.id] = r.netns
+                for r in self._journal.records:   # where each fault is, looked up once
+                    self._fault_at[r.id] = (r.netns or "host", self._ns_inum(r.netns), r.ifname)
         except BaseException:
             self.close()
             raise
@@ -183,11 +182,9 @@ class Tracer:
             for e in self._journal.read():
                 if not self.match.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport):
                     continue
-                ns_name = self._fault_ns.get(e.fault_id)
-                inum = self._ns_inum(ns_name)
-                where = e.where.split("/")[-1]
+                ns_name, inum, ifname = self._fault_at[e.fault_id]
                 what = {"drop": "DROP", "duplicate": "DUP"}.get(e.action, "ACT")
-                hops.append(Hop(e.ts_ns, inum, ns_name or "host", where, what, e.hook, 0, b"",
+                hops.append(Hop(e.ts_ns, inum, ns_name, ifname, what, e.hook, 0, b"",
                                 reason="faultinj" if e.action == "drop" else "",
                                 fault=f"{e.fault} {e.fault_id}", key=e.key(),
                                 summary=_event_summary(e)))
@@ -222,9 +219,10 @@ def _event_summary(e) -> str:
 
 
 def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | None = None,
-          on_hop=None, with_faults: bool = True, settle: float = 0.3) -> list[Hop]:
+          on_hop=None, with_faults: bool = True, settle: float = 0.3) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
-    `duration` passed, or KeyboardInterrupt. on_hop(hop) is called as hops come."""
+    `duration` passed, or KeyboardInterrupt. on_hop(hop) is called as hops come. Returns the hops
+    and how many the kernel could not queue (this reader fell behind)."""
     hops: list[Hop] = []
     packets: set = set()
     end = None if duration is None else time.monotonic() + duration
@@ -242,4 +240,5 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
                     end = min(end or float("inf"), time.monotonic() + settle)
         except KeyboardInterrupt:
             pass
-    return hops
+        lost = tracer.lost()
+    return hops, lost

@@ -149,7 +149,6 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             reader = readers.get(rec.id) or readers.setdefault(rec.id, api.journal(fault_id=rec.id))
             data.journal.setdefault(name, []).extend(reader.read())
             if last:
-                data.journal_lost[name] = sum(reader.lost().values())
                 readers.pop(rec.id).close()
 
     def drain_loop():
@@ -171,6 +170,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         for st in api.status(netns_name=rec.netns, all_namespaces=False):
             if st.record.id == rec.id:
                 data.counters[name] = st.counters or {}
+                data.journal_lost[name] = st.journal_lost
         api.clear(fault_id=rec.id)
 
     def phase(fn, *args):
