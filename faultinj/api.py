@@ -102,7 +102,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     caps.require_privileges()
     return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, netns_name,
                     seed, seconds, replace, tc_mode,
-                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns))
+                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode))
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
@@ -119,7 +119,7 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         _check_tc_mode(tc_mode, chosen)
         value = f"{os.path.abspath(source)}:{name}"
         return _install(custom.FAULT_NAME, value, chosen, [], ifname, netns_name, 0, None, replace, tc_mode,
-                        lambda _deadline: custom.load(compiled, chosen, name))
+                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
     finally:
         custom.discard(compiled)
 

@@ -39,6 +39,15 @@ def private_state(tmp_path_factory):
     assert not leftovers, f"faultinj pins left behind by the tests: {leftovers}"
 
 
+@pytest.fixture(scope="session")
+def kernel_features(private_state) -> dict[str, bool]:
+    """What doctor's probes find on the kernel the tests run on (this machine's, or a guest's):
+    tests take the success path where a feature exists and the clear refusal where it does not."""
+    from faultinj.inject import doctor
+
+    return {p.name: p.ok for p in doctor.run()}
+
+
 @pytest.fixture
 def lab():
     from faultinj.inject.lab import Lab, LinkSettings

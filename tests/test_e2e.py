@@ -224,13 +224,42 @@ def test_foreign_xdp_program_is_never_touched(lab, private_state, foreign_obj):
     assert os.listdir(private_state["pin_root"]) == []
 
 
-def test_matchall_mode_reports_missing_kernel_option_and_leaves_nothing(lab, private_state):
-    a = lab.a
-    with pytest.raises(KernelFeatureMissing, match="CONFIG_NET_CLS_MATCHALL|CONFIG_NET_ACT_BPF"):
-        faultinj.apply("psh-ratio=10", a.ifname, netns_name=a.netns, tc_mode="matchall")
+def test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal(lab, private_state, kernel_features):
+    """--tc-mode matchall (the seed article's 'matchall action bpf'): works where doctor finds
+    cls_matchall and act_bpf, with the fault's counters, set, drops and clear; elsewhere exit 4,
+    one line naming the missing option, nothing left."""
+    a, b = lab.a, lab.b
+    if not (kernel_features["cls_matchall"] and kernel_features["act_bpf"]):
+        with pytest.raises(KernelFeatureMissing, match="CONFIG_NET_CLS_MATCHALL|CONFIG_NET_ACT_BPF"):
+            faultinj.apply("psh-ratio=10", a.ifname, netns_name=a.netns, tc_mode="matchall")
+        assert_clean(private_state, a)
+        r = cli("apply", "psh-ratio=10", a.ifname, "--netns", a.netns, "--tc-mode", "matchall")
+        assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert_clean(private_state, a)
+        return
+    rec = faultinj.apply("psh-ratio=1000000000", a.ifname, netns_name=a.netns, tc_mode="matchall", seed=3)
+    assert rec.attach_mode == "matchall"
+    [f] = tc_filters(a.netns, a.ifname)
+    assert f["kind"] == "matchall" and rec.filter_name in json.dumps(f)
+    traffic.tcp_transfer(a.netns, b.netns, b.ip4, 1_000_000)
+    [st] = faultinj.status()
+    assert st.state == "active" and st.record.attach_mode == "matchall"
+    assert st.counters["matched"] > 500 and st.counters["acted"] == 0
+    before = st.counters["matched"]
+    faultinj.set_fault(a.ifname, "psh-ratio=1", netns_name=a.netns)
+    traffic.tcp_transfer(a.netns, b.netns, b.ip4, 1_000_000)
+    [st] = faultinj.status()
+    assert st.record.prog_id == rec.prog_id
+    assert st.counters["acted"] == st.counters["matched"] - before > 500
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert prog_gone(rec.prog_id)
     assert_clean(private_state, a)
-    r = cli("apply", "psh-ratio=10", a.ifname, "--netns", a.netns, "--tc-mode", "matchall")
-    assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1
+    # a drop through act_bpf really drops (its verdict must be SHOT: act_bpf turns STOLEN into "go on")
+    rec = faultinj.apply("drop=100%,proto=icmp", a.ifname, netns_name=a.netns, tc_mode="matchall")
+    res = traffic.ping(a.netns, b.ip4, 5, interval=0.05, timeout=1)
+    [st] = faultinj.status()
+    assert res.received == 0 and st.counters["acted"] == 5
+    faultinj.clear(all_faults=True)
     assert_clean(private_state, a)
 
 

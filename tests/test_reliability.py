@@ -73,9 +73,23 @@ def test_doctor_reports_a_working_default_feature_set():
     for name in ("BPF syscall", "clsact qdisc", "cls_bpf direct-action", "XDP native (veth)", "clang", "libbpf",
                  "tracer (tp_btf, CO-RE)"):
         assert probes[name]["ok"], probes[name]
-    # this kernel lacks them: the doctor must say so, with the option to enable
-    assert not probes["cls_matchall"]["ok"] and "CONFIG_NET_CLS_MATCHALL" in probes["cls_matchall"]["fix"]
-    assert not probes["act_bpf"]["ok"]
+    # optional features: each probe must agree with iproute2 doing the same in a namespace of its own
+    # (a kernel has them or not: neither is assumed)
+    assert "CONFIG_NET_CLS_MATCHALL" in probes["cls_matchall"]["fix"] and "CONFIG_NET_ACT_BPF" in probes["act_bpf"]["fix"]
+    assert probes["cls_matchall"]["ok"] == _iproute2_accepts("matchall")
+    assert probes["act_bpf"]["ok"] == _iproute2_accepts("matchall", "action", "bpf", "bytecode", "1,6 0 0 0")
+
+
+def _iproute2_accepts(*filter_args: str) -> bool:
+    ns = f"fiprobe{os.getpid() % 10000}"
+    subprocess.run(["ip", "netns", "add", ns], check=True)
+    try:
+        subprocess.run(["ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1"], check=True)
+        subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", "p0", "clsact"], check=True)
+        return subprocess.run(["tc", "-n", ns, "filter", "add", "dev", "p0", "egress", *filter_args],
+                              capture_output=True).returncode == 0
+    finally:
+        subprocess.run(["ip", "netns", "del", ns])
 
 
 def test_1000_apply_clear_cycles_leave_nothing(lab, private_state):

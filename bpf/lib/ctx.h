@@ -22,7 +22,15 @@ typedef struct __sk_buff fi_ctx_t;
 /* Not TC_ACT_SHOT: on egress that reports NET_XMIT_DROP to the sending
  * socket (ping sees ENOBUFS and resends, TCP enters CWR), which is local
  * congestion, not loss on the wire. STOLEN frees the packet silently. */
+#if defined(FI_TC_ACT)
+/* As a tc action (matchall + act_bpf, --tc-mode matchall) the program's
+ * verdict passes through act_bpf, which keeps only OK, PIPE, RECLASSIFY,
+ * REDIRECT and SHOT (anything else, STOLEN included, becomes "no verdict"
+ * and the packet goes on): a drop there has to be SHOT. */
+#define FI_DROP TC_ACT_SHOT
+#else
 #define FI_DROP TC_ACT_STOLEN
+#endif
 #else
 #error "build with -DFI_HOOK_XDP or -DFI_HOOK_TC"
 #endif

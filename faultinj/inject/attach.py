@@ -161,11 +161,14 @@ def tc_attach(ipr, ifindex: int, hook: str, prog_fd: int, name: str, mode: str, 
             ipr.tc("add-filter", "bpf", index=ifindex, parent=parent, prio=prio, handle=1,
                    protocol=ETH_P_ALL, fd=prog_fd, name=name, direct_action=True)
         else:
+            # the action's default verdict is pipe, as iproute2's 'action bpf' (the seed article's
+            # command): a program's "no verdict" ends classification here
             ipr.tc("add-filter", "matchall", index=ifindex, parent=parent, prio=prio, handle=1,
-                   protocol=ETH_P_ALL, action={"kind": "bpf", "fd": prog_fd, "name": name})
+                   protocol=ETH_P_ALL, action={"kind": "bpf", "fd": prog_fd, "name": name, "action": "pipe"})
     except NetlinkError as exc:
         code, text = _nl_error(exc)
-        if mode == "matchall" and code in (errno.ENOENT, errno.EOPNOTSUPP, errno.EINVAL):
+        if mode == "matchall" and code in (errno.ENOENT, errno.EOPNOTSUPP):
+            # a tc kind the kernel has no module for: ENOENT with extack text naming the classifier or action
             missing = ("cls_matchall (CONFIG_NET_CLS_MATCHALL)" if "classifier" in text.lower()
                        else "act_bpf (CONFIG_NET_ACT_BPF)")
             raise KernelFeatureMissing(

@@ -58,8 +58,10 @@ def hook_of_section(section: str, source: str) -> str:
                     "give --hook xdp, ingress or egress")
 
 
-def load(obj: Path, hook: str, function: str) -> libbpf.LoadedObject:
-    return libbpf.load_object(str(obj), None, HOOK_TYPES[hook], function)
+def load(obj: Path, hook: str, function: str, tc_mode: str = "cls_bpf") -> libbpf.LoadedObject:
+    """tc_mode 'matchall': as a tc action (act_bpf takes only BPF_PROG_TYPE_SCHED_ACT programs)."""
+    prog_type = libbpf.BPF_PROG_TYPE_SCHED_ACT if tc_mode == "matchall" and hook != "xdp" else HOOK_TYPES[hook]
+    return libbpf.load_object(str(obj), None, prog_type, function)
 
 
 def discard(obj: Path) -> None:

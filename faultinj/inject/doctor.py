@@ -123,21 +123,28 @@ def _hook_probes() -> list[Probe]:
             out.append(Probe("cls_bpf direct-action", ok, detail or "attached", "tc faults (default --tc-mode)",
                              "CONFIG_NET_CLS_BPF"))
 
-            def matchall():
-                attach.tc_attach(ipr, idx, "tc-egress", tc.prog_fd, "faultinj:doctor2", "matchall", 2)
+            def matchall():  # the classifier alone (no action): does the kernel have it?
+                ipr.tc("add-filter", "matchall", index=idx, parent=attach.TC_PARENTS["tc-egress"], prio=2,
+                       handle=1, protocol=attach.ETH_P_ALL)
+                return "a matchall filter added"
             ok, detail = _try(matchall)
-            missing = "CONFIG_NET_CLS_MATCHALL" in detail
-            out.append(Probe("cls_matchall", ok or not missing, "present" if ok or not missing else
-                             "missing (CONFIG_NET_CLS_MATCHALL)", "--tc-mode matchall",
-                             "a kernel with CONFIG_NET_CLS_MATCHALL", required=False))
+            out.append(Probe("cls_matchall", ok, detail if ok else f"missing (CONFIG_NET_CLS_MATCHALL): {detail}",
+                             "--tc-mode matchall", "a kernel with CONFIG_NET_CLS_MATCHALL (modprobe cls_matchall)",
+                             required=False))
 
-            def act_bpf():  # a classic cls_bpf filter whose action is a BPF program
-                ipr.tc("add-filter", "bpf", index=idx, parent=attach.TC_PARENTS["tc-egress"], prio=3, handle=1,
-                       protocol=attach.ETH_P_ALL, fd=tc.prog_fd, name="faultinj:doctor3",
-                       action={"kind": "bpf", "fd": tc.prog_fd, "name": "faultinj:doctor3"})
+            def act_bpf():  # a program loaded as a tc action, behind a cls_bpf filter (matchall may be absent)
+                act = program.load(parse_spec("drop=0@egress"), seed=0, tc_mode="matchall")
+                try:
+                    ipr.tc("add-filter", "bpf", index=idx, parent=attach.TC_PARENTS["tc-egress"], prio=3,
+                           handle=1, protocol=attach.ETH_P_ALL, fd=tc.prog_fd, name="faultinj:doctor3",
+                           action={"kind": "bpf", "fd": act.prog_fd, "name": "faultinj:doctor3", "action": "pipe"})
+                finally:
+                    act.close()
+                return "a BPF action (SCHED_ACT program) attached"
             ok, detail = _try(act_bpf)
-            out.append(Probe("act_bpf", ok, "present" if ok else f"missing (CONFIG_NET_ACT_BPF): {detail}",
-                             "--tc-mode matchall", "a kernel with CONFIG_NET_ACT_BPF", required=False))
+            out.append(Probe("act_bpf", ok, detail if ok else f"missing (CONFIG_NET_ACT_BPF): {detail}",
+                             "--tc-mode matchall", "a kernel with CONFIG_NET_ACT_BPF (modprobe act_bpf)",
+                             required=False))
 
             def tcx():
                 os.close(libbpf.link_create(tc.prog_fd, idx, libbpf.BPF_TCX_INGRESS))

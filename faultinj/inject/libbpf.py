@@ -488,6 +488,7 @@ def version() -> str:
 
 
 BPF_PROG_TYPE_SCHED_CLS = 3
+BPF_PROG_TYPE_SCHED_ACT = 4
 BPF_PROG_TYPE_XDP = 6
 BPF_TCX_INGRESS = 46  # kernel 6.6+; not in older uapi headers
 

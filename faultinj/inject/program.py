@@ -8,17 +8,20 @@ from . import build, libbpf, maps
 
 
 def load(spec: FaultSpec, seed: int, deadline_ns: int = 0, dry_run: bool = False,
-         journal: bool | None = None) -> libbpf.LoadedObject:
+         journal: bool | None = None, tc_mode: str = "cls_bpf") -> libbpf.LoadedObject:
     """Compile (cached), load, and write the config for spec; the caller closes it.
     dry_run: the program decides and counts but sends nothing of its own (duplicate's copies):
     for BPF_PROG_TEST_RUN, where a copy would leave through this namespace's loopback.
     journal: record each action in the fi_journal ring buffer (`faultinj journal`); None: as the
-    spec says (journal=on, the default, or journal=off)."""
+    spec says (journal=on, the default, or journal=off).
+    tc_mode: 'matchall' loads the program as a tc action (BPF_PROG_TYPE_SCHED_ACT), which act_bpf
+    requires; 'cls_bpf' as a classifier."""
     journal = spec.match.journal if journal is None else journal
     flags = ((maps.CFG_INGRESS if spec.hook == "tc-ingress" else 0) | (maps.CFG_DRY_RUN if dry_run else 0)
              | (maps.CFG_JOURNAL if journal else 0))
-    obj_path = build.compile_program(spec.fault.program, spec.hook)
-    obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES)
+    act = tc_mode == "matchall" and spec.hook != "xdp"
+    obj_path = build.compile_program(spec.fault.program, spec.hook, act=act)
+    obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES, libbpf.BPF_PROG_TYPE_SCHED_ACT if act else None)
     try:
         maps.write_config(obj.map_fds["fi_config"],
                           maps.Config(seed=seed, deadline_ns=deadline_ns, threshold=spec.threshold,

@@ -48,57 +48,84 @@ class TcpResult:
     seconds: float
 
 
-def tcp_transfer(src_ns: str, dst_ns: str, dst_addr: str, nbytes: int, port: int = 5201,
-                 seed: int = 1, write_size: int = 1 << 20, timeout: float = 60.0) -> TcpResult:
-    """Send nbytes of seeded random data from src_ns to dst_ns; compare hashes."""
-    fam = _family(dst_addr)
-    with entered(dst_ns):
-        lsock = socket.socket(fam, socket.SOCK_STREAM)
-    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    lsock.bind((dst_addr, port))
-    lsock.listen(1)
-    lsock.settimeout(timeout)
-    got = {"n": 0, "hash": hashlib.sha256(), "error": None}
+class TcpReceiver:
+    """The receiving end of a TCP transfer: listens in netns, counts and hashes what arrives.
+    Apart from the sender so that the two ends can run on different machines (VM hosts)."""
 
-    def receive():
+    def __init__(self, netns: str | None, addr: str, port: int = 5201, timeout: float = 60.0):
+        with entered(netns):
+            self._lsock = socket.socket(_family(addr), socket.SOCK_STREAM)
+        self._lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._lsock.bind((addr, port))
+        self._lsock.listen(1)
+        self._lsock.settimeout(timeout)
+        self.timeout = timeout
+        self.received = 0
+        self._hash = hashlib.sha256()
+        self.error: str | None = None
+        self._thread = threading.Thread(target=self._receive, daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
         try:
-            conn, _ = lsock.accept()
-            conn.settimeout(timeout)
+            conn, _ = self._lsock.accept()
+            conn.settimeout(self.timeout)
             with conn:
                 while True:
                     chunk = conn.recv(1 << 20)
                     if not chunk:
                         break
-                    got["n"] += len(chunk)
-                    got["hash"].update(chunk)
+                    self.received += len(chunk)
+                    self._hash.update(chunk)
         except OSError as exc:
-            got["error"] = exc
+            self.error = str(exc)
 
-    t = threading.Thread(target=receive, daemon=True)
-    t.start()
+    def result(self, timeout: float | None = None) -> dict:
+        """Wait for the sender to finish; {'received', 'sha256', 'error'}."""
+        self._thread.join(self.timeout if timeout is None else timeout)
+        self._lsock.close()
+        return {"received": self.received, "sha256": self._hash.hexdigest(), "error": self.error}
+
+
+def tcp_send(netns: str | None, dst_addr: str, nbytes: int, port: int = 5201, seed: int = 1,
+             write_size: int = 1 << 20, timeout: float = 60.0) -> dict:
+    """Send nbytes of seeded random data; {'sent', 'sha256', 'seconds', 'error'}."""
     rng = random.Random(seed)
-    block = rng.randbytes(write_size)
+    block = rng.randbytes(min(write_size, max(nbytes, 1)))
     sent_hash = hashlib.sha256()
     start = time.monotonic()
-    with entered(src_ns):
-        s = socket.socket(fam, socket.SOCK_STREAM)
+    with entered(netns):
+        s = socket.socket(_family(dst_addr), socket.SOCK_STREAM)
+    sent, error = 0, None
     try:
         s.settimeout(timeout)
         s.connect((dst_addr, port))
-        left = nbytes
-        while left > 0:
-            piece = block[: min(left, len(block))]
+        while sent < nbytes:
+            piece = block[: min(nbytes - sent, len(block))]
             s.sendall(piece)
             sent_hash.update(piece)
-            left -= len(piece)
+            sent += len(piece)
         s.shutdown(socket.SHUT_WR)
-        t.join(timeout)
+    except OSError as exc:
+        error = str(exc)
     finally:
         s.close()
-        lsock.close()
-    secs = time.monotonic() - start
-    intact = got["error"] is None and got["n"] == nbytes and got["hash"].digest() == sent_hash.digest()
-    return TcpResult(nbytes, got["n"], intact, secs)
+    return {"sent": sent, "sha256": sent_hash.hexdigest(), "seconds": time.monotonic() - start, "error": error}
+
+
+def tcp_result(nbytes: int, sent: dict, got: dict, seconds: float) -> TcpResult:
+    intact = (sent["error"] is None and got["error"] is None and got["received"] == nbytes
+              and got["sha256"] == sent["sha256"])
+    return TcpResult(nbytes, got["received"], intact, seconds)
+
+
+def tcp_transfer(src_ns: str | None, dst_ns: str | None, dst_addr: str, nbytes: int, port: int = 5201,
+                 seed: int = 1, write_size: int = 1 << 20, timeout: float = 60.0) -> TcpResult:
+    """Send nbytes of seeded random data from src_ns to dst_ns; compare hashes."""
+    rx = TcpReceiver(dst_ns, dst_addr, port, timeout)
+    sent = tcp_send(src_ns, dst_addr, nbytes, port, seed, write_size, timeout)
+    got = rx.result()
+    return tcp_result(nbytes, sent, got, sent["seconds"])
 
 
 @dataclass
