@@ -597,6 +597,37 @@ def reap(as_json: bool = JsonOpt):
             typer.echo("nothing to reap")
 
 
+@app.command()
+@_boundary
+def metrics(
+    listen: str = typer.Option("127.0.0.1:9469", help="ADDRESS:PORT to serve /metrics on (loopback by default; "
+                               "0.0.0.0:PORT serves every interface)."),
+    duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10m (default: until Ctrl-C)."),
+):
+    """Serve Prometheus metrics of every fault: seen, matched, acted, journal losses, deadline, state;
+    labelled with id, spec, interface, netns, target and hook. Read afresh on every scrape."""
+    from .api import parse_duration
+    from .inject import caps
+    from .metrics import serve
+
+    seconds = parse_duration(duration)
+    caps.require_privileges()
+    server, _thread = serve(listen)
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving faultinj metrics on http://{shown}:{port}/metrics"
+               + (f" for {duration}" if duration else " (Ctrl-C stops)"), err=True)
+    try:
+        end = None if seconds is None else time.monotonic() + seconds
+        while end is None or time.monotonic() < end:
+            time.sleep(0.2 if end is None else max(0.0, min(0.2, end - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def main() -> None:
     app()
 
