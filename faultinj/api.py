@@ -522,7 +522,10 @@ def _target_gone(links: _Links, rec: state.Record) -> bool:
     if netns.is_path(rec.netns) and not netns.alive(rec.netns, rec.netns_inode):
         return True
     if rec.container and netns.alive(rec.netns, rec.netns_inode):
-        return not netns.link_exists(links.get(rec.netns), rec.ifindex, rec.ifname)
+        # by index only: a link renamed inside the container still holds our filter
+        present = links.cached(("indexes", rec.netns),
+                               lambda: {link["index"] for link in links.get(rec.netns).get_links()})
+        return rec.ifindex not in present
     return False
 
 
