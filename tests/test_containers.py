@@ -237,3 +237,15 @@ def test_unknown_interface_in_a_container_and_clear_of_unknown_container(box, pr
     r = invoke("clear", "--container", "fi-no-such-container")
     assert r.exit_code == 2 and "no container" in r.stderr
     assert _status() == [] and _pins(private_state) == []
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["--netns", "x", "--pid", "1"], "give one of --netns, --pid"),
+    (["--container", "a", "--netns-path", "/proc/1/ns/net"], "give one of --netns-path, --container"),
+    (["--peer-of", "a", "--pid", "1"], "--peer-of names the namespace itself"),
+    (["--runtime", "docker"], "--runtime goes with --container"),
+    (["--container", "a", "--runtime", "rkt"], "unknown runtime 'rkt'"),
+])
+def test_one_target_at_a_time(private_state, args, needle):
+    r = invoke("apply", "drop=1%", "eth0", *args)
+    assert r.exit_code == 2 and needle in r.stderr, r.stderr
