@@ -160,6 +160,8 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
     netns_name = target.netns
     with _Links() as links, state.locked():
         ipr = links.get(netns_name)
+        if not netns.alive(netns_name, target.inode):   # a process that exited since we looked it up
+            raise TargetError(f"{target.where} is gone (its network namespace no longer exists)")
         ifindex = netns.link_index(ipr, ifname, target.label or netns_name)
         _reap(links)
         replaced = _check_xdp_free(ipr, netns_name, ifindex, ifname, replace) if hook == "xdp" else None
@@ -349,7 +351,7 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
                  and (fault_id is None or r.id == fault_id)]
         if not cands:
             ipr = links.get(netns_name)
-            netns.link_index(ipr, ifname, target.where)  # says so if the interface is unknown
+            netns.link_index(ipr, ifname, target.label or netns_name)  # says so if the interface is unknown
             raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + target.where if netns_name else ''}: "
                              f"apply one with 'faultinj apply {body} {ifname}'")
         if len(cands) > 1:
