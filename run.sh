@@ -23,6 +23,8 @@ APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-l
 [ "$what" = bench ] && APT_PACKAGES="$APT_PACKAGES iperf3 nftables"
 # the tests also run the OVS scenario through a real Open vSwitch bridge (userspace datapath)
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES openvswitch-switch"
+# ... and containers as targets against a real Docker daemon (tests/test_containers.py)
+[ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES docker.io busybox-static"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
@@ -46,6 +48,23 @@ if [ "$what" = test ] && ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
   # ovsdb-server + ovs-vswitchd; --no-mlockall: containers may not raise the memlock limit
   /usr/share/openvswitch/scripts/ovs-ctl start --no-mlockall >/dev/null 2>&1 ||
     echo "warning: could not start Open vSwitch: the OVS scenario test will fail" >&2
+fi
+
+if [ "$what" = test ]; then
+  # A private Docker daemon that leaves the machine's networking alone (no bridge, no iptables, no
+  # forwarding); the tests find it at this socket. /usr/bin/docker: /usr/local/bin may hold another.
+  DOCKER_DIR=/run/faultinj-docker
+  export DOCKER_HOST=unix://$DOCKER_DIR/docker.sock FAULTINJ_REQUIRE_DOCKER=1
+  [ -x /usr/bin/docker ] && export FAULTINJ_DOCKER=/usr/bin/docker
+  if ! "${FAULTINJ_DOCKER:-docker}" info >/dev/null 2>&1; then
+    mkdir -p "$DOCKER_DIR"
+    setsid dockerd --iptables=false --ip6tables=false --bridge=none --ip-forward=false --ip-masq=false \
+      --data-root /var/lib/faultinj-docker --exec-root "$DOCKER_DIR/exec" -H "$DOCKER_HOST" \
+      --pidfile "$DOCKER_DIR/dockerd.pid" >"$DOCKER_DIR/dockerd.log" 2>&1 </dev/null &
+    for _ in $(seq 60); do "${FAULTINJ_DOCKER:-docker}" info >/dev/null 2>&1 && break; sleep 0.5; done
+    "${FAULTINJ_DOCKER:-docker}" info >/dev/null 2>&1 ||
+      echo "warning: dockerd did not start (see $DOCKER_DIR/dockerd.log): the container tests will fail" >&2
+  fi
 fi
 
 case "$what" in

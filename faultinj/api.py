@@ -16,7 +16,7 @@ from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
-from .inject import attach, caps, custom, libbpf, maps, netns, program, state
+from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
 
 TC_MODES = ("cls_bpf", "matchall")
 MAX_SEED = (1 << 64) - 1
@@ -91,34 +91,57 @@ def _same_link(rec: state.Record, ns: str | None, ifindex: int) -> bool:
 
 # ---- apply -----------------------------------------------------------------
 
+def _target(ifname: str | None, netns_name=None, netns_path=None, pid=None, container=None, runtime=None,
+            peer_of=None) -> tuple[targets.Target, str | None]:
+    """The namespace (and, for peer_of, the interface) a command's options name."""
+    if peer_of is not None:
+        if any(v is not None for v in (netns_name, netns_path, pid, container)):
+            raise SpecError("--peer-of names the namespace itself: leave out --netns, --netns-path, --pid, --container")
+        caps.require_privileges()
+        return targets.peer_of(peer_of, ifname or "eth0", runtime)
+    if any(v is not None for v in (netns_path, pid, container)):
+        caps.require_privileges()
+    return targets.resolve(netns_name=netns_name, netns_path=netns_path, pid=pid, container=container,
+                           runtime=runtime), ifname
+
+
 def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, seed: int | None = None,
           duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
-          hook: str | None = None) -> state.Record:
-    """Attach a fault and return its record. The fault outlives this process."""
+          hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
+          container: str | None = None, runtime: str | None = None, peer_of: str | None = None) -> state.Record:
+    """Attach a fault and return its record. The fault outlives this process.
+
+    Where: ifname in our namespace, or in netns_name (/run/netns), netns_path (a namespace file), the
+    namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
+    attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     _check_tc_mode(tc_mode, fs.hook)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
     caps.require_privileges()
-    return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, netns_name,
+    target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
+    return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, target,
                     seed, seconds, replace, tc_mode,
                     lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode))
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
                   netns_name: str | None = None, replace: bool = False,
-                  tc_mode: str = "cls_bpf") -> state.Record:
+                  tc_mode: str = "cls_bpf", netns_path: str | None = None, pid: int | None = None,
+                  container: str | None = None, runtime: str | None = None,
+                  peer_of: str | None = None) -> state.Record:
     """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
     The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
     chosen = parse_hook(hook) if hook else None
     caps.require_privileges()
+    target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
     compiled = custom.compile_source(source)       # before anything changes in the kernel
     try:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
         _check_tc_mode(tc_mode, chosen)
         value = f"{os.path.abspath(source)}:{name}"
-        return _install(custom.FAULT_NAME, value, chosen, [], ifname, netns_name, 0, None, replace, tc_mode,
+        return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
                         lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
     finally:
         custom.discard(compiled)
@@ -131,12 +154,15 @@ def _check_tc_mode(tc_mode: str, hook: str) -> None:
         raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
 
 
-def _install(name: str, value, hook: str, match: list, ifname: str, netns_name: str | None, seed: int,
+def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
              seconds: float | None, replace: bool, tc_mode: str, load) -> state.Record:
     """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all."""
+    netns_name = target.netns
     with _Links() as links, state.locked():
         ipr = links.get(netns_name)
-        ifindex = netns.link_index(ipr, ifname, netns_name)
+        if not netns.alive(netns_name, target.inode):   # a process that exited since we looked it up
+            raise TargetError(f"{target.where} is gone (its network namespace no longer exists)")
+        ifindex = netns.link_index(ipr, ifname, target.label or netns_name)
         _reap(links)
         replaced = _check_xdp_free(ipr, netns_name, ifindex, ifname, replace) if hook == "xdp" else None
 
@@ -147,6 +173,7 @@ def _install(name: str, value, hook: str, match: list, ifname: str, netns_name: 
             ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
             pending="apply", pid=os.getpid(), match=match,
+            target=target.label, container=target.container, netns_inode=target.inode,
         )
         with ExitStack() as undo:
             state.save(rec)  # the intent, before anything changes in the kernel
@@ -252,7 +279,9 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
     if rec.pending:
         return "interrupted", (f"a faultinj process (pid {rec.pid}) died during '{rec.pending}'; "
                                "the next faultinj command finishes or undoes it")
-    if rec.netns and not netns.netns_exists(rec.netns):
+    if not netns.alive(rec.netns, rec.netns_inode):
+        if rec.target:
+            return "gone", f"{rec.target} is gone (its network namespace no longer exists)"
         return "gone", f"namespace {rec.netns} no longer exists"
     ipr = links.get(rec.netns)
     names = links.cached(("links", rec.netns), lambda: {
@@ -292,7 +321,8 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
 # ---- set -------------------------------------------------------------------
 
 def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: int | None = None,
-              duration: str | float | None = None, fault_id: str | None = None) -> state.Record:
+              duration: str | float | None = None, fault_id: str | None = None, netns_path: str | None = None,
+              pid: int | None = None, container: str | None = None, runtime: str | None = None) -> state.Record:
     """Change a running fault's value (and seed, deadline) with a map write: no reload."""
     body, at, hook_text = spec.partition("@")
     hook = parse_hook(hook_text) if at else None
@@ -312,6 +342,8 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
     if seed is not None:
         check_seed(seed)
     caps.require_privileges()
+    target, _ = _target(ifname, netns_name, netns_path, pid, container, runtime)
+    netns_name = target.netns
     with _Links() as links, state.locked():
         _reap(links)
         cands = [r for r in state.records() if r.ifname == ifname and r.netns == netns_name
@@ -319,8 +351,8 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
                  and (fault_id is None or r.id == fault_id)]
         if not cands:
             ipr = links.get(netns_name)
-            netns.link_index(ipr, ifname, netns_name)  # says so if the interface is unknown
-            raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + netns_name if netns_name else ''}: "
+            netns.link_index(ipr, ifname, target.label or netns_name)  # says so if the interface is unknown
+            raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + target.where if netns_name else ''}: "
                              f"apply one with 'faultinj apply {body} {ifname}'")
         if len(cands) > 1:
             raise StateError(f"{len(cands)} {ftype.name} faults on {ifname} ({', '.join(r.id for r in cands)}): "
@@ -365,11 +397,28 @@ def _write_config(rec: state.Record) -> None:
 # ---- clear -----------------------------------------------------------------
 
 def clear(ifname: str | None = None, *, netns_name: str | None = None, all_faults: bool = False,
-          fault_id: str | None = None) -> list[state.Record]:
-    """Remove faults: on one interface, one by id, or all. Returns what was removed."""
-    if not (ifname or all_faults or fault_id):
-        raise SpecError("say what to clear: an interface, --id ID, or --all")
+          fault_id: str | None = None, netns_path: str | None = None, pid: int | None = None,
+          container: str | None = None, runtime: str | None = None) -> list[state.Record]:
+    """Remove faults: on one interface, one by id, or all; or every fault of a container (its own
+    interfaces and its veth peers), process or namespace file. Returns what was removed."""
+    named = next((v for v in (container, pid, netns_path) if v is not None), None)
+    if not (ifname or all_faults or fault_id or named is not None):
+        raise SpecError("say what to clear: an interface, --id ID, --container NAME, or --all")
     caps.require_privileges()
+    if named is not None:
+        if netns_name is not None:
+            raise SpecError("give --netns or --container/--pid/--netns-path, not both")
+        wanted, unknown = _records_of(netns_path, pid, container, runtime)
+        with _Links() as links, state.locked():
+            recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname)]
+            if not recs and unknown is not None:
+                raise unknown
+            if not recs:
+                raise StateError(f"no faults on {ifname + ' in ' if ifname else ''}"
+                                 f"{'container ' + container if container else named} (see 'faultinj status')")
+            for rec in recs:
+                _remove(links, rec)
+            return recs
     with _Links() as links, state.locked():
         recs = state.records()
         if fault_id:
@@ -388,6 +437,22 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
         return recs
 
 
+def _records_of(netns_path, pid, container, runtime):
+    """Which records a --container/--pid/--netns-path names. A container that is gone is still
+    matched by the name its faults were applied with."""
+    if container is not None:
+        unknown = cid = None
+        try:
+            cid = targets.find_container(container, runtime).id
+        except TargetError as exc:
+            unknown = exc
+        labels = {f"container:{container}", f"peer-of:{container}"}
+        return (lambda r: (cid is not None and r.container == cid) or r.target in labels), unknown
+    target = targets.resolve(netns_path=netns_path, pid=pid)
+    return (lambda r: r.netns == target.netns
+            or (r.netns_inode is not None and r.netns_inode == target.inode)), None
+
+
 def _forget(rec: state.Record) -> None:
     state.remove_pins(rec.pin_dir)
     state.delete(rec)
@@ -401,7 +466,7 @@ def _remove(links: _Links, rec: state.Record) -> None:
     if rec.pending != "clear":
         rec.pending, rec.pid = "clear", os.getpid()
         state.save(rec)
-    if rec.netns and not netns.netns_exists(rec.netns):
+    if not netns.alive(rec.netns, rec.netns_inode):
         return _forget_all(rec)
     ipr = links.get(rec.netns)
     if not netns.link_exists(ipr, rec.ifindex, rec.ifname):
@@ -440,8 +505,8 @@ def _reap(links: _Links) -> list[state.Record]:
     now = time.monotonic_ns()
     done = []
     for rec in state.records():
-        if rec.netns in dead_namespaces:
-            _forget_all(rec)
+        if rec.netns in dead_namespaces or _target_gone(links, rec):
+            _forget_all(rec)   # the namespace took the program's attachment with it: only our files remain
             done.append(rec)
         elif rec.pending == "set":
             _write_config(rec)
@@ -451,6 +516,19 @@ def _reap(links: _Links) -> list[state.Record]:
             _remove(links, rec)
             done.append(rec)
     return done
+
+
+def _target_gone(links: _Links, rec: state.Record) -> bool:
+    """A container's or process's namespace has gone (or its PID now names another namespace), or the
+    far end of an exited container's veth went with it. Named namespaces are left to 'clear'."""
+    if netns.is_path(rec.netns) and not netns.alive(rec.netns, rec.netns_inode):
+        return True
+    if rec.container and netns.alive(rec.netns, rec.netns_inode):
+        # by index only: a link renamed inside the container still holds our filter
+        present = links.cached(("indexes", rec.netns),
+                               lambda: {link["index"] for link in links.get(rec.netns).get_links()})
+        return rec.ifindex not in present
+    return False
 
 
 def reap() -> list[state.Record]:

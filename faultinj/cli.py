@@ -56,6 +56,13 @@ _opts = {"traceback": False}
 
 NetnsOpt = typer.Option(None, "--netns", "-n", help="Network namespace (a name from 'ip netns list').")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
+ContainerOpt = typer.Option(None, "--container", "-c", help="A container (Docker or Podman, by name or id): "
+                            "work in its network namespace.")
+PidOpt = typer.Option(None, "--pid", help="Work in this process's network namespace.")
+NetnsPathOpt = typer.Option(None, "--netns-path", help="Work in the network namespace of this file "
+                            "(e.g. /proc/PID/ns/net, /run/docker/netns/ID).")
+RuntimeOpt = typer.Option(None, "--runtime", help="With --container/--peer-of: docker or podman "
+                          "(default: the first that knows the container).")
 
 
 @app.callback()
@@ -111,30 +118,42 @@ def apply(
                                           "(compiled with clang; listed by status, removed by clear)."),
     section: Optional[str] = typer.Option(None, help="With --program: the program's section or function name, "
                                           "when the file has several."),
+    container: Optional[str] = ContainerOpt,
+    pid: Optional[int] = PidOpt,
+    netns_path: Optional[str] = NetnsPathOpt,
+    peer_of: Optional[str] = typer.Option(None, "--peer-of", metavar="CONTAINER",
+                                          help="Attach on the far (host) end of CONTAINER's veth INTERFACE "
+                                          "(default eth0), found from the veth's link, not its name."),
+    runtime: Optional[str] = RuntimeOpt,
     as_json: bool = JsonOpt,
 ):
-    """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits."""
+    """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits.
+    Where: INTERFACE here, or in --netns, --netns-path, --pid or --container; --peer-of CONTAINER
+    attaches on the far end of the container's veth INTERFACE (default eth0)."""
     from .api import apply as do_apply, apply_program
 
+    where = dict(netns_path=netns_path, pid=pid, container=container, runtime=runtime, peer_of=peer_of)
     if program:
         if spec and interface:
             raise SpecError(f"--program takes the place of a fault spec: give only the interface "
                             f"(faultinj apply --program {program} {interface})")
         if seed is not None or duration is not None:
             raise SpecError("a custom program has no faultinj seed or deadline: leave out --seed and --duration")
-        iface = interface or spec
+        iface = interface or spec or ("eth0" if peer_of else None)
         if not iface:
             raise SpecError(f"give the interface: faultinj apply --program {program} INTERFACE")
         rec = apply_program(program, iface, section=section, hook=hook, netns_name=netns, replace=replace,
-                            tc_mode=tc_mode)
+                            tc_mode=tc_mode, **where)
     else:
         if section:
             raise SpecError("--section goes with --program FILE.c")
+        if peer_of and spec and not interface:
+            interface = "eth0"
         if not spec or not interface:
             raise SpecError("give a fault spec and an interface, e.g. faultinj apply psh-ratio=10 eth0 "
                             "(see 'faultinj faults')")
         rec = do_apply(spec, interface, netns_name=netns, seed=seed, duration=duration, replace=replace,
-                       tc_mode=tc_mode, hook=hook)
+                       tc_mode=tc_mode, hook=hook, **where)
     if as_json:
         _print_json(rec.to_json())
     else:
@@ -192,12 +211,17 @@ def set_(
     seed: Optional[int] = typer.Option(None, help="A new seed."),
     duration: Optional[str] = typer.Option(None, help="A new deadline, counted from now."),
     fault_id: Optional[str] = typer.Option(None, "--id", help="Which fault, when several match."),
+    container: Optional[str] = ContainerOpt,
+    pid: Optional[int] = PidOpt,
+    netns_path: Optional[str] = NetnsPathOpt,
+    runtime: Optional[str] = RuntimeOpt,
     as_json: bool = JsonOpt,
 ):
     """Change a running fault (a map write: no reload, no packet missed)."""
     from .api import set_fault
 
-    rec = set_fault(interface, spec, netns_name=netns, seed=seed, duration=duration, fault_id=fault_id)
+    rec = set_fault(interface, spec, netns_name=netns, seed=seed, duration=duration, fault_id=fault_id,
+                    netns_path=netns_path, pid=pid, container=container, runtime=runtime)
     if as_json:
         _print_json(rec.to_json())
     else:
@@ -211,12 +235,19 @@ def clear(
     netns: Optional[str] = NetnsOpt,
     all_: bool = typer.Option(False, "--all", help="Clear every fault faultinj applied."),
     fault_id: Optional[str] = typer.Option(None, "--id", help="Clear one fault by id."),
+    container: Optional[str] = typer.Option(None, "--container", "-c", help="Clear the faults of this container "
+                                            "(in it and on its veth peers; also after it is gone)."),
+    pid: Optional[int] = typer.Option(None, "--pid", help="Clear the faults in this process's namespace."),
+    netns_path: Optional[str] = typer.Option(None, "--netns-path", help="Clear the faults in this namespace file's "
+                                             "namespace."),
+    runtime: Optional[str] = RuntimeOpt,
     as_json: bool = JsonOpt,
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
     from .api import clear as do_clear
 
-    removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id)
+    removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
+                       pid=pid, container=container, runtime=runtime)
     if as_json:
         _print_json([r.to_json() for r in removed])
         return
@@ -564,6 +595,37 @@ def reap(as_json: bool = JsonOpt):
             typer.echo(f"reaped {r.id}: {r.spec} on {r.where}")
         if not done:
             typer.echo("nothing to reap")
+
+
+@app.command()
+@_boundary
+def metrics(
+    listen: str = typer.Option("127.0.0.1:9469", help="ADDRESS:PORT to serve /metrics on (loopback by default; "
+                               "0.0.0.0:PORT serves every interface)."),
+    duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10m (default: until Ctrl-C)."),
+):
+    """Serve Prometheus metrics of every fault: seen, matched, acted, journal losses, deadline, state;
+    labelled with id, spec, interface, netns, target and hook. Read afresh on every scrape."""
+    from .api import parse_duration
+    from .inject import caps
+    from .metrics import serve
+
+    seconds = parse_duration(duration)
+    caps.require_privileges()
+    server, _thread = serve(listen)
+    host, port = server.server_address[:2]
+    shown = f"[{host}]" if ":" in host else host
+    typer.echo(f"serving faultinj metrics on http://{shown}:{port}/metrics"
+               + (f" for {duration}" if duration else " (Ctrl-C stops)"), err=True)
+    try:
+        end = None if seconds is None else time.monotonic() + seconds
+        while end is None or time.monotonic() < end:
+            time.sleep(0.2 if end is None else max(0.0, min(0.2, end - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main() -> None:

@@ -1,9 +1,14 @@
-"""Network namespaces and interfaces: entering a named namespace, finding links.
+"""Network namespaces and interfaces: entering a namespace, finding links.
 
-We setns() this thread into /run/netns/NAME ourselves instead of using
-pyroute2's pushns(), which creates a namespace that does not exist (a typo
-would make a new empty namespace). Netlink sockets keep the namespace they
-were opened in, so an IPRoute opened inside `entered()` works after it.
+A namespace is given as None (ours), a name under /run/netns, or an absolute
+path to a namespace file (/proc/PID/ns/net, a runtime's bind mount): paths are
+how containers and processes are addressed. We setns() this thread ourselves
+instead of using pyroute2's pushns(), which creates a namespace that does not
+exist (a typo would make a new empty namespace), and which only knows names.
+Netlink sockets keep the namespace they were opened in, so an IPRoute opened
+inside `entered()` works after it; libbpf calls that take an ifindex must run
+inside the block. A path can outlive its namespace's identity (/proc/PID is
+reused), so records keep the namespace's inode and `alive()` compares it.
 """
 
 from __future__ import annotations
@@ -27,8 +32,32 @@ def list_netns() -> list[str]:
         return []
 
 
+def is_path(netns: str | None) -> bool:
+    return bool(netns) and netns.startswith("/")
+
+
+def _file(netns: str) -> str:
+    return netns if is_path(netns) else os.path.join(NETNS_RUN_DIR, netns)
+
+
 def netns_exists(name: str) -> bool:
-    return os.path.exists(os.path.join(NETNS_RUN_DIR, name))
+    return os.path.exists(_file(name))
+
+
+def inode(netns: str | None) -> int | None:
+    """The namespace's identity (its nsfs inode), None if it is gone."""
+    try:
+        return os.stat(_file(netns) if netns else "/proc/thread-self/ns/net").st_ino
+    except OSError:
+        return None
+
+
+def alive(netns: str | None, expected_inode: int | None = None) -> bool:
+    """The namespace exists and, when an inode was recorded, is still the same one."""
+    if netns is None:
+        return True
+    found = inode(netns)
+    return found is not None and (expected_inode is None or found == expected_inode)
 
 
 def _setns(fd: int) -> None:
@@ -43,13 +72,22 @@ def entered(netns: str | None) -> Iterator[None]:
     if netns is None:
         yield
         return
-    if "/" in netns or not netns_exists(netns):
+    if is_path(netns):
+        try:
+            target = os.open(netns, os.O_RDONLY)
+        except OSError as exc:
+            raise TargetError(f"network namespace file {netns} cannot be opened ({exc.strerror})") from None
+    elif "/" in netns or not netns_exists(netns):
         known = ", ".join(list_netns()) or "none"
         raise TargetError(f"network namespace '{netns}' not found (available: {known}); see 'ip netns list'")
-    target = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY)
+    else:
+        target = os.open(os.path.join(NETNS_RUN_DIR, netns), os.O_RDONLY)
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
     try:
-        _setns(target)
+        try:
+            _setns(target)
+        except OSError as exc:  # EINVAL: not a network namespace file
+            raise TargetError(f"{netns} is not a network namespace ({exc.strerror})") from None
         try:
             yield
         finally:

@@ -38,7 +38,7 @@ class Record:
     fault: str
     value: Any
     hook: str
-    netns: str | None
+    netns: str | None         # None: ours; a name under /run/netns; or a namespace file's path
     ifname: str
     ifindex: int
     attach_mode: str          # xdp: native|generic; tc: cls_bpf|matchall
@@ -58,6 +58,10 @@ class Record:
     pending: str | None = None
     pid: int | None = None
     match: list = field(default_factory=list)   # filter words, [[key, value], ...]
+    # Targets named by the user rather than by namespace (see inject/targets.py):
+    target: str | None = None        # as the user named it: container:web, pid:123, peer-of:web
+    container: str | None = None     # the container's full id (clear --container matches it)
+    netns_inode: int | None = None   # identity of a namespace given by path (/proc/PID is reused)
 
     @property
     def filters(self) -> str:
@@ -69,6 +73,8 @@ class Record:
 
     @property
     def where(self) -> str:
+        if self.target:
+            return f"{self.target}/{self.ifname}"
         return f"{self.netns}/{self.ifname}" if self.netns else self.ifname
 
     def expired(self, now_ns: int | None = None) -> bool:
@@ -178,7 +184,8 @@ def remove_pins(pin_dir: str | Path) -> None:
 # Which links have a clsact qdisc that faultinj added (so only those are removed)
 
 def _link_path(netns: str | None, ifindex: int) -> Path:
-    return run_dir() / "links" / f"{netns or '-'}@{ifindex}.json"
+    # a namespace given by path holds slashes: '%' stands for them
+    return run_dir() / "links" / f"{(netns or '-').replace('%', '%25').replace('/', '%')}@{ifindex}.json"
 
 
 def mark_clsact_created(netns: str | None, ifindex: int, ifname: str) -> None:

@@ -149,7 +149,7 @@ class Tracer:
                 self._journal = JournalReader(state.records())   # it skips custom programs (no journal)
                 self._journal.read()   # what happened before the trace began is not part of it
                 for r in self._journal.records:   # where each fault is, looked up once
-                    self._fault_at[r.id] = (r.netns or "host", self._ns_inum(r.netns), r.ifname)
+                    self._fault_at[r.id] = (r.target or r.netns or "host", self._ns_inum(r.netns), r.ifname)
         except BaseException:
             self.close()
             raise
@@ -161,11 +161,10 @@ class Tracer:
         return self._names.get(inum, "?")
 
     def _ns_inum(self, name: str | None) -> int:
-        path = f"/run/netns/{name}" if name else "/proc/self/ns/net"
-        try:
-            return os.stat(path).st_ino
-        except OSError:
-            return 0
+        """A name, a namespace file's path (containers, processes), or None for ours."""
+        from .netns import inode
+
+        return inode(name) or 0
 
     def read(self, timeout_ms: int = 100) -> list[Hop]:
         hops = []
