@@ -563,14 +563,36 @@ def replay(
 
 @app.command()
 @_boundary
-def doctor(as_json: bool = JsonOpt):
-    """What this machine can do: privileges, BPF, hooks, toolchain; probed in a throw-away namespace."""
+def doctor(as_json: bool = JsonOpt,
+           kernel: Optional[str] = typer.Option(
+               None, "--kernel", "-k", help="Also boot this kernel in a QEMU guest and probe it there: a Debian "
+               "package (linux-image-6.1.0-57-amd64, or linux-image-amd64 for Debian's current one) or a vmlinuz "
+               "path.")):
+    """What this machine can do: privileges, BPF, hooks, toolchain; probed in a throw-away namespace.
+    With --kernel, the same probes in a guest running that kernel, side by side."""
     from .inject import doctor as doc
 
+    guest = None
+    if kernel:
+        from .guest.vm import probe_kernel
+
+        guest = probe_kernel(kernel, progress=lambda m: typer.echo(m, err=True))
     probes = doc.run()
     ok = doc.healthy(probes)
     if as_json:
-        _print_json({"ok": ok, "probes": [p.to_json() for p in probes]})
+        out = {"ok": ok, "kernel": __import__("os").uname().release, "probes": [p.to_json() for p in probes]}
+        if guest:
+            out["guest"] = guest
+        _print_json(out)
+    elif guest:
+        theirs = {p["name"]: p for p in guest["probes"]}
+        here = __import__("os").uname().release
+        typer.echo(f"{'probe':34} {here:>18} {guest['release']:>18}")
+        for p in probes:
+            g = theirs.get(p.name)
+            mark = lambda ok: "yes" if ok else "no"
+            typer.echo(f"{p.name:34} {mark(p.ok):>18} {mark(g['ok']) if g else '?':>18}")
+        typer.echo("default feature set works here" if ok else "the default feature set does NOT work here")
     else:
         for p in probes:
             mark = "✓" if p.ok else ("✗" if p.required else "-")

@@ -152,6 +152,7 @@ def serve(rfile: IO[bytes], wfile: IO[bytes]) -> None:
             continue
         try:
             req = json.loads(line)
+            print(f"{time.strftime('%H:%M:%S')} {req.get('method')}", file=sys.stderr, flush=True)
             method = getattr(server, req["method"], None)
             if method is None or req["method"].startswith("_"):
                 raise FaultinjError(f"unknown agent method '{req['method']}' (agent and caller differ in version?)")
@@ -265,9 +266,13 @@ class Agent:
             msg = json.loads(self._readline(deadline))
             if msg.get("result") == "ready":
                 break
-        self.info = self.call("hello", timeout=max(1.0, deadline - time.monotonic()))
+        self.info = self.call("hello", _timeout=max(1.0, deadline - time.monotonic()))
 
-    def call(self, method: str, timeout: float | None = 600, **params):
+    def call(self, method: str, _timeout: float | None = None, **params):
+        """Call method(**params) in the agent; _timeout: how long to wait for the answer (default: the
+        call's own 'timeout' parameter plus a margin, else 10 minutes)."""
+        timeout = _timeout if _timeout is not None else (
+            params["timeout"] + 60 if isinstance(params.get("timeout"), (int, float)) else 600)
         self._id += 1
         self._w.write(json.dumps({"id": self._id, "method": method, "params": params}).encode() + b"\n")
         self._w.flush()

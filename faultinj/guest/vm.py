@@ -15,7 +15,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,6 +106,8 @@ class Guest:
         script.write_text(
             f"export FAULTINJ_CACHE_DIR={shlex.quote(str(cache))} FAULTINJ_RUN_DIR=/run/faultinj\n"
             f"cd {shlex.quote(str(self.workdir))}\n"
+            # virtme-ng loads no NIC driver unless it made the network itself
+            "modprobe -q virtio_net 2>/dev/null || true\n"
             f"exec {shlex.quote(sys.executable)} -m faultinj.guest.agent --virtio-port "
             f"> {shlex.quote(str(self.workdir / 'agent.log'))} 2>&1\n")
         cmd = [vng, "-r", str(k.vmlinuz), "--name", self.spec.name, "--memory", self.spec.memory,
@@ -152,7 +153,7 @@ class Guest:
     def stop(self) -> None:
         if self.agent:
             try:
-                self.agent.call("shutdown", timeout=10)
+                self.agent.call("shutdown", _timeout=10)
             except Exception:
                 pass
             self.agent.close()
@@ -174,8 +175,26 @@ def kill_group(pid: int) -> None:
 
 
 def workdir(prefix: str, name: str) -> Path:
-    from ..inject.state import run_dir
-
     d = Path(tempfile.gettempdir()) / f"faultinj-vm-{prefix}-{name}"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return d
+
+
+def probe_kernel(name: str, progress=lambda m: None) -> dict:
+    """Boot kernel `name` in a guest and run doctor's probes there: {release, accel, ok, probes}."""
+    import secrets
+
+    from .kernels import resolve
+
+    kernel = resolve(name, progress)
+    accel_, why = accel()
+    progress(f"booting {kernel.release} in a guest ({why})")
+    tag = f"doc{secrets.token_hex(3)}"
+    guest = Guest(VMSpec(tag, kernel), workdir(tag, "doctor")).start()
+    try:
+        agent = guest.wait_ready()
+        out = agent.call("doctor")
+        return {"release": agent.info["release"], "accel": accel_, **out}
+    finally:
+        guest.stop()
+        shutil.rmtree(guest.workdir, ignore_errors=True)

@@ -64,21 +64,32 @@ class LinkSpec:
 
 
 @dataclass
+class VMHostSpec:
+    """A host that is a QEMU VM (faultinj.guest) instead of a namespace."""
+
+    kernel: str                        # a Debian kernel package name or a vmlinuz path
+    memory: str = "1G"
+    cpus: int = 1
+
+
+@dataclass
 class TopologySpec:
     hosts: list[str]
     links: list[LinkSpec]
     bridges: dict[str, str] = field(default_factory=dict)  # name -> linux | ovs
+    vms: dict[str, VMHostSpec] = field(default_factory=dict)  # hosts that are VMs
 
 
 @dataclass
 class Host:
     """One end of a link in a host: what faults, traffic and captures need."""
 
-    netns: str
+    netns: str | None                  # None on a VM host
     ifname: str
     ip4: str | None
     ip6: str | None
     mac: str
+    vm: str | None = None              # the VM host's name
 
 
 def _mac(n: int) -> str:
@@ -92,6 +103,10 @@ class Topology:
         self.namespaces: list[str] = []
         self.ovs_bridges: list[str] = []
         self.ends: dict[tuple[str, str], Host] = {}  # (host, ifname) -> Host
+        self.taps: list[tuple[str, str | None]] = []   # (tap, the namespace it was moved to)
+        self.guests: dict = {}                          # VM host -> faultinj.guest.vm.Guest
+        self.progress = lambda msg: None
+        self.record = lambda: None   # called when VMs started: the lab record must name their pids
 
     def netns(self, host: str) -> str:
         return f"{self.prefix}-{host}"
@@ -109,7 +124,7 @@ class Topology:
     def planned(self) -> tuple[list[str], list[str]]:
         """The namespaces and OVS bridges up() makes, known before it runs."""
         bridges = self.spec.bridges
-        nss = [self.netns(h) for h in self.spec.hosts]
+        nss = [self.netns(h) for h in self.spec.hosts if h not in self.spec.vms]
         if any(kind == "linux" for kind in bridges.values()):
             nss.append(self.switch_ns)
         return nss, [self._ovs_name(b) for b, kind in bridges.items() if kind == "ovs"]
@@ -130,7 +145,8 @@ class Topology:
     def _up(self) -> None:
         bridges = self.spec.bridges
         for h in self.spec.hosts:
-            self._add_ns(self.netns(h))
+            if h not in self.spec.vms:
+                self._add_ns(self.netns(h))
         if any(kind == "linux" for kind in bridges.values()):
             self._add_ns(self.switch_ns)
         for name, kind in bridges.items():
@@ -140,7 +156,12 @@ class Topology:
             else:
                 self._ovs_bridge(name)
         seg_of: dict[int, str] = {}  # link index -> L2 segment (a bridge name, or the link itself)
+        vm_links = [(n, link) for n, link in enumerate(self.spec.links, 1) if link.a.host in self.spec.vms]
+        if vm_links:
+            self._boot_vms(vm_links, seg_of)
         for n, link in enumerate(self.spec.links, 1):
+            if link.a.host in self.spec.vms:
+                continue
             a_mac, b_mac = _mac(n * 2), _mac(n * 2 + 1)
             a_ns = self.netns(link.a.host)
             if link.b.host in bridges:
@@ -169,6 +190,68 @@ class Topology:
                 self._configure(link.a, a_mac)
                 self._configure(link.b, b_mac)
         self._pin_neighbours(seg_of)
+
+    def tap_name(self, n: int) -> str:
+        return f"{self.prefix}t{n}"
+
+    def _boot_vms(self, vm_links, seg_of) -> None:
+        """Taps first (QEMU opens them by name in this namespace), the VMs, then the taps join
+        their bridges; each guest interface is then found by its MAC and named as the scenario says."""
+        from ..guest import kernels, vm
+
+        nics: dict[str, list] = {h: [] for h in self.spec.vms}
+        for n, link in vm_links:
+            tap = self.tap_name(n)
+            vm.make_tap(tap)
+            self.taps.append((tap, None))
+            nics[link.a.host].append(vm.Nic(tap, _mac(n * 2)))
+        for h, hs in self.spec.vms.items():
+            kernel = kernels.resolve(hs.kernel, self.progress)
+            spec = vm.VMSpec(f"{self.prefix}-{h}", kernel, hs.memory, hs.cpus, nics[h])
+            self.guests[h] = vm.Guest(spec, vm.workdir(self.prefix, h)).start()
+            self.record()
+            self.progress(f"VM {h}: booting {kernel.release} ({vm.accel()[1]})")
+        for h, guest in self.guests.items():   # they boot side by side
+            guest.wait_ready()
+            self.progress(f"VM {h}: up ({guest.agent.info['release']})")
+        for i, (n, link) in enumerate(vm_links):
+            tap = self.tap_name(n)
+            kind = self.spec.bridges[link.b.host]
+            if kind == "linux":
+                _run("ip", "link", "set", tap, "netns", self.switch_ns)
+                self.taps[[t for t, _ in self.taps].index(tap)] = (tap, self.switch_ns)
+                _run("ip", "-n", self.switch_ns, "link", "set", tap, "master", link.b.host)
+                _run("ip", "-n", self.switch_ns, "link", "set", tap, "up")
+            else:
+                _run("ovs-vsctl", "add-port", self._ovs_name(link.b.host), tap)
+            seg_of[n] = link.b.host
+            self._configure_vm_end(link.a, _mac(n * 2))
+
+    def _configure_vm_end(self, end: EndSpec, mac: str) -> None:
+        agent = self.guests[end.host].agent
+        links = agent.call("hello")["links"]
+        current = next((ln["ifname"] for ln in links if ln["mac"] == mac), None)
+        if current is None:
+            raise FaultinjError(f"VM {end.host}: no interface with MAC {mac} ({links})")
+        ip = lambda *a: agent.call("exec", argv=["ip", *a], check=True)
+        if current != end.ifname:
+            ip("link", "set", current, "name", end.ifname)
+        st = end.settings
+        if end.ipv4:
+            ip("addr", "add", end.ipv4, "dev", end.ifname)
+        if end.ipv6:
+            ip("addr", "add", end.ipv6, "dev", end.ifname, "nodad")
+        if st.mtu:
+            ip("link", "set", end.ifname, "mtu", str(st.mtu))
+        if st.gso_max_segs is not None:
+            ip("link", "set", end.ifname, "gso_max_segs", str(st.gso_max_segs))
+        # no GRO on a VM's NIC: its captures count wire segments, as on a lab's veth
+        offloads = ["gro", "off"] + ([] if st.tx_checksum else ["tx", "off"])
+        agent.call("exec", argv=["ethtool", "-K", end.ifname, *offloads], check=True)
+        ip("link", "set", end.ifname, "up")
+        self.ends[(end.host, end.ifname)] = Host(
+            None, end.ifname, end.ipv4.split("/")[0] if end.ipv4 else None,
+            end.ipv6.split("/")[0] if end.ipv6 else None, mac, vm=end.host)
 
     def _configure(self, end: EndSpec, mac: str) -> None:
         ns = self.netns(end.host)
@@ -204,14 +287,19 @@ class Topology:
                         continue
                     for mine, theirs in ((me.ip4, other.ip4), (me.ip6, other.ip6)):
                         if mine and theirs and _same_subnet(self._cidr(me, mine), theirs):
-                            _run("ip", "-n", me.netns, "neigh", "replace", theirs, "lladdr", other.mac,
-                                 "dev", me.ifname, "nud", "permanent")
+                            argv = ["neigh", "replace", theirs, "lladdr", other.mac, "dev", me.ifname,
+                                    "nud", "permanent"]
+                            if me.vm:
+                                self.guests[me.vm].agent.call("exec", argv=["ip", *argv], check=True)
+                            else:
+                                _run("ip", "-n", me.netns, *argv)
 
     def _cidr(self, host: Host, addr: str) -> str:
         for link in self.spec.links:
             for end in (link.a, link.b):
                 for cidr in (end.ipv4, end.ipv6):
-                    if cidr and cidr.split("/")[0] == addr and self.netns(end.host) == host.netns:
+                    if cidr and cidr.split("/")[0] == addr and (
+                            end.host == host.vm if host.vm else self.netns(end.host) == host.netns):
                         return cidr
         return addr
 
@@ -235,6 +323,12 @@ class Topology:
         _run("ip", "link", "set", br, "up", check=False)
 
     def down(self) -> None:
+        for guest in self.guests.values():
+            guest.stop()
+        self.guests.clear()
+        for tap, ns in self.taps:   # persistent taps outlive QEMU: ours go now
+            _run(*(["ip", "-n", ns] if ns else ["ip"]), "link", "del", tap, check=False)
+        self.taps.clear()
         for br in self.ovs_bridges:
             _run("ovs-vsctl", "--if-exists", "del-br", br, check=False)
         self.ovs_bridges.clear()
@@ -266,7 +360,9 @@ def remember(name: str, topo: Topology, kept: bool, extra: dict | None = None) -
     import json
 
     nss, bridges = topo.planned()
-    data = {"name": name, "prefix": topo.prefix, "namespaces": nss, "ovs_bridges": bridges,
+    taps = [topo.tap_name(n) for n, link in enumerate(topo.spec.links, 1) if link.a.host in topo.spec.vms]
+    data = {"name": name, "prefix": topo.prefix, "namespaces": nss, "ovs_bridges": bridges, "taps": taps,
+            "vm_pids": [g.proc.pid for g in topo.guests.values() if g.proc],
             "hosts": {h: topo.netns(h) for h in topo.spec.hosts}, "kept": kept, "owner_pid": os.getpid(),
             **(extra or {})}
     path = _labs_dir() / f"{topo.prefix}.json"
@@ -292,6 +388,12 @@ def recorded_labs() -> list[dict]:
 
 
 def remove_recorded(data: dict) -> None:
+    from ..guest.vm import kill_group
+
+    for pid in data.get("vm_pids", []):   # each QEMU leads its own process group
+        kill_group(pid)
+    for tap in data.get("taps", []):
+        _run("ip", "link", "del", tap, check=False)
     for br in data.get("ovs_bridges", []):
         _run("ovs-vsctl", "--if-exists", "del-br", br, check=False)
     for ns in reversed(data.get("namespaces", [])):

@@ -4,7 +4,6 @@ lab down (always, unless asked to keep it), then the verdicts."""
 from __future__ import annotations
 
 import os
-import shlex
 import threading
 import time
 from dataclasses import dataclass, field
@@ -12,13 +11,15 @@ from typing import Callable
 
 from .. import api
 from ..errors import StateError
-from ..inject import caps, lab, state, traffic
-from ..inject.capture import Capture
-from ..inject.lab import Topology, netns_exec, unique_prefix
+from ..inject import caps, lab, state
+from ..inject.capture import write_pcap
+from ..inject.lab import Topology, unique_prefix
 from ..packets import parse
 from ..verdict import Check
 from .expect import RunData, evaluate
-from .schema import Scenario, TrafficEntry
+from .hosts import for_topology as hosts_of
+from .hosts import run_traffic
+from .schema import Scenario
 
 
 @dataclass
@@ -38,6 +39,7 @@ class Report:
     seconds: float = 0.0
     prefix: str = ""
     journeys: list[list] = field(default_factory=list)   # trace: each sampled packet's hops, in order
+    faults: dict[str, dict] = field(default_factory=dict)  # fault -> where it ran: host, kernel, hook, attach mode
 
     @property
     def ok(self) -> bool:
@@ -46,31 +48,8 @@ class Report:
     def to_json(self) -> dict:
         return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
-                "errors": self.errors, "lab_prefix": self.prefix,
+                "errors": self.errors, "lab_prefix": self.prefix, "faults": self.faults,
                 "journeys": [[h.to_json() for h in j] for j in self.journeys]}
-
-
-def _run_traffic(t: TrafficEntry, scn: Scenario, topo: Topology):
-    p = t.params
-    src = topo.netns(t.host)
-    if t.kind == "command":
-        argv = p["run"] if isinstance(p["run"], list) else shlex.split(p["run"])
-        try:
-            proc = netns_exec(src, *map(str, argv), timeout=p["timeout"])
-            return CommandResult(proc.returncode, proc.stdout + proc.stderr)
-        except Exception as exc:  # a timeout is a result, not a crash
-            return CommandResult(-1, str(exc))
-    dst_ns = topo.netns(p["to"])
-    dst = scn.address(p["to"], p["v6"])
-    if t.kind == "ping":
-        return traffic.ping(src, dst, p["count"], p["interval"], p["size"], p["timeout"])
-    if t.kind == "tcp":
-        results = [traffic.tcp_transfer(src, dst_ns, dst, p["bytes"], port=p["port"], seed=p["seed"] + i)
-                   for i in range(p["connections"])]
-        return traffic.TcpResult(sum(r.sent for r in results), sum(r.received for r in results),
-                                 all(r.intact for r in results), sum(r.seconds for r in results))
-    return traffic.udp_stream(src, dst_ns, dst, p["count"], size=p["size"], rate_pps=p["rate"], sport=p["sport"],
-                              dport=p["dport"])
 
 
 class _ScenarioTrace(threading.Thread):
@@ -116,40 +95,43 @@ def _start_trace(scn, report: Report, progress) -> _ScenarioTrace:
     return t
 
 
-def _csum_errors(ns: str) -> int:
-    snmp = traffic.snmp(ns)
-    return snmp.get("Tcp", {}).get("InCsumErrors", 0) + snmp.get("Udp", {}).get("InCsumErrors", 0)
-
-
 def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         progress: Callable[[str], None] = lambda m: None) -> Report:
     caps.require_privileges()
     started = time.monotonic()
     topo = Topology(scn.lab)
+    topo.progress = progress
     report = Report(scn.name, scn.path, prefix=topo.prefix)
+    if scn.trace and scn.lab.vms:
+        raise StateError(f"{scn.path}: trace: the tracer runs on this machine's kernel; a lab with VM hosts "
+                         "cannot take it (remove 'trace' or the VMs)")
+    hosts: dict = {}
     data = RunData()
     applied: dict[str, object] = {}
     lock = threading.Lock()
 
     def apply_fault(f):
-        rec = api.apply(f.spec, f.interface, netns_name=topo.netns(f.host), seed=f.seed)
+        host = hosts[f.host]
+        rec = host.apply(f.spec, f.interface, f.seed, f.tc_mode)
         with lock:
             applied[f.name] = rec
-        progress(f"fault {f.name}: {rec.spec} on {f.host}/{f.interface} (seed {rec.seed})")
+        report.faults[f.name] = {"host": f.host, "interface": f.interface, "spec": rec["spec"],
+                                 "hook": rec["hook"], "attach_mode": rec["attach_mode"], "seed": rec["seed"],
+                                 "kernel": host.kernel or os.uname().release,
+                                 "vm": f.host in scn.lab.vms}
+        progress(f"fault {f.name}: {rec['spec']} on {f.host}/{f.interface} via {rec['attach_mode']} "
+                 f"(seed {rec['seed']}{', kernel ' + host.kernel if host.kernel else ''})")
 
     journaled = {e.params["fault"] for e in scn.expect if e.kind == "journal_matches"}
-    readers: dict[str, object] = {}
     stop_drain = threading.Event()
+    fault_host = {f.name: f.host for f in scn.faults}
 
     def drain(name, rec, last=False):
         """Move the fault's journal events into data (its ring holds 3640: read it as traffic runs)."""
         if name not in journaled:
             return
         with lock:
-            reader = readers.get(rec.id) or readers.setdefault(rec.id, api.journal(fault_id=rec.id))
-            data.journal.setdefault(name, []).extend(reader.read())
-            if last:
-                readers.pop(rec.id).close()
+            data.journal.setdefault(name, []).extend(hosts[fault_host[name]].journal(rec["id"]))
 
     def drain_loop():
         while not stop_drain.wait(0.1):
@@ -167,11 +149,12 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         if rec is None:
             return
         drain(name, rec, last=True)
-        for st in api.status(netns_name=rec.netns, all_namespaces=False):
-            if st.record.id == rec.id:
-                data.counters[name] = st.counters or {}
-                data.journal_lost[name] = st.journal_lost
-        api.clear(fault_id=rec.id)
+        host = hosts[fault_host[name]]
+        st = host.fault_status(rec["id"])
+        if st is not None:
+            data.counters[name] = st["counters"] or {}
+            data.journal_lost[name] = st["journal_lost"]
+        host.clear(rec["id"])
 
     def phase(fn, *args):
         try:
@@ -180,20 +163,21 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             report.errors.append(f"fault phase: {exc}")
 
     timers: list[threading.Timer] = []
-    captures: dict[str, Capture] = {}
+    captures: dict[str, tuple] = {}   # name -> (host, its capture handle)
     tracer = None
     try:
         progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}")
-        lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path)})
+        topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path)})
+        topo.record()
         topo.up()
+        hosts.update(hosts_of(topo))
         for f in scn.faults:
             if not f.at:
                 apply_fault(f)
         for c in scn.captures:
-            captures[c.name] = Capture(topo.netns(c.host), c.interface, snaplen=c.snaplen,
-                                       direction=c.direction).start()
+            captures[c.name] = (hosts[c.host], hosts[c.host].capture_start(c.interface, c.snaplen, c.direction))
         csum_hosts = {e.params["host"] for e in scn.expect if e.kind == "checksum_errors"}
-        csum_before = {h: _csum_errors(topo.netns(h)) for h in csum_hosts}
+        csum_before = {h: hosts[h].csum_errors() for h in csum_hosts}
         for f in scn.faults:
             if f.at:
                 timers.append(threading.Timer(f.at, phase, (apply_fault, f)))
@@ -207,7 +191,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             tracer = _start_trace(scn, report, progress)
         for i, t in enumerate(scn.traffic, 1):
             progress(f"traffic [{i}/{len(scn.traffic)}] {t.name}: {t.kind} from {t.host}")
-            data.traffic[t.name] = _run_traffic(t, scn, topo)
+            data.traffic[t.name] = run_traffic(t, scn, hosts)
         if tracer:
             time.sleep(0.3)   # the last packets' later hops
             tracer.stop()
@@ -215,16 +199,18 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             t.cancel()
             if t.is_alive():
                 t.join()
-        for name, cap in captures.items():
-            frames = cap.stop()
+        snaplens = {c.name: c.snaplen for c in scn.captures}
+        for name, (host, handle) in list(captures.items()):
+            frames, drops = host.capture_stop(handle)
+            del captures[name]
             data.packets[name] = [parse(fr.data, fr.length) for fr in frames]
-            data.capture_drops[name] = cap.kernel_drops
+            data.capture_drops[name] = drops
             if pcap_dir:
                 os.makedirs(pcap_dir, exist_ok=True)
                 path = os.path.join(pcap_dir, f"{scn.name}-{name}.pcap")
-                cap.save_pcap(path)
+                write_pcap(path, frames, snaplens[name])
                 report.pcaps[name] = path
-        data.csum_errors = {h: _csum_errors(topo.netns(h)) - before for h, before in csum_before.items()}
+        data.csum_errors = {h: hosts[h].csum_errors() - before for h, before in csum_before.items()}
     except Exception as exc:
         report.errors.append(str(exc))
         raise
@@ -234,15 +220,21 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             tracer.stop()
         for t in timers:
             t.cancel()
-        for cap in captures.values():
-            cap.stop(settle=0)
+        for host, handle in captures.values():
+            try:
+                host.capture_stop(handle, settle=0)
+            except Exception:
+                pass
         for name in list(applied):
             try:
                 clear_fault(name)
             except Exception as exc:
                 report.errors.append(f"clearing {name}: {exc}")
-        for reader in readers.values():
-            reader.close()
+        for host in hosts.values():
+            host.close()
+        if keep and scn.lab.vms:
+            report.errors.append("--keep: a lab with VM hosts is not kept (its VMs end with this run)")
+            keep = False
         if keep:
             lab.remember(scn.name, topo, kept=True, extra={"file": os.path.abspath(scn.path)})
             progress(f"lab kept: faultinj lab down {scn.path}")
@@ -267,6 +259,9 @@ def _kept(name: str) -> dict | None:
 
 def lab_up(scn: Scenario, progress: Callable[[str], None] = lambda m: None) -> dict:
     caps.require_privileges()
+    if scn.lab.vms:
+        raise StateError(f"{scn.path}: a lab with VM hosts lives only while 'faultinj run' runs it "
+                         "(its VMs are children of that process); run the scenario instead")
     with state.locked():
         if _kept(scn.name):
             raise StateError(f"lab '{scn.name}' is already up: 'faultinj lab down {scn.path}' first")

@@ -35,7 +35,7 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
-from ..inject.lab import EndSpec, LinkSettings, LinkSpec, TopologySpec
+from ..inject.lab import EndSpec, LinkSettings, LinkSpec, TopologySpec, VMHostSpec
 from .predicates import compile_predicate
 
 
@@ -160,6 +160,7 @@ class FaultEntry:
     seed: int | None = None
     at: float | None = None
     for_: float | None = None
+    tc_mode: str = "cls_bpf"
 
 
 @dataclass
@@ -313,7 +314,7 @@ def _unique(ctx, doc, key, names) -> None:
 
 
 def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
-    ctx.keys(lab, "lab", required={"hosts", "links"}, optional={"bridges"})
+    ctx.keys(lab, "lab", required={"hosts", "links"}, optional={"bridges", "vms"})
     hosts = ctx.typed(lab, "hosts", list, "lab")
     for i, h in enumerate(hosts):
         if not isinstance(h, str) or not NAME.match(h):
@@ -324,6 +325,20 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
             ctx.fail(bridges.key_marks[b], f"bridge name '{b}' must be 1-12 lowercase characters, unlike any host")
         if kind not in ("linux", "ovs"):
             ctx.fail(bridges.value_marks[b], f"bridge {b}: kind must be linux or ovs, not {kind!r}")
+    vms = {}
+    for h, conf in (ctx.typed(lab, "vms", dict, "lab", YMap()) or YMap()).items():
+        if h not in hosts:
+            ctx.fail(lab["vms"].key_marks[h], f"lab.vms: '{h}' is not one of the hosts {list(hosts)}")
+        if not isinstance(conf, YMap):
+            ctx.fail(lab["vms"].value_marks[h], f"lab.vms.{h}: give kernel (and memory, cpus)")
+        ctx.keys(conf, f"lab.vms.{h}", required={"kernel"}, optional={"memory", "cpus"})
+        memory = str(ctx.typed(conf, "memory", (str, int), f"lab.vms.{h}", "1G"))
+        if not re.match(r"^\d+[MG]?$", memory):
+            ctx.fail(conf.value_marks["memory"], f"lab.vms.{h}.memory: e.g. 1G or 512M")
+        cpus = ctx.typed(conf, "cpus", int, f"lab.vms.{h}", 1)
+        if not 1 <= cpus <= 16:
+            ctx.fail(conf.value_marks["cpus"], f"lab.vms.{h}.cpus must be 1..16")
+        vms[h] = VMHostSpec(ctx.typed(conf, "kernel", str, f"lab.vms.{h}"), memory, cpus)
     links = []
     interfaces: dict[str, list[str]] = {h: [] for h in hosts}
     for i, link in enumerate(ctx.typed(lab, "links", list, "lab")):
@@ -346,6 +361,8 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
             ends = YList([ends[1], ends[0]])
         if ends[0] == ends[1]:
             ctx.fail(link.value_marks["ends"], f"{where}: both ends are '{ends[0]}'")
+        if ends[1] in vms or (ends[0] in vms and ends[1] not in bridges):
+            ctx.fail(link.value_marks["ends"], f"{where}: a VM's link goes to a bridge (its NIC is a tap there)")
         ctx.keys(link, where, required={"ends"}, optional=set(ends))
         spec_ends = []
         for host in ends:
@@ -380,7 +397,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                               gso_max_segs=gso, mtu=mtu)
             spec_ends.append(EndSpec(host, ifname, addrs.get("ipv4"), addrs.get("ipv6"), st))
         links.append(LinkSpec(spec_ends[0], spec_ends[1]))
-    return TopologySpec(hosts=list(hosts), links=links, bridges=dict(bridges)), interfaces
+    return TopologySpec(hosts=list(hosts), links=links, bridges=dict(bridges), vms=vms), interfaces
 
 
 def _duration(ctx, m, key, where):
@@ -399,7 +416,8 @@ def _duration(ctx, m, key, where):
 
 def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
     where = f"faults[{i}]"
-    ctx.keys(f, where, required={"spec", "host", "interface"}, optional={"name", "seed", "at", "for", "hook"})
+    ctx.keys(f, where, required={"spec", "host", "interface"},
+             optional={"name", "seed", "at", "for", "hook", "tc_mode"})
     host = ctx.ref(f, "host", hosts, "host", where)
     iface = ctx.ref(f, "interface", interfaces[host], f"interface of {host}", where)
     try:
@@ -410,7 +428,11 @@ def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
     if seed is not None and not 0 <= seed < 2**64:
         ctx.fail(f.value_marks["seed"], f"{where}.seed must be 0..2**64-1")
     name = ctx.typed(f, "name", str, where, f"fault{i}")
-    return FaultEntry(name, spec, host, iface, seed, _duration(ctx, f, "at", where), _duration(ctx, f, "for", where))
+    tc_mode = ctx.typed(f, "tc_mode", str, where, "cls_bpf")
+    if tc_mode not in ("cls_bpf", "matchall") or (tc_mode == "matchall" and spec.hook == "xdp"):
+        ctx.fail(f.value_marks["tc_mode"], f"{where}.tc_mode: cls_bpf or matchall (a tc hook's), not {tc_mode!r}")
+    return FaultEntry(name, spec, host, iface, seed, _duration(ctx, f, "at", where), _duration(ctx, f, "for", where),
+                      tc_mode)
 
 
 def _traffic(ctx, t, i, hosts) -> TrafficEntry:
