@@ -78,3 +78,26 @@ def test_on_the_guest_kernel(guest_results, test_id):
     assert test_id in guest_results, f"{test_id} did not run in the guest ({guest_results['_summary']})"
     outcome, message = guest_results[test_id]
     assert outcome == "passed", f"on {release}: {outcome}: {message}"
+
+
+def test_seed_vm_lab_scenario_passes_and_fails_without_the_fault(tmp_path):
+    """scenarios/seed-vms-ovs.yaml: two guests on an OVS bridge, psh-ratio=10 by matchall + act_bpf
+    inside vm1. Then the same lab with a fault that (almost) never acts: its verdicts must fail."""
+    import yaml
+
+    from faultinj.scenario import runner, schema
+
+    path = ROOT / "scenarios" / "seed-vms-ovs.yaml"
+    report = runner.run(schema.load(path))
+    assert report.ok, [c.to_json() for c in report.checks if not c.ok] + report.errors
+    psh = report.faults["psh"]
+    assert psh["vm"] and psh["attach_mode"] == "matchall" and psh["kernel"] != os.uname().release
+    assert report.counters["psh"]["acted"] > 0
+
+    doc = yaml.safe_load(path.read_text())
+    doc["faults"][0]["spec"] = "psh-ratio=1000000000"
+    broken = tmp_path / "seed-vms-ovs-nofault.yaml"
+    broken.write_text(yaml.safe_dump(doc))
+    report = runner.run(schema.load(broken))
+    failed = {c.name.split(":")[0] for c in report.checks if not c.ok}
+    assert not report.ok and any("ratio" in name for name in failed), [c.to_json() for c in report.checks]

@@ -181,7 +181,8 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if "--virtio-port" in args:
         fd = os.open(virtio_port(), os.O_RDWR)
-        serve(os.fdopen(fd, "rb", buffering=0), os.fdopen(os.dup(fd), "wb", buffering=0))
+        # buffered writes: a raw write to the port may take only part of a long answer
+        serve(os.fdopen(fd, "rb", buffering=0), os.fdopen(os.dup(fd), "wb"))
     else:
         serve(sys.stdin.buffer, sys.stdout.buffer)
 
