@@ -177,6 +177,9 @@ def status(
         if r.journal_lost:
             typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (the ring was full): read them as "
                        "they come with 'faultinj journal --follow'")
+        if r.refused:
+            typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
+                       "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")
         if r.maps is not None:
             typer.echo(f"{r.record.id}: custom program; maps: "
                        + (", ".join(f"{m['name']} (id {m['id']})" for m in r.maps) or "none")

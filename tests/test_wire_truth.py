@@ -66,3 +66,27 @@ def test_vlan_filter_matches_the_outer_tag_at_every_hook(lab):
     got = counters_by_hook()
     assert {hook: c["matched"] for hook, c in got.items()} == {"xdp": 100, "tc-ingress": 100, "tc-egress": 100}
     assert all(c["seen"] >= 250 for c in got.values())
+
+
+# ---- 2. truncate counts only the cuts the kernel made ------------------------------------
+
+@pytest.mark.parametrize("length", [40, 60])
+def test_truncate_acted_equals_the_cut_frames_the_receiver_sees(lab, length):
+    """At tc egress TCP's skbs are CHECKSUM_PARTIAL (also with the link's tx offload off: the
+    checksum is filled in after tc), and the kernel refuses a cut below the checksum field
+    (14 + 20 + 18 = 52 bytes): a cut to 40 is refused every time, one to 60 is made.
+    `acted` counts only the cuts made; the receiver's capture sees exactly those."""
+    from faultinj.inject.capture import Capture
+    from faultinj.packets import parse
+
+    a, b = lab.a, lab.b
+    faultinj.apply(f"truncate={length},p=0.05,proto=tcp@egress", a.ifname, netns_name=a.netns, seed=3)
+    with Capture(b.netns, b.ifname, direction="in") as cap:
+        traffic.tcp_transfer(a.netns, b.netns, b.ip4, 300_000, timeout=30)
+    [st] = faultinj.status()
+    cut = [f for f in cap.frames if f.length == length and parse(f.data).proto == 6]
+    assert cap.kernel_drops == 0
+    assert st.counters["matched"] > 200
+    assert st.counters["acted"] == len(cut)
+    assert (st.counters["acted"] > 0) == (length >= 52)
+    assert (st.refused > 0) == (length < 52)   # said, not hidden: chosen but left whole

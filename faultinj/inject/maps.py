@@ -16,6 +16,7 @@ CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 7) // 8 * 8
 CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = 1, 2, 4, 8   # FI_CFG_* in bpf/lib/fault.h
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
 LOST = 3                                  # FI_LOST: journal events lost, the ring full
+REFUSED = 4                               # FI_REFUSED: the kernel refused the change (truncate)
 MAP_NAMES = ("fi_config", "fi_counters", "fi_flows", "fi_journal")
 KEY0 = (0).to_bytes(4, "little")
 
@@ -65,3 +66,8 @@ def read_counters(fd: int) -> dict[str, int]:
 def read_lost(fd: int) -> int:
     """Journal events the program could not record (nobody read the ring and it filled up)."""
     return _counter(fd, LOST)
+
+
+def read_refused(fd: int) -> int:
+    """Packets the fault chose but could not change: the kernel refused (truncate below the headers)."""
+    return _counter(fd, REFUSED)
