@@ -505,9 +505,10 @@ def verify(
 @app.command()
 @_boundary
 def replay(
-    capture: str = typer.Argument(..., help="Input pcap (Ethernet)."),
+    capture: str = typer.Argument(..., help="Input pcap or pcapng (Ethernet; nanosecond pcap and gzip too)."),
     specs: list[str] = typer.Argument(..., help="One or more fault specs, run in order."),
-    out: str = typer.Option(..., "--out", "-o", help="Where to write what would leave the hook."),
+    out: str = typer.Option(..., "--out", "-o", help="Where to write what would leave the hook: pcapng when "
+                            "named *.pcapng, else pcap."),
     seed: Optional[int] = typer.Option(None, help="Seed (default: random, shown)."),
     as_json: bool = JsonOpt,
 ):
