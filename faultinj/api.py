@@ -356,7 +356,7 @@ def _write_config(rec: state.Record) -> None:
         cfg.threshold = rate_threshold(fault, rec.value, match)
         cfg.param = fault.param(rec.value, options)
         cfg.extra = fault.extra(rec.value, options)
-        cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
+        cfg.seed, cfg.deadline_ns = maps.stream_seed(rec.seed, rec.fault, rec.hook), rec.deadline_ns
         cfg.match = match.pack()
         cfg.flags = cfg.flags & ~maps.CFG_JOURNAL | (maps.CFG_JOURNAL if match.journal else 0)
         maps.write_config(fd, cfg)

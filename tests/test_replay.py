@@ -7,7 +7,7 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from conftest import cli_runner
-from faultinj import pcap
+from faultinj import pcap, stats
 from faultinj.cli import app
 from faultinj.errors import SpecError
 from faultinj.inject.replay import replay
@@ -124,3 +124,30 @@ def test_replay_writes_the_format_its_output_is_named(capture, tmp_path, name):
     src = [r for r in pcap.read(str(capture)) if parse(r.data).proto == 6]
     assert res.written == len(recs) == 200
     assert [(r.ts_ns, r.length, r.data) for r in recs] == [(r.ts_ns // 1000 * 1000, r.length, r.data) for r in src]
+
+
+# ---- each fault draws from a stream of its own ----------------------------------------------
+
+@pytest.fixture
+def many_flows(tmp_path):
+    """4000 UDP datagrams over 40 flows."""
+    frames = [Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1000 + i % 40, dport=53) / (b"q" * 20)
+              for i in range(4000)]
+    path = tmp_path / "many.pcap"
+    pcap.write(str(path), [pcap.Record(1_700_000_000_000_000_000 + i * 1000, len(f), bytes(f))
+                           for i, f in enumerate(frames)])
+    return path
+
+
+def test_two_faults_with_one_seed_hit_independent_packets(many_flows, tmp_path):
+    """corrupt=5% duplicate=5% --seed 4: the packets each hits overlap no more than independent
+    draws would (about 4000 x 0.05 x 0.05 = 10), not the same packets; and the run repeats."""
+    runs = [replay(str(many_flows), ["corrupt=5%", "duplicate=5%"], str(tmp_path / f"o{i}.pcap"), seed=4)
+            for i in range(2)]
+    changed, duplicated = set(runs[0].changed), set(runs[0].duplicated)
+    assert stats.binomial_consistent(len(changed), 4000, 0.05)
+    assert stats.binomial_consistent(len(duplicated), 4000, 0.05)
+    both = len(changed & duplicated)
+    assert stats.binomial_consistent(both, 4000, len(changed) / 4000 * len(duplicated) / 4000), both
+    assert (runs[0].changed, runs[0].duplicated) == (runs[1].changed, runs[1].duplicated)
+    assert (tmp_path / "o0.pcap").read_bytes() == (tmp_path / "o1.pcap").read_bytes()

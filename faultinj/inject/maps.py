@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 
@@ -43,6 +44,27 @@ class Config:
         match = raw[_HEAD.size: _HEAD.size + MATCH_FORMAT.size]
         extra = _EXTRA.unpack_from(raw, _HEAD.size + MATCH_FORMAT.size)
         return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, extra, flags & ~CFG_ACTIVE)
+
+
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser, as fi_mix64 in bpf/lib/fault.h."""
+    x ^= x >> 30
+    x = x * 0xBF58476D1CE4E5B9 & _M64
+    x ^= x >> 27
+    x = x * 0x94D049BB133111EB & _M64
+    return x ^ x >> 31
+
+
+def stream_seed(seed: int, fault: str, hook: str) -> int:
+    """The seed a fault's program draws with (the config map's seed): the user's seed mixed with
+    the fault's name and hook. Two faults given one seed then draw independent streams (corrupt
+    and duplicate do not pick the same packets), each still reproducible from that seed; the same
+    fault on the same hook repeats exactly. `set` keeps the stream (neither part changes)."""
+    salt = int.from_bytes(hashlib.blake2b(f"{fault}@{hook}".encode(), digest_size=8).digest(), "little")
+    return _mix64(seed ^ salt)
 
 
 def write_config(fd: int, cfg: Config) -> None:
