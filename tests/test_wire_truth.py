@@ -86,7 +86,7 @@ def test_truncate_acted_equals_the_cut_frames_the_receiver_sees(lab, length):
     [st] = faultinj.status()
     cut = [f for f in cap.frames if f.length == length and parse(f.data).proto == 6]
     assert cap.kernel_drops == 0
-    assert st.counters["matched"] > 200
+    assert st.counters["matched"] > 150
     assert st.counters["acted"] == len(cut)
     assert (st.counters["acted"] > 0) == (length >= 52)
     assert (st.refused > 0) == (length < 52)   # said, not hidden: chosen but left whole
@@ -129,7 +129,7 @@ def test_corrupt_bad_checksum_tcp_with_offload_at_ingress(offload_lab):
     """TCP too (GSO packets from the veth peer, CHECKSUM_PARTIAL): every corrupted packet is
     counted by the receiver as a checksum error, and the retransmissions bring the data intact."""
     a, b = offload_lab.a, offload_lab.b
-    faultinj.apply("corrupt=10%,csum=bad,proto=tcp@ingress", b.ifname, netns_name=b.netns, seed=6)
+    faultinj.apply("corrupt=20%,csum=bad,proto=tcp@ingress", b.ifname, netns_name=b.netns, seed=6)
     before = traffic.snmp(b.netns)["Tcp"]["InCsumErrors"]
     res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 1_000_000, timeout=30)
     errors = traffic.snmp(b.netns)["Tcp"]["InCsumErrors"] - before

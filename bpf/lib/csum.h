@@ -74,12 +74,14 @@ static __always_inline void fi_l4_csum_replace2_at(fi_ctx_t *ctx, __u32 csum_off
  * holds only the pseudo-header sum, to be completed by a device that never
  * comes) or CHECKSUM_UNNECESSARY (a device vouched for it). The stack then
  * delivers the packet unchecked. bpf_csum_level(RESET) clears only
- * UNNECESSARY; no helper clears PARTIAL, but removing bytes past the checksum
- * start (bpf_skb_adjust_room) makes the kernel give the partial state up
- * (skb_postpull_rcsum: CHECKSUM_NONE), and the shrink resets UNNECESSARY too.
- * So the headers up to and past the checksum field are taken out, put back
- * and rewritten: the same bytes, now checked by the receiver.
- * XDP frames carry no such state (generic XDP: see corrupt.bpf.c). */
+ * UNNECESSARY; no helper clears PARTIAL, but taking out (bpf_skb_adjust_room)
+ * more bytes than lie between skb->data and the checksum start makes the
+ * kernel give the partial state up (skb_postpull_rcsum: CHECKSUM_NONE). So the
+ * headers up to just past the L4 start are taken out, put back and rewritten:
+ * the same bytes, now checked by the receiver (seen on kernel 6.18: a veth
+ * peer's UDP and TCP then count as InCsumErrors). A packet too short for that
+ * (IPv4 UDP payload under ~28 bytes) keeps its state. XDP cannot change the
+ * state of the skb the stack builds after it: see corrupt.bpf.c. */
 static __always_inline int fi_csum_distrust(fi_ctx_t *ctx, __u32 l3_off, __u32 l4_off)
 {
 #if defined(FI_HOOK_TC)
