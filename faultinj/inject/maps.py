@@ -6,6 +6,7 @@ import hashlib
 import struct
 from dataclasses import dataclass
 
+from ..errors import FaultinjError
 from ..faults.match import MATCH_FORMAT, NO_MATCH
 from . import libbpf
 
@@ -91,5 +92,9 @@ def read_lost(fd: int) -> int:
 
 
 def read_refused(fd: int) -> int:
-    """Packets the fault chose but could not change: the kernel refused (truncate below the headers)."""
-    return _counter(fd, REFUSED)
+    """Packets the fault chose but could not change: the kernel refused (truncate below the headers).
+    0 for a program loaded before the counter existed (its counter map is one entry shorter)."""
+    try:
+        return _counter(fd, REFUSED)
+    except FaultinjError:
+        return 0
