@@ -6,9 +6,17 @@
  * stream: the same seed flips the same bits.
  *
  * param: the number of bits (1..64) | FI_CORRUPT_BAD_CSUM.
- * Where the sender offloads the checksum (CHECKSUM_PARTIAL, e.g. veth with
- * tx checksumming on), the kernel computes it after tc egress: csum=bad then
- * yields a valid checksum; turn tx checksumming off for bad checksums. */
+ * Checksum states (csum=bad):
+ * - tc egress: where the sender offloads the checksum (CHECKSUM_PARTIAL, e.g.
+ *   veth with tx checksumming on), the kernel computes it after tc egress:
+ *   csum=bad then yields a valid checksum; turn tx checksumming off.
+ * - tc ingress: a packet whose checksum the stack would not check (PARTIAL
+ *   from a veth peer with offload on, UNNECESSARY from a device) is made
+ *   CHECKSUM_NONE (fi_csum_distrust), so the receiver checks and drops it;
+ *   with CHECKSUM_COMPLETE the flips go into skb->csum, so its check fails.
+ * - xdp: the skb made after XDP_PASS keeps the state the driver gives it (a
+ *   veth peer's PARTIAL, a NIC's UNNECESSARY) and no XDP helper changes it:
+ *   there the receiver may deliver the packet; use tc ingress for csum=bad. */
 #include "lib/fault.h"
 #include "lib/csum.h"
 
@@ -65,7 +73,7 @@ int corrupt(fi_ctx_t *ctx)
 		if (fi_load_bytes(ctx, off, &b, 1))
 			break;  /* the frame is shorter than its IP header says */
 		nb = b ^ (1 << (pos & 7));
-		if (fi_store_bytes(ctx, off, &nb, 1))
+		if (fix ? fi_store_bytes(ctx, off, &nb, 1) : fi_store_bytes_rcsum(ctx, off, &nb, 1))
 			break;
 		if (fix && csum_off) {
 			/* the byte is the high half of its 16-bit word at an even
@@ -76,6 +84,8 @@ int corrupt(fi_ctx_t *ctx)
 					       bpf_htons(low ? nb : (__u16)nb << 8), udp);
 		}
 	}
+	if (!fix && (cfg->flags & FI_CFG_INGRESS))
+		fi_csum_distrust(ctx, pkt.l3_off, pkt.l4_off);
 	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, nbits);
 	return FI_PASS;
 }

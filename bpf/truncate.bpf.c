@@ -2,7 +2,8 @@
 /* truncate: cut frames longer than N bytes (param; Ethernet header
  * included) to N. The headers are left as they were, so the IP length says
  * more than arrives and the receiver drops the packet as truncated — what a
- * device that chops frames does. Rate from p=/ratio=/nth=. */
+ * device that chops frames does. Rate from p=/ratio=/nth=. A cut the kernel
+ * refuses is counted as refused, never as acted. */
 #include "lib/fault.h"
 
 SEC(FI_SEC)
@@ -11,6 +12,7 @@ int truncate(fi_ctx_t *ctx)
 	struct fi_config *cfg;
 	struct fi_pkt pkt;
 	__u32 len, n;
+	long err;
 
 	cfg = fi_config_get();
 	if (!cfg)
@@ -25,12 +27,19 @@ int truncate(fi_ctx_t *ctx)
 	fi_count(FI_MATCHED);
 	if (!fi_decide(cfg, &pkt, NULL))
 		return FI_PASS;
-	/* recorded first: the cut may take the TCP sequence number */
-	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, n);
+	/* tc refuses a cut below the transport header, and on a CHECKSUM_PARTIAL
+	 * skb (all TCP at egress, offload or not) below the checksum field: such
+	 * a packet leaves whole, so it is counted apart, not as acted. The
+	 * journal event comes from the parse (pkt), not from the cut frame. */
 #if defined(FI_HOOK_TC)
-	bpf_skb_change_tail(ctx, n, 0);
+	err = bpf_skb_change_tail(ctx, n, 0);
 #else
-	bpf_xdp_adjust_tail(ctx, (int)n - (int)len);
+	err = bpf_xdp_adjust_tail(ctx, (int)n - (int)len);
 #endif
+	if (err) {
+		fi_count(FI_REFUSED);
+		return FI_PASS;
+	}
+	fi_acted(ctx, cfg, &pkt, FI_A_MODIFY, n);
 	return FI_PASS;
 }

@@ -252,10 +252,12 @@ class FaultStatus:
     counters: dict[str, int] | None
     maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
     journal_lost: int = 0            # journal events the program could not record (ring full)
+    refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
 
     def to_json(self) -> dict:
         d = self.record.to_json()
-        d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost)
+        d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost,
+                 refused=self.refused)
         if self.maps is not None:
             d["maps"] = self.maps
         if self.record.deadline_ns:
@@ -263,14 +265,14 @@ class FaultStatus:
         return d
 
 
-def _read_counters(rec: state.Record) -> tuple[dict | None, int]:
-    """The fault's counters and its lost journal events."""
+def _read_counters(rec: state.Record) -> tuple[dict | None, int, int]:
+    """The fault's counters, its lost journal events and the changes the kernel refused."""
     try:
         fd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
     except Exception:
-        return None, 0  # pins gone: status says why (gone, detached)
+        return None, 0, 0  # pins gone: status says why (gone, detached)
     try:
-        return maps.read_counters(fd), maps.read_lost(fd)
+        return maps.read_counters(fd), maps.read_lost(fd), maps.read_refused(fd)
     finally:
         os.close(fd)
 
@@ -313,8 +315,8 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
             if rec.fault == custom.FAULT_NAME:
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
-                counters, lost = _read_counters(rec)
-                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost))
+                counters, lost, refused = _read_counters(rec)
+                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused))
     return out
 
 
@@ -386,7 +388,7 @@ def _write_config(rec: state.Record) -> None:
         cfg.threshold = rate_threshold(fault, rec.value, match)
         cfg.param = fault.param(rec.value, options)
         cfg.extra = fault.extra(rec.value, options)
-        cfg.seed, cfg.deadline_ns = rec.seed, rec.deadline_ns
+        cfg.seed, cfg.deadline_ns = maps.stream_seed(rec.seed, rec.fault, rec.hook), rec.deadline_ns
         cfg.match = match.pack()
         cfg.flags = cfg.flags & ~maps.CFG_JOURNAL | (maps.CFG_JOURNAL if match.journal else 0)
         maps.write_config(fd, cfg)

@@ -196,6 +196,9 @@ def status(
         if r.journal_lost:
             typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (the ring was full): read them as "
                        "they come with 'faultinj journal --follow'")
+        if r.refused:
+            typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
+                       "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")
         if r.maps is not None:
             typer.echo(f"{r.record.id}: custom program; maps: "
                        + (", ".join(f"{m['name']} (id {m['id']})" for m in r.maps) or "none")
@@ -533,9 +536,10 @@ def verify(
 @app.command()
 @_boundary
 def replay(
-    capture: str = typer.Argument(..., help="Input pcap (Ethernet)."),
+    capture: str = typer.Argument(..., help="Input pcap or pcapng (Ethernet; nanosecond pcap and gzip too)."),
     specs: list[str] = typer.Argument(..., help="One or more fault specs, run in order."),
-    out: str = typer.Option(..., "--out", "-o", help="Where to write what would leave the hook."),
+    out: str = typer.Option(..., "--out", "-o", help="Where to write what would leave the hook: pcapng when "
+                            "named *.pcapng, else pcap."),
     seed: Optional[int] = typer.Option(None, help="Seed (default: random, shown)."),
     as_json: bool = JsonOpt,
 ):

@@ -48,6 +48,9 @@ class Packet:
     ip_id: int = 0               # IPv4 identification
     echo_id: int = 0             # ICMP/ICMPv6 echo identifier and sequence
     echo_seq: int = 0
+    vlan: int = 0                # VID of the outer tag; 0 untagged
+    fragment: bool = False       # a fragment other than the first: no L4 header
+    l4_len: int | None = None    # L4 header + payload, from the IP header's length
 
     def journal_key(self) -> tuple:
         """The packet as a journal event names it (faultinj/journal.py Event.key)."""
@@ -59,39 +62,86 @@ class Packet:
                 self.seq if self.proto == 6 and self.seq is not None else 0)
 
 
+MAX_VLAN = 2          # as bpf/lib/parse.h FI_MAX_VLAN: a third tag is "another ethertype"
+MAX_IPV6_EXT = 4      # as FI_MAX_IPV6_EXT
+IPV6_EXT = (0, 43, 60, 44, 51)   # hop-by-hop, routing, destination options, fragment, AH
+
+
+def _ipv6_ext(data: bytes, pos: int, nxt: int, pkt: Packet) -> tuple[int, int] | None:
+    """Walk IPv6 extension headers as bpf/lib/parse.h does: (upper-layer protocol, its offset),
+    or None when a header is cut short."""
+    for _ in range(MAX_IPV6_EXT):
+        if nxt not in IPV6_EXT:
+            break
+        if len(data) < pos + 8 if nxt == 44 else len(data) < pos + 2:
+            return None
+        if nxt == 44:
+            if struct.unpack_from("!H", data, pos + 2)[0] & 0xFFF8:
+                pkt.fragment = True
+            nxt, pos = data[pos], pos + 8
+        elif nxt == 51:
+            nxt, pos = data[pos], pos + (data[pos + 1] + 2) * 4
+        else:
+            nxt, pos = data[pos], pos + (data[pos + 1] + 1) * 8
+        if pos > len(data):
+            return None
+    return nxt, pos
+
+
 def parse(data: bytes, wire_len: int | None = None) -> Packet:
+    """The fields of a frame, read the way the programs read them (bpf/lib/parse.h; a test holds
+    the two to the same frames). A frame cut short (snaplen) yields what its bytes hold."""
     wire_len = len(data) if wire_len is None else wire_len
     pkt = Packet()
     if len(data) < 14:
         return pkt
-    off = 12
-    (etype,) = struct.unpack_from("!H", data, off)
+    (etype,) = struct.unpack_from("!H", data, 12)
     off = 14
-    while etype in (0x8100, 0x88A8) and len(data) >= off + 4:
+    for i in range(MAX_VLAN):
+        if etype not in (0x8100, 0x88A8):
+            break
+        if len(data) < off + 4:
+            return pkt
+        if i == 0:
+            pkt.vlan = struct.unpack_from("!H", data, off)[0] & 0x0FFF
         (etype,) = struct.unpack_from("!H", data, off + 2)
         off += 4
     if etype == 0x0800 and len(data) >= off + 20:
         ihl = (data[off] & 0x0F) * 4
+        if data[off] >> 4 != 4 or ihl < 20:
+            return pkt
         tot = struct.unpack_from("!H", data, off + 2)[0]
         pkt.version, pkt.ttl, pkt.proto = 4, data[off + 8], data[off + 9]
         pkt.ip_id = struct.unpack_from("!H", data, off + 4)[0]
         pkt.src, pkt.dst = data[off + 12: off + 16], data[off + 16: off + 20]
         if len(data) >= off + ihl:
             pkt.ip_csum_ok = checksum_ok(data[off: off + ihl])
-        frag = struct.unpack_from("!H", data, off + 6)[0] & 0x1FFF
-        l4, l4_len = off + ihl, tot - ihl
-        if frag or ihl < 20 or l4_len < 0:  # a fragment, or a malformed header: no L4 to read
+        pkt.fragment = bool(struct.unpack_from("!H", data, off + 6)[0] & 0x1FFF)
+        # tot_len 0: BIG TCP's "larger than 64K", the frame says how long
+        l4, l4_len = off + ihl, (tot - ihl if tot else wire_len - off - ihl)
+        pkt.l4_len = max(l4_len, 0)
+        if pkt.fragment or l4_len < 0 or len(data) < l4:  # no L4 header to read
             return pkt
         pseudo = pkt.src + pkt.dst + struct.pack("!BBH", 0, pkt.proto, l4_len)
     elif etype == 0x86DD and len(data) >= off + 40:
+        if data[off] >> 4 != 6:
+            return pkt
         plen = struct.unpack_from("!H", data, off + 4)[0]
-        pkt.version, pkt.proto, pkt.ttl = 6, data[off + 6], data[off + 7]
+        pkt.version, pkt.ttl = 6, data[off + 7]
         pkt.src, pkt.dst = data[off + 8: off + 24], data[off + 24: off + 40]
-        l4, l4_len = off + 40, plen
+        walked = _ipv6_ext(data, off + 40, data[off + 6], pkt)
+        if walked is None:
+            return pkt
+        pkt.proto, l4 = walked
+        ext = l4 - off - 40
+        l4_len = plen - ext if plen else wire_len - l4
+        pkt.l4_len = max(l4_len, 0)
+        if pkt.fragment or l4_len < 0:
+            return pkt
         pseudo = pkt.src + pkt.dst + struct.pack("!IxxxB", l4_len, pkt.proto)
     else:
         return pkt
-    whole = off + (l4 - off) + l4_len <= len(data) and l4_len > 0
+    whole = l4 + l4_len <= len(data) and l4_len > 0
     seg = data[l4: l4 + l4_len]
     if pkt.proto == 6 and len(seg) >= 20:
         pkt.sport, pkt.dport, pkt.seq = struct.unpack_from("!HHI", seg, 0)
@@ -107,7 +157,9 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
         pkt.icmp_type = seg[0]
         pkt.echo_id, pkt.echo_seq = struct.unpack_from("!HH", seg, 4)
         pkt.payload_len = l4_len - 8
-    if whole and pkt.proto in (6, 17, 58):
+    if whole and pkt.proto == 17 and pkt.version == 4 and len(seg) >= 8 and seg[6:8] == b"\0\0":
+        pkt.l4_csum_ok = True   # IPv4 UDP checksum 0: "no checksum" (RFC 768); IPv6 requires one
+    elif whole and pkt.proto in (6, 17, 58):
         pkt.l4_csum_ok = checksum_ok(seg, pseudo)
     elif whole and pkt.proto == 1:
         pkt.l4_csum_ok = checksum_ok(seg)

@@ -7,11 +7,12 @@ from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
 
 from conftest import cli_runner
-from faultinj import pcap
+from faultinj import pcap, stats
 from faultinj.cli import app
 from faultinj.errors import SpecError
 from faultinj.inject.replay import replay
 from faultinj.packets import parse
+from scapy.utils import EDecimal
 
 E = dict(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
 
@@ -64,9 +65,13 @@ def test_seeded_replay_is_identical_and_another_seed_is_not(capture, tmp_path):
 
 def test_bad_inputs(tmp_path):
     bad = tmp_path / "x.pcap"
-    bad.write_bytes(b"\x0a\x0d\x0d\x0a" + b"\0" * 40)
-    with pytest.raises(SpecError, match="pcapng"):
+    bad.write_bytes(b"\x0a\x0d\x0d\x0a" + b"\0" * 40)   # a pcapng magic and nothing sound after it
+    with pytest.raises(SpecError, match="not a pcap or pcapng file"):
         replay(str(bad), ["drop=1"], str(tmp_path / "o.pcap"))
+    text = tmp_path / "notes.pcap"
+    text.write_text("hello, not a capture")
+    with pytest.raises(SpecError, match="not a pcap or pcapng file"):
+        replay(str(text), ["drop=1"], str(tmp_path / "o.pcap"))
     with pytest.raises(SpecError, match="cannot read"):
         replay(str(tmp_path / "missing.pcap"), ["drop=1"], str(tmp_path / "o.pcap"))
 
@@ -77,3 +82,72 @@ def test_cli_json(capture, tmp_path):
     assert r.exit_code == 0, r.output
     data = json.loads(r.stdout)
     assert data["written"] == 200 and data["seed"] == 3
+
+
+# ---- capture formats: pcap (us, ns), pcapng in; pcap or pcapng out by the name --------------
+
+def _frames(n=50):
+    return [Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1000 + i, dport=53) / b"q"
+            for i in range(n)]
+
+
+@pytest.mark.parametrize("fmt", ["pcapng", "pcap-ns", "pcap-us"])
+def test_replay_reads_pcapng_and_nanosecond_pcap(tmp_path, fmt):
+    """What Wireshark/dumpcap (pcapng) and tcpdump --nano write is read, stamps kept."""
+    from scapy.utils import PcapNgWriter, PcapWriter
+
+    frames = _frames()
+    for i, f in enumerate(frames):
+        f.time = EDecimal(1_700_000_000) + EDecimal(i * 1_234_567) / 1_000_000_000
+    path = tmp_path / ("in.pcapng" if fmt == "pcapng" else "in.pcap")
+    writer = PcapNgWriter(str(path)) if fmt == "pcapng" else PcapWriter(str(path), nano=fmt == "pcap-ns")
+    with writer as w:
+        for f in frames:
+            w.write(f)
+    recs = list(pcap.read(str(path)))
+    assert [r.data for r in recs] == [bytes(f) for f in frames]
+    # nanosecond pcap keeps every nanosecond; pcap and scapy's pcapng writer keep microseconds
+    tolerance = 0 if fmt == "pcap-ns" else 1000
+    assert recs[0].ts_ns // 1000 == 1_700_000_000_000_000
+    assert all(abs(r.ts_ns - recs[0].ts_ns - i * 1_234_567) <= tolerance for i, r in enumerate(recs))
+    res = replay(str(path), ["drop=100%,sport=1000-1009"], str(tmp_path / "o.pcap"), seed=1)
+    assert (res.packets, res.written) == (50, 40)
+
+
+@pytest.mark.parametrize("name", ["o.pcap", "o.pcapng"])
+def test_replay_writes_the_format_its_output_is_named(capture, tmp_path, name):
+    out = tmp_path / name
+    res = replay(str(capture), ["drop=100%,proto=udp"], str(out), seed=1)
+    magic = out.read_bytes()[:4]
+    assert magic == (b"\x0a\x0d\x0d\x0a" if name.endswith("pcapng") else b"\xd4\xc3\xb2\xa1")
+    recs = list(pcap.read(str(out)))
+    src = [r for r in pcap.read(str(capture)) if parse(r.data).proto == 6]
+    assert res.written == len(recs) == 200
+    assert [(r.ts_ns, r.length, r.data) for r in recs] == [(r.ts_ns // 1000 * 1000, r.length, r.data) for r in src]
+
+
+# ---- each fault draws from a stream of its own ----------------------------------------------
+
+@pytest.fixture
+def many_flows(tmp_path):
+    """4000 UDP datagrams over 40 flows."""
+    frames = [Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1000 + i % 40, dport=53) / (b"q" * 20)
+              for i in range(4000)]
+    path = tmp_path / "many.pcap"
+    pcap.write(str(path), [pcap.Record(1_700_000_000_000_000_000 + i * 1000, len(f), bytes(f))
+                           for i, f in enumerate(frames)])
+    return path
+
+
+def test_two_faults_with_one_seed_hit_independent_packets(many_flows, tmp_path):
+    """corrupt=5% duplicate=5% --seed 4: the packets each hits overlap no more than independent
+    draws would (about 4000 x 0.05 x 0.05 = 10), not the same packets; and the run repeats."""
+    runs = [replay(str(many_flows), ["corrupt=5%", "duplicate=5%"], str(tmp_path / f"o{i}.pcap"), seed=4)
+            for i in range(2)]
+    changed, duplicated = set(runs[0].changed), set(runs[0].duplicated)
+    assert stats.binomial_consistent(len(changed), 4000, 0.05)
+    assert stats.binomial_consistent(len(duplicated), 4000, 0.05)
+    both = len(changed & duplicated)
+    assert stats.binomial_consistent(both, 4000, len(changed) / 4000 * len(duplicated) / 4000), both
+    assert (runs[0].changed, runs[0].duplicated) == (runs[1].changed, runs[1].duplicated)
+    assert (tmp_path / "o0.pcap").read_bytes() == (tmp_path / "o1.pcap").read_bytes()

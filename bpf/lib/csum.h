@@ -63,6 +63,60 @@ static __always_inline void fi_l4_csum_replace2_at(fi_ctx_t *ctx, __u32 csum_off
 #endif
 }
 
+#define FI_DISTRUST_MAX 256  /* more than the deepest L4 header offset handled (IPv6 + extension headers) */
+
+/* Make the receiving stack check the L4 checksum itself, after a change that
+ * left it wrong on purpose; l4_off: where the L4 header starts. Returns 0, or
+ * -1 when the packet's checksum state could not be changed.
+ *
+ * At tc ingress the skb may say its checksum needs no check: CHECKSUM_PARTIAL
+ * (a veth peer with tx offload on hands its skbs over as they are: the field
+ * holds only the pseudo-header sum, to be completed by a device that never
+ * comes) or CHECKSUM_UNNECESSARY (a device vouched for it). The stack then
+ * delivers the packet unchecked. bpf_csum_level(RESET) clears only
+ * UNNECESSARY; no helper clears PARTIAL, but taking out (bpf_skb_adjust_room)
+ * more bytes than lie between skb->data and the checksum start makes the
+ * kernel give the partial state up (skb_postpull_rcsum: CHECKSUM_NONE). So the
+ * headers up to just past the L4 start are taken out, put back and rewritten:
+ * the same bytes, now checked by the receiver (seen on kernel 6.18: a veth
+ * peer's UDP and TCP then count as InCsumErrors). A packet too short for that
+ * (IPv4 UDP payload under ~28 bytes) keeps its state. XDP cannot change the
+ * state of the skb the stack builds after it: see corrupt.bpf.c. */
+static __always_inline int fi_csum_distrust(fi_ctx_t *ctx, __u32 l3_off, __u32 l4_off)
+{
+#if defined(FI_HOOK_TC)
+	__u8 saved[FI_DISTRUST_MAX];
+	__u32 n;
+
+	bpf_csum_level(ctx, BPF_CSUM_LEVEL_RESET);
+	/* BPF_ADJ_ROOM_MAC works after the kernel's MAC header, which is just
+	 * the Ethernet header only when no tag is left in the data */
+	if (l3_off != ETH_HLEN || l4_off < l3_off || l4_off + 2 >= FI_DISTRUST_MAX)
+		return -1;
+	/* taken out from ETH_HLEN on: puts the checksum start before skb->data */
+	n = l4_off + 2;
+	asm volatile("" : "+r"(n));  /* the verifier wants the bound on the register the helper gets */
+	n &= FI_DISTRUST_MAX - 1;
+	if (n == 0)
+		return -1;
+	if (bpf_skb_load_bytes(ctx, ETH_HLEN, saved, n))
+		return -1;
+	/* FIXED_GSO: a GSO packet keeps its segment size (the room comes back) */
+	if (bpf_skb_adjust_room(ctx, -(__s32)n, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		return -1;   /* too short to take that much out: the state stays */
+	if (bpf_skb_adjust_room(ctx, n, BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_FIXED_GSO))
+		return -1;   /* not expected: the room was there a moment ago */
+	if (bpf_skb_store_bytes(ctx, ETH_HLEN, saved, n, BPF_F_RECOMPUTE_CSUM))
+		return -1;
+	return 0;
+#else
+	(void)ctx;
+	(void)l3_off;
+	(void)l4_off;
+	return 0;
+#endif
+}
+
 /* Rewrite a TCP header's flags byte with the checksum kept valid. The data
  * offset and the flags form one 16-bit word at byte 12 of the header. On tc
  * the packet pointers are invalid after this (a helper call). */

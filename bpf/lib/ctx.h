@@ -92,4 +92,16 @@ static __always_inline long fi_store_bytes(fi_ctx_t *ctx, __u32 off, void *buf, 
 #endif
 }
 
+/* As fi_store_bytes, with a CHECKSUM_COMPLETE skb's sum (skb->csum, what the
+ * receiver checks against) following the new bytes: for a change the L4
+ * checksum field does not make up for (corrupt csum=bad). */
+static __always_inline long fi_store_bytes_rcsum(fi_ctx_t *ctx, __u32 off, void *buf, __u32 len)
+{
+#if defined(FI_HOOK_TC)
+	return bpf_skb_store_bytes(ctx, off, buf, len, BPF_F_RECOMPUTE_CSUM);
+#else
+	return bpf_xdp_store_bytes(ctx, off, buf, len);
+#endif
+}
+
 #endif

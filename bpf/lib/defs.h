@@ -75,9 +75,17 @@ enum { XDP_ABORTED = 0, XDP_DROP, XDP_PASS, XDP_TX, XDP_REDIRECT };
 #define BPF_F_PSEUDO_HDR (1ULL << 4)
 #define BPF_F_MARK_MANGLED_0 (1ULL << 5)
 #define BPF_F_INGRESS (1ULL << 0)   /* bpf_clone_redirect: into the device's ingress */
+/* linux/bpf.h, levels of bpf_csum_level */
+enum { BPF_CSUM_LEVEL_QUERY = 0, BPF_CSUM_LEVEL_INC, BPF_CSUM_LEVEL_DEC, BPF_CSUM_LEVEL_RESET };
+/* linux/bpf.h, modes of bpf_skb_adjust_room */
+enum { BPF_ADJ_ROOM_NET = 0, BPF_ADJ_ROOM_MAC };
+#define BPF_F_ADJ_ROOM_FIXED_GSO (1ULL << 0)
+/* linux/bpf.h, flags of bpf_skb_store_bytes */
+#define BPF_F_RECOMPUTE_CSUM (1ULL << 0)
 
 /* linux/if_ether.h */
 #define ETH_ALEN 6
+#define ETH_HLEN 14
 #define ETH_P_IP 0x0800
 #define ETH_P_IPV6 0x86DD
 #define ETH_P_8021Q 0x8100

@@ -31,6 +31,7 @@ enum fi_counter {
 	FI_MATCHED,     /* packets the fault could act on */
 	FI_ACTED,       /* packets it changed or dropped */
 	FI_LOST,        /* journal events lost: the ring was full (nobody read it) */
+	FI_REFUSED,     /* decided to act, but the kernel refused the change (not acted) */
 	FI_NR_COUNTERS,
 };
 

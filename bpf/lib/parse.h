@@ -18,7 +18,10 @@ struct fi_cursor {
 	void *pos;
 };
 
-static __always_inline int fi_parse_eth(struct fi_cursor *c, void *data_end, __u16 *vlan)
+/* outer_known: the outer tag is not in the data (tc: the kernel moved it to
+ * skb->vlan_tci), so the first tag in the data is an inner one and *vlan keeps
+ * what the caller put there. */
+static __always_inline int fi_parse_eth(struct fi_cursor *c, void *data_end, __u16 *vlan, int outer_known)
 {
 	struct ethhdr *eth = c->pos;
 	__u16 proto;
@@ -37,7 +40,7 @@ static __always_inline int fi_parse_eth(struct fi_cursor *c, void *data_end, __u
 			break;
 		if ((void *)(vh + 1) > data_end)
 			return -1;
-		if (i == 0)
+		if (i == 0 && !outer_known)
 			*vlan = bpf_ntohs(vh->h_vlan_TCI) & 0x0FFF;
 		c->pos = vh + 1;
 		proto = bpf_ntohs(vh->h_vlan_encapsulated_proto);
@@ -146,7 +149,17 @@ static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 	c.pos = data;
 
 	__builtin_memset(pkt, 0, sizeof(*pkt));
-	proto = fi_parse_eth(&c, data_end, &pkt->vlan);
+#if defined(FI_HOOK_TC)
+	/* Before tc ingress (and on egress from a VLAN device with tx offload)
+	 * the kernel keeps the outer tag beside the packet, not in it: that one
+	 * is the outer tag, and a tag still in the data is the inner one (QinQ).
+	 * XDP always sees every tag in the data. */
+	if (ctx->vlan_present)
+		pkt->vlan = ctx->vlan_tci & 0x0FFF;
+	proto = fi_parse_eth(&c, data_end, &pkt->vlan, ctx->vlan_present);
+#else
+	proto = fi_parse_eth(&c, data_end, &pkt->vlan, 0);
+#endif
 	if (proto < 0)
 		return -1;
 	pkt->l3_proto = proto;

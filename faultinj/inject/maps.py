@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import struct
 from dataclasses import dataclass
 
+from ..errors import FaultinjError
 from ..faults.match import MATCH_FORMAT, NO_MATCH
 from . import libbpf
 
@@ -16,6 +18,7 @@ CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 7) // 8 * 8
 CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = 1, 2, 4, 8   # FI_CFG_* in bpf/lib/fault.h
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
 LOST = 3                                  # FI_LOST: journal events lost, the ring full
+REFUSED = 4                               # FI_REFUSED: the kernel refused the change (truncate)
 MAP_NAMES = ("fi_config", "fi_counters", "fi_flows", "fi_journal")
 KEY0 = (0).to_bytes(4, "little")
 
@@ -44,6 +47,27 @@ class Config:
         return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, extra, flags & ~CFG_ACTIVE)
 
 
+_M64 = (1 << 64) - 1
+
+
+def _mix64(x: int) -> int:
+    """splitmix64's finaliser, as fi_mix64 in bpf/lib/fault.h."""
+    x ^= x >> 30
+    x = x * 0xBF58476D1CE4E5B9 & _M64
+    x ^= x >> 27
+    x = x * 0x94D049BB133111EB & _M64
+    return x ^ x >> 31
+
+
+def stream_seed(seed: int, fault: str, hook: str) -> int:
+    """The seed a fault's program draws with (the config map's seed): the user's seed mixed with
+    the fault's name and hook. Two faults given one seed then draw independent streams (corrupt
+    and duplicate do not pick the same packets), each still reproducible from that seed; the same
+    fault on the same hook repeats exactly. `set` keeps the stream (neither part changes)."""
+    salt = int.from_bytes(hashlib.blake2b(f"{fault}@{hook}".encode(), digest_size=8).digest(), "little")
+    return _mix64(seed ^ salt)
+
+
 def write_config(fd: int, cfg: Config) -> None:
     libbpf.map_update(fd, KEY0, cfg.pack())
 
@@ -65,3 +89,12 @@ def read_counters(fd: int) -> dict[str, int]:
 def read_lost(fd: int) -> int:
     """Journal events the program could not record (nobody read the ring and it filled up)."""
     return _counter(fd, LOST)
+
+
+def read_refused(fd: int) -> int:
+    """Packets the fault chose but could not change: the kernel refused (truncate below the headers).
+    0 for a program loaded before the counter existed (its counter map is one entry shorter)."""
+    try:
+        return _counter(fd, REFUSED)
+    except FaultinjError:
+        return 0

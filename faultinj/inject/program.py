@@ -24,7 +24,7 @@ def load(spec: FaultSpec, seed: int, deadline_ns: int = 0, dry_run: bool = False
     obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES, libbpf.BPF_PROG_TYPE_SCHED_ACT if act else None)
     try:
         maps.write_config(obj.map_fds["fi_config"],
-                          maps.Config(seed=seed, deadline_ns=deadline_ns, threshold=spec.threshold,
+                          maps.Config(seed=maps.stream_seed(seed, spec.fault.name, spec.hook), deadline_ns=deadline_ns, threshold=spec.threshold,
                                       param=spec.param, match=spec.match.pack(),
                                       extra=spec.extra, flags=flags))
     except BaseException:
