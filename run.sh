@@ -27,6 +27,8 @@ APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-l
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES docker.io busybox-static"
 # ... and a second kernel: a Debian guest under QEMU (virtme-ng from pip; busybox for its initramfs)
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES qemu-system-x86 busybox-static"
+# ... and hosts reached through ssh (tests/test_remote.py: an sshd per namespace, reached via socat)
+[ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES openssh-client openssh-server socat"
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -609,6 +609,18 @@ def doctor(as_json: bool = JsonOpt,
 
 @app.command()
 @_boundary
+def agent(stdio: bool = typer.Option(True, "--stdio", help="Serve on stdin/stdout (what ssh gives)."),
+          virtio_port: bool = typer.Option(False, "--virtio-port",
+                                           help="Serve on the virtio-serial port of a VM faultinj booted.")):
+    """Serve faultinj to another machine, one JSON request a line: how scenarios drive VM hosts
+    and machines reached through ssh (lab.remote: ssh: HOST, command: 'faultinj agent --stdio')."""
+    from .guest.agent import main as agent_main
+
+    agent_main(["--virtio-port"] if virtio_port else ["--stdio"])
+
+
+@app.command()
+@_boundary
 def reap(as_json: bool = JsonOpt):
     """Finish what killed faultinj processes left, remove expired faults and orphaned labs."""
     from .api import reap as do_reap

@@ -73,11 +73,23 @@ class VMHostSpec:
 
 
 @dataclass
+class RemoteHostSpec:
+    """A machine the user has (a VM of their libvirt lab, a server), driven through ssh: faultinj
+    must be installed there; the lab neither makes nor wires it."""
+
+    ssh: str                            # user@host, or a name from ~/.ssh/config
+    options: list[str] = field(default_factory=list)    # extra ssh arguments (-o ..., -i KEY, -p PORT)
+    command: str = "faultinj agent --stdio"
+    interfaces: dict[str, str | None] = field(default_factory=dict)   # its interfaces -> address/prefix
+
+
+@dataclass
 class TopologySpec:
     hosts: list[str]
     links: list[LinkSpec]
     bridges: dict[str, str] = field(default_factory=dict)  # name -> linux | ovs
     vms: dict[str, VMHostSpec] = field(default_factory=dict)  # hosts that are VMs
+    remote: dict[str, RemoteHostSpec] = field(default_factory=dict)  # hosts reached through ssh
 
 
 @dataclass
@@ -105,6 +117,7 @@ class Topology:
         self.ends: dict[tuple[str, str], Host] = {}  # (host, ifname) -> Host
         self.taps: list[tuple[str, str | None]] = []   # (tap, the namespace it was moved to)
         self.guests: dict = {}                          # VM host -> faultinj.guest.vm.Guest
+        self.remotes: dict = {}                         # ssh host -> its faultinj.guest.agent.Agent
         self.progress = lambda msg: None
         self.record = lambda: None   # called when VMs started: the lab record must name their pids
 
@@ -124,7 +137,7 @@ class Topology:
     def planned(self) -> tuple[list[str], list[str]]:
         """The namespaces and OVS bridges up() makes, known before it runs."""
         bridges = self.spec.bridges
-        nss = [self.netns(h) for h in self.spec.hosts if h not in self.spec.vms]
+        nss = [self.netns(h) for h in self.spec.hosts if h not in self.spec.vms and h not in self.spec.remote]
         if any(kind == "linux" for kind in bridges.values()):
             nss.append(self.switch_ns)
         return nss, [self._ovs_name(b) for b, kind in bridges.items() if kind == "ovs"]
@@ -144,8 +157,18 @@ class Topology:
 
     def _up(self) -> None:
         bridges = self.spec.bridges
+        if self.spec.vms:   # everything a VM needs, before anything is made
+            from ..guest import kernels, vm
+
+            vm.require_tools()
+            self.kernels = {h: kernels.resolve(hs.kernel, self.progress) for h, hs in self.spec.vms.items()}
+        for h, rs in self.spec.remote.items():
+            from ..guest.agent import Agent
+
+            self.remotes[h] = Agent.ssh(rs.ssh, rs.options, rs.command, f"host {h} ({rs.ssh})", timeout=60)
+            self.progress(f"host {h}: faultinj agent up through ssh {rs.ssh} ({self.remotes[h].info['release']})")
         for h in self.spec.hosts:
-            if h not in self.spec.vms:
+            if h not in self.spec.vms and h not in self.spec.remote:
                 self._add_ns(self.netns(h))
         if any(kind == "linux" for kind in bridges.values()):
             self._add_ns(self.switch_ns)
@@ -197,7 +220,7 @@ class Topology:
     def _boot_vms(self, vm_links, seg_of) -> None:
         """Taps first (QEMU opens them by name in this namespace), the VMs, then the taps join
         their bridges; each guest interface is then found by its MAC and named as the scenario says."""
-        from ..guest import kernels, vm
+        from ..guest import vm
 
         nics: dict[str, list] = {h: [] for h in self.spec.vms}
         for n, link in vm_links:
@@ -206,7 +229,7 @@ class Topology:
             self.taps.append((tap, None))
             nics[link.a.host].append(vm.Nic(tap, _mac(n * 2)))
         for h, hs in self.spec.vms.items():
-            kernel = kernels.resolve(hs.kernel, self.progress)
+            kernel = self.kernels[h]
             spec = vm.VMSpec(f"{self.prefix}-{h}", kernel, hs.memory, hs.cpus, nics[h])
             self.guests[h] = vm.Guest(spec, vm.workdir(self.prefix, h)).start()
             self.record()
@@ -323,6 +346,9 @@ class Topology:
         _run("ip", "link", "set", br, "up", check=False)
 
     def down(self) -> None:
+        for agent in self.remotes.values():
+            agent.close()
+        self.remotes.clear()
         for guest in self.guests.values():
             guest.stop()
         self.guests.clear()

@@ -138,7 +138,8 @@ def for_topology(topo) -> dict:
     out = {}
     for h in topo.spec.hosts:
         guest = topo.guests.get(h)
-        out[h] = AgentHost(h, guest.agent) if guest else NamespaceHost(h, topo.netns(h))
+        agent = guest.agent if guest else topo.remotes.get(h)
+        out[h] = AgentHost(h, agent) if agent else NamespaceHost(h, topo.netns(h))
     return out
 
 

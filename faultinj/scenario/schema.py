@@ -35,7 +35,7 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
-from ..inject.lab import EndSpec, LinkSettings, LinkSpec, TopologySpec, VMHostSpec
+from ..inject.lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
 from .predicates import compile_predicate
 
 
@@ -207,6 +207,9 @@ class Scenario:
     trace: "TraceEntry | None" = None  # packets whose journeys the report shows
 
     def address(self, host: str, v6: bool = False) -> str:
+        for cidr in (self.lab.remote[host].interfaces.values() if host in self.lab.remote else []):
+            if cidr and (":" in cidr) == v6:
+                return cidr.split("/")[0]
         for link in self.lab.links:
             for end in (link.a, link.b):
                 if end.host == host:
@@ -314,7 +317,7 @@ def _unique(ctx, doc, key, names) -> None:
 
 
 def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
-    ctx.keys(lab, "lab", required={"hosts", "links"}, optional={"bridges", "vms"})
+    ctx.keys(lab, "lab", required={"hosts"}, optional={"bridges", "vms", "remote", "links"})
     hosts = ctx.typed(lab, "hosts", list, "lab")
     for i, h in enumerate(hosts):
         if not isinstance(h, str) or not NAME.match(h):
@@ -339,9 +342,29 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
         if not 1 <= cpus <= 16:
             ctx.fail(conf.value_marks["cpus"], f"lab.vms.{h}.cpus must be 1..16")
         vms[h] = VMHostSpec(ctx.typed(conf, "kernel", str, f"lab.vms.{h}"), memory, cpus)
+    remote = {}
+    for h, conf in (ctx.typed(lab, "remote", dict, "lab", YMap()) or YMap()).items():
+        w = f"lab.remote.{h}"
+        if h not in hosts or h in vms:
+            ctx.fail(lab["remote"].key_marks[h], f"lab.remote: '{h}' must be one of the hosts, and not a VM")
+        if not isinstance(conf, YMap):
+            ctx.fail(lab["remote"].value_marks[h], f"{w}: give ssh (user@host) and interfaces")
+        ctx.keys(conf, w, required={"ssh", "interfaces"}, optional={"options", "command"})
+        opts = ctx.typed(conf, "options", list, w, []) or []
+        if not all(isinstance(o, str) for o in opts):
+            ctx.fail(conf.value_marks["options"], f"{w}.options: a list of ssh arguments (strings)")
+        ifaces = ctx.typed(conf, "interfaces", dict, w)
+        for name, cidr in ifaces.items():
+            if cidr is not None:
+                try:
+                    ipaddress.ip_interface(cidr)
+                except ValueError:
+                    ctx.fail(ifaces.value_marks[name], f"{w}.interfaces.{name}: '{cidr}' is not an address/prefix")
+        remote[h] = RemoteHostSpec(ctx.typed(conf, "ssh", str, w), list(opts),
+                                   ctx.typed(conf, "command", str, w, "faultinj agent --stdio"), dict(ifaces))
     links = []
-    interfaces: dict[str, list[str]] = {h: [] for h in hosts}
-    for i, link in enumerate(ctx.typed(lab, "links", list, "lab")):
+    interfaces: dict[str, list[str]] = {h: list(remote[h].interfaces) if h in remote else [] for h in hosts}
+    for i, link in enumerate(ctx.typed(lab, "links", list, "lab", YList()) or []):
         where = f"lab.links[{i}]"
         if not isinstance(link, YMap):
             ctx.fail(lab["links"].item_marks[i], f"{where} must be a mapping")
@@ -361,6 +384,9 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
             ends = YList([ends[1], ends[0]])
         if ends[0] == ends[1]:
             ctx.fail(link.value_marks["ends"], f"{where}: both ends are '{ends[0]}'")
+        if ends[0] in remote or ends[1] in remote:
+            ctx.fail(link.value_marks["ends"], f"{where}: '{ends[0] if ends[0] in remote else ends[1]}' is reached "
+                                               "through ssh: its links are its own, not the lab's")
         if ends[1] in vms or (ends[0] in vms and ends[1] not in bridges):
             ctx.fail(link.value_marks["ends"], f"{where}: a VM's link goes to a bridge (its NIC is a tap there)")
         ctx.keys(link, where, required={"ends"}, optional=set(ends))
@@ -397,7 +423,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                               gso_max_segs=gso, mtu=mtu)
             spec_ends.append(EndSpec(host, ifname, addrs.get("ipv4"), addrs.get("ipv6"), st))
         links.append(LinkSpec(spec_ends[0], spec_ends[1]))
-    return TopologySpec(hosts=list(hosts), links=links, bridges=dict(bridges), vms=vms), interfaces
+    return TopologySpec(hosts=list(hosts), links=links, bridges=dict(bridges), vms=vms, remote=remote), interfaces
 
 
 def _duration(ctx, m, key, where):
