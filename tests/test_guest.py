@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -100,3 +101,85 @@ def test_seed_vm_lab_scenario_passes_and_fails_without_the_fault(tmp_path):
     report = runner.run(schema.load(broken))
     failed = {c.name.split(":")[0] for c in report.checks if not c.ok}
     assert not report.ok and any("ratio" in name for name in failed), [c.to_json() for c in report.checks]
+
+
+# ---- bad input and failure: one line, the documented exit code, nothing left -------------------
+
+def _cli(*args, env=None, timeout=600):
+    return subprocess.run([sys.executable, "-m", "faultinj.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def _qemu_pids() -> set[int]:
+    out = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True).stdout
+    return {int(p) for p in out.split()}
+
+
+def _no_new_qemu(before: set[int], wait: float = 15.0) -> bool:
+    end = time.monotonic() + wait
+    while _qemu_pids() - before and time.monotonic() < end:
+        time.sleep(0.2)
+    return not (_qemu_pids() - before)
+
+
+def _error_line(r) -> str:
+    errors = [ln for ln in r.stderr.splitlines() if ln.startswith("faultinj: error:")]
+    assert len(errors) == 1, r.stderr
+    return errors[0]
+
+
+def test_unknown_kernel_package_is_bad_input():
+    r = _cli("doctor", "--kernel", "linux-image-9.9.9-99-amd64")
+    assert r.returncode == 2 and "cannot fetch kernel package" in _error_line(r)
+    r = _cli("doctor", "--kernel", "not-a-kernel")
+    assert r.returncode == 2 and "neither a vmlinuz path nor a Debian kernel package" in _error_line(r)
+
+
+def test_missing_qemu_is_an_environment_problem(tmp_path):
+    from faultinj.guest import kernels
+
+    name = kernels.resolve(KERNEL).name
+    r = _cli("doctor", "--kernel", name, env={"PATH": str(tmp_path)})
+    assert r.returncode == 3 and "apt-get install qemu-system-x86" in _error_line(r)
+
+
+def test_a_guest_that_does_not_come_up_in_time_is_stopped():
+    before = _qemu_pids()
+    r = _cli("doctor", "--kernel", KERNEL, env={"FAULTINJ_VM_BOOT_TIMEOUT": "3"})
+    assert r.returncode == 3 and "did not come up" in _error_line(r)
+    assert _no_new_qemu(before)
+
+
+def test_commands_that_cannot_take_a_vm_lab_say_so(tmp_path):
+    r = _cli("lab", "up", str(ROOT / "scenarios" / "seed-vms-ovs.yaml"))
+    assert r.returncode == 5 and "VM hosts" in _error_line(r)
+
+
+def test_a_killed_run_leaves_nothing_that_reap_does_not_remove():
+    """SIGKILL `faultinj run` once its VMs are up: QEMU, taps and the OVS bridge stay until the next
+    faultinj command, which removes them (the lab record names the QEMU process groups and taps)."""
+    import signal
+
+    before = _qemu_pids()
+    proc = subprocess.Popen([sys.executable, "-m", "faultinj.cli", "run", str(ROOT / "scenarios" / "seed-vms-ovs.yaml")],
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    prefix = None
+    try:
+        for line in proc.stderr:
+            if "prefix " in line and prefix is None:
+                prefix = line.rsplit("prefix ", 1)[1].strip()
+            if "VM vm2: up" in line:
+                break
+        assert prefix, "the run never said its prefix"
+        assert _qemu_pids() - before, "no QEMU running"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    assert _qemu_pids() - before, "QEMU went with the run: nothing left to reap (the check could not fail)"
+    r = _cli("reap")
+    assert r.returncode == 0, r.stderr
+    assert _no_new_qemu(before)
+    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    assert prefix not in links
+    bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout
+    assert prefix not in bridges

@@ -151,27 +151,40 @@ class Guest:
         return "no output"
 
     def stop(self) -> None:
+        self.agent_said_bye = False
         if self.agent:
             try:
                 self.agent.call("shutdown", _timeout=10)
+                self.agent_said_bye = True
             except Exception:
                 pass
             self.agent.close()
             self.agent = None
         if self.proc:
             try:
-                self.proc.wait(20)
+                self.proc.wait(20 if self.agent_said_bye else 0.1)
             except subprocess.TimeoutExpired:
-                kill_group(self.proc.pid)
-                self.proc.wait()
+                pass
+            kill_group(self.proc.pid)   # whatever of the guest is left (QEMU is vng's grandchild)
+            self.proc.wait()
             self.proc = None
 
 
-def kill_group(pid: int) -> None:
+def kill_group(pid: int, wait: float = 10.0) -> None:
+    """SIGKILL a VM's process group (vng, virtme-run, QEMU) and wait until it is empty."""
+    import time
+
     try:
         os.killpg(pid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
-        pass
+        return
+    end = time.monotonic() + wait
+    while time.monotonic() < end:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
 
 
 def workdir(prefix: str, name: str) -> Path:
@@ -186,6 +199,7 @@ def probe_kernel(name: str, progress=lambda m: None) -> dict:
 
     from .kernels import resolve
 
+    require_tools()
     kernel = resolve(name, progress)
     accel_, why = accel()
     progress(f"booting {kernel.release} in a guest ({why})")
