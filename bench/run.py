@@ -401,16 +401,57 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
     return res
 
 
+# 9 ---------------------------------------------------------------------------------------
+def vm_kernels(rounds: int, quick: bool, host_per_packet: dict | None) -> dict:
+    """Boot-to-ready of a guest (QEMU via virtme-ng, the agent answering), and section 1 run inside
+    it: per-packet ratios to the pass program on the guest's kernel beside this machine's."""
+    from faultinj.guest import kernels, vm
+
+    kernel = kernels.resolve(os.environ.get("FAULTINJ_TEST_KERNEL", "linux-image-amd64"))
+    boots, inside = [], None
+    for i in range(2 if quick else 3):
+        work = vm.workdir(f"bench{os.getpid()}", f"b{i}")
+        t0 = time.monotonic()
+        guest = vm.Guest(vm.VMSpec(f"fibench{i}", kernel), work).start()
+        try:
+            agent = guest.wait_ready()
+            boots.append(time.monotonic() - t0)
+            if inside is None:
+                out = work / "guest.json"
+                agent.call("exec", timeout=3600, cwd=str(ROOT), check=True, argv=[
+                    sys.executable, str(HERE / "run.py"), "--only", "1", "--json", str(out)]
+                    + (["--quick"] if quick else []))
+                inside = json.loads(out.read_text())
+        finally:
+            guest.stop()
+            shutil.rmtree(work, ignore_errors=True)
+    accel = vm.accel()[1]
+    table(f"9a. VM boot to ready ({kernel.release}, {accel}; the agent answering)", ["boots", "seconds median (min–max)"],
+          [(len(boots), f"{statistics.median(boots):.1f} ({min(boots):.1f}–{max(boots):.1f})")])
+    rows = []
+    guest_pp = inside.get("per_packet", {})
+    for label, r in guest_pp.items():
+        here = (host_per_packet or {}).get(label)
+        rows.append((label, fmt_ratio(here["ratio"]) if here else "(run with 1)", fmt_ratio(r["ratio"]),
+                     f"{med(r['ns'])[0]:.0f}"))
+    table(f"9b. Per-packet cost ratio to pass, this kernel ({platform.release()}) vs guest "
+          f"({inside['meta']['kernel']}, emulated: compare ratios, not ns)",
+          ["case", "ratio here", "ratio in guest", "guest ns"], rows)
+    return {"boot_s": boots, "accel": accel, "guest_kernel": inside["meta"]["kernel"], "guest_per_packet": guest_pp}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9", help="sections to run (3 runs with 2)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
         return 3
-    for tool in ("iperf3", "nft", "tc", "clang"):
+    only = {int(x) for x in args.only.split(",")}
+    needed = ("iperf3", "nft") if only & {2, 3, 8} else ()
+    for tool in needed + ("tc", "clang"):
         if not shutil.which(tool):
             print(f"bench: {tool} not found: apt-get install iperf3 nftables iproute2 clang", file=sys.stderr)
             return 3
@@ -435,6 +476,8 @@ def main() -> int:
         out["run_rss"] = run_rss()
     if 8 in only:
         out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
+    if 9 in only:
+        out["vm"] = vm_kernels(rounds, args.quick, out.get("per_packet"))
     Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     print(f"\nJSON: {args.json}")
     return 0

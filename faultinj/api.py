@@ -122,7 +122,8 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
     return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, target,
                     seed, seconds, replace, tc_mode,
-                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode))
+                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode),
+                    qdisc=fs.fault.qdisc)
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
@@ -155,8 +156,9 @@ def _check_tc_mode(tc_mode: str, hook: str) -> None:
 
 
 def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
-             seconds: float | None, replace: bool, tc_mode: str, load) -> state.Record:
-    """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all."""
+             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None) -> state.Record:
+    """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
+    qdisc: a root qdisc the fault needs (fq for time faults), added first where it is not there."""
     netns_name = target.netns
     with _Links() as links, state.locked():
         ipr = links.get(netns_name)
@@ -178,6 +180,8 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
         with ExitStack() as undo:
             state.save(rec)  # the intent, before anything changes in the kernel
             undo.callback(state.delete, rec)
+            if qdisc:
+                _ensure_qdisc(ipr, rec, qdisc, undo)
             obj = load(deadline_ns)
             undo.callback(obj.close)
             pin_dir = state.new_pin_dir(fid)
@@ -208,6 +212,38 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             # the kernel swapped the program in place; only the old bookkeeping remains
             _forget(replaced)
         return rec
+
+
+def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
+    """The root qdisc a time fault needs: ours if we add it (or another fault of ours did), someone
+    else's fq left as it is, any other root qdisc of someone's refused (nothing is replaced)."""
+    current = attach.root_qdisc(ipr, rec.ifindex)
+    ours = [r for r in state.records() if r.id != rec.id and _same_link(r, rec.netns, rec.ifindex)
+            and r.qdisc in ("adding", "added")]
+    if current == kind:
+        rec.qdisc = "added" if ours else "present"
+        state.save(rec)
+        return
+    if current not in attach.default_qdisc_kinds():
+        raise StateError(f"{rec.ifname} has a root qdisc '{current}' that another tool installed; a time fault "
+                         f"needs {kind} there and faultinj does not replace it: remove it first "
+                         f"('tc qdisc del dev {rec.ifname} root')")
+    rec.qdisc = "adding"
+    state.save(rec)   # the intent: a process killed now is rolled back, the qdisc with it
+    undo.callback(attach.remove_root_fq, rec.netns, rec.ifname)
+    attach.add_root_fq(rec.netns, rec.ifname)
+    rec.qdisc = "added"
+    state.save(rec)
+
+
+def _release_qdisc(rec: state.Record) -> None:
+    """Remove the fq faultinj added when the last fault that needed it is gone."""
+    if rec.qdisc not in ("adding", "added"):
+        return
+    others = [r for r in state.records() if r.id != rec.id and _same_link(r, rec.netns, rec.ifindex)
+              and r.qdisc in ("adding", "added")]
+    if not others:
+        attach.remove_root_fq(rec.netns, rec.ifname)
 
 
 def _check_xdp_free(ipr, ns, ifindex, ifname, replace) -> state.Record | None:
@@ -391,6 +427,12 @@ def _write_config(rec: state.Record) -> None:
         cfg.seed, cfg.deadline_ns = maps.stream_seed(rec.seed, rec.fault, rec.hook), rec.deadline_ns
         cfg.match = match.pack()
         cfg.flags = cfg.flags & ~maps.CFG_JOURNAL | (maps.CFG_JOURNAL if match.journal else 0)
+        for name, values in fault.tables(rec.value, options).items():   # before the config that uses them
+            table_fd = libbpf.obj_get(f"{rec.pin_dir}/{name}")
+            try:
+                maps.write_table(table_fd, values)
+            finally:
+                os.close(table_fd)
         maps.write_config(fd, cfg)
     finally:
         os.close(fd)
@@ -486,6 +528,7 @@ def _remove(links: _Links, rec: state.Record) -> None:
         return
     if rec.tc_prio is not None and rec.filter_name:
         attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
+    _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
     _forget(rec)
     others = [r for r in state.records() if r.hook != "xdp" and _same_link(r, rec.netns, rec.ifindex)]
     if not others and state.clsact_created(rec.netns, rec.ifindex):

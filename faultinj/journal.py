@@ -12,7 +12,7 @@ from dataclasses import dataclass
 # struct fi_event: u64 ts; u32 ifindex, seq; u32 saddr[4], daddr[4]; u16 l3, sport, dport, ip_id;
 # u8 l4, action; u16 pad; u32 value
 EVENT_FORMAT = struct.Struct("<QII16s16sHHHHBBxxI")
-ACTIONS = {1: "drop", 2: "modify", 3: "duplicate"}
+ACTIONS = {1: "drop", 2: "modify", 3: "duplicate", 4: "delay"}
 PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 

@@ -79,3 +79,38 @@ def chi2_uniform(counts: list[int]) -> tuple[float, int, float]:
     expected = n / k
     stat = sum((c - expected) ** 2 / expected for c in counts)
     return stat, k - 1, chi2_sf(stat, k - 1)
+
+
+# ---- Kolmogorov–Smirnov: is a sample drawn from a distribution? ------------------------------
+
+def ks_critical(n: int, confidence: float = 0.999, m: int | None = None) -> float:
+    """The largest D the asymptotic Kolmogorov distribution accepts at `confidence` for a sample of n
+    (two samples: of n and m)."""
+    c = math.sqrt(-0.5 * math.log((1 - confidence) / 2))
+    return c * math.sqrt((n + m) / (n * m) if m else 1 / n)
+
+
+def ks_statistic(sample: list[float], cdf) -> float:
+    """sup |F_n(x) - F(x)| of the sample against cdf (a function). For a discrete F, cdf must give
+    P(X <= x); the statistic then errs on the strict side."""
+    xs = sorted(sample)
+    n = len(xs)
+    d = 0.0
+    for i, x in enumerate(xs):
+        f = cdf(x)
+        d = max(d, (i + 1) / n - f, f - i / n)
+    return d
+
+
+def ks_two_sample(a: list[float], b: list[float]) -> float:
+    xs, ys = sorted(a), sorted(b)
+    i = j = 0
+    d = 0.0
+    while i < len(xs) and j < len(ys):
+        v = min(xs[i], ys[j])
+        while i < len(xs) and xs[i] <= v:
+            i += 1
+        while j < len(ys) and ys[j] <= v:
+            j += 1
+        d = max(d, abs(i / len(xs) - j / len(ys)))
+    return d

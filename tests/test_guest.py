@@ -9,6 +9,7 @@ one Debian ships now, or a vmlinuz path)."""
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -22,12 +23,14 @@ KERNEL = os.environ.get("FAULTINJ_TEST_KERNEL", "linux-image-amd64")
 # what runs in the guest: under software emulation Python is 10-20x slower, so the slowest
 # program tests (truncations at every offset, the fuzzers) stay on this machine's kernel
 GUEST_SELECTION = [
-    "tests/test_programs.py", "-k", "psh_ratio or ttl_pong or drop or parse or csum or lifecycle or matchall or second_xdp or doctor",
+    "tests/test_programs.py", "tests/test_time_faults.py",
     "tests/test_e2e.py::test_apply_status_set_clear_lifecycle",
     "tests/test_e2e.py::test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal",
     "tests/test_e2e.py::test_drop_rate",
     "tests/test_e2e.py::test_second_xdp_fault_refused_unless_replace",
     "tests/test_reliability.py::test_doctor_reports_a_working_default_feature_set",
+    "-k", "psh_ratio or ttl_pong or drop or parse or csum or time_faults or lifecycle or matchall or second_xdp "
+          "or doctor",
 ]
 
 
@@ -48,12 +51,15 @@ def guest_results(tmp_path_factory):
     try:
         agent = guest.wait_ready()
         junit = work / "guest.xml"
+        log = work / "pytest.log"   # follow it while the guest works: tail -f
+        argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", f"--junitxml={junit}",
+                "--durations=15", "--rootdir", str(ROOT), *GUEST_SELECTION]
         out = agent.call("exec", timeout=3600, cwd=str(ROOT), argv=[
-            sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}",
-            "--rootdir", str(ROOT), *GUEST_SELECTION])
+            "sh", "-c", " ".join(shlex.quote(a) for a in argv) + f" > {shlex.quote(str(log))} 2>&1; echo $?"])
+        print(log.read_text()[-3000:])
         results = _parse_junit(junit)
         results["_release"] = agent.info["release"]
-        results["_summary"] = (out["stdout"].strip().splitlines() or [""])[-1]
+        results["_summary"] = (log.read_text().strip().splitlines() or [""])[-1]
         return results
     finally:
         guest.stop()

@@ -46,7 +46,27 @@ struct __sk_buff {
 	__u32 data;
 	__u32 data_end;
 	__u32 napi_id;
+	/* sk_skb programs' fields, then what the time faults use (tstamp); the
+	 * layout is the kernel's uapi one, fixed since it was added */
+	__u32 family;
+	__u32 remote_ip4;
+	__u32 local_ip4;
+	__u32 remote_ip6[4];
+	__u32 local_ip6[4];
+	__u32 remote_port;
+	__u32 local_port;
+	__u32 data_meta;
+	union { struct bpf_flow_keys *flow_keys; __u64 :64; } __attribute__((aligned(8)));
+	__u64 tstamp;
+	__u32 wire_len;
+	__u32 gso_segs;
+	union { struct bpf_sock *sk; __u64 :64; } __attribute__((aligned(8)));
+	__u32 gso_size;
+	__u8 tstamp_type;
+	__u32 :24;
+	__u64 hwtstamp;
 };
+enum { BPF_SKB_TSTAMP_UNSPEC = 0, BPF_SKB_TSTAMP_DELIVERY_MONO = 1 };
 
 struct xdp_md {
 	__u32 data;

@@ -81,6 +81,7 @@ struct fi_event {
 #define FI_A_DROP 1
 #define FI_A_MODIFY 2
 #define FI_A_DUPLICATE 3
+#define FI_A_DELAY 4     /* value: the delay given, in microseconds */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

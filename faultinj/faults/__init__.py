@@ -11,13 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from . import burst_loss, corrupt, drop, duplicate, first_psh, ip_rewrite, psh_ratio, tcp_flags, truncate, ttl_pong
+from . import (burst_loss, corrupt, drop, duplicate, first_psh, ip_rewrite, psh_ratio, tcp_flags, time_faults,
+               truncate, ttl_pong)
 from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, probability_threshold
 from .match import NO_MATCH, Match, parse_match
 
 CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio.FAULT, drop.FAULT, first_psh.FAULT,
                                                          tcp_flags.FAULT, burst_loss.FAULT, *ip_rewrite.FAULTS,
-                                                         corrupt.FAULT, truncate.FAULT, duplicate.FAULT)}
+                                                         corrupt.FAULT, truncate.FAULT, duplicate.FAULT,
+                                                         *time_faults.FAULTS)}
 
 __all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec", "get_fault",
            "parse_hook", "rate_threshold"]
@@ -49,6 +51,10 @@ class FaultSpec:
     @property
     def extra(self) -> tuple:
         return self.fault.extra(self.value, self.options)
+
+    @property
+    def tables(self) -> dict:
+        return self.fault.tables(self.value, self.options)
 
     def __str__(self) -> str:
         return f"{self.fault.name}={self.value}{self.match}@{self.hook}"
@@ -114,7 +120,8 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
         chosen = flag_hook
     chosen = chosen or fault.default_hook
     if chosen not in fault.hooks:
-        raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}")
+        raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}"
+                        + (f" ({fault.hooks_note})" if fault.hooks_note else ""))
     match = parse_match(filters, fault.options)
     if match.probability is not None and fault.threshold is not None:
         raise SpecError(f"{fault.name} takes its rate as its value ({fault.name}={fault.value.name}); "

@@ -61,6 +61,11 @@ class FaultType:
     extra: Callable[[Any, dict], tuple] = lambda value, options: (0, 0, 0, 0)
     # the fault's own KEY=VALUE words beside the filters (corrupt: csum=, bits=), with defaults
     options: tuple[Option, ...] = ()
+    # more maps the program has, filled from the value and options at load and at set: {name: values}
+    tables: Callable[[Any, dict], dict] = lambda value, options: {}
+    # a qdisc the fault needs on the link (time faults: fq holds packets until their departure time)
+    qdisc: str | None = None
+    hooks_note: str = ""          # why it runs only where it does
 
     def option_values(self, given: dict) -> dict:
         """Every option's value: the parsed word where given, else its default."""

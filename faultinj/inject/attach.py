@@ -208,3 +208,64 @@ def remove_clsact_if_empty(ipr, ifindex: int) -> bool:
         return False
     ipr.tc("del", "clsact", index=ifindex)
     return True
+
+
+# ---- the root qdisc a time fault needs (fq: earliest departure time) ---------------------
+
+TC_H_ROOT = 0xFFFFFFFF
+
+
+def root_qdisc(ipr, ifindex: int) -> str | None:
+    for q in ipr.get_qdiscs(index=ifindex):
+        if q["parent"] == TC_H_ROOT:
+            return q.get_attr("TCA_KIND")
+    return None
+
+
+def default_qdisc_kinds() -> set[str]:
+    """Kinds the kernel gives a link by itself: replacing one of these takes nothing from anyone,
+    and deleting ours brings it back."""
+    kinds = {"noqueue", "pfifo_fast", "mq"}
+    try:
+        with open("/proc/sys/net/core/default_qdisc") as f:
+            kinds.add(f.read().strip())
+    except OSError:
+        pass
+    return kinds
+
+
+def _tc(netns: str | None, *args: str):
+    import subprocess
+
+    if netns is None:
+        cmd = ["tc", *args]
+    elif "/" in netns:   # a namespace given by path (a container's)
+        cmd = ["nsenter", f"--net={netns}", "tc", *args]
+    else:
+        cmd = ["tc", "-n", netns, *args]
+    try:
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        from ..errors import EnvironmentProblem
+
+        raise EnvironmentProblem("tc not found: install iproute2") from None
+
+
+def add_root_fq(netns: str | None, ifname: str) -> None:
+    """fq as the link's root qdisc (pyroute2 has no fq): it holds each packet until skb->tstamp.
+    A large flow_limit: a held flow's packets wait in its queue, not dropped at fq's default 100."""
+    proc = _tc(netns, "qdisc", "add", "dev", ifname, "root", "fq", "flow_limit", "10000", "limit", "100000")
+    if proc.returncode != 0:
+        text = proc.stderr.strip()
+        if "unknown" in text.lower() or "not supported" in text.lower():
+            raise KernelFeatureMissing(
+                "time faults need the fq qdisc (CONFIG_NET_SCH_FQ) to hold packets until their departure time, "
+                "which this kernel lacks; run them in a VM lab on a kernel that has it (see 'faultinj doctor "
+                "--kernel linux-image-amd64')")
+        raise FaultinjError(f"adding the fq qdisc on {ifname} failed: {text}")
+
+
+def remove_root_fq(netns: str | None, ifname: str) -> None:
+    proc = _tc(netns, "qdisc", "show", "dev", ifname, "root")
+    if proc.returncode == 0 and proc.stdout.startswith("qdisc fq "):
+        _tc(netns, "qdisc", "del", "dev", ifname, "root")

@@ -9,6 +9,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from ..errors import KernelFeatureMissing
 from . import attach, build, caps, libbpf
 from .lab import Lab
 
@@ -144,6 +145,26 @@ def _hook_probes() -> list[Probe]:
             ok, detail = _try(act_bpf)
             out.append(Probe("act_bpf", ok, detail if ok else f"missing (CONFIG_NET_ACT_BPF): {detail}",
                              "--tc-mode matchall", "a kernel with CONFIG_NET_ACT_BPF (modprobe act_bpf)",
+                             required=False))
+
+            def fq():
+                attach.add_root_fq(lab.a.netns, lab.a.ifname)
+                attach.remove_root_fq(lab.a.netns, lab.a.ifname)
+                return "added and removed"
+            ok, detail = _try(fq)
+            out.append(Probe("fq qdisc", ok, detail if ok else "missing (CONFIG_NET_SCH_FQ)",
+                             "time faults: delay, reorder, rate (earliest departure time)",
+                             "a kernel with CONFIG_NET_SCH_FQ (modprobe sch_fq), or a VM lab", required=False))
+
+            def netem():
+                proc = attach._tc(lab.a.netns, "qdisc", "add", "dev", lab.a.ifname, "root", "netem", "delay", "1ms")
+                if proc.returncode != 0:
+                    raise KernelFeatureMissing(proc.stderr.strip())
+                attach._tc(lab.a.netns, "qdisc", "del", "dev", lab.a.ifname, "root")
+                return "added and removed"
+            ok, detail = _try(netem)
+            out.append(Probe("netem qdisc", ok, detail if ok else "missing (CONFIG_NET_SCH_NETEM)",
+                             "comparing time faults with netem (bench)", "a kernel with CONFIG_NET_SCH_NETEM",
                              required=False))
 
             def tcx():

@@ -98,3 +98,9 @@ def read_refused(fd: int) -> int:
         return _counter(fd, REFUSED)
     except FaultinjError:
         return 0
+
+
+def write_table(fd: int, values) -> None:
+    """An array map of signed 32-bit values (a time fault's distribution table)."""
+    for i, v in enumerate(values):
+        libbpf.map_update(fd, struct.pack("<I", i), struct.pack("<i", v))

@@ -21,8 +21,12 @@ def load(spec: FaultSpec, seed: int, deadline_ns: int = 0, dry_run: bool = False
              | (maps.CFG_JOURNAL if journal else 0))
     act = tc_mode == "matchall" and spec.hook != "xdp"
     obj_path = build.compile_program(spec.fault.program, spec.hook, act=act)
-    obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES, libbpf.BPF_PROG_TYPE_SCHED_ACT if act else None)
+    tables = spec.tables
+    obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES + tuple(tables),
+                             libbpf.BPF_PROG_TYPE_SCHED_ACT if act else None)
     try:
+        for name, values in tables.items():
+            maps.write_table(obj.map_fds[name], values)
         maps.write_config(obj.map_fds["fi_config"],
                           maps.Config(seed=maps.stream_seed(seed, spec.fault.name, spec.hook), deadline_ns=deadline_ns, threshold=spec.threshold,
                                       param=spec.param, match=spec.match.pack(),

@@ -62,6 +62,9 @@ class Record:
     target: str | None = None        # as the user named it: container:web, pid:123, peer-of:web
     container: str | None = None     # the container's full id (clear --container matches it)
     netns_inode: int | None = None   # identity of a namespace given by path (/proc/PID is reused)
+    # a root qdisc the fault needs (time faults: fq): "adding" (intent), "added" by faultinj (cleared with
+    # the last fault that added it), "present" (someone's fq: left alone)
+    qdisc: str | None = None
 
     @property
     def filters(self) -> str:

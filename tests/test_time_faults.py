@@ -1,0 +1,193 @@
+"""Time faults (delay, reorder, rate): the programs' choices through BPF_PROG_TEST_RUN and their
+journal (any kernel), and real traffic where doctor finds the fq qdisc (a Debian 6.1 guest) — or
+the clear refusal where it does not (this machine's kernel)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import struct
+import subprocess
+import sys
+import time
+from bisect import bisect_right
+
+import pytest
+from scapy.layers.inet import IP, UDP
+from scapy.layers.l2 import Ether
+
+import faultinj
+from conftest import ns_run
+from faultinj import stats
+from faultinj.errors import KernelFeatureMissing, SpecError, StateError
+from faultinj.faults import parse_spec
+from faultinj.faults.time_faults import dist_table
+from faultinj.inject import libbpf, program, traffic
+from faultinj.inject.capture import Capture
+from faultinj.journal import decode
+from faultinj.packets import parse
+
+E = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
+
+
+def _frame(sport: int, ip_id: int = 1, size: int = 64) -> bytes:
+    return bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2", id=ip_id) / UDP(sport=sport, dport=9)
+                 / (b"x" * size))
+
+
+def _delays_us(spec: str, frames, seed: int = 1) -> list[int]:
+    """The delay the program gave each frame (its journal's value, in microseconds)."""
+    obj = program.load(parse_spec(spec), seed=seed)
+    rings = libbpf.RingBuffers([obj.map_fds["fi_journal"]])
+    try:
+        out = []
+        for i in range(0, len(frames), 1000):   # the ring holds 3640 events: read as we go
+            for f in frames[i:i + 1000]:
+                libbpf.test_run(obj.prog_fd, f)
+            out += [decode(raw, "f", spec, "w", "tc-egress") for _, raw in rings.read()]
+        assert all(e.action == "delay" for e in out)
+        return [e.value for e in out]
+    finally:
+        rings.close()
+        obj.close()
+
+
+FRAMES = [_frame(1024 + i) for i in range(3000)]   # 3000 flows: one draw each
+
+
+def test_uniform_jitter_is_uniform_in_delay_plus_minus_jitter():
+    d = _delays_us("delay=20ms,jitter=5ms", FRAMES)
+    assert len(d) == 3000 and 15000 <= min(d) and max(d) < 25000
+    ks = stats.ks_statistic(d, lambda x: min(1.0, max(0.0, (x + 1 - 15000) / 10000)))
+    assert ks < stats.ks_critical(len(d)), ks
+
+
+@pytest.mark.parametrize("dist", ["normal", "pareto", "paretonormal"])
+def test_table_jitter_follows_netems_table(dist):
+    """Against the distribution netem itself draws from: mu + sigma * table[i] / 8192, i uniform."""
+    d = _delays_us(f"delay=50ms,jitter=10ms,dist={dist}", FRAMES)
+    mu, sigma = 50_000, 10_000
+    target = sorted(max(0, mu + sigma * t / 8192) for t in dist_table(dist))
+    ks = stats.ks_statistic(d, lambda x: bisect_right(target, x + 0.999) / len(target))
+    assert ks < stats.ks_critical(len(d)), (dist, ks)
+    # and not the uniform one: the check can tell distributions apart
+    ks_uniform = stats.ks_statistic(d, lambda x: min(1.0, max(0.0, (x - 40000) / 20000)))
+    assert ks_uniform > stats.ks_critical(len(d))
+
+
+def test_seeded_delays_repeat_packet_for_packet():
+    a = _delays_us("delay=20ms,jitter=5ms,dist=normal", FRAMES[:500], seed=7)
+    b = _delays_us("delay=20ms,jitter=5ms,dist=normal", FRAMES[:500], seed=7)
+    c = _delays_us("delay=20ms,jitter=5ms,dist=normal", FRAMES[:500], seed=8)
+    assert a == b and a != c
+
+
+def test_reorder_holds_only_the_chosen_packets():
+    frames = [_frame(2000 + flow, ip_id=k) for flow in range(50) for k in range(5)]
+    d = _delays_us("reorder=10ms,nth=3", frames)
+    assert d == [10000] * 50   # the third packet of each of the 50 flows, and nothing else
+
+
+def test_rate_paces_a_flow():
+    """8 Mbit/s: a 1000-byte frame takes 1 ms; successive frames of one flow leave 1 ms apart (the
+    delay given grows by 1 ms a frame, less the time the test itself takes between frames)."""
+    frames = [_frame(3000, ip_id=k, size=1000 - 42) for k in range(20)]
+    assert len(frames[0]) == 1000
+    t0 = time.monotonic_ns()
+    d = _delays_us("rate=8mbit", frames)
+    spent_us = (time.monotonic_ns() - t0) / 1000
+    assert d[0] < 1000 and len(d) == 20
+    assert 19 * 1000 - spent_us <= d[-1] <= 19 * 1000, (d, spent_us)
+
+
+def test_bad_time_fault_specs_are_bad_input():
+    for bad, words in (("delay=20", "unit"), ("delay=20ms@ingress", "ifb"), ("delay=1ms,dist=gauss", "netem"),
+                       ("rate=1", "bits per second"), ("delay=20s", "10 s"), ("delay=1ms,jitter=3s", "duration")):
+        with pytest.raises(SpecError, match=words):
+            parse_spec(bad)
+
+
+# ---- real traffic: where the kernel has fq (a guest), else the clear refusal -----------------------
+
+def _root_qdisc(host) -> str:
+    return json.loads(ns_run(host.netns, "tc", "-j", "qdisc", "show", "dev", host.ifname, "root").stdout)[0]["kind"]
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "faultinj.cli", *args], capture_output=True, text=True)
+
+
+def test_delay_on_the_wire_or_a_clear_refusal(lab, private_state, kernel_features):
+    a, b = lab.a, lab.b
+    before = _root_qdisc(a)
+    if not kernel_features["fq qdisc"]:
+        with pytest.raises(KernelFeatureMissing, match="CONFIG_NET_SCH_FQ"):
+            faultinj.apply("delay=30ms", a.ifname, netns_name=a.netns)
+        r = _cli("apply", "delay=30ms", a.ifname, "--netns", a.netns)
+        assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        assert _root_qdisc(a) == before and os.listdir(private_state["pin_root"]) == []
+        assert "clsact" not in ns_run(a.netns, "tc", "qdisc", "show", "dev", a.ifname).stdout
+        return
+    base = traffic.ping(a.netns, b.ip4, 10, interval=0.05, timeout=2)
+    rec = faultinj.apply("delay=30ms,proto=icmp", a.ifname, netns_name=a.netns, seed=1)
+    assert rec.qdisc == "added" and _root_qdisc(a) == "fq"
+    res = traffic.ping(a.netns, b.ip4, 20, interval=0.05, timeout=2)
+    [st] = faultinj.status()
+    assert res.received == 20 and st.counters["acted"] == 20
+    # ping -q prints min/avg/max: no reply before the delay, and the mean grows by the delay
+    m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", res.output)
+    m0 = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", base.output)
+    assert float(m.group(1)) >= 30.0
+    assert float(m.group(2)) - float(m0.group(2)) == pytest.approx(30.0, rel=0.05, abs=1.0)
+    faultinj.clear(all_faults=True)
+    assert _root_qdisc(a) == before and os.listdir(private_state["pin_root"]) == []
+
+
+def test_a_foreign_root_qdisc_is_never_replaced(lab, private_state, kernel_features):
+    a = lab.a
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "pfifo")
+    with pytest.raises((StateError, KernelFeatureMissing)) as err:
+        faultinj.apply("delay=5ms", a.ifname, netns_name=a.netns)
+    if kernel_features["fq qdisc"]:
+        assert isinstance(err.value, StateError) and "pfifo" in str(err.value)
+    assert _root_qdisc(a) == "pfifo" and os.listdir(private_state["pin_root"]) == []
+
+
+def test_reordered_packets_at_the_receiver_are_exactly_the_journals(lab, private_state, kernel_features):
+    if not kernel_features["fq qdisc"]:
+        with pytest.raises(KernelFeatureMissing):
+            faultinj.apply("reorder=20ms,p=0.05,proto=udp", lab.a.ifname, netns_name=lab.a.netns)
+        return
+    a, b = lab.a, lab.b
+    rec = faultinj.apply("reorder=20ms,p=0.05,proto=udp", a.ifname, netns_name=a.netns, seed=3)
+    reader = faultinj.api.journal(fault_id=rec.id)
+    with Capture(b.netns, b.ifname, direction="in") as cap:
+        traffic.udp_stream(a.netns, b.netns, b.ip4, 1000, rate_pps=500)
+    events = reader.read()
+    reader.close()
+    faultinj.clear(all_faults=True)
+    seqs = [struct.unpack_from("!I", fr.data, 42)[0] for fr in cap.frames
+            if parse(fr.data, fr.length).l4_proto == 17 and len(fr.data) >= 46]
+    late, top = set(), -1
+    for s in seqs:
+        if s < top:
+            late.add(s)
+        top = max(top, s)
+    ids_late = {parse(fr.data, fr.length).ip_id for fr in cap.frames
+                if len(fr.data) >= 46 and struct.unpack_from("!I", fr.data, 42)[0] in late}
+    assert len(seqs) == 1000 and len(late) > 10
+    assert ids_late == {e.ip_id for e in events}
+
+
+def test_rate_limits_a_tcp_transfer(lab, private_state, kernel_features):
+    if not kernel_features["fq qdisc"]:
+        with pytest.raises(KernelFeatureMissing):
+            faultinj.apply("rate=10mbit", lab.a.ifname, netns_name=lab.a.netns)
+        return
+    a, b = lab.a, lab.b
+    faultinj.apply("rate=10mbit,proto=tcp", a.ifname, netns_name=a.netns)
+    res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 2_500_000)
+    faultinj.clear(all_faults=True)
+    mbit = res.received * 8 / res.seconds / 1e6
+    assert res.intact and 9.0 <= mbit <= 10.0, mbit
