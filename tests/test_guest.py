@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -54,7 +55,7 @@ def guest_results(tmp_path_factory):
         log = work / "pytest.log"   # follow it while the guest works: tail -f
         argv = [sys.executable, "-m", "pytest", "-v", "-p", "no:cacheprovider", f"--junitxml={junit}",
                 "--durations=15", "--rootdir", str(ROOT), *GUEST_SELECTION]
-        out = agent.call("exec", timeout=3600, cwd=str(ROOT), argv=[
+        agent.call("exec", timeout=3600, cwd=str(ROOT), argv=[
             "sh", "-c", " ".join(shlex.quote(a) for a in argv) + f" > {shlex.quote(str(log))} 2>&1; echo $?"])
         print(log.read_text()[-3000:])
         results = _parse_junit(junit)
@@ -63,6 +64,7 @@ def guest_results(tmp_path_factory):
         return results
     finally:
         guest.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _parse_junit(path: Path) -> dict:

@@ -351,6 +351,7 @@ class Topology:
         self.remotes.clear()
         for guest in self.guests.values():
             guest.stop()
+            shutil.rmtree(guest.workdir, ignore_errors=True)
         self.guests.clear()
         for tap, ns in self.taps:   # persistent taps outlive QEMU: ours go now
             _run(*(["ip", "-n", ns] if ns else ["ip"]), "link", "del", tap, check=False)
