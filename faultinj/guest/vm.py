@@ -187,6 +187,11 @@ def kill_group(pid: int, wait: float = 10.0) -> None:
         time.sleep(0.1)
 
 
+def remove_workdirs(prefix: str) -> None:
+    for d in Path(tempfile.gettempdir()).glob(f"faultinj-vm-{prefix}-*"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
 def workdir(prefix: str, name: str) -> Path:
     d = Path(tempfile.gettempdir()) / f"faultinj-vm-{prefix}-{name}"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)

@@ -419,6 +419,10 @@ def remove_recorded(data: dict) -> None:
 
     for pid in data.get("vm_pids", []):   # each QEMU leads its own process group
         kill_group(pid)
+    if data.get("vm_pids"):
+        from ..guest.vm import remove_workdirs
+
+        remove_workdirs(data["prefix"])
     for tap in data.get("taps", []):
         _run("ip", "link", "del", tap, check=False)
     for br in data.get("ovs_bridges", []):

@@ -106,6 +106,16 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         return Check(f"first_segments: {prm['having']} on the first data segment of each connection at "
                      f"{prm['capture']}", len(first) == want and hit == want and want > 0,
                      f"{hit} of {len(first)} connections", f"all {want}")
+    if k == "out_of_order":
+        # per TCP connection (one direction), the data segments that arrived after a later one
+        late = out_of_order(data.packets.get(prm["capture"], []))
+        want = prm.get("per_connection", 1)
+        conns = prm.get("connections", len(late))
+        counts = sorted(Counter({c: len(v) for c, v in late.items()}).values())
+        ok = len(late) == conns and conns > 0 and all(n == want for n in counts)
+        return Check(f"out_of_order: {want} late data segment(s) per connection at {prm['capture']}", ok,
+                     f"{len(late)} connections, late segments per connection: {counts[:20]}",
+                     f"{conns} connections, {want} each")
     if k == "journal_matches":
         having = compile_predicate(prm["having"])
         seen = Counter(p.journal_key() for p in _select(data, prm) if having(p))
@@ -118,6 +128,29 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
                      + (f", {lost} events lost" if lost else ""),
                      "the same packets, at least one")
     raise AssertionError(f"unhandled expectation {k}")
+
+
+def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
+    """Per TCP connection (one direction), the data segments that arrived after a segment with a
+    later sequence number (retransmissions of what already arrived are not late: they start below
+    the highest end seen but were sent again, so count only segments never seen before)."""
+    top: dict[tuple, int] = {}
+    seen: dict[tuple, set] = {}
+    late: dict[tuple, list[Packet]] = {}
+    for p in packets:
+        if p.tcp_flags is None or not p.payload_len:
+            continue
+        conn = (p.src, p.dst, p.sport, p.dport)
+        late.setdefault(conn, [])
+        if p.seq in seen.setdefault(conn, set()):
+            continue   # a retransmission
+        seen[conn].add(p.seq)
+        end = (p.seq + p.payload_len) & 0xFFFFFFFF
+        if conn in top and _seq_before(p.seq, top[conn]):
+            late[conn].append(p)
+        if conn not in top or _seq_before(top[conn], end):
+            top[conn] = end
+    return late
 
 
 def _seq_before(a: int, b: int) -> bool:

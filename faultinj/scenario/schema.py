@@ -235,6 +235,8 @@ EXPECT_KINDS = {
     "first_segments": ({"capture", "having"}, {"connections"}),
     # the packets of a capture showing an anomaly are exactly those the fault's journal recorded
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),
+    # TCP data segments that arrived after a later one of their connection (reordering)
+    "out_of_order": ({"capture"}, {"per_connection", "connections"}),
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
@@ -538,8 +540,10 @@ def _expect(ctx, e, refs, traffic) -> ExpectEntry:
     for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host")):
         if key in params:
             ctx.ref(params, key, refs[what], what, kind)
-    if kind == "first_segments" and "connections" in params:
+    if kind in ("first_segments", "out_of_order") and "connections" in params:
         _pos_int(ctx, params, "connections", kind, 1, 1, 10**6)
+    if kind == "out_of_order" and "per_connection" in params:
+        _pos_int(ctx, params, "per_connection", kind, 1, 0, 10**6)
     for key in ("of", "having"):
         if key in params:
             try:
