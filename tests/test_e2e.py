@@ -258,7 +258,8 @@ def test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal(lab, private
     rec = faultinj.apply("drop=100%,proto=icmp", a.ifname, netns_name=a.netns, tc_mode="matchall")
     res = traffic.ping(a.netns, b.ip4, 5, interval=0.05, timeout=1)
     [st] = faultinj.status()
-    assert res.received == 0 and st.counters["acted"] == 5
+    # SHOT tells the sender (NET_XMIT_DROP): ping resends on ENOBUFS, so more than 5 were dropped
+    assert res.received == 0 and st.counters["acted"] >= 5
     faultinj.clear(all_faults=True)
     assert_clean(private_state, a)
 

@@ -91,27 +91,21 @@ def test_on_the_guest_kernel(guest_results, test_id):
     assert outcome == "passed", f"on {release}: {outcome}: {message}"
 
 
-def test_seed_vm_lab_scenario_passes_and_fails_without_the_fault(tmp_path):
-    """scenarios/seed-vms-ovs.yaml: two guests on an OVS bridge, psh-ratio=10 by matchall + act_bpf
-    inside vm1. Then the same lab with a fault that (almost) never acts: its verdicts must fail."""
+def test_seed_vm_lab_fails_without_the_fault(tmp_path):
+    """scenarios/seed-vms-ovs.yaml passes in tests/test_scenarios.py (every shipped scenario runs
+    there); here the same lab with a fault that (almost) never acts: its verdicts must fail."""
     import yaml
 
     from faultinj.scenario import runner, schema
 
-    path = ROOT / "scenarios" / "seed-vms-ovs.yaml"
-    report = runner.run(schema.load(path))
-    assert report.ok, [c.to_json() for c in report.checks if not c.ok] + report.errors
-    psh = report.faults["psh"]
-    assert psh["vm"] and psh["attach_mode"] == "matchall" and psh["kernel"] != os.uname().release
-    assert report.counters["psh"]["acted"] > 0
-
-    doc = yaml.safe_load(path.read_text())
+    doc = yaml.safe_load((ROOT / "scenarios" / "seed-vms-ovs.yaml").read_text())
     doc["faults"][0]["spec"] = "psh-ratio=1000000000"
     broken = tmp_path / "seed-vms-ovs-nofault.yaml"
     broken.write_text(yaml.safe_dump(doc))
     report = runner.run(schema.load(broken))
     failed = {c.name.split(":")[0] for c in report.checks if not c.ok}
-    assert not report.ok and any("ratio" in name for name in failed), [c.to_json() for c in report.checks]
+    assert not report.ok and "fault_ratio" in failed, [c.to_json() for c in report.checks]
+    assert report.faults["psh"]["attach_mode"] == "matchall"
 
 
 # ---- bad input and failure: one line, the documented exit code, nothing left -------------------
@@ -198,13 +192,3 @@ def test_a_killed_run_leaves_nothing_that_reap_does_not_remove():
     import tempfile
 
     assert not glob.glob(f"{tempfile.gettempdir()}/faultinj-vm-{prefix}-*")   # the VMs' work directories
-
-
-def test_first_psh_reordered_scenario_in_a_vm_lab():
-    """scenarios/first-psh-reordered.yaml: the seed's symptom, each connection's first data segment held
-    back in vm1 (reorder, fq in the 6.1 guest) and seen late, exactly once per connection, in vm2."""
-    from faultinj.scenario import runner, schema
-
-    report = runner.run(schema.load(ROOT / "scenarios" / "first-psh-reordered.yaml"))
-    assert report.ok, [c.to_json() for c in report.checks if not c.ok] + report.errors
-    assert report.faults["hold"]["kernel"] != os.uname().release

@@ -76,18 +76,21 @@ def test_doctor_reports_a_working_default_feature_set():
     # optional features: each probe must agree with iproute2 doing the same in a namespace of its own
     # (a kernel has them or not: neither is assumed)
     assert "CONFIG_NET_CLS_MATCHALL" in probes["cls_matchall"]["fix"] and "CONFIG_NET_ACT_BPF" in probes["act_bpf"]["fix"]
-    assert probes["cls_matchall"]["ok"] == _iproute2_accepts("matchall")
-    assert probes["act_bpf"]["ok"] == _iproute2_accepts("matchall", "action", "bpf", "bytecode", "1,6 0 0 0")
+    ok, why = _iproute2_accepts("matchall")
+    assert probes["cls_matchall"]["ok"] == ok, (probes["cls_matchall"], why)
+    ok, why = _iproute2_accepts("matchall", "action", "bpf", "bytecode", "1,6 0 0 0")
+    assert probes["act_bpf"]["ok"] == ok, (probes["act_bpf"], why)
 
 
-def _iproute2_accepts(*filter_args: str) -> bool:
+def _iproute2_accepts(*filter_args: str) -> tuple[bool, str]:
     ns = f"fiprobe{os.getpid() % 10000}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     try:
         subprocess.run(["ip", "-n", ns, "link", "add", "p0", "type", "veth", "peer", "name", "p1"], check=True)
         subprocess.run(["tc", "-n", ns, "qdisc", "add", "dev", "p0", "clsact"], check=True)
-        return subprocess.run(["tc", "-n", ns, "filter", "add", "dev", "p0", "egress", *filter_args],
-                              capture_output=True).returncode == 0
+        proc = subprocess.run(["tc", "-n", ns, "filter", "add", "dev", "p0", "egress", *filter_args],
+                              capture_output=True, text=True)
+        return proc.returncode == 0, proc.stderr.strip()
     finally:
         subprocess.run(["ip", "netns", "del", ns])
 

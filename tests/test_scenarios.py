@@ -100,6 +100,12 @@ def test_shipped_scenario_passes(path, tmp_path):
     assert report.pcaps and all(os.path.getsize(p) > 24 for p in report.pcaps.values())
     assert not [ns for ns in list_netns() if ns.startswith(report.prefix)]
     scn = load(path)
+    for name, f in report.faults.items():   # VM hosts: the fault ran in the guest, on its kernel
+        assert f["vm"] == (f["host"] in scn.lab.vms)
+        if f["vm"]:
+            assert f["kernel"] != os.uname().release
+    if "seed-vms-ovs" in path:   # the seed article's attach: matchall + act_bpf inside vm1
+        assert report.faults["psh"]["attach_mode"] == "matchall" and report.counters["psh"]["acted"] > 0
     if scn.trace:   # bridge-lab: a ping request's journey, host -> bridge ports -> host
         assert len(report.journeys) == scn.trace.count
         first = [(h.netns_name.rsplit("-", 1)[1], h.direction) for h in report.journeys[0]]

@@ -168,7 +168,7 @@ def test_reordered_packets_at_the_receiver_are_exactly_the_journals(lab, private
     reader.close()
     faultinj.clear(all_faults=True)
     seqs = [struct.unpack_from("!I", fr.data, 42)[0] for fr in cap.frames
-            if parse(fr.data, fr.length).l4_proto == 17 and len(fr.data) >= 46]
+            if parse(fr.data, fr.length).proto == 17 and len(fr.data) >= 46]
     late, top = set(), -1
     for s in seqs:
         if s < top:
@@ -186,8 +186,13 @@ def test_rate_limits_a_tcp_transfer(lab, private_state, kernel_features):
             faultinj.apply("rate=10mbit", lab.a.ifname, netns_name=lab.a.netns)
         return
     a, b = lab.a, lab.b
-    faultinj.apply("rate=10mbit,proto=tcp", a.ifname, netns_name=a.netns)
-    res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 2_500_000)
+    # the rate asked: 10 Mbit/s where the link does far more; an emulated guest may do less, so a
+    # third of what this link does unpaced (a paced transfer must then reach 90-100% of it)
+    free = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 2_000_000)
+    free_mbit = free.received * 8 / free.seconds / 1e6
+    rate = min(10.0, round(free_mbit / 3, 1))
+    faultinj.apply(f"rate={int(rate * 1000)}kbit,proto=tcp", a.ifname, netns_name=a.netns)
+    res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, int(rate * 1e6 / 8 * 2.5))   # ~2.5 s of data
     faultinj.clear(all_faults=True)
     mbit = res.received * 8 / res.seconds / 1e6
-    assert res.intact and 9.0 <= mbit <= 10.0, mbit
+    assert res.intact and 0.9 * rate <= mbit <= 1.01 * rate, (rate, mbit, free_mbit)
