@@ -40,6 +40,7 @@ class Report:
     prefix: str = ""
     journeys: list[list] = field(default_factory=list)   # trace: each sampled packet's hops, in order
     faults: dict[str, dict] = field(default_factory=dict)  # fault -> where it ran: host, kernel, hook, attach mode
+    ovs: dict[str, dict] = field(default_factory=dict)     # OVS bridge -> its rules' statistics and megaflows
 
     @property
     def ok(self) -> bool:
@@ -49,7 +50,7 @@ class Report:
         return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
                 "errors": self.errors, "lab_prefix": self.prefix, "faults": self.faults,
-                "journeys": [[h.to_json() for h in j] for j in self.journeys]}
+                "journeys": [[h.to_json() for h in j] for j in self.journeys], "ovs": self.ovs}
 
 
 class _ScenarioTrace(threading.Thread):
@@ -199,6 +200,12 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             t.cancel()
             if t.is_alive():
                 t.join()
+        if scn.lab.ovs or any(kind == "ovs" for kind in scn.lab.bridges.values()):
+            # now, before the megaflows of the last traffic idle out (10 s)
+            try:
+                data.ovs = report.ovs = topo.ovs_report()
+            except Exception as exc:
+                report.errors.append(f"reading the OVS bridges: {exc}")
         snaplens = {c.name: c.snaplen for c in scn.captures}
         for name, (host, handle) in list(captures.items()):
             frames, drops = host.capture_stop(handle)
