@@ -412,6 +412,17 @@ def _print_checks(checks) -> None:
         typer.echo(f"  {'✓' if c.ok else '✗'} {c.name}: {c.observed} (expected {c.expected}){ci}")
 
 
+def _print_ovs(name: str, sw: dict) -> None:
+    typer.echo(f"  ovs {name} ({sw['bridge']}): ovs-ofctl dump-flows")
+    for r in sw["table"]:
+        typer.echo(f"    table={r['table']} n_packets={r['n_packets']} n_bytes={r['n_bytes']} {r['rule']}")
+    typer.echo(f"  ovs {name}: megaflows (ovs-appctl dpif/dump-flows), {len(sw['megaflows'])}")
+    for m in sw["megaflows"]:
+        typer.echo(f"    {m['flow']}")
+    if sw.get("megaflows_error"):
+        typer.echo(f"    (not read: {sw['megaflows_error']})")
+
+
 @app.command()
 @_boundary
 def run(
@@ -447,6 +458,8 @@ def run(
                 typer.echo(f"  journey {i}:")
                 for hop in journey:
                     typer.echo(f"    {hop}")
+            for name, sw in r.ovs.items():
+                _print_ovs(name, sw)
     if not all(r.ok for r in reports):
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
