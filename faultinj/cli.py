@@ -429,6 +429,9 @@ def run(
     files: list[str] = typer.Argument(..., help="Scenario files (YAML)."),
     pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
     junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here."),
+    report: Optional[str] = typer.Option(None, "--report", metavar="FILE.html",
+                                         help="Write a self-contained HTML report here: every verdict, and plots "
+                                         "where a distribution is the answer (needs matplotlib: faultinj[report])."),
     keep: bool = typer.Option(False, "--keep", help="Keep the lab up afterwards (faultinj lab down FILE)."),
     as_json: bool = JsonOpt,
 ):
@@ -438,12 +441,20 @@ def run(
     from .scenario.runner import run as run_scenario
 
     scenarios = [load(f) for f in files]  # every file validated before anything runs
+    if report:
+        from .scenario.html import _mpl
+
+        _mpl()   # missing matplotlib: say so before the labs run, not after
     reports = []
     for scn in scenarios:
         reports.append(run_scenario(scn, pcap_dir=pcap_dir, keep=keep,
                                     progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True)))
     if junit:
         junit_mod.write(reports, junit)
+    if report:
+        from .scenario import html as html_report
+
+        typer.echo(f"report: {html_report.write(reports, report)}", err=True)
     if as_json:
         _print_json([r.to_json() for r in reports])
     else:

@@ -15,6 +15,7 @@ from .schema import ExpectEntry
 @dataclass
 class RunData:
     packets: dict[str, list[Packet]] = field(default_factory=dict)      # capture -> packets
+    times: dict[str, list[float]] = field(default_factory=dict)         # capture -> each packet's time (s)
     capture_drops: dict[str, int] = field(default_factory=dict)
     traffic: dict[str, object] = field(default_factory=dict)            # traffic -> result
     counters: dict[str, dict[str, int]] = field(default_factory=dict)   # fault -> counters
