@@ -27,6 +27,7 @@ APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-l
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES docker.io busybox-static"
 # ... and a second kernel: a Debian guest under QEMU (virtme-ng from pip; busybox for its initramfs)
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES qemu-system-x86 busybox-static"
+[ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES chromium"  # the HTML report in a real headless browser (tests/test_report.py)
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"
