@@ -127,7 +127,7 @@ def _ratio(svg: _Svg, plot: dict, title: str) -> str:
 
 
 def _ratio_point(svg: _Svg, plot: dict, title: str) -> str:
-    fig = svg.figure(width=5, height=2.4)
+    fig = svg.figure(width=5, height=1.9)
     ax = fig.add_subplot()
     k, n = plot["k"], plot["n"]
     r = k / n if n else 0.0
