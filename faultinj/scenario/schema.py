@@ -5,7 +5,7 @@ touches the kernel, every error pointing at file:line:column.
 name: psh-ratio
 lab:
   hosts: [vm1, vm2]
-  bridges: {br0: linux}                 # optional; or ovs
+  bridges: {br0: linux}                 # optional; or ovs, or {kind: ovs, flows: [...], protocols: OpenFlow13}
   links:
     - ends: [vm1, vm2]                  # or [vm1, br0]
       vm1: {ipv4: 10.0.0.1/24, gso_max_segs: 1, tx_checksum: false}
