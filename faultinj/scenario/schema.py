@@ -461,7 +461,7 @@ def _bridge(ctx, b: str, conf, mark) -> tuple[str, OvsBridgeSpec | None]:
         if not isinstance(flow, str) or not flow.strip():
             ctx.fail(fmark, f"{where}.flows[{i}]: an ovs-ofctl add-flow line, e.g. "
                             f"'priority=100,tcp,tp_dst=5001,tcp_flags=+psh,actions=drop'")
-        if "actions=" not in flow.replace(" ", ""):
+        if not re.search(r"\bactions?\s*=", flow):
             ctx.fail(fmark, f"{where}.flows[{i}]: a rule needs actions=... (e.g. actions=drop or actions=NORMAL)")
         problem = ovs_check_flow(flow, protocols)
         if problem:
