@@ -438,3 +438,30 @@ def test_ovs_psh_drop_rule_check_fails_without_the_rule(tmp_path):
     rules = report["ovs"]["br0"]["rules"]
     assert rules[0]["found"] and rules[0]["n_packets"] == 0 and rules[1]["n_packets"] > 1000
     assert any("tcp_flags" not in m["flow"] and "tp_dst" not in m["flow"] for m in report["ovs"]["br0"]["megaflows"])
+
+
+def test_ovs_bridge_settings_and_port_options_reach_the_switch():
+    from faultinj.inject.lab import Topology
+
+    text = OVS_GOOD.replace("      br0: {ofport: 1}",
+                            "      br0: {ofport: 7, tag: 10, other_config: {priority-tags: true}}").replace(
+        "      vm2: {ipv4: 10.20.0.2/24}", "      vm2: {ipv4: 10.20.0.2/24}\n      br0: {ofport: 9, tag: 10}")
+    topo = Topology(loads(text, "o.yaml").lab)
+    vsctl = lambda *a: subprocess.run(["ovs-vsctl", *a], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        topo.up()
+        br = topo.ovs_bridges[0]
+        assert vsctl("get", "bridge", br, "protocols") == "[OpenFlow13]"
+        assert vsctl("get", "bridge", br, "other_config:mac-aging-time") == '"300"'
+        p1, p2 = f"{topo.prefix}p1", f"{topo.prefix}p2"
+        assert vsctl("get", "interface", p1, "ofport") == "7" and vsctl("get", "interface", p2, "ofport") == "9"
+        assert vsctl("get", "port", p1, "tag") == "10" and vsctl("get", "port", p1, "other_config:priority-tags") == '"true"'
+        sw = topo.ovs_report()["br0"]
+        assert [r["n_packets"] for r in sw["rules"]] == [0, sw["rules"][1]["n_packets"]] and all(r["found"] for r in sw["rules"])
+        # same VLAN on both ports: the hosts still reach each other through the bridge
+        ping = subprocess.run(["ip", "netns", "exec", topo.netns("vm1"), "ping", "-c", "2", "-i", "0.2", "-W", "2",
+                               "10.20.0.2"], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        topo.down()
+    assert br not in vsctl("list-br").split()
