@@ -428,10 +428,13 @@ def test_ovs_psh_drop_rule_check_fails_without_the_rule(tmp_path):
     assert "tp_dst=5001,tcp_flags=+psh,actions=drop" in text
     f = tmp_path / "norule.yaml"
     f.write_text(text.replace("tp_dst=5001,tcp_flags=+psh,actions=drop", "tp_dst=5003,tcp_flags=+psh,actions=drop"))
-    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "run", str(f), "--pcap-dir", str(tmp_path), "--json"],
-                       capture_output=True, text=True, cwd=ROOT)
+    page = tmp_path / "norule.html"
+    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "run", str(f), "--pcap-dir", str(tmp_path), "--json",
+                        "--report", str(page)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1, r.stderr
     [report] = json.loads(r.stdout)
+    html = page.read_text()   # a failed run has its page too: the red checks and the rules' counts
+    assert html.count('<tr class="check bad">') == 3 and "tp_dst=5003,tcp_flags=+psh actions=drop" in html
     failed = sorted(c["name"] for c in report["checks"] if not c["ok"])
     assert [n[:21] for n in failed] == ["count: tcp and dport ", "ovs_rule: packets of ", "tcp_stalled: filtered"]
     assert "dport == 5001 and psh" in failed[0] and "flows[0]" in failed[1], failed
