@@ -166,3 +166,16 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
     assert img.width >= 1100 and img.height > 2000
     colours = img.convert("RGB").resize((120, 240)).getcolors(maxcolors=1 << 16)
     assert colours and len(colours) > 50   # drawn, not a blank page
+
+
+def test_without_matplotlib_report_says_what_to_install_before_any_lab(monkeypatch, tmp_path):
+    from conftest import cli_runner
+
+    from faultinj.cli import app
+    from faultinj.errors import ExitStatus
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)   # as if not installed
+    r = cli_runner().invoke(app, ["run", str(ROOT / "scenarios" / "drop.yaml"), "--report", str(tmp_path / "r.html")])
+    assert r.exit_code == ExitStatus.ENVIRONMENT
+    assert "faultinj[report]" in r.stderr and "[drop] lab up" not in r.stderr
+    assert not (tmp_path / "r.html").exists()

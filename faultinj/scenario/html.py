@@ -213,6 +213,9 @@ def _report_section(svg: _Svg, i: int, r) -> str:
     out.append("</table>")
     for err in r.errors:
         out.append(f'<p style="color:{FAIL_COLOUR}">error: {_e(err)}</p>')
+    for j, p in sorted(r.plots.items()):
+        if p.get("kind") == "error":
+            out.append(f'<p class="meta">no plot for {_e(r.checks[j].name)}: {_e(p["error"])}</p>')
     plots = [(j, p) for j, p in sorted(r.plots.items()) if p.get("kind") in _DRAW]
     if plots:
         out.append("<h3>distributions</h3>")
