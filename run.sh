@@ -29,6 +29,7 @@ APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-l
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES qemu-system-x86 busybox-static"
 # ... and hosts reached through ssh (tests/test_remote.py: an sshd per namespace, reached via socat)
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES openssh-client openssh-server socat"
+[ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES chromium"  # the HTML report in a real headless browser (tests/test_report.py)
 missing=""
 for p in $APT_PACKAGES; do
   dpkg -s "$p" >/dev/null 2>&1 || missing="$missing $p"

@@ -61,6 +61,16 @@ ContainerOpt = typer.Option(None, "--container", "-c", help="A container (Docker
 PidOpt = typer.Option(None, "--pid", help="Work in this process's network namespace.")
 NetnsPathOpt = typer.Option(None, "--netns-path", help="Work in the network namespace of this file "
                             "(e.g. /proc/PID/ns/net, /run/docker/netns/ID).")
+# one fault by id: --id everywhere, --fault its alias (verify said --fault, the others --id)
+HOOKS_SHOWN = "[xdp|ingress|egress]"          # and tc-ingress, tc-egress: the same hooks, long names
+TC_MODES_SHOWN = "[cls_bpf|matchall]"
+DIRECTIONS = ("in", "out", "any")
+
+
+def _id_opt(help: str):
+    return typer.Option(None, "--id", "--fault", metavar="ID", help=help)
+
+
 RuntimeOpt = typer.Option(None, "--runtime", help="With --container/--peer-of: docker or podman "
                           "(default: the first that knows the container).")
 
@@ -89,6 +99,15 @@ def _boundary(fn):
     return wrapper
 
 
+def _names_a_fault(word: str) -> bool:
+    """Does the word start with a catalogue fault's name (psh-ratio=5, drop,proto=udp, drop@xdp)?"""
+    import re
+
+    from .faults import CATALOGUE
+
+    return re.split(r"[=,@]", word, maxsplit=1)[0].strip() in CATALOGUE
+
+
 def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -110,9 +129,11 @@ def apply(
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="Seed for reproducible decisions (default: random, shown)."),
     duration: Optional[str] = typer.Option(None, help="Stop acting after this long, e.g. 30s, 5m (in-kernel deadline)."),
-    hook: Optional[str] = typer.Option(None, help="xdp, ingress or egress (or @HOOK in the spec)."),
+    hook: Optional[str] = typer.Option(None, metavar=HOOKS_SHOWN,
+                                       help="Where to attach: xdp, tc ingress or tc egress (or @HOOK in the spec)."),
     replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link."),
-    tc_mode: str = typer.Option("cls_bpf", help="tc attach: cls_bpf (direct-action) or matchall (+ act_bpf)."),
+    tc_mode: str = typer.Option("cls_bpf", metavar=TC_MODES_SHOWN,
+                                help="tc attach: cls_bpf (direct-action) or matchall (+ act_bpf)."),
     program: Optional[str] = typer.Option(None, "--program", metavar="FILE.c",
                                           help="Attach your own BPF C program instead of a catalogue fault "
                                           "(compiled with clang; listed by status, removed by clear)."),
@@ -208,20 +229,26 @@ def status(
 @app.command("set")
 @_boundary
 def set_(
-    interface: str = typer.Argument(..., help="The interface the fault is on."),
-    spec: str = typer.Argument(..., help="NAME=VALUE with the new value, e.g. psh-ratio=5."),
+    spec: str = typer.Argument(..., metavar="SPEC", help="NAME=VALUE with the new value, e.g. psh-ratio=5 "
+                               "(or NAME with --seed, --duration or new filters)."),
+    interface: str = typer.Argument(..., metavar="INTERFACE", help="The interface the fault is on."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="A new seed."),
     duration: Optional[str] = typer.Option(None, help="A new deadline, counted from now."),
-    fault_id: Optional[str] = typer.Option(None, "--id", help="Which fault, when several match."),
+    fault_id: Optional[str] = _id_opt("Which fault, when several match."),
     container: Optional[str] = ContainerOpt,
     pid: Optional[int] = PidOpt,
     netns_path: Optional[str] = NetnsPathOpt,
     runtime: Optional[str] = RuntimeOpt,
     as_json: bool = JsonOpt,
 ):
-    """Change a running fault (a map write: no reload, no packet missed)."""
+    """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply."""
     from .api import set_fault
+
+    if _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
+        spec, interface = interface, spec
+        typer.echo(f"faultinj: note: 'set INTERFACE SPEC' is the old order and still works; say "
+                   f"'faultinj set {spec} {interface}' (SPEC INTERFACE, as apply)", err=True)
 
     rec = set_fault(interface, spec, netns_name=netns, seed=seed, duration=duration, fault_id=fault_id,
                     netns_path=netns_path, pid=pid, container=container, runtime=runtime)
@@ -237,7 +264,7 @@ def clear(
     interface: Optional[str] = typer.Argument(None, help="Clear every fault on this interface."),
     netns: Optional[str] = NetnsOpt,
     all_: bool = typer.Option(False, "--all", help="Clear every fault faultinj applied."),
-    fault_id: Optional[str] = typer.Option(None, "--id", help="Clear one fault by id."),
+    fault_id: Optional[str] = _id_opt("Clear one fault by id."),
     container: Optional[str] = typer.Option(None, "--container", "-c", help="Clear the faults of this container "
                                             "(in it and on its veth peers; also after it is gone)."),
     pid: Optional[int] = typer.Option(None, "--pid", help="Clear the faults in this process's namespace."),
@@ -284,7 +311,7 @@ def faults(as_json: bool = JsonOpt):
 def journal(
     interface: Optional[str] = typer.Argument(None, help="Only the faults on this interface."),
     netns: Optional[str] = NetnsOpt,
-    fault_id: Optional[str] = typer.Option(None, "--id", help="Only this fault."),
+    fault_id: Optional[str] = _id_opt("Only this fault."),
     follow: bool = typer.Option(False, "--follow", "-f", help="Keep printing events as they come (Ctrl-C stops)."),
     duration: Optional[str] = typer.Option(None, help="With --follow: stop after this long, e.g. 10s."),
     as_json: bool = JsonOpt,
@@ -412,12 +439,26 @@ def _print_checks(checks) -> None:
         typer.echo(f"  {'✓' if c.ok else '✗'} {c.name}: {c.observed} (expected {c.expected}){ci}")
 
 
+def _print_ovs(name: str, sw: dict) -> None:
+    typer.echo(f"  ovs {name} ({sw['bridge']}): ovs-ofctl dump-flows")
+    for r in sw["table"]:
+        typer.echo(f"    table={r['table']} n_packets={r['n_packets']} n_bytes={r['n_bytes']} {r['rule']}")
+    typer.echo(f"  ovs {name}: megaflows (ovs-appctl dpif/dump-flows), {len(sw['megaflows'])}")
+    for m in sw["megaflows"]:
+        typer.echo(f"    {m['flow']}")
+    if sw.get("megaflows_error"):
+        typer.echo(f"    (not read: {sw['megaflows_error']})")
+
+
 @app.command()
 @_boundary
 def run(
     files: list[str] = typer.Argument(..., help="Scenario files (YAML)."),
     pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
     junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here."),
+    report: Optional[str] = typer.Option(None, "--report", metavar="FILE.html",
+                                         help="Write a self-contained HTML report here: every verdict, and plots "
+                                         "where a distribution is the answer (needs matplotlib: faultinj[report])."),
     keep: bool = typer.Option(False, "--keep", help="Keep the lab up afterwards (faultinj lab down FILE)."),
     as_json: bool = JsonOpt,
 ):
@@ -427,12 +468,20 @@ def run(
     from .scenario.runner import run as run_scenario
 
     scenarios = [load(f) for f in files]  # every file validated before anything runs
+    if report:
+        from .scenario.html import _mpl
+
+        _mpl()   # missing matplotlib: say so before the labs run, not after
     reports = []
     for scn in scenarios:
         reports.append(run_scenario(scn, pcap_dir=pcap_dir, keep=keep,
                                     progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True)))
     if junit:
         junit_mod.write(reports, junit)
+    if report:
+        from .scenario import html as html_report
+
+        typer.echo(f"report: {html_report.write(reports, report)}", err=True)
     if as_json:
         _print_json([r.to_json() for r in reports])
     else:
@@ -447,6 +496,8 @@ def run(
                 typer.echo(f"  journey {i}:")
                 for hop in journey:
                     typer.echo(f"    {hop}")
+            for name, sw in r.ovs.items():
+                _print_ovs(name, sw)
     if not all(r.ok for r in reports):
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
@@ -512,8 +563,8 @@ def verify(
     ratio: Optional[int] = typer.Option(None, help="Expected one-in-N."),
     duration: Optional[str] = typer.Option("10s", help="Capture this long."),
     count: Optional[int] = typer.Option(None, help="Stop after this many 'of' packets."),
-    fault_id: Optional[str] = typer.Option(None, "--fault", help="Also judge this fault's counters."),
-    direction: str = typer.Option("in", help="in, out or any."),
+    fault_id: Optional[str] = _id_opt("Also judge this fault's counters."),
+    direction: str = typer.Option("in", metavar="[in|out|any]", help="Which packets to capture."),
     pcap: Optional[str] = typer.Option(None, help="Save the capture here."),
     as_json: bool = JsonOpt,
 ):
@@ -521,6 +572,8 @@ def verify(
     from .inject import caps
     from .verify import verify as do_verify
 
+    if direction not in DIRECTIONS:
+        raise SpecError(f"unknown --direction '{direction}': give one of {', '.join(DIRECTIONS)}")
     caps.require_privileges()
     res = do_verify(interface, netns_name=netns, duration=duration, count=count, of=of, having=having, p=p,
                     ratio=ratio, fault_id=fault_id, direction=direction, pcap=pcap)

@@ -39,7 +39,9 @@ def test_faults_text_shows_usage_and_hooks():
     (("apply", "drop=1%", "x0", "--seed", "-3"), ExitStatus.USAGE, "bad seed"),
     (("apply", "drop=1%", "x0", "--hook", "sideways"), ExitStatus.USAGE, "unknown hook"),
     (("apply", "drop=1%", "x0", "--netns", "no-such-ns-fi"), ExitStatus.USAGE, "namespace 'no-such-ns-fi' not found"),
-    (("set", "x0", "drop"), ExitStatus.USAGE, "nothing to change"),
+    (("set", "drop", "x0"), ExitStatus.USAGE, "nothing to change"),
+    (("clear", "--fault", "fdeadbeef"), ExitStatus.STATE, "no fault with id"),
+    (("verify", "x0", "--having", "psh", "--direction", "sideways"), ExitStatus.USAGE, "unknown --direction"),
     (("clear",), ExitStatus.USAGE, "say what to clear"),
     (("clear", "--id", "fdeadbeef"), ExitStatus.STATE, "no fault with id"),
 ])
@@ -61,10 +63,34 @@ def test_status_json_and_clear_in_a_lab(lab):
     assert st["id"] == applied["id"] and st["state"] == "active" and set(st["counters"]) == {"seen", "matched", "acted"}
     r = invoke("status")
     assert applied["id"] in r.stdout and "MATCHED" in r.stdout
-    r = invoke("set", a.ifname, "drop=2%", "--netns", a.netns)
-    assert r.exit_code == 0 and "drop=0.02" in r.stdout
-    r = invoke("set", a.ifname, "psh-ratio=2", "--netns", a.netns)
+    r = invoke("set", "drop=2%", a.ifname, "--netns", a.netns)
+    assert r.exit_code == 0 and "drop=0.02" in r.stdout and not r.stderr
+    r = invoke("set", a.ifname, "drop=3%", "--netns", a.netns)     # the old order, with a note
+    assert r.exit_code == 0 and "drop=0.03" in r.stdout and "old order" in r.stderr
+    r = invoke("set", "psh-ratio=2", a.ifname, "--netns", a.netns)
     assert r.exit_code == ExitStatus.STATE and "no psh-ratio fault" in r.stderr
     r = invoke("clear", a.ifname, "--netns", a.netns, "--json")
     assert [c["id"] for c in json.loads(r.stdout)] == [applied["id"]]
     assert invoke("status").stdout.strip() == "no faults applied"
+
+
+def test_set_takes_the_old_order_with_a_note():
+    r = invoke("set", "x0", "drop")
+    assert r.exit_code == ExitStatus.USAGE
+    note, error = r.stderr.strip().splitlines()
+    assert note.startswith("faultinj: note:") and "faultinj set drop x0" in note and "nothing to change" in error
+
+
+@pytest.mark.parametrize("command,shown", [
+    ("apply", ["--hook [xdp|ingress|egress]", "--tc-mode [cls_bpf|matchall]", "SPEC INTERFACE"]),
+    ("set", ["SPEC INTERFACE", "--id, --fault ID"]),
+    ("clear", ["--id, --fault ID"]),
+    ("journal", ["--id, --fault ID"]),
+    ("verify", ["--direction [in|out|any]", "--id, --fault ID"]),
+])
+def test_help_shows_choices_and_one_name_for_a_fault_id(command, shown):
+    r = invoke(command, "--help")
+    assert r.exit_code == 0
+    text = " ".join(r.stdout.split())
+    for s in shown:
+        assert s in text, (s, r.stdout)

@@ -110,6 +110,13 @@ def test_shipped_scenario_passes(path, tmp_path):
         assert len(report.journeys) == scn.trace.count
         first = [(h.netns_name.rsplit("-", 1)[1], h.direction) for h in report.journeys[0]]
         assert first == [("vm1", "out"), ("sw", "in"), ("sw", "out"), ("vm2", "in")], first
+    for name, spec in scn.lab.ovs.items():   # ovs-psh-drop-rule: every rule's statistics, the megaflows
+        sw = report.ovs[name]
+        assert [r["flow"] for r in sw["rules"]] == spec.flows and all(r["found"] for r in sw["rules"])
+        assert sw["megaflows"] and not sw["megaflows_error"]
+    if scn.name == "ovs-psh-drop-rule":   # the fix: the dropping megaflow carries the tcp_flags mask
+        assert any("tcp_flags(+psh)" in m["flow"] and m["flow"].endswith("actions:drop") and m["packets"]
+                   for m in report.ovs["br0"]["megaflows"]), report.ovs["br0"]["megaflows"]
 
 
 def test_the_ovs_field_bug_through_a_real_open_vswitch_bridge(tmp_path):
@@ -311,3 +318,159 @@ expect:
 """
     report = run(loads(text, "ttlnth.yaml"), pcap_dir=str(tmp_path))
     assert report.ok, [f"{c.name}: {c.observed} vs {c.expected}" for c in report.checks if not c.ok] + report.errors
+
+
+# ---- OVS labs that hold a bug ------------------------------------------------------------
+
+OVS_GOOD = """\
+name: o
+lab:
+  hosts: [vm1, vm2]
+  bridges:
+    br0:
+      kind: ovs
+      protocols: OpenFlow13
+      other_config: {mac-aging-time: 300}
+      flows:
+        - priority=100,tcp,tp_dst=5001,tcp_flags=+psh,actions=drop
+        - priority=0,actions=NORMAL
+  links:
+    - ends: [vm1, br0]
+      vm1: {ipv4: 10.20.0.1/24}
+      br0: {ofport: 1}
+    - ends: [vm2, br0]
+      vm2: {ipv4: 10.20.0.2/24}
+traffic:
+  - {name: t, tcp: {from: vm1, to: vm2, port: 5001, timeout: 3}}
+  - {name: u, udp: {from: vm1, to: vm2}}
+expect:
+  - ovs_rule: {bridge: br0, rule: 0, min: 1}
+  - tcp_stalled: t
+"""
+
+
+def test_ovs_bridge_with_rules_loads():
+    scn = loads(OVS_GOOD, "o.yaml")
+    assert scn.lab.bridges == {"br0": "ovs"}
+    spec = scn.lab.ovs["br0"]
+    assert spec.protocols == ["OpenFlow13"] and spec.other_config == {"mac-aging-time": "300"}
+    assert spec.flows[1] == "priority=0,actions=NORMAL"
+    assert scn.lab.links[0].b.port.ofport == 1 and scn.lab.links[1].b.port is None
+    assert scn.traffic[0].params["timeout"] == 3.0
+    # the short form is still the same bridge, with nothing of its own
+    old = loads(GOOD.replace("  links:\n    - ends: [vm1, vm2]\n", "  bridges: {br0: ovs}\n  links:\n    - ends: [vm1, vm2]\n"))
+    assert old.lab.bridges == {"br0": "ovs"} and old.lab.ovs == {}
+
+
+OVS_BAD = [
+    ("      kind: ovs\n", "      kind: ovs\n      colour: red\n", "unknown key 'colour' in lab.bridges.br0", 7),
+    ("      kind: ovs\n", "      kind: vpp\n", "lab.bridges.br0.kind must be linux or ovs", 6),
+    ("protocols: OpenFlow13", "protocols: OpenFlow31", "no OpenFlow version 'OpenFlow31'", 7),
+    ("        - priority=0,actions=NORMAL", "        - priority=0", "a rule needs actions=", 11),
+    ("        - priority=0,actions=NORMAL", "        - priority=0,tpc,actions=NORMAL", "flows[1]: ovs-ofctl cannot use it", 11),
+    ("{mac-aging-time: 300}", "{mac-aging-time: [1]}", "a value is a string or a number", 8),
+    ("      br0: {ofport: 1}", "      br0: {ofport: 0}", "ofport must be 1..65279", 15),
+    ("      br0: {ofport: 1}", "      br0: {vlan: 3}", "unknown key 'vlan' in lab.links[0].br0", 15),
+    ("      vm2: {ipv4: 10.20.0.2/24}", "      vm2: {ipv4: 10.20.0.2/24}\n      br0: {ofport: 1}",
+     "ofport 1 is already vm1's port on br0", 18),
+    ("{bridge: br0, rule: 0, min: 1}", "{bridge: br1, rule: 0}", "no bridge 'br1'", 22),
+    ("{bridge: br0, rule: 0, min: 1}", "{bridge: br0, rule: 2}", "ovs_rule.rule must be 0..1", 22),
+    ("{bridge: br0, rule: 0, min: 1}", "{bridge: br0, rule: 0, at_least_acted: f}", "no fault 'f'", 22),
+    ("  - tcp_stalled: t", "  - tcp_stalled: u", "tcp_stalled needs tcp traffic", 23),
+    ("port: 5001, timeout: 3", "port: 5001, timeout: 0", "timeout must be 0.5..3600", 19),
+]
+
+
+@pytest.mark.parametrize("old,new,message,line", OVS_BAD, ids=[b[2][:30] for b in OVS_BAD])
+def test_ovs_schema_errors_point_at_the_line(old, new, message, line):
+    assert old in OVS_GOOD
+    with pytest.raises(ScenarioError) as err:
+        loads(OVS_GOOD.replace(old, new, 1), "bad.yaml")
+    text = str(err.value)
+    assert message in text, text
+    assert text.startswith(f"bad.yaml:{line}:"), text
+
+
+def test_a_flow_its_protocol_cannot_carry_is_refused():
+    text = OVS_GOOD.replace("protocols: OpenFlow13", "protocols: OpenFlow10").replace(
+        "priority=0,actions=NORMAL", "priority=0,actions=push_vlan:0x8100,NORMAL")
+    with pytest.raises(ScenarioError, match=r"^o.yaml:11:11: lab.bridges.br0.flows\[1\]: ovs-ofctl cannot use it "
+                                            r"with OpenFlow10: no usable protocol"):
+        loads(text, "o.yaml")
+
+
+def test_port_options_on_a_linux_bridge_are_refused():
+    text = OVS_GOOD.replace("      kind: ovs\n      protocols: OpenFlow13\n      other_config: {mac-aging-time: 300}\n"
+                            "      flows:\n        - priority=100,tcp,tp_dst=5001,tcp_flags=+psh,actions=drop\n"
+                            "        - priority=0,actions=NORMAL\n", "      kind: linux\n")
+    text = text.replace("  - ovs_rule: {bridge: br0, rule: 0, min: 1}\n", "")
+    with pytest.raises(ScenarioError, match=r"^l.yaml:10:\d+: lab.links\[0\].br0: port options are for an ovs"):
+        loads(text, "l.yaml")
+
+
+def test_dump_flows_and_megaflows_are_read():
+    from faultinj.inject import ovs
+
+    table = ovs.parse_dump_flows(
+        " cookie=0xfa110001, duration=5.1s, table=0, n_packets=54, n_bytes=81756, idle_age=1, "
+        "priority=100,tcp,nw_dst=10.15.0.2,tp_dst=5001,tcp_flags=+psh actions=drop\n"
+        " cookie=0xfa110002, duration=5.1s, table=0, n_packets=3261, n_bytes=2846250, priority=0 actions=NORMAL\n")
+    assert [(r["cookie"], r["n_packets"], r["n_bytes"]) for r in table] == [
+        (0xFA110001, 54, 81756), (0xFA110002, 3261, 2846250)]
+    assert table[0]["rule"] == "priority=100,tcp,nw_dst=10.15.0.2,tp_dst=5001,tcp_flags=+psh actions=drop"
+    mega = ovs.parse_megaflows(
+        "recirc_id(0),in_port(2),eth_type(0x0800),ipv4(dst=10.15.0.2,proto=6,frag=no),tcp(dst=5001),"
+        "tcp_flags(+psh), packets:53, bytes:80242, used:0.889s, flags:P., actions:drop\n")
+    assert mega[0]["packets"] == 53 and mega[0]["bytes"] == 80242
+    assert ovs.with_cookie("priority=0,actions=NORMAL", 1) == ("cookie=0xfa110002,priority=0,actions=NORMAL",
+                                                                 0xFA110002)
+    assert ovs.with_cookie("cookie=0x7,actions=drop", 0) == ("cookie=0x7,actions=drop", 7)
+
+
+def test_ovs_psh_drop_rule_check_fails_without_the_rule(tmp_path):
+    """The CVE-2023-5366 regression check proves itself once: with the drop rule aimed at a port
+    nobody uses, PSH segments reach 5001, the transfer completes, the rule counts nothing."""
+    text = (ROOT / "scenarios" / "ovs-psh-drop-rule.yaml").read_text()
+    assert "tp_dst=5001,tcp_flags=+psh,actions=drop" in text
+    f = tmp_path / "norule.yaml"
+    f.write_text(text.replace("tp_dst=5001,tcp_flags=+psh,actions=drop", "tp_dst=5003,tcp_flags=+psh,actions=drop"))
+    page = tmp_path / "norule.html"
+    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "run", str(f), "--pcap-dir", str(tmp_path), "--json",
+                        "--report", str(page)], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 1, r.stderr
+    [report] = json.loads(r.stdout)
+    html = page.read_text()   # a failed run has its page too: the red checks and the rules' counts
+    assert html.count('<tr class="check bad">') == 3 and "tp_dst=5003,tcp_flags=+psh actions=drop" in html
+    failed = sorted(c["name"] for c in report["checks"] if not c["ok"])
+    assert [n[:21] for n in failed] == ["count: tcp and dport ", "ovs_rule: packets of ", "tcp_stalled: filtered"]
+    assert "dport == 5001 and psh" in failed[0] and "flows[0]" in failed[1], failed
+    rules = report["ovs"]["br0"]["rules"]
+    assert rules[0]["found"] and rules[0]["n_packets"] == 0 and rules[1]["n_packets"] > 1000
+    assert any("tcp_flags" not in m["flow"] and "tp_dst" not in m["flow"] for m in report["ovs"]["br0"]["megaflows"])
+
+
+def test_ovs_bridge_settings_and_port_options_reach_the_switch():
+    from faultinj.inject.lab import Topology
+
+    text = OVS_GOOD.replace("      br0: {ofport: 1}",
+                            "      br0: {ofport: 7, tag: 10, other_config: {priority-tags: true}}").replace(
+        "      vm2: {ipv4: 10.20.0.2/24}", "      vm2: {ipv4: 10.20.0.2/24}\n      br0: {ofport: 9, tag: 10}")
+    topo = Topology(loads(text, "o.yaml").lab)
+    vsctl = lambda *a: subprocess.run(["ovs-vsctl", *a], capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        topo.up()
+        br = topo.ovs_bridges[0]
+        assert vsctl("get", "bridge", br, "protocols") == "[OpenFlow13]"
+        assert vsctl("get", "bridge", br, "other_config:mac-aging-time") == '"300"'
+        p1, p2 = f"{topo.prefix}p1", f"{topo.prefix}p2"
+        assert vsctl("get", "interface", p1, "ofport") == "7" and vsctl("get", "interface", p2, "ofport") == "9"
+        assert vsctl("get", "port", p1, "tag") == "10" and vsctl("get", "port", p1, "other_config:priority-tags") == '"true"'
+        sw = topo.ovs_report()["br0"]
+        assert [r["n_packets"] for r in sw["rules"]] == [0, sw["rules"][1]["n_packets"]] and all(r["found"] for r in sw["rules"])
+        # same VLAN on both ports: the hosts still reach each other through the bridge
+        ping = subprocess.run(["ip", "netns", "exec", topo.netns("vm1"), "ping", "-c", "2", "-i", "0.2", "-W", "2",
+                               "10.20.0.2"], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+    finally:
+        topo.down()
+    assert br not in vsctl("list-br").split()

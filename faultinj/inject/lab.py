@@ -19,6 +19,8 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..errors import EnvironmentProblem, FaultinjError
+from . import ovs
+from .ovs import OvsBridgeSpec, OvsPortSpec
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -55,6 +57,7 @@ class EndSpec:
     ipv4: str | None = None            # CIDR, e.g. 10.0.0.1/24
     ipv6: str | None = None
     settings: LinkSettings = field(default_factory=LinkSettings)
+    port: OvsPortSpec | None = None    # on an OVS bridge's end: the port's options
 
 
 @dataclass
@@ -90,6 +93,7 @@ class TopologySpec:
     bridges: dict[str, str] = field(default_factory=dict)  # name -> linux | ovs
     vms: dict[str, VMHostSpec] = field(default_factory=dict)  # hosts that are VMs
     remote: dict[str, RemoteHostSpec] = field(default_factory=dict)  # hosts reached through ssh
+    ovs: dict[str, OvsBridgeSpec] = field(default_factory=dict)  # OVS bridges' rules and settings
 
 
 @dataclass
@@ -198,7 +202,7 @@ class Topology:
                     _run("ip", "-n", b_ns, "link", "set", port, "up")
                 else:
                     _run("ip", "link", "set", port, "up")
-                    _run("ovs-vsctl", "add-port", self._ovs_name(link.b.host), port)
+                    self._ovs_add_port(link.b, port)
                 seg_of[n] = link.b.host
                 if kind == "ovs" and not os.path.isdir("/sys/module/openvswitch"):
                     # the userspace datapath does not finish partial checksums: a host whose
@@ -213,6 +217,9 @@ class Topology:
                 self._configure(link.a, a_mac)
                 self._configure(link.b, b_mac)
         self._pin_neighbours(seg_of)
+        for name, kind in bridges.items():   # rules last: they may name ports by number
+            if kind == "ovs" and name in self.spec.ovs:
+                ovs.install_flows(self._ovs_name(name), name, self.spec.ovs[name])
 
     def tap_name(self, n: int) -> str:
         return f"{self.prefix}t{n}"
@@ -246,7 +253,7 @@ class Topology:
                 _run("ip", "-n", self.switch_ns, "link", "set", tap, "master", link.b.host)
                 _run("ip", "-n", self.switch_ns, "link", "set", tap, "up")
             else:
-                _run("ovs-vsctl", "add-port", self._ovs_name(link.b.host), tap)
+                self._ovs_add_port(link.b, tap)
             seg_of[n] = link.b.host
             self._configure_vm_end(link.a, _mac(n * 2))
 
@@ -329,6 +336,15 @@ class Topology:
     def _ovs_name(self, bridge: str) -> str:
         return f"{self.prefix}{bridge}"[:15]
 
+    def _ovs_add_port(self, end: EndSpec, port: str) -> None:
+        _run("ovs-vsctl", "add-port", self._ovs_name(end.host), port,
+             *(end.port.vsctl_settings(port) if end.port else []))
+
+    def ovs_report(self) -> dict[str, dict]:
+        """Each OVS bridge's rules with their statistics and its megaflows, now."""
+        return {name: ovs.dump(self._ovs_name(name), name, self.spec.ovs.get(name) or OvsBridgeSpec())
+                for name, kind in self.spec.bridges.items() if kind == "ovs" and self._ovs_name(name) in self.ovs_bridges}
+
     def _ovs_bridge(self, name: str) -> None:
         if not shutil.which("ovs-vsctl"):
             raise EnvironmentProblem("an ovs bridge needs Open vSwitch: install openvswitch-switch and run "
@@ -341,8 +357,8 @@ class Topology:
         args = ["ovs-vsctl", "add-br", br]
         if not has_module:  # no kernel datapath here: the userspace one
             args += ["--", "set", "bridge", br, "datapath_type=netdev"]
-        _run(*args)
-        self.ovs_bridges.append(br)
+        self.ovs_bridges.append(br)   # before it exists: a failed add-br leaves nothing half made
+        _run(*args, *ovs.bridge_settings(br, self.spec.ovs.get(name) or OvsBridgeSpec()))
         _run("ip", "link", "set", br, "up", check=False)
 
     def down(self) -> None:

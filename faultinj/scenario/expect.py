@@ -15,12 +15,14 @@ from .schema import ExpectEntry
 @dataclass
 class RunData:
     packets: dict[str, list[Packet]] = field(default_factory=dict)      # capture -> packets
+    times: dict[str, list[float]] = field(default_factory=dict)         # capture -> each packet's time (s)
     capture_drops: dict[str, int] = field(default_factory=dict)
     traffic: dict[str, object] = field(default_factory=dict)            # traffic -> result
     counters: dict[str, dict[str, int]] = field(default_factory=dict)   # fault -> counters
     csum_errors: dict[str, int] = field(default_factory=dict)           # host -> new checksum errors
     journal: dict[str, list] = field(default_factory=dict)              # fault -> journal events
     journal_lost: dict[str, int] = field(default_factory=dict)          # fault -> events lost (ring full)
+    ovs: dict[str, dict] = field(default_factory=dict)                  # OVS bridge -> rules' stats, megaflows
 
 
 def _p(params: dict) -> float:
@@ -64,6 +66,25 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         r = data.traffic.get(prm["traffic"])
         return Check(f"tcp_intact: {prm['traffic']}", bool(r and r.intact),
                      f"{r.received if r else 0} bytes received", f"{r.sent if r else '?'} bytes, same SHA-256")
+    if k == "tcp_stalled":
+        r = data.traffic.get(prm["traffic"])
+        return Check(f"tcp_stalled: {prm['traffic']}", bool(r) and r.received < r.sent,
+                     f"{r.received if r else 0} of {r.sent if r else '?'} bytes received",
+                     "fewer than all: the transfer did not complete")
+    if k == "ovs_rule":
+        rule = data.ovs.get(prm["bridge"], {}).get("rules", [])[prm["rule"]:][:1]
+        n = rule[0]["n_packets"] if rule and rule[0]["found"] else None
+        what = f"ovs_rule: packets of {prm['bridge']} flows[{prm['rule']}]" + (f" ({rule[0]['flow']})" if rule else "")
+        if "at_least_acted" in prm:
+            acted = data.counters.get(prm["at_least_acted"], {}).get("acted")
+            low = max(acted or 0, prm.get("min", 0))
+            return Check(what, n is not None and acted is not None and n >= low and
+                         (prm.get("max") is None or n <= prm["max"]),
+                         f"{n} packets" + ("" if n is not None else " (rule not found)"),
+                         f">= acted of {prm['at_least_acted']} ({acted})"
+                         + (f", >= {prm['min']}" if "min" in prm else "")
+                         + (f", <= {prm['max']}" if "max" in prm else ""))
+        return bounds_check(what, n, prm.get("equals"), prm.get("min"), prm.get("max"))
     if k == "checksum_errors":
         return equal_check(f"checksum_errors at {prm['host']} (Tcp+Udp InCsumErrors)",
                            data.csum_errors.get(prm["host"]), prm.get("equals", 0))

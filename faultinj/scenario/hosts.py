@@ -48,14 +48,14 @@ class NamespaceHost:
         frames = handle.stop(settle=settle)
         return frames, handle.kernel_drops
 
-    def tcp_listen(self, addr: str, port: int):
-        return traffic.TcpReceiver(self.netns, addr, port)
+    def tcp_listen(self, addr: str, port: int, timeout: float = 60.0):
+        return traffic.TcpReceiver(self.netns, addr, port, timeout)
 
     def tcp_result(self, handle) -> dict:
         return handle.result()
 
-    def tcp_send(self, addr: str, nbytes: int, port: int, seed: int) -> dict:
-        return traffic.tcp_send(self.netns, addr, nbytes, port, seed)
+    def tcp_send(self, addr: str, nbytes: int, port: int, seed: int, timeout: float = 60.0) -> dict:
+        return traffic.tcp_send(self.netns, addr, nbytes, port, seed, timeout=timeout)
 
     def ping(self, dst: str, count: int, interval: float, size: int, timeout: float):
         return traffic.ping(self.netns, dst, count, interval, size, timeout)
@@ -104,14 +104,14 @@ class AgentHost:
         frames = [Frame(ts, bool(o), n, base64.b64decode(d)) for ts, o, n, d in out["frames"]]
         return frames, out["kernel_drops"]
 
-    def tcp_listen(self, addr: str, port: int):
-        return self.agent.call("tcp_listen", addr=addr, port=port)
+    def tcp_listen(self, addr: str, port: int, timeout: float = 60.0):
+        return self.agent.call("tcp_listen", addr=addr, port=port, timeout=timeout)
 
     def tcp_result(self, handle) -> dict:
         return self.agent.call("tcp_result", handle=handle)
 
-    def tcp_send(self, addr: str, nbytes: int, port: int, seed: int) -> dict:
-        return self.agent.call("tcp_send", addr=addr, nbytes=nbytes, port=port, seed=seed)
+    def tcp_send(self, addr: str, nbytes: int, port: int, seed: int, timeout: float = 60.0) -> dict:
+        return self.agent.call("tcp_send", addr=addr, nbytes=nbytes, port=port, seed=seed, timeout=timeout)
 
     def ping(self, dst: str, count: int, interval: float, size: int, timeout: float):
         return traffic.PingResult(**self.agent.call("ping", dst=dst, count=count, interval=interval, size=size,
@@ -162,8 +162,8 @@ def run_traffic(t, scn, hosts: dict):
     if t.kind == "tcp":
         results = []
         for i in range(p["connections"]):
-            rx = dst_host.tcp_listen(dst, p["port"])
-            sent = src.tcp_send(dst, p["bytes"], p["port"], p["seed"] + i)
+            rx = dst_host.tcp_listen(dst, p["port"], p["timeout"])
+            sent = src.tcp_send(dst, p["bytes"], p["port"], p["seed"] + i, p["timeout"])
             results.append(traffic.tcp_result(p["bytes"], sent, dst_host.tcp_result(rx), sent["seconds"]))
         return traffic.TcpResult(sum(r.sent for r in results), sum(r.received for r in results),
                                  all(r.intact for r in results), sum(r.seconds for r in results))

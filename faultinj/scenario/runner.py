@@ -17,6 +17,7 @@ from ..inject.lab import Topology, unique_prefix
 from ..packets import parse
 from ..verdict import Check
 from .expect import RunData, evaluate
+from .plots import plot_for
 from .hosts import for_topology as hosts_of
 from .hosts import run_traffic
 from .schema import Scenario
@@ -40,6 +41,9 @@ class Report:
     prefix: str = ""
     journeys: list[list] = field(default_factory=list)   # trace: each sampled packet's hops, in order
     faults: dict[str, dict] = field(default_factory=dict)  # fault -> where it ran: host, kernel, hook, attach mode
+    ovs: dict[str, dict] = field(default_factory=dict)     # OVS bridge -> its rules' statistics and megaflows
+    plots: dict[int, dict] = field(default_factory=dict)   # check index -> what the HTML report draws for it
+    description: str = ""
 
     @property
     def ok(self) -> bool:
@@ -49,7 +53,7 @@ class Report:
         return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
                 "errors": self.errors, "lab_prefix": self.prefix, "faults": self.faults,
-                "journeys": [[h.to_json() for h in j] for j in self.journeys]}
+                "journeys": [[h.to_json() for h in j] for j in self.journeys], "ovs": self.ovs}
 
 
 class _ScenarioTrace(threading.Thread):
@@ -199,11 +203,18 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             t.cancel()
             if t.is_alive():
                 t.join()
+        if scn.lab.ovs or any(kind == "ovs" for kind in scn.lab.bridges.values()):
+            # now, before the megaflows of the last traffic idle out (10 s)
+            try:
+                data.ovs = report.ovs = topo.ovs_report()
+            except Exception as exc:
+                report.errors.append(f"reading the OVS bridges: {exc}")
         snaplens = {c.name: c.snaplen for c in scn.captures}
         for name, (host, handle) in list(captures.items()):
             frames, drops = host.capture_stop(handle)
             del captures[name]
             data.packets[name] = [parse(fr.data, fr.length) for fr in frames]
+            data.times[name] = [fr.ts_ns / 1e9 for fr in frames]
             data.capture_drops[name] = drops
             if pcap_dir:
                 os.makedirs(pcap_dir, exist_ok=True)
@@ -247,7 +258,15 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     for name, drops in data.capture_drops.items():
         if drops:
             report.checks.append(Check(f"capture {name} lost nothing", False, f"{drops} dropped by the kernel", "0"))
-    report.checks.extend(evaluate(e, data) for e in scn.expect)
+    report.description = scn.description
+    for e in scn.expect:
+        report.checks.append(evaluate(e, data))
+        try:
+            plot = plot_for(e, data)
+        except Exception as exc:   # a plot never costs the verdict
+            plot = {"kind": "error", "error": f"{type(exc).__name__}: {exc}"}
+        if plot:
+            report.plots[len(report.checks) - 1] = plot
     return report
 
 

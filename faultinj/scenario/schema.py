@@ -5,7 +5,7 @@ touches the kernel, every error pointing at file:line:column.
 name: psh-ratio
 lab:
   hosts: [vm1, vm2]
-  bridges: {br0: linux}                 # optional; or ovs
+  bridges: {br0: linux}                 # optional; or ovs, or {kind: ovs, flows: [...], protocols: OpenFlow13}
   links:
     - ends: [vm1, vm2]                  # or [vm1, br0]
       vm1: {ipv4: 10.0.0.1/24, gso_max_segs: 1, tx_checksum: false}
@@ -36,6 +36,10 @@ from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
 from ..inject.lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
+from ..inject.ovs import PROTOCOLS as OVS_PROTOCOLS
+from ..inject.ovs import VLAN_MODES as OVS_VLAN_MODES
+from ..inject.ovs import OvsBridgeSpec, OvsPortSpec
+from ..inject.ovs import check_flow as ovs_check_flow
 from .predicates import compile_predicate
 
 
@@ -226,6 +230,10 @@ EXPECT_KINDS = {
     "uniform": ({"capture", "field", "range"}, {"of", "confidence"}),
     "loss": ({"traffic"}, {"p", "ratio", "confidence"}),
     "tcp_intact": ({"traffic"}, set()),
+    # the transfer did not complete: fewer bytes arrived than were to be sent (a rule meant to stall it)
+    "tcp_stalled": ({"traffic"}, set()),
+    # an OpenFlow rule's packet count (ovs-ofctl dump-flows) at the end; at_least_acted: >= that fault's acted
+    "ovs_rule": ({"bridge", "rule"}, {"equals", "min", "max", "at_least_acted"}),
     "checksum_errors": ({"host"}, {"equals"}),
     "capture_checksums": ({"capture"}, {"of"}),
     "exit_code": ({"traffic"}, {"equals"}),
@@ -240,7 +248,7 @@ EXPECT_KINDS = {
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
-    "tcp": ({"from", "to"}, {"bytes", "port", "v6", "seed", "connections"}),
+    "tcp": ({"from", "to"}, {"bytes", "port", "v6", "seed", "connections", "timeout"}),
     "udp": ({"from", "to"}, {"count", "size", "rate", "sport", "dport", "v6"}),
     "command": ({"host", "run"}, {"timeout"}),
 }
@@ -284,8 +292,9 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     _unique(ctx, doc, "traffic", [t.name for t in traffic])
     _unique(ctx, doc, "capture", [c.name for c in captures])
     refs = {"fault": [f.name for f in faults], "traffic": [t.name for t in traffic],
-            "capture": [c.name for c in captures], "host": hosts}
-    expect = [_expect(ctx, e, refs, traffic) for e in _list(ctx, doc, "expect")]
+            "capture": [c.name for c in captures], "host": hosts,
+            "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
+    expect = [_expect(ctx, e, refs, traffic, lab) for e in _list(ctx, doc, "expect")]
     trace = _trace(ctx, doc["trace"]) if "trace" in doc else None
     return Scenario(name, ctx.typed(doc, "description", str, "scenario", ""), path, lab, faults, traffic,
                     captures, expect, interfaces, trace)
@@ -324,12 +333,15 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
     for i, h in enumerate(hosts):
         if not isinstance(h, str) or not NAME.match(h):
             ctx.fail(hosts.item_marks[i], f"host name {h!r}: use 1-12 lowercase letters, digits or _")
-    bridges = ctx.typed(lab, "bridges", dict, "lab", YMap()) or YMap()
-    for b, kind in bridges.items():
+    bridges_in = ctx.typed(lab, "bridges", dict, "lab", YMap()) or YMap()
+    bridges: dict[str, str] = {}
+    ovs_specs: dict[str, OvsBridgeSpec] = {}
+    for b, conf in bridges_in.items():
         if not NAME.match(b) or b in hosts:
-            ctx.fail(bridges.key_marks[b], f"bridge name '{b}' must be 1-12 lowercase characters, unlike any host")
-        if kind not in ("linux", "ovs"):
-            ctx.fail(bridges.value_marks[b], f"bridge {b}: kind must be linux or ovs, not {kind!r}")
+            ctx.fail(bridges_in.key_marks[b], f"bridge name '{b}' must be 1-12 lowercase characters, unlike any host")
+        bridges[b], spec = _bridge(ctx, b, conf, bridges_in.value_marks[b])
+        if spec:
+            ovs_specs[b] = spec
     vms = {}
     for h, conf in (ctx.typed(lab, "vms", dict, "lab", YMap()) or YMap()).items():
         if h not in hosts:
@@ -395,7 +407,8 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
         spec_ends = []
         for host in ends:
             if host in bridges:
-                spec_ends.append(EndSpec(host, "port"))
+                port = _port(ctx, link[host], f"{where}.{host}", bridges[host]) if host in link else None
+                spec_ends.append(EndSpec(host, "port", port=port))
                 continue
             conf = link.get(host) or YMap()
             ctx.keys(conf, f"{where}.{host}", optional=END_KEYS)
@@ -425,7 +438,92 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                               gso_max_segs=gso, mtu=mtu)
             spec_ends.append(EndSpec(host, ifname, addrs.get("ipv4"), addrs.get("ipv6"), st))
         links.append(LinkSpec(spec_ends[0], spec_ends[1]))
-    return TopologySpec(hosts=list(hosts), links=links, bridges=dict(bridges), vms=vms, remote=remote), interfaces
+    ofports: dict[tuple[str, int], str] = {}
+    for i, link in enumerate(links):
+        p = link.b.port
+        if p and p.ofport is not None:
+            if (link.b.host, p.ofport) in ofports:
+                ctx.fail(lab["links"][i][link.b.host].value_marks["ofport"],
+                         f"lab.links[{i}].{link.b.host}.ofport {p.ofport} is already "
+                         f"{ofports[(link.b.host, p.ofport)]}'s port on {link.b.host}")
+            ofports[(link.b.host, p.ofport)] = link.a.host
+    return TopologySpec(hosts=list(hosts), links=links, bridges=bridges, vms=vms, remote=remote, ovs=ovs_specs), interfaces
+
+
+BRIDGE_KEYS = {"kind", "flows", "protocols", "other_config"}
+PORT_KEYS = {"ofport", "tag", "vlan_mode", "trunks", "other_config"}
+
+
+def _bridge(ctx, b: str, conf, mark) -> tuple[str, OvsBridgeSpec | None]:
+    """`linux`, `ovs`, or {kind: ovs, flows: [...], protocols: OpenFlow13, other_config: {...}}."""
+    if isinstance(conf, str):
+        if conf not in ("linux", "ovs"):
+            ctx.fail(mark, f"bridge {b}: kind must be linux or ovs, not {conf!r}")
+        return conf, None
+    if not isinstance(conf, YMap):
+        ctx.fail(mark, f"bridge {b}: give its kind (linux or ovs), or a mapping with kind, flows, protocols, "
+                       f"other_config")
+    where = f"lab.bridges.{b}"
+    ctx.keys(conf, where, required={"kind"}, optional=BRIDGE_KEYS)
+    kind = ctx.typed(conf, "kind", str, where)
+    if kind not in ("linux", "ovs"):
+        ctx.fail(conf.value_marks["kind"], f"{where}.kind must be linux or ovs, not {kind!r}")
+    if kind == "linux":
+        extra = sorted(set(conf) - {"kind"})
+        if extra:
+            ctx.fail(conf.key_marks[extra[0]], f"{where}.{extra[0]}: only an ovs bridge takes {extra[0]}")
+        return kind, None
+    protocols = conf.get("protocols", [])
+    if isinstance(protocols, str):
+        protocols = [p.strip() for p in protocols.split(",")]
+    if not isinstance(protocols, list) or not all(isinstance(p, str) for p in protocols):
+        ctx.fail(conf.value_marks["protocols"], f"{where}.protocols: e.g. OpenFlow13 or [OpenFlow10, OpenFlow13]")
+    for p in protocols:
+        if p not in OVS_PROTOCOLS:
+            near = difflib.get_close_matches(p, OVS_PROTOCOLS, n=1, cutoff=0.6)
+            hint = f" (did you mean '{near[0]}'?)" if near else f"; known: {', '.join(OVS_PROTOCOLS)}"
+            ctx.fail(conf.value_marks["protocols"], f"{where}.protocols: no OpenFlow version '{p}'{hint}")
+    flows = ctx.typed(conf, "flows", list, where, YList()) or YList()
+    for i, flow in enumerate(flows):
+        fmark = flows.item_marks[i]
+        if not isinstance(flow, str) or not flow.strip():
+            ctx.fail(fmark, f"{where}.flows[{i}]: an ovs-ofctl add-flow line, e.g. "
+                            f"'priority=100,tcp,tp_dst=5001,tcp_flags=+psh,actions=drop'")
+        if not re.search(r"\bactions?\s*=", flow):
+            ctx.fail(fmark, f"{where}.flows[{i}]: a rule needs actions=... (e.g. actions=drop or actions=NORMAL)")
+        problem = ovs_check_flow(flow, protocols)
+        if problem:
+            ctx.fail(fmark, f"{where}.flows[{i}]: ovs-ofctl cannot use it"
+                            f"{' with ' + ','.join(protocols) if protocols else ''}: {problem}")
+    other = _string_map(ctx, conf, "other_config", where)
+    return kind, OvsBridgeSpec([f.strip() for f in flows], protocols, other)
+
+
+def _string_map(ctx, conf, key, where) -> dict[str, str]:
+    m = ctx.typed(conf, key, dict, where, YMap()) or YMap()
+    out = {}
+    for k, v in m.items():
+        if isinstance(v, bool):
+            v = "true" if v else "false"
+        if not isinstance(v, (str, int, float)):
+            ctx.fail(m.value_marks[k], f"{where}.{key}.{k}: a value is a string or a number, not {v!r}")
+        out[k] = str(v)
+    return out
+
+
+def _port(ctx, conf, where: str, kind: str) -> OvsPortSpec:
+    if kind != "ovs":
+        ctx.fail(getattr(conf, "mark", None), f"{where}: port options are for an ovs bridge's ports")
+    ctx.keys(conf, where, optional=PORT_KEYS)
+    ofport = _pos_int(ctx, conf, "ofport", where, 1, 1, 65279) if "ofport" in conf else None
+    tag = _pos_int(ctx, conf, "tag", where, 0, 0, 4095) if "tag" in conf else None
+    vlan_mode = ctx.typed(conf, "vlan_mode", str, where)
+    if vlan_mode is not None and vlan_mode not in OVS_VLAN_MODES:
+        ctx.fail(conf.value_marks["vlan_mode"], f"{where}.vlan_mode: one of {', '.join(OVS_VLAN_MODES)}")
+    trunks = ctx.typed(conf, "trunks", list, where, [])
+    if not all(isinstance(t, int) and not isinstance(t, bool) and 0 <= t <= 4095 for t in trunks):
+        ctx.fail(conf.value_marks["trunks"], f"{where}.trunks: VLAN ids 0..4095")
+    return OvsPortSpec(ofport, tag, vlan_mode, list(trunks), _string_map(ctx, conf, "other_config", where))
 
 
 def _duration(ctx, m, key, where):
@@ -492,6 +590,10 @@ def _traffic(ctx, t, i, hosts) -> TrafficEntry:
         out["port"] = _pos_int(ctx, params, "port", w, 5201, 1, 65535)
         out["seed"] = ctx.typed(params, "seed", int, w, 1)
         out["connections"] = _pos_int(ctx, params, "connections", w, 1, 1, 1000)
+        # how long either end waits for progress: a transfer that stalls by design ends this soon after
+        out["timeout"] = float(ctx.typed(params, "timeout", (int, float), w, 60))
+        if not 0.5 <= out["timeout"] <= 3600:
+            ctx.fail(params.value_marks["timeout"], f"{w}.timeout must be 0.5..3600 seconds")
     elif kind == "udp":
         out["count"] = _pos_int(ctx, params, "count", w, 10000, 1, 10_000_000)
         out["size"] = _pos_int(ctx, params, "size", w, 64, 4, 65000)
@@ -524,7 +626,7 @@ def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     return CaptureEntry(ctx.typed(c, "name", str, where, f"capture{i}"), host, iface, direction, snaplen)
 
 
-def _expect(ctx, e, refs, traffic) -> ExpectEntry:
+def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
     if not isinstance(e, YMap) or len(e) != 1:
         ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(EXPECT_KINDS)}, with its settings")
     kind = next(iter(e))
@@ -537,7 +639,8 @@ def _expect(ctx, e, refs, traffic) -> ExpectEntry:
         p.mark, p.key_marks, p.value_marks = e.value_marks[kind], {}, {next(iter(required)): e.value_marks[kind]}
         params = p
     ctx.keys(params, kind, required=required, optional=optional)
-    for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host")):
+    for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host"),
+                      ("bridge", "bridge"), ("at_least_acted", "fault")):
         if key in params:
             ctx.ref(params, key, refs[what], what, kind)
     if kind in ("first_segments", "out_of_order") and "connections" in params:
@@ -575,10 +678,18 @@ def _expect(ctx, e, refs, traffic) -> ExpectEntry:
         t = next(t for t in traffic if t.name == params["traffic"])
         if t.kind != "udp":
             ctx.fail(params.value_marks["traffic"], f"loss is measured on udp traffic; '{t.name}' is {t.kind}")
-    if kind == "tcp_intact":
+    if kind in ("tcp_intact", "tcp_stalled"):
         t = next(t for t in traffic if t.name == params["traffic"])
         if t.kind != "tcp":
-            ctx.fail(params.value_marks["traffic"], f"tcp_intact needs tcp traffic; '{t.name}' is {t.kind}")
+            ctx.fail(params.value_marks["traffic"], f"{kind} needs tcp traffic; '{t.name}' is {t.kind}")
+    if kind == "ovs_rule":
+        flows = lab.ovs[params["bridge"]].flows if params["bridge"] in lab.ovs else []
+        if not flows:
+            ctx.fail(params.value_marks["bridge"], f"ovs_rule: bridge {params['bridge']} has no flows of its own")
+        _pos_int(ctx, params, "rule", "ovs_rule", 0, 0, len(flows) - 1)
+        for key in ("equals", "min", "max"):
+            if key in params:
+                _pos_int(ctx, params, key, "ovs_rule", 0, 0, 2**63)
     if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
         ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
     return ExpectEntry(kind, dict(params), e.mark.line + 1)

@@ -1,0 +1,162 @@
+"""Open vSwitch bridges that can hold a bug: their OpenFlow rules, other_config and port
+options, and what the switch did at the end (each rule's statistics, the datapath's megaflows).
+
+A bridge with `flows` gets exactly those rules (its default NORMAL rule is removed first), each
+tagged with a cookie when it has none, so its statistics can be found again in `dump-flows`.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+
+from ..errors import FaultinjError
+
+PROTOCOLS = ("OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14", "OpenFlow15")
+COOKIE_BASE = 0xFA110000   # rule i without a cookie of its own gets COOKIE_BASE + i + 1
+VLAN_MODES = ("access", "trunk", "native-tagged", "native-untagged", "dot1q-tunnel")
+
+
+@dataclass
+class OvsBridgeSpec:
+    flows: list[str] = field(default_factory=list)           # ovs-ofctl add-flow lines, in order
+    protocols: list[str] = field(default_factory=list)       # e.g. [OpenFlow13]; empty: OVS's default
+    other_config: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class OvsPortSpec:
+    ofport: int | None = None            # Interface ofport_request: the number rules use in in_port=
+    tag: int | None = None
+    vlan_mode: str | None = None
+    trunks: list[int] = field(default_factory=list)
+    other_config: dict[str, str] = field(default_factory=dict)
+
+    def vsctl_settings(self, port: str) -> list[str]:
+        """ovs-vsctl arguments to append to `add-port BR PORT`."""
+        out: list[str] = []
+        if self.ofport is not None:
+            out += ["--", "set", "interface", port, f"ofport_request={self.ofport}"]
+        cols = []
+        if self.tag is not None:
+            cols.append(f"tag={self.tag}")
+        if self.vlan_mode:
+            cols.append(f"vlan_mode={self.vlan_mode}")
+        if self.trunks:
+            cols.append("trunks=" + ",".join(str(t) for t in self.trunks))
+        cols += [f"other_config:{k}={_quote(v)}" for k, v in self.other_config.items()]
+        if cols:
+            out += ["--", "set", "port", port, *cols]
+        return out
+
+
+def _quote(v: str) -> str:
+    return f'"{v}"' if re.search(r"[\s,=:\[\]{}\"]", v) else v
+
+
+def has_cookie(flow: str) -> bool:
+    return re.search(r"(^|,)\s*cookie\s*=", flow) is not None
+
+
+def with_cookie(flow: str, i: int) -> tuple[str, int | None]:
+    """The flow as added, and the cookie that finds it (None: the user's own cookie)."""
+    if has_cookie(flow):
+        m = re.search(r"cookie\s*=\s*(0x[0-9a-fA-F]+|\d+)", flow)
+        return flow, int(m.group(1), 0) if m else None
+    cookie = COOKIE_BASE + i + 1
+    return f"cookie={cookie:#x},{flow}", cookie
+
+
+def ofctl_args(protocols: list[str]) -> list[str]:
+    return ["-O", ",".join(protocols)] if protocols else []
+
+
+def check_flow(flow: str, protocols: list[str]) -> str | None:
+    """ovs-ofctl's own complaint about a flow (parse-flow: no switch involved), or None when it
+    parses, or when ovs-ofctl is not installed (the lab then says what is missing)."""
+    if not shutil.which("ovs-ofctl"):
+        return None
+    proc = subprocess.run(["ovs-ofctl", *ofctl_args(protocols), "parse-flow", flow], capture_output=True,
+                          text=True)
+    if proc.returncode == 0:
+        return None
+    lines = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+    return (lines[-1] if lines else f"ovs-ofctl exited {proc.returncode}").removeprefix("ovs-ofctl: ")
+
+
+def bridge_settings(br: str, spec: OvsBridgeSpec) -> list[str]:
+    """ovs-vsctl arguments to append to `add-br BR`."""
+    cols = []
+    if spec.protocols:
+        cols.append("protocols=" + ",".join(spec.protocols))
+    cols += [f"other_config:{k}={_quote(v)}" for k, v in spec.other_config.items()]
+    return ["--", "set", "bridge", br, *cols] if cols else []
+
+
+def install_flows(br: str, name: str, spec: OvsBridgeSpec) -> None:
+    if not spec.flows:
+        return
+    base = ["ovs-ofctl", *ofctl_args(spec.protocols)]
+    _ofctl(base + ["del-flows", br], f"bridge {name}: removing the default rule")
+    for i, flow in enumerate(spec.flows):
+        _ofctl(base + ["add-flow", br, with_cookie(flow, i)[0]], f"bridge {name} flows[{i}] '{flow}'")
+
+
+def _ofctl(argv: list[str], what: str) -> str:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if proc.returncode != 0:
+        raise FaultinjError(f"{what}: {proc.stderr.strip() or f'ovs-ofctl exited {proc.returncode}'}")
+    return proc.stdout
+
+
+_STAT = re.compile(r"\b(cookie|duration|table|n_packets|n_bytes|idle_age|hard_age)=([^,\s]+),?\s*")
+
+
+def parse_dump_flows(text: str) -> list[dict]:
+    """`ovs-ofctl dump-flows` lines as {cookie, table, n_packets, n_bytes, rule}."""
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if "actions=" not in line or line.startswith(("NXST", "OFPST")):
+            continue
+        stats = dict(_STAT.findall(line))
+        out.append({"cookie": int(stats.get("cookie", "0"), 0), "table": int(stats.get("table", "0")),
+                    "n_packets": int(stats.get("n_packets", "0")), "n_bytes": int(stats.get("n_bytes", "0")),
+                    "rule": _STAT.sub("", line).strip()})
+    return out
+
+
+_MEGA = re.compile(r"packets:(\d+), bytes:(\d+)")
+
+
+def parse_megaflows(text: str) -> list[dict]:
+    out = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or "actions:" not in line:
+            continue
+        m = _MEGA.search(line)
+        out.append({"packets": int(m.group(1)) if m else 0, "bytes": int(m.group(2)) if m else 0, "flow": line})
+    return out
+
+
+def dump(br: str, name: str, spec: OvsBridgeSpec) -> dict:
+    """What the bridge did: each of the scenario's rules with its statistics, every rule in the
+    table, and the megaflows. The megaflows come from `ovs-appctl dpif/dump-flows BR`: the same
+    datapath flows as `dpctl/dump-flows`, but only this bridge's (the userspace datapath is shared
+    by every netdev bridge on the machine)."""
+    table = parse_dump_flows(_ofctl(["ovs-ofctl", *ofctl_args(spec.protocols), "--no-names", "dump-flows", br],
+                                    f"bridge {name}: dump-flows"))
+    rules = []
+    for i, flow in enumerate(spec.flows):
+        cookie = with_cookie(flow, i)[1]
+        hits = [r for r in table if cookie is not None and r["cookie"] == cookie]
+        rules.append({"index": i, "flow": flow, "cookie": cookie, "found": bool(hits),
+                      "n_packets": sum(r["n_packets"] for r in hits), "n_bytes": sum(r["n_bytes"] for r in hits)})
+    proc = subprocess.run(["ovs-appctl", "dpif/dump-flows", br], capture_output=True, text=True, timeout=30)
+    mega_text = proc.stdout if proc.returncode == 0 else ""
+    return {"bridge": br, "protocols": spec.protocols, "rules": rules, "table": table,
+            "megaflows": parse_megaflows(mega_text),
+            "megaflows_error": None if proc.returncode == 0 else proc.stderr.strip()}
