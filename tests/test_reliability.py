@@ -76,10 +76,27 @@ def test_doctor_reports_a_working_default_feature_set():
     # optional features: each probe must agree with iproute2 doing the same in a namespace of its own
     # (a kernel has them or not: neither is assumed)
     assert "CONFIG_NET_CLS_MATCHALL" in probes["cls_matchall"]["fix"] and "CONFIG_NET_ACT_BPF" in probes["act_bpf"]["fix"]
-    ok, why = _iproute2_accepts("matchall")
+    # each probe agrees with iproute2 doing the same in a namespace of its own: the seed article's own
+    # command for act_bpf where matchall exists, a cls_bpf filter with a BPF action where it does not
+    foreign = str(Path(__file__).parent / "data" / "foreign.bpf.c")
+    obj = _compile(foreign)
+    ok, why = _iproute2_accepts("protocol", "all", "prio", "2", "matchall", "action", "gact", "pass")
     assert probes["cls_matchall"]["ok"] == ok, (probes["cls_matchall"], why)
-    ok, why = _iproute2_accepts("matchall", "action", "bpf", "bytecode", "1,6 0 0 0")
+    if ok:
+        ok, why = _iproute2_accepts("protocol", "all", "prio", "3", "matchall", "action", "bpf", "obj", obj,
+                                    "sec", "tc")
+    else:
+        ok, why = _iproute2_accepts("protocol", "all", "prio", "3", "bpf", "da", "obj", obj, "sec", "tc",
+                                    "action", "bpf", "obj", obj, "sec", "tc")
     assert probes["act_bpf"]["ok"] == ok, (probes["act_bpf"], why)
+
+
+def _compile(source: str) -> str:
+    import tempfile
+
+    out = os.path.join(tempfile.mkdtemp(prefix="fiprobe-"), "p.o")
+    subprocess.run(["clang", "-O2", "-g", "-target", "bpf", "-c", source, "-o", out], check=True)
+    return out
 
 
 def _iproute2_accepts(*filter_args: str) -> tuple[bool, str]:
