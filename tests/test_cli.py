@@ -20,7 +20,7 @@ def test_faults_json_lists_the_catalogue():
     assert r.exit_code == 0
     assert {f["name"] for f in json.loads(r.stdout)} == {"ttl-pong", "psh-ratio", "drop", "first-psh", "ttl", "ecn-ce",
                                                          "dscp", "tcp-flags", "burst-loss", "corrupt", "truncate",
-                                                         "duplicate"}
+                                                         "duplicate", "delay", "reorder", "rate"}
     corrupt = next(f for f in json.loads(r.stdout) if f["name"] == "corrupt")
     assert [o["name"] for o in corrupt["options"]] == ["csum", "bits"]
 
