@@ -180,21 +180,29 @@ def test_reordered_packets_at_the_receiver_are_exactly_the_journals(lab, private
     assert ids_late == {e.ip_id for e in events}
 
 
-def test_rate_limits_a_tcp_transfer(lab, private_state, kernel_features):
+def test_rate_paces_the_wire_exactly_and_slows_tcp(lab, private_state, kernel_features):
     if not kernel_features["fq qdisc"]:
         with pytest.raises(KernelFeatureMissing):
             faultinj.apply("rate=10mbit", lab.a.ifname, netns_name=lab.a.netns)
         return
     a, b = lab.a, lab.b
-    # the rate asked: 10 Mbit/s where the link does far more; an emulated guest may do less, so a
-    # third of what this link does unpaced (a paced transfer must then reach 90-100% of it)
+    # UDP offered at twice the rate: the frames leave exactly one frame-time apart (8 Mbit/s: a
+    # 1042-byte frame every 1.042 ms), measured on the receiver's capture clock over 1000 frames
+    faultinj.apply("rate=8mbit,proto=udp", a.ifname, netns_name=a.netns)
+    with Capture(b.netns, b.ifname, direction="in") as cap:
+        traffic.udp_stream(a.netns, b.netns, b.ip4, 1000, size=1000, rate_pps=2000)
+    faultinj.clear(all_faults=True)
+    frames = [f for f in cap.frames if f.length == 1042]
+    gap_ms = (frames[-1].ts_ns - frames[0].ts_ns) / (len(frames) - 1) / 1e6
+    assert len(frames) == 1000 and gap_ms == pytest.approx(1042 * 8 / 8e6 * 1e3, rel=0.05), gap_ms
+    # TCP through rate=R: slower than R, and near it. Measured in an emulated 6.1 guest: 7.4-8.2 Mbit/s
+    # of data at 10 Mbit/s (TCP's small queues keep ~1 ms of data in fq; each departure must wake the
+    # sender, late under emulation), so the bound is loose where the check above is exact
     free = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 2_000_000)
     free_mbit = free.received * 8 / free.seconds / 1e6
     rate = min(10.0, round(free_mbit / 3, 1))
     faultinj.apply(f"rate={int(rate * 1000)}kbit,proto=tcp", a.ifname, netns_name=a.netns)
-    res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, int(rate * 1e6 / 8 * 6))   # ~6 s of data
+    res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, int(rate * 1e6 / 8 * 4))   # ~4 s of data
     faultinj.clear(all_faults=True)
-    # the rate is of frames (1514 bytes on the wire for 1448 of data), the transfer counts data
-    goodput = rate * 1448 / 1514
     mbit = res.received * 8 / res.seconds / 1e6
-    assert res.intact and 0.9 * goodput <= mbit <= 1.01 * rate, (rate, mbit, free_mbit)
+    assert res.intact and 0.6 * rate <= mbit <= 1.01 * rate, (rate, mbit, free_mbit)
