@@ -3,7 +3,16 @@
  * where a packet enters or leaves a device, and where the kernel frees one
  * as dropped. Each event carries the device's network namespace, name and
  * index, and the frame's first bytes; a filter (struct fi_match, as the
- * faults') is evaluated here, so what does not match costs a few loads. */
+ * faults') is evaluated here, so what does not match costs a few loads.
+ *
+ * A free is not always a loss. A raw socket (ping) or a packet socket (an
+ * OVS netdev port, tcpdump) gets a clone of the frame, sharing its data; the
+ * original then goes on and is freed as NO_SOCKET or OTHERHOST. So a free
+ * whose data a socket read (skb_copy_datagram_iovec on a skb with the same
+ * head) is a delivery; a free while another skb still holds the data is
+ * "shared", and user space waits for that copy's fate (FI_HOP_DELIVERED if
+ * a socket reads it; a drop of its own if it is dropped). Retis follows a
+ * packet across clones by its data address too. */
 #include "lib/defs.h"
 #include <bpf/bpf_helpers.h>
 #include "lib/kernel.h"
@@ -20,18 +29,25 @@ enum fi_hop {
 	FI_HOP_RECEIVE,     /* netif_receive_skb (entry) */
 	FI_HOP_GRO,         /* napi_gro_receive (entry) */
 	FI_HOP_DROP,        /* kfree_skb: freed as a drop, with the reason */
+	FI_HOP_DELIVERED,   /* a socket read a copy of a frame freed as FI_DROP_SHARED */
 };
+
+/* fi_trace_event.flags of FI_HOP_DROP */
+#define FI_DROP_DELIVERED 1   /* a socket had read a copy (sock says which) */
+#define FI_DROP_SHARED 2      /* another skb still holds the data: its fate decides */
 
 struct fi_trace_event {
 	__u64 ts_ns;
 	__u64 skb;          /* the skb's address: one packet's hops share it, mostly */
+	__u64 head;         /* its data's address: shared by its clones */
 	__u32 netns;        /* the device's network namespace inode */
 	__u32 ifindex;
 	__u32 len;
 	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason */
+	__u32 sock;         /* the reader's socket: family << 16 | type */
 	__u16 snap;         /* bytes in frame[] */
 	__u8 hop;
-	__u8 pad;
+	__u8 flags;         /* FI_DROP_* */
 	char ifname[16];
 	__u8 frame[FI_SNAP];
 };
@@ -60,6 +76,22 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } fi_trace_lost SEC(".maps");
+
+/* data (skb->head) a socket read while the skb that brought it lived on */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} fi_trace_delivered SEC(".maps");
+
+/* data freed as a drop while a copy lived on: waiting for that copy's fate */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} fi_trace_shared SEC(".maps");
 
 #define FI_HDR 72       /* QinQ + IPv6 + ports: read in one helper call */
 
@@ -150,6 +182,35 @@ static __always_inline void fi_trace_parse(const __u8 *b, const unsigned char *l
 	fi_trace_l3(b, l2, 22, fi_be16(b + 20), pkt);
 }
 
+/* How many skbs hold this skb's data (skb_clone shares it; the low 16 bits). */
+static __always_inline int fi_dataref(const struct sk_buff *skb)
+{
+	struct skb_shared_info *sh = (void *)(skb->head + skb->end);
+	int ref = 0;
+
+	bpf_probe_read_kernel(&ref, sizeof(ref), &sh->dataref.counter);
+	return ref & 0xFFFF;
+}
+
+/* A drop's flags: was the frame delivered to a socket, or does a copy live on? */
+static __always_inline __u8 fi_drop_flags(__u64 head, __u32 *sock, int shared)
+{
+	__u32 *kind = bpf_map_lookup_elem(&fi_trace_delivered, &head), one = 1;
+
+	if (!kind && shared) {
+		bpf_map_update_elem(&fi_trace_shared, &head, &one, BPF_ANY);
+		kind = bpf_map_lookup_elem(&fi_trace_delivered, &head);  /* read meanwhile? */
+		if (!kind)
+			return FI_DROP_SHARED;
+		bpf_map_delete_elem(&fi_trace_shared, &head);
+	}
+	if (!kind)
+		return 0;
+	*sock = *kind;
+	bpf_map_delete_elem(&fi_trace_delivered, &head);
+	return FI_DROP_DELIVERED;
+}
+
 static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 reason)
 {
 	struct fi_trace_config *cfg;
@@ -186,7 +247,9 @@ static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 
 	e->skb = (__u64)(long)skb;
 	e->hop = hop;
 	e->reason = reason;
-	e->pad = 0;
+	e->head = (__u64)(long)skb->head;
+	e->sock = 0;
+	e->flags = hop == FI_HOP_DROP ? fi_drop_flags(e->head, &e->sock, fi_dataref(skb) > 1) : 0;
 	len = skb->len;
 	e->len = len;
 	dev = skb->dev;
@@ -235,6 +298,38 @@ SEC("tp_btf/kfree_skb")
 int BPF_PROG(fi_kfree_skb, struct sk_buff *skb, void *location, int reason)
 {
 	fi_trace(skb, FI_HOP_DROP, reason);
+	return 0;
+}
+
+/* A socket reads a frame (raw, packet, UDP, TCP: every recvmsg that copies). */
+SEC("tp_btf/skb_copy_datagram_iovec")
+int BPF_PROG(fi_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
+{
+	__u64 head = (__u64)(long)skb->head;
+	struct fi_trace_event *e;
+	struct sock *sk = skb->sk;
+	__u32 kind = sk ? (__u32)sk->__sk_common.skc_family << 16 | sk->sk_type : 0, key = 0;
+
+	if (fi_dataref(skb) > 1)   /* its original still lives: say so when it is freed */
+		bpf_map_update_elem(&fi_trace_delivered, &head, &kind, BPF_ANY);
+	if (!bpf_map_lookup_elem(&fi_trace_shared, &head))
+		return 0;
+	bpf_map_delete_elem(&fi_trace_shared, &head);
+	e = bpf_ringbuf_reserve(&fi_trace_events, sizeof(*e), 0);
+	if (!e) {
+		__u64 *lost = bpf_map_lookup_elem(&fi_trace_lost, &key);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return 0;
+	}
+	__builtin_memset(e, 0, sizeof(*e));
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skb = (__u64)(long)skb;
+	e->head = head;
+	e->sock = kind;
+	e->hop = FI_HOP_DELIVERED;
+	bpf_ringbuf_submit(e, 0);
 	return 0;
 }
 

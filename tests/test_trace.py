@@ -50,8 +50,8 @@ def test_ping_through_a_bridge_lists_every_hop_in_order(bridge_lab):
     p1, p2 = f"{t.prefix}p1", f"{t.prefix}p2"
     hops = _traced(["proto=icmp", "src=10.77.0.0/24"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
     # ping (a raw socket as root) gets a clone of the reply; the kernel then frees the original as
-    # NO_SOCKET (no ICMP datagram socket asked for it): true, and the last event
-    if hops and hops[-1].direction == "DROP":
+    # NO_SOCKET (no ICMP datagram socket asked for it): a free after delivery, the last event
+    if hops and hops[-1].direction == "done":
         assert (hops[-1].netns_name, hops[-1].reason) == (vm1, "NO_SOCKET")
         hops = hops[:-1]
     path = [(h.netns_name, h.ifname, h.direction, h.summary.split()[0]) for h in hops]
@@ -62,6 +62,48 @@ def test_ping_through_a_bridge_lists_every_hop_in_order(bridge_lab):
     assert len({h.netns for h in hops}) == 3 and all(h.netns for h in hops)
     assert all(h.summary.endswith(("10.77.0.1 -> 10.77.0.2", "10.77.0.2 -> 10.77.0.1")) for h in hops)
     assert [h.ts_ns for h in hops] == sorted(h.ts_ns for h in hops)
+
+
+def _ping_hops(t, bridge_ns):
+    vm1 = t.netns("vm1")
+    return _traced(["proto=icmp", "src=10.77.0.0/24"],
+                   lambda: traffic.ping(vm1, "10.77.0.2", 3, interval=0.2), settle=1.0)
+
+
+def test_a_free_after_delivery_to_ping_is_not_a_drop(bridge_lab):
+    """Each reply reaches ping's raw socket as a clone; the original is then freed as NO_SOCKET.
+    That is a delivery, not a loss: no DROP line, and the last hop says where the packet went."""
+    hops = _ping_hops(bridge_lab, bridge_lab.switch_ns)
+    assert not [h for h in hops if h.direction == "DROP"], "\n".join(map(str, hops))
+    done = [h for h in hops if h.direction == "done"]
+    assert len(done) == 3 and all(h.netns_name == bridge_lab.netns("vm1") and h.summary.startswith("reply")
+                                  and h.delivered == "raw socket" for h in done), "\n".join(map(str, hops))
+    assert "after delivery to a raw socket" in str(done[0]) and "DROP" not in str(done[0])
+
+
+@pytest.fixture
+def ovs_lab():
+    spec = TopologySpec(hosts=["vm1", "vm2"], bridges={"br0": "ovs"}, links=[
+        LinkSpec(EndSpec("vm1", "eth0", ipv4="10.77.0.1/24"), EndSpec("br0", "p1")),
+        LinkSpec(EndSpec("vm2", "eth0", ipv4="10.77.0.2/24"), EndSpec("br0", "p2")),
+    ])
+    topo = Topology(spec)
+    try:
+        topo.up()
+        yield topo
+    finally:
+        topo.down()
+
+
+def test_the_ovs_netdev_bridge_forwarding_is_not_a_drop(ovs_lab):
+    """OVS's userspace datapath reads each frame from the host-side port with a packet socket; the
+    kernel then frees the original as OTHERHOST (not for this host). Forwarded, not lost."""
+    traffic.ping(ovs_lab.netns("vm1"), "10.77.0.2", 1)   # flows and neighbours in place
+    hops = _ping_hops(ovs_lab, None)
+    assert not [h for h in hops if h.direction == "DROP"], "\n".join(map(str, hops))
+    other = [h for h in hops if h.reason == "OTHERHOST"]
+    assert other and all(h.direction == "done" and h.delivered == "packet socket" for h in other)
+    assert len([h for h in hops if h.direction == "in" and h.netns_name == ovs_lab.netns("vm1")]) == 3
 
 
 def test_a_fault_drop_is_shown_at_its_hook_with_the_fault(bridge_lab):
@@ -83,6 +125,7 @@ def test_a_kernel_drop_has_its_reason_from_btf(bridge_lab):
     hops = _traced(["proto=udp", "dport=9999"], lambda: _send_udp(vm1, "10.77.0.2", 9999))
     drops = [h for h in hops if h.direction == "DROP"]
     assert drops and drops[0].netns_name == vm2 and drops[0].reason == "NO_SOCKET", [str(h) for h in hops]
+    assert not drops[0].delivered and not [h for h in hops if h.direction == "done"]
     assert "NO_SOCKET" in drop_reasons().values()      # named from the kernel's own enum
 
 

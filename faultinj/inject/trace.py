@@ -24,11 +24,17 @@ from ..packets import parse
 from . import build, libbpf, state
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-# struct fi_trace_event: u64 ts, skb; u32 netns, ifindex, len, reason; u16 snap; u8 hop, pad; char ifname[16];
-# u8 frame[128]; padded to 8
-EVENT = struct.Struct("<QQIIIIHBx16s128s4x")
+# struct fi_trace_event: u64 ts, skb, head; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
+# char ifname[16]; u8 frame[128]
+EVENT = struct.Struct("<QQQIIIIIHBB16s128s")
 HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
 HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
+HOP_DELIVERED = 6                    # FI_HOP_DELIVERED: a socket read a copy of a frame freed while shared
+DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
+# How long a free whose data another skb still held waits for that copy's fate (read by a socket:
+# a delivery; else a drop). ping and OVS read their copies within microseconds.
+SHARED_GRACE_NS = 200_000_000
+AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
 # struct fi_trace_config { u32 active, pad; struct fi_match match; }
 _CONFIG_HEAD = struct.Struct("<II")
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -78,24 +84,26 @@ class Hop:
     netns: int
     netns_name: str
     ifname: str
-    direction: str          # out | in | DROP | ACT
+    direction: str          # out | in | DROP | ACT | done (freed after delivery to a socket: not a loss)
     point: str              # the tracepoint, or the fault's hook
     length: int
     frame: bytes            # from the Ethernet header, at most 128 bytes
     reason: str = ""        # DROP: the kernel's drop reason, or "faultinj"
     fault: str = ""         # a faultinj fault acted here: its id and spec
+    delivered: str = ""     # done: the socket that had read the frame (raw socket, packet socket, ...)
     key: tuple = ()         # the packet (packets.Packet.journal_key)
     summary: str = ""
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
-                                           "length", "reason", "fault", "summary")}
+                                           "length", "reason", "fault", "delivered", "summary")}
         d["time"] = wall_time(self.ts_ns)
         d["key"] = list(self.key)
         return d
 
     def __str__(self) -> str:
         tail = f" reason={self.reason}" if self.reason else ""
+        tail += f", after delivery to a {self.delivered}" if self.delivered else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
         return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
                 f"{self.direction:<4} {self.summary}{tail}")
@@ -131,6 +139,7 @@ class Tracer:
     _reasons: dict = field(default_factory=dict)
     _names: dict = field(default_factory=dict)
     _fault_at: dict = field(default_factory=dict)   # fault id -> (netns name, netns inode, interface)
+    _held: dict = field(default_factory=dict)       # data address -> a free waiting for its copy's fate
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -169,14 +178,27 @@ class Tracer:
     def read(self, timeout_ms: int = 100) -> list[Hop]:
         hops = []
         for _, raw in self._rings.read(timeout_ms):
-            ts, _skb, netns, _ifindex, length, reason, snap, hop, ifname, frame = EVENT.unpack_from(raw)
+            ts, _skb, head, netns, _ifindex, length, reason, sock, snap, hop, flags, ifname, frame = \
+                EVENT.unpack_from(raw)
+            if hop == HOP_DELIVERED:
+                held = self._held.pop(head, None)
+                if held is not None:
+                    hops.append(_delivered(held, sock))
+                continue
             frame = frame[:snap]
             key, summary = summarise(frame, length)
             direction = HOPS.get(hop, "?")
-            hops.append(Hop(ts, netns, self._ns_name(netns), ifname.split(b"\0")[0].decode(errors="replace"),
-                            direction, HOP_POINTS.get(hop, "?"), length, frame,
-                            reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
-                            key=key, summary=summary))
+            h = Hop(ts, netns, self._ns_name(netns), ifname.split(b"\0")[0].decode(errors="replace"),
+                    direction, HOP_POINTS.get(hop, "?"), length, frame,
+                    reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
+                    key=key, summary=summary)
+            if direction == "DROP" and flags & DROP_DELIVERED:
+                h = _delivered(h, sock)
+            elif direction == "DROP" and flags & DROP_SHARED:
+                self._held[head] = h
+                continue
+            hops.append(h)
+        hops.extend(self.flush(time.monotonic_ns() - SHARED_GRACE_NS))
         if self._journal is not None:
             for e in self._journal.read():
                 if not self.match.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport):
@@ -189,6 +211,14 @@ class Tracer:
                                 summary=_event_summary(e)))
         hops.sort(key=lambda h: h.ts_ns)
         return hops
+
+    def flush(self, before_ns: int | None = None) -> list[Hop]:
+        """Frees held for their copy's fate since before before_ns (all: None): nobody read the copy,
+        so they were drops after all."""
+        out = [h for h in self._held.values() if before_ns is None or h.ts_ns < before_ns]
+        for h in out:
+            self._held = {k: v for k, v in self._held.items() if v is not h}
+        return out
 
     def lost(self) -> int:
         """Events the kernel could not queue (the reader fell behind)."""
@@ -205,6 +235,23 @@ class Tracer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _socket_kind(sock: int) -> str:
+    family, kind = sock >> 16, sock & 0xFFFF
+    if family == AF_PACKET:
+        return "packet socket"
+    if family in (AF_INET, AF_INET6) and kind == SOCK_RAW:
+        return "raw socket"
+    if family in (AF_INET, AF_INET6) and kind == SOCK_DGRAM:
+        return "datagram socket"
+    return "socket"
+
+
+def _delivered(h: Hop, sock: int) -> Hop:
+    """A free after a socket read the frame (a clone of it): the end of a delivery, not a loss."""
+    h.direction, h.delivered = "done", _socket_kind(sock)
+    return h
 
 
 def _event_summary(e) -> str:
@@ -239,5 +286,9 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
                     end = min(end or float("inf"), time.monotonic() + settle)
         except KeyboardInterrupt:
             pass
+        for h in tracer.flush():
+            hops.append(h)
+            if on_hop:
+                on_hop(h)
         lost = tracer.lost()
     return hops, lost
