@@ -194,8 +194,8 @@ def status(
         if r.detail:
             typer.echo(f"{r.record.id}: {r.detail}")
         if r.journal_lost:
-            typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (the ring was full): read them as "
-                       "they come with 'faultinj journal --follow'")
+            typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (overwritten: it keeps the last 4096): "
+                       "read them as they come with 'faultinj journal --follow'")
         if r.refused:
             typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
                        "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")
@@ -289,14 +289,15 @@ def journal(
     duration: Optional[str] = typer.Option(None, help="With --follow: stop after this long, e.g. 10s."),
     as_json: bool = JsonOpt,
 ):
-    """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq.
-    Reading consumes the events (each fault keeps up to 3640 unread)."""
+    """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq, and the
+    spec in force then. Each fault keeps its last 4096 events; reading takes nothing away (any number of
+    readers each see every event); --follow prints the events from now on."""
     from .api import journal as open_journal, parse_duration
 
     seconds = parse_duration(duration)
     if seconds is not None and not follow:
         raise SpecError("--duration goes with --follow")
-    with open_journal(interface, netns_name=netns, fault_id=fault_id) as reader:
+    with open_journal(interface, netns_name=netns, fault_id=fault_id, from_start=not follow) as reader:
         if not follow:
             events = reader.read()
             lost = {k: v for k, v in reader.lost().items() if v}
@@ -307,7 +308,8 @@ def journal(
                     typer.echo(str(e))
                 typer.echo(f"{len(events)} events from {len(reader.records)} faults", err=True)
             for fid, n in lost.items():
-                typer.echo(f"{fid}: {n} events lost (ring full): read with --follow while traffic runs", err=True)
+                typer.echo(f"{fid}: {n} older events overwritten (it keeps the last 4096): read with --follow "
+                           "while traffic runs", err=True)
             return
         end = None if seconds is None else time.monotonic() + seconds
         try:

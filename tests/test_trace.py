@@ -11,6 +11,7 @@ import time
 import pytest
 
 import faultinj
+import faultinj.api
 from faultinj import pcap
 from faultinj.faults.match import parse_match
 from faultinj.inject import traffic
@@ -116,6 +117,34 @@ def test_a_fault_drop_is_shown_at_its_hook_with_the_fault(bridge_lab):
     drop = hops[-1]
     assert drop.reason == "faultinj" and rec.id in drop.fault and "drop=1.0" in drop.fault
     assert drop.summary.startswith("#") and "10.77.0.2 -> 10.77.0.1" in drop.summary
+
+
+def test_the_tracer_sees_a_fault_whoever_else_reads_its_journal(bridge_lab):
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    rec = faultinj.apply("drop=100%,proto=icmp", "eth0", netns_name=vm2)
+    with faultinj.api.journal(fault_id=rec.id) as other:       # a `journal --follow` reading meanwhile
+
+        def act():
+            traffic.ping(vm1, "10.77.0.2", 2, interval=0.2)
+            assert len(other.read()) == 2
+
+        hops = _traced(["proto=icmp"], act)
+    drops = [h for h in hops if h.direction == "DROP"]
+    assert len(drops) == 2 and all(rec.id in h.fault and h.netns_name == vm2 for h in drops), \
+        "\n".join(map(str, hops))
+
+
+def test_journal_off_still_shows_the_faults_drop(bridge_lab):
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    rec = faultinj.apply("drop=100%,proto=icmp,journal=off", "eth0", netns_name=vm2)
+    hops = _traced(["proto=icmp"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
+    path = [(h.netns_name, h.ifname, h.direction) for h in hops]
+    assert path[-1] == (vm2, "eth0", "DROP") and len(path) == 5, path
+    assert hops[-1].reason == "faultinj" and rec.id in hops[-1].fault
+    with faultinj.api.journal(fault_id=rec.id) as reader:
+        assert reader.read() == []                      # the journal stays off: the tracer's view only
 
 
 def test_a_kernel_drop_has_its_reason_from_btf(bridge_lab):

@@ -62,6 +62,10 @@ class Record:
     target: str | None = None        # as the user named it: container:web, pid:123, peer-of:web
     container: str | None = None     # the container's full id (clear --container matches it)
     netns_inode: int | None = None   # identity of a namespace given by path (/proc/PID is reused)
+    # The configuration's generation (the config map's gen; each `set` counts it up) and the spec
+    # of each earlier one, so journal events recorded before a `set` show the spec then in force.
+    gen: int = 0
+    specs: dict = field(default_factory=dict)   # str(gen) -> spec, for gen < self.gen
 
     @property
     def filters(self) -> str:
@@ -70,6 +74,10 @@ class Record:
     @property
     def spec(self) -> str:
         return f"{self.fault}={self.value}{self.filters}@{self.hook}"
+
+    def spec_at(self, gen: int) -> str:
+        """The spec in force at configuration generation gen."""
+        return self.specs.get(str(gen), self.spec) if gen != self.gen else self.spec
 
     @property
     def where(self) -> str:

@@ -7,7 +7,10 @@ the kernel's drop reason, named from the running kernel's BTF. The filter is
 a fault filter (faults/match.py), evaluated in the kernel. Faults' journal
 events are merged in, so a hop where faultinj acted says which fault did —
 including drops, which faultinj makes with TC_ACT_STOLEN or XDP_DROP and the
-kernel does not report through kfree_skb.
+kernel does not report through kfree_skb. The journal is a log nobody
+consumes, so the tracer sees every action whoever else reads it; while the
+tracer runs it holds a lease (fi_watch) that makes a journal=off fault log
+its actions for tracers only.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 # How long a free whose data another skb still held waits for that copy's fate (read by a socket:
 # a delivery; else a drop). ping and OVS read their copies within microseconds.
 SHARED_GRACE_NS = 200_000_000
+WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
 AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
 # struct fi_trace_config { u32 active, pad; struct fi_match match; }
 _CONFIG_HEAD = struct.Struct("<II")
@@ -140,6 +144,7 @@ class Tracer:
     _names: dict = field(default_factory=dict)
     _fault_at: dict = field(default_factory=dict)   # fault id -> (netns name, netns inode, interface)
     _held: dict = field(default_factory=dict)       # data address -> a free waiting for its copy's fate
+    _watched_at: int = 0
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -155,14 +160,32 @@ class Tracer:
             if self.with_faults:
                 from .journal import JournalReader
 
-                self._journal = JournalReader(state.records())   # it skips custom programs (no journal)
-                self._journal.read()   # what happened before the trace began is not part of it
+                # from now on, journal=off events too; it skips custom programs (no journal)
+                self._journal = JournalReader(state.records(), from_start=False, everything=True)
+                self._watch()
                 for r in self._journal.records:   # where each fault is, looked up once
                     self._fault_at[r.id] = (r.target or r.netns or "host", self._ns_inum(r.netns), r.ifname)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _watch(self) -> None:
+        """Renew the lease that makes each fault log its actions for tracers (journal=off too)."""
+        now = time.monotonic_ns()
+        if now - self._watched_at < 1_000_000_000:
+            return
+        self._watched_at = now
+        until = struct.pack("<Q", now + WATCH_LEASE_NS)
+        for r in self._journal.records:
+            try:
+                fd = libbpf.obj_get(f"{r.pin_dir}/fi_watch")
+            except Exception:
+                continue   # cleared meanwhile
+            try:
+                libbpf.map_update(fd, b"\0\0\0\0", until)
+            finally:
+                os.close(fd)
 
     def _ns_name(self, inum: int) -> str:
         if inum not in self._names:
@@ -200,6 +223,7 @@ class Tracer:
             hops.append(h)
         hops.extend(self.flush(time.monotonic_ns() - SHARED_GRACE_NS))
         if self._journal is not None:
+            self._watch()
             for e in self._journal.read():
                 if not self.match.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport):
                     continue
