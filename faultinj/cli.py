@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from typing import Optional
@@ -333,7 +334,8 @@ def trace(
     dport: Optional[str] = typer.Option(None, help="Destination port or range."),
     flags: Optional[str] = typer.Option(None, help="TCP flags present/absent, e.g. +syn-ack."),
     vlan: Optional[int] = typer.Option(None, help="VLAN id."),
-    count: Optional[int] = typer.Option(None, help="Stop after this many packets (and their later hops)."),
+    count: Optional[int] = typer.Option(None, help="Stop after this many packets, each shown with all its hops (a "
+                                        "ping is two packets: request and reply; a packet counts when first seen)."),
     duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10s (default: until Ctrl-C)."),
     pcap_out: Optional[str] = typer.Option(None, "--pcap", help="Write each traced hop's frame (first 128 bytes)."),
     faults: bool = typer.Option(True, "--faults/--no-faults",
@@ -362,13 +364,21 @@ def trace(
     check_btf()
 
     def show(hop):
-        typer.echo(json.dumps(hop.to_json()) if as_json else str(hop))
+        try:
+            typer.echo(json.dumps(hop.to_json()) if as_json else str(hop))
+        except BrokenPipeError:   # the reader left (`| head`): stop tracing, keep what was traced
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())   # nothing more for the closed pipe, not even at exit
+            os.close(devnull)
+            return False
+        return True
 
     if not as_json:
         typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
                    + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
                    err=True)
     hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults)
+    typer.echo(f"traced {len({h.key for h in hops})} packets ({len(hops)} hops)", err=True)
     if lost:
         typer.echo(f"{lost} hops lost: the kernel's queue was full (filter more narrowly)", err=True)
     if pcap_out:

@@ -204,3 +204,53 @@ def test_missing_btf_is_one_clear_line(monkeypatch, tmp_path):
     assert r.returncode == 4, r.stderr
     assert "kernel BTF not found at" in r.stderr and "CONFIG_DEBUG_INFO_BTF" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _cli_trace(args, stdout=subprocess.PIPE):
+    return subprocess.Popen([sys.executable, "-m", "faultinj.cli", "trace", "--icmp", "--dst", "10.77.0.0/24",
+                             "--duration", "15s", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+
+
+def test_count_is_packets_each_with_all_its_hops(bridge_lab):
+    """--count 3 over four pings: the first request, its reply, the second request (a ping is two
+    packets), each with every hop it made, and nothing of the pings after."""
+    vm1 = bridge_lab.netns("vm1")
+    proc = _cli_trace(["--count", "3", "--json"])
+    try:
+        time.sleep(1.5)
+        traffic.ping(vm1, "10.77.0.2", 4, interval=0.3)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    hops = [json.loads(line) for line in stdout.splitlines()]
+    packets = {}
+    for h in hops:
+        packets.setdefault(tuple(h["key"]), []).append(h)
+    kinds = [(p[0]["summary"].split()[0], p[0]["summary"].split()[1]) for p in packets.values()]
+    seqs = {k[1].rsplit(".", 1)[1] for k in kinds}
+    assert [k[0] for k in kinds] == ["request", "reply", "request"] and seqs == {"1", "2"}, kinds
+    assert [len(p) for p in packets.values()] == [4, 5, 4], [[h["direction"] for h in p] for p in packets.values()]
+    assert "3 packets (a ping is two" in stderr or "3 packets" in stderr
+
+
+def test_json_into_a_closed_pipe_ends_cleanly_and_writes_the_pcap(bridge_lab, tmp_path):
+    """`trace --json --pcap F | head -2`: head leaves; trace stops there, exit 0, the pcap written."""
+    vm1 = bridge_lab.netns("vm1")
+    out = tmp_path / "t.pcap"
+    proc = _cli_trace(["--json", "--pcap", str(out)])
+    try:
+        time.sleep(1.5)
+        traffic.ping(vm1, "10.77.0.2", 1)
+        lines = [proc.stdout.readline() for _ in range(2)]
+        proc.stdout.close()                                      # what head does after its lines
+        traffic.ping(vm1, "10.77.0.2", 2, interval=0.2)          # more to write: into the closed pipe
+        proc.wait(timeout=20)
+        stderr = proc.stderr.read()
+    finally:
+        proc.kill()
+    assert all(json.loads(ln)["direction"] for ln in lines)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and f"written to {out}" in stderr, stderr
+    assert len(list(pcap.read(str(out)))) >= 2

@@ -128,7 +128,8 @@ def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
         return key, f"udp {src}:{p.sport} -> {dst}:{p.dport} id={p.ip_id} len={p.payload_len}"
     if p.version:
         return key, f"{PROTO_NAMES.get(p.proto, p.proto)} {src} -> {dst}"
-    return key, f"{len(frame)} bytes, not IP"
+    # not IP (ARP, LLDP): the frame itself names the packet (every non-IP frame one packet otherwise)
+    return ("frame", frame[:64].hex()), f"{len(frame)} bytes, not IP"
 
 
 @dataclass
@@ -239,10 +240,10 @@ class Tracer:
     def flush(self, before_ns: int | None = None) -> list[Hop]:
         """Frees held for their copy's fate since before before_ns (all: None): nobody read the copy,
         so they were drops after all."""
-        out = [h for h in self._held.values() if before_ns is None or h.ts_ns < before_ns]
-        for h in out:
-            self._held = {k: v for k, v in self._held.items() if v is not h}
-        return out
+        out = {k: h for k, h in self._held.items() if before_ns is None or h.ts_ns < before_ns}
+        for k in out:
+            del self._held[k]
+        return list(out.values())
 
     def lost(self) -> int:
         """Events the kernel could not queue (the reader fell behind)."""
@@ -288,11 +289,18 @@ def _event_summary(e) -> str:
     return f"{PROTO_NAMES.get(e.l4_proto, e.l4_proto)} {e.src} -> {e.dst}"
 
 
+class _Stop(Exception):
+    """on_hop asked to stop."""
+
+
 def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | None = None,
           on_hop=None, with_faults: bool = True, settle: float = 0.3) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
-    `duration` passed, or KeyboardInterrupt. on_hop(hop) is called as hops come. Returns the hops
-    and how many the kernel could not queue (this reader fell behind)."""
+    `duration` passed, KeyboardInterrupt, or on_hop returned False. A packet is what its key names
+    (Hop.key: addresses, protocol, ports or echo id, IP id, TCP or echo sequence; the frame's bytes
+    when it is not IP): a ping's request and reply are two. It counts when its first hop is seen,
+    and every later hop of a counted packet is kept. on_hop(hop) is called as hops come. Returns
+    the hops and how many the kernel could not queue (this reader fell behind)."""
     hops: list[Hop] = []
     packets: set = set()
     end = None if duration is None else time.monotonic() + duration
@@ -304,15 +312,21 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
                         continue
                     packets.add(h.key)
                     hops.append(h)
-                    if on_hop:
-                        on_hop(h)
+                    if on_hop and on_hop(h) is False:
+                        raise _Stop
+
                 if count is not None and len(packets) >= count:
                     end = min(end or float("inf"), time.monotonic() + settle)
         except KeyboardInterrupt:
             pass
+        except _Stop:
+            return hops + tracer.flush(), tracer.lost()
         for h in tracer.flush():
+            if count is not None and h.key not in packets and len(packets) >= count:
+                continue
+            packets.add(h.key)
             hops.append(h)
-            if on_hop:
-                on_hop(h)
+            if on_hop and on_hop(h) is False:
+                break
         lost = tracer.lost()
     return hops, lost
