@@ -338,6 +338,10 @@ def trace(
                                         "ping is two packets: request and reply; a packet counts when first seen)."),
     duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10s (default: until Ctrl-C)."),
     pcap_out: Optional[str] = typer.Option(None, "--pcap", help="Write each traced hop's frame (first 128 bytes)."),
+    functions: Optional[str] = typer.Option(None, "--functions", help="Also each kernel function taking an sk_buff "
+                                            "whose name matches this regular expression (from BTF; fentry), "
+                                            "with the time since the packet's previous step."),
+    max_functions: int = typer.Option(64, "--max-functions", help="Refuse --functions matching more than this."),
     faults: bool = typer.Option(True, "--faults/--no-faults",
                                 help="Show where faultinj faults acted (their journals)."),
     as_json: bool = JsonOpt,
@@ -348,7 +352,7 @@ def trace(
     from .api import parse_duration
     from .faults.match import parse_match
     from .inject import caps
-    from .inject.trace import check_btf, trace as do_trace
+    from .inject.trace import check_btf, skb_functions, trace as do_trace
 
     chosen = [name for name, on in (("icmp", icmp), ("tcp", tcp), ("udp", udp)) if on]
     if len(chosen) + (proto is not None) > 1:
@@ -362,6 +366,7 @@ def trace(
     seconds = parse_duration(duration)
     caps.require_privileges()
     check_btf()
+    fns = skb_functions(functions, max_functions) if functions else None
 
     def show(hop):
         try:
@@ -377,7 +382,7 @@ def trace(
         typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
                    + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
                    err=True)
-    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults)
+    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns)
     typer.echo(f"traced {len({h.key for h in hops})} packets ({len(hops)} hops)", err=True)
     if lost:
         typer.echo(f"{lost} hops lost: the kernel's queue was full (filter more narrowly)", err=True)

@@ -53,6 +53,7 @@ struct sk_buff {
 	__u16 vlan_tci;
 	__u16 mac_header;
 	__u16 network_header;
+	__u16 protocol;
 	unsigned char *head;
 	unsigned char *data;
 } FI_CORE;

@@ -15,23 +15,29 @@ its actions for tracers only.
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import struct
 import time
 from dataclasses import dataclass, field
 
-from ..errors import KernelFeatureMissing
+from ..errors import KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match
 from ..journal import clock, wall_time
 from ..packets import parse
 from . import build, libbpf, state
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-# struct fi_trace_event: u64 ts, skb, head; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
+# struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
 # char ifname[16]; u8 frame[128]
-EVENT = struct.Struct("<QQQIIIIIHBB16s128s")
+EVENT = struct.Struct("<QQQQIIIIIHBB16s128s")
 HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
 HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
+HOP_FUNC = 7                         # FI_HOP_FUNC: trace --functions, a kernel function took the skb
+MAX_FUNCTIONS = 64                   # --functions attaches one fentry program per function: bounded
+# the maps the function programs (bpf/trace_func.bpf.c) share with the tracepoints' object
+SHARED_MAPS = ("fi_trace_config", "fi_trace_events", "fi_trace_lost", "fi_trace_delivered", "fi_trace_shared")
 HOP_DELIVERED = 6                    # FI_HOP_DELIVERED: a socket read a copy of a frame freed while shared
 DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 # How long a free whose data another skb still held waits for that copy's fate (read by a socket:
@@ -95,12 +101,13 @@ class Hop:
     reason: str = ""        # DROP: the kernel's drop reason, or "faultinj"
     fault: str = ""         # a faultinj fault acted here: its id and spec
     delivered: str = ""     # done: the socket that had read the frame (raw socket, packet socket, ...)
+    since_ns: int = 0       # fn: time since this packet's previous hop
     key: tuple = ()         # the packet (packets.Packet.journal_key)
     summary: str = ""
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
-                                           "length", "reason", "fault", "delivered", "summary")}
+                                           "length", "reason", "fault", "delivered", "since_ns", "summary")}
         d["time"] = wall_time(self.ts_ns)
         d["key"] = list(self.key)
         return d
@@ -109,8 +116,28 @@ class Hop:
         tail = f" reason={self.reason}" if self.reason else ""
         tail += f", after delivery to a {self.delivered}" if self.delivered else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
+        if self.direction == "fn":
+            return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} fn   "
+                    f"{self.point:<28} +{self.since_ns / 1000:7.1f}us {self.summary}")
         return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
                 f"{self.direction:<4} {self.summary}{tail}")
+
+
+def skb_functions(pattern: str, limit: int = MAX_FUNCTIONS) -> dict[str, int]:
+    """The kernel functions whose name matches the regular expression and that take an sk_buff
+    among their first five arguments (from the running kernel's BTF, as pwru finds them):
+    {name: the skb's argument index}. More than limit is refused (one fentry program each)."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise SpecError(f"--functions {pattern!r}: not a regular expression ({exc})") from None
+    found = {n: i for n, i in libbpf.btf_functions_taking(check_btf(), "sk_buff").items() if rx.search(n)}
+    if not found:
+        raise SpecError(f"--functions {pattern!r}: no kernel function taking an sk_buff matches")
+    if len(found) > limit:
+        raise SpecError(f"--functions {pattern!r}: {len(found)} functions match, more than {limit} "
+                        "(one fentry program each): narrow the pattern or raise --max-functions")
+    return found
 
 
 def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
@@ -138,6 +165,7 @@ class Tracer:
 
     match: Match = NO_MATCH
     with_faults: bool = True
+    functions: dict = field(default_factory=dict)   # kernel function -> the skb's argument index (fentry)
     _obj: object = None
     _rings: object = None
     _journal: object = None
@@ -146,6 +174,9 @@ class Tracer:
     _fault_at: dict = field(default_factory=dict)   # fault id -> (netns name, netns inode, interface)
     _held: dict = field(default_factory=dict)       # data address -> a free waiting for its copy's fate
     _watched_at: int = 0
+    _fn_progs: list = field(default_factory=list)
+    _fn_names: dict = field(default_factory=dict)   # function address -> name
+    _last_ts: dict = field(default_factory=dict)    # packet key -> its latest hop's stamp
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -153,11 +184,13 @@ class Tracer:
         self._names = netns_names()
         obj_path = build.compile_program("trace", "trace")
         try:
-            self._obj = libbpf.TracingObject(str(obj_path), ("fi_trace_config", "fi_trace_events", "fi_trace_lost"))
+            self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
             cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()   # struct fi_trace_config: active, the filter
             libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
             self._rings = libbpf.RingBuffers([self._obj.map_fds["fi_trace_events"]])
             self._obj.attach()
+            if self.functions:
+                self._attach_functions()
             if self.with_faults:
                 from .journal import JournalReader
 
@@ -170,6 +203,31 @@ class Tracer:
             self.close()
             raise
         return self
+
+    def _attach_functions(self) -> None:
+        path = str(build.compile_program("trace_func", "trace"))
+        reuse = {m: self._obj.map_fds[m] for m in SHARED_MAPS}
+        wanted = set(self.functions)
+        refused = []
+        for name, arg in sorted(self.functions.items()):
+            try:
+                self._fn_progs.append(libbpf.FunctionProgram(path, f"fi_fn_skb{arg}", name, reuse))
+            except libbpf.FunctionRefused as exc:
+                if exc.errno in (errno.EPERM, errno.EOPNOTSUPP, 524) and not self._fn_progs:   # 524: ENOTSUPP
+                    raise KernelFeatureMissing(
+                        f"this kernel refuses fentry programs ({os.strerror(exc.errno)} on {name}) and "
+                        "faultinj has no kprobe path: --functions cannot run here (the hop tracer still can)"
+                    ) from None
+                refused.append(name)   # not traceable (inlined, notrace): left out
+        if not self._fn_progs:
+            raise KernelFeatureMissing(f"no function of {len(wanted)} could be traced (fentry refused all: "
+                                       f"{', '.join(refused[:5])}...)")
+        self.refused_functions = refused
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                addr, _, name = line.split()[:3]
+                if name in wanted:
+                    self._fn_names[int(addr, 16)] = name
 
     def _watch(self) -> None:
         """Renew the lease that makes each fault log its actions for tracers (journal=off too)."""
@@ -202,7 +260,7 @@ class Tracer:
     def read(self, timeout_ms: int = 100) -> list[Hop]:
         hops = []
         for _, raw in self._rings.read(timeout_ms):
-            ts, _skb, head, netns, _ifindex, length, reason, sock, snap, hop, flags, ifname, frame = \
+            ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags, ifname, frame = \
                 EVENT.unpack_from(raw)
             if hop == HOP_DELIVERED:
                 held = self._held.pop(head, None)
@@ -216,6 +274,12 @@ class Tracer:
                     direction, HOP_POINTS.get(hop, "?"), length, frame,
                     reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
                     key=key, summary=summary)
+            if hop == HOP_FUNC:
+                h.direction, h.point = "fn", self._fn_names.get(func, hex(func))
+                h.since_ns = ts - self._last_ts.get(key, ts)
+            if len(self._last_ts) > 100_000:
+                self._last_ts.clear()
+            self._last_ts[key] = max(ts, self._last_ts.get(key, 0))
             if direction == "DROP" and flags & DROP_DELIVERED:
                 h = _delivered(h, sock)
             elif direction == "DROP" and flags & DROP_SHARED:
@@ -250,6 +314,9 @@ class Tracer:
         return struct.unpack("<Q", libbpf.map_lookup(self._obj.map_fds["fi_trace_lost"], b"\0\0\0\0", 8))[0]
 
     def close(self) -> None:
+        for p in self._fn_progs:
+            p.close()
+        self._fn_progs = []
         for thing in (self._rings, self._journal, self._obj):
             if thing is not None:
                 thing.close()
@@ -294,7 +361,8 @@ class _Stop(Exception):
 
 
 def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | None = None,
-          on_hop=None, with_faults: bool = True, settle: float = 0.3) -> tuple[list[Hop], int]:
+          on_hop=None, with_faults: bool = True, settle: float = 0.3,
+          functions: dict | None = None) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
     `duration` passed, KeyboardInterrupt, or on_hop returned False. A packet is what its key names
     (Hop.key: addresses, protocol, ports or echo id, IP id, TCP or echo sequence; the frame's bytes
@@ -304,7 +372,7 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
     hops: list[Hop] = []
     packets: set = set()
     end = None if duration is None else time.monotonic() + duration
-    with Tracer(match, with_faults) as tracer:
+    with Tracer(match, with_faults, functions or {}) as tracer:
         try:
             while end is None or time.monotonic() < end:
                 for h in tracer.read(100):
