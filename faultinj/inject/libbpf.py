@@ -139,6 +139,7 @@ def lib() -> ctypes.CDLL:
         "btf__type_cnt": (cu, [vp]),
         "bpf_link__destroy": (ci, [vp]),
         "btf__parse": (vp, [cs, vp]),
+        "btf__parse_split": (vp, [cs, vp]),
         "btf__free": (None, [vp]),
         "btf__find_by_name_kind": (ci, [vp, cs, cu]),
         "btf__type_by_id": (vp, [vp, cu]),
@@ -341,47 +342,69 @@ class _BtfParam(ctypes.Structure):
 
 
 def btf_functions_taking(path: str, struct_name: str, max_arg: int = 5) -> dict[str, int]:
-    """Functions in the BTF at path with a `struct struct_name *` among their first max_arg
+    """Functions in the kernel's BTF at path, and in its modules' beside it (/sys/kernel/btf/veth:
+    split BTF on top of vmlinux's), with a `struct struct_name *` among their first max_arg
     arguments: {name: the argument's index (the first such)}."""
     lb = lib()
-    btf = lb.btf__parse(path.encode(), None)
-    if not btf:
+    base = lb.btf__parse(path.encode(), None)
+    if not base:
         raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
     try:
-        def t(tid):
-            return _BtfType.from_address(lb.btf__type_by_id(btf, tid))
-
-        def pointee_is_struct(tid) -> bool:
-            ty = t(tid)
-            if ty.info >> 24 & 0x1F != BTF_KIND_PTR:
-                return False
-            tid = ty.size_or_type
-            for _ in range(8):   # const, volatile, typedef... then the struct
-                ty = t(tid)
-                kind = ty.info >> 24 & 0x1F
-                if kind == BTF_KIND_STRUCT:
-                    return lb.btf__name_by_offset(btf, ty.name_off) == struct_name.encode()
-                if kind not in (BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT,
-                                BTF_KIND_TYPE_TAG):
-                    return False
-                tid = ty.size_or_type
-            return False
-
-        out = {}
-        for tid in range(1, lb.btf__type_cnt(btf)):
-            fn = t(tid)
-            if fn.info >> 24 & 0x1F != BTF_KIND_FUNC:
+        out = _functions_taking(base, 1, struct_name, max_arg)
+        first = lb.btf__type_cnt(base)
+        folder = os.path.dirname(path)
+        for name in sorted(os.listdir(folder)) if os.path.basename(path) == "vmlinux" else []:
+            if name == "vmlinux":
                 continue
-            proto_addr = lb.btf__type_by_id(btf, fn.size_or_type)
-            proto = _BtfType.from_address(proto_addr)
-            params = (_BtfParam * (proto.info & 0xFFFF)).from_address(proto_addr + ctypes.sizeof(_BtfType))
-            for i, prm in enumerate(params[:max_arg]):
-                if prm.type and pointee_is_struct(prm.type):
-                    out[lb.btf__name_by_offset(btf, fn.name_off).decode()] = i
-                    break
+            mod = lb.btf__parse_split(os.path.join(folder, name).encode(), base)
+            if not mod:
+                continue
+            try:
+                for fn, arg in _functions_taking(mod, first, struct_name, max_arg).items():
+                    out.setdefault(fn, arg)
+            finally:
+                lb.btf__free(mod)
         return out
     finally:
-        lb.btf__free(btf)
+        lb.btf__free(base)
+
+
+def _functions_taking(btf, first: int, struct_name: str, max_arg: int) -> dict[str, int]:
+    """The functions among btf's types from id first (a module's own start after vmlinux's)."""
+    lb = lib()
+
+    def t(tid):
+        return _BtfType.from_address(lb.btf__type_by_id(btf, tid))
+
+    def pointee_is_struct(tid) -> bool:
+        ty = t(tid)
+        if ty.info >> 24 & 0x1F != BTF_KIND_PTR:
+            return False
+        tid = ty.size_or_type
+        for _ in range(8):   # const, volatile, typedef... then the struct
+            ty = t(tid)
+            kind = ty.info >> 24 & 0x1F
+            if kind == BTF_KIND_STRUCT:
+                return lb.btf__name_by_offset(btf, ty.name_off) == struct_name.encode()
+            if kind not in (BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT,
+                            BTF_KIND_TYPE_TAG):
+                return False
+            tid = ty.size_or_type
+        return False
+
+    out = {}
+    for tid in range(first, lb.btf__type_cnt(btf)):
+        fn = t(tid)
+        if fn.info >> 24 & 0x1F != BTF_KIND_FUNC:
+            continue
+        proto_addr = lb.btf__type_by_id(btf, fn.size_or_type)
+        proto = _BtfType.from_address(proto_addr)
+        params = (_BtfParam * (proto.info & 0xFFFF)).from_address(proto_addr + ctypes.sizeof(_BtfType))
+        for i, prm in enumerate(params[:max_arg]):
+            if prm.type and pointee_is_struct(prm.type):
+                out[lb.btf__name_by_offset(btf, fn.name_off).decode()] = i
+                break
+    return out
 
 
 class FunctionProgram:
