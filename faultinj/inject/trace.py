@@ -177,6 +177,7 @@ class Tracer:
     _fn_progs: list = field(default_factory=list)
     _fn_names: dict = field(default_factory=dict)   # function address -> name
     _last_ts: dict = field(default_factory=dict)    # packet key -> its latest hop's stamp
+    refused_functions: list = field(default_factory=list)   # --functions the kernel would not trace
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -275,7 +276,8 @@ class Tracer:
                     reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
                     key=key, summary=summary)
             if hop == HOP_FUNC:
-                h.direction, h.point = "fn", self._fn_names.get(func, hex(func))
+                # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
+                h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
                 h.since_ns = ts - self._last_ts.get(key, ts)
             if len(self._last_ts) > 100_000:
                 self._last_ts.clear()
