@@ -14,8 +14,8 @@ int drop(fi_ctx_t *ctx)
 	if (!cfg)
 		return FI_PASS;
 	if (!cfg->match.fields && !cfg->match.nth &&
-	    (cfg->threshold == 0 || (cfg->threshold >= FI_ALWAYS && !(cfg->flags & FI_CFG_JOURNAL)))) {
-		/* no filter, no draw, no journal: the verdict needs no parsing
+	    (cfg->threshold == 0 || (cfg->threshold >= FI_ALWAYS && !(cfg->flags & FI_CFG_JOURNAL) && !fi_watched()))) {
+		/* no filter, no draw, no journal, no tracer: the verdict needs no parsing
 		 * (an idle drop=0 costs a counter) */
 		fi_count(FI_MATCHED);
 		if (cfg->threshold == 0)

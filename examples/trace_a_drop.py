@@ -1,6 +1,6 @@
 """Trace a ping through a throw-away lab while a fault drops the replies: the trace shows the
 request's hops, then the reply dying at the fault's hook, labelled with the fault (from the
-fault's journal, which the tracer reads, and so consumes).
+fault's journal, which the tracer reads without taking anything from other readers).
 
 Run as root: python examples/trace_a_drop.py
 """

@@ -287,7 +287,7 @@ class FaultStatus:
     detail: str
     counters: dict[str, int] | None
     maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
-    journal_lost: int = 0            # journal events the program could not record (ring full)
+    journal_lost: int = 0            # journal events no longer kept (it keeps the last 4096, overwrites)
     refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
 
     def to_json(self) -> dict:
@@ -302,13 +302,21 @@ class FaultStatus:
 
 
 def _read_counters(rec: state.Record) -> tuple[dict | None, int, int]:
-    """The fault's counters, its lost journal events and the changes the kernel refused."""
+    """The fault's counters, its journal events no longer kept and the changes the kernel refused."""
     try:
         fd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
     except Exception:
         return None, 0, 0  # pins gone: status says why (gone, detached)
     try:
-        return maps.read_counters(fd), maps.read_lost(fd), maps.read_refused(fd)
+        counters, refused = maps.read_counters(fd), maps.read_refused(fd)
+    finally:
+        os.close(fd)
+    try:
+        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_journal_head")
+    except Exception:
+        return counters, 0, refused   # applied before the journal was a log
+    try:
+        return counters, maps.read_overwritten(fd), refused
     finally:
         os.close(fd)
 
@@ -396,6 +404,8 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
             raise StateError(f"{len(cands)} {ftype.name} faults on {ifname} ({', '.join(r.id for r in cands)}): "
                              "choose one with --id")
         rec = cands[0]
+        rec.specs[str(rec.gen)] = rec.spec     # what the journal's events so far were made under
+        rec.gen += 1
         if new_value is None:
             new_value = rec.value
         rec.value = new_value
@@ -427,6 +437,7 @@ def _write_config(rec: state.Record) -> None:
         cfg.seed, cfg.deadline_ns = maps.stream_seed(rec.seed, rec.fault, rec.hook), rec.deadline_ns
         cfg.match = match.pack()
         cfg.flags = cfg.flags & ~maps.CFG_JOURNAL | (maps.CFG_JOURNAL if match.journal else 0)
+        cfg.gen = rec.gen
         for name, values in fault.tables(rec.value, options).items():   # before the config that uses them
             table_fd = libbpf.obj_get(f"{rec.pin_dir}/{name}")
             try:
@@ -584,9 +595,11 @@ def reap() -> list[state.Record]:
 
 # ---- journal ---------------------------------------------------------------
 
-def journal(ifname: str | None = None, *, netns_name: str | None = None, fault_id: str | None = None):
+def journal(ifname: str | None = None, *, netns_name: str | None = None, fault_id: str | None = None,
+            from_start: bool = True):
     """A reader (inject.journal.JournalReader; close it) of the journals of the faults on ifname,
-    one fault by id, or every fault. Reading consumes the events it returns."""
+    one fault by id, or every fault: from the oldest event kept, or (from_start=False) the next one.
+    Reading takes nothing from other readers: each sees every event."""
     from .inject.journal import JournalReader
 
     caps.require_privileges()
@@ -602,4 +615,4 @@ def journal(ifname: str | None = None, *, netns_name: str | None = None, fault_i
     if not recs and (ifname or fault_id):
         what = f"fault {fault_id}" if fault_id else f"faults on {ifname}{' in ' + netns_name if netns_name else ''}"
         raise StateError(f"no {what}: see 'faultinj status'")
-    return JournalReader(recs)   # it skips custom programs: they have no journal
+    return JournalReader(recs, from_start)   # it skips custom programs: they have no journal

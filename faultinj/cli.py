@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 from typing import Optional
@@ -215,8 +216,8 @@ def status(
         if r.detail:
             typer.echo(f"{r.record.id}: {r.detail}")
         if r.journal_lost:
-            typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (the ring was full): read them as "
-                       "they come with 'faultinj journal --follow'")
+            typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (overwritten: it keeps the last 4096): "
+                       "read them as they come with 'faultinj journal --follow'")
         if r.refused:
             typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
                        "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")
@@ -316,14 +317,15 @@ def journal(
     duration: Optional[str] = typer.Option(None, help="With --follow: stop after this long, e.g. 10s."),
     as_json: bool = JsonOpt,
 ):
-    """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq.
-    Reading consumes the events (each fault keeps up to 3640 unread)."""
+    """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq, and the
+    spec in force then. Each fault keeps its last 4096 events; reading takes nothing away (any number of
+    readers each see every event); --follow prints the events from now on."""
     from .api import journal as open_journal, parse_duration
 
     seconds = parse_duration(duration)
     if seconds is not None and not follow:
         raise SpecError("--duration goes with --follow")
-    with open_journal(interface, netns_name=netns, fault_id=fault_id) as reader:
+    with open_journal(interface, netns_name=netns, fault_id=fault_id, from_start=not follow) as reader:
         if not follow:
             events = reader.read()
             lost = {k: v for k, v in reader.lost().items() if v}
@@ -334,7 +336,8 @@ def journal(
                     typer.echo(str(e))
                 typer.echo(f"{len(events)} events from {len(reader.records)} faults", err=True)
             for fid, n in lost.items():
-                typer.echo(f"{fid}: {n} events lost (ring full): read with --follow while traffic runs", err=True)
+                typer.echo(f"{fid}: {n} older events overwritten (it keeps the last 4096): read with --follow "
+                           "while traffic runs", err=True)
             return
         end = None if seconds is None else time.monotonic() + seconds
         try:
@@ -358,9 +361,14 @@ def trace(
     dport: Optional[str] = typer.Option(None, help="Destination port or range."),
     flags: Optional[str] = typer.Option(None, help="TCP flags present/absent, e.g. +syn-ack."),
     vlan: Optional[int] = typer.Option(None, help="VLAN id."),
-    count: Optional[int] = typer.Option(None, help="Stop after this many packets (and their later hops)."),
+    count: Optional[int] = typer.Option(None, help="Stop after this many packets, each shown with all its hops (a "
+                                        "ping is two packets: request and reply; a packet counts when first seen)."),
     duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10s (default: until Ctrl-C)."),
     pcap_out: Optional[str] = typer.Option(None, "--pcap", help="Write each traced hop's frame (first 128 bytes)."),
+    functions: Optional[str] = typer.Option(None, "--functions", help="Also each kernel function taking an sk_buff "
+                                            "whose name matches this regular expression (from BTF; fentry), "
+                                            "with the time since the packet's previous step."),
+    max_functions: int = typer.Option(64, "--max-functions", help="Refuse --functions matching more than this."),
     faults: bool = typer.Option(True, "--faults/--no-faults",
                                 help="Show where faultinj faults acted (their journals)."),
     as_json: bool = JsonOpt,
@@ -371,7 +379,7 @@ def trace(
     from .api import parse_duration
     from .faults.match import parse_match
     from .inject import caps
-    from .inject.trace import check_btf, trace as do_trace
+    from .inject.trace import check_btf, skb_functions, trace as do_trace
 
     chosen = [name for name, on in (("icmp", icmp), ("tcp", tcp), ("udp", udp)) if on]
     if len(chosen) + (proto is not None) > 1:
@@ -385,15 +393,24 @@ def trace(
     seconds = parse_duration(duration)
     caps.require_privileges()
     check_btf()
+    fns = skb_functions(functions, max_functions) if functions else None
 
     def show(hop):
-        typer.echo(json.dumps(hop.to_json()) if as_json else str(hop))
+        try:
+            typer.echo(json.dumps(hop.to_json()) if as_json else str(hop))
+        except BrokenPipeError:   # the reader left (`| head`): stop tracing, keep what was traced
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())   # nothing more for the closed pipe, not even at exit
+            os.close(devnull)
+            return False
+        return True
 
     if not as_json:
         typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
                    + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
                    err=True)
-    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults)
+    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns)
+    typer.echo(f"traced {len({h.key for h in hops})} packets ({len(hops)} hops)", err=True)
     if lost:
         typer.echo(f"{lost} hops lost: the kernel's queue was full (filter more narrowly)", err=True)
     if pcap_out:

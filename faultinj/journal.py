@@ -9,9 +9,9 @@ import struct
 import time
 from dataclasses import dataclass
 
-# struct fi_event: u64 ts; u32 ifindex, seq; u32 saddr[4], daddr[4]; u16 l3, sport, dport, ip_id;
-# u8 l4, action; u16 pad; u32 value
-EVENT_FORMAT = struct.Struct("<QII16s16sHHHHBBxxI")
+# struct fi_event: u64 idx, ts; u32 ifindex, seq; u32 saddr[4], daddr[4]; u16 l3, sport, dport, ip_id;
+# u8 l4, action, journal, pad; u32 value, gen, pad2
+EVENT_FORMAT = struct.Struct("<QQII16s16sHHHHBBBxII4x")
 ACTIONS = {1: "drop", 2: "modify", 3: "duplicate", 4: "delay"}
 PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
@@ -46,6 +46,7 @@ class Event:
     seq: int            # TCP sequence number, or ICMP echo sequence
     action: str
     value: int
+    gen: int = 0        # the configuration's generation when it happened (fault is that one's spec)
 
 
     def key(self) -> tuple:
@@ -77,7 +78,10 @@ def _addr(l3: int, raw: bytes) -> str | None:
     return None
 
 
-def decode(raw: bytes, fault_id: str, fault: str, where: str, hook: str) -> Event:
-    ts, ifindex, seq, saddr, daddr, l3, sport, dport, ip_id, l4, action, value = EVENT_FORMAT.unpack_from(raw)
-    return Event(fault_id, fault, where, hook, ts, ifindex, l3, l4, _addr(l3, saddr), _addr(l3, daddr),
-                 sport, dport, ip_id, seq, ACTIONS.get(action, str(action)), value)
+def decode(raw: bytes, fault_id: str, fault, where: str, hook: str) -> Event:
+    """fault: the spec, or a function of the event's configuration generation giving it."""
+    _idx, ts, ifindex, seq, saddr, daddr, l3, sport, dport, ip_id, l4, action, _journal, value, gen = \
+        EVENT_FORMAT.unpack_from(raw)
+    return Event(fault_id, fault(gen) if callable(fault) else fault, where, hook, ts, ifindex, l3, l4,
+                 _addr(l3, saddr), _addr(l3, daddr), sport, dport, ip_id, seq, ACTIONS.get(action, str(action)),
+                 value, gen)

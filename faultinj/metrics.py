@@ -65,7 +65,7 @@ class FaultCollector:
             ("seen", "Packets the fault's program saw at its hook"),
             ("matched", "Packets that passed the fault's filters"),
             ("acted", "Packets the fault acted on (dropped, changed, duplicated)"))}
-        lost = CounterMetricFamily("faultinj_journal_lost_events", "Journal events lost because the ring was full",
+        lost = CounterMetricFamily("faultinj_journal_lost_events", "Journal events overwritten (each fault keeps its last 4096)",
                                    labels=LABELS)
         left = GaugeMetricFamily("faultinj_deadline_remaining_seconds",
                                  "Seconds until the fault's in-kernel deadline (faults with a deadline only)",

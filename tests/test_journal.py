@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import os
+import time
 
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -17,6 +18,7 @@ from conftest import cli_runner
 from faultinj.cli import app
 from faultinj.faults import parse_spec
 from faultinj.inject import libbpf, maps, program, traffic
+from faultinj.inject.journal import JournalLog
 from faultinj.journal import decode
 from faultinj.packets import parse
 from faultinj.scenario.expect import RunData, evaluate
@@ -26,11 +28,11 @@ E = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}
 
 
 def _events(obj, spec="x"):
-    rings = libbpf.RingBuffers([obj.map_fds["fi_journal"]])
+    log = JournalLog(obj.map_fds["fi_journal"], obj.map_fds["fi_journal_head"])
     try:
-        return [decode(raw, "f1", spec, "ns/if", "hook") for _, raw in rings.read()]
+        return [decode(raw, "f1", spec, "ns/if", "hook") for raw in log.read()]
     finally:
-        rings.close()
+        log.close()
 
 
 def test_events_name_the_packet_and_the_action():
@@ -64,16 +66,19 @@ def test_modifications_record_their_value_and_only_acted_packets_appear():
     assert e.action == "modify" and e.value == 3 == Ether(out)[IP].ttl
 
 
-def test_a_full_ring_counts_what_it_lost_and_journal_off_records_nothing():
-    frame = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2) / b"x")
+def test_the_journal_keeps_the_newest_and_journal_off_records_nothing():
+    frame = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2", id=1) / UDP(sport=1, dport=2) / b"x")
     obj = program.load(parse_spec("drop=1@xdp"), seed=1)
     try:
         runner = libbpf.TestRunner(obj.prog_fd)
-        for _ in range(5000):
-            runner.run(frame)
-        kept = len(_events(obj))
-        assert kept == 256 * 1024 // (64 + 8)          # 64-byte events, 8-byte ring headers
-        assert maps.read_lost(obj.map_fds["fi_counters"]) == 5000 - kept
+        late = JournalLog(obj.map_fds["fi_journal"], obj.map_fds["fi_journal_head"], from_start=False)
+        for i in range(5000):
+            runner.run(frame[:18] + i.to_bytes(2, "big") + frame[20:])   # the IP id counts the runs
+        events = _events(obj)
+        assert len(events) == maps.JOURNAL_SIZE == 4096 and [e.ip_id for e in events] == list(range(904, 5000))
+        assert maps.read_overwritten(obj.map_fds["fi_journal_head"]) == 5000 - 4096
+        assert len(late.read()) == 4096 and late.missed == 904      # a reader that fell behind knows
+        late.close()
     finally:
         obj.close()
     obj = program.load(parse_spec("drop=1@xdp"), seed=1, journal=False)
@@ -97,12 +102,13 @@ def test_journal_command_on_a_live_fault(lab):
     assert all(e["fault_id"] == rec.id and e["action"] == "drop" and e["proto"] == "udp"
                and (e["src"], e["dst"], e["dport"]) == (a.ip4, b.ip4, 5300) for e in events)
     assert len({e["ip_id"] for e in events}) == len(events)                 # each packet once
-    r = cli_runner().invoke(app, ["journal"])                                   # read: consumed
-    assert r.exit_code == 0 and r.stdout == ""
-    # --follow prints JSON lines as events come
+    r = cli_runner().invoke(app, ["journal", "--json"])                         # read again: still there
+    assert r.exit_code == 0 and len(json.loads(r.stdout)["events"]) == len(events)
+    # --follow prints JSON lines as events come, from now on
     proc = subprocess.Popen([sys.executable, "-m", "faultinj.cli", "journal", "--follow", "--duration", "3",
                              "--json"], stdout=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
+        time.sleep(1.5)   # it starts and opens the journal: it prints what comes after
         res = traffic.udp_stream(a.netns, b.netns, b.ip4, 1000)
         out, _ = proc.communicate(timeout=20)
     finally:
@@ -153,9 +159,40 @@ def test_journal_off_records_nothing_and_set_turns_it_back_on(lab):
 def test_status_says_when_the_journal_lost_events(lab):
     a, b = lab.a, lab.b
     faultinj.apply("drop=100%,proto=udp", a.ifname, netns_name=a.netns)
-    traffic.udp_stream(a.netns, b.netns, b.ip4, 4000, settle=0.05)      # nobody reads: 3640 fit
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 5000, settle=0.05)      # nobody reads: the last 4096 kept
     [st] = faultinj.status()
-    assert st.counters["acted"] == 4000 and st.journal_lost == 4000 - 3640
+    assert st.counters["acted"] == 5000 and st.journal_lost == 5000 - 4096
     r = cli_runner().invoke(app, ["status"])
-    assert f"{4000 - 3640} journal events lost" in r.stdout
-    assert json.loads(cli_runner().invoke(app, ["status", "--json"]).stdout)[0]["journal_lost"] == 360
+    assert f"{5000 - 4096} journal events lost (overwritten" in r.stdout
+    assert json.loads(cli_runner().invoke(app, ["status", "--json"]).stdout)[0]["journal_lost"] == 904
+
+
+def test_every_reader_sees_every_event(lab):
+    """Two readers open at once (a `journal --follow`, a scenario, the tracer) each get all the events;
+    reading takes nothing from the others, and a later `faultinj journal` still shows them."""
+    a, b = lab.a, lab.b
+    faultinj.apply("drop=10%,proto=udp", a.ifname, netns_name=a.netns, seed=3)
+    with faultinj.api.journal(a.ifname, netns_name=a.netns) as one, \
+            faultinj.api.journal(a.ifname, netns_name=a.netns) as two:
+        res = traffic.udp_stream(a.netns, b.netns, b.ip4, 1000, settle=0.05)
+        first, second = one.read(), two.read()
+    [st] = faultinj.status()
+    assert len(first) == len(second) == st.counters["acted"] == 1000 - len(res.received) > 50
+    assert [e.key() for e in first] == [e.key() for e in second]
+    for _ in range(2):
+        r = cli_runner().invoke(app, ["journal", "--json"])
+        assert r.exit_code == 0 and len(json.loads(r.stdout)["events"]) == len(first)
+
+
+def test_events_keep_the_spec_in_force_when_they_happened(lab):
+    a, b = lab.a, lab.b
+    faultinj.apply("drop=100%,proto=udp", a.ifname, netns_name=a.netns)
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 20, settle=0.05)
+    faultinj.set_fault(a.ifname, "drop=50%", netns_name=a.netns)
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 200, settle=0.05)
+    faultinj.set_fault(a.ifname, "drop=100%,proto=tcp", netns_name=a.netns)
+    with faultinj.api.journal(a.ifname, netns_name=a.netns) as reader:
+        events = reader.read()
+    assert len(events) > 40
+    assert all("drop=1.0,proto=udp" in e.fault for e in events[:20]), [e.fault for e in events[:20]]
+    assert all("drop=0.5,proto=udp" in e.fault for e in events[20:]), {e.fault for e in events[20:]}

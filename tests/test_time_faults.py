@@ -25,6 +25,7 @@ from faultinj.faults import parse_spec
 from faultinj.faults.time_faults import dist_table
 from faultinj.inject import libbpf, program, traffic
 from faultinj.inject.capture import Capture
+from faultinj.inject.journal import JournalLog
 from faultinj.journal import decode
 from faultinj.packets import parse
 
@@ -39,17 +40,17 @@ def _frame(sport: int, ip_id: int = 1, size: int = 64) -> bytes:
 def _delays_us(spec: str, frames, seed: int = 1) -> list[int]:
     """The delay the program gave each frame (its journal's value, in microseconds)."""
     obj = program.load(parse_spec(spec), seed=seed)
-    rings = libbpf.RingBuffers([obj.map_fds["fi_journal"]])
+    log = JournalLog(obj.map_fds["fi_journal"], obj.map_fds["fi_journal_head"])
     try:
         out = []
-        for i in range(0, len(frames), 1000):   # the ring holds 3640 events: read as we go
+        for i in range(0, len(frames), 1000):   # the log keeps the last 4096 events: read as we go
             for f in frames[i:i + 1000]:
                 libbpf.test_run(obj.prog_fd, f)
-            out += [decode(raw, "f", spec, "w", "tc-egress") for _, raw in rings.read()]
+            out += [decode(raw, "f", spec, "w", "tc-egress") for raw in log.read()]
         assert all(e.action == "delay" for e in out)
         return [e.value for e in out]
     finally:
-        rings.close()
+        log.close()
         obj.close()
 
 

@@ -11,6 +11,7 @@ import time
 import pytest
 
 import faultinj
+import faultinj.api
 from faultinj import pcap
 from faultinj.faults.match import parse_match
 from faultinj.inject import traffic
@@ -50,8 +51,8 @@ def test_ping_through_a_bridge_lists_every_hop_in_order(bridge_lab):
     p1, p2 = f"{t.prefix}p1", f"{t.prefix}p2"
     hops = _traced(["proto=icmp", "src=10.77.0.0/24"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
     # ping (a raw socket as root) gets a clone of the reply; the kernel then frees the original as
-    # NO_SOCKET (no ICMP datagram socket asked for it): true, and the last event
-    if hops and hops[-1].direction == "DROP":
+    # NO_SOCKET (no ICMP datagram socket asked for it): a free after delivery, the last event
+    if hops and hops[-1].direction == "done":
         assert (hops[-1].netns_name, hops[-1].reason) == (vm1, "NO_SOCKET")
         hops = hops[:-1]
     path = [(h.netns_name, h.ifname, h.direction, h.summary.split()[0]) for h in hops]
@@ -62,6 +63,48 @@ def test_ping_through_a_bridge_lists_every_hop_in_order(bridge_lab):
     assert len({h.netns for h in hops}) == 3 and all(h.netns for h in hops)
     assert all(h.summary.endswith(("10.77.0.1 -> 10.77.0.2", "10.77.0.2 -> 10.77.0.1")) for h in hops)
     assert [h.ts_ns for h in hops] == sorted(h.ts_ns for h in hops)
+
+
+def _ping_hops(t, bridge_ns):
+    vm1 = t.netns("vm1")
+    return _traced(["proto=icmp", "src=10.77.0.0/24"],
+                   lambda: traffic.ping(vm1, "10.77.0.2", 3, interval=0.2), settle=1.0)
+
+
+def test_a_free_after_delivery_to_ping_is_not_a_drop(bridge_lab):
+    """Each reply reaches ping's raw socket as a clone; the original is then freed as NO_SOCKET.
+    That is a delivery, not a loss: no DROP line, and the last hop says where the packet went."""
+    hops = _ping_hops(bridge_lab, bridge_lab.switch_ns)
+    assert not [h for h in hops if h.direction == "DROP"], "\n".join(map(str, hops))
+    done = [h for h in hops if h.direction == "done"]
+    assert len(done) == 3 and all(h.netns_name == bridge_lab.netns("vm1") and h.summary.startswith("reply")
+                                  and h.delivered == "raw socket" for h in done), "\n".join(map(str, hops))
+    assert "after delivery to a raw socket" in str(done[0]) and "DROP" not in str(done[0])
+
+
+@pytest.fixture
+def ovs_lab():
+    spec = TopologySpec(hosts=["vm1", "vm2"], bridges={"br0": "ovs"}, links=[
+        LinkSpec(EndSpec("vm1", "eth0", ipv4="10.77.0.1/24"), EndSpec("br0", "p1")),
+        LinkSpec(EndSpec("vm2", "eth0", ipv4="10.77.0.2/24"), EndSpec("br0", "p2")),
+    ])
+    topo = Topology(spec)
+    try:
+        topo.up()
+        yield topo
+    finally:
+        topo.down()
+
+
+def test_the_ovs_netdev_bridge_forwarding_is_not_a_drop(ovs_lab):
+    """OVS's userspace datapath reads each frame from the host-side port with a packet socket; the
+    kernel then frees the original as OTHERHOST (not for this host). Forwarded, not lost."""
+    traffic.ping(ovs_lab.netns("vm1"), "10.77.0.2", 1)   # flows and neighbours in place
+    hops = _ping_hops(ovs_lab, None)
+    assert not [h for h in hops if h.direction == "DROP"], "\n".join(map(str, hops))
+    other = [h for h in hops if h.reason == "OTHERHOST"]
+    assert other and all(h.direction == "done" and h.delivered == "packet socket" for h in other)
+    assert len([h for h in hops if h.direction == "in" and h.netns_name == ovs_lab.netns("vm1")]) == 3
 
 
 def test_a_fault_drop_is_shown_at_its_hook_with_the_fault(bridge_lab):
@@ -76,6 +119,34 @@ def test_a_fault_drop_is_shown_at_its_hook_with_the_fault(bridge_lab):
     assert drop.summary.startswith("#") and "10.77.0.2 -> 10.77.0.1" in drop.summary
 
 
+def test_the_tracer_sees_a_fault_whoever_else_reads_its_journal(bridge_lab):
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    rec = faultinj.apply("drop=100%,proto=icmp", "eth0", netns_name=vm2)
+    with faultinj.api.journal(fault_id=rec.id) as other:       # a `journal --follow` reading meanwhile
+
+        def act():
+            traffic.ping(vm1, "10.77.0.2", 2, interval=0.2)
+            assert len(other.read()) == 2
+
+        hops = _traced(["proto=icmp"], act)
+    drops = [h for h in hops if h.direction == "DROP"]
+    assert len(drops) == 2 and all(rec.id in h.fault and h.netns_name == vm2 for h in drops), \
+        "\n".join(map(str, hops))
+
+
+def test_journal_off_still_shows_the_faults_drop(bridge_lab):
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    rec = faultinj.apply("drop=100%,proto=icmp,journal=off", "eth0", netns_name=vm2)
+    hops = _traced(["proto=icmp"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
+    path = [(h.netns_name, h.ifname, h.direction) for h in hops]
+    assert path[-1] == (vm2, "eth0", "DROP") and len(path) == 5, path
+    assert hops[-1].reason == "faultinj" and rec.id in hops[-1].fault
+    with faultinj.api.journal(fault_id=rec.id) as reader:
+        assert reader.read() == []                      # the journal stays off: the tracer's view only
+
+
 def test_a_kernel_drop_has_its_reason_from_btf(bridge_lab):
     t = bridge_lab
     vm1, vm2 = t.netns("vm1"), t.netns("vm2")
@@ -83,6 +154,7 @@ def test_a_kernel_drop_has_its_reason_from_btf(bridge_lab):
     hops = _traced(["proto=udp", "dport=9999"], lambda: _send_udp(vm1, "10.77.0.2", 9999))
     drops = [h for h in hops if h.direction == "DROP"]
     assert drops and drops[0].netns_name == vm2 and drops[0].reason == "NO_SOCKET", [str(h) for h in hops]
+    assert not drops[0].delivered and not [h for h in hops if h.direction == "done"]
     assert "NO_SOCKET" in drop_reasons().values()      # named from the kernel's own enum
 
 
@@ -132,3 +204,105 @@ def test_missing_btf_is_one_clear_line(monkeypatch, tmp_path):
     assert r.returncode == 4, r.stderr
     assert "kernel BTF not found at" in r.stderr and "CONFIG_DEBUG_INFO_BTF" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
+
+
+def _cli_trace(args, stdout=subprocess.PIPE):
+    return subprocess.Popen([sys.executable, "-m", "faultinj.cli", "trace", "--icmp", "--dst", "10.77.0.0/24",
+                             "--duration", "15s", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
+                            env=os.environ.copy())
+
+
+def test_count_is_packets_each_with_all_its_hops(bridge_lab):
+    """--count 3 over four pings: the first request, its reply, the second request (a ping is two
+    packets), each with every hop it made, and nothing of the pings after."""
+    vm1 = bridge_lab.netns("vm1")
+    proc = _cli_trace(["--count", "3", "--json"])
+    try:
+        time.sleep(1.5)
+        traffic.ping(vm1, "10.77.0.2", 4, interval=0.3)
+        stdout, stderr = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    hops = [json.loads(line) for line in stdout.splitlines()]
+    packets = {}
+    for h in hops:
+        packets.setdefault(tuple(h["key"]), []).append(h)
+    kinds = [(p[0]["summary"].split()[0], p[0]["summary"].split()[1]) for p in packets.values()]
+    seqs = {k[1].rsplit(".", 1)[1] for k in kinds}
+    assert [k[0] for k in kinds] == ["request", "reply", "request"] and seqs == {"1", "2"}, kinds
+    assert [len(p) for p in packets.values()] == [4, 5, 4], [[h["direction"] for h in p] for p in packets.values()]
+    assert "3 packets (a ping is two" in stderr or "3 packets" in stderr
+
+
+def test_json_into_a_closed_pipe_ends_cleanly_and_writes_the_pcap(bridge_lab, tmp_path):
+    """`trace --json --pcap F | head -2`: head leaves; trace stops there, exit 0, the pcap written."""
+    vm1 = bridge_lab.netns("vm1")
+    out = tmp_path / "t.pcap"
+    proc = _cli_trace(["--json", "--pcap", str(out)])
+    try:
+        time.sleep(1.5)
+        traffic.ping(vm1, "10.77.0.2", 1)
+        lines = [proc.stdout.readline() for _ in range(2)]
+        proc.stdout.close()                                      # what head does after its lines
+        traffic.ping(vm1, "10.77.0.2", 2, interval=0.2)          # more to write: into the closed pipe
+        proc.wait(timeout=20)
+        stderr = proc.stderr.read()
+    finally:
+        proc.kill()
+    assert all(json.loads(ln)["direction"] for ln in lines)
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr and f"written to {out}" in stderr, stderr
+    assert len(list(pcap.read(str(out)))) >= 2
+
+
+PING_PATH = ["ip_finish_output2", "__dev_queue_xmit", "veth_xmit", "__netif_rx", "netif_rx", "ip_rcv",
+             "ip_rcv_finish", "ip_local_deliver", "icmp_rcv"]   # a request's, in kernel order
+
+
+def test_functions_taking_an_skb_are_found_from_btf():
+    from faultinj.errors import SpecError
+    from faultinj.inject.trace import skb_functions
+
+    found = skb_functions("^(ip_rcv|icmp_rcv|veth_xmit|ip_output|ip_finish_output2)$")
+    veth = " veth_xmit" in open("/proc/kallsyms").read()      # built in, or its module loaded (its own BTF)
+    assert found == {"ip_rcv": 0, "icmp_rcv": 0, "ip_output": 2, "ip_finish_output2": 2,
+                     **({"veth_xmit": 0} if veth else {})}
+    with pytest.raises(SpecError, match="functions match, more than 64"):
+        skb_functions("^(ip|tcp|udp)_")
+    with pytest.raises(SpecError, match="no kernel function taking an sk_buff"):
+        skb_functions("^no_such_function_here$")
+
+
+def test_functions_path_of_a_ping_across_two_namespaces(lab):
+    """trace --functions: each function the request went through, in kernel order, in the
+    namespace it was in, with the time since the previous step. Where the kernel refuses fentry
+    (this project's machine: EPERM, and no kprobes), one clear refusal instead."""
+    from faultinj.errors import KernelFeatureMissing
+    from faultinj.inject.trace import skb_functions
+
+    a, b = lab.a, lab.b
+    fns = skb_functions("^(" + "|".join(PING_PATH) + ")$")
+    try:
+        tracer = Tracer(parse_match(["proto=icmp"]), with_faults=False, functions=fns).start()
+    except KernelFeatureMissing as exc:
+        assert "refuses fentry programs" in str(exc) and "--functions cannot run here" in str(exc)
+        return
+    try:
+        traffic.ping(a.netns, b.ip4, 1)
+        end, hops = time.monotonic() + 1.0, []
+        while time.monotonic() < end:
+            hops.extend(tracer.read(50))
+        hops.extend(tracer.flush())
+    finally:
+        tracer.close()
+    request = [h for h in hops if h.direction == "fn" and h.summary.startswith("request")]
+    names = [h.point for h in request]
+    order = [n for n in PING_PATH if n in names]
+    assert names == sorted(names, key=PING_PATH.index), names          # kernel order
+    assert {"__dev_queue_xmit", "veth_xmit", "ip_rcv", "icmp_rcv"} <= set(names), names
+    assert len(order) >= 5, names
+    ns_of = {h.point: h.netns_name for h in request}
+    assert ns_of["__dev_queue_xmit"] == a.netns and ns_of["icmp_rcv"] == b.netns, ns_of
+    assert all(h.since_ns >= 0 for h in request) and sum(h.since_ns for h in request) > 0
+    assert "+" in str(request[-1]) and "icmp_rcv" in str(request[-1])

@@ -78,6 +78,7 @@ struct xdp_md {
 };
 
 enum { BPF_ANY = 0, BPF_NOEXIST = 1, BPF_EXIST = 2 };
+#define BPF_F_MMAPABLE (1U << 10)   /* map_flags: an array user space can mmap */
 enum {
 	BPF_MAP_TYPE_HASH = 1,
 	BPF_MAP_TYPE_ARRAY = 2,

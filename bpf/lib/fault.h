@@ -18,19 +18,21 @@ struct fi_config {
 	__u32 flags;         /* FI_CFG_* */
 	struct fi_match match;
 	__u32 extra[4];      /* more of the fault's own values (burst-loss: its four rates) */
+	__u32 gen;           /* the configuration's generation: `set` counts it up; events carry it */
+	__u32 pad;
 };
 
 #define FI_CFG_ACTIVE 1
 #define FI_CFG_INGRESS 2   /* the program runs at tc ingress (duplicate re-injects there) */
 #define FI_CFG_DRY_RUN 4   /* decide and count, but send nothing (replay, program tests) */
-#define FI_CFG_JOURNAL 8   /* record each action in the fi_journal ring buffer */
+#define FI_CFG_JOURNAL 8   /* record each action in the fi_journal log */
 
 /* Outcomes, counted per CPU; faultinj/inject/maps.py names them. */
 enum fi_counter {
 	FI_SEEN = 0,    /* packets at the hook while the fault is live */
 	FI_MATCHED,     /* packets the fault could act on */
 	FI_ACTED,       /* packets it changed or dropped */
-	FI_LOST,        /* journal events lost: the ring was full (nobody read it) */
+	FI_LOST,        /* unused: the journal overwrites its oldest events (readers count their own losses) */
 	FI_REFUSED,     /* decided to act, but the kernel refused the change (not acted) */
 	FI_NR_COUNTERS,
 };
@@ -61,9 +63,14 @@ struct {
 	__type(value, __u64);
 } fi_flows SEC(".maps");
 
-/* The journal: one event per action, read (and consumed) by `faultinj
- * journal` and by scenario runs. Mirrors faultinj/journal.py EVENT_FORMAT. */
+/* The journal: one event per action, in a log that keeps the last
+ * FI_JOURNAL_SIZE events and overwrites the oldest. Nobody consumes it:
+ * every reader (`faultinj journal`, scenario runs, the tracer) maps it
+ * read-only and keeps its own place, so each sees every event, and one that
+ * falls more than FI_JOURNAL_SIZE behind counts its own losses. Mirrors
+ * faultinj/journal.py EVENT_FORMAT. */
 struct fi_event {
+	__u64 idx;           /* its number in the log + 1, written last; 0 while being written */
 	__u64 ts_ns;         /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
 	__u32 ifindex;
 	__u32 seq;           /* TCP: the sequence number; ICMP echo: the sequence */
@@ -74,8 +81,11 @@ struct fi_event {
 	__u16 ip_id;         /* IPv4: the identification field */
 	__u8 l4_proto;
 	__u8 action;         /* FI_A_* */
-	__u16 pad;
+	__u8 journal;        /* 1: for the journal; 0: only for a tracer watching (journal=off) */
+	__u8 pad;
 	__u32 value;         /* the fault's detail: the TTL it wrote; 0 */
+	__u32 gen;           /* fi_config.gen when it happened: user space keeps each generation's spec */
+	__u32 pad2;
 };
 
 #define FI_A_DROP 1
@@ -83,10 +93,34 @@ struct fi_event {
 #define FI_A_DUPLICATE 3
 #define FI_A_DELAY 4     /* value: the delay given, in microseconds */
 
+#define FI_JOURNAL_SIZE 4096   /* a power of two; 320 KiB */
+
 struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 256 * 1024);   /* 3640 events (64 bytes + an 8-byte header each) */
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, FI_JOURNAL_SIZE);
+	__type(key, __u32);
+	__type(value, struct fi_event);
 } fi_journal SEC(".maps");
+
+/* events ever written: the next one goes to fi_journal[head % FI_JOURNAL_SIZE] */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fi_journal_head SEC(".maps");
+
+/* A tracer watching this fault (CLOCK_MONOTONIC, until then): actions are
+ * logged also with journal=off. A lease the tracer renews, so a killed
+ * tracer stops costing anything within seconds. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fi_watch SEC(".maps");
 
 #define FI_ALWAYS (1ULL << 32)
 
@@ -107,22 +141,36 @@ static __always_inline __u32 fi_ifindex(fi_ctx_t *ctx)
 #endif
 }
 
+static __always_inline int fi_watched(void)
+{
+	__u32 key = 0;
+	__u64 *until = bpf_map_lookup_elem(&fi_watch, &key);
+
+	return until && *until > bpf_ktime_get_ns();
+}
+
 /* The fault acted on this packet: count it and, with the journal on, record
  * it. Everything comes from the parse (pkt), no packet access: it may
  * follow a helper that moved the data. */
 static __always_inline void fi_acted(fi_ctx_t *ctx, const struct fi_config *cfg, const struct fi_pkt *pkt,
 				     __u8 action, __u32 value)
 {
+	__u32 key = 0, slot;
 	struct fi_event *e;
+	__u64 *head, idx;
 
 	fi_count(FI_ACTED);
-	if (!(cfg->flags & FI_CFG_JOURNAL))
+	if (!(cfg->flags & FI_CFG_JOURNAL) && !fi_watched())
 		return;
-	e = bpf_ringbuf_reserve(&fi_journal, sizeof(*e), 0);
-	if (!e) {
-		fi_count(FI_LOST);
+	head = bpf_map_lookup_elem(&fi_journal_head, &key);
+	if (!head)
 		return;
-	}
+	idx = __sync_fetch_and_add(head, 1);
+	slot = idx & (FI_JOURNAL_SIZE - 1);
+	e = bpf_map_lookup_elem(&fi_journal, &slot);
+	if (!e)
+		return;
+	e->idx = 0;   /* readers skip it until the last write below */
 	e->ts_ns = bpf_ktime_get_ns();
 	e->ifindex = fi_ifindex(ctx);
 	e->seq = pkt->seq;
@@ -134,9 +182,12 @@ static __always_inline void fi_acted(fi_ctx_t *ctx, const struct fi_config *cfg,
 	e->ip_id = pkt->ip_id;
 	e->l4_proto = pkt->l4_proto;
 	e->action = action;
+	e->journal = cfg->flags & FI_CFG_JOURNAL ? 1 : 0;
 	e->pad = 0;
 	e->value = value;
-	bpf_ringbuf_submit(e, 0);
+	e->gen = cfg->gen;
+	e->pad2 = 0;
+	__sync_fetch_and_add(&e->idx, idx + 1);   /* complete: an atomic, so after the writes above */
 }
 
 /* The live config, or NULL when the fault is switched off or past its

@@ -29,12 +29,31 @@ struct net_device {
 	possible_net_t nd_net;
 } FI_CORE;
 
+struct sock_common {
+	unsigned short skc_family;
+} FI_CORE;
+
+struct sock {
+	struct sock_common __sk_common;
+	__u16 sk_type;
+} FI_CORE;
+
+/* at head + end: who else holds the packet's data (skb_clone shares it) */
+struct skb_shared_info {
+	struct {
+		int counter;
+	} dataref;
+} FI_CORE;
+
 struct sk_buff {
 	struct net_device *dev;
+	struct sock *sk;
+	unsigned int end;
 	unsigned int len;
 	__u16 vlan_tci;
 	__u16 mac_header;
 	__u16 network_header;
+	__u16 protocol;
 	unsigned char *head;
 	unsigned char *data;
 } FI_CORE;

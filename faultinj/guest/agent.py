@@ -78,11 +78,11 @@ class _Server:
     def journal(self, fault_id: str) -> list:
         from .. import api
 
-        reader = api.journal(fault_id=fault_id)
-        try:
-            return [e.to_json() for e in reader.read()]
-        finally:
-            reader.close()
+        # one reader per fault, kept: the journal is not consumed, so a new reader would see the
+        # events already returned again
+        key = ("journal", fault_id)
+        reader = self._handles.get(key) or self._handles.setdefault(key, api.journal(fault_id=fault_id))
+        return [e.to_json() for e in reader.read()]
 
     def doctor(self) -> dict:
         from ..inject import doctor

@@ -1,62 +1,143 @@
-"""Read the journal rings of applied faults (pinned as <pin_dir>/fi_journal)."""
+"""Read the journals of applied faults (pinned as <pin_dir>/fi_journal and fi_journal_head).
+
+A journal is a log the program writes and nobody consumes (bpf/lib/fault.h): it keeps the last
+JOURNAL_SIZE events, overwriting the oldest. Each reader maps it read-only and keeps its own place,
+so any number of readers (`journal --follow`, a scenario run, the tracer) each see every event; a
+reader that falls more than JOURNAL_SIZE events behind counts what it missed."""
 
 from __future__ import annotations
 
+import mmap
 import os
+import struct
+import time
 
-from ..journal import Event, decode
+from ..journal import EVENT_FORMAT, Event, decode
 from . import libbpf, maps, state
+
+_IDX = struct.Struct("<Q")
+_JOURNAL_FLAG = 66          # offset of fi_event.journal (after l4_proto, action)
+
+
+class JournalLog:
+    """One fault's log, mapped read-only, read from a place of this reader's own."""
+
+    def __init__(self, log_fd: int, head_fd: int, from_start: bool = True):
+        size = EVENT_FORMAT.size * maps.JOURNAL_SIZE
+        self._log = mmap.mmap(log_fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
+        try:
+            self._head = mmap.mmap(head_fd, mmap.PAGESIZE, mmap.MAP_SHARED, mmap.PROT_READ)
+        except BaseException:
+            self._log.close()
+            raise
+        head = self.head()
+        self.next = max(0, head - maps.JOURNAL_SIZE) if from_start else head
+        self.missed = 0     # events overwritten before this reader got to them
+
+    def head(self) -> int:
+        return _IDX.unpack_from(self._head, 0)[0]
+
+    def read(self, everything: bool = False) -> list[bytes]:
+        """The new events' bytes, oldest first: those for the journal, or with everything, also
+        those logged only for a tracer (journal=off while one watched)."""
+        out, head, size = [], self.head(), EVENT_FORMAT.size
+        if head - self.next > maps.JOURNAL_SIZE:
+            self.missed += head - maps.JOURNAL_SIZE - self.next
+            self.next = head - maps.JOURNAL_SIZE
+        while self.next < head:
+            off = (self.next % maps.JOURNAL_SIZE) * size
+            if _IDX.unpack_from(self._log, off)[0] != self.next + 1:
+                if _IDX.unpack_from(self._log, off)[0] == 0 or \
+                        _IDX.unpack_from(self._log, off)[0] < self.next + 1:
+                    break              # still being written: the next read gets it
+                self.missed += 1       # overwritten already
+                self.next += 1
+                continue
+            raw = self._log[off:off + size]
+            if _IDX.unpack_from(self._log, off)[0] != self.next + 1:   # overwritten while copied
+                self.missed += 1
+            elif everything or raw[_JOURNAL_FLAG]:
+                out.append(raw)
+            self.next += 1
+        return out
+
+    def close(self) -> None:
+        self._log.close()
+        self._head.close()
 
 
 class JournalReader:
-    """The journals of some faults, read together. Reading consumes events: two readers of one
-    fault's journal share its events between them."""
+    """The journals of some faults, read together. Reading takes nothing from other readers.
+    from_start: begin with every event the journals still keep (else with the next one)."""
 
-    def __init__(self, records: list[state.Record]):
+    def __init__(self, records: list[state.Record], from_start: bool = True, everything: bool = False):
         self.records: list[state.Record] = []
-        self._fds: list[int] = []
+        self._logs: list[JournalLog] = []
+        self._everything = everything
         try:
             for rec in records:
                 try:
-                    fd = libbpf.obj_get(f"{rec.pin_dir}/fi_journal")
+                    log_fd = libbpf.obj_get(f"{rec.pin_dir}/fi_journal")
+                    head_fd = libbpf.obj_get(f"{rec.pin_dir}/fi_journal_head")
                 except Exception:
                     continue   # a custom program, or a fault applied before the journal existed
+                try:
+                    self._logs.append(JournalLog(log_fd, head_fd, from_start))
+                finally:
+                    os.close(log_fd)
+                    os.close(head_fd)
                 self.records.append(rec)
-                self._fds.append(fd)
-            self._rings = libbpf.RingBuffers(self._fds)
         except BaseException:
             self.close()
             raise
 
+    def _spec_of(self, i: int):
+        def spec(gen: int) -> str:
+            rec = self.records[i]
+            if gen > rec.gen:      # set since this reader began: read the record again
+                fresh = {r.id: r for r in state.records()}
+                if rec.id in fresh:
+                    rec = self.records[i] = fresh[rec.id]
+            return rec.spec_at(gen)
+        return spec
+
     def read(self, timeout_ms: int = 0) -> list[Event]:
         """The events waiting (after up to timeout_ms for the first), oldest first."""
-        out = []
-        for which, raw in self._rings.read(timeout_ms):
-            rec = self.records[which]
-            out.append(decode(raw, rec.id, rec.spec, rec.where, rec.hook))
+        end = time.monotonic() + timeout_ms / 1000
+        while True:
+            out = []
+            for i, log in enumerate(self._logs):
+                rec = self.records[i]
+                spec = self._spec_of(i)
+                out.extend(decode(raw, rec.id, spec, rec.where, rec.hook) for raw in log.read(self._everything))
+            if out or time.monotonic() >= end:
+                break
+            time.sleep(min(0.02, max(0.0, end - time.monotonic())))
         out.sort(key=lambda e: e.ts_ns)
         return out
 
+    def missed(self) -> dict[str, int]:
+        """Per fault id: events this reader missed (overwritten before it read them)."""
+        return {rec.id: log.missed for rec, log in zip(self.records, self._logs)}
+
     def lost(self) -> dict[str, int]:
-        """Per fault id: events its program could not record because the ring was full."""
+        """Per fault id: events the journal no longer keeps (overwritten by newer ones)."""
         out = {}
         for rec in self.records:
             try:
-                fd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
+                fd = libbpf.obj_get(f"{rec.pin_dir}/fi_journal_head")
             except Exception:
                 continue
             try:
-                out[rec.id] = maps.read_lost(fd)
+                out[rec.id] = maps.read_overwritten(fd)
             finally:
                 os.close(fd)
         return out
 
     def close(self) -> None:
-        if getattr(self, "_rings", None):
-            self._rings.close()
-        for fd in self._fds:
-            os.close(fd)
-        self._fds = []
+        for log in getattr(self, "_logs", []):
+            log.close()
+        self._logs = []
 
     def __enter__(self):
         return self

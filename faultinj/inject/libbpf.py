@@ -134,8 +134,12 @@ def lib() -> ctypes.CDLL:
         "bpf_prog_get_next_id": (ci, [cu, ctypes.POINTER(cu)]),
         "bpf_map_get_next_id": (ci, [cu, ctypes.POINTER(cu)]),
         "bpf_program__attach": (vp, [vp]),
+        "bpf_program__set_attach_target": (ci, [vp, ci, cs]),
+        "bpf_map__reuse_fd": (ci, [vp, ci]),
+        "btf__type_cnt": (cu, [vp]),
         "bpf_link__destroy": (ci, [vp]),
         "btf__parse": (vp, [cs, vp]),
+        "btf__parse_split": (vp, [cs, vp]),
         "btf__free": (None, [vp]),
         "btf__find_by_name_kind": (ci, [vp, cs, cu]),
         "btf__type_by_id": (vp, [vp, cu]),
@@ -325,6 +329,143 @@ class TracingObject:
 
 
 BTF_KIND_ENUM = 6
+BTF_KIND_PTR, BTF_KIND_STRUCT, BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST = 2, 4, 8, 9, 10
+BTF_KIND_RESTRICT, BTF_KIND_FUNC, BTF_KIND_FUNC_PROTO, BTF_KIND_TYPE_TAG = 11, 12, 13, 18
+
+
+class _BtfType(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("info", ctypes.c_uint32), ("size_or_type", ctypes.c_uint32)]
+
+
+class _BtfParam(ctypes.Structure):
+    _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32)]
+
+
+def btf_functions_taking(path: str, struct_name: str, max_arg: int = 5) -> dict[str, int]:
+    """Functions in the kernel's BTF at path, and in its modules' beside it (/sys/kernel/btf/veth:
+    split BTF on top of vmlinux's), with a `struct struct_name *` among their first max_arg
+    arguments: {name: the argument's index (the first such)}."""
+    lb = lib()
+    base = lb.btf__parse(path.encode(), None)
+    if not base:
+        raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
+    try:
+        out = _functions_taking(base, 1, struct_name, max_arg)
+        first = lb.btf__type_cnt(base)
+        folder = os.path.dirname(path)
+        for name in sorted(os.listdir(folder)) if os.path.basename(path) == "vmlinux" else []:
+            if name == "vmlinux":
+                continue
+            mod = lb.btf__parse_split(os.path.join(folder, name).encode(), base)
+            if not mod:
+                continue
+            try:
+                for fn, arg in _functions_taking(mod, first, struct_name, max_arg).items():
+                    out.setdefault(fn, arg)
+            finally:
+                lb.btf__free(mod)
+        return out
+    finally:
+        lb.btf__free(base)
+
+
+def _functions_taking(btf, first: int, struct_name: str, max_arg: int) -> dict[str, int]:
+    """The functions among btf's types from id first (a module's own start after vmlinux's)."""
+    lb = lib()
+
+    def t(tid):
+        return _BtfType.from_address(lb.btf__type_by_id(btf, tid))
+
+    def pointee_is_struct(tid) -> bool:
+        ty = t(tid)
+        if ty.info >> 24 & 0x1F != BTF_KIND_PTR:
+            return False
+        tid = ty.size_or_type
+        for _ in range(8):   # const, volatile, typedef... then the struct
+            ty = t(tid)
+            kind = ty.info >> 24 & 0x1F
+            if kind == BTF_KIND_STRUCT:
+                return lb.btf__name_by_offset(btf, ty.name_off) == struct_name.encode()
+            if kind not in (BTF_KIND_TYPEDEF, BTF_KIND_VOLATILE, BTF_KIND_CONST, BTF_KIND_RESTRICT,
+                            BTF_KIND_TYPE_TAG):
+                return False
+            tid = ty.size_or_type
+        return False
+
+    out = {}
+    for tid in range(first, lb.btf__type_cnt(btf)):
+        fn = t(tid)
+        if fn.info >> 24 & 0x1F != BTF_KIND_FUNC:
+            continue
+        proto_addr = lb.btf__type_by_id(btf, fn.size_or_type)
+        proto = _BtfType.from_address(proto_addr)
+        params = (_BtfParam * (proto.info & 0xFFFF)).from_address(proto_addr + ctypes.sizeof(_BtfType))
+        for i, prm in enumerate(params[:max_arg]):
+            if prm.type and pointee_is_struct(prm.type):
+                out[lb.btf__name_by_offset(btf, fn.name_off).decode()] = i
+                break
+    return out
+
+
+class FunctionProgram:
+    """One program of an object (the others not loaded) as fentry on a kernel function, with the
+    named maps taken from another loaded object (map name -> fd). Closing detaches it."""
+
+    def __init__(self, path: str, program: str, function: str, reuse: dict[str, int]):
+        lb = lib()
+        self._obj, self._link = 0, None
+        with _print_lock:
+            _messages.clear()
+            self._obj = _open(path)
+            try:
+                chosen = None
+                for prog, name, _ in _programs(self._obj):
+                    if name == program:
+                        chosen = prog
+                    else:
+                        lb.bpf_program__set_autoload(prog, False)
+                if chosen is None:
+                    raise FaultinjError(f"{path} lacks the program {program}")
+                rc = lb.bpf_program__set_attach_target(chosen, 0, function.encode())
+                if rc < 0:
+                    _raise_errno(f"targeting {function}", rc)
+                for mname, fd in reuse.items():
+                    m = lb.bpf_object__find_map_by_name(self._obj, mname.encode())
+                    if m:
+                        rc = lb.bpf_map__reuse_fd(m, fd)
+                        if rc < 0:
+                            _raise_errno(f"sharing the map {mname}", rc)
+                rc = lb.bpf_object__load(self._obj)
+                log = "".join(_messages)
+                _messages.clear()
+                if rc < 0:
+                    self.errno = -rc
+                    raise FunctionRefused(function, -rc, _verifier_tail(log))
+                link = lb.bpf_program__attach(chosen)
+                if not link:
+                    err = ctypes.get_errno()
+                    self.errno = err
+                    raise FunctionRefused(function, err, "")
+                self._link = link
+            except BaseException:
+                self.close()
+                raise
+
+    def close(self) -> None:
+        lb = lib()
+        if self._link:
+            lb.bpf_link__destroy(self._link)
+            self._link = None
+        if self._obj:
+            lb.bpf_object__close(self._obj)
+            self._obj = 0
+
+
+class FunctionRefused(FaultinjError):
+    def __init__(self, function: str, err: int, log: str):
+        super().__init__(f"the kernel refused fentry on {function}: {os.strerror(err)}"
+                         + (f"\n{log}" if log else ""))
+        self.function, self.errno = function, err
 
 
 def btf_enum(path: str, name: str) -> dict[int, str]:

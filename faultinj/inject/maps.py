@@ -10,16 +10,16 @@ from ..errors import FaultinjError
 from ..faults.match import MATCH_FORMAT, NO_MATCH
 from . import libbpf
 
-# struct fi_config { u64 seed, deadline_ns, threshold; u32 param, flags; struct fi_match match; }
-# padded to 8 bytes (the u64 alignment), as the compiler lays it out
+# struct fi_config { u64 seed, deadline_ns, threshold; u32 param, flags; struct fi_match match;
+# u32 extra[4], gen, pad; } padded to 8 bytes (the u64 alignment), as the compiler lays it out
 _HEAD = struct.Struct("<QQQII")
-_EXTRA = struct.Struct("<4I")
-CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 7) // 8 * 8
+_EXTRA = struct.Struct("<4II")
+CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 4 + 7) // 8 * 8
 CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = 1, 2, 4, 8   # FI_CFG_* in bpf/lib/fault.h
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
-LOST = 3                                  # FI_LOST: journal events lost, the ring full
 REFUSED = 4                               # FI_REFUSED: the kernel refused the change (truncate)
-MAP_NAMES = ("fi_config", "fi_counters", "fi_flows", "fi_journal")
+MAP_NAMES = ("fi_config", "fi_counters", "fi_flows", "fi_journal", "fi_journal_head", "fi_watch")
+JOURNAL_SIZE = 4096                       # FI_JOURNAL_SIZE: the journal keeps the last 4096 events
 KEY0 = (0).to_bytes(4, "little")
 
 
@@ -33,18 +33,20 @@ class Config:
     match: bytes = NO_MATCH.pack()   # struct fi_match, see faults/match.py
     extra: tuple = (0, 0, 0, 0)
     flags: int = 0                   # FI_CFG_* other than ACTIVE
+    gen: int = 0                     # the configuration's generation (each `set` counts it up)
 
     def pack(self) -> bytes:
         head = _HEAD.pack(self.seed, self.deadline_ns, self.threshold, self.param,
                           self.flags & ~CFG_ACTIVE | (CFG_ACTIVE if self.active else 0))
-        return (head + self.match + _EXTRA.pack(*self.extra)).ljust(CONFIG_SIZE, b"\0")
+        return (head + self.match + _EXTRA.pack(*self.extra, self.gen)).ljust(CONFIG_SIZE, b"\0")
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Config":
         seed, deadline, threshold, param, flags = _HEAD.unpack(raw[: _HEAD.size])
         match = raw[_HEAD.size: _HEAD.size + MATCH_FORMAT.size]
-        extra = _EXTRA.unpack_from(raw, _HEAD.size + MATCH_FORMAT.size)
-        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, extra, flags & ~CFG_ACTIVE)
+        *extra, gen = _EXTRA.unpack_from(raw, _HEAD.size + MATCH_FORMAT.size)
+        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, tuple(extra),
+                   flags & ~CFG_ACTIVE, gen)
 
 
 _M64 = (1 << 64) - 1
@@ -86,9 +88,14 @@ def read_counters(fd: int) -> dict[str, int]:
     return {name: _counter(fd, i) for i, name in enumerate(COUNTERS)}
 
 
-def read_lost(fd: int) -> int:
-    """Journal events the program could not record (nobody read the ring and it filled up)."""
-    return _counter(fd, LOST)
+def read_journal_head(fd: int) -> int:
+    """Events the fault ever wrote to its journal (fi_journal_head)."""
+    return struct.unpack("<Q", libbpf.map_lookup(fd, KEY0, 8))[0]
+
+
+def read_overwritten(fd: int) -> int:
+    """Journal events no longer kept (newer ones took their place), from fi_journal_head's fd."""
+    return max(0, read_journal_head(fd) - JOURNAL_SIZE)
 
 
 def read_refused(fd: int) -> int:

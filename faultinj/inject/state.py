@@ -65,6 +65,10 @@ class Record:
     # a root qdisc the fault needs (time faults: fq): "adding" (intent), "added" by faultinj (cleared with
     # the last fault that added it), "present" (someone's fq: left alone)
     qdisc: str | None = None
+    # The configuration's generation (the config map's gen; each `set` counts it up) and the spec
+    # of each earlier one, so journal events recorded before a `set` show the spec then in force.
+    gen: int = 0
+    specs: dict = field(default_factory=dict)   # str(gen) -> spec, for gen < self.gen
 
     @property
     def filters(self) -> str:
@@ -73,6 +77,10 @@ class Record:
     @property
     def spec(self) -> str:
         return f"{self.fault}={self.value}{self.filters}@{self.hook}"
+
+    def spec_at(self, gen: int) -> str:
+        """The spec in force at configuration generation gen."""
+        return self.specs.get(str(gen), self.spec) if gen != self.gen else self.spec
 
     @property
     def where(self) -> str:

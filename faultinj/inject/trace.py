@@ -7,28 +7,44 @@ the kernel's drop reason, named from the running kernel's BTF. The filter is
 a fault filter (faults/match.py), evaluated in the kernel. Faults' journal
 events are merged in, so a hop where faultinj acted says which fault did —
 including drops, which faultinj makes with TC_ACT_STOLEN or XDP_DROP and the
-kernel does not report through kfree_skb.
+kernel does not report through kfree_skb. The journal is a log nobody
+consumes, so the tracer sees every action whoever else reads it; while the
+tracer runs it holds a lease (fi_watch) that makes a journal=off fault log
+its actions for tracers only.
 """
 
 from __future__ import annotations
 
+import errno
 import os
+import re
 import struct
 import time
 from dataclasses import dataclass, field
 
-from ..errors import KernelFeatureMissing
+from ..errors import KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match
 from ..journal import clock, wall_time
 from ..packets import parse
 from . import build, libbpf, state
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-# struct fi_trace_event: u64 ts, skb; u32 netns, ifindex, len, reason; u16 snap; u8 hop, pad; char ifname[16];
-# u8 frame[128]; padded to 8
-EVENT = struct.Struct("<QQIIIIHBx16s128s4x")
+# struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
+# char ifname[16]; u8 frame[128]
+EVENT = struct.Struct("<QQQQIIIIIHBB16s128s")
 HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
 HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
+HOP_FUNC = 7                         # FI_HOP_FUNC: trace --functions, a kernel function took the skb
+MAX_FUNCTIONS = 64                   # --functions attaches one fentry program per function: bounded
+# the maps the function programs (bpf/trace_func.bpf.c) share with the tracepoints' object
+SHARED_MAPS = ("fi_trace_config", "fi_trace_events", "fi_trace_lost", "fi_trace_delivered", "fi_trace_shared")
+HOP_DELIVERED = 6                    # FI_HOP_DELIVERED: a socket read a copy of a frame freed while shared
+DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
+# How long a free whose data another skb still held waits for that copy's fate (read by a socket:
+# a delivery; else a drop). ping and OVS read their copies within microseconds.
+SHARED_GRACE_NS = 200_000_000
+WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
+AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
 # struct fi_trace_config { u32 active, pad; struct fi_match match; }
 _CONFIG_HEAD = struct.Struct("<II")
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -78,27 +94,50 @@ class Hop:
     netns: int
     netns_name: str
     ifname: str
-    direction: str          # out | in | DROP | ACT
+    direction: str          # out | in | DROP | ACT | done (freed after delivery to a socket: not a loss)
     point: str              # the tracepoint, or the fault's hook
     length: int
     frame: bytes            # from the Ethernet header, at most 128 bytes
     reason: str = ""        # DROP: the kernel's drop reason, or "faultinj"
     fault: str = ""         # a faultinj fault acted here: its id and spec
+    delivered: str = ""     # done: the socket that had read the frame (raw socket, packet socket, ...)
+    since_ns: int = 0       # fn: time since this packet's previous hop
     key: tuple = ()         # the packet (packets.Packet.journal_key)
     summary: str = ""
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
-                                           "length", "reason", "fault", "summary")}
+                                           "length", "reason", "fault", "delivered", "since_ns", "summary")}
         d["time"] = wall_time(self.ts_ns)
         d["key"] = list(self.key)
         return d
 
     def __str__(self) -> str:
         tail = f" reason={self.reason}" if self.reason else ""
+        tail += f", after delivery to a {self.delivered}" if self.delivered else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
+        if self.direction == "fn":
+            return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} fn   "
+                    f"{self.point:<28} +{self.since_ns / 1000:7.1f}us {self.summary}")
         return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
                 f"{self.direction:<4} {self.summary}{tail}")
+
+
+def skb_functions(pattern: str, limit: int = MAX_FUNCTIONS) -> dict[str, int]:
+    """The kernel functions whose name matches the regular expression and that take an sk_buff
+    among their first five arguments (from the running kernel's BTF, as pwru finds them):
+    {name: the skb's argument index}. More than limit is refused (one fentry program each)."""
+    try:
+        rx = re.compile(pattern)
+    except re.error as exc:
+        raise SpecError(f"--functions {pattern!r}: not a regular expression ({exc})") from None
+    found = {n: i for n, i in libbpf.btf_functions_taking(check_btf(), "sk_buff").items() if rx.search(n)}
+    if not found:
+        raise SpecError(f"--functions {pattern!r}: no kernel function taking an sk_buff matches")
+    if len(found) > limit:
+        raise SpecError(f"--functions {pattern!r}: {len(found)} functions match, more than {limit} "
+                        "(one fentry program each): narrow the pattern or raise --max-functions")
+    return found
 
 
 def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
@@ -116,7 +155,8 @@ def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
         return key, f"udp {src}:{p.sport} -> {dst}:{p.dport} id={p.ip_id} len={p.payload_len}"
     if p.version:
         return key, f"{PROTO_NAMES.get(p.proto, p.proto)} {src} -> {dst}"
-    return key, f"{len(frame)} bytes, not IP"
+    # not IP (ARP, LLDP): the frame itself names the packet (every non-IP frame one packet otherwise)
+    return ("frame", frame[:64].hex()), f"{len(frame)} bytes, not IP"
 
 
 @dataclass
@@ -125,12 +165,19 @@ class Tracer:
 
     match: Match = NO_MATCH
     with_faults: bool = True
+    functions: dict = field(default_factory=dict)   # kernel function -> the skb's argument index (fentry)
     _obj: object = None
     _rings: object = None
     _journal: object = None
     _reasons: dict = field(default_factory=dict)
     _names: dict = field(default_factory=dict)
     _fault_at: dict = field(default_factory=dict)   # fault id -> (netns name, netns inode, interface)
+    _held: dict = field(default_factory=dict)       # data address -> a free waiting for its copy's fate
+    _watched_at: int = 0
+    _fn_progs: list = field(default_factory=list)
+    _fn_names: dict = field(default_factory=dict)   # function address -> name
+    _last_ts: dict = field(default_factory=dict)    # packet key -> its latest hop's stamp
+    refused_functions: list = field(default_factory=list)   # --functions the kernel would not trace
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -138,22 +185,67 @@ class Tracer:
         self._names = netns_names()
         obj_path = build.compile_program("trace", "trace")
         try:
-            self._obj = libbpf.TracingObject(str(obj_path), ("fi_trace_config", "fi_trace_events", "fi_trace_lost"))
+            self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
             cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()   # struct fi_trace_config: active, the filter
             libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
             self._rings = libbpf.RingBuffers([self._obj.map_fds["fi_trace_events"]])
             self._obj.attach()
+            if self.functions:
+                self._attach_functions()
             if self.with_faults:
                 from .journal import JournalReader
 
-                self._journal = JournalReader(state.records())   # it skips custom programs (no journal)
-                self._journal.read()   # what happened before the trace began is not part of it
+                # from now on, journal=off events too; it skips custom programs (no journal)
+                self._journal = JournalReader(state.records(), from_start=False, everything=True)
+                self._watch()
                 for r in self._journal.records:   # where each fault is, looked up once
                     self._fault_at[r.id] = (r.target or r.netns or "host", self._ns_inum(r.netns), r.ifname)
         except BaseException:
             self.close()
             raise
         return self
+
+    def _attach_functions(self) -> None:
+        path = str(build.compile_program("trace_func", "trace"))
+        reuse = {m: self._obj.map_fds[m] for m in SHARED_MAPS}
+        wanted = set(self.functions)
+        refused = []
+        for name, arg in sorted(self.functions.items()):
+            try:
+                self._fn_progs.append(libbpf.FunctionProgram(path, f"fi_fn_skb{arg}", name, reuse))
+            except libbpf.FunctionRefused as exc:
+                if exc.errno in (errno.EPERM, errno.EOPNOTSUPP, 524) and not self._fn_progs:   # 524: ENOTSUPP
+                    raise KernelFeatureMissing(
+                        f"this kernel refuses fentry programs ({os.strerror(exc.errno)} on {name}) and "
+                        "faultinj has no kprobe path: --functions cannot run here (the hop tracer still can)"
+                    ) from None
+                refused.append(name)   # not traceable (inlined, notrace): left out
+        if not self._fn_progs:
+            raise KernelFeatureMissing(f"no function of {len(wanted)} could be traced (fentry refused all: "
+                                       f"{', '.join(refused[:5])}...)")
+        self.refused_functions = refused
+        with open("/proc/kallsyms") as f:
+            for line in f:
+                addr, _, name = line.split()[:3]
+                if name in wanted:
+                    self._fn_names[int(addr, 16)] = name
+
+    def _watch(self) -> None:
+        """Renew the lease that makes each fault log its actions for tracers (journal=off too)."""
+        now = time.monotonic_ns()
+        if now - self._watched_at < 1_000_000_000:
+            return
+        self._watched_at = now
+        until = struct.pack("<Q", now + WATCH_LEASE_NS)
+        for r in self._journal.records:
+            try:
+                fd = libbpf.obj_get(f"{r.pin_dir}/fi_watch")
+            except Exception:
+                continue   # cleared meanwhile
+            try:
+                libbpf.map_update(fd, b"\0\0\0\0", until)
+            finally:
+                os.close(fd)
 
     def _ns_name(self, inum: int) -> str:
         if inum not in self._names:
@@ -169,15 +261,36 @@ class Tracer:
     def read(self, timeout_ms: int = 100) -> list[Hop]:
         hops = []
         for _, raw in self._rings.read(timeout_ms):
-            ts, _skb, netns, _ifindex, length, reason, snap, hop, ifname, frame = EVENT.unpack_from(raw)
+            ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags, ifname, frame = \
+                EVENT.unpack_from(raw)
+            if hop == HOP_DELIVERED:
+                held = self._held.pop(head, None)
+                if held is not None:
+                    hops.append(_delivered(held, sock))
+                continue
             frame = frame[:snap]
             key, summary = summarise(frame, length)
             direction = HOPS.get(hop, "?")
-            hops.append(Hop(ts, netns, self._ns_name(netns), ifname.split(b"\0")[0].decode(errors="replace"),
-                            direction, HOP_POINTS.get(hop, "?"), length, frame,
-                            reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
-                            key=key, summary=summary))
+            h = Hop(ts, netns, self._ns_name(netns), ifname.split(b"\0")[0].decode(errors="replace"),
+                    direction, HOP_POINTS.get(hop, "?"), length, frame,
+                    reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
+                    key=key, summary=summary)
+            if hop == HOP_FUNC:
+                # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
+                h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
+                h.since_ns = ts - self._last_ts.get(key, ts)
+            if len(self._last_ts) > 100_000:
+                self._last_ts.clear()
+            self._last_ts[key] = max(ts, self._last_ts.get(key, 0))
+            if direction == "DROP" and flags & DROP_DELIVERED:
+                h = _delivered(h, sock)
+            elif direction == "DROP" and flags & DROP_SHARED:
+                self._held[head] = h
+                continue
+            hops.append(h)
+        hops.extend(self.flush(time.monotonic_ns() - SHARED_GRACE_NS))
         if self._journal is not None:
+            self._watch()
             for e in self._journal.read():
                 if not self.match.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport):
                     continue
@@ -190,11 +303,22 @@ class Tracer:
         hops.sort(key=lambda h: h.ts_ns)
         return hops
 
+    def flush(self, before_ns: int | None = None) -> list[Hop]:
+        """Frees held for their copy's fate since before before_ns (all: None): nobody read the copy,
+        so they were drops after all."""
+        out = {k: h for k, h in self._held.items() if before_ns is None or h.ts_ns < before_ns}
+        for k in out:
+            del self._held[k]
+        return list(out.values())
+
     def lost(self) -> int:
         """Events the kernel could not queue (the reader fell behind)."""
         return struct.unpack("<Q", libbpf.map_lookup(self._obj.map_fds["fi_trace_lost"], b"\0\0\0\0", 8))[0]
 
     def close(self) -> None:
+        for p in self._fn_progs:
+            p.close()
+        self._fn_progs = []
         for thing in (self._rings, self._journal, self._obj):
             if thing is not None:
                 thing.close()
@@ -207,6 +331,23 @@ class Tracer:
         self.close()
 
 
+def _socket_kind(sock: int) -> str:
+    family, kind = sock >> 16, sock & 0xFFFF
+    if family == AF_PACKET:
+        return "packet socket"
+    if family in (AF_INET, AF_INET6) and kind == SOCK_RAW:
+        return "raw socket"
+    if family in (AF_INET, AF_INET6) and kind == SOCK_DGRAM:
+        return "datagram socket"
+    return "socket"
+
+
+def _delivered(h: Hop, sock: int) -> Hop:
+    """A free after a socket read the frame (a clone of it): the end of a delivery, not a loss."""
+    h.direction, h.delivered = "done", _socket_kind(sock)
+    return h
+
+
 def _event_summary(e) -> str:
     if e.l4_proto in (1, 58):
         return f"#{e.sport}.{e.seq} {e.src} -> {e.dst}"
@@ -217,15 +358,23 @@ def _event_summary(e) -> str:
     return f"{PROTO_NAMES.get(e.l4_proto, e.l4_proto)} {e.src} -> {e.dst}"
 
 
+class _Stop(Exception):
+    """on_hop asked to stop."""
+
+
 def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | None = None,
-          on_hop=None, with_faults: bool = True, settle: float = 0.3) -> tuple[list[Hop], int]:
+          on_hop=None, with_faults: bool = True, settle: float = 0.3,
+          functions: dict | None = None) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
-    `duration` passed, or KeyboardInterrupt. on_hop(hop) is called as hops come. Returns the hops
-    and how many the kernel could not queue (this reader fell behind)."""
+    `duration` passed, KeyboardInterrupt, or on_hop returned False. A packet is what its key names
+    (Hop.key: addresses, protocol, ports or echo id, IP id, TCP or echo sequence; the frame's bytes
+    when it is not IP): a ping's request and reply are two. It counts when its first hop is seen,
+    and every later hop of a counted packet is kept. on_hop(hop) is called as hops come. Returns
+    the hops and how many the kernel could not queue (this reader fell behind)."""
     hops: list[Hop] = []
     packets: set = set()
     end = None if duration is None else time.monotonic() + duration
-    with Tracer(match, with_faults) as tracer:
+    with Tracer(match, with_faults, functions or {}) as tracer:
         try:
             while end is None or time.monotonic() < end:
                 for h in tracer.read(100):
@@ -233,11 +382,21 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
                         continue
                     packets.add(h.key)
                     hops.append(h)
-                    if on_hop:
-                        on_hop(h)
+                    if on_hop and on_hop(h) is False:
+                        raise _Stop
+
                 if count is not None and len(packets) >= count:
                     end = min(end or float("inf"), time.monotonic() + settle)
         except KeyboardInterrupt:
             pass
+        except _Stop:
+            return hops + tracer.flush(), tracer.lost()
+        for h in tracer.flush():
+            if count is not None and h.key not in packets and len(packets) >= count:
+                continue
+            packets.add(h.key)
+            hops.append(h)
+            if on_hop and on_hop(h) is False:
+                break
         lost = tracer.lost()
     return hops, lost

@@ -21,7 +21,7 @@ class RunData:
     counters: dict[str, dict[str, int]] = field(default_factory=dict)   # fault -> counters
     csum_errors: dict[str, int] = field(default_factory=dict)           # host -> new checksum errors
     journal: dict[str, list] = field(default_factory=dict)              # fault -> journal events
-    journal_lost: dict[str, int] = field(default_factory=dict)          # fault -> events lost (ring full)
+    journal_lost: dict[str, int] = field(default_factory=dict)          # fault -> events overwritten before read
     ovs: dict[str, dict] = field(default_factory=dict)                  # OVS bridge -> rules' stats, megaflows
 
 

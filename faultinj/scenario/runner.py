@@ -131,7 +131,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     fault_host = {f.name: f.host for f in scn.faults}
 
     def drain(name, rec, last=False):
-        """Move the fault's journal events into data (its ring holds 3640: read it as traffic runs)."""
+        """Move the fault's journal events into data (it keeps the last 4096: read it as traffic runs)."""
         if name not in journaled:
             return
         with lock:

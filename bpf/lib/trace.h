@@ -1,0 +1,297 @@
+/* SPDX-License-Identifier: GPL-2.0 */
+/* What the tracer's programs share (bpf/trace.bpf.c: tracepoints;
+ * bpf/trace_func.bpf.c: fentry on kernel functions): the event, the maps
+ * (the function programs reuse the tracepoint object's), the frame parse
+ * and the filter. */
+#ifndef FI_TRACE_H
+#define FI_TRACE_H
+
+#include "defs.h"
+#include <bpf/bpf_helpers.h>
+#include "kernel.h"
+#include "match.h"
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_endian.h>
+
+#define FI_SNAP 128     /* bytes of each frame, from its Ethernet header */
+
+enum fi_hop {
+	FI_HOP_QUEUE = 1,   /* net_dev_queue: leaves the device */
+	FI_HOP_RX,          /* netif_rx: handed to the device's backlog */
+	FI_HOP_RECEIVE,     /* netif_receive_skb (entry) */
+	FI_HOP_GRO,         /* napi_gro_receive (entry) */
+	FI_HOP_DROP,        /* kfree_skb: freed as a drop, with the reason */
+	FI_HOP_DELIVERED,   /* a socket read a copy of a frame freed as FI_DROP_SHARED */
+	FI_HOP_FUNC,        /* a kernel function took the skb (trace --functions, fentry) */
+};
+
+/* fi_trace_event.flags of FI_HOP_DROP */
+#define FI_DROP_DELIVERED 1   /* a socket had read a copy (sock says which) */
+#define FI_DROP_SHARED 2      /* another skb still holds the data: its fate decides */
+
+struct fi_trace_event {
+	__u64 ts_ns;
+	__u64 skb;          /* the skb's address: one packet's hops share it, mostly */
+	__u64 head;         /* its data's address: shared by its clones */
+	__u64 func;         /* FI_HOP_FUNC: the function's address (bpf_get_func_ip) */
+	__u32 netns;        /* the device's network namespace inode */
+	__u32 ifindex;
+	__u32 len;
+	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason */
+	__u32 sock;         /* the reader's socket: family << 16 | type */
+	__u16 snap;         /* bytes in frame[] */
+	__u8 hop;
+	__u8 flags;         /* FI_DROP_* */
+	char ifname[16];
+	__u8 frame[FI_SNAP];
+};
+
+struct fi_trace_config {
+	__u32 active;
+	__u32 pad;
+	struct fi_match match;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct fi_trace_config);
+} fi_trace_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 20);
+} fi_trace_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} fi_trace_lost SEC(".maps");
+
+/* data (skb->head) a socket read while the skb that brought it lived on */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} fi_trace_delivered SEC(".maps");
+
+/* data freed as a drop while a copy lived on: waiting for that copy's fate */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, __u32);
+} fi_trace_shared SEC(".maps");
+
+#define FI_HDR 72       /* QinQ + IPv6 + ports: read in one helper call */
+
+static __always_inline __u16 fi_be16(const __u8 *b)
+{
+	return (__u16)b[0] << 8 | b[1];
+}
+
+/* The network and transport headers, from b (the frame's first FI_HDR
+ * bytes) with l3 the network header's offset: a constant in each inlined
+ * copy, so every read has a constant offset into the stack buffer. */
+static __always_inline void fi_trace_l3(const __u8 *b, const unsigned char *l2, const __u32 l3, __u16 proto,
+					struct fi_pkt *pkt)
+{
+	__u32 l4;
+
+	pkt->l3_proto = proto;
+	pkt->flow.l3_proto = proto;
+	pkt->l3_off = l3;
+	if (proto == ETH_P_IP) {
+		__u8 ihl = b[l3] & 0x0F;
+
+		pkt->l4_proto = b[l3 + 9];
+		__builtin_memcpy(&pkt->flow.saddr[0], b + l3 + 12, 4);
+		__builtin_memcpy(&pkt->flow.daddr[0], b + l3 + 16, 4);
+		if (fi_be16(b + l3 + 6) & IP_OFFSET)
+			return;  /* a later fragment: no ports */
+		if (ihl != 5) {  /* options: the ports are further on, read them from the frame */
+			__u8 p[14];
+
+			pkt->flow.l4_proto = pkt->l4_proto;
+			if (ihl < 5 || bpf_probe_read_kernel(p, sizeof(p), l2 + l3 + ihl * 4))
+				return;
+			pkt->l4_off = l3 + ihl * 4;
+			if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP) {
+				pkt->flow.sport = fi_be16(p);
+				pkt->flow.dport = fi_be16(p + 2);
+				pkt->has_ports = 1;
+				if (pkt->l4_proto == IPPROTO_TCP)
+					pkt->tcp_flags = p[13];
+			} else if (pkt->l4_proto == IPPROTO_ICMP) {
+				pkt->flow.sport = fi_be16(p + 4);
+			}
+			return;
+		}
+		l4 = l3 + 20;
+	} else if (proto == ETH_P_IPV6) {
+		pkt->l4_proto = b[l3 + 6];
+		__builtin_memcpy(pkt->flow.saddr, b + l3 + 8, 16);
+		__builtin_memcpy(pkt->flow.daddr, b + l3 + 24, 16);
+		l4 = l3 + 40;  /* extension headers are not walked */
+	} else {
+		return;
+	}
+	pkt->flow.l4_proto = pkt->l4_proto;
+	pkt->l4_off = l4;
+	if (pkt->l4_proto == IPPROTO_TCP || pkt->l4_proto == IPPROTO_UDP) {
+		pkt->flow.sport = fi_be16(b + l4);
+		pkt->flow.dport = fi_be16(b + l4 + 2);
+		pkt->has_ports = 1;
+		if (pkt->l4_proto == IPPROTO_TCP && l4 + 14 <= FI_HDR)
+			pkt->tcp_flags = b[l4 + 13];
+	} else if (pkt->l4_proto == IPPROTO_ICMP || pkt->l4_proto == IPPROTO_ICMPV6) {
+		pkt->flow.sport = fi_be16(b + l4 + 4);
+	}
+}
+
+/* Parse what the frame's headers say into pkt (for the filter): ethernet,
+ * up to two VLAN tags, IPv4 or IPv6, then the ports or the ICMP id. */
+static __always_inline void fi_trace_parse(const __u8 *b, const unsigned char *l2, __u16 vlan_tci,
+					   struct fi_pkt *pkt)
+{
+	__u16 proto = fi_be16(b + 12);
+
+	__builtin_memset(pkt, 0, sizeof(*pkt));
+	pkt->vlan = vlan_tci & 0x0FFF;  /* a tag the device took off (VLAN offload) */
+	if (proto != ETH_P_8021Q && proto != ETH_P_8021AD) {
+		fi_trace_l3(b, l2, 14, proto, pkt);
+		return;
+	}
+	if (!pkt->vlan)
+		pkt->vlan = fi_be16(b + 14) & 0x0FFF;
+	proto = fi_be16(b + 16);
+	if (proto != ETH_P_8021Q && proto != ETH_P_8021AD) {
+		fi_trace_l3(b, l2, 18, proto, pkt);
+		return;
+	}
+	fi_trace_l3(b, l2, 22, fi_be16(b + 20), pkt);
+}
+
+/* How many skbs hold this skb's data (skb_clone shares it; the low 16 bits). */
+static __always_inline int fi_dataref(const struct sk_buff *skb)
+{
+	struct skb_shared_info *sh = (void *)(skb->head + skb->end);
+	int ref = 0;
+
+	bpf_probe_read_kernel(&ref, sizeof(ref), &sh->dataref.counter);
+	return ref & 0xFFFF;
+}
+
+/* A drop's flags: was the frame delivered to a socket, or does a copy live on? */
+static __always_inline __u8 fi_drop_flags(__u64 head, __u32 *sock, int shared)
+{
+	__u32 *kind = bpf_map_lookup_elem(&fi_trace_delivered, &head), one = 1;
+
+	if (!kind && shared) {
+		bpf_map_update_elem(&fi_trace_shared, &head, &one, BPF_ANY);
+		kind = bpf_map_lookup_elem(&fi_trace_delivered, &head);  /* read meanwhile? */
+		if (!kind)
+			return FI_DROP_SHARED;
+		bpf_map_delete_elem(&fi_trace_shared, &head);
+	}
+	if (!kind)
+		return 0;
+	*sock = *kind;
+	bpf_map_delete_elem(&fi_trace_delivered, &head);
+	return FI_DROP_DELIVERED;
+}
+
+static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, __u32 reason, __u64 func)
+{
+	struct fi_trace_config *cfg;
+	struct fi_trace_event *e;
+	struct net_device *dev;
+	const unsigned char *l2;
+	__u8 hdr[FI_HDR];
+	struct fi_pkt pkt;
+	__u32 key = 0, len;
+	__u16 mac, proto;
+
+	cfg = bpf_map_lookup_elem(&fi_trace_config, &key);
+	if (!cfg || !cfg->active)
+		return;
+	/* tp_btf: the skb is a typed kernel pointer, its fields plain loads (CO-RE relocated) */
+	mac = skb->mac_header;
+	if (mac == (__u16)~0U) {
+		/* no link-layer header (yet): a function on the send path. The filter
+		 * reads the network header; the frame is not shown */
+		if (!func || skb->network_header == (__u16)~0U)
+			return;
+		l2 = skb->head + skb->network_header;
+		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l2))
+			return;
+		__builtin_memset(&pkt, 0, sizeof(pkt));
+		proto = bpf_ntohs(skb->protocol);
+		if (!proto)   /* not set yet (ip_output sets it): the version says */
+			proto = hdr[0] >> 4 == 4 ? ETH_P_IP : hdr[0] >> 4 == 6 ? ETH_P_IPV6 : 0;
+		fi_trace_l3(hdr, l2, 0, proto, &pkt);
+		mac = (__u16)~0U;
+	} else {
+		l2 = skb->head + mac;
+		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l2))
+			return;
+		fi_trace_parse(hdr, l2, skb->vlan_tci, &pkt);
+	}
+	if (!fi_match_pkt(&cfg->match, &pkt))
+		return;
+	e = bpf_ringbuf_reserve(&fi_trace_events, sizeof(*e), 0);
+	if (!e) {
+		__u64 *lost = bpf_map_lookup_elem(&fi_trace_lost, &key);
+
+		if (lost)
+			__sync_fetch_and_add(lost, 1);
+		return;
+	}
+	e->ts_ns = bpf_ktime_get_ns();
+	e->skb = (__u64)(long)skb;
+	e->hop = hop;
+	e->reason = reason;
+	e->head = (__u64)(long)skb->head;
+	e->func = func;
+	e->sock = 0;
+	e->flags = hop == FI_HOP_DROP ? fi_drop_flags(e->head, &e->sock, fi_dataref(skb) > 1) : 0;
+	len = skb->len;
+	e->len = len;
+	dev = skb->dev;
+	e->netns = dev ? dev->nd_net.net->ns.inum : 0;
+	e->ifindex = dev ? dev->ifindex : 0;
+	if (!dev || bpf_probe_read_kernel_str(e->ifname, sizeof(e->ifname), dev->name) < 0)
+		e->ifname[0] = 0;
+	/* the frame from its link-layer header: at a receive hook skb->len counts
+	 * from the network header, so add the mac header's length back */
+	len += (__u32)(skb->data - l2);
+	if (mac == (__u16)~0U) {
+		/* from the network header: behind an Ethernet header of zeros and the
+		 * protocol, so the frame reads (and parses) as the others do */
+		__u16 wire = bpf_htons(pkt.l3_proto);
+
+		len = skb->len + 14;
+		__builtin_memset(e->frame, 0, 12);
+		__builtin_memcpy(e->frame + 12, &wire, 2);
+		e->snap = len < FI_SNAP ? len : FI_SNAP;
+		if (bpf_probe_read_kernel(e->frame + 14, FI_SNAP - 14, l2))
+			e->snap = 0;
+	} else {
+		e->snap = len < FI_SNAP ? len : FI_SNAP;
+		if (bpf_probe_read_kernel(e->frame, FI_SNAP, l2))
+			e->snap = 0;
+	}
+	bpf_ringbuf_submit(e, 0);
+}
+
+static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 reason)
+{
+	fi_trace_func(skb, hop, reason, 0);
+}
+
+#endif
