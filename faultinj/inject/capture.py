@@ -22,6 +22,7 @@ SOL_PACKET = 263
 PACKET_STATISTICS = 6
 PACKET_OUTGOING = 4
 SO_RCVBUFFORCE = 33
+SO_TIMESTAMPNS = 35
 
 
 @dataclass
@@ -77,9 +78,13 @@ class Capture:
         sock = self._sock
         want_out = self.direction in ("out", "any")
         want_in = self.direction in ("in", "any")
+        # the kernel's receive time of each frame (not when this thread got to it: a slow reader,
+        # e.g. in an emulated guest, would stretch the gaps between frames)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        anc = socket.CMSG_SPACE(16)
         while True:
             try:
-                n, addr = sock.recvfrom_into(buf, self.snaplen, socket.MSG_TRUNC)
+                n, ancdata, _flags, addr = sock.recvmsg_into([buf], anc, socket.MSG_TRUNC)
             except socket.timeout:
                 if self._stop.is_set():
                     return
@@ -88,7 +93,12 @@ class Capture:
                 return
             out = addr[2] == PACKET_OUTGOING
             if (out and want_out) or (not out and want_in):
-                self.frames.append(Frame(time.time_ns(), out, n, bytes(view[: min(n, self.snaplen)])))
+                ts = time.time_ns()
+                for level, kind, data in ancdata:
+                    if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS and len(data) >= 16:
+                        sec, nsec = struct.unpack_from("qq", data)
+                        ts = sec * 1_000_000_000 + nsec
+                self.frames.append(Frame(ts, out, n, bytes(view[: min(n, self.snaplen)])))
 
     def stop(self, settle: float = 0.2) -> list[Frame]:
         """Stop after `settle` seconds of grace; returns the frames."""
