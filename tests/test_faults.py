@@ -161,9 +161,11 @@ def test_journal_event_decodes_and_prints():
 
     from faultinj.journal import EVENT_FORMAT, decode
 
-    raw = EVENT_FORMAT.pack(5, 3, 777, ipaddress.ip_address("10.0.0.1").packed.ljust(16, b"\0"),
-                            ipaddress.ip_address("10.0.0.2").packed.ljust(16, b"\0"), 0x0800, 40000, 80, 42, 6, 1, 0)
-    assert EVENT_FORMAT.size == 64
+    # idx, ts, ifindex, seq, saddr, daddr, l3, sport, dport, ip_id, l4, action, journal, value, gen
+    raw = EVENT_FORMAT.pack(1, 5, 3, 777, ipaddress.ip_address("10.0.0.1").packed.ljust(16, b"\0"),
+                            ipaddress.ip_address("10.0.0.2").packed.ljust(16, b"\0"), 0x0800, 40000, 80, 42, 6, 1, 1,
+                            0, 0)
+    assert EVENT_FORMAT.size == 80   # struct fi_event, bpf/lib/fault.h
     e = decode(raw, "f1", "drop=1.0@tc-egress", "ns/eth0", "tc-egress")
     assert (e.src, e.dst, e.sport, e.dport, e.ip_id, e.seq, e.action) == ("10.0.0.1", "10.0.0.2", 40000, 80, 42, 777,
                                                                           "drop")
