@@ -17,6 +17,7 @@ from scapy.layers.inet6 import (ICMPv6EchoRequest, IPv6, IPv6ExtHdrDestOpt, IPv6
 from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from faultinj import packets
+from faultinj.errors import FaultinjError
 from faultinj.inject import build, libbpf
 
 DATA = Path(__file__).parent / "data"
@@ -105,9 +106,14 @@ def python_view(frame: bytes, rc: int) -> dict:
 
 @pytest.mark.parametrize("name", FRAMES)
 def test_bpf_and_python_parsers_agree(probe, name, request):
-    if name.endswith("cut-in-l3") and "tc-ingress" in request.node.name:
-        pytest.skip("BPF_PROG_TEST_RUN of tc refuses an IP frame shorter than its IP header (EINVAL)")
     frame = bytes(FRAMES[name])
+    if name.endswith("cut-in-l3") and "tc-ingress" in request.node.name:
+        # BPF_PROG_TEST_RUN of tc refuses an IP frame shorter than its IP header: no tc program
+        # ever sees one (the stack drops it first), so there is nothing to compare; the refusal is
+        # what the kernel says
+        with pytest.raises(FaultinjError, match="BPF_PROG_TEST_RUN: Invalid argument"):
+            bpf_view(probe, frame)
+        return
     got = bpf_view(probe, frame)
     want = python_view(frame, got["rc"])
     if got["rc"] == -1:
