@@ -175,10 +175,15 @@ def test_reordered_packets_at_the_receiver_are_exactly_the_journals(lab, private
         if s < top:
             late.add(s)
         top = max(top, s)
-    ids_late = {parse(fr.data, fr.length).ip_id for fr in cap.frames
-                if len(fr.data) >= 46 and struct.unpack_from("!I", fr.data, 42)[0] in late}
+    id_of = {struct.unpack_from("!I", fr.data, 42)[0]: parse(fr.data, fr.length).ip_id for fr in cap.frames
+             if len(fr.data) >= 46 and parse(fr.data, fr.length).proto == 17}
+    ids_late = {id_of[s] for s in late}
+    held = {e.ip_id for e in events}
+    # 500 datagrams/s: a packet held 20 ms is overtaken by the next ~10, unless it is among the last
+    # ones sent (nothing comes after it): those are held but cannot arrive late
+    tail = {id_of[s] for s in range(985, 1000)}
     assert len(seqs) == 1000 and len(late) > 10
-    assert ids_late == {e.ip_id for e in events}
+    assert ids_late <= held and held - ids_late <= tail, (sorted(held - ids_late), sorted(ids_late - held))
 
 
 def test_rate_paces_the_wire_exactly_and_slows_tcp(lab, private_state, kernel_features):
