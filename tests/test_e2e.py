@@ -224,7 +224,8 @@ def test_foreign_xdp_program_is_never_touched(lab, private_state, foreign_obj):
     assert os.listdir(private_state["pin_root"]) == []
 
 
-def test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal(lab, private_state, kernel_features):
+def test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal(lab, private_state, kernel_features,
+                                                                      foreign_obj):
     """--tc-mode matchall (the seed article's 'matchall action bpf'): works where doctor finds
     cls_matchall and act_bpf, with the fault's counters, set, drops and clear; elsewhere exit 4,
     one line naming the missing option, nothing left."""
@@ -262,6 +263,16 @@ def test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal(lab, private
     assert res.received == 0 and st.counters["acted"] >= 5
     faultinj.clear(all_faults=True)
     assert_clean(private_state, a)
+    # clear removes only ours: another tool's filter (and its clsact) stay
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "clsact")
+    ns_run(a.netns, "tc", "filter", "add", "dev", a.ifname, "egress", "prio", "1", "bpf", "da", "obj",
+           str(foreign_obj), "sec", "tc")
+    foreign = tc_filters(a.netns, a.ifname)
+    faultinj.apply("psh-ratio=10", a.ifname, netns_name=a.netns, tc_mode="matchall")
+    assert len(tc_filters(a.netns, a.ifname)) == 2
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert tc_filters(a.netns, a.ifname) == foreign and "clsact" in qdisc_kinds(a.netns, a.ifname)
+    assert os.listdir(private_state["pin_root"]) == []
 
 
 def test_unknown_interface_lists_what_exists(lab, private_state):
