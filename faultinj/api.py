@@ -218,8 +218,7 @@ def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
     """The root qdisc a time fault needs: ours if we add it (or another fault of ours did), someone
     else's fq left as it is, any other root qdisc of someone's refused (nothing is replaced)."""
     current = attach.root_qdisc(ipr, rec.ifindex)
-    ours = [r for r in state.records() if r.id != rec.id and _same_link(r, rec.netns, rec.ifindex)
-            and r.qdisc in ("adding", "added")]
+    ours = _qdisc_sharers(rec)
     if current == kind:
         rec.qdisc = "added" if ours else "present"
         state.save(rec)
@@ -238,12 +237,14 @@ def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
 
 def _release_qdisc(rec: state.Record) -> None:
     """Remove the fq faultinj added when the last fault that needed it is gone."""
-    if rec.qdisc not in ("adding", "added"):
-        return
-    others = [r for r in state.records() if r.id != rec.id and _same_link(r, rec.netns, rec.ifindex)
-              and r.qdisc in ("adding", "added")]
-    if not others:
+    if rec.qdisc in ("adding", "added") and not _qdisc_sharers(rec):
         attach.remove_root_fq(rec.netns, rec.ifname)
+
+
+def _qdisc_sharers(rec: state.Record) -> list[state.Record]:
+    """Our other faults on rec's link that hold the root qdisc faultinj added there."""
+    return [r for r in state.records() if r.id != rec.id and _same_link(r, rec.netns, rec.ifindex)
+            and r.qdisc in ("adding", "added")]
 
 
 def _check_xdp_free(ipr, ns, ifindex, ifname, replace) -> state.Record | None:

@@ -119,7 +119,7 @@ class Topology:
         self.namespaces: list[str] = []
         self.ovs_bridges: list[str] = []
         self.ends: dict[tuple[str, str], Host] = {}  # (host, ifname) -> Host
-        self.taps: list[tuple[str, str | None]] = []   # (tap, the namespace it was moved to)
+        self.taps: dict[str, str | None] = {}   # tap -> the namespace it was moved to (None: ours)
         self.guests: dict = {}                          # VM host -> faultinj.guest.vm.Guest
         self.remotes: dict = {}                         # ssh host -> its faultinj.guest.agent.Agent
         self.progress = lambda msg: None
@@ -233,7 +233,7 @@ class Topology:
         for n, link in vm_links:
             tap = self.tap_name(n)
             vm.make_tap(tap)
-            self.taps.append((tap, None))
+            self.taps[tap] = None
             nics[link.a.host].append(vm.Nic(tap, _mac(n * 2)))
         for h, hs in self.spec.vms.items():
             kernel = self.kernels[h]
@@ -249,7 +249,7 @@ class Topology:
             kind = self.spec.bridges[link.b.host]
             if kind == "linux":
                 _run("ip", "link", "set", tap, "netns", self.switch_ns)
-                self.taps[[t for t, _ in self.taps].index(tap)] = (tap, self.switch_ns)
+                self.taps[tap] = self.switch_ns
                 _run("ip", "-n", self.switch_ns, "link", "set", tap, "master", link.b.host)
                 _run("ip", "-n", self.switch_ns, "link", "set", tap, "up")
             else:
@@ -259,7 +259,7 @@ class Topology:
 
     def _configure_vm_end(self, end: EndSpec, mac: str) -> None:
         agent = self.guests[end.host].agent
-        links = agent.call("hello")["links"]
+        links = agent.info["links"]   # from the agent's hello: the NIC driver loads before it starts
         current = next((ln["ifname"] for ln in links if ln["mac"] == mac), None)
         if current is None:
             raise FaultinjError(f"VM {end.host}: no interface with MAC {mac} ({links})")
@@ -369,7 +369,7 @@ class Topology:
             guest.stop()
             shutil.rmtree(guest.workdir, ignore_errors=True)
         self.guests.clear()
-        for tap, ns in self.taps:   # persistent taps outlive QEMU: ours go now
+        for tap, ns in self.taps.items():   # persistent taps outlive QEMU: ours go now
             _run(*(["ip", "-n", ns] if ns else ["ip"]), "link", "del", tap, check=False)
         self.taps.clear()
         for br in self.ovs_bridges:
