@@ -17,6 +17,7 @@ from typing import Iterator
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
 from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
+from .inject import links as kernel_links
 
 TC_MODES = ("cls_bpf", "matchall")
 MAX_SEED = (1 << 64) - 1
@@ -108,8 +109,14 @@ def _target(ifname: str | None, netns_name=None, netns_path=None, pid=None, cont
 def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, seed: int | None = None,
           duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
           hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
-          container: str | None = None, runtime: str | None = None, peer_of: str | None = None) -> state.Record:
+          container: str | None = None, runtime: str | None = None, peer_of: str | None = None,
+          attach_kind: str = "auto", first: bool = False, before: str | None = None,
+          after: str | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process.
+
+    attach_kind: auto (tcx/XDP links where the kernel has them), link, or netlink (tc filter, XDP
+    through netlink). first/before/after (a fault id or a program id) place a tcx link among the
+    hook's tcx programs; by default it runs after them.
 
     Where: ifname in our namespace, or in netns_name (/run/netns), netns_path (a namespace file), the
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
@@ -123,14 +130,15 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, target,
                     seed, seconds, replace, tc_mode,
                     lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode),
-                    qdisc=fs.fault.qdisc)
+                    qdisc=fs.fault.qdisc, how=_Placement(attach_kind, first, before, after))
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
                   netns_name: str | None = None, replace: bool = False,
                   tc_mode: str = "cls_bpf", netns_path: str | None = None, pid: int | None = None,
                   container: str | None = None, runtime: str | None = None,
-                  peer_of: str | None = None) -> state.Record:
+                  peer_of: str | None = None, attach_kind: str = "auto", first: bool = False,
+                  before: str | None = None, after: str | None = None) -> state.Record:
     """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
     The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
     chosen = parse_hook(hook) if hook else None
@@ -143,7 +151,8 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         _check_tc_mode(tc_mode, chosen)
         value = f"{os.path.abspath(source)}:{name}"
         return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
-                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
+                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode),
+                        how=_Placement(attach_kind, first, before, after))
     finally:
         custom.discard(compiled)
 
@@ -155,8 +164,39 @@ def _check_tc_mode(tc_mode: str, hook: str) -> None:
         raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
 
 
+@dataclass
+class _Placement:
+    """How to attach: the kind asked for (auto, link, netlink) and a tcx link's place."""
+    choice: str = "auto"
+    first: bool = False
+    before: str | None = None
+    after: str | None = None
+
+    @property
+    def placed(self) -> bool:
+        return bool(self.first or self.before or self.after)
+
+    def flags(self) -> tuple[int, int]:
+        return kernel_links.tcx_placement(self.first, _prog_of(self.before), _prog_of(self.after))
+
+
+def _prog_of(ref: str | None) -> int | None:
+    """The program id a --before/--after names: one of our faults (by id) or a kernel program id."""
+    if not ref:
+        return None
+    ref = str(ref)
+    if ref.isdigit():
+        return int(ref)
+    rec = next((r for r in state.records() if r.id == ref), None)
+    if rec is None:
+        raise StateError(f"no fault with id {ref} to place this one next to: give a fault id (see 'faultinj "
+                         "status') or a program id (see 'bpftool net show')")
+    return rec.prog_id
+
+
 def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
-             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None) -> state.Record:
+             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None,
+             how: _Placement = _Placement()) -> state.Record:
     """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
     qdisc: a root qdisc the fault needs (fq for time faults), added first where it is not there."""
     netns_name = target.netns
@@ -188,22 +228,9 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             undo.callback(state.remove_pins, pin_dir)
             obj.pin(str(pin_dir))
             rec.prog_id = libbpf.object_id(obj.prog_fd)
-            if hook == "xdp":
-                state.save(rec)
-                rec.attach_mode = attach.xdp_attach(ipr, ifindex, obj.prog_fd, replace)
-                undo.callback(attach.xdp_detach, ipr, ifindex, rec.attach_mode, obj.prog_fd)
-            else:
-                if not attach.has_clsact(ipr, ifindex):
-                    state.mark_clsact_created(netns_name, ifindex, ifname)  # intent first
-                    undo.callback(state.forget_link, netns_name, ifindex)
-                    attach.ensure_clsact(ipr, ifindex)
-                    undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
-                rec.attach_mode = tc_mode
-                rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
-                rec.filter_name = f"faultinj:{fid}:{name}"
-                state.save(rec)
-                attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
-                undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
+            with netns.entered(netns_name):
+                rec.attach_kind = kernel_links.choose_kind(how.choice, hook, tc_mode, obj.prog_fd, how.placed)
+            _attach(ipr, rec, obj.prog_fd, how, replace, replaced, undo)
             rec.pending = rec.pid = None
             state.save(rec)
             undo.pop_all()  # success: everything stays
@@ -212,6 +239,81 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             # the kernel swapped the program in place; only the old bookkeeping remains
             _forget(replaced)
         return rec
+
+
+def _attach(ipr, rec: state.Record, prog_fd: int, how: _Placement, replace: bool,
+            replaced: state.Record | None, undo: ExitStack) -> None:
+    """Attach the loaded program as rec.attach_kind says, registering each undo; the record is
+    saved (the intent) before the kernel changes."""
+    ns, ifindex, hook, kind = rec.netns, rec.ifindex, rec.hook, rec.attach_kind
+    if hook == "xdp":
+        if kind == "xdp-link" and replaced is not None and replaced.attach_kind == "xdp-link":
+            # our own link: swap its program in place, then the new fault's directory holds the link
+            rec.attach_mode = replaced.attach_mode
+            state.save(rec)
+            old_fd = libbpf.prog_fd_by_id(replaced.prog_id)
+            kernel_links.link_replace_program(replaced.pin_dir, prog_fd)
+            if old_fd is not None:
+                undo.callback(os.close, old_fd)
+                undo.callback(kernel_links.link_replace_program, replaced.pin_dir, old_fd)
+            link_fd = libbpf.obj_get(f"{replaced.pin_dir}/{kernel_links.LINK_PIN}")
+            try:
+                kernel_links.pin(link_fd, rec.pin_dir)
+            finally:
+                os.close(link_fd)
+            return
+        if replace and (replaced is not None or _xdp_taken(ns, ifindex)):
+            # replacing a program attached through netlink (ours or, with --replace, another's):
+            # only netlink can, and the kernel refuses it where a link holds the hook
+            rec.attach_kind = kind = "xdp"
+        state.save(rec)
+        with netns.entered(ns):
+            if kind == "xdp-link":
+                rec.attach_mode = kernel_links.link_attach(kind, hook, ifindex, prog_fd, rec.pin_dir)
+                return   # the pin holds it: removing the pin directory (an undo already) detaches it
+            old = libbpf.prog_fd_by_id(replaced.prog_id) if replaced is not None else None
+            try:
+                rec.attach_mode = kernel_links.xdp_attach(ifindex, prog_fd, (old if old is not None else -1)
+                                                   if replace else None)
+            finally:
+                if old is not None:
+                    os.close(old)
+        undo.callback(_in_netns, ns, kernel_links.xdp_detach, ifindex, rec.attach_mode, prog_fd)
+        return
+    if kind == "tcx-link":
+        rec.attach_mode = "cls_bpf"
+        state.save(rec)
+        with netns.entered(ns):
+            kernel_links.link_attach(kind, hook, ifindex, prog_fd, rec.pin_dir, how.flags())
+        return
+    if not attach.has_clsact(ipr, ifindex):
+        state.mark_clsact_created(ns, ifindex, rec.ifname)  # intent first
+        undo.callback(state.forget_link, ns, ifindex)
+        with netns.entered(ns):
+            kernel_links.clsact_create(ifindex)
+        undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
+    rec.attach_mode = "matchall" if kind == "tc-matchall" else "cls_bpf"
+    rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
+    if kind == "tc-matchall":   # libbpf has no API for a BPF action: pyroute2, found by our name
+        rec.filter_name = f"faultinj:{rec.id}:{rec.fault}"
+        state.save(rec)
+        attach.tc_attach(ipr, ifindex, hook, prog_fd, rec.filter_name, "matchall", rec.tc_prio)
+        undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, "matchall")
+        return
+    state.save(rec)
+    with netns.entered(ns):
+        kernel_links.tc_filter_attach(ifindex, hook, prog_fd, rec.tc_prio)
+    undo.callback(_in_netns, ns, kernel_links.tc_filter_detach, ifindex, hook, rec.tc_prio, rec.prog_id)
+
+
+def _in_netns(ns: str | None, fn, *args):
+    with netns.entered(ns):
+        return fn(*args)
+
+
+def _xdp_taken(ns: str | None, ifindex: int) -> bool:
+    with netns.entered(ns):
+        return bool(kernel_links.xdp_current(ifindex)[1])
 
 
 def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
@@ -250,7 +352,8 @@ def _qdisc_sharers(rec: state.Record) -> list[state.Record]:
 def _check_xdp_free(ipr, ns, ifindex, ifname, replace) -> state.Record | None:
     """Refuse a second XDP program on a link unless replace; returns our record it replaces."""
     ours = [r for r in state.records() if r.hook == "xdp" and _same_link(r, ns, ifindex)]
-    mode, prog_id = attach.xdp_current(ipr, ifindex)
+    with netns.entered(ns):
+        mode, prog_id = kernel_links.xdp_current(ifindex)
     if not prog_id:
         for r in ours:  # records of a program someone else detached
             _forget(r)
@@ -335,15 +438,16 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
         (link["index"], link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()})
     if (rec.ifindex, rec.ifname) not in names:
         return "gone", f"interface {rec.ifname} (index {rec.ifindex}) no longer exists"
-    if rec.hook == "xdp":
-        _, prog_id = links.cached(("xdp", rec.netns, rec.ifindex), lambda: attach.xdp_current(ipr, rec.ifindex))
-        if prog_id != rec.prog_id:
-            return "detached", "another XDP program replaced it" if prog_id else "its XDP program was removed"
-    else:
+    if rec.attach_kind == "tc-matchall":
         ours = links.cached(("tc", rec.netns, rec.ifindex, rec.hook), lambda: {
             (attach.filter_prio(f), attach.filter_name(f)) for f in attach.filters(ipr, rec.ifindex, rec.hook)})
         if (rec.tc_prio, rec.filter_name) not in ours:
             return "detached", "its tc filter was removed by something else"
+    else:
+        with netns.entered(rec.netns):
+            ok, why = kernel_links.attached(rec)
+        if not ok:
+            return "detached", why
     if rec.expired():
         return "expired", "past its deadline: passes everything; the next faultinj command removes it"
     return "active", ""
@@ -527,19 +631,14 @@ def _remove(links: _Links, rec: state.Record) -> None:
     ipr = links.get(rec.netns)
     if not netns.link_exists(ipr, rec.ifindex, rec.ifname):
         return _forget_all(rec)
+    if rec.attach_kind == "tc-matchall":
+        if rec.tc_prio is not None and rec.filter_name:
+            attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
+    else:
+        kernel_links.detach(rec)   # by program id; a link's own undo is the unpinning in _forget
     if rec.hook == "xdp":
-        fd = libbpf.prog_fd_by_id(rec.prog_id) if rec.prog_id else None
-        if fd is not None:
-            try:
-                mode, current = attach.xdp_current(ipr, rec.ifindex)
-                if current == rec.prog_id:
-                    attach.xdp_detach(ipr, rec.ifindex, rec.attach_mode or mode, fd)
-            finally:
-                os.close(fd)
         _forget(rec)
         return
-    if rec.tc_prio is not None and rec.filter_name:
-        attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
     _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
     _forget(rec)
     others = [r for r in state.records() if r.hook != "xdp" and _same_link(r, rec.netns, rec.ifindex)]

@@ -135,6 +135,15 @@ def apply(
     replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link."),
     tc_mode: str = typer.Option("cls_bpf", metavar=TC_MODES_SHOWN,
                                 help="tc attach: cls_bpf (direct-action) or matchall (+ act_bpf)."),
+    attach_kind: str = typer.Option("auto", "--attach", metavar="auto|link|netlink",
+                                    help="auto: a tcx link (kernel 6.6+) or XDP link where the kernel has them, "
+                                    "else a tc filter or XDP through netlink; link or netlink to choose."),
+    first: bool = typer.Option(False, "--first", help="tcx link: run before the hook's other tcx programs "
+                               "(default: after them)."),
+    before: Optional[str] = typer.Option(None, "--before", metavar="FAULT_ID|PROG_ID",
+                                         help="tcx link: run just before this fault or program."),
+    after: Optional[str] = typer.Option(None, "--after", metavar="FAULT_ID|PROG_ID",
+                                        help="tcx link: run just after this fault or program."),
     program: Optional[str] = typer.Option(None, "--program", metavar="FILE.c",
                                           help="Attach your own BPF C program instead of a catalogue fault "
                                           "(compiled with clang; listed by status, removed by clear)."),
@@ -154,7 +163,8 @@ def apply(
     attaches on the far end of the container's veth INTERFACE (default eth0)."""
     from .api import apply as do_apply, apply_program
 
-    where = dict(netns_path=netns_path, pid=pid, container=container, runtime=runtime, peer_of=peer_of)
+    where = dict(netns_path=netns_path, pid=pid, container=container, runtime=runtime, peer_of=peer_of,
+                 attach_kind=attach_kind, first=first, before=before, after=after)
     if program:
         if spec and interface:
             raise SpecError(f"--program takes the place of a fault spec: give only the interface "
@@ -179,7 +189,7 @@ def apply(
     if as_json:
         _print_json(rec.to_json())
     else:
-        mode = f"{rec.hook} ({rec.attach_mode})"
+        mode = f"{rec.hook} ({rec.attach_kind}{', ' + rec.attach_mode if rec.hook == 'xdp' else ''})"
         until = f", for {duration}" if duration else ""
         seeded = "" if program else f", seed {rec.seed}"
         typer.echo(f"applied {rec.id}: {rec.spec} on {rec.where} via {mode}{seeded}{until}")
@@ -201,12 +211,12 @@ def status(
     if not rows:
         typer.echo("no faults applied")
         return
-    head = ("ID", "WHERE", "HOOK", "MODE", "SPEC", "SEED", "STATE", "LEFT", "SEEN", "MATCHED", "ACTED")
+    head = ("ID", "WHERE", "HOOK", "ATTACH", "SPEC", "SEED", "STATE", "LEFT", "SEEN", "MATCHED", "ACTED")
     table = [head]
     for r in rows:
         c = r.counters or {}
         rec = r.record
-        table.append((rec.id, rec.where, rec.hook, rec.attach_mode, f"{rec.fault}={rec.value}{rec.filters}", str(rec.seed),
+        table.append((rec.id, rec.where, rec.hook, rec.attach_kind, f"{rec.fault}={rec.value}{rec.filters}", str(rec.seed),
                       r.state, _fmt_remaining(rec), str(c.get("seen", "?")), str(c.get("matched", "?")),
                       str(c.get("acted", "?"))))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]

@@ -94,3 +94,61 @@ def cli_runner():
         return CliRunner(mix_stderr=False)
     except TypeError:  # click >= 8.2: always apart
         return CliRunner()
+
+
+def hook_prog_ids(netns: str, ifname: str, hook: str = "egress") -> list[int]:
+    """The kernel's own view of what runs on a tc hook of a link: the tcx programs in the order they
+    run (BPF_PROG_QUERY), then the tc filters' programs (iproute2)."""
+    import json
+
+    from faultinj.inject import links, netns as ns
+
+    with ns.entered(netns):
+        import socket
+
+        tcx = links.tcx_programs(socket.if_nametoindex(ifname), f"tc-{hook}")
+    out = ns_run(netns, "tc", "-j", "filter", "show", "dev", ifname, hook).stdout
+    filters = [f["options"]["prog"]["id"] for f in json.loads(out or "[]")
+               if f.get("options", {}).get("prog")]
+    return tcx + filters
+
+
+class Attach:
+    """How a test attaches its tc (or XDP) faults: `choice` is what it passes to apply (attach_kind),
+    `kind` what the record must say."""
+
+    def __init__(self, choice: str, kind: str):
+        self.choice, self.kind = choice, kind
+
+    def __repr__(self):
+        return self.kind
+
+
+@pytest.fixture(params=["tc-filter", "tcx-link"])
+def tc_attach(request, kernel_features, lab) -> Attach:
+    """Both tc attach kinds where the kernel has tcx links; where it has not, the tcx-link case checks
+    that asking for a link is refused (exit 4's error) and that auto falls back to a tc filter."""
+    if request.param == "tc-filter":
+        return Attach("netlink", "tc-filter")
+    if kernel_features["tcx links"]:
+        return Attach("link", "tcx-link")
+    _refused_then_auto(lab, "drop=0@egress")
+    return Attach("auto", "tc-filter")
+
+
+@pytest.fixture(params=["xdp", "xdp-link"])
+def xdp_attach(request, kernel_features, lab) -> Attach:
+    if request.param == "xdp":
+        return Attach("netlink", "xdp")
+    if kernel_features["xdp links"]:
+        return Attach("link", "xdp-link")
+    _refused_then_auto(lab, "drop=0@xdp")
+    return Attach("auto", "xdp")
+
+
+def _refused_then_auto(lab, spec: str) -> None:
+    import faultinj
+    from faultinj.errors import KernelFeatureMissing
+
+    with pytest.raises(KernelFeatureMissing, match="leave out --attach link"):
+        faultinj.apply(spec, lab.a.ifname, netns_name=lab.a.netns, attach_kind="link")

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 
 from ..errors import KernelFeatureMissing
-from . import attach, build, caps, libbpf
+from . import attach, build, caps, libbpf, links
 from .lab import Lab
 
 
@@ -167,13 +167,30 @@ def _hook_probes() -> list[Probe]:
                              "comparing time faults with netem (bench)", "a kernel with CONFIG_NET_SCH_NETEM",
                              required=False))
 
-            def tcx():
-                os.close(libbpf.link_create(tc.prog_fd, idx, libbpf.BPF_TCX_INGRESS))
-                return "a tcx link attached and detached"
-            with netns.entered(lab.a.netns):
-                ok, detail = _try(tcx)
-            out.append(Probe("tcx (bpf_link)", ok, detail, "tc attach through links (kernel 6.6+)",
-                             "a kernel 6.6 or newer", required=False))
+            def tcx():   # what apply does on a tcx-link fault: a link pinned, then detached and unpinned
+                if not links.kernel_has_links("tc-egress", tc.prog_fd):
+                    raise KernelFeatureMissing("no tcx attach type (kernel 6.6+)")
+                links.link_attach("tcx-link", "tc-egress", idx, tc.prog_fd, pins)
+                order = links.tcx_programs(idx, "tc-egress")
+                links.unpin_link(pins)
+                return f"a tcx link pinned and removed (programs seen: {len(order)})"
+
+            def xdp_link():
+                mode = links.link_attach("xdp-link", "xdp", idx, xdp.prog_fd, pins)
+                links.unpin_link(pins)
+                return f"an XDP link ({mode}) pinned and removed"
+            pins = tempfile.mkdtemp(prefix="fidoctor-", dir=_bpffs_dir())
+            try:
+                with netns.entered(lab.a.netns):
+                    for name, fn, enables, fix in (
+                            ("tcx links", tcx, "tc faults as tcx links (--attach link; auto picks them)",
+                             "a kernel 6.6 or newer (else faultinj uses tc filters)"),
+                            ("xdp links", xdp_link, "XDP faults as XDP links (--attach link; auto picks them)",
+                             "a kernel 5.9 or newer (else faultinj attaches XDP through netlink)")):
+                        ok, detail = _try(fn)
+                        out.append(Probe(name, ok, detail, enables, fix, required=False))
+            finally:
+                shutil.rmtree(pins, ignore_errors=True)
         finally:
             xdp.close()
             tc.close()
@@ -183,6 +200,13 @@ def _hook_probes() -> list[Probe]:
     finally:
         lab.down()
     return out
+
+
+def _bpffs_dir() -> str:
+    from . import state
+
+    state.ensure_dirs()
+    return str(state.pin_root())
 
 
 def _tracer() -> str:

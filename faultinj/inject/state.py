@@ -49,6 +49,8 @@ class Record:
     expires_at: float | None = None  # the same instant on the wall clock, for people
     tc_prio: int | None = None
     filter_name: str | None = None
+    # how it is attached (inject/links.py): tcx-link | tc-filter | tc-matchall | xdp-link | xdp
+    attach_kind: str = ""
     created_at: float = field(default_factory=time.time)
     # The intent journal: set while a command changes this fault ("apply",
     # "set", "clear"), cleared when it is done. Mutating commands hold the
@@ -100,7 +102,11 @@ class Record:
     def from_json(cls, d: dict) -> "Record":
         d = dict(d)
         d.pop("spec", None)
-        return cls(**d)
+        rec = cls(**d)
+        if not rec.attach_kind:   # a record written before attach kinds: what that version made
+            rec.attach_kind = ("xdp" if rec.hook == "xdp" else
+                               "tc-matchall" if rec.attach_mode == "matchall" else "tc-filter")
+        return rec
 
 
 def _is_bpffs(path: str) -> bool:
