@@ -129,7 +129,8 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
     return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, target,
                     seed, seconds, replace, tc_mode,
-                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode),
+                    lambda deadline_ns, kind: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode,
+                                                           tcx=kind == "tcx-link"),
                     qdisc=fs.fault.qdisc, how=_Placement(attach_kind, first, before, after))
 
 
@@ -151,7 +152,7 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         _check_tc_mode(tc_mode, chosen)
         value = f"{os.path.abspath(source)}:{name}"
         return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
-                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode),
+                        lambda _deadline, _kind: custom.load(compiled, chosen, name, tc_mode),
                         how=_Placement(attach_kind, first, before, after))
     finally:
         custom.discard(compiled)
@@ -197,7 +198,7 @@ def _prog_of(ref: str | None) -> int | None:
 def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
              seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None,
              how: _Placement = _Placement()) -> state.Record:
-    """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
+    """Load (load(deadline_ns, attach kind) -> LoadedObject), pin, attach and record one program, or undo it all.
     qdisc: a root qdisc the fault needs (fq for time faults), added first where it is not there."""
     netns_name = target.netns
     with _Links() as links, state.locked():
@@ -222,14 +223,13 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             undo.callback(state.delete, rec)
             if qdisc:
                 _ensure_qdisc(ipr, rec, qdisc, undo)
-            obj = load(deadline_ns)
+            rec.attach_kind = kernel_links.choose_kind(how.choice, hook, tc_mode, how.placed)
+            obj = load(deadline_ns, rec.attach_kind)
             undo.callback(obj.close)
             pin_dir = state.new_pin_dir(fid)
             undo.callback(state.remove_pins, pin_dir)
             obj.pin(str(pin_dir))
             rec.prog_id = libbpf.object_id(obj.prog_fd)
-            with netns.entered(netns_name):
-                rec.attach_kind = kernel_links.choose_kind(how.choice, hook, tc_mode, obj.prog_fd, how.placed)
             _attach(ipr, rec, obj.prog_fd, how, replace, replaced, undo)
             rec.pending = rec.pid = None
             state.save(rec)
@@ -251,11 +251,8 @@ def _attach(ipr, rec: state.Record, prog_fd: int, how: _Placement, replace: bool
             # our own link: swap its program in place, then the new fault's directory holds the link
             rec.attach_mode = replaced.attach_mode
             state.save(rec)
-            old_fd = libbpf.prog_fd_by_id(replaced.prog_id)
             kernel_links.link_replace_program(replaced.pin_dir, prog_fd)
-            if old_fd is not None:
-                undo.callback(os.close, old_fd)
-                undo.callback(kernel_links.link_replace_program, replaced.pin_dir, old_fd)
+            undo.callback(_restore_link_program, replaced)   # the old program is pinned still
             link_fd = libbpf.obj_get(f"{replaced.pin_dir}/{kernel_links.LINK_PIN}")
             try:
                 kernel_links.pin(link_fd, rec.pin_dir)
@@ -304,6 +301,14 @@ def _attach(ipr, rec: state.Record, prog_fd: int, how: _Placement, replace: bool
     with netns.entered(ns):
         kernel_links.tc_filter_attach(ifindex, hook, prog_fd, rec.tc_prio)
     undo.callback(_in_netns, ns, kernel_links.tc_filter_detach, ifindex, hook, rec.tc_prio, rec.prog_id)
+
+
+def _restore_link_program(rec: state.Record) -> None:
+    fd = libbpf.obj_get(f"{rec.pin_dir}/prog")
+    try:
+        kernel_links.link_replace_program(rec.pin_dir, fd)
+    finally:
+        os.close(fd)
 
 
 def _in_netns(ns: str | None, fn, *args):

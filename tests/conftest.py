@@ -8,8 +8,10 @@ the test fails.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
+import socket
 import shutil
 import subprocess
 from pathlib import Path
@@ -152,3 +154,24 @@ def _refused_then_auto(lab, spec: str) -> None:
 
     with pytest.raises(KernelFeatureMissing, match="leave out --attach link"):
         faultinj.apply(spec, lab.a.ifname, netns_name=lab.a.netns, attach_kind="link")
+
+
+@contextlib.contextmanager
+def foreign_tcx_link(host, obj, kernel_features):
+    """Another tool's tcx link on host's egress (held by this process), where the kernel has tcx;
+    yields its program id (None without tcx)."""
+    from faultinj.inject import libbpf, links, netns
+
+    if not kernel_features["tcx links"]:
+        yield None
+        return
+    other = libbpf.load_object(str(obj), (), program="foreign_tc")
+    try:
+        with netns.entered(host.netns):
+            fd = libbpf.link_create(other.prog_fd, socket.if_nametoindex(host.ifname), links.BPF_TCX_EGRESS)
+        try:
+            yield libbpf.object_id(other.prog_fd)
+        finally:
+            os.close(fd)
+    finally:
+        other.close()

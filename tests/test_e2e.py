@@ -12,7 +12,7 @@ import time
 import pytest
 
 import faultinj
-from conftest import ns_run
+from conftest import foreign_tcx_link, hook_prog_ids, ns_run
 from faultinj import experiments, stats
 from faultinj.errors import KernelFeatureMissing, StateError, TargetError
 from faultinj.inject import libbpf, maps, traffic
@@ -54,6 +54,8 @@ def assert_clean(private_state, lab_host=None):
     if lab_host:
         assert tc_filters(lab_host.netns, lab_host.ifname) == []
         assert tc_filters(lab_host.netns, lab_host.ifname, "ingress") == []
+        assert hook_prog_ids(lab_host.netns, lab_host.ifname) == []           # no tcx link either
+        assert hook_prog_ids(lab_host.netns, lab_host.ifname, "ingress") == []
         assert "clsact" not in qdisc_kinds(lab_host.netns, lab_host.ifname)
         assert xdp_prog_id(lab_host.netns, lab_host.ifname) is None
 
@@ -99,12 +101,18 @@ def test_seeded_drop_repeats_packet_for_packet(lab):
 
 # ---- lifecycle and ownership ------------------------------------------------------------
 
-def test_apply_status_set_clear_lifecycle(lab, private_state):
+def test_apply_status_set_clear_lifecycle(lab, private_state, tc_attach):
     a = lab.a
-    rec = faultinj.apply("psh-ratio=1000000000", a.ifname, netns_name=a.netns, seed=5)
-    assert rec.hook == "tc-egress" and rec.attach_mode == "cls_bpf"
-    [f] = tc_filters(a.netns, a.ifname)
-    assert f["options"]["bpf_name"] == rec.filter_name and f["options"]["prog"]["id"] == rec.prog_id
+    rec = faultinj.apply("psh-ratio=1000000000", a.ifname, netns_name=a.netns, seed=5, attach_kind=tc_attach.choice)
+    assert rec.hook == "tc-egress" and rec.attach_mode == "cls_bpf" and rec.attach_kind == tc_attach.kind
+    assert hook_prog_ids(a.netns, a.ifname) == [rec.prog_id]   # the kernel runs our program, and only it
+    if rec.attach_kind == "tc-filter":
+        [f] = tc_filters(a.netns, a.ifname)
+        assert f["options"]["prog"]["id"] == rec.prog_id
+    else:   # a link, pinned in the fault's directory
+        assert tc_filters(a.netns, a.ifname) == [] and "link" in os.listdir(rec.pin_dir)
+    [st] = json.loads(cli("status", "--json", check=True).stdout)
+    assert st["attach_kind"] == tc_attach.kind and st["state"] == "active"
 
     traffic.tcp_transfer(a.netns, lab.b.netns, lab.b.ip4, 2_000_000)
     [st] = faultinj.status()
@@ -131,27 +139,35 @@ def test_apply_status_set_clear_lifecycle(lab, private_state):
     assert_clean(private_state, a)
 
 
-def test_foreign_filter_and_qdiscs_survive(lab, private_state, foreign_obj):
+def test_foreign_filter_and_qdiscs_survive(lab, private_state, foreign_obj, tc_attach, kernel_features):
+    """Another tool's qdiscs, tc filter and (where the kernel has tcx) tcx link stay, whichever way
+    ours are attached."""
     a = lab.a
     ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "pfifo")
     ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "clsact")
     ns_run(a.netns, "tc", "filter", "add", "dev", a.ifname, "egress", "prio", "1", "bpf", "da", "obj",
            str(foreign_obj), "sec", "tc")
     foreign = tc_filters(a.netns, a.ifname)
-    faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
-    faultinj.apply("psh-ratio=3", a.ifname, netns_name=a.netns)
-    assert len(tc_filters(a.netns, a.ifname)) == 3
-    faultinj.clear(a.ifname, netns_name=a.netns)
-    assert tc_filters(a.netns, a.ifname) == foreign
+    with foreign_tcx_link(a, foreign_obj, kernel_features) as foreign_link:
+        before = hook_prog_ids(a.netns, a.ifname)
+        first = faultinj.apply("drop=0", a.ifname, netns_name=a.netns, attach_kind=tc_attach.choice)
+        second = faultinj.apply("psh-ratio=3", a.ifname, netns_name=a.netns, attach_kind=tc_attach.choice)
+        assert sorted(hook_prog_ids(a.netns, a.ifname)) == sorted(before + [first.prog_id, second.prog_id])
+        faultinj.clear(a.ifname, netns_name=a.netns)
+        assert tc_filters(a.netns, a.ifname) == foreign
+        assert hook_prog_ids(a.netns, a.ifname) == before
+        assert foreign_link is None or foreign_link in hook_prog_ids(a.netns, a.ifname)
     assert {"pfifo", "clsact"} <= set(qdisc_kinds(a.netns, a.ifname))
     assert os.listdir(private_state["pin_root"]) == []
 
 
-def test_tc_faults_on_one_hook_run_in_sequence(lab):
+def test_tc_faults_on_one_hook_run_in_sequence(lab, tc_attach):
     a = lab.a
-    first = faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
-    second = faultinj.apply("psh-ratio=1", a.ifname, netns_name=a.netns)
-    assert second.tc_prio > first.tc_prio
+    first = faultinj.apply("drop=0", a.ifname, netns_name=a.netns, attach_kind=tc_attach.choice)
+    second = faultinj.apply("psh-ratio=1", a.ifname, netns_name=a.netns, attach_kind=tc_attach.choice)
+    assert hook_prog_ids(a.netns, a.ifname) == [first.prog_id, second.prog_id]   # in the order they run
+    if tc_attach.kind == "tc-filter":
+        assert second.tc_prio > first.tc_prio
     def quiet_counts():
         # the two counters are read one after the other: wait for the link to go quiet
         seen, end = None, time.monotonic() + 3
@@ -199,12 +215,14 @@ def test_deadline_is_kept_by_the_kernel(lab, private_state):
     assert_clean(private_state, a)
 
 
-def test_second_xdp_fault_refused_unless_replace(lab, private_state):
+def test_second_xdp_fault_refused_unless_replace(lab, private_state, xdp_attach):
     a = lab.a
-    first = faultinj.apply("ttl-pong", a.ifname, netns_name=a.netns)
+    first = faultinj.apply("ttl-pong", a.ifname, netns_name=a.netns, attach_kind=xdp_attach.choice)
+    assert first.attach_kind == xdp_attach.kind
     with pytest.raises(StateError, match="--replace"):
-        faultinj.apply("drop=1%@xdp", a.ifname, netns_name=a.netns)
-    second = faultinj.apply("drop=0@xdp", a.ifname, netns_name=a.netns, replace=True)
+        faultinj.apply("drop=1%@xdp", a.ifname, netns_name=a.netns, attach_kind=xdp_attach.choice)
+    second = faultinj.apply("drop=0@xdp", a.ifname, netns_name=a.netns, replace=True, attach_kind=xdp_attach.choice)
+    assert second.attach_kind == xdp_attach.kind   # a link's program swapped in place, the link moved to it
     assert xdp_prog_id(a.netns, a.ifname) == second.prog_id
     assert [s.record.id for s in faultinj.status()] == [second.id]
     assert prog_gone(first.prog_id)
@@ -222,6 +240,53 @@ def test_foreign_xdp_program_is_never_touched(lab, private_state, foreign_obj):
     faultinj.clear(a.ifname, netns_name=a.netns)
     assert xdp_prog_id(a.netns, a.ifname) == foreign
     assert os.listdir(private_state["pin_root"]) == []
+
+
+def test_another_tool_cannot_take_a_link_by_accident(lab, private_state, foreign_obj, tc_attach, xdp_attach):
+    """What another tool's usual commands do to each kind: a link stays (the kernel refuses to
+    replace an XDP link even with -force; deleting clsact leaves tcx alone); a netlink attachment
+    goes, and status says so."""
+    a = lab.a
+    tc = faultinj.apply("drop=0", a.ifname, netns_name=a.netns, attach_kind=tc_attach.choice)
+    xdp = faultinj.apply("drop=0@xdp", a.ifname, netns_name=a.netns, attach_kind=xdp_attach.choice)
+    ns_run(a.netns, "tc", "qdisc", "del", "dev", a.ifname, "clsact", check=False)
+    forced = ns_run(a.netns, "ip", "-force", "link", "set", "dev", a.ifname, "xdp", "obj", str(foreign_obj),
+                    "sec", "xdp", check=False)
+    states = {s.record.id: s.state for s in faultinj.status()}
+    assert states[tc.id] == ("active" if tc.attach_kind == "tcx-link" else "detached"), states
+    if xdp.attach_kind == "xdp-link":
+        assert forced.returncode != 0 and states[xdp.id] == "active", forced.stderr
+        assert xdp_prog_id(a.netns, a.ifname) == xdp.prog_id
+    else:
+        assert forced.returncode == 0 and states[xdp.id] == "detached", forced.stderr
+    foreign = xdp_prog_id(a.netns, a.ifname)
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert xdp_prog_id(a.netns, a.ifname) == (None if xdp.attach_kind == "xdp-link" else foreign)
+    assert hook_prog_ids(a.netns, a.ifname) == []
+    assert os.listdir(private_state["pin_root"]) == []
+
+
+def test_tcx_link_takes_the_place_asked(lab, private_state, kernel_features):
+    """--first, --before, --after place a tcx link among the hook's programs (by fault id or program
+    id); where the kernel has no tcx the request is refused with exit 4 and one line."""
+    a = lab.a
+    if not kernel_features["tcx links"]:
+        r = cli("apply", "drop=0", a.ifname, "--netns", a.netns, "--first")
+        assert r.returncode == 4 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+        return
+    last = faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
+    first = faultinj.apply("drop=0", a.ifname, netns_name=a.netns, first=True)
+    mid = faultinj.apply("drop=0", a.ifname, netns_name=a.netns, after=first.id)
+    before = json.loads(cli("apply", "drop=0", a.ifname, "--netns", a.netns, "--before", str(last.prog_id),
+                            "--json", check=True).stdout)
+    assert hook_prog_ids(a.netns, a.ifname) == [first.prog_id, mid.prog_id, before["prog_id"], last.prog_id]
+    r = cli("apply", "drop=0", a.ifname, "--netns", a.netns, "--attach", "netlink", "--first")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    r = cli("apply", "drop=0", a.ifname, "--netns", a.netns, "--after", "999999999")
+    assert r.returncode != 0 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert len(hook_prog_ids(a.netns, a.ifname)) == 4    # the refusals left nothing
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert_clean(private_state, a)
 
 
 def test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal(lab, private_state, kernel_features,

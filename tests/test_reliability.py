@@ -19,7 +19,7 @@ import pytest
 from conftest import cli_runner
 
 import faultinj
-from conftest import ns_run
+from conftest import foreign_tcx_link, hook_prog_ids, ns_run
 from faultinj.cli import app
 from faultinj.errors import ExitStatus
 from faultinj.faults import parse_spec
@@ -48,6 +48,7 @@ def kernel_view(lab, private_state) -> dict:
     for host in (lab.a, lab.b):
         for hook in ("ingress", "egress"):
             out[f"{host.ifname}-{hook}"] = ns_run(host.netns, "tc", "filter", "show", "dev", host.ifname, hook).stdout
+            out[f"{host.ifname}-{hook}-progs"] = hook_prog_ids(host.netns, host.ifname, hook)   # tcx too
         out[f"{host.ifname}-qdisc"] = ns_run(host.netns, "tc", "qdisc", "show", "dev", host.ifname).stdout
         link = json.loads(ns_run(host.netns, "ip", "-j", "link", "show", "dev", host.ifname).stdout)[0]
         out[f"{host.ifname}-xdp"] = link.get("xdp")
@@ -112,33 +113,45 @@ def _iproute2_accepts(*filter_args: str) -> tuple[bool, str]:
         subprocess.run(["ip", "netns", "del", ns])
 
 
-def test_1000_apply_clear_cycles_leave_nothing(lab, private_state):
+def test_1000_apply_clear_cycles_leave_nothing(lab, private_state, tc_attach, xdp_attach, foreign_obj,
+                                               kernel_features):
+    """With another tool's clsact, tc filter and tcx link (where the kernel has tcx) on the link where
+    the faults come and go: 1000 cycles leave every count and every foreign attachment as it was
+    (another tool's XDP program: test_e2e, one XDP program per link)."""
     specs = [("drop=1%", lab.a), ("psh-ratio=5@ingress", lab.b), ("ttl-pong", lab.a), ("drop=0@xdp", lab.b),
              ("ttl-pong@egress", lab.b)]
+    choice = {"xdp": xdp_attach.choice, "tc": tc_attach.choice}
     faultinj.apply("drop=0", lab.a.ifname, netns_name=lab.a.netns)  # warm the cache and the first-load probes
     faultinj.clear(all_faults=True)
-    before = settle_ids(kernel_view(lab, private_state), lab, private_state)
-    for i in range(1000):
-        spec, host = specs[i % len(specs)]
-        rec = faultinj.apply(spec, host.ifname, netns_name=host.netns, seed=i)
-        if i % 7 == 0:  # a live change on the way
-            faultinj.set_fault(host.ifname, rec.fault, netns_name=host.netns, seed=i + 1, fault_id=rec.id)
-        faultinj.clear(fault_id=rec.id)
-    after = settle_ids(before, lab, private_state)
-    assert after == before
+    ns_run(lab.b.netns, "tc", "qdisc", "add", "dev", lab.b.ifname, "clsact")
+    ns_run(lab.b.netns, "tc", "filter", "add", "dev", lab.b.ifname, "ingress", "prio", "1", "bpf", "da", "obj",
+           str(foreign_obj), "sec", "tc")
+    with foreign_tcx_link(lab.b, foreign_obj, kernel_features):
+        before = settle_ids(kernel_view(lab, private_state), lab, private_state)
+        for i in range(1000):
+            spec, host = specs[i % len(specs)]
+            rec = faultinj.apply(spec, host.ifname, netns_name=host.netns, seed=i,
+                                 attach_kind=choice["xdp" if spec.endswith("xdp") else "tc"])
+            if i % 7 == 0:  # a live change on the way
+                faultinj.set_fault(host.ifname, rec.fault, netns_name=host.netns, seed=i + 1, fault_id=rec.id)
+            faultinj.clear(fault_id=rec.id)
+        after = settle_ids(before, lab, private_state)
+        assert after == before
 
 
-def test_concurrent_processes_never_corrupt_records(lab, private_state):
+def test_concurrent_processes_never_corrupt_records(lab, private_state, tc_attach):
     a = lab.a
     with ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(lambda i: cli("apply", "drop=0", a.ifname, "--netns", a.netns, "--json"), range(8)))
+        results = list(pool.map(lambda i: cli("apply", "drop=0", a.ifname, "--netns", a.netns, "--json",
+                                              "--attach", tc_attach.choice), range(8)))
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
-    ids = [json.loads(r.stdout)["id"] for r in results]
-    prios = [json.loads(r.stdout)["tc_prio"] for r in results]
-    assert len(set(prios)) == 8
-    names = {f["options"]["bpf_name"] for f in json.loads(ns_run(a.netns, "tc", "-j", "filter", "show", "dev",
-                                                                  a.ifname, "egress").stdout) if "options" in f}
-    assert names == {f"faultinj:{i}:drop" for i in ids}
+    recs = [json.loads(r.stdout) for r in results]
+    ids = [r["id"] for r in recs]
+    assert {r["attach_kind"] for r in recs} == {tc_attach.kind}
+    if tc_attach.kind == "tc-filter":
+        assert len({r["tc_prio"] for r in recs}) == 8
+    # the kernel runs exactly our eight programs on the hook, each once
+    assert sorted(hook_prog_ids(a.netns, a.ifname)) == sorted(r["prog_id"] for r in recs)
     with ThreadPoolExecutor(8) as pool:
         results = list(pool.map(lambda i: cli("clear", "--id", i), ids))
     assert all(r.returncode == 0 for r in results), [r.stderr for r in results]
@@ -147,15 +160,15 @@ def test_concurrent_processes_never_corrupt_records(lab, private_state):
     assert "clsact" not in ns_run(a.netns, "tc", "qdisc", "show", "dev", a.ifname).stdout
 
 
-def _consistent(lab, private_state) -> str:
-    """After a reap: every fault fully applied, or nothing. Returns 'applied', 'clean', or raises."""
+def _consistent(lab, private_state, foreign: list[int]) -> str:
+    """After a reap: every fault fully applied, or nothing, and another tool's programs on the hook
+    untouched. Returns 'applied', 'clean', or raises."""
     records = [json.loads(p.read_text()) for p in (private_state["run_dir"] / "faults").glob("*.json")]
     pins = sorted(os.listdir(private_state["pin_root"]))
-    filters = json.loads(ns_run(lab.a.netns, "tc", "-j", "filter", "show", "dev", lab.a.ifname, "egress").stdout)
-    ours = sorted(f["options"]["bpf_name"] for f in filters if "options" in f)
+    running = hook_prog_ids(lab.a.netns, lab.a.ifname)   # tcx links and tc filters, asked of the kernel
     assert all(r["pending"] is None for r in records), records
     assert sorted(r["id"] for r in records) == pins
-    assert ours == sorted(r["filter_name"] for r in records)
+    assert sorted(running) == sorted(foreign + [r["prog_id"] for r in records]), (running, foreign, records)
     for r in records:
         fd = libbpf.obj_get(f"{r['pin_dir']}/fi_config")
         try:
@@ -168,7 +181,15 @@ def _consistent(lab, private_state) -> str:
     return "applied" if records else "clean"
 
 
-def test_sigkill_at_random_points_leaves_applied_or_clean(lab, private_state):
+def test_sigkill_at_random_points_leaves_applied_or_clean(lab, private_state, tc_attach, foreign_obj,
+                                                         kernel_features):
+    """Killed anywhere, the next command leaves each fault applied or gone, and another tool's tcx
+    link on the hook (where the kernel has tcx) running."""
+    with foreign_tcx_link(lab.a, foreign_obj, kernel_features) as foreign:
+        _kill_at_random_points(lab, private_state, tc_attach.choice, [foreign] if foreign else [])
+
+
+def _kill_at_random_points(lab, private_state, choice: str, foreign: list[int]) -> None:
     rng = random.Random(2026)
     a = lab.a
     seen = {"applied": 0, "clean": 0}
@@ -176,9 +197,9 @@ def test_sigkill_at_random_points_leaves_applied_or_clean(lab, private_state):
     for trial in range(100):
         command = ("apply", "set", "clear", "run")[trial % 4]
         if command in ("set", "clear"):
-            base = faultinj.apply("drop=10%", a.ifname, netns_name=a.netns)
+            base = faultinj.apply("drop=10%", a.ifname, netns_name=a.netns, attach_kind=choice)
         if command == "apply":
-            proc = cli_proc("apply", "drop=20%", a.ifname, "--netns", a.netns)
+            proc = cli_proc("apply", "drop=20%", a.ifname, "--netns", a.netns, "--attach", choice)
         elif command == "set":
             proc = cli_proc("set", a.ifname, "drop=30%", "--netns", a.netns)
         elif command == "clear":
@@ -190,7 +211,7 @@ def test_sigkill_at_random_points_leaves_applied_or_clean(lab, private_state):
         proc.wait()
         r = cli("reap")  # the next faultinj command
         assert r.returncode == 0, r.stderr
-        seen[_consistent(lab, private_state)] += 1
+        seen[_consistent(lab, private_state, foreign)] += 1
         assert not [d for d in recorded_labs() if not d.get("kept")]
         assert not [ns for ns in list_netns() if ns.endswith(("-vm1", "-vm2"))]
         faultinj.clear(all_faults=True)

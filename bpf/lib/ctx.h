@@ -22,7 +22,13 @@ typedef struct __sk_buff fi_ctx_t;
 /* Not TC_ACT_SHOT: on egress that reports NET_XMIT_DROP to the sending
  * socket (ping sees ENOBUFS and resends, TCP enters CWR), which is local
  * congestion, not loss on the wire. STOLEN frees the packet silently. */
-#if defined(FI_TC_ACT)
+#if defined(FI_TCX)
+/* On a tcx link (kernel 6.6+) the verdicts are NEXT, PASS, DROP and REDIRECT only:
+ * STOLEN counts as NEXT and the packet goes on, and DROP (SHOT) on egress is the
+ * local congestion above. A redirect to no device (ifindex 0) is freed by
+ * skb_do_redirect and reported to the sender as sent: loss on the wire. */
+#define FI_DROP bpf_redirect(0, 0)
+#elif defined(FI_TC_ACT)
 /* As a tc action (matchall + act_bpf, --tc-mode matchall) the program's
  * verdict passes through act_bpf, which keeps only OK, PIPE, RECLASSIFY,
  * REDIRECT and SHOT (anything else, STOLEN included, becomes "no verdict"

@@ -71,19 +71,21 @@ def _key(source: Path, src_dir: Path, flags: tuple[str, ...], clang: str, inc: P
     return h.hexdigest()[:20]
 
 
-def compile_program(program: str, hook: str, source: Path | None = None, act: bool = False) -> Path:
+def compile_program(program: str, hook: str, source: Path | None = None, act: bool = False,
+                    tcx: bool = False) -> Path:
     """Return the path of the object for program on hook, compiling it on a miss.
-    act: for a tc action (matchall + act_bpf) rather than a cls_bpf filter (verdicts differ)."""
+    act: for a tc action (matchall + act_bpf) rather than a cls_bpf filter (verdicts differ);
+    tcx: for a tcx link (its verdicts differ too: bpf/lib/ctx.h)."""
     src_dir = bpf_dir()
     source = source or src_dir / f"{program}.bpf.c"
     if not source.is_file():
         raise BuildError(f"no BPF source for '{program}' ({source})")
     clang = _clang()
     inc = _libbpf_include()
-    flags = CFLAGS + (HOOK_DEFINES[hook],) + (("-DFI_TC_ACT",) if act else ())
+    flags = CFLAGS + (HOOK_DEFINES[hook],) + (("-DFI_TC_ACT",) if act else ()) + (("-DFI_TCX",) if tcx else ())
     key = _key(source, src_dir, flags, clang, inc)
     out_dir = cache_dir()
-    obj = out_dir / f"{program}.{'act' if act else hook.split('-')[0]}.{key}.o"
+    obj = out_dir / f"{program}.{'act' if act else 'tcx' if tcx else hook.split('-')[0]}.{key}.o"
     if obj.is_file():
         return obj
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)

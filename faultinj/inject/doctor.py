@@ -168,7 +168,7 @@ def _hook_probes() -> list[Probe]:
                              required=False))
 
             def tcx():   # what apply does on a tcx-link fault: a link pinned, then detached and unpinned
-                if not links.kernel_has_links("tc-egress", tc.prog_fd):
+                if not links.kernel_has_links("tc-egress"):
                     raise KernelFeatureMissing("no tcx attach type (kernel 6.6+)")
                 links.link_attach("tcx-link", "tc-egress", idx, tc.prog_fd, pins)
                 order = links.tcx_programs(idx, "tc-egress")

@@ -8,19 +8,19 @@ from . import build, libbpf, maps
 
 
 def load(spec: FaultSpec, seed: int, deadline_ns: int = 0, dry_run: bool = False,
-         journal: bool | None = None, tc_mode: str = "cls_bpf") -> libbpf.LoadedObject:
+         journal: bool | None = None, tc_mode: str = "cls_bpf", tcx: bool = False) -> libbpf.LoadedObject:
     """Compile (cached), load, and write the config for spec; the caller closes it.
     dry_run: the program decides and counts but sends nothing of its own (duplicate's copies):
     for BPF_PROG_TEST_RUN, where a copy would leave through this namespace's loopback.
     journal: record each action in the fi_journal ring buffer (`faultinj journal`); None: as the
     spec says (journal=on, the default, or journal=off).
     tc_mode: 'matchall' loads the program as a tc action (BPF_PROG_TYPE_SCHED_ACT), which act_bpf
-    requires; 'cls_bpf' as a classifier."""
+    requires; 'cls_bpf' as a classifier. tcx: for a tcx link (verdicts: bpf/lib/ctx.h)."""
     journal = spec.match.journal if journal is None else journal
     flags = ((maps.CFG_INGRESS if spec.hook == "tc-ingress" else 0) | (maps.CFG_DRY_RUN if dry_run else 0)
              | (maps.CFG_JOURNAL if journal else 0))
     act = tc_mode == "matchall" and spec.hook != "xdp"
-    obj_path = build.compile_program(spec.fault.program, spec.hook, act=act)
+    obj_path = build.compile_program(spec.fault.program, spec.hook, act=act, tcx=tcx and spec.hook != "xdp")
     tables = spec.tables
     obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES + tuple(tables),
                              libbpf.BPF_PROG_TYPE_SCHED_ACT if act else None)

@@ -7,7 +7,8 @@ the kernel's drop reason, named from the running kernel's BTF. The filter is
 a fault filter (faults/match.py), evaluated in the kernel. Faults' journal
 events are merged in, so a hop where faultinj acted says which fault did —
 including drops, which faultinj makes with TC_ACT_STOLEN or XDP_DROP and the
-kernel does not report through kfree_skb. The journal is a log nobody
+kernel does not report through kfree_skb (on a tcx link a drop is a redirect to no
+device, which kfree_skb does report: that report is folded into the fault's drop). The journal is a log nobody
 consumes, so the tracer sees every action whoever else reads it; while the
 tracer runs it holds a lease (fi_watch) that makes a journal=off fault log
 its actions for tracers only.
@@ -34,6 +35,7 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 EVENT = struct.Struct("<QQQQIIIIIHBB16s128s")
 HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
 HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
+FOLD_NS = 1_000_000                  # a fault's drop and the kernel's free of that packet: within 1 ms
 HOP_FUNC = 7                         # FI_HOP_FUNC: trace --functions, a kernel function took the skb
 MAX_FUNCTIONS = 64                   # --functions attaches one fentry program per function: bounded
 # the maps the function programs (bpf/trace_func.bpf.c) share with the tracepoints' object
@@ -177,6 +179,7 @@ class Tracer:
     _fn_progs: list = field(default_factory=list)
     _fn_names: dict = field(default_factory=dict)   # function address -> name
     _last_ts: dict = field(default_factory=dict)    # packet key -> its latest hop's stamp
+    _fault_drops: dict = field(default_factory=dict)   # (packet key, netns, ifname) -> a fault dropped it then
     refused_functions: list = field(default_factory=list)   # --functions the kernel would not trace
 
     def start(self) -> "Tracer":
@@ -300,8 +303,22 @@ class Tracer:
                                 reason="faultinj" if e.action == "drop" else "",
                                 fault=f"{e.fault} {e.fault_id}", key=e.key(),
                                 summary=_event_summary(e)))
+                if e.action == "drop":
+                    if len(self._fault_drops) > 100_000:
+                        self._fault_drops.clear()
+                    self._fault_drops[(e.key(), inum, ifname)] = e.ts_ns
+            # the journal is written before the program returns, so a fault's drop is known here
+            # before (or in the same read as) the kernel's report of freeing that packet
+            hops = [h for h in hops if not self._freed_by_fault(h)]
         hops.sort(key=lambda h: h.ts_ns)
         return hops
+
+    def _freed_by_fault(self, h: Hop) -> bool:
+        """kfree_skb of a packet a fault on a tcx link just dropped (redirected to no device)."""
+        if h.direction != "DROP" or h.fault:
+            return False
+        at = self._fault_drops.get((h.key, h.netns, h.ifname))
+        return at is not None and 0 <= h.ts_ns - at < FOLD_NS
 
     def flush(self, before_ns: int | None = None) -> list[Hop]:
         """Frees held for their copy's fate since before before_ns (all: None): nobody read the copy,
