@@ -430,17 +430,70 @@ def vm_kernels(rounds: int, quick: bool, host_per_packet: dict | None) -> dict:
     return {"boot_s": boots, "accel": accel, "guest_kernel": inside["meta"]["kernel"], "guest_per_packet": guest_pp}
 
 
+# 10 --------------------------------------------------------------------------------------
+def attach_kinds(rounds: int, seconds: int) -> dict:
+    """tcx link against tc filter, side by side: apply+clear (CLI processes and the API in one
+    process) and the live path (UDP 64 B received rate, TCP throughput) with an idle drop=0."""
+    res = {k: [] for k in ("cli_link", "cli_filter", "api_link", "api_filter")}
+    with Lab().up() as lab:
+        ns, dev = lab.a.netns, lab.a.ifname
+        cli = {kind: [FAULTINJ + ["apply", "drop=0", dev, "--netns", ns, "--attach", kind],
+                      FAULTINJ + ["clear", dev, "--netns", ns]] for kind in ("link", "netlink")}
+        for kind in ("link", "netlink"):
+            _time(cli[kind])   # warm both builds (a tcx link loads its own variant)
+        for _ in range(rounds):
+            for kind, key in (("link", "link"), ("netlink", "filter")):
+                res[f"cli_{key}"].append(_time(cli[kind]))
+                t = time.perf_counter()
+                for _ in range(10):
+                    rec = faultinj.apply("drop=0", dev, netns_name=ns, attach_kind=kind)
+                    faultinj.clear(fault_id=rec.id)
+                res[f"api_{key}"].append((time.perf_counter() - t) / 10)
+        live = {}
+        for udp in (True, False):
+            vals = {"bare": [], "link": [], "netlink": []}
+            for _ in range(rounds):
+                for kind in vals:
+                    rec = None if kind == "bare" else faultinj.apply("drop=0", dev, netns_name=ns, attach_kind=kind)
+                    try:
+                        vals[kind].append(_iperf(lab, udp, seconds))
+                    finally:
+                        if rec:
+                            faultinj.clear(fault_id=rec.id)
+            live["udp64_pps" if udp else "tcp_bps"] = vals
+        res["live"] = live
+    ms = lambda xs: f"{med(xs)[0] * 1000:.1f} ms"   # noqa: E731
+    rows = [("apply+clear, two CLI processes", ms(res["cli_link"]), ms(res["cli_filter"]),
+             fmt_ratio([a / b for a, b in zip(res["cli_link"], res["cli_filter"])])),
+            ("apply+clear, Python API in-process (mean of 10)", ms(res["api_link"]), ms(res["api_filter"]),
+             fmt_ratio([a / b for a, b in zip(res["api_link"], res["api_filter"])]))]
+    u = live["udp64_pps"]
+    per_pkt = lambda k: [(1 / v - 1 / b) * 1e9 for v, b in zip(u[k], u["bare"])]   # noqa: E731
+    rows.append(("UDP 64 B received, ratio to bare", fmt_ratio([v / b for v, b in zip(u["link"], u["bare"])]),
+                 fmt_ratio([v / b for v, b in zip(u["netlink"], u["bare"])]),
+                 fmt_ratio([a / b for a, b in zip(u["link"], u["netlink"])])))
+    rows.append(("UDP 64 B: ns a packet over bare (1/rate − 1/bare)", f"{med(per_pkt('link'))[0]:.0f} ns",
+                 f"{med(per_pkt('netlink'))[0]:.0f} ns", ""))
+    t = live["tcp_bps"]
+    rows.append(("TCP one stream, ratio to bare", fmt_ratio([v / b for v, b in zip(t["link"], t["bare"])]),
+                 fmt_ratio([v / b for v, b in zip(t["netlink"], t["bare"])]),
+                 fmt_ratio([a / b for a, b in zip(t["link"], t["netlink"])])))
+    table("10. Attach kinds: tcx link vs tc filter (drop=0 on tc egress; libbpf both)",
+          ["what", "tcx link", "tc filter", "link / filter, median (min–max)"], rows)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8,9", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10", help="sections to run (3 runs with 2)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
         return 3
     only = {int(x) for x in args.only.split(",")}
-    needed = ("iperf3", "nft") if only & {2, 3, 8} else ()
+    needed = ("iperf3", "nft") if only & {2, 3, 8, 10} else ()
     for tool in needed + ("tc", "clang"):
         if not shutil.which(tool):
             print(f"bench: {tool} not found: apt-get install iperf3 nftables iproute2 clang", file=sys.stderr)
@@ -466,6 +519,8 @@ def main() -> int:
         out["run_rss"] = run_rss()
     if 8 in only:
         out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
+    if 10 in only:
+        out["attach_kinds"] = attach_kinds(rounds, 2 if args.quick else 4)
     if 9 in only:
         out["vm"] = vm_kernels(rounds, args.quick, out.get("per_packet"))
     Path(args.json).write_text(json.dumps(out, indent=1, default=str))

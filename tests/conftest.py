@@ -148,6 +148,20 @@ def xdp_attach(request, kernel_features, lab) -> Attach:
     return Attach("auto", "xdp")
 
 
+@pytest.fixture(params=["netlink", "links"])
+def attach_both(request, kernel_features, lab) -> tuple[Attach, Attach]:
+    """(tc, XDP) attach kinds together: both through netlink, or both as links where the kernel has them."""
+    if request.param == "netlink":
+        return Attach("netlink", "tc-filter"), Attach("netlink", "xdp")
+    tc = Attach("link", "tcx-link") if kernel_features["tcx links"] else None
+    xdp = Attach("link", "xdp-link") if kernel_features["xdp links"] else None
+    if tc is None:
+        _refused_then_auto(lab, "drop=0@egress")
+    if xdp is None:
+        _refused_then_auto(lab, "drop=0@xdp")
+    return tc or Attach("auto", "tc-filter"), xdp or Attach("auto", "xdp")
+
+
 def _refused_then_auto(lab, spec: str) -> None:
     import faultinj
     from faultinj.errors import KernelFeatureMissing
