@@ -368,8 +368,10 @@ def test_a_scenario_whose_container_is_not_running_stops_before_anything(box, tm
         subprocess.run([box.docker, "stop", "-t", "0", box.name], check=True, capture_output=True)
     else:
         name = "fi-no-such-container"
+    path = _scenario(box, tmp_path, name=name)
+    Path(path).write_text(Path(path).read_text().replace("faults:", "lab: {hosts: [spare]}\nfaults:"))
     before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    r = invoke("run", _scenario(box, tmp_path, name=name))
+    r = invoke("run", path)
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert ("is not running" if how == "stopped" else "no container 'fi-no-such-container'") in r.stderr
@@ -384,3 +386,33 @@ def test_a_scenario_names_an_interface_the_container_lacks(box, tmp_path, privat
     r = invoke("run", path)
     assert r.exit_code == 2 and "eth9" in r.stderr and "eth0" in r.stderr, r.stderr
     assert _status() == [] and _pins(private_state) == []
+
+
+def test_a_killed_run_leaves_no_fault_in_the_container(box, tmp_path, private_state):
+    """A lab's namespaces take their faults with them; a container outlives the run, so the run records
+    the faults it put there and the next command, finding the run dead, clears them."""
+    import signal
+    import sys
+    import time
+
+    path = _scenario(box, tmp_path)
+    Path(path).write_text(Path(path).read_text().replace("count: 20, interval: 0.02", "count: 2000, interval: 0.02"))
+    proc = subprocess.Popen([sys.executable, "-m", "faultinj.cli", "run", path], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if "traffic [1/2]" in (line := proc.stderr.readline()) or not line:
+                break
+        assert box.ping(3) == 0                       # the fault is in, the run is pinging
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    [st] = _status()                                  # still there: only a command after the kill reaps it
+    assert st["target"] == f"container:{box.name}"
+    r = invoke("reap")
+    assert r.exit_code == 0 and r.stdout.count("reaped") == 1, r.stdout
+    assert _status() == [] and _pins(private_state) == []
+    out = subprocess.run(["nsenter", f"--net=/proc/{box.pid}/ns/net", "tc", "filter", "show", "dev", "eth0",
+                          "egress"], capture_output=True, text=True).stdout
+    assert "faultinj" not in out, out
+    assert box.ping(5) == 5

@@ -325,7 +325,7 @@ class _Hosts(list):
         ctx.keys(v, w, optional={*TARGET_KINDS, "runtime"})
         given = [k for k in TARGET_KINDS if k in v]
         if len(given) != 1:
-            ctx.fail(v.mark, f"{w}: name one of {', '.join(TARGET_KINDS)} (a namespace outside the lab)")
+            ctx.fail(v.mark, f"{w}: name one of container, pid or netns_path (a namespace outside the lab)")
         kind = given[0]
         if "runtime" in v and kind != "container":
             ctx.fail(v.key_marks["runtime"], f"{w}.runtime goes with container")
