@@ -372,14 +372,19 @@ def test_a_scenario_whose_container_is_not_running_stops_before_anything(box, tm
         name = "fi-no-such-container"
     path = _scenario(box, tmp_path, name=name)
     Path(path).write_text(Path(path).read_text().replace("faults:", "lab: {hosts: [spare]}\nfaults:"))
-    before = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
+    ours = f"fi{os.getpid() % 1000:03d}"   # lab.unique_prefix: other sessions make namespaces meanwhile
+    before = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+              if n.startswith(ours)}
     r = invoke("run", path)
     assert r.exit_code == 2, (r.stdout, r.stderr)
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert ("is not running" if how == "stopped" else "no container 'fi-no-such-container'") in r.stderr
     assert str(tmp_path / "box.yaml") in r.stderr
-    after = set(subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split())
-    assert after <= before and _status() == [] and _pins(private_state) == []
+    after = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+             if n.startswith(ours)}
+    from faultinj.inject import lab
+
+    assert after <= before and lab.recorded_labs() == [] and _status() == [] and _pins(private_state) == []
 
 
 def test_a_scenario_names_an_interface_the_container_lacks(box, tmp_path, private_state):

@@ -112,7 +112,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     try:
         hosts: dict = outside_the_lab(scn)
     except FaultinjError as exc:
-        raise type(exc)(f"{scn.path}: {exc}") from None
+        exc.args = (f"{scn.path}: {exc}",)
+        raise
     data = RunData()
     applied: dict[str, object] = {}
     outside: list[str] = []   # ids of the faults applied on hosts outside the lab
