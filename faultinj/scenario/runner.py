@@ -178,7 +178,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     captures: dict[str, tuple] = {}   # name -> (host, its capture handle)
     tracer = None
     try:
-        progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}")
+        progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}"
+                 + (f"; outside it: {', '.join(scn.targets)}" if scn.targets else ""))
         topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path),
                                                                              "faults_outside": outside})
         topo.record()
