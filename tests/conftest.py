@@ -109,7 +109,9 @@ def hook_prog_ids(netns: str, ifname: str, hook: str = "egress") -> list[int]:
         import socket
 
         tcx = links.tcx_programs(socket.if_nametoindex(ifname), f"tc-{hook}")
-    out = ns_run(netns, "tc", "-j", "filter", "show", "dev", ifname, hook).stdout
+    tc = ["tc", "-j", "filter", "show", "dev", ifname, hook]
+    out = (subprocess.run(["nsenter", f"--net={netns}", *tc], capture_output=True, text=True, check=True).stdout
+           if netns.startswith("/") else ns_run(netns, *tc).stdout)   # a namespace file (a container's) or a name
     filters = [f["options"]["prog"]["id"] for f in json.loads(out or "[]")
                if f.get("options", {}).get("prog")]
     return tcx + filters
