@@ -72,7 +72,7 @@ def pinned_maps(pin_dir: str) -> list[dict]:
     """The maps pinned beside a custom program: name and kernel id."""
     out = []
     try:
-        names = sorted(n for n in os.listdir(pin_dir) if n != "prog")
+        names = sorted(n for n in os.listdir(pin_dir) if n not in ("prog", "link"))   # link: a tcx/XDP link
     except OSError:
         return out
     for name in names:
