@@ -468,12 +468,9 @@ def attach_kinds(rounds: int, seconds: int) -> dict:
             ("apply+clear, Python API in-process (mean of 10)", ms(res["api_link"]), ms(res["api_filter"]),
              fmt_ratio([a / b for a, b in zip(res["api_link"], res["api_filter"])]))]
     u = live["udp64_pps"]
-    per_pkt = lambda k: [(1 / v - 1 / b) * 1e9 for v, b in zip(u[k], u["bare"])]   # noqa: E731
     rows.append(("UDP 64 B received, ratio to bare", fmt_ratio([v / b for v, b in zip(u["link"], u["bare"])]),
                  fmt_ratio([v / b for v, b in zip(u["netlink"], u["bare"])]),
                  fmt_ratio([a / b for a, b in zip(u["link"], u["netlink"])])))
-    rows.append(("UDP 64 B: ns a packet over bare (1/rate − 1/bare)", f"{med(per_pkt('link'))[0]:.0f} ns",
-                 f"{med(per_pkt('netlink'))[0]:.0f} ns", ""))
     t = live["tcp_bps"]
     rows.append(("TCP one stream, ratio to bare", fmt_ratio([v / b for v, b in zip(t["link"], t["bare"])]),
                  fmt_ratio([v / b for v, b in zip(t["netlink"], t["bare"])]),
