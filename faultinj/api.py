@@ -123,6 +123,8 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     _check_tc_mode(tc_mode, fs.hook)
+    how = _Placement(attach_kind, first, before, after)
+    how.check(fs.hook, tc_mode)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
     caps.require_privileges()
@@ -131,7 +133,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
                     seed, seconds, replace, tc_mode,
                     lambda deadline_ns, kind: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode,
                                                            tcx=kind == "tcx-link"),
-                    qdisc=fs.fault.qdisc, how=_Placement(attach_kind, first, before, after))
+                    qdisc=fs.fault.qdisc, how=how)
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
@@ -150,6 +152,7 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
         _check_tc_mode(tc_mode, chosen)
+        _Placement(attach_kind, first, before, after).check(chosen, tc_mode)
         value = f"{os.path.abspath(source)}:{name}"
         return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
                         lambda _deadline, _kind: custom.load(compiled, chosen, name, tc_mode),
@@ -176,6 +179,11 @@ class _Placement:
     @property
     def placed(self) -> bool:
         return bool(self.first or self.before or self.after)
+
+    def check(self, hook: str, tc_mode: str) -> None:
+        kernel_links.check_choice(self.choice, hook, tc_mode, self.placed)
+        if sum(bool(x) for x in (self.first, self.before, self.after)) > 1:
+            raise SpecError("give one of --first, --before, --after")
 
     def flags(self) -> tuple[int, int]:
         return kernel_links.tcx_placement(self.first, _prog_of(self.before), _prog_of(self.after))

@@ -150,22 +150,29 @@ def _probe_program() -> int:
     return fd
 
 
-def choose_kind(choice: str, hook: str, tc_mode: str, placed: bool) -> str:
-    """The attach kind for a new fault: choice is auto (links where the kernel has them), link or
-    netlink. placed: the user asked for a position among tcx programs."""
+def check_choice(choice: str, hook: str, tc_mode: str, placed: bool) -> None:
+    """Refuse (usage) what no kernel could do: before anything is loaded or changed."""
     if choice not in ATTACH_CHOICES:
         raise SpecError(f"unknown --attach '{choice}': give one of {', '.join(ATTACH_CHOICES)}")
     if hook != "xdp" and tc_mode == "matchall":
         if choice == "link" or placed:
             raise SpecError("--tc-mode matchall is a tc filter with a BPF action: it has no link; "
                             "leave out --attach link and --first/--before/--after")
-        return "tc-matchall"
-    if choice == "netlink":
-        if placed:
-            raise SpecError("--first/--before/--after place a tcx link: leave out --attach netlink")
-        return "xdp" if hook == "xdp" else "tc-filter"
+        return
+    if choice == "netlink" and placed:
+        raise SpecError("--first/--before/--after place a tcx link: leave out --attach netlink")
     if placed and hook == "xdp":
         raise SpecError("--first/--before/--after place tc programs (tcx links): XDP has one program per link")
+
+
+def choose_kind(choice: str, hook: str, tc_mode: str, placed: bool) -> str:
+    """The attach kind for a new fault: choice is auto (links where the kernel has them), link or
+    netlink. placed: the user asked for a position among tcx programs."""
+    check_choice(choice, hook, tc_mode, placed)
+    if hook != "xdp" and tc_mode == "matchall":
+        return "tc-matchall"
+    if choice == "netlink":
+        return "xdp" if hook == "xdp" else "tc-filter"
     has = kernel_has_links(hook)
     if not has and (choice == "link" or placed):
         what = "XDP links (kernel 5.9+)" if hook == "xdp" else "tcx links (kernel 6.6+)"
