@@ -302,7 +302,7 @@ def _attach(ipr, rec: state.Record, prog_fd: int, how: _Placement, replace: bool
     if kind == "tc-matchall":   # libbpf has no API for a BPF action: pyroute2, found by our name
         rec.filter_name = f"faultinj:{rec.id}:{rec.fault}"
         state.save(rec)
-        attach.tc_attach(ipr, ifindex, hook, prog_fd, rec.filter_name, "matchall", rec.tc_prio)
+        attach.matchall_attach(ipr, ifindex, hook, prog_fd, rec.filter_name, rec.tc_prio)
         undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, "matchall")
         return
     state.save(rec)

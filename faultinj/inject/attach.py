@@ -1,27 +1,16 @@
-"""Attach and detach programs through netlink (pyroute2): XDP on a link, tc
-clsact with a cls_bpf filter (direct-action) or matchall + act_bpf.
+"""matchall + act_bpf through netlink (pyroute2): libbpf has no API for a BPF action. The other
+attach kinds (tcx and XDP links, cls_bpf filters, XDP) go through libbpf: links.py. Also what
+libbpf cannot list: the filters on a hook (priorities, emptiness of a clsact faultinj added).
 
-Ownership: we create clsact only when absent and remove it only when we
-created it and nothing at all is left on it; a filter is removed only after
-checking it carries our name; an XDP program is detached with
-XDP_FLAGS_REPLACE and the expected fd, so the kernel itself refuses when the
-program on the link is no longer ours.
+Ownership: we create clsact only when absent and remove it only when we created it and nothing at
+all is left on it; a matchall filter is removed only after checking it carries our name.
 """
 
 from __future__ import annotations
 
 import errno
 
-from ..errors import FaultinjError, KernelFeatureMissing, StateError
-
-XDP_FLAGS_UPDATE_IF_NOEXIST = 1 << 0
-XDP_FLAGS_SKB_MODE = 1 << 1
-XDP_FLAGS_DRV_MODE = 1 << 2
-XDP_FLAGS_REPLACE = 1 << 4
-XDP_MODE_FLAGS = {"native": XDP_FLAGS_DRV_MODE, "generic": XDP_FLAGS_SKB_MODE}
-# pyroute2 decodes IFLA_XDP_ATTACHED into these names (or the raw number)
-XDP_ATTACHED = {0: None, 1: "native", 2: "generic", 3: "offload", 4: "multi",
-                "xdp": "native", "xdpgeneric": "generic", "hw": "offload", "multi": "multi"}
+from ..errors import FaultinjError, KernelFeatureMissing
 
 TC_PARENTS = {"tc-ingress": 0xFFFFFFF2, "tc-egress": 0xFFFFFFF3}
 CLSACT_HANDLE = 0xFFFF0000
@@ -38,87 +27,10 @@ def _nl_error(exc) -> tuple[int, str]:
     return code, text
 
 
-# ---- XDP ---------------------------------------------------------------
-
-def xdp_current(ipr, ifindex: int) -> tuple[str | None, int]:
-    """(mode, program id) of the XDP program on the link, (None, 0) if none."""
-    link = ipr.get_links(ifindex)[0]
-    xdp = link.get_attr("IFLA_XDP")
-    if not xdp:
-        return None, 0
-    mode = XDP_ATTACHED.get(xdp.get_attr("IFLA_XDP_ATTACHED") or 0, "unknown")
-    return mode, xdp.get_attr("IFLA_XDP_PROG_ID") or 0
-
-
-def _xdp_set(ipr, ifindex: int, fd: int, flags: int, expected_fd: int | None = None) -> None:
-    attrs = [("IFLA_XDP_FD", fd), ("IFLA_XDP_FLAGS", flags)]
-    if expected_fd is not None:
-        attrs.append(("IFLA_XDP_EXPECTED_FD", expected_fd))
-    ipr.link("set", index=ifindex, xdp={"attrs": attrs})
-
-
-def xdp_attach(ipr, ifindex: int, prog_fd: int, replace: bool) -> str:
-    """Attach natively, falling back to generic where the driver refuses.
-
-    Without replace the kernel refuses a link that already has a program
-    (XDP_FLAGS_UPDATE_IF_NOEXIST): we never overwrite one by accident."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    base = 0 if replace else XDP_FLAGS_UPDATE_IF_NOEXIST
-    last = None
-    for mode in ("native", "generic"):
-        try:
-            _xdp_set(ipr, ifindex, prog_fd, base | XDP_MODE_FLAGS[mode])
-            return mode
-        except NetlinkError as exc:
-            code, text = _nl_error(exc)
-            if code in (errno.EBUSY, errno.EEXIST):
-                raise StateError(
-                    f"the link already has an XDP program ({text}): clear it first or pass --replace"
-                ) from None
-            last = (code, text)
-    raise KernelFeatureMissing(
-        f"cannot attach XDP on this link (native and generic refused: {last[1]}); "
-        "the kernel needs CONFIG_BPF and XDP support"
-    )
-
-
-def xdp_detach(ipr, ifindex: int, mode: str, expected_fd: int) -> bool:
-    """Detach our program; False when the link holds another program (left alone)."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    try:
-        _xdp_set(ipr, ifindex, -1, XDP_MODE_FLAGS[mode] | XDP_FLAGS_REPLACE, expected_fd)
-        return True
-    except NetlinkError as exc:
-        code, _ = _nl_error(exc)
-        if code == errno.EEXIST:
-            return False
-        raise
-
-
 # ---- tc ----------------------------------------------------------------
 
 def has_clsact(ipr, ifindex: int) -> bool:
     return any(q.get_attr("TCA_KIND") == "clsact" for q in ipr.get_qdiscs(index=ifindex))
-
-
-def ensure_clsact(ipr, ifindex: int) -> bool:
-    """Add clsact if absent; True when we added it."""
-    from pyroute2.netlink.exceptions import NetlinkError
-
-    if has_clsact(ipr, ifindex):
-        return False
-    try:
-        ipr.tc("add", "clsact", index=ifindex)
-    except NetlinkError as exc:
-        code, text = _nl_error(exc)
-        if code == errno.EEXIST:
-            raise StateError(f"the link has another root/ingress qdisc in the way of clsact ({text})") from None
-        raise KernelFeatureMissing(
-            f"cannot add the clsact qdisc ({text}): the kernel needs CONFIG_NET_SCH_INGRESS"
-        ) from None
-    return True
 
 
 def filters(ipr, ifindex: int, hook: str) -> list:
@@ -152,32 +64,23 @@ def next_prio(ipr, ifindex: int, hook: str) -> int:
     return max(mine) + 1 if mine else FIRST_PRIO
 
 
-def tc_attach(ipr, ifindex: int, hook: str, prog_fd: int, name: str, mode: str, prio: int) -> None:
+def matchall_attach(ipr, ifindex: int, hook: str, prog_fd: int, name: str, prio: int) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
-    parent = TC_PARENTS[hook]
     try:
-        if mode == "cls_bpf":
-            ipr.tc("add-filter", "bpf", index=ifindex, parent=parent, prio=prio, handle=1,
-                   protocol=ETH_P_ALL, fd=prog_fd, name=name, direct_action=True)
-        else:
-            # the action's default verdict is pipe, as iproute2's 'action bpf' (the seed article's
-            # command): a program's "no verdict" ends classification here
-            ipr.tc("add-filter", "matchall", index=ifindex, parent=parent, prio=prio, handle=1,
-                   protocol=ETH_P_ALL, action={"kind": "bpf", "fd": prog_fd, "name": name, "action": "pipe"})
+        # the action's default verdict is pipe, as iproute2's 'action bpf' (the seed article's
+        # command): a program's "no verdict" ends classification here
+        ipr.tc("add-filter", "matchall", index=ifindex, parent=TC_PARENTS[hook], prio=prio, handle=1,
+               protocol=ETH_P_ALL, action={"kind": "bpf", "fd": prog_fd, "name": name, "action": "pipe"})
     except NetlinkError as exc:
         code, text = _nl_error(exc)
-        if mode == "matchall" and code in (errno.ENOENT, errno.EOPNOTSUPP):
+        if code in (errno.ENOENT, errno.EOPNOTSUPP):
             # a tc kind the kernel has no module for: ENOENT with extack text naming the classifier or action
             missing = ("cls_matchall (CONFIG_NET_CLS_MATCHALL)" if "classifier" in text.lower()
                        else "act_bpf (CONFIG_NET_ACT_BPF)")
             raise KernelFeatureMissing(
                 f"--tc-mode matchall needs {missing}, which this kernel lacks ({text}); "
                 "use the default --tc-mode cls_bpf"
-            ) from None
-        if mode == "cls_bpf" and code in (errno.ENOENT, errno.EOPNOTSUPP):
-            raise KernelFeatureMissing(
-                f"the kernel lacks cls_bpf (CONFIG_NET_CLS_BPF) ({text})"
             ) from None
         raise FaultinjError(f"adding the tc filter failed: {text}") from None
 
@@ -194,8 +97,7 @@ def tc_detach(ipr, ifindex: int, hook: str, prio: int, name: str, mode: str) -> 
     f = tc_find(ipr, ifindex, hook, prio, name)
     if f is None:
         return False
-    kind = "bpf" if mode == "cls_bpf" else "matchall"
-    ipr.tc("del-filter", kind, index=ifindex, parent=TC_PARENTS[hook], prio=prio, handle=1,
+    ipr.tc("del-filter", "matchall" if mode == "matchall" else "bpf", index=ifindex, parent=TC_PARENTS[hook], prio=prio, handle=1,
            protocol=ETH_P_ALL)
     return True
 

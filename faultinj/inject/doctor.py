@@ -109,17 +109,18 @@ def _hook_probes() -> list[Probe]:
         try:
             for mode in ("native", "generic"):
                 def attach_mode(mode=mode):
-                    attach._xdp_set(ipr, idx, xdp.prog_fd, attach.XDP_MODE_FLAGS[mode])
-                    attach.xdp_detach(ipr, idx, mode, xdp.prog_fd)
+                    with netns.entered(lab.a.netns):
+                        links.xdp_attach(idx, xdp.prog_fd, None, modes=(mode,))
+                        links.xdp_detach(idx, mode, xdp.prog_fd)
                 ok, detail = _try(attach_mode)
                 out.append(Probe(f"XDP {mode} (veth)", ok, detail or "attached and detached",
                                  "ttl-pong and drop on XDP", "a kernel with XDP support",
                                  required=(mode == "native")))
-            ok, detail = _try(lambda: attach.ensure_clsact(ipr, idx) and "added")
+            ok, detail = _try(lambda: _in(lab.a.netns, links.clsact_create, idx) and "added")
             out.append(Probe("clsact qdisc", ok, detail, "tc hooks", "CONFIG_NET_SCH_INGRESS"))
 
             def cls_bpf():
-                attach.tc_attach(ipr, idx, "tc-egress", tc.prog_fd, "faultinj:doctor", "cls_bpf", 1)
+                _in(lab.a.netns, links.tc_filter_attach, idx, "tc-egress", tc.prog_fd, 1)
             ok, detail = _try(cls_bpf)
             out.append(Probe("cls_bpf direct-action", ok, detail or "attached", "tc faults (default --tc-mode)",
                              "CONFIG_NET_CLS_BPF"))
@@ -200,6 +201,13 @@ def _hook_probes() -> list[Probe]:
     finally:
         lab.down()
     return out
+
+
+def _in(ns: str, fn, *args):
+    from . import netns
+
+    with netns.entered(ns):
+        return fn(*args)
 
 
 def _bpffs_dir() -> str:

@@ -363,11 +363,11 @@ def xdp_current(ifindex: int) -> tuple[str | None, int]:
     return XDP_ATTACHED.get(opts.attach_mode, "unknown"), opts.prog_id
 
 
-def xdp_attach(ifindex: int, prog_fd: int, replace_fd: int | None) -> str:
+def xdp_attach(ifindex: int, prog_fd: int, replace_fd: int | None, modes=("native", "generic")) -> str:
     """Attach natively, else generic. replace_fd: the program to replace (XDP_FLAGS_REPLACE: the
     kernel refuses when another is there), -1 to replace whatever is there; None: refuse any."""
     last = 0
-    for mode in ("native", "generic"):
+    for mode in modes:
         flags = XDP_MODE_FLAGS[mode]
         opts = _XdpAttachOpts(sz=ctypes.sizeof(_XdpAttachOpts))
         if replace_fd is None:
