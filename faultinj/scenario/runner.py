@@ -128,10 +128,11 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 outside.append(rec["id"])
                 topo.record()
         report.faults[f.name] = {"host": f.host, "interface": f.interface, "spec": rec["spec"],
-                                 "hook": rec["hook"], "attach_mode": rec["attach_mode"], "seed": rec["seed"],
+                                 "hook": rec["hook"], "attach_mode": rec["attach_mode"],
+                                 "attach_kind": rec.get("attach_kind", ""), "seed": rec["seed"],
                                  "kernel": host.kernel or os.uname().release,
                                  "vm": f.host in scn.lab.vms}
-        progress(f"fault {f.name}: {rec['spec']} on {f.host}/{f.interface} via {rec['attach_mode']} "
+        progress(f"fault {f.name}: {rec['spec']} on {f.host}/{f.interface} via {rec.get('attach_kind') or rec['attach_mode']} "
                  f"(seed {rec['seed']}{', kernel ' + host.kernel if host.kernel else ''})")
 
     journaled = {e.params["fault"] for e in scn.expect if e.kind == "journal_matches"}
