@@ -20,6 +20,7 @@ from faultinj.inject import traffic
 from faultinj.inject.netns import entered
 
 ETH_P_ALL = 0x0003
+IP_RECVTTL, IP_RECVTOS, SO_RCVBUFFORCE = 12, 13, 33   # <linux/in.h>, <asm/socket.h>: Python names none
 
 
 def send_frames(host, frames: list[bytes], gap: float = 0.0005) -> None:
@@ -137,3 +138,76 @@ def test_corrupt_bad_checksum_tcp_with_offload_at_ingress(offload_lab):
     assert res.intact
     assert st.counters["acted"] > 0
     assert errors == st.counters["acted"]
+
+
+# ---- 4. duplicate's copy continues with the faults after it only --------------------------
+
+def receive_udp(host, port: int):
+    """A UDP socket in host's namespace that reports each datagram's TTL and TOS."""
+    with entered(host.netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)   # every copy waits until drained
+    s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+    s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+    s.bind((host.ip4, port))
+    s.settimeout(0.5)
+    return s
+
+
+def drain(s) -> list[tuple[int, int, int]]:
+    """(the datagram's number, TTL, DSCP) of every datagram waiting."""
+    got = []
+    try:
+        while True:
+            data, anc, _, _ = s.recvmsg(64, 256)
+            ttl = tos = None
+            for level, kind, value in anc:
+                if level == socket.IPPROTO_IP and kind == socket.IP_TTL:
+                    ttl = int.from_bytes(value[:4], "little")
+                elif level == socket.IPPROTO_IP and kind == socket.IP_TOS:
+                    tos = value[0]
+            got.append((int(data.split(b":")[0]), ttl, tos >> 2))
+    except socket.timeout:
+        return got
+
+
+@pytest.mark.parametrize("hook", ["egress", "ingress"])
+def test_duplicate_copy_passes_only_the_faults_after_it_and_replay_agrees(lab, tmp_path, hook):
+    """ttl=-1, then duplicate=50%, then dscp=10, on one hook. Each datagram reaches the receiver's
+    socket with TTL 63 (decremented once, copy or not) and DSCP 10 (the copy passes the faults after
+    duplicate too); ttl counts each datagram once. `replay` of the same frames with the same seed
+    writes the same copies and counts the same as the kernel did."""
+    from faultinj import pcap
+    from faultinj.inject.replay import replay
+
+    a, b = lab.a, lab.b
+    where = a if hook == "egress" else b
+    specs = [f"ttl=-1,proto=udp@{hook}", f"duplicate=50%,proto=udp@{hook}", f"dscp=10,proto=udp@{hook}"]
+    for spec in specs:
+        faultinj.apply(spec, where.ifname, netns_name=where.netns, seed=11)
+    n = 300
+    frames = [bytes(Ether(src=a.mac, dst=b.mac) / IP(src=a.ip4, dst=b.ip4, ttl=64)
+                    / UDP(sport=40000 + i % 7, dport=7777) / f"{i}:".encode().ljust(20, b"x")) for i in range(n)]
+    sock = receive_udp(b, 7777)
+    try:
+        send_frames(a, frames)
+        got = drain(sock)
+    finally:
+        sock.close()
+    live = {st.record.fault: st.counters for st in faultinj.status()}
+    copies = sorted(i for i in set(x[0] for x in got) if sum(1 for x in got if x[0] == i) == 2)
+
+    assert sorted(set(x[0] for x in got)) == list(range(n))
+    assert {(ttl, dscp) for _, ttl, dscp in got} == {(63, 10)}
+    assert live["ttl"]["acted"] == live["ttl"]["matched"] == n          # once per datagram, not per copy
+    assert live["duplicate"]["acted"] == len(copies) == len(got) - n
+    assert live["dscp"]["acted"] == len(got)
+
+    inp, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    pcap.write(str(inp), [pcap.Record(1_700_000_000_000_000_000 + i, len(f), f) for i, f in enumerate(frames)])
+    res = replay(str(inp), specs, str(out), seed=11)
+    written = [Ether(r.data)[IP] for r in pcap.read(str(out))]
+    assert res.duplicated == copies
+    assert {(p.ttl, p.tos >> 2) for p in written} == {(63, 10)} and len(written) == len(got)
+    assert {s.partition("=")[0]: (c["matched"], c["acted"]) for s, c in res.counters.items()} == \
+        {f: (c["matched"], c["acted"]) for f, c in live.items()}
