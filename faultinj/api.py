@@ -16,7 +16,7 @@ from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
-from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
+from .inject import advice, attach, caps, custom, libbpf, maps, netns, program, state, targets
 
 TC_MODES = ("cls_bpf", "matchall")
 MAX_SEED = (1 << 64) - 1
@@ -108,14 +108,18 @@ def _target(ifname: str | None, netns_name=None, netns_path=None, pid=None, cont
 def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, seed: int | None = None,
           duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
           hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
-          container: str | None = None, runtime: str | None = None, peer_of: str | None = None) -> state.Record:
+          container: str | None = None, runtime: str | None = None, peer_of: str | None = None,
+          prio: int | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process.
 
     Where: ifname in our namespace, or in netns_name (/run/netns), netns_path (a namespace file), the
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
-    attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
+    attaches on the far end of that container's veth ifname (its peer, found from the veth's link).
+    prio: the tc filter's priority (lower runs first; default: after every other filter on the hook).
+    The record's warnings say what may keep the fault from acting (inject/advice.py)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     _check_tc_mode(tc_mode, fs.hook)
+    _check_prio(prio, fs.hook)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
     caps.require_privileges()
@@ -123,14 +127,14 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, target,
                     seed, seconds, replace, tc_mode,
                     lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode),
-                    qdisc=fs.fault.qdisc)
+                    qdisc=fs.fault.qdisc, prio=prio)
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
                   netns_name: str | None = None, replace: bool = False,
                   tc_mode: str = "cls_bpf", netns_path: str | None = None, pid: int | None = None,
                   container: str | None = None, runtime: str | None = None,
-                  peer_of: str | None = None) -> state.Record:
+                  peer_of: str | None = None, prio: int | None = None) -> state.Record:
     """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
     The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
     chosen = parse_hook(hook) if hook else None
@@ -141,9 +145,10 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
         _check_tc_mode(tc_mode, chosen)
+        _check_prio(prio, chosen)
         value = f"{os.path.abspath(source)}:{name}"
         return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
-                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
+                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode), prio=prio)
     finally:
         custom.discard(compiled)
 
@@ -155,8 +160,18 @@ def _check_tc_mode(tc_mode: str, hook: str) -> None:
         raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
 
 
+def _check_prio(prio: int | None, hook: str) -> None:
+    if prio is None:
+        return
+    if hook == "xdp":
+        raise SpecError("--prio orders tc filters: leave it out for xdp")
+    if not 1 <= prio <= 0xFFFF:
+        raise SpecError(f"bad --prio {prio}: give 1..65535 (lower runs first)")
+
+
 def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
-             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None) -> state.Record:
+             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None,
+             prio: int | None = None) -> state.Record:
     """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
     qdisc: a root qdisc the fault needs (fq for time faults), added first where it is not there."""
     netns_name = target.netns
@@ -199,12 +214,14 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
                     attach.ensure_clsact(ipr, ifindex)
                     undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
                 rec.attach_mode = tc_mode
-                rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
+                rec.tc_prio = attach.next_prio(ipr, ifindex, hook) if prio is None else attach.free_prio(
+                    ipr, ifindex, hook, prio, ifname)
                 rec.filter_name = f"faultinj:{fid}:{name}"
                 state.save(rec)
                 attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
                 undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
             rec.pending = rec.pid = None
+            rec.warnings = advice.warnings(ipr, rec, at_apply=True)
             state.save(rec)
             undo.pop_all()  # success: everything stays
         obj.close()  # the attachment and the pins hold the program and maps now
@@ -290,11 +307,12 @@ class FaultStatus:
     maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
     journal_lost: int = 0            # journal events no longer kept (it keeps the last 4096, overwrites)
     refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
+    warnings: list[str] | None = None   # what keeps it from acting now (inject/advice.py)
 
     def to_json(self) -> dict:
         d = self.record.to_json()
         d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost,
-                 refused=self.refused)
+                 refused=self.refused, warnings=self.warnings or [])
         if self.maps is not None:
             d["maps"] = self.maps
         if self.record.deadline_ns:
@@ -361,7 +379,10 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
                 counters, lost, refused = _read_counters(rec)
-                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused))
+                found = (advice.warnings(links.get(rec.netns), rec, seen=(counters or {}).get("seen"))
+                         if st == "active" else [])
+                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused,
+                                       warnings=found))
     return out
 
 

@@ -147,6 +147,9 @@ def apply(
                                           help="Attach on the far (host) end of CONTAINER's veth INTERFACE "
                                           "(default eth0), found from the veth's link, not its name."),
     runtime: Optional[str] = RuntimeOpt,
+    prio: Optional[int] = typer.Option(None, "--prio", help="tc hooks: the filter's priority, lower runs first "
+                                       "(default: after every filter there; a filter before ours that returns a "
+                                       "verdict hides every packet from it)."),
     as_json: bool = JsonOpt,
 ):
     """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits.
@@ -165,7 +168,7 @@ def apply(
         if not iface:
             raise SpecError(f"give the interface: faultinj apply --program {program} INTERFACE")
         rec = apply_program(program, iface, section=section, hook=hook, netns_name=netns, replace=replace,
-                            tc_mode=tc_mode, **where)
+                            tc_mode=tc_mode, prio=prio, **where)
     else:
         if section:
             raise SpecError("--section goes with --program FILE.c")
@@ -175,14 +178,16 @@ def apply(
             raise SpecError("give a fault spec and an interface, e.g. faultinj apply psh-ratio=10 eth0 "
                             "(see 'faultinj faults')")
         rec = do_apply(spec, interface, netns_name=netns, seed=seed, duration=duration, replace=replace,
-                       tc_mode=tc_mode, hook=hook, **where)
+                       tc_mode=tc_mode, hook=hook, prio=prio, **where)
     if as_json:
         _print_json(rec.to_json())
     else:
-        mode = f"{rec.hook} ({rec.attach_mode})"
+        mode = f"{rec.hook} ({rec.attach_mode}" + (f", prio {rec.tc_prio}" if rec.tc_prio else "") + ")"
         until = f", for {duration}" if duration else ""
         seeded = "" if program else f", seed {rec.seed}"
         typer.echo(f"applied {rec.id}: {rec.spec} on {rec.where} via {mode}{seeded}{until}")
+        for w in rec.warnings:
+            typer.echo(f"faultinj: warning: {w}", err=True)
 
 
 @app.command()
@@ -218,6 +223,8 @@ def status(
         if r.journal_lost:
             typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (overwritten: it keeps the last 4096): "
                        "read them as they come with 'faultinj journal --follow'")
+        for w in r.warnings or ():
+            typer.echo(f"{r.record.id}: {w}")
         if r.refused:
             typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
                        "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")

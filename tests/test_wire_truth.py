@@ -8,6 +8,7 @@ evidence here.
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -211,3 +212,82 @@ def test_duplicate_copy_passes_only_the_faults_after_it_and_replay_agrees(lab, t
     assert {(p.ttl, p.tos >> 2) for p in written} == {(63, 10)} and len(written) == len(got)
     assert {s.partition("=")[0]: (c["matched"], c["acted"]) for s, c in res.counters.items()} == \
         {f: (c["matched"], c["acted"]) for f, c in live.items()}
+
+
+# ---- 9. a foreign filter that runs first is named, and --prio puts ours before it ----------
+
+def test_a_foreign_filter_that_runs_first_is_named_and_prio_goes_before_it(lab, tmp_path):
+    """Another tool's cls_bpf filter at prio 10 returns TC_ACT_OK, which ends classification: a fault
+    after it sees no packet. apply names it, status says why SEEN stays 0, and --prio 5 puts the
+    fault first (it sees every datagram); --prio 10 is refused (taken)."""
+    import subprocess
+
+    from conftest import DATA, cli_runner, ns_run
+    from faultinj.cli import app
+
+    a, b = lab.a, lab.b
+    obj = tmp_path / "foreign_ok.o"
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-c", str(DATA / "foreign_ok.bpf.c"), "-o", str(obj)],
+                   check=True)
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "clsact")
+    ns_run(a.netns, "tc", "filter", "add", "dev", a.ifname, "egress", "prio", "10", "bpf", "da", "obj", str(obj),
+           "sec", "tc")
+    runner = cli_runner()
+    run = lambda *args: runner.invoke(app, [*args, "--netns", a.netns])
+
+    hidden = run("apply", "drop=0,proto=udp@egress", a.ifname)
+    assert hidden.exit_code == 0, hidden.stderr
+    assert "warning: bpf filter 'foreign_ok.o:[tc]' at prio 10" in hidden.stderr
+    assert "--prio 9" in hidden.stderr
+    first = run("apply", "drop=0,proto=udp@egress", a.ifname, "--prio", "5", "--json")
+    assert first.exit_code == 0 and json.loads(first.stdout)["warnings"] == []
+    taken = run("apply", "drop=0,proto=udp@egress", a.ifname, "--prio", "10")
+    assert taken.exit_code == 5 and "prio 10 on" in taken.stderr and "foreign_ok" in taken.stderr
+
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 200)
+    rows = {r.record.tc_prio: r for r in faultinj.status()}
+    assert rows[5].counters["matched"] == 200 and rows[5].warnings == []
+    assert rows[0xD000].counters["seen"] == 0
+    assert rows[0xD000].warnings == ["sees no packets: bpf filter 'foreign_ok.o:[tc]' at prio 10 runs first "
+                                     "(apply again with --prio 9)"]
+    shown = runner.invoke(app, ["status"])
+    assert "sees no packets: bpf filter 'foreign_ok.o:[tc]' at prio 10 runs first" in shown.stdout
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert "foreign_ok" in ns_run(a.netns, "tc", "filter", "show", "dev", a.ifname, "egress").stdout
+
+
+# ---- 10. offloads that keep a fault from acting as counted are said, with the fix -----------
+
+def offload_findings(lab) -> tuple[list[str], list[str]]:
+    from conftest import cli_runner
+    from faultinj.cli import app
+
+    a = lab.a
+    runner = cli_runner()
+    out = [runner.invoke(app, ["apply", spec, a.ifname, "--netns", a.netns, "--seed", "3"])
+           for spec in ("psh-ratio=10@egress", "corrupt=50%,csum=bad,proto=udp@egress")]
+    assert all(r.exit_code == 0 for r in out), [r.stderr for r in out]
+    return [r.stderr for r in out], [w for st in faultinj.status() for w in st.warnings]
+
+
+def test_gso_and_tx_checksum_offload_are_said_with_the_fix(offload_lab):
+    """A veth as it comes (GSO up to 65535 segments, tx checksum offload on): psh-ratio at tc egress
+    counts super-packets and csum=bad arrives valid. apply and status say so with the fix, and the
+    second claim is true on the wire: datagrams corrupted, no checksum error at the receiver."""
+    a, b = offload_lab.a, offload_lab.b
+    said, shown = offload_findings(offload_lab)
+    assert f"'ip link set {a.ifname} gso_max_segs 1'" in said[0]
+    assert f"'ethtool -K {a.ifname} tx off'" in said[1] and "tx-checksum-ip-generic" in said[1]
+    assert len(shown) == 2 and "gso_max_segs 65535" in shown[0] and "csum=bad arrives valid" in shown[1]
+    before = traffic.snmp(b.netns)["Udp"]["InCsumErrors"]
+    res = traffic.udp_stream(a.netns, b.netns, b.ip4, 200)
+    acted = next(st.counters["acted"] for st in faultinj.status() if st.record.fault == "corrupt")
+    assert acted > 50 and len(res.received) == 200
+    assert traffic.snmp(b.netns)["Udp"]["InCsumErrors"] == before
+
+
+def test_no_offload_finding_with_offloads_off(lab):
+    """The same faults on a link with tx checksumming off and gso_max_segs 1: nothing to say, and
+    csum=bad is dropped by the receiver."""
+    said, shown = offload_findings(lab)
+    assert said == ["", ""] and shown == []
