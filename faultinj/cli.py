@@ -16,7 +16,7 @@ from typing import Optional
 import typer
 import typer.core
 
-from .errors import ExitStatus, FaultinjError, SpecError
+from .errors import ExitStatus, FaultinjError, SpecError, from_foreign
 
 class _Group(typer.core.TyperGroup):
     """Usage errors as one line too (typer would draw a panel), exit code 2."""
@@ -36,7 +36,12 @@ class _Group(typer.core.TyperGroup):
             sys.exit(0)
         except click.exceptions.UsageError as exc:
             cmd = exc.ctx.command_path if exc.ctx else "faultinj"
-            typer.echo(f"faultinj: error: {exc.format_message()} (see '{cmd} --help')", err=True)
+            line = f"{exc.format_message()} (see '{cmd} --help')"
+            argv = kwargs.get("args") or (args[0] if args and args[0] else None) or sys.argv[1:]
+            if "--json" in argv:
+                typer.echo(json.dumps({"error": line, "exit_code": int(ExitStatus.USAGE), "kind": "UsageError"}))
+            else:
+                typer.echo(f"faultinj: error: {line}", err=True)
             sys.exit(int(ExitStatus.USAGE))
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
@@ -76,27 +81,57 @@ RuntimeOpt = typer.Option(None, "--runtime", help="With --container/--peer-of: d
                           "(default: the first that knows the container).")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"faultinj {version('faultinj')}")
+        except PackageNotFoundError:   # run from a source tree
+            typer.echo("faultinj (not installed)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _main(traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks on errors.")):
+def _main(traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Show faultinj's version and exit.")):
     _opts["traceback"] = traceback
+
+
+def _fail(exc: FaultinjError, as_json: bool):
+    """The one way a command fails: one line on stderr (or a JSON object on stdout with --json)."""
+    line = f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    if as_json:
+        _print_json({"error": line, "exit_code": int(exc.status), "kind": type(exc).__name__})
+    else:
+        typer.echo(f"faultinj: error: {line}", err=True)
+        detail = str(exc).splitlines()[1:]
+        if detail and exc.status != ExitStatus.USAGE:
+            typer.echo("\n".join("  " + ln for ln in detail[-20:]), err=True)
+    raise typer.Exit(code=int(exc.status))
 
 
 def _boundary(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except FaultinjError as exc:
             if _opts["traceback"]:
                 raise
-            typer.echo(f"faultinj: error: {exc}".splitlines()[0], err=True)
-            detail = str(exc).splitlines()[1:]
-            if detail and _opts["traceback"] is False and getattr(exc, "status", 0) != ExitStatus.USAGE:
-                typer.echo("\n".join("  " + ln for ln in detail[-20:]), err=True)
-            raise typer.Exit(code=int(exc.status))
+            _fail(exc, as_json)
         except KeyboardInterrupt:
             typer.echo("faultinj: interrupted", err=True)
             raise typer.Exit(code=130)
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            mapped = from_foreign(exc)
+            if mapped is None or _opts["traceback"]:
+                raise
+            _fail(mapped, as_json)
     return wrapper
 
 

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..errors import SpecError
 from .netns import entered
 
 ETH_P_ALL = 0x0003
@@ -37,7 +38,7 @@ class Capture:
     def __init__(self, netns: str | None, ifname: str, snaplen: int = 256, direction: str = "any",
                  rcvbuf: int = 64 << 20):
         if direction not in ("in", "out", "any"):
-            raise ValueError("direction must be in, out or any")
+            raise SpecError(f"unknown direction '{direction}': give in, out or any")
         self.netns, self.ifname, self.snaplen, self.direction = netns, ifname, snaplen, direction
         self.frames: list[Frame] = []
         self.kernel_drops = 0
