@@ -11,7 +11,7 @@ Each finding is one line that says what to do. Nothing here changes the kernel.
 
 from __future__ import annotations
 
-from . import attach, netns
+from . import attach, netns, state
 
 # faults whose count is per TCP segment on the wire, which GSO super-packets at tc egress break
 _PER_SEGMENT = ("psh-ratio", "first-psh")
@@ -23,6 +23,14 @@ def _describe(msg) -> str:
     return f"{kind} filter '{name}'" if name else f"{kind} filter (handle {msg['handle']:#x})"
 
 
+def _ours(msg, prog_ids: set[int]) -> bool:
+    """Our filter: by our name, or (attached without one) by the program id it runs."""
+    if (attach.filter_name(msg) or "").startswith("faultinj:"):
+        return True
+    opts = msg.get_attr("TCA_OPTIONS")
+    return bool(opts) and msg.get_attr("TCA_KIND") == "bpf" and opts.get_attr("TCA_BPF_ID") in prog_ids
+
+
 def filters_before(filters: list, rec) -> list[tuple[str, int]]:
     """Another tool's filters that run before rec's on its hook: (description, prio), lowest first.
     filters: the hook's filter dump (each prio comes as a head without options, then its filters)."""
@@ -31,10 +39,11 @@ def filters_before(filters: list, rec) -> list[tuple[str, int]]:
     by_prio: dict[int, list] = {}
     for f in filters:
         by_prio.setdefault(attach.filter_prio(f), []).append(f)
+    ours = {r.prog_id for r in state.records() if r.prog_id}
     out = []
     for prio, group in sorted(by_prio.items()):
         named = [f for f in group if f.get_attr("TCA_OPTIONS")] or group
-        if prio >= rec.tc_prio or any((attach.filter_name(f) or "").startswith("faultinj:") for f in named):
+        if prio >= rec.tc_prio or any(_ours(f, ours) for f in named):
             continue
         out.append((_describe(named[0]), prio))
     return out
