@@ -6,6 +6,7 @@ runs; a failure anywhere unwinds them all, so nothing is left half-applied.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -17,6 +18,10 @@ from typing import Iterator
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
 from .inject import advice, attach, caps, custom, libbpf, maps, netns, program, state, targets
+
+# What a command finished for a killed one (or found gone) is said here, not done silently:
+# the CLI shows these as notes on stderr.
+log = logging.getLogger("faultinj")
 
 TC_MODES = ("cls_bpf", "matchall")
 MAX_SEED = (1 << 64) - 1
@@ -221,7 +226,7 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
                 attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
                 undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
             rec.pending = rec.pid = None
-            rec.warnings = advice.warnings(ipr, rec, at_apply=True)
+            rec.warnings = _twins(rec) + advice.warnings(ipr, rec, at_apply=True)
             state.save(rec)
             undo.pop_all()  # success: everything stays
         obj.close()  # the attachment and the pins hold the program and maps now
@@ -229,6 +234,16 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             # the kernel swapped the program in place; only the old bookkeeping remains
             _forget(replaced)
         return rec
+
+
+def _twins(rec: state.Record) -> list[str]:
+    """Applying a spec already on the hook stacks a second fault: said, not done silently."""
+    same = [r.id for r in state.records() if r.id != rec.id and r.spec == rec.spec
+            and _same_link(r, rec.netns, rec.ifindex)]
+    if not same:
+        return []
+    return [f"{rec.spec} is already on {rec.ifname} as {', '.join(same)}: both act, one after the other "
+            f"(to change the running one: 'faultinj set'; to undo this one: 'faultinj clear --id {rec.id}')"]
 
 
 def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
@@ -368,9 +383,11 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
 
 
 def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[FaultStatus]:
+    """Every fault, after finishing what killed commands left (as every command does: see _reap)."""
     caps.require_privileges()
     out = []
-    with _Links() as links, state.locked(exclusive=False):
+    with _Links() as links, state.locked():
+        _reap(links, leftovers_only=True)   # a fault gone or expired stays listed as such
         for rec in state.records():
             if not all_namespaces and rec.netns != netns_name:
                 continue
@@ -487,31 +504,33 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
             raise SpecError("give --netns or --container/--pid/--netns-path, not both")
         wanted, unknown = _records_of(netns_path, pid, container, runtime)
         with _Links() as links, state.locked():
+            reaped = [r for r in _reap(links) if wanted(r) and (not ifname or r.ifname == ifname)]
             recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname)]
-            if not recs and unknown is not None:
+            if not recs and not reaped and unknown is not None:
                 raise unknown
-            if not recs:
+            if not recs and not reaped:
                 raise StateError(f"no faults on {ifname + ' in ' if ifname else ''}"
                                  f"{'container ' + container if container else named} (see 'faultinj status')")
             for rec in recs:
                 _remove(links, rec)
-            return recs
-    with _Links() as links, state.locked():
-        recs = state.records()
+            return reaped + recs
+    def wanted(r: state.Record) -> bool:
         if fault_id:
-            recs = [r for r in recs if r.id == fault_id]
-            if not recs:
-                raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
-        elif ifname:
-            recs = [r for r in recs if r.ifname == ifname and r.netns == netns_name]
-            if not recs:
-                ipr = links.get(netns_name)
-                netns.link_index(ipr, ifname, netns_name)  # unknown interface: say so
-        elif netns_name is not None:
-            recs = [r for r in recs if r.netns == netns_name]
+            return r.id == fault_id
+        if ifname:
+            return r.ifname == ifname and r.netns == netns_name
+        return netns_name is None or r.netns == netns_name
+
+    with _Links() as links, state.locked():
+        reaped = [r for r in _reap(links) if wanted(r)]   # what killed commands left: finished first
+        recs = [r for r in state.records() if wanted(r)]
+        if fault_id and not recs and not reaped:
+            raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
+        if ifname and not fault_id and not recs and not reaped:
+            netns.link_index(links.get(netns_name), ifname, netns_name)  # unknown interface: say so
         for rec in recs:
             _remove(links, rec)
-        return recs
+        return reaped + recs
 
 
 def _records_of(netns_path, pid, container, runtime):
@@ -574,32 +593,41 @@ def _forget_all(rec: state.Record) -> None:
     state.forget_link(rec.netns, rec.ifindex)
 
 
-def _reap(links: _Links) -> list[state.Record]:
-    """Finish what killed processes left (see Record.pending) and remove faults
-    past their deadline (their programs already pass everything)."""
+def _reap(links: _Links, leftovers_only: bool = False) -> list[state.Record]:
+    """Finish what killed processes left (see Record.pending, and labs of a killed run), remove faults
+    past their deadline (their programs already pass everything) and faults whose namespace or
+    interface is gone; each said as a note. leftovers_only: only what killed processes left."""
     from .inject import lab
 
     dead_namespaces = set(lab.reap_orphans())
     now = time.monotonic_ns()
     done = []
     for rec in state.records():
-        if rec.netns in dead_namespaces or _target_gone(links, rec):
+        if rec.netns in dead_namespaces or (not leftovers_only and _target_gone(links, rec)):
             _forget_all(rec)   # the namespace took the program's attachment with it: only our files remain
-            done.append(rec)
+            why = ("its lab's 'faultinj run' was killed (lab removed)" if rec.netns in dead_namespaces
+                   else "its namespace or interface is gone")
         elif rec.pending == "set":
             _write_config(rec)
             rec.pending = rec.pid = None
             state.save(rec)
-        elif rec.pending in ("apply", "clear") or rec.expired(now):
+            log.warning("finished the 'set' of %s (%s on %s) that a killed faultinj process left", rec.id,
+                        rec.spec, rec.where)
+            continue
+        elif rec.pending in ("apply", "clear") or (not leftovers_only and rec.expired(now)):
+            why = f"a killed faultinj '{rec.pending}' left it" if rec.pending else "past its deadline"
             _remove(links, rec)
-            done.append(rec)
+        else:
+            continue
+        log.warning("removed %s (%s on %s): %s", rec.id, rec.spec, rec.where, why)
+        done.append(rec)
     return done
 
 
 def _target_gone(links: _Links, rec: state.Record) -> bool:
-    """A container's or process's namespace has gone (or its PID now names another namespace), or the
-    far end of an exited container's veth went with it. Named namespaces are left to 'clear'."""
-    if netns.is_path(rec.netns) and not netns.alive(rec.netns, rec.netns_inode):
+    """The fault's namespace has gone (a named one deleted, a container's or process's gone, or its PID
+    now names another namespace), or the far end of an exited container's veth went with it."""
+    if rec.netns is not None and not netns.alive(rec.netns, rec.netns_inode):
         return True
     if rec.container and netns.alive(rec.netns, rec.netns_inode):
         # by index only: a link renamed inside the container still holds our filter

