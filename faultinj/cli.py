@@ -117,8 +117,12 @@ def _main(traceback: bool = typer.Option(False, "--traceback", help="Show Python
 def _fail(exc: FaultinjError, as_json: bool):
     """The one way a command fails: one line on stderr (or a JSON object on stdout with --json)."""
     line = f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    every = getattr(exc, "all_lines", None)   # several mistakes (a scenario file): one line each
     if as_json:
-        _print_json({"error": line, "exit_code": int(exc.status), "kind": type(exc).__name__})
+        _print_json({"error": line, "exit_code": int(exc.status), "kind": type(exc).__name__,
+                     **({"errors": every} if every else {})})
+    elif every:
+        typer.echo("\n".join(f"faultinj: error: {ln}" for ln in every), err=True)
     else:
         typer.echo(f"faultinj: error: {line}", err=True)
         detail = str(exc).splitlines()[1:]
