@@ -270,12 +270,24 @@ def offload_findings(lab) -> tuple[list[str], list[str]]:
     return [r.stderr for r in out], [w for st in faultinj.status() for w in st.warnings]
 
 
+def longest_tcp_frame(lab) -> int:
+    """The longest TCP frame the receiver sees in a short transfer: above the MTU, the sender's tc
+    egress handed over GSO super-packets (a veth passes them on whole)."""
+    from faultinj.inject.capture import Capture
+
+    with Capture(lab.b.netns, lab.b.ifname, direction="in", snaplen=64) as cap:
+        traffic.tcp_transfer(lab.a.netns, lab.b.netns, lab.b.ip4, 500_000, timeout=30)
+    return max(f.length for f in cap.frames if len(f.data) > 23 and f.data[23] == 6)
+
+
 def test_gso_and_tx_checksum_offload_are_said_with_the_fix(offload_lab):
     """A veth as it comes (GSO up to 65535 segments, tx checksum offload on): psh-ratio at tc egress
-    counts super-packets and csum=bad arrives valid. apply and status say so with the fix, and the
-    second claim is true on the wire: datagrams corrupted, no checksum error at the receiver."""
+    counts super-packets and csum=bad arrives valid. apply and status say so with the fix, and both
+    claims are true on the wire: frames longer than the MTU pass the hook; datagrams corrupted,
+    no checksum error at the receiver."""
     a, b = offload_lab.a, offload_lab.b
     said, shown = offload_findings(offload_lab)
+    assert longest_tcp_frame(offload_lab) > 1514
     assert f"'ip link set {a.ifname} gso_max_segs 1'" in said[0]
     assert f"'ethtool -K {a.ifname} tx off'" in said[1] and "tx-checksum-ip-generic" in said[1]
     assert len(shown) == 2 and "gso_max_segs 65535" in shown[0] and "csum=bad arrives valid" in shown[1]
@@ -292,3 +304,4 @@ def test_no_offload_finding_with_offloads_off(lab):
     csum=bad is dropped by the receiver."""
     said, shown = offload_findings(lab)
     assert said == ["", ""] and shown == []
+    assert longest_tcp_frame(lab) <= 1514
