@@ -99,8 +99,8 @@ def from_foreign(exc: BaseException) -> FaultinjError | None:
         return FaultinjError(f"'{cmd[:120]}' did not finish within {exc.timeout:.3g}s: is the machine or the lab "
                              "overloaded? try again or with a longer duration")
     if isinstance(exc, FileNotFoundError):
-        return SpecError(f"no such file: {exc.filename}")
+        return SpecError(f"no such file: {exc.filename}: check the path")
     if isinstance(exc, PermissionError):
-        err = EnvironmentProblem(f"permission denied: {exc.filename or exc}: run as root")
-        return err
+        return EnvironmentProblem(f"permission denied: {exc.filename or exc}: check its permissions (faultinj runs "
+                                  "as root)")
     return None
