@@ -238,7 +238,7 @@ def test_a_foreign_filter_that_runs_first_is_named_and_prio_goes_before_it(lab, 
     hidden = run("apply", "drop=0,proto=udp@egress", a.ifname)
     assert hidden.exit_code == 0, hidden.stderr
     assert "warning: bpf filter 'foreign_ok.o:[tc]' at prio 10" in hidden.stderr
-    assert "--prio 9" in hidden.stderr
+    assert "(--prio 9 puts it first)" in hidden.stderr
     first = run("apply", f"drop=0,proto=udp,src={a.ip4}@egress", a.ifname, "--prio", "5", "--json")
     assert first.exit_code == 0 and json.loads(first.stdout)["warnings"] == []
     taken = run("apply", "drop=0,proto=udp@egress", a.ifname, "--prio", "10")
@@ -249,7 +249,7 @@ def test_a_foreign_filter_that_runs_first_is_named_and_prio_goes_before_it(lab, 
     assert rows[5].counters["matched"] == 200 and rows[5].warnings == []
     assert rows[0xD000].counters["seen"] == 0
     assert rows[0xD000].warnings == ["sees no packets: bpf filter 'foreign_ok.o:[tc]' at prio 10 runs first "
-                                     "(apply again with --prio 9)"]
+                                     "(apply it again: --prio 9 puts it first)"]
     shown = runner.invoke(app, ["status"])
     assert "sees no packets: bpf filter 'foreign_ok.o:[tc]' at prio 10 runs first" in shown.stdout
     faultinj.clear(a.ifname, netns_name=a.netns)

@@ -49,22 +49,25 @@ def filters_before(filters: list, rec) -> list[tuple[str, int]]:
     return out
 
 
+def _put_first(found: list[tuple[str, int]]) -> str:
+    lowest = found[0][1]
+    return f"--prio {lowest - 1} puts it first" if lowest > 1 else "nothing can run before prio 1"
+
+
 def shadow_warnings(filters: list, rec) -> list[str]:
     """At apply: every foreign filter that runs first."""
+    found = filters_before(filters, rec)
     return [f"{desc} at prio {prio} on {rec.ifname} {rec.hook} runs first: if it returns a verdict (TC_ACT_OK, "
-            f"SHOT, REDIRECT), this fault sees no packets; put it first with --prio {max(prio - 1, 1)}"
-            if prio > 1 else
-            f"{desc} at prio {prio} on {rec.ifname} {rec.hook} runs first: if it returns a verdict (TC_ACT_OK, "
-            f"SHOT, REDIRECT), this fault sees no packets (it cannot be put before prio 1)"
-            for desc, prio in filters_before(filters, rec)]
+            f"SHOT, REDIRECT), this fault sees no packets ({_put_first(found)})" for desc, prio in found]
 
 
 def shadow_status(filters: list, rec, seen: int | None) -> list[str]:
     """In status: said when the fault has seen nothing and a foreign filter runs first."""
-    if seen:
+    found = filters_before(filters, rec)
+    if seen or not found:
         return []
-    return [f"sees no packets: {desc} at prio {prio} runs first (apply again with --prio {max(prio - 1, 1)})"
-            for desc, prio in filters_before(filters, rec)][:1]
+    desc, prio = found[0]
+    return [f"sees no packets: {desc} at prio {prio} runs first (apply it again: {_put_first(found)})"]
 
 
 def features(ns: str | None, ifname: str) -> dict[str, bool]:
