@@ -42,6 +42,8 @@ def test_faults_text_shows_usage_and_hooks():
     (("set", "drop", "x0"), ExitStatus.USAGE, "nothing to change"),
     (("clear", "--fault", "fdeadbeef"), ExitStatus.STATE, "no fault with id"),
     (("verify", "x0", "--having", "psh", "--direction", "sideways"), ExitStatus.USAGE, "unknown --direction"),
+    (("verify", "nosuch0", "--having", "psh", "--p", "0.1", "--duration", "1s"), ExitStatus.USAGE,
+     "cannot capture on nosuch0 (No such device)"),
     (("clear",), ExitStatus.USAGE, "say what to clear"),
     (("clear", "--id", "fdeadbeef"), ExitStatus.STATE, "no fault with id"),
 ])
