@@ -7,15 +7,14 @@ namespaces. In each cell:
 - `acted` equals what a capture at the receiver sees: each journal event has a frame showing
   the change, and no frame shows a change that no event explains.
 
-The offload settings (one lab, switched between cells; the sender's for tc egress, the
-receiver's for xdp and tc ingress, both in every cell):
-  on:  sender tx checksum, TSO, GSO on: skbs CHECKSUM_PARTIAL, TCP as super-packets veth hands
-       over whole; receiver rx checksum and GRO on
-  off: sender tx checksum, TSO, GSO off and gso_max_segs 1: one skb per wire segment, checksums
-       computed by the stack; receiver rx checksum and GRO off: it checks every checksum
-  rx:  sender off, receiver on: full checksums arriving at a receiver that merges segments (GRO)
-The fourth pair (sender on, receiver off) gives the receiver the same CHECKSUM_PARTIAL skbs as
-"on" (veth hands them over whatever the receiver's offloads), without GRO: left out for time.
+The offload settings: every pair of the sender's (tx checksum, TSO, GSO: all on, or all off
+with gso_max_segs 1, one skb per wire segment) and the receiver's (rx checksum and GRO), on one
+lab switched between cells; the sender's matter at tc egress, the receiver's at xdp and tc
+ingress, and both reach the receiver's checksum check:
+  on:  sender on, receiver on     off: sender off, receiver off
+  rx:  sender off, receiver on    tx:  sender on, receiver off
+With the sender's offload on TCP crosses the veth as CHECKSUM_PARTIAL super-packets, which the
+receiver never checks, whatever its own offloads.
 
 Where a hook sees a unit the capture does not (a super-packet, a GRO-merged skb), a frame is
 matched to the journal events by TCP sequence range, so the comparison holds in every unit.
@@ -41,7 +40,7 @@ import faultinj
 import faultinj.api
 from faultinj.errors import SpecError
 from faultinj.faults import get_fault
-from faultinj.inject import traffic
+from faultinj.inject import libbpf, traffic
 from faultinj.inject.capture import Capture
 from faultinj.packets import TCP_FLAGS, parse
 
@@ -53,9 +52,10 @@ TTL_SET, DSCP = 7, 10
 TRUNC = 100           # above every TCP header + checksum field (IPv6: 14 + 40 + 20 = 74)
 PSH, ECE, SYN = TCP_FLAGS["P"], TCP_FLAGS["E"], TCP_FLAGS["S"]
 # (sender's tx checksum/TSO/GSO, receiver's rx checksum/GRO); see the module's docstring
-SETTINGS = {"on": ("on", "on"), "off": ("off", "off"), "rx": ("off", "on")}
+SETTINGS = {"on": ("on", "on"), "off": ("off", "off"), "rx": ("off", "on"), "tx": ("on", "off")}
 FAMILIES = ("v4", "v6")
 MIRROR_PRIO = 0xE000   # after the cell's fault (faultinj's first is 0xD000)
+TC_INGRESS = 0xFFFFFFF2
 HOOK_NAMES = {"xdp": "xdp", "tc-ingress": "ingress", "tc-egress": "egress"}
 
 
@@ -104,20 +104,21 @@ FAULTS = [
 ]
 
 # Cells the kernel makes impossible: the fault acts, the packet changes as journalled, but the
-# receiver never checks the checksum. (fault, hook, setting) -> why. Their other checks still run,
-# and the reason is held to: no checksum error, the corruption delivered.
-IMPOSSIBLE = {
-    ("corrupt csum=bad", "tc-egress", "on"):
+# receiver never checks the checksum. (fault, hook) -> why, where the sender's offload is on.
+# Their other checks still run, and the reason is held to: no checksum error, the corruption
+# delivered.
+IMPOSSIBLE_WITH_SENDER_OFFLOAD = {
+    ("corrupt csum=bad", "tc-egress"):
         "the sender's skb is CHECKSUM_PARTIAL and veth hands it over so: the receiver never checks it",
-    ("corrupt csum=bad", "xdp", "on"):
+    ("corrupt csum=bad", "xdp"):
         "the skb built after XDP_PASS keeps the veth peer's CHECKSUM_PARTIAL; no XDP helper changes it",
 }
 
-
-# Cells where the fault has nothing to act on: (fault, setting) -> why. They must say acted 0.
-NOTHING_TO_ACT_ON = {
-    ("psh-ratio", "on"): "TSO on: TCP's super-packets already carry PSH (1 of 55 without it in 3 MB on veth)",
-    ("first-psh", "on"): "TSO on: the first super-packet already carries PSH",
+# Cells where the fault has nothing to act on, where the sender's TSO is on: fault -> why.
+# They must say acted 0.
+NOTHING_TO_ACT_ON_WITH_TSO = {
+    "psh-ratio": "TSO on: TCP's super-packets already carry PSH (1 of 55 without it in 3 MB on veth)",
+    "first-psh": "TSO on: the first super-packet already carries PSH",
 }
 
 
@@ -134,12 +135,16 @@ class Cell:
         return f"{self.fault.label.replace(' csum=', '-')}-{HOOK_NAMES[self.hook]}-{self.family}-{self.setting}"
 
     @property
+    def sender_offload(self) -> bool:
+        return SETTINGS[self.setting][0] == "on"
+
+    @property
     def impossible(self) -> str | None:
-        return IMPOSSIBLE.get((self.fault.label, self.hook, self.setting))
+        return IMPOSSIBLE_WITH_SENDER_OFFLOAD.get((self.fault.label, self.hook)) if self.sender_offload else None
 
     @property
     def empty(self) -> str | None:
-        return NOTHING_TO_ACT_ON.get((self.fault.label, self.setting))
+        return NOTHING_TO_ACT_ON_WITH_TSO.get(self.fault.label) if self.sender_offload else None
 
 
 def _cells() -> list[Cell]:
@@ -157,7 +162,9 @@ def _refused_cells() -> list[tuple[MatrixFault, str]]:
 class MatrixLab:
     lab: object
     mirror_rx: str
-    mirror_obj: str = ""
+    ipr: object = None           # pyroute2 in the receiver's namespace
+    b_index: int = 0
+    mirror_fd: int = -1
     setting: str | None = None
 
     def ns_run(self, ns: str, *cmd: str) -> None:
@@ -166,12 +173,11 @@ class MatrixLab:
     def mirror(self, on: bool) -> None:
         """The mirror goes on after the cell's fault: faultinj puts a fault after every filter at
         0xD000 or later, and the mirror must be the hook's last filter to see what the fault did."""
-        b = self.lab.b
-        where = ["dev", b.ifname, "ingress", "prio", str(MIRROR_PRIO), "handle", "1", "bpf"]
+        where = dict(index=self.b_index, parent=TC_INGRESS, prio=MIRROR_PRIO, handle=1)
         if on:
-            self.ns_run(b.netns, "tc", "filter", "add", *where, "da", "obj", self.mirror_obj, "sec", "tc")
+            self.ipr.tc("add-filter", "bpf", fd=self.mirror_fd, name="matrix-mirror", direct_action=True, **where)
         else:
-            self.ns_run(b.netns, "tc", "filter", "del", *where)
+            self.ipr.tc("del-filter", "bpf", **where)
 
     def use(self, setting: str) -> None:
         if setting == self.setting:
@@ -190,9 +196,11 @@ class MatrixLab:
 @pytest.fixture(scope="module")
 def matrix_lab(private_state, tmp_path_factory):
     from conftest import _clear_quietly
+    from pyroute2 import IPRoute
+
     from faultinj.inject.lab import Lab, LinkSettings
 
-    lab = Lab()
+    lab, m, mirror = Lab(), None, None
     try:
         lab.up(a_settings=LinkSettings(tx_checksum=True), b_settings=LinkSettings(tx_checksum=True))
         b = lab.b
@@ -202,18 +210,24 @@ def matrix_lab(private_state, tmp_path_factory):
         for dev in (tx, m.mirror_rx):
             m.ns_run(b.netns, "sysctl", "-qw", f"net.ipv6.conf.{dev}.disable_ipv6=1")
             m.ns_run(b.netns, "ip", "link", "set", dev, "up")
-        ifindex = int(subprocess.run(["ip", "netns", "exec", b.netns, "cat", f"/sys/class/net/{tx}/ifindex"],
-                                     check=True, capture_output=True, text=True).stdout)
+        m.ipr = IPRoute(netns=b.netns, flags=0)
+        m.b_index = m.ipr.link_lookup(ifname=b.ifname)[0]
+        ifindex = m.ipr.link_lookup(ifname=tx)[0]
         obj = tmp_path_factory.mktemp("mirror") / "mirror.o"
         subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-DMIRROR_IFINDEX={ifindex}",
                         "-I/usr/include/x86_64-linux-gnu", "-c", str(DATA / "mirror.bpf.c"), "-o", str(obj)],
                        check=True)
-        m.ns_run(b.netns, "tc", "qdisc", "add", "dev", b.ifname, "clsact")
-        m.mirror_obj = str(obj)
+        mirror = libbpf.load_object(str(obj), None)
+        m.mirror_fd = mirror.prog_fd
+        m.ipr.tc("add", "clsact", index=m.b_index)
         m.ns_run(lab.a.netns, "sysctl", "-qw", "net.ipv4.tcp_ecn=1")   # ECT(0) data, for ecn-ce
         yield m
     finally:
         _clear_quietly(lab)
+        if mirror:
+            mirror.close()
+        if m and m.ipr:
+            m.ipr.close()
         lab.down()
 
 
@@ -283,10 +297,10 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
     faultinj.apply(f"{fault.spec}@{cell.hook}", host.ifname, netns_name=host.netns, seed=seed)
     before = traffic.kernel_counters(b.netns)
     res = None
-    m.mirror(True)
     # every frame is in the capture's socket when the traffic ends (the mirror clones at tc
     # ingress, before delivery): no grace time needed to stop it
     cap = Capture(b.netns, m.mirror_rx, snaplen=70_000 if fault.full_payload else 256, direction="in").start()
+    m.mirror(True)
     try:
         # one short transfer; another (at most two) while the fault has not acted or been refused:
         # with TSO a transfer is a dozen super-packets, and a rate of 0.1 may pick none
@@ -300,8 +314,8 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
             if st.counters["acted"] or st.refused or cell.empty:
                 break
     finally:
+        m.mirror(False)
         cap.stop(settle=0)
-    m.mirror(False)
     after = traffic.kernel_counters(b.netns)
     [st] = [s for s in faultinj.status() if s.record.netns == host.netns]
     transfers = attempt + 1
