@@ -50,12 +50,15 @@ NBYTES = 150_000
 PINGS = 40
 TTL_SET, DSCP = 7, 10
 TRUNC = 100           # above every TCP header + checksum field (IPv6: 14 + 40 + 20 = 74)
+TRUNC_SHORT = 40      # inside the IPv4 / IPv6 header: xdp cuts it, tc refuses
 PSH, ECE, SYN = TCP_FLAGS["P"], TCP_FLAGS["E"], TCP_FLAGS["S"]
 # (sender's tx checksum/TSO/GSO, receiver's rx checksum/GRO); see the module's docstring
 SETTINGS = {"on": ("on", "on"), "off": ("off", "off"), "rx": ("off", "on"), "tx": ("on", "off")}
 FAMILIES = ("v4", "v6")
 MIRROR_PRIO = 0xE000   # after the cell's fault (faultinj's first is 0xD000)
 TC_INGRESS = 0xFFFFFFF2
+# the receiver's drops of frames cut short: shorter than the IP length says, or than an IP header
+CUT_SHORT_COUNTERS = traffic.TRUNCATED_COUNTERS + ("Ip.InHdrErrors", "Ip6InHdrErrors")
 HOOK_NAMES = {"xdp": "xdp", "tc-ingress": "ingress", "tc-egress": "egress"}
 
 
@@ -71,6 +74,8 @@ class MatrixFault:
     full_payload: bool = False                # changed() compares the payload: capture it all
     counter: str = "none"                     # none | csum (errors == acted) | truncated
     intact: bool = True                       # the TCP data must arrive intact
+    settings: tuple[str, ...] = tuple(SETTINGS)   # the offload settings it runs in
+    by_count: bool = False                    # frames showing the change are counted, not matched
 
     @property
     def name(self) -> str:
@@ -99,6 +104,12 @@ FAULTS = [
     MatrixFault("corrupt csum=fix", f"corrupt=0.2,proto=tcp,dport={PORT}", None, full_payload=True, intact=False),
     MatrixFault("truncate", f"truncate={TRUNC},p=0.2,proto=tcp,dport={PORT}",
                 lambda f, p: _flow(p) and f.length == TRUNC, counter="truncated"),
+    # cut inside the TCP header (IPv4) or the IPv6 header: no sequence number left to match
+    # events by, so frames of that length are counted; the receiver drops them as truncated
+    # (IPv4) or as header errors (IPv6)
+    MatrixFault("truncate short", f"truncate={TRUNC_SHORT},p=0.2,proto=tcp,dport={PORT}",
+                lambda f, p: f.length == TRUNC_SHORT and f.data[12:14] in (b"\x08\x00", b"\x86\xdd"), counter="truncated",
+                by_count=True, settings=("on", "off")),
     MatrixFault("corrupt csum=bad", f"corrupt=0.2,csum=bad,proto=tcp,dport={PORT}", None, full_payload=True,
                 counter="csum"),
 ]
@@ -112,6 +123,18 @@ IMPOSSIBLE_WITH_SENDER_OFFLOAD = {
         "the sender's skb is CHECKSUM_PARTIAL and veth hands it over so: the receiver never checks it",
     ("corrupt csum=bad", "xdp"):
         "the skb built after XDP_PASS keeps the veth peer's CHECKSUM_PARTIAL; no XDP helper changes it",
+}
+
+# Cells where the kernel refuses the change and faultinj says so: (fault, hook) -> why. They
+# must count refusals, never acted, and leave the packets whole.
+REFUSED_BY_THE_KERNEL = {
+    ("truncate short", "tc-egress"):
+        "tc refuses a cut below a CHECKSUM_PARTIAL skb's checksum field (all TCP at egress): refused",
+}
+# Cells where the kernel refuses some changes: both counts are shown, only the cuts made are acted.
+SOMETIMES_REFUSED = {
+    ("truncate short", "tc-ingress"):
+        "the kernel decides per skb: on 6.18 refused with GRO or PARTIAL and for IPv6, IPv4 cut otherwise",
 }
 
 # Cells where the fault has nothing to act on, where the sender's TSO is on: fault -> why.
@@ -143,13 +166,22 @@ class Cell:
         return IMPOSSIBLE_WITH_SENDER_OFFLOAD.get((self.fault.label, self.hook)) if self.sender_offload else None
 
     @property
+    def refusal(self) -> str | None:
+        return REFUSED_BY_THE_KERNEL.get((self.fault.label, self.hook))
+
+    @property
+    def some_refused(self) -> str | None:
+        return SOMETIMES_REFUSED.get((self.fault.label, self.hook))
+
+    @property
     def empty(self) -> str | None:
         return NOTHING_TO_ACT_ON_WITH_TSO.get(self.fault.label) if self.sender_offload else None
 
 
 def _cells() -> list[Cell]:
-    # grouped by setting: the lab's offloads change twice for the whole matrix
-    return [Cell(f, h, fam, s) for s in SETTINGS for f in FAULTS for h in f.hooks for fam in FAMILIES]
+    # grouped by setting: the lab's offloads change once per setting
+    return [Cell(f, h, fam, s) for s in SETTINGS for f in FAULTS if s in f.settings for h in f.hooks
+            for fam in FAMILIES]
 
 
 def _refused_cells() -> list[tuple[MatrixFault, str]]:
@@ -267,6 +299,9 @@ def _match_events(fault: MatrixFault, frames, events) -> tuple[int, list]:
         replies = [p for _, p in frames if p.icmp_type in (0, 129)]
         shown = sum(1 for p in replies if p.echo_seq in value and p.ttl == value[p.echo_seq])
         return shown, [(p.echo_seq, p.ttl) for f, p in frames if fault.changed(f, p) and p.echo_seq not in value]
+    if fault.by_count:
+        n = sum(1 for f, p in frames if fault.changed(f, p))
+        return min(n, len(events)), [(None, None, TRUNC_SHORT, None)] * max(0, n - len(events))
     left: dict[int, int] = {}
     for ev in events:
         left[ev.seq] = left.get(ev.seq, 0) + 1
@@ -328,17 +363,17 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
     if fault.full_payload:
         fault = MatrixFault(**{**fault.__dict__, "changed": _corrupted(frames, seed)})
     shown, unexplained = _match_events(fault, frames, events)
-    delta = {k: after.get(k, 0) - before.get(k, 0) for k in traffic.CSUM_ERROR_COUNTERS + traffic.TRUNCATED_COUNTERS}
+    delta = {k: after.get(k, 0) - before.get(k, 0) for k in traffic.CSUM_ERROR_COUNTERS + CUT_SHORT_COUNTERS}
     row = {
         "fault": cell.fault.label, "hook": cell.hook, "family": cell.family, "setting": cell.setting,
         "matched": st.counters["matched"], "acted": st.counters["acted"], "refused": st.refused,
         "transfers": transfers, "events": len(events), "lost": lost, "shown": shown,
         "unexplained": len(unexplained), "unexplained_frames": unexplained[:5],
         "csum_errors": sum(delta[k] for k in traffic.CSUM_ERROR_COUNTERS),
-        "truncated": sum(delta[k] for k in traffic.TRUNCATED_COUNTERS),
+        "truncated": sum(delta[k] for k in CUT_SHORT_COUNTERS),
         "intact": getattr(res, "intact", None), "pings": getattr(res, "received", None),
-        "capture_drops": cap.kernel_drops, "frames": len(frames), "impossible": cell.impossible or cell.empty,
-        "empty": bool(cell.empty),
+        "capture_drops": cap.kernel_drops, "frames": len(frames), "impossible": cell.impossible or cell.empty or cell.refusal or cell.some_refused,
+        "empty": bool(cell.empty), "refusal": bool(cell.refusal), "some_refused": bool(cell.some_refused),
     }
     return row
 
@@ -355,6 +390,10 @@ def check_cell(row: dict, fault: MatrixFault) -> list[str]:
     want(row["capture_drops"] == 0 and row["lost"] == 0, "capture or journal lost packets")
     want((acted + row["refused"] > 0) != row["empty"], "acted on nothing expected" if row["empty"] else
          "the fault never acted: the cell shows nothing")
+    if row["refusal"]:
+        want(acted == 0 and row["refused"] > 0, f"acted {acted}, refused {row['refused']}: the kernel refuses")
+    elif not row["some_refused"]:
+        want(row["refused"] == 0, f"refused {row['refused']}")
     want(row["events"] == acted, f"journal has {row['events']} events, acted {acted}")
     want(row["shown"] == acted, f"capture shows {row['shown']} of {acted} acted")
     if not fault.natural:
@@ -366,7 +405,9 @@ def check_cell(row: dict, fault: MatrixFault) -> list[str]:
     if fault.counter == "truncated":
         want(row["truncated"] == acted, f"truncated packets {row['truncated']}, acted {acted}")
     if fault.traffic == "tcp":
-        want(row["intact"] == ((fault.intact and not row["impossible"]) or not acted), "TCP data " + ("not intact" if fault.intact else "intact"))
+        never_checked = fault.counter == "csum" and row["impossible"]    # the corruption delivered
+        delivered_as_sent = (fault.intact and not never_checked) or not acted or row["refusal"]
+        want(row["intact"] == delivered_as_sent, "TCP data " + ("not intact" if delivered_as_sent else "intact"))
     if fault.traffic == "ping":
         want(row["pings"] == PINGS, f"{row['pings']} of {PINGS} replies")
     return bad
