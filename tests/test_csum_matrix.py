@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import random
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +50,7 @@ NBYTES = 150_000
 PINGS = 40
 TTL_SET, DSCP = 7, 10
 TRUNC = 100           # above every TCP header + checksum field (IPv6: 14 + 40 + 20 = 74)
-TRUNC_SHORT = 40      # inside the IPv4 / IPv6 header: xdp cuts it, tc refuses
+TRUNC_SHORT = 40      # inside the TCP header (IPv4) or the IPv6 header
 PSH, ECE, SYN = TCP_FLAGS["P"], TCP_FLAGS["E"], TCP_FLAGS["S"]
 # (sender's tx checksum/TSO/GSO, receiver's rx checksum/GRO); see the module's docstring
 SETTINGS = {"on": ("on", "on"), "off": ("off", "off"), "rx": ("off", "on"), "tx": ("on", "off")}
@@ -108,8 +108,8 @@ FAULTS = [
     # events by, so frames of that length are counted; the receiver drops them as truncated
     # (IPv4) or as header errors (IPv6)
     MatrixFault("truncate short", f"truncate={TRUNC_SHORT},p=0.2,proto=tcp,dport={PORT}",
-                lambda f, p: f.length == TRUNC_SHORT and f.data[12:14] in (b"\x08\x00", b"\x86\xdd"), counter="truncated",
-                by_count=True, settings=("on", "off")),
+                lambda f, p: f.length == TRUNC_SHORT and f.data[12:14] in (b"\x08\x00", b"\x86\xdd"),
+                counter="truncated", by_count=True, settings=("on", "off")),
     MatrixFault("corrupt csum=bad", f"corrupt=0.2,csum=bad,proto=tcp,dport={PORT}", None, full_payload=True,
                 counter="csum"),
 ]
@@ -247,7 +247,7 @@ def matrix_lab(private_state, tmp_path_factory):
         ifindex = m.ipr.link_lookup(ifname=tx)[0]
         obj = tmp_path_factory.mktemp("mirror") / "mirror.o"
         subprocess.run(["clang", "-O2", "-g", "-target", "bpf", f"-DMIRROR_IFINDEX={ifindex}",
-                        "-I/usr/include/x86_64-linux-gnu", "-c", str(DATA / "mirror.bpf.c"), "-o", str(obj)],
+                        "-c", str(DATA / "mirror.bpf.c"), "-o", str(obj)],
                        check=True)
         mirror = libbpf.load_object(str(obj), None)
         m.mirror_fd = mirror.prog_fd
@@ -372,7 +372,8 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
         "csum_errors": sum(delta[k] for k in traffic.CSUM_ERROR_COUNTERS),
         "truncated": sum(delta[k] for k in CUT_SHORT_COUNTERS),
         "intact": getattr(res, "intact", None), "pings": getattr(res, "received", None),
-        "capture_drops": cap.kernel_drops, "frames": len(frames), "impossible": cell.impossible or cell.empty or cell.refusal or cell.some_refused,
+        "capture_drops": cap.kernel_drops, "frames": len(frames),
+        "impossible": cell.impossible or cell.empty or cell.refusal or cell.some_refused,
         "empty": bool(cell.empty), "refusal": bool(cell.refusal), "some_refused": bool(cell.some_refused),
     }
     return row
