@@ -3,8 +3,8 @@
 - Another tool's tc filter at a lower priority runs first: a verdict from it (TC_ACT_OK, SHOT,
   REDIRECT...) ends classification, and our filter never sees the packet.
 - Offloads: at tc egress TCP hands over GSO super-packets (a PSH ratio counts skbs, not wire
-  segments), and with the sender's tx checksum offload on the checksum is computed after tc egress
-  (corrupt's csum=bad then arrives valid).
+  segments), and a veth with tx checksum offload on hands its peer packets whose checksum is left to
+  the offload, which the peer trusts unchecked (corrupt's csum=bad is then delivered).
 
 Each finding is one line that says what to do. Nothing here changes the kernel.
 """
@@ -85,7 +85,7 @@ def features(ns: str | None, ifname: str) -> dict[str, bool]:
         return {}
 
 
-def offload_warnings(rec, feats: dict[str, bool], gso_max_segs: int | None) -> list[str]:
+def offload_warnings(rec, feats: dict[str, bool], gso_max_segs: int | None, kind: str | None = None) -> list[str]:
     """Offloads that keep rec's fault from acting as its counters say."""
     out = []
     if rec.fault in _PER_SEGMENT and rec.hook == "tc-egress" and (gso_max_segs or 0) > 1:
@@ -94,18 +94,22 @@ def offload_warnings(rec, feats: dict[str, bool], gso_max_segs: int | None) -> l
                    f"(or 'ethtool -K {rec.ifname} tso off gso off')")
     csum_bad = rec.fault == "corrupt" and ["csum", "bad"] in [list(w) for w in rec.match]
     tx_csum = [k for k, on in feats.items() if on and k.startswith("tx-checksum")]
-    if csum_bad and rec.hook == "tc-egress" and tx_csum:
-        out.append(f"{rec.ifname} has tx checksum offload on ({', '.join(sorted(tx_csum))}): the checksum is "
-                   f"computed after tc egress, so csum=bad arrives valid; fix: 'ethtool -K {rec.ifname} tx off' "
-                   "(or corrupt at the receiver's tc ingress)")
+    if csum_bad and rec.hook == "tc-egress" and tx_csum and kind == "veth":
+        # a NIC completes the checksum (wrong, as corrupt leaves it); a veth hands the skb over as it is
+        out.append(f"{rec.ifname} is a veth with tx checksum offload on ({', '.join(sorted(tx_csum))}): csum=bad "
+                   f"packets leave with their checksum left to the offload, which the peer trusts unchecked, so "
+                   f"the corruption is delivered; fix: 'ethtool -K {rec.ifname} tx off' (or corrupt at the "
+                   "receiver's tc ingress)")
     return out
 
 
-def link_gso_max_segs(links: list, ifindex: int) -> int | None:
-    for link in links:
-        if link["index"] == ifindex:
-            return link.get_attr("IFLA_GSO_MAX_SEGS")
-    return None
+def _link(links: list, ifindex: int):
+    return next((link for link in links if link["index"] == ifindex), None)
+
+
+def _kind(link) -> str | None:
+    info = link.get_attr("IFLA_LINKINFO") if link is not None else None
+    return info.get_attr("IFLA_INFO_KIND") if info is not None else None
 
 
 def warnings(ipr, rec, seen: int | None = None, at_apply: bool = False) -> list[str]:
@@ -115,6 +119,8 @@ def warnings(ipr, rec, seen: int | None = None, at_apply: bool = False) -> list[
         filters = attach.filters(ipr, rec.ifindex, rec.hook)
         out += shadow_warnings(filters, rec) if at_apply else shadow_status(filters, rec, seen)
     if rec.hook == "tc-egress" and rec.fault in _PER_SEGMENT + ("corrupt",):
-        gso = link_gso_max_segs(ipr.get_links(rec.ifindex), rec.ifindex)
-        out += offload_warnings(rec, features(rec.netns, rec.ifname) if rec.fault == "corrupt" else {}, gso)
+        link = _link(ipr.get_links(rec.ifindex), rec.ifindex)
+        gso = link.get_attr("IFLA_GSO_MAX_SEGS") if link is not None else None
+        out += offload_warnings(rec, features(rec.netns, rec.ifname) if rec.fault == "corrupt" else {}, gso,
+                                _kind(link))
     return out
