@@ -615,7 +615,7 @@ def _reap(links: _Links, leftovers_only: bool = False) -> list[state.Record]:
                         rec.spec, rec.where)
             continue
         elif rec.pending in ("apply", "clear") or (not leftovers_only and rec.expired(now)):
-            why = f"a killed faultinj '{rec.pending}' left it" if rec.pending else "past its deadline"
+            why = f"left by a killed faultinj process (pid {rec.pid})" if rec.pending else "past its deadline"
             _remove(links, rec)
         else:
             continue
