@@ -64,7 +64,7 @@ int delay(fi_ctx_t *ctx)
 	__u64 draw, now, at, delay_ns = 0;
 	__s64 d;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	fi_parse(ctx, &pkt);

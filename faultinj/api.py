@@ -6,6 +6,7 @@ runs; a failure anywhere unwinds them all, so nothing is left half-applied.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -16,8 +17,12 @@ from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
-from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
+from .inject import advice, attach, caps, custom, libbpf, maps, netns, program, state, targets
 from .inject import links as kernel_links
+
+# What a command finished for a killed one (or found gone) is said here, not done silently:
+# the CLI shows these as notes on stderr.
+log = logging.getLogger("faultinj")
 
 TC_MODES = ("cls_bpf", "matchall")
 MAX_SEED = (1 << 64) - 1
@@ -110,7 +115,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
           duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
           hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
           container: str | None = None, runtime: str | None = None, peer_of: str | None = None,
-          attach_kind: str = "auto", first: bool = False, before: str | None = None,
+          prio: int | None = None, attach_kind: str = "auto", first: bool = False, before: str | None = None,
           after: str | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process.
 
@@ -120,10 +125,13 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
 
     Where: ifname in our namespace, or in netns_name (/run/netns), netns_path (a namespace file), the
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
-    attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
+    attaches on the far end of that container's veth ifname (its peer, found from the veth's link).
+    prio: the tc filter's priority (lower runs first; default: after every other filter on the hook).
+    The record's warnings say what may keep the fault from acting (inject/advice.py)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     _check_tc_mode(tc_mode, fs.hook)
-    how = _Placement(attach_kind, first, before, after)
+    _check_prio(prio, fs.hook)
+    how = _Placement(attach_kind, first, before, after, prio)
     how.check(fs.hook, tc_mode)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
@@ -140,8 +148,8 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
                   netns_name: str | None = None, replace: bool = False,
                   tc_mode: str = "cls_bpf", netns_path: str | None = None, pid: int | None = None,
                   container: str | None = None, runtime: str | None = None,
-                  peer_of: str | None = None, attach_kind: str = "auto", first: bool = False,
-                  before: str | None = None, after: str | None = None) -> state.Record:
+                  peer_of: str | None = None, prio: int | None = None, attach_kind: str = "auto",
+                  first: bool = False, before: str | None = None, after: str | None = None) -> state.Record:
     """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
     The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
     chosen = parse_hook(hook) if hook else None
@@ -152,11 +160,12 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
         _check_tc_mode(tc_mode, chosen)
-        _Placement(attach_kind, first, before, after).check(chosen, tc_mode)
+        _check_prio(prio, chosen)
+        how = _Placement(attach_kind, first, before, after, prio)
+        how.check(chosen, tc_mode)
         value = f"{os.path.abspath(source)}:{name}"
         return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
-                        lambda _deadline, _kind: custom.load(compiled, chosen, name, tc_mode),
-                        how=_Placement(attach_kind, first, before, after))
+                        lambda _deadline, _kind: custom.load(compiled, chosen, name, tc_mode), how=how)
     finally:
         custom.discard(compiled)
 
@@ -175,6 +184,7 @@ class _Placement:
     first: bool = False
     before: str | None = None
     after: str | None = None
+    prio: int | None = None     # a classic tc filter's priority (--prio): implies one
 
     @property
     def placed(self) -> bool:
@@ -184,6 +194,11 @@ class _Placement:
         kernel_links.check_choice(self.choice, hook, tc_mode, self.placed)
         if sum(bool(x) for x in (self.first, self.before, self.after)) > 1:
             raise SpecError("give one of --first, --before, --after")
+        if self.prio is not None and (self.choice == "link" or self.placed):
+            raise SpecError("--prio orders classic tc filters; a tcx link is placed with --first/--before/--after: "
+                            "give one or the other")
+        if self.prio is not None:
+            self.choice = "netlink"   # a priority asks for a tc filter
 
     def flags(self) -> tuple[int, int]:
         return kernel_links.tcx_placement(self.first, _prog_of(self.before), _prog_of(self.after))
@@ -201,6 +216,15 @@ def _prog_of(ref: str | None) -> int | None:
         raise StateError(f"no fault with id {ref} to place this one next to: give a fault id (see 'faultinj "
                          "status') or a program id (see 'bpftool net show')")
     return rec.prog_id
+
+
+def _check_prio(prio: int | None, hook: str) -> None:
+    if prio is None:
+        return
+    if hook == "xdp":
+        raise SpecError("--prio orders tc filters: leave it out for xdp")
+    if not 1 <= prio <= 0xFFFF:
+        raise SpecError(f"bad --prio {prio}: give 1..65535 (lower runs first)")
 
 
 def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
@@ -240,6 +264,7 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             rec.prog_id = libbpf.object_id(obj.prog_fd)
             _attach(ipr, rec, obj.prog_fd, how, replace, replaced, undo)
             rec.pending = rec.pid = None
+            rec.warnings = _twins(rec) + advice.warnings(ipr, rec, at_apply=True)
             state.save(rec)
             undo.pop_all()  # success: everything stays
         obj.close()  # the attachment and the pins hold the program and maps now
@@ -298,7 +323,8 @@ def _attach(ipr, rec: state.Record, prog_fd: int, how: _Placement, replace: bool
             kernel_links.clsact_create(ifindex)
         undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
     rec.attach_mode = "matchall" if kind == "tc-matchall" else "cls_bpf"
-    rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
+    rec.tc_prio = attach.next_prio(ipr, ifindex, hook) if how.prio is None else attach.free_prio(
+        ipr, ifindex, hook, how.prio, rec.ifname)
     if kind == "tc-matchall":   # libbpf has no API for a BPF action: pyroute2, found by our name
         rec.filter_name = f"faultinj:{rec.id}:{rec.fault}"
         state.save(rec)
@@ -327,6 +353,16 @@ def _in_netns(ns: str | None, fn, *args):
 def _xdp_taken(ns: str | None, ifindex: int) -> bool:
     with netns.entered(ns):
         return bool(kernel_links.xdp_current(ifindex)[1])
+
+
+def _twins(rec: state.Record) -> list[str]:
+    """Applying a spec already on the hook stacks a second fault: said, not done silently."""
+    same = [r.id for r in state.records() if r.id != rec.id and r.spec == rec.spec
+            and _same_link(r, rec.netns, rec.ifindex)]
+    if not same:
+        return []
+    return [f"{rec.spec} is already on {rec.ifname} as {', '.join(same)}: both act, one after the other "
+            f"(to change the running one: 'faultinj set'; to undo this one: 'faultinj clear --id {rec.id}')"]
 
 
 def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
@@ -406,11 +442,12 @@ class FaultStatus:
     maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
     journal_lost: int = 0            # journal events no longer kept (it keeps the last 4096, overwrites)
     refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
+    warnings: list[str] | None = None   # what keeps it from acting now (inject/advice.py)
 
     def to_json(self) -> dict:
         d = self.record.to_json()
         d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost,
-                 refused=self.refused)
+                 refused=self.refused, warnings=self.warnings or [])
         if self.maps is not None:
             d["maps"] = self.maps
         if self.record.deadline_ns:
@@ -467,9 +504,11 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
 
 
 def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[FaultStatus]:
+    """Every fault, after finishing what killed commands left (as every command does: see _reap)."""
     caps.require_privileges()
     out = []
-    with _Links() as links, state.locked(exclusive=False):
+    with _Links() as links, state.locked():
+        _reap(links, leftovers_only=True)   # a fault gone or expired stays listed as such
         for rec in state.records():
             if not all_namespaces and rec.netns != netns_name:
                 continue
@@ -478,7 +517,10 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
                 counters, lost, refused = _read_counters(rec)
-                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused))
+                found = (advice.warnings(links.get(rec.netns), rec, seen=(counters or {}).get("seen"))
+                         if st == "active" else [])
+                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused,
+                                       warnings=found))
     return out
 
 
@@ -583,31 +625,33 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
             raise SpecError("give --netns or --container/--pid/--netns-path, not both")
         wanted, unknown = _records_of(netns_path, pid, container, runtime)
         with _Links() as links, state.locked():
+            reaped = [r for r in _reap(links) if wanted(r) and (not ifname or r.ifname == ifname)]
             recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname)]
-            if not recs and unknown is not None:
+            if not recs and not reaped and unknown is not None:
                 raise unknown
-            if not recs:
+            if not recs and not reaped:
                 raise StateError(f"no faults on {ifname + ' in ' if ifname else ''}"
                                  f"{'container ' + container if container else named} (see 'faultinj status')")
             for rec in recs:
                 _remove(links, rec)
-            return recs
-    with _Links() as links, state.locked():
-        recs = state.records()
+            return reaped + recs
+    def wanted(r: state.Record) -> bool:
         if fault_id:
-            recs = [r for r in recs if r.id == fault_id]
-            if not recs:
-                raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
-        elif ifname:
-            recs = [r for r in recs if r.ifname == ifname and r.netns == netns_name]
-            if not recs:
-                ipr = links.get(netns_name)
-                netns.link_index(ipr, ifname, netns_name)  # unknown interface: say so
-        elif netns_name is not None:
-            recs = [r for r in recs if r.netns == netns_name]
+            return r.id == fault_id
+        if ifname:
+            return r.ifname == ifname and r.netns == netns_name
+        return netns_name is None or r.netns == netns_name
+
+    with _Links() as links, state.locked():
+        reaped = [r for r in _reap(links) if wanted(r)]   # what killed commands left: finished first
+        recs = [r for r in state.records() if wanted(r)]
+        if fault_id and not recs and not reaped:
+            raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
+        if ifname and not fault_id and not recs and not reaped:
+            netns.link_index(links.get(netns_name), ifname, netns_name)  # unknown interface: say so
         for rec in recs:
             _remove(links, rec)
-        return recs
+        return reaped + recs
 
 
 def _records_of(netns_path, pid, container, runtime):
@@ -665,32 +709,41 @@ def _forget_all(rec: state.Record) -> None:
     state.forget_link(rec.netns, rec.ifindex)
 
 
-def _reap(links: _Links) -> list[state.Record]:
-    """Finish what killed processes left (see Record.pending) and remove faults
-    past their deadline (their programs already pass everything)."""
+def _reap(links: _Links, leftovers_only: bool = False) -> list[state.Record]:
+    """Finish what killed processes left (see Record.pending, and labs of a killed run), remove faults
+    past their deadline (their programs already pass everything) and faults whose namespace or
+    interface is gone; each said as a note. leftovers_only: only what killed processes left."""
     from .inject import lab
 
     dead_namespaces = set(lab.reap_orphans())
     now = time.monotonic_ns()
     done = []
     for rec in state.records():
-        if rec.netns in dead_namespaces or _target_gone(links, rec):
+        if rec.netns in dead_namespaces or (not leftovers_only and _target_gone(links, rec)):
             _forget_all(rec)   # the namespace took the program's attachment with it: only our files remain
-            done.append(rec)
+            why = ("its lab's 'faultinj run' was killed (lab removed)" if rec.netns in dead_namespaces
+                   else "its namespace or interface is gone")
         elif rec.pending == "set":
             _write_config(rec)
             rec.pending = rec.pid = None
             state.save(rec)
-        elif rec.pending in ("apply", "clear") or rec.expired(now):
+            log.warning("finished the 'set' of %s (%s on %s) that a killed faultinj process left", rec.id,
+                        rec.spec, rec.where)
+            continue
+        elif rec.pending in ("apply", "clear") or (not leftovers_only and rec.expired(now)):
+            why = f"left by a killed faultinj process (pid {rec.pid})" if rec.pending else "past its deadline"
             _remove(links, rec)
-            done.append(rec)
+        else:
+            continue
+        log.warning("removed %s (%s on %s): %s", rec.id, rec.spec, rec.where, why)
+        done.append(rec)
     return done
 
 
 def _target_gone(links: _Links, rec: state.Record) -> bool:
-    """A container's or process's namespace has gone (or its PID now names another namespace), or the
-    far end of an exited container's veth went with it. Named namespaces are left to 'clear'."""
-    if netns.is_path(rec.netns) and not netns.alive(rec.netns, rec.netns_inode):
+    """The fault's namespace has gone (a named one deleted, a container's or process's gone, or its PID
+    now names another namespace), or the far end of an exited container's veth went with it."""
+    if rec.netns is not None and not netns.alive(rec.netns, rec.netns_inode):
         return True
     if rec.container and netns.alive(rec.netns, rec.netns_inode):
         # by index only: a link renamed inside the container still holds our filter

@@ -191,3 +191,14 @@ def foreign_tcx_link(host, obj, kernel_features):
             os.close(fd)
     finally:
         other.close()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The checksum-state matrix's table (tests/test_csum_matrix.py), when its cells ran."""
+    import sys
+
+    mod = sys.modules.get("test_csum_matrix")
+    rows = getattr(mod, "MATRIX_ROWS", None)
+    if rows:
+        terminalreporter.write_sep("=", "checksum-state matrix")
+        terminalreporter.write_line(mod.format_table(rows))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import errno
 
-from ..errors import FaultinjError, KernelFeatureMissing
+from ..errors import FaultinjError, KernelFeatureMissing, StateError
 
 TC_PARENTS = {"tc-ingress": 0xFFFFFFF2, "tc-egress": 0xFFFFFFF3}
 CLSACT_HANDLE = 0xFFFF0000
@@ -62,6 +62,19 @@ def next_prio(ipr, ifindex: int, hook: str) -> int:
     used = [filter_prio(f) for f in filters(ipr, ifindex, hook)]
     mine = [p for p in used if p >= FIRST_PRIO]
     return max(mine) + 1 if mine else FIRST_PRIO
+
+
+def free_prio(ipr, ifindex: int, hook: str, prio: int, ifname: str) -> int:
+    """The user's --prio, refused when a filter (ours or another tool's) holds it already."""
+    held = [f for f in filters(ipr, ifindex, hook) if filter_prio(f) == prio]
+    if held:
+        name = next((n for n in map(filter_name, held) if n), None)
+        kind = held[0].get_attr("TCA_KIND")
+        who = (f"faultinj's {name.split(':')[1]}" if (name or "").startswith("faultinj:")
+               else f"{kind} filter '{name}'" if name else f"a {kind} filter")
+        raise StateError(f"prio {prio} on {ifname} {hook} is taken by {who}: choose another --prio "
+                         f"(see 'tc filter show dev {ifname} {hook.removeprefix('tc-')}')")
+    return prio
 
 
 def matchall_attach(ipr, ifindex: int, hook: str, prog_fd: int, name: str, prio: int) -> None:

@@ -71,6 +71,8 @@ class Record:
     # of each earlier one, so journal events recorded before a `set` show the spec then in force.
     gen: int = 0
     specs: dict = field(default_factory=dict)   # str(gen) -> spec, for gen < self.gen
+    # what apply found that may keep the fault from acting (inject/advice.py); status says it afresh
+    warnings: list = field(default_factory=list)
 
     @property
     def filters(self) -> str:

@@ -321,8 +321,10 @@ def lab_down(name: str) -> dict:
 
 
 def lab_status() -> list[dict]:
+    """The labs that are up, after removing those a killed run left (with their faults)."""
     from ..inject.netns import netns_exists
 
+    api.reap()
     out = []
     for data in lab.recorded_labs():
         if data.get("kept"):

@@ -45,7 +45,15 @@ from .predicates import compile_predicate
 
 
 class ScenarioError(SpecError):
-    pass
+    """One or more mistakes in a scenario file, one line each (file:line:column: what)."""
+
+    def __init__(self, *lines: str):
+        self.lines = list(lines)
+        super().__init__("\n".join(lines))
+
+    @property
+    def all_lines(self) -> list[str]:   # the CLI shows every one, --json lists them
+        return self.lines
 
 
 # ---- YAML with positions --------------------------------------------------------------
@@ -95,13 +103,29 @@ def _pos(mark) -> str:
 
 
 class _Ctx:
-    """Where we are in the file, for messages."""
+    """Where we are in the file, for messages; the mistakes found so far. A mistake ends the part of
+    the file it is in (an entry, the lab); the other parts are still checked, so a file with several
+    mistakes is told all of them at once."""
 
     def __init__(self, path: str):
         self.path = path
+        self.mistakes: list[tuple[tuple[int, int], str]] = []
 
     def fail(self, mark, msg: str):
         raise ScenarioError(f"{_pos(mark)}: {msg}")
+
+    def part(self, check, *args, default=None):
+        """check(*args), or default when it finds a mistake (kept, told at the end)."""
+        try:
+            return check(*args)
+        except ScenarioError as exc:
+            m = re.match(r"^.*?:(\d+):(\d+): ", str(exc))
+            self.mistakes.append(((int(m.group(1)) - 1, int(m.group(2)) - 1) if m else (1 << 30, 0), str(exc)))
+            return default
+
+    def raise_mistakes(self) -> None:
+        if self.mistakes:
+            raise ScenarioError(*[msg for _, msg in sorted(self.mistakes, key=lambda x: x[0])])
 
     def keys(self, m, where: str, required=(), optional=()) -> None:
         if not isinstance(m, dict):
@@ -285,28 +309,45 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{path}: YAML: {exc}") from None
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
-    ctx.keys(doc, "the scenario", required={"name"},
-             optional={"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
-    name = ctx.typed(doc, "name", str, "scenario")
+    ctx.part(ctx.keys, doc, "the scenario", {"name"},
+             {"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
+    name = ctx.part(ctx.typed, doc, "name", str, "scenario")
+    description = ctx.part(ctx.typed, doc, "description", str, "scenario", "")
     if "lab" in doc:
-        lab, interfaces = _lab(ctx, doc["lab"])
+        lab, interfaces = ctx.part(_lab, ctx, doc["lab"], default=(None, None))
+        if lab is None:   # the entries refer to the lab's hosts and interfaces: nothing more to check
+            ctx.raise_mistakes()
     else:   # every host is a container, a process or a namespace file
         lab, interfaces = TopologySpec(hosts=[], links=[]), {}
     hosts = _Hosts(lab.hosts)
-    faults = [_fault(ctx, f, i, hosts, interfaces) for i, f in enumerate(_list(ctx, doc, "faults"))]
-    traffic = [_traffic(ctx, t, i, hosts) for i, t in enumerate(_list(ctx, doc, "traffic"))]
-    captures = [_capture(ctx, c, i, hosts, interfaces) for i, c in enumerate(_list(ctx, doc, "capture"))]
-    _unique(ctx, doc, "faults", [f.name for f in faults])
-    _unique(ctx, doc, "traffic", [t.name for t in traffic])
-    _unique(ctx, doc, "capture", [c.name for c in captures])
-    refs = {"fault": [f.name for f in faults], "traffic": [t.name for t in traffic],
-            "capture": [c.name for c in captures], "host": hosts,
-            "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
-    expect = [_expect(ctx, e, refs, traffic, lab) for e in _list(ctx, doc, "expect")]
-    trace = _trace(ctx, doc["trace"]) if "trace" in doc else None
-    return Scenario(name, ctx.typed(doc, "description", str, "scenario", ""), path, lab, faults, traffic,
-                    captures, expect, interfaces, trace, hosts.targets)
 
+    def entries(key, check, *args):
+        """Each entry checked on its own; one with a mistake is left out, its name still known."""
+        out, names = [], []
+        for i, item in enumerate(ctx.part(_list, ctx, doc, key, default=[])):
+            got = ctx.part(check, ctx, item, i, *args)
+            if got is not None:
+                out.append(got)
+                names.append(got.name)
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                names.append(item["name"])
+        return out, names
+
+    faults, fault_names = entries("faults", _fault, hosts, interfaces)
+    traffic, traffic_names = entries("traffic", _traffic, hosts)
+    captures, capture_names = entries("capture", _capture, hosts, interfaces)
+    if not ctx.mistakes:   # positions of the entries as written
+        ctx.part(_unique, ctx, doc, "faults", [f.name for f in faults])
+        ctx.part(_unique, ctx, doc, "traffic", [t.name for t in traffic])
+        ctx.part(_unique, ctx, doc, "capture", [c.name for c in captures])
+    refs = {"fault": fault_names, "traffic": traffic_names, "capture": capture_names, "host": hosts,
+            "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
+    expect = [e for e in (ctx.part(_expect, ctx, e, refs, traffic, lab)
+                          for e in ctx.part(_list, ctx, doc, "expect", default=[])) if e is not None]
+    trace = ctx.part(_trace, ctx, doc["trace"]) if "trace" in doc else None
+    ctx.raise_mistakes()
+    return Scenario(name, description, path, lab, faults, traffic, captures, expect, interfaces, trace,
+                    hosts.targets)
 
 class _Hosts(list):
     """The lab's hosts, and the hosts outside it that entries name as {container: NAME} (with
@@ -735,12 +776,12 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
         if params["field"] not in ("ttl", "sport", "dport", "payload_len"):
             ctx.fail(params.value_marks["field"], "uniform.field must be ttl, sport, dport or payload_len")
     if kind == "loss":
-        t = next(t for t in traffic if t.name == params["traffic"])
-        if t.kind != "udp":
+        t = next((t for t in traffic if t.name == params["traffic"]), None)   # None: it has a mistake told
+        if t is not None and t.kind != "udp":
             ctx.fail(params.value_marks["traffic"], f"loss is measured on udp traffic; '{t.name}' is {t.kind}")
     if kind in ("tcp_intact", "tcp_stalled"):
-        t = next(t for t in traffic if t.name == params["traffic"])
-        if t.kind != "tcp":
+        t = next((t for t in traffic if t.name == params["traffic"]), None)
+        if t is not None and t.kind != "tcp":
             ctx.fail(params.value_marks["traffic"], f"{kind} needs tcp traffic; '{t.name}' is {t.kind}")
     if kind == "ovs_rule":
         flows = lab.ovs[params["bridge"]].flows if params["bridge"] in lab.ovs else []
