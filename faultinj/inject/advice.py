@@ -11,7 +11,7 @@ Each finding is one line that says what to do. Nothing here changes the kernel.
 
 from __future__ import annotations
 
-from . import attach, netns, state
+from . import attach, links, netns, state
 
 # faults whose count is per TCP segment on the wire, which GSO super-packets at tc egress break
 _PER_SEGMENT = ("psh-ratio", "first-psh")
@@ -24,8 +24,10 @@ def _describe(msg) -> str:
 
 
 def _ours(msg, prog_ids: set[int]) -> bool:
-    """Our filter: by our name, or (attached without one) by the program id it runs."""
-    if (attach.filter_name(msg) or "").startswith("faultinj:"):
+    """Our filter: by our name (matchall), by the program id libbpf writes into the names of the
+    filters it attaches ('<program>:[<id>]'), or by the program id the dump carries."""
+    name = attach.filter_name(msg) or ""
+    if name.startswith("faultinj:") or links.prog_id_of_filter_name(name) in prog_ids:
         return True
     opts = msg.get_attr("TCA_OPTIONS")
     return bool(opts) and msg.get_attr("TCA_KIND") == "bpf" and opts.get_attr("TCA_BPF_ID") in prog_ids

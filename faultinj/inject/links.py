@@ -335,6 +335,12 @@ def tc_filter_attach(ifindex: int, hook: str, prog_fd: int, prio: int) -> int:
     return opts.prog_id
 
 
+def prog_id_of_filter_name(name: str) -> int | None:
+    """bpf_tc_attach names a filter '<program name>:[<program id>]' (pyroute2's dumps lack the id)."""
+    m = re.fullmatch(r".*:\[(\d+)\]", name or "")
+    return int(m.group(1)) if m else None
+
+
 def tc_filter_prog(ifindex: int, hook: str, prio: int) -> int:
     """The program id of the cls_bpf filter at (handle 1, prio), 0 when there is none."""
     opts = _opts(handle=TC_HANDLE, priority=prio)
