@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import stats
+from ..faults.time_faults import delay_model, parse_rate
 from ..packets import Packet
 from ..verdict import CONFIDENCE, Check, bounds_check, equal_check, ratio_check
 from .predicates import compile_predicate
@@ -148,32 +149,59 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
                      f"{sum(seen.values())} seen, {sum(journal.values())} recorded, {both} in both"
                      + (f", {lost} events lost" if lost else ""),
                      "the same packets, at least one")
+    if k == "delay":
+        return delay_check(prm, echo_delays_ns(data, prm["capture"]), data.journal.get(prm["fault"], []), conf)
+    if k == "throughput":
+        times = data.times.get(prm["capture"], [])
+        pred = compile_predicate(prm.get("of", "all"))
+        pkts = [(t, p.payload_len) for p, t in zip(data.packets.get(prm["capture"], []), times)
+                if pred(p) and p.payload_len]
+        bps = sum(n for _, n in pkts[1:]) * 8 / (pkts[-1][0] - pkts[0][0]) if len(pkts) > 1 and \
+            pkts[-1][0] > pkts[0][0] else None
+        lo = parse_rate("min", str(prm["min"])) if "min" in prm else None
+        hi = parse_rate("max", str(prm["max"])) if "max" in prm else None
+        return Check(f"throughput: data of {prm.get('of', 'all')} at {prm['capture']}",
+                     bps is not None and (lo is None or bps >= lo) and (hi is None or bps <= hi),
+                     f"{bps / 1e6:.2f} Mbit/s over {len(pkts)} segments" if bps else f"{len(pkts)} segments",
+                     " and ".join(w for w in (f">= {prm['min']}" if lo else "", f"<= {prm['max']}" if hi else "") if w))
     raise AssertionError(f"unhandled expectation {k}")
 
 
-def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
-    """Per TCP connection (one direction), the data segments that arrived after a segment with a
-    later sequence number (retransmissions of what already arrived are not late: they start below
-    the highest end seen but were sent again, so count only segments never seen before)."""
-    top: dict[tuple, int] = {}
-    seen: dict[tuple, set] = {}
-    late: dict[tuple, list[Packet]] = {}
-    for p in packets:
-        if p.tcp_flags is None or not p.payload_len:
-            continue
-        conn = (p.src, p.dst, p.sport, p.dport)
-        late.setdefault(conn, [])
-        if p.seq in seen.setdefault(conn, set()):
-            continue   # a retransmission
-        seen[conn].add(p.seq)
-        end = (p.seq + p.payload_len) & 0xFFFFFFFF
-        if conn in top and _seq_before(p.seq, top[conn]):
-            late[conn].append(p)
-        if conn not in top or _seq_before(top[conn], end):
-            top[conn] = end
-    return late
+def echo_delays_ns(data: RunData, capture: str) -> list[tuple[float, Packet]]:
+    """Each ICMP echo reply's time after its request, at one capture (the replying host's: one
+    clock), with the reply."""
+    asked: dict[tuple, float] = {}
+    out = []
+    for p, t in zip(data.packets.get(capture, []), data.times.get(capture, [])):
+        key = (p.version, p.echo_id, p.echo_seq)
+        if (p.proto, p.icmp_type) in ((1, 8), (58, 128)):
+            asked.setdefault(key, t)
+        elif (p.proto, p.icmp_type) in ((1, 0), (58, 129)) and key in asked:
+            out.append(((t - asked.pop(key)) * 1e9, p))
+    return out
 
 
-def _seq_before(a: int, b: int) -> bool:
-    """TCP sequence order, with wrap-around."""
-    return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF
+def delay_check(prm: dict, pairs: list[tuple[float, Packet]], journal: list, conf: float) -> Check:
+    """The replies the fault's journal names as delayed, against those it let through at once (the
+    host's own time to answer, on the same capture): the delayed ones fit the fault's distribution
+    plus that time (KS at conf), and for D >= 10 ms the mean difference is within 5% of the
+    distribution's mean. The rest of the replies: none delayed, all of the journal's seen."""
+    m = prm["model"]
+    cdf, mean = delay_model(m["delay_ns"], m["jitter_ns"], m["dist"])
+    held = Counter(e.key() for e in journal)
+    delayed = [d for d, p in pairs if held[p.journal_key()]]
+    base = [d for d, p in pairs if not held[p.journal_key()]] or [0.0]
+    n = len(delayed)
+    # P(held + own time <= x), the own time drawn from the undelayed replies
+    d = stats.ks_statistic(delayed, lambda x: sum(cdf(x - b) for b in base) / len(base)) if n else 1.0
+    pval = stats.ks_pvalue(d, n) if n else 0.0
+    own = sum(base) / len(base)
+    added = sum(delayed) / n - own if n else 0.0
+    check_mean = m["delay_ns"] >= 10_000_000
+    ok = n >= 50 and n == len(journal) and pval > 1 - conf and (not check_mean or abs(added - mean) <= 0.05 * mean)
+    return Check(f"delay: echo reply after request at {prm['capture']} ~ {prm['fault']}'s "
+                 f"{m['dist']} {m['delay_ns'] / 1e6:g}±{m['jitter_ns'] / 1e6:g} ms",
+                 ok, f"{n} delayed of {len(pairs)} replies ({len(journal)} in the journal): KS D={d:.3f} "
+                     f"p={pval:.3g}, mean added {added / 1e6:.2f} ms (own time {own / 1e6:.2f} ms)",
+                 f"all journal's, >= 50, p > {1 - conf:.3g}" + (f", mean added {mean / 1e6:.2f} ms ± 5%"
+                                                                  if check_mean else ""))

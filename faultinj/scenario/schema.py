@@ -35,6 +35,7 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
+from ..faults.time_faults import ns_of, parse_rate
 from ..inject.lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
 from ..inject.ovs import PROTOCOLS as OVS_PROTOCOLS
 from ..inject.ovs import VLAN_MODES as OVS_VLAN_MODES
@@ -245,6 +246,11 @@ EXPECT_KINDS = {
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),
     # TCP data segments that arrived after a later one of their connection (reordering)
     "out_of_order": ({"capture"}, {"per_connection", "connections"}),
+    # ICMP echo requests in and their replies out at one capture (one host's clock): the time between
+    # them fits the delay fault's distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms
+    "delay": ({"capture", "fault"}, {"confidence"}),
+    # data bits per second of the selected packets at a capture, first to last: min/max like 9mbit
+    "throughput": ({"capture"}, {"of", "min", "max"}),
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
@@ -294,7 +300,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     refs = {"fault": [f.name for f in faults], "traffic": [t.name for t in traffic],
             "capture": [c.name for c in captures], "host": hosts,
             "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
-    expect = [_expect(ctx, e, refs, traffic, lab) for e in _list(ctx, doc, "expect")]
+    expect = [_expect(ctx, e, refs, traffic, lab, faults) for e in _list(ctx, doc, "expect")]
     trace = _trace(ctx, doc["trace"]) if "trace" in doc else None
     return Scenario(name, ctx.typed(doc, "description", str, "scenario", ""), path, lab, faults, traffic,
                     captures, expect, interfaces, trace)
@@ -626,7 +632,7 @@ def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     return CaptureEntry(ctx.typed(c, "name", str, where, f"capture{i}"), host, iface, direction, snaplen)
 
 
-def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
+def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
     if not isinstance(e, YMap) or len(e) != 1:
         ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(EXPECT_KINDS)}, with its settings")
     kind = next(iter(e))
@@ -690,6 +696,22 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
         for key in ("equals", "min", "max"):
             if key in params:
                 _pos_int(ctx, params, key, "ovs_rule", 0, 0, 2**63)
+    if kind == "delay":
+        spec = next(f.spec for f in faults if f.name == params["fault"])
+        if spec.name != "delay":
+            ctx.fail(params.value_marks["fault"], f"delay: fault '{params['fault']}' is {spec.name}, not a delay")
+        o = spec.options
+        params["model"] = {"delay_ns": ns_of(spec.value), "jitter_ns": o.get("jitter", 0),
+                           "dist": o.get("dist", "uniform")}
+    if kind == "throughput":
+        if "min" not in params and "max" not in params:
+            ctx.fail(params.mark, "throughput needs min or max (bits per second, e.g. 9mbit)")
+        for key in ("min", "max"):
+            if key in params:
+                try:
+                    parse_rate(f"throughput.{key}", str(params[key]))
+                except SpecError as exc:
+                    ctx.fail(params.value_marks[key], str(exc))
     if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
         ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
     return ExpectEntry(kind, dict(params), e.mark.line + 1)
