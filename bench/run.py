@@ -430,23 +430,104 @@ def vm_kernels(rounds: int, quick: bool, host_per_packet: dict | None) -> dict:
     return {"boot_s": boots, "accel": accel, "guest_kernel": inside["meta"]["kernel"], "guest_per_packet": guest_pp}
 
 
+# 10 --------------------------------------------------------------------------------------
+TIME_PATHS = {   # label -> (faultinj spec or None, tc qdisc args or None)
+    "bare (noqueue)": (None, None),
+    "fq alone": (None, "fq"),
+    "faultinj delay=1ms (BPF + fq)": ("delay=1ms", None),
+    "netem delay 1ms": (None, "netem delay 1ms"),
+    "faultinj rate=50mbit (BPF + fq)": ("rate=50mbit", None),
+    "netem rate 50mbit": (None, "netem rate 50mbit"),
+}
+
+
+def time_vs_netem(rounds: int, seconds: int) -> dict:
+    """Time faults beside netem on the same veth: UDP 64-byte datagrams received per second (per-packet
+    cost: 1/pps added over bare) and TCP throughput, interleaved. Needs fq and netem: where this
+    kernel lacks them, a guest (Debian 6.1) boots and runs this section inside."""
+    from faultinj.inject import doctor
+
+    have = {p.name: p.ok for p in doctor.run() if p.name in ("fq qdisc", "netem qdisc")}
+    if not all(have.values()) or len(have) < 2:
+        return _time_vs_netem_in_guest(rounds, seconds)
+    res = {"kernel": platform.release(), "udp64_pps": {}, "tcp_bps": {}}
+    with Lab().up() as lab:
+        for key, udp in (("udp64_pps", True), ("tcp_bps", False)):
+            vals = {p: [] for p in TIME_PATHS}
+            for _ in range(rounds):
+                for label, (spec, qdisc) in TIME_PATHS.items():
+                    rec = faultinj.apply(spec, lab.a.ifname, netns_name=lab.a.netns) if spec else None
+                    if qdisc:
+                        netns_exec(lab.a.netns, "tc", "qdisc", "add", "dev", lab.a.ifname, "root", *qdisc.split())
+                    try:
+                        vals[label].append(_iperf(lab, udp, seconds))
+                    finally:
+                        if rec:
+                            faultinj.clear(fault_id=rec.id)
+                        if qdisc:
+                            netns_exec(lab.a.netns, "tc", "qdisc", "del", "dev", lab.a.ifname, "root")
+            res[key] = vals
+    _time_tables(res)
+    return res
+
+
+def _time_tables(res: dict) -> None:
+    where = f"kernel {res['kernel']}" + (", an emulated guest (TCG): compare ratios, not absolutes"
+                                          if res.get("guest") else "")
+    for key, title, unit in (("udp64_pps", "UDP 64-byte, iperf3 -b 0, received", lambda v: f"{v / 1e3:.1f} kpps"),
+                             ("tcp_bps", "TCP one stream", lambda v: f"{v / 1e6:.0f} Mbit/s")):
+        vals = res[key]
+        base = vals["bare (noqueue)"]
+        rows = []
+        for label, xs in vals.items():
+            cost = ([(1 / v - 1 / b) * 1e9 for v, b in zip(xs, base)] if key == "udp64_pps" else None)
+            rows.append((label, unit(med(xs)[0]), fmt_ratio([v / b for v, b in zip(xs, base)]))
+                        + ((f"{med(cost)[0]:.0f}",) if cost else ()))
+        head = ["path", "median", "ratio to bare, median (min–max)"] + (
+            ["ns per packet added (1/pps − 1/bare)"] if key == "udp64_pps" else [])
+        table(f"10. Time faults beside netem ({where}): {title}", head, rows)
+
+
+def _time_vs_netem_in_guest(rounds: int, seconds: int) -> dict:
+    from faultinj.guest import kernels, vm
+
+    kernel = kernels.resolve(os.environ.get("FAULTINJ_TEST_KERNEL", "linux-image-amd64"))
+    work = vm.workdir(f"bench{os.getpid()}", "time")
+    guest = vm.Guest(vm.VMSpec("fibenchtime", kernel, memory="1G", cpus=1), work).start()
+    try:
+        agent = guest.wait_ready()
+        out = work / "guest.json"
+        agent.call("exec", timeout=7200, cwd=str(ROOT), check=True, argv=[
+            sys.executable, str(HERE / "run.py"), "--only", "10", "--json", str(out), "--rounds", str(rounds),
+            "--seconds", str(seconds)])
+        res = json.loads(out.read_text())["time_vs_netem"]
+    finally:
+        guest.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    res["guest"] = vm.accel()[1]
+    _time_tables(res)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8,9", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10", help="sections to run (3 runs with 2)")
+    ap.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
+    ap.add_argument("--seconds", type=int, help="seconds per live run (section 10; default 4, 2 with --quick)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
         return 3
     only = {int(x) for x in args.only.split(",")}
-    needed = ("iperf3", "nft") if only & {2, 3, 8} else ()
+    needed = ("iperf3", "nft") if only & {2, 3, 8, 10} else ()
     for tool in needed + ("tc", "clang"):
         if not shutil.which(tool):
             print(f"bench: {tool} not found: apt-get install iperf3 nftables iproute2 clang", file=sys.stderr)
             return 3
     only = {int(x) for x in args.only.split(",")}
-    rounds = 3 if args.quick else 7
+    rounds = args.rounds or (3 if args.quick else 7)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "kernel": platform.release()}
     print(f"faultinj bench — {meta['date']}, commit {commit}, {meta['cores']} cores, kernel {meta['kernel']}, "
@@ -468,6 +549,8 @@ def main() -> int:
         out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
     if 9 in only:
         out["vm"] = vm_kernels(rounds, args.quick, out.get("per_packet"))
+    if 10 in only:
+        out["time_vs_netem"] = time_vs_netem(rounds, args.seconds or (2 if args.quick else 4))
     Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     print(f"\nJSON: {args.json}")
     return 0

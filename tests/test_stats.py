@@ -130,3 +130,20 @@ def test_throughput_expectation_counts_data_bits_between_first_and_last_segment(
     assert evaluate(ExpectEntry("throughput", {**e, "min": "9mbit", "max": "10mbit"}, 1), data).ok
     assert not evaluate(ExpectEntry("throughput", {**e, "min": "11mbit"}, 1), data).ok
     assert not evaluate(ExpectEntry("throughput", {**e, "max": "9mbit"}, 1), data).ok
+
+
+def test_throughput_min_yields_to_a_slower_unpaced_flow_beside():
+    from faultinj.scenario.expect import RunData, evaluate
+    from faultinj.scenario.schema import ExpectEntry
+
+    def seg(port):
+        return parse(bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(dport=port, flags="A") / (b"d" * 1250)))
+    # paced flow 10 Mbit/s (1 ms a segment), unpaced flow beside it 5 Mbit/s (2 ms a segment)
+    pkts = [seg(5202)] * 101 + [seg(5203)] * 101
+    times = [i * 0.001 for i in range(101)] + [1 + i * 0.002 for i in range(101)]
+    data = RunData(packets={"rx": pkts}, times={"rx": times})
+    e = {"capture": "rx", "of": "dport == 5202", "max": "12mbit", "min": "11mbit"}
+    assert not evaluate(ExpectEntry("throughput", e, 1), data).ok
+    share = {"of": "dport == 5203", "share": 0.9}
+    assert evaluate(ExpectEntry("throughput", {**e, "or_share_of": share}, 1), data).ok   # min 4.5
+    assert not evaluate(ExpectEntry("throughput", {**e, "or_share_of": share, "max": "9mbit"}, 1), data).ok

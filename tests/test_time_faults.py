@@ -265,13 +265,15 @@ def test_rate_paces_the_wire_exactly_and_slows_tcp(lab, private_state, kernel_fe
 
 # ---- side by side with netem: the same spec, the same traffic, the same capture ---------------------
 
-def _echo_delays_ms(a, b, count: int = 200) -> list[float]:
+def _echo_delays_ms(a, b, count: int = 200, interval: float = 0.05) -> list[float]:
     """b pings a; a's capture times each echo request in to its reply out (a's clock): the time a
-    takes to answer, with whatever a's egress holds the reply for."""
+    takes to answer, with whatever a's egress holds the reply for. Pings further apart than the
+    jitter's spread: fq releases a flow's packet no earlier than the one it holds before it (netem,
+    with jitter, lets it overtake), so closer pings would compare that difference, not the delays."""
     from faultinj.scenario.expect import RunData, echo_delays_ns
 
     with Capture(a.netns, a.ifname, direction="any", snaplen=96) as cap:
-        res = traffic.ping(b.netns, a.ip4, count, interval=0.01, timeout=2)
+        res = traffic.ping(b.netns, a.ip4, count, interval=interval, timeout=2)
     assert res.received == count, res.output
     data = RunData(packets={"c": [parse(f.data, f.length) for f in cap.frames]},
                    times={"c": [f.ts_ns / 1e9 for f in cap.frames]})
@@ -283,8 +285,8 @@ NETEM_SIDE_BY_SIDE = ("delay=20ms,jitter=5ms,dist=normal", "delay 20ms 5ms distr
 
 def test_delay_and_netem_give_the_same_distribution(lab, private_state, kernel_features):
     """The same delay/jitter/distribution through faultinj (EDT + fq) and through netem, on the same
-    link and the same pings: two-sample KS at 99.9%. Where the kernel has fq but no netem there is
-    nothing to compare with: the test says so by failing on that kernel only if fq is missing too."""
+    link and the same pings: two-sample KS at 99.9%. Without fq: the refusal; with fq and no netem
+    there is nothing to compare with (skipped, saying so)."""
     spec, netem = NETEM_SIDE_BY_SIDE
     if _refused_without_fq(kernel_features, spec + ",proto=icmp", lab.a):
         return
@@ -305,3 +307,14 @@ def test_delay_and_netem_give_the_same_distribution(lab, private_state, kernel_f
     mean_ours, mean_netem = sum(ours) / len(ours), sum(theirs) / len(theirs)
     print(f"faultinj vs netem ({spec}): KS D={d:.3f} p={p:.3g}; means {mean_ours:.2f} / {mean_netem:.2f} ms")
     assert p > 0.001, (d, p, mean_ours, mean_netem)
+
+
+def test_doctor_names_the_mechanism_this_kernel_offers(kernel_features):
+    from faultinj.inject.doctor import time_mechanism
+
+    assert kernel_features["time-fault mechanism"] == kernel_features["fq qdisc"]
+    assert "BPF qdisc (struct_ops)" in kernel_features
+    assert time_mechanism(True, True, False).startswith("earliest departure time")
+    assert time_mechanism(False, True, False) == ("none: no fq (CONFIG_NET_SCH_FQ); this kernel has netem, which "
+                                                  "faultinj does not drive (see README, Time faults)")
+    assert time_mechanism(False, False, False) == "none: no fq (CONFIG_NET_SCH_FQ)"

@@ -248,9 +248,13 @@ EXPECT_KINDS = {
     "out_of_order": ({"capture"}, {"per_connection", "connections"}),
     # ICMP echo requests in and their replies out at one capture (one host's clock): the time between
     # them fits the delay fault's distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms
-    "delay": ({"capture", "fault"}, {"confidence"}),
-    # data bits per second of the selected packets at a capture, first to last: min/max like 9mbit
-    "throughput": ({"capture"}, {"of", "min", "max"}),
+    # reference: a delay fault without jitter on other replies at the same capture: how late the host
+    # sends a held packet (its measured minus its delay) is taken from there, not from undelayed replies
+    "delay": ({"capture", "fault"}, {"confidence", "reference"}),
+    # data bits per second of the selected packets at a capture, first to last: min/max like 9mbit;
+    # or_share_of: {of: PRED, share: 0.9}: min is at most that share of those packets' throughput (an
+    # unpaced flow beside: what the sender manages at all)
+    "throughput": ({"capture"}, {"of", "min", "max", "or_share_of"}),
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
@@ -646,7 +650,7 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
         params = p
     ctx.keys(params, kind, required=required, optional=optional)
     for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host"),
-                      ("bridge", "bridge"), ("at_least_acted", "fault")):
+                      ("bridge", "bridge"), ("at_least_acted", "fault"), ("reference", "fault")):
         if key in params:
             ctx.ref(params, key, refs[what], what, kind)
     if kind in ("first_segments", "out_of_order") and "connections" in params:
@@ -697,13 +701,28 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
             if key in params:
                 _pos_int(ctx, params, key, "ovs_rule", 0, 0, 2**63)
     if kind == "delay":
-        spec = next(f.spec for f in faults if f.name == params["fault"])
-        if spec.name != "delay":
-            ctx.fail(params.value_marks["fault"], f"delay: fault '{params['fault']}' is {spec.name}, not a delay")
-        o = spec.options
-        params["model"] = {"delay_ns": ns_of(spec.value), "jitter_ns": o.get("jitter", 0),
-                           "dist": o.get("dist", "uniform")}
+        for key in ("fault", "reference"):
+            if key not in params:
+                continue
+            spec = next(f.spec for f in faults if f.name == params[key])
+            if spec.name != "delay":
+                ctx.fail(params.value_marks[key], f"delay: fault '{params[key]}' is {spec.name}, not a delay")
+            o = spec.options
+            if key == "reference" and o.get("jitter", 0):
+                ctx.fail(params.value_marks[key], f"delay.reference: fault '{params[key]}' must have no jitter")
+            params["model" if key == "fault" else "reference_ns"] = (
+                {"delay_ns": ns_of(spec.value), "jitter_ns": o.get("jitter", 0), "dist": o.get("dist", "uniform")}
+                if key == "fault" else ns_of(spec.value))
     if kind == "throughput":
+        share = params.get("or_share_of")
+        if share is not None:
+            if not isinstance(share, dict) or set(share) != {"of", "share"} or not isinstance(share["share"], float) \
+                    or not 0 < share["share"] <= 1:
+                ctx.fail(params.value_marks["or_share_of"], "throughput.or_share_of: {of: PREDICATE, share: 0.9}")
+            try:
+                compile_predicate(share["of"])
+            except SpecError as exc:
+                ctx.fail(params.value_marks["or_share_of"], f"throughput.or_share_of.of: {exc}")
         if "min" not in params and "max" not in params:
             ctx.fail(params.mark, "throughput needs min or max (bits per second, e.g. 9mbit)")
         for key in ("min", "max"):
