@@ -136,6 +136,7 @@ def test_delay_on_the_wire_or_a_clear_refusal(lab, private_state, kernel_feature
     res = traffic.ping(a.netns, b.ip4, 20, interval=0.05, timeout=2)
     [st] = faultinj.status()
     assert res.received == 20 and st.counters["acted"] == 20
+    assert st.mechanism.startswith("earliest departure time") and "added by faultinj" in st.mechanism
     # ping -q prints min/avg/max: no reply before the delay, and the mean grows by the delay
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", res.output)
     m0 = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", base.output)
