@@ -83,7 +83,8 @@ def per_packet(rounds: int, repeat: int) -> dict:
             custom.discard(obj_path)
     for spec in ("ttl-pong@xdp", "psh-ratio=1@egress", "psh-ratio=1000000000@egress", "drop=0@xdp",
                  "drop=0@egress", "drop=100%@xdp", "drop=50%@xdp", "ttl-pong,journal=off@xdp",
-                 "psh-ratio=1,journal=off@egress"):
+                 "psh-ratio=1,journal=off@egress", "delay=1ms", "delay=1ms,jitter=500us,dist=normal",
+                 "rate=50mbit"):
         objs[spec] = program.load(parse_spec(spec), seed=1)
     # (name, program, floor, packet, how): "repeat": kernel mean over `repeat` runs of the same packet
     # (fine where a run leaves the packet as it found it); "fresh": median of single runs on fresh copies
@@ -105,6 +106,11 @@ def per_packet(rounds: int, repeat: int) -> dict:
         ("drop=0 on tc (idle: no draw)", "drop=0@egress", "pass tc", PKT_UDP, "repeat"),
         ("drop=50% on xdp (per-flow draw)", "drop=50%@xdp", "pass xdp", PKT_UDP, "repeat"),
         ("drop=100% on xdp (journal: parse, log every action)", "drop=100%@xdp", "pass xdp", PKT_UDP, "repeat"),
+        # time faults: the program's share of a held packet's cost (the qdisc's is in section 10)
+        ("delay=1ms (draw, skb->tstamp, journal)", "delay=1ms", "pass tc", PKT_UDP, "repeat"),
+        ("delay=1ms,jitter=500us,dist=normal (netem's table)", "delay=1ms,jitter=500us,dist=normal", "pass tc",
+         PKT_UDP, "repeat"),
+        ("rate=50mbit (per-flow bucket, skb->tstamp, journal)", "rate=50mbit", "pass tc", PKT_UDP, "repeat"),
     ]
     runners = {k: libbpf.TestRunner(o.prog_fd) for k, o in objs.items()}
     # the journal is a log that overwrites its oldest events: every action is recorded, nothing to drain
@@ -442,50 +448,43 @@ TIME_PATHS = {   # label -> (faultinj spec or None, tc qdisc args or None)
 
 
 def time_vs_netem(rounds: int, seconds: int) -> dict:
-    """Time faults beside netem on the same veth: UDP 64-byte datagrams received per second (per-packet
-    cost: 1/pps added over bare) and TCP throughput, interleaved. Needs fq and netem: where this
-    kernel lacks them, a guest (Debian 6.1) boots and runs this section inside."""
+    """Time faults beside netem on the same veth: TCP throughput, interleaved (the BPF program's own
+    per-packet cost is in section 1). Needs fq and netem: where this kernel lacks them, a guest
+    (Debian 6.1) boots and runs this section inside."""
     from faultinj.inject import doctor
 
     have = {p.name: p.ok for p in doctor.run() if p.name in ("fq qdisc", "netem qdisc")}
     if not all(have.values()) or len(have) < 2:
         return _time_vs_netem_in_guest(rounds, seconds)
-    res = {"kernel": platform.release(), "udp64_pps": {}, "tcp_bps": {}}
+    res = {"kernel": platform.release(), "tcp_bps": {}}
     with Lab().up() as lab:
-        for key, udp in (("udp64_pps", True), ("tcp_bps", False)):
-            vals = {p: [] for p in TIME_PATHS}
-            for _ in range(rounds):
-                for label, (spec, qdisc) in TIME_PATHS.items():
-                    rec = faultinj.apply(spec, lab.a.ifname, netns_name=lab.a.netns) if spec else None
+        vals = {p: [] for p in TIME_PATHS}
+        for _ in range(rounds):
+            for label, (spec, qdisc) in TIME_PATHS.items():
+                rec = faultinj.apply(spec, lab.a.ifname, netns_name=lab.a.netns) if spec else None
+                if qdisc:
+                    netns_exec(lab.a.netns, "tc", "qdisc", "add", "dev", lab.a.ifname, "root", *qdisc.split())
+                try:
+                    vals[label].append(_iperf(lab, False, seconds))
+                finally:
+                    if rec:
+                        faultinj.clear(fault_id=rec.id)
                     if qdisc:
-                        netns_exec(lab.a.netns, "tc", "qdisc", "add", "dev", lab.a.ifname, "root", *qdisc.split())
-                    try:
-                        vals[label].append(_iperf(lab, udp, seconds))
-                    finally:
-                        if rec:
-                            faultinj.clear(fault_id=rec.id)
-                        if qdisc:
-                            netns_exec(lab.a.netns, "tc", "qdisc", "del", "dev", lab.a.ifname, "root")
-            res[key] = vals
+                        netns_exec(lab.a.netns, "tc", "qdisc", "del", "dev", lab.a.ifname, "root")
+        res["tcp_bps"] = vals
     _time_tables(res)
     return res
 
 
 def _time_tables(res: dict) -> None:
-    where = f"kernel {res['kernel']}" + (", an emulated guest (TCG): compare ratios, not absolutes"
+    where = f"kernel {res['kernel']}" + (", an emulated guest (TCG), one vCPU: compare ratios, not absolutes"
                                           if res.get("guest") else "")
-    for key, title, unit in (("udp64_pps", "UDP 64-byte, iperf3 -b 0, received", lambda v: f"{v / 1e3:.1f} kpps"),
-                             ("tcp_bps", "TCP one stream", lambda v: f"{v / 1e6:.0f} Mbit/s")):
-        vals = res[key]
-        base = vals["bare (noqueue)"]
-        rows = []
-        for label, xs in vals.items():
-            cost = ([(1 / v - 1 / b) * 1e9 for v, b in zip(xs, base)] if key == "udp64_pps" else None)
-            rows.append((label, unit(med(xs)[0]), fmt_ratio([v / b for v, b in zip(xs, base)]))
-                        + ((f"{med(cost)[0]:.0f}",) if cost else ()))
-        head = ["path", "median", "ratio to bare, median (min–max)"] + (
-            ["ns per packet added (1/pps − 1/bare)"] if key == "udp64_pps" else [])
-        table(f"10. Time faults beside netem ({where}): {title}", head, rows)
+    vals = res["tcp_bps"]
+    base = vals["bare (noqueue)"]
+    rows = [(label, f"{med(xs)[0] / 1e6:.0f} Mbit/s", fmt_ratio([v / b for v, b in zip(xs, base)]))
+            for label, xs in vals.items()]
+    table(f"10. Time faults beside netem ({where}): TCP one stream, iperf3", ["path", "median",
+          "ratio to bare, median (min–max)"], rows)
 
 
 def _time_vs_netem_in_guest(rounds: int, seconds: int) -> dict:
