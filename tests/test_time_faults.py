@@ -183,12 +183,19 @@ def test_a_foreign_root_qdisc_is_replaced_only_with_replace_and_put_back(lab, pr
     assert _qdiscs(a) == before, (before, _qdiscs(a))   # the same kind, handle and options
 
 
-def test_a_root_qdisc_with_classes_is_not_replaced_even_with_replace(lab, private_state, kernel_features):
+def test_a_root_qdisc_that_cannot_be_put_back_is_not_replaced_even_with_replace(lab, private_state):
     a = lab.a
-    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "handle", "1:", "htb")
-    ns_run(a.netns, "tc", "class", "add", "dev", a.ifname, "parent", "1:", "classid", "1:1", "htb", "rate", "1mbit")
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "handle", "1:", "htb")   # its dump is not its add
     before = _qdiscs(a)
-    with pytest.raises(StateError, match="classes"):
+    with pytest.raises(StateError, match="cannot put back a 'htb'"):
+        faultinj.apply("delay=5ms", a.ifname, netns_name=a.netns, replace=True)
+    assert _qdiscs(a) == before
+    # a tbf with another qdisc grafted under it: one message cannot put the tree back
+    ns_run(a.netns, "tc", "qdisc", "del", "dev", a.ifname, "root")
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "handle", "7:", *FOREIGN)
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "parent", "7:1", "handle", "10:", "pfifo", "limit", "5")
+    before = _qdiscs(a)
+    with pytest.raises(StateError, match="under it"):
         faultinj.apply("delay=5ms", a.ifname, netns_name=a.netns, replace=True)
     assert _qdiscs(a) == before and os.listdir(private_state["pin_root"]) == []
 

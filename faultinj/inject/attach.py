@@ -286,6 +286,10 @@ TCA_KIND, TCA_OPTIONS, TCA_STAB = 1, 2, 8
 TC_H_INGRESS = 0xFFFFFFF1
 # classful qdiscs whose classes a user adds (tbf's or prio's classes come with the qdisc itself)
 USER_CLASSES = {"htb", "hfsc", "drr", "qfq", "cbq", "ets"}
+# root qdiscs whose dump the kernel takes back as they were (add, dump, replace, restore, dump: the
+# same tc output; 6.18 here and Debian's 6.1 in a guest). htb's dump is not one (it reports its
+# version where a new one wants the major only: EINVAL).
+RESTORABLE = {"tbf", "pfifo", "bfifo", "pfifo_head_drop"}
 _TCMSG = struct.Struct("=BxxxiIII")     # family, ifindex, handle, parent, info
 _NLMSG = struct.Struct("=IHHII")        # length, type, flags, seq, pid
 _RTA = struct.Struct("=HH")
@@ -349,15 +353,25 @@ def save_root_qdisc(netns: str | None, ifindex: int, ifname: str) -> dict:
     """Another tool's root qdisc exactly as the kernel dumps it (kind, handle, options, size table),
     to be put back by restore_root_qdisc. A root with classes or child qdiscs is refused: one
     message cannot put a tree back."""
-    qdiscs = _dump(netns, RTM_GETQDISC, ifindex)
+    try:
+        qdiscs = _dump(netns, RTM_GETQDISC, ifindex)
+    except OSError as exc:
+        raise StateError(f"cannot read {ifname}'s root qdisc to save it ({exc.strerror})") from None
     root = next(((h, a) for h, parent, a in qdiscs if parent == TC_H_ROOT), None)
     if root is None:
         raise StateError(f"{ifname} has no root qdisc to save")
     handle, attrs = root
     kind = attrs.get(TCA_KIND, b"").rstrip(b"\0").decode()
+    if kind not in RESTORABLE:
+        raise StateError(f"faultinj cannot put back a '{kind}' root qdisc exactly (it can: "
+                         f"{', '.join(sorted(RESTORABLE))}), so it does not replace it even with --replace: "
+                         f"remove it yourself ('tc qdisc del dev {ifname} root') and add it again after 'faultinj clear'")
     children = [h for h, parent, _a in qdiscs if parent not in (TC_H_ROOT, TC_H_INGRESS) and
                 parent >> 16 == handle >> 16 and h]
-    classes = _dump(netns, RTM_GETTCLASS, ifindex) if kind in USER_CLASSES else []
+    try:
+        classes = _dump(netns, RTM_GETTCLASS, ifindex) if kind in USER_CLASSES else []
+    except OSError as exc:
+        raise StateError(f"cannot read {ifname}'s classes ({exc.strerror})") from None
     if children or classes:
         raise StateError(f"{ifname}'s root qdisc '{kind}' has classes or qdiscs under it: faultinj restores only "
                          f"a classless root qdisc, so it does not replace this one even with --replace; remove it "
