@@ -568,12 +568,18 @@ def _remove(links: _Links, rec: state.Record) -> None:
         return
     if rec.tc_prio is not None and rec.filter_name:
         attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
-    _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    put_back_failed = None
+    try:
+        _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    except StateError as exc:   # the fault is gone all the same: say what to put back by hand
+        put_back_failed = exc
     _forget(rec)
     others = [r for r in state.records() if r.hook != "xdp" and _same_link(r, rec.netns, rec.ifindex)]
     if not others and state.clsact_created(rec.netns, rec.ifindex):
         if attach.remove_clsact_if_empty(ipr, rec.ifindex) or not attach.has_clsact(ipr, rec.ifindex):
             state.forget_link(rec.netns, rec.ifindex)
+    if put_back_failed:
+        raise put_back_failed
 
 
 def _forget_all(rec: state.Record) -> None:

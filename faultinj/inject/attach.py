@@ -286,10 +286,12 @@ TCA_KIND, TCA_OPTIONS, TCA_STAB = 1, 2, 8
 TC_H_INGRESS = 0xFFFFFFF1
 # classful qdiscs whose classes a user adds (tbf's or prio's classes come with the qdisc itself)
 USER_CLASSES = {"htb", "hfsc", "drr", "qfq", "cbq", "ets"}
-# root qdiscs whose dump the kernel takes back as they were (add, dump, replace, restore, dump: the
-# same tc output; 6.18 here and Debian's 6.1 in a guest). htb's dump is not one (it reports its
-# version where a new one wants the major only: EINVAL).
-RESTORABLE = {"tbf", "pfifo", "bfifo", "pfifo_head_drop"}
+# root qdiscs whose dump the kernel takes back as they were (add with options, dump, replace,
+# restore, dump: the same tc output; the first four on 6.18 here, all on Debian's 6.1 in a guest).
+# Not htb (its dump reports its version where an add wants the major only), red and choke (their
+# add needs a table the dump leaves out): EINVAL.
+RESTORABLE = {"tbf", "pfifo", "bfifo", "pfifo_head_drop", "fq_codel", "sfq", "codel", "pie", "cake", "fq_pie",
+              "prio", "netem", "sfb", "skbprio", "hhf", "cbs", "etf", "plug", "drr", "qfq"}
 _TCMSG = struct.Struct("=BxxxiIII")     # family, ifindex, handle, parent, info
 _NLMSG = struct.Struct("=IHHII")        # length, type, flags, seq, pid
 _RTA = struct.Struct("=HH")
