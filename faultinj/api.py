@@ -254,7 +254,7 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             state.save(rec)  # the intent, before anything changes in the kernel
             undo.callback(state.delete, rec)
             if qdisc:
-                _ensure_qdisc(ipr, rec, qdisc, undo)
+                _ensure_qdisc(ipr, rec, qdisc, undo, replace)
             rec.attach_kind = kernel_links.choose_kind(how.choice, hook, tc_mode, how.placed)
             obj = load(deadline_ns, rec.attach_kind)
             undo.callback(obj.close)
@@ -365,31 +365,49 @@ def _twins(rec: state.Record) -> list[str]:
             f"(to change the running one: 'faultinj set'; to undo this one: 'faultinj clear --id {rec.id}')"]
 
 
-def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
+def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack, replace: bool = False) -> None:
     """The root qdisc a time fault needs: ours if we add it (or another fault of ours did), someone
-    else's fq left as it is, any other root qdisc of someone's refused (nothing is replaced)."""
+    else's fq left as it is, any other root qdisc of someone's refused unless replace: then saved
+    exactly (kind, handle, options) in the record and put back when the last fault needing ours goes."""
     current = attach.root_qdisc(ipr, rec.ifindex)
     ours = _qdisc_sharers(rec)
     if current == kind:
         rec.qdisc = "added" if ours else "present"
+        rec.qdisc_saved = ours[0].qdisc_saved if ours else None
         state.save(rec)
         return
-    if current not in attach.default_qdisc_kinds():
+    foreign = current not in attach.default_qdisc_kinds()
+    if foreign and not replace:
         raise StateError(f"{rec.ifname} has a root qdisc '{current}' that another tool installed; a time fault "
-                         f"needs {kind} there and faultinj does not replace it: remove it first "
+                         f"needs {kind} there: give --replace to put {kind} in its place (faultinj puts '{current}' "
+                         f"back, options and all, at clear), or remove it yourself "
                          f"('tc qdisc del dev {rec.ifname} root')")
+    if foreign:
+        rec.qdisc_saved = attach.save_root_qdisc(rec.netns, rec.ifindex, rec.ifname)
     rec.qdisc = "adding"
     state.save(rec)   # the intent: a process killed now is rolled back, the qdisc with it
-    undo.callback(attach.remove_root_fq, rec.netns, rec.ifname)
-    attach.add_root_fq(rec.netns, rec.ifname)
+    undo.callback(_put_back_root, rec)
+    attach.add_root_fq(rec.netns, rec.ifname, replace=foreign)
     rec.qdisc = "added"
     state.save(rec)
 
 
+def _put_back_root(rec: state.Record) -> None:
+    """Remove the fq faultinj added; put back the root qdisc it replaced (if it did)."""
+    attach.remove_root_fq(rec.netns, rec.ifname)
+    if rec.qdisc_saved:
+        try:
+            attach.restore_root_qdisc(rec.netns, rec.ifindex, rec.qdisc_saved)
+        except OSError as exc:
+            raise StateError(f"could not put back the root qdisc '{rec.qdisc_saved['kind']}' on {rec.ifname} "
+                             f"({exc.strerror}): add it again by hand") from None
+
+
 def _release_qdisc(rec: state.Record) -> None:
-    """Remove the fq faultinj added when the last fault that needed it is gone."""
+    """Remove the fq faultinj added when the last fault that needed it is gone (and put back what it
+    replaced)."""
     if rec.qdisc in ("adding", "added") and not _qdisc_sharers(rec):
-        attach.remove_root_fq(rec.netns, rec.ifname)
+        _put_back_root(rec)
 
 
 def _qdisc_sharers(rec: state.Record) -> list[state.Record]:
@@ -444,10 +462,20 @@ class FaultStatus:
     refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
     warnings: list[str] | None = None   # what keeps it from acting now (inject/advice.py)
 
+    @property
+    def mechanism(self) -> str | None:
+        """How a time fault's packets are held, in words (None for other faults)."""
+        rec = self.record
+        if not rec.qdisc:
+            return None
+        whose = "added by faultinj" if rec.qdisc in ("adding", "added") else "another tool's, left as it is"
+        saved = (f", in place of '{rec.qdisc_saved['kind']}' (put back at clear)" if rec.qdisc_saved else "")
+        return f"earliest departure time: BPF sets skb->tstamp, the fq root qdisc ({whose}{saved}) holds the packet"
+
     def to_json(self) -> dict:
         d = self.record.to_json()
         d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost,
-                 refused=self.refused, warnings=self.warnings or [])
+                 refused=self.refused, warnings=self.warnings or [], mechanism=self.mechanism)
         if self.maps is not None:
             d["maps"] = self.maps
         if self.record.deadline_ns:
@@ -696,12 +724,18 @@ def _remove(links: _Links, rec: state.Record) -> None:
     if rec.hook == "xdp":
         _forget(rec)
         return
-    _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    put_back_failed = None
+    try:
+        _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    except StateError as exc:   # the fault is gone all the same: say what to put back by hand
+        put_back_failed = exc
     _forget(rec)
     others = [r for r in state.records() if r.hook != "xdp" and _same_link(r, rec.netns, rec.ifindex)]
     if not others and state.clsact_created(rec.netns, rec.ifindex):
         if attach.remove_clsact_if_empty(ipr, rec.ifindex) or not attach.has_clsact(ipr, rec.ifindex):
             state.forget_link(rec.netns, rec.ifindex)
+    if put_back_failed:
+        raise put_back_failed
 
 
 def _forget_all(rec: state.Record) -> None:

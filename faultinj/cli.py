@@ -187,7 +187,8 @@ def apply(
     duration: Optional[str] = typer.Option(None, help="Stop acting after this long, e.g. 30s, 5m (in-kernel deadline)."),
     hook: Optional[str] = typer.Option(None, metavar=HOOKS_SHOWN,
                                        help="Where to attach: xdp, tc ingress or tc egress (or @HOOK in the spec)."),
-    replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link; for a "
+                                 "time fault, another tool's root qdisc (saved, put back at clear)."),
     tc_mode: str = typer.Option("cls_bpf", metavar=TC_MODES_SHOWN,
                                 help="tc attach: cls_bpf (direct-action) or matchall (+ act_bpf)."),
     attach_kind: str = typer.Option("auto", "--attach", metavar="auto|link|netlink",
@@ -286,6 +287,8 @@ def status(
     for r in rows:
         if r.detail:
             typer.echo(f"{r.record.id}: {r.detail}")
+        if r.mechanism:
+            typer.echo(f"{r.record.id}: {r.mechanism}")
         if r.journal_lost:
             typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (overwritten: it keeps the last 4096): "
                        "read them as they come with 'faultinj journal --follow'")

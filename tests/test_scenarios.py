@@ -73,6 +73,9 @@ BAD = [
     ("lab:", "lab: [", "YAML: expected", 4),
     ("expect:", "trace: {filter: proto=tcpp}\nexpect:", "trace.filter: proto=tcpp", 14),
     ("expect:", "trace: {count: 0}\nexpect:", "trace.count must be 1..1000", 14),
+    ("loss: {traffic: s, p: 0.01}", "delay: {capture: rx, fault: f}", "fault 'f' is drop, not a delay", 15),
+    ("loss: {traffic: s, p: 0.01}", "throughput: {capture: rx}", "throughput needs min or max", 15),
+    ("loss: {traffic: s, p: 0.01}", "throughput: {capture: rx, min: fast}", "bad rate 'fast'", 15),
 ]
 
 

@@ -135,7 +135,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         progress(f"fault {f.name}: {rec['spec']} on {f.host}/{f.interface} via {rec.get('attach_kind') or rec['attach_mode']} "
                  f"(seed {rec['seed']}{', kernel ' + host.kernel if host.kernel else ''})")
 
-    journaled = {e.params["fault"] for e in scn.expect if e.kind == "journal_matches"}
+    journaled = {e.params[k] for e in scn.expect if e.kind in ("journal_matches", "delay")
+                 for k in ("fault", "reference") if k in e.params}
     stop_drain = threading.Event()
     fault_host = {f.name: f.host for f in scn.faults}
 

@@ -35,6 +35,7 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
+from ..faults.time_faults import ns_of, parse_rate
 from ..inject.lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
 from ..inject.ovs import PROTOCOLS as OVS_PROTOCOLS
 from ..inject.ovs import VLAN_MODES as OVS_VLAN_MODES
@@ -273,6 +274,15 @@ EXPECT_KINDS = {
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),
     # TCP data segments that arrived after a later one of their connection (reordering)
     "out_of_order": ({"capture"}, {"per_connection", "connections"}),
+    # ICMP echo requests in and their replies out at one capture (one host's clock): the time between
+    # them fits the delay fault's distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms
+    # reference: a delay fault without jitter on other replies at the same capture: how late the host
+    # sends a held packet (its measured minus its delay) is taken from there, not from undelayed replies
+    "delay": ({"capture", "fault"}, {"confidence", "reference"}),
+    # data bits per second of the selected packets at a capture, first to last: min/max like 9mbit;
+    # or_share_of: {of: PRED, share: 0.9}: min is at most that share of those packets' throughput (an
+    # unpaced flow beside: what the sender manages at all)
+    "throughput": ({"capture"}, {"of", "min", "max", "or_share_of"}),
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
@@ -342,7 +352,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         ctx.part(_unique, ctx, doc, "capture", [c.name for c in captures])
     refs = {"fault": fault_names, "traffic": traffic_names, "capture": capture_names, "host": hosts,
             "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
-    expect = [e for e in (ctx.part(_expect, ctx, e, refs, traffic, lab)
+    expect = [e for e in (ctx.part(_expect, ctx, e, refs, traffic, lab, faults)
                           for e in ctx.part(_list, ctx, doc, "expect", default=[])) if e is not None]
     trace = ctx.part(_trace, ctx, doc["trace"]) if "trace" in doc else None
     ctx.raise_mistakes()
@@ -725,7 +735,7 @@ def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     return CaptureEntry(ctx.typed(c, "name", str, where, f"capture{i}"), host, iface, direction, snaplen)
 
 
-def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
+def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
     if not isinstance(e, YMap) or len(e) != 1:
         ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(EXPECT_KINDS)}, with its settings")
     kind = next(iter(e))
@@ -739,7 +749,7 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
         params = p
     ctx.keys(params, kind, required=required, optional=optional)
     for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host"),
-                      ("bridge", "bridge"), ("at_least_acted", "fault")):
+                      ("bridge", "bridge"), ("at_least_acted", "fault"), ("reference", "fault")):
         if key == "host" and key in params:
             params[key] = refs["host"].ref(ctx, params, key, kind)
         elif key in params:
@@ -791,6 +801,37 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
         for key in ("equals", "min", "max"):
             if key in params:
                 _pos_int(ctx, params, key, "ovs_rule", 0, 0, 2**63)
+    if kind == "delay":
+        for key in ("fault", "reference"):
+            if key not in params:
+                continue
+            spec = next(f.spec for f in faults if f.name == params[key])
+            if spec.name != "delay":
+                ctx.fail(params.value_marks[key], f"delay: fault '{params[key]}' is {spec.name}, not a delay")
+            o = spec.options
+            if key == "reference" and o.get("jitter", 0):
+                ctx.fail(params.value_marks[key], f"delay.reference: fault '{params[key]}' must have no jitter")
+            params["model" if key == "fault" else "reference_ns"] = (
+                {"delay_ns": ns_of(spec.value), "jitter_ns": o.get("jitter", 0), "dist": o.get("dist", "uniform")}
+                if key == "fault" else ns_of(spec.value))
+    if kind == "throughput":
+        share = params.get("or_share_of")
+        if share is not None:
+            if not isinstance(share, dict) or set(share) != {"of", "share"} or not isinstance(share["share"], float) \
+                    or not 0 < share["share"] <= 1:
+                ctx.fail(params.value_marks["or_share_of"], "throughput.or_share_of: {of: PREDICATE, share: 0.9}")
+            try:
+                compile_predicate(share["of"])
+            except SpecError as exc:
+                ctx.fail(params.value_marks["or_share_of"], f"throughput.or_share_of.of: {exc}")
+        if "min" not in params and "max" not in params:
+            ctx.fail(params.mark, "throughput needs min or max (bits per second, e.g. 9mbit)")
+        for key in ("min", "max"):
+            if key in params:
+                try:
+                    parse_rate(f"throughput.{key}", str(params[key]))
+                except SpecError as exc:
+                    ctx.fail(params.value_marks[key], str(exc))
     if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
         ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
     return ExpectEntry(kind, dict(params), e.mark.line + 1)
