@@ -358,19 +358,29 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
     res["journal_ns"] = {"on": ns_on, "off": ns_off}
 
     with Lab().up() as lab:
-        cases = ["no tracer", "tracer, filter matching nothing", "tracer, every packet"]
+        cases = ["no tracer", "tracer, filter matching nothing", "tracer, every packet: hops read",
+                 "tracer, every packet: hops read and formatted", "tracer, every packet: --stats (kernel counts)"]
         for udp in (False, True):
             vals = {c: [] for c in cases}
+            events = {c: [] for c in cases}
             for _ in range(rounds):
                 for c in cases:
-                    tracer, stop, reader = None, threading.Event(), None
+                    tracer, stop, reader, seen = None, threading.Event(), None, [0]
                     if c != "no tracer":
                         words = ["dst=192.0.2.99"] if "nothing" in c else []
-                        tracer = Tracer(parse_match(words), with_faults=False).start()
+                        tracer = Tracer(parse_match(words), with_faults=False, count_only="stats" in c).start()
 
-                        def drain(t=tracer):
+                        def drain(t=tracer, formatted="formatted" in c, stats="stats" in c):
                             while not stop.is_set():
-                                t.read(50)
+                                if stats:     # as trace --stats: the kernel's counts, once a second
+                                    stop.wait(1)
+                                    seen[0] = sum(x["packets"] for x in t.counts())
+                                    continue
+                                hops = t.read(50)
+                                seen[0] += len(hops)
+                                if formatted:   # as `faultinj trace` prints each hop
+                                    for h in hops:
+                                        str(h)
 
                         reader = threading.Thread(target=drain, daemon=True)
                         reader.start()
@@ -381,13 +391,17 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
                         if reader:
                             reader.join()
                         if tracer:
+                            events[c].append(seen[0] / seconds)
+                            events[c][-1] += tracer.lost() / seconds
                             tracer.close()
             base = vals["no tracer"]
             unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
             table("8b. The tracer's cost to live traffic" + (" (UDP 64-byte)" if udp else " (TCP, one stream)"),
-                  ["case", "median", "ratio to no tracer, median (min–max)"],
-                  [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)])) for c in cases])
+                  ["case", "median", "ratio to no tracer, median (min–max)", "hops/s seen (or lost)"],
+                  [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)]),
+                    f"{med(events[c])[0] / 1e3:.0f}k" if events[c] else "") for c in cases])
             res["tracer_udp" if udp else "tracer_tcp"] = vals
+            res["tracer_hops_per_s_udp" if udp else "tracer_hops_per_s_tcp"] = events
     return res
 
 

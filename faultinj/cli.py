@@ -371,6 +371,8 @@ def trace(
     max_functions: int = typer.Option(64, "--max-functions", help="Refuse --functions matching more than this."),
     faults: bool = typer.Option(True, "--faults/--no-faults",
                                 help="Show where faultinj faults acted (their journals)."),
+    stats: bool = typer.Option(False, "--stats", help="Count packets per interface, hook and drop reason in the "
+                               "kernel (no line per hop: what tracing every packet of a busy link costs least)."),
     as_json: bool = JsonOpt,
 ):
     """Where packets went, hop by hop across interfaces and namespaces, and where they died (with the
@@ -394,6 +396,23 @@ def trace(
     caps.require_privileges()
     check_btf()
     fns = skb_functions(functions, max_functions) if functions else None
+    if stats:
+        if count is not None or pcap_out:
+            raise SpecError("--stats counts in the kernel: it takes no --count or --pcap (give --duration)")
+        from .inject.trace import stats as do_stats
+
+        if not as_json:
+            typer.echo(f"counting {', '.join(words) or 'every packet'}"
+                       + (f" for {duration}" if duration else " (Ctrl-C stops)"), err=True)
+        rows = do_stats(match, seconds, fns)
+        if as_json:
+            _print_json({"counts": rows})
+            return
+        typer.echo(f"{'packets':>10} {'bytes':>12}  {'namespace':<16} {'interface':<14} {'':<4} {'hook':<18} reason")
+        for r in rows:
+            typer.echo(f"{r['packets']:>10} {r['bytes']:>12}  {r['netns_name']:<16} {r['ifname']:<14} "
+                       f"{r['direction']:<4} {r['point']:<18} {r['reason']}")
+        return
 
     def show(hop):
         try:

@@ -15,6 +15,10 @@
 #include <bpf/bpf_endian.h>
 
 #define FI_SNAP 128     /* bytes of each frame, from its Ethernet header */
+/* The ring: 16 MiB, ~70k events. Events are submitted without waking the
+ * reader (BPF_RB_NO_WAKEUP), which reads in bulk on a 10 ms timer: a wakeup
+ * per event cost the traced traffic more than the event itself */
+#define FI_TRACE_RING (16 << 20)
 
 enum fi_hop {
 	FI_HOP_QUEUE = 1,   /* net_dev_queue: leaves the device */
@@ -47,10 +51,32 @@ struct fi_trace_event {
 	__u8 frame[FI_SNAP];
 };
 
+/* fi_trace_config.active */
+enum fi_trace_mode {
+	FI_TRACE_OFF = 0,
+	FI_TRACE_EVENTS,    /* every hop an event on the ring */
+	FI_TRACE_COUNT,     /* hops counted here (fi_trace_counts), no event: trace --stats */
+};
+
 struct fi_trace_config {
-	__u32 active;
+	__u32 active;       /* enum fi_trace_mode */
 	__u32 pad;
 	struct fi_match match;
+};
+
+/* trace --stats: what passed where, counted in the kernel */
+struct fi_trace_count_key {
+	__u32 netns;
+	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason */
+	__u8 hop;
+	__u8 flags;         /* FI_DROP_* */
+	__u8 pad[2];
+	char ifname[16];
+};
+
+struct fi_trace_count {
+	__u64 packets;
+	__u64 bytes;
 };
 
 struct {
@@ -62,8 +88,15 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, FI_TRACE_RING);
 } fi_trace_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fi_trace_count_key);
+	__type(value, struct fi_trace_count);
+} fi_trace_counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -87,6 +120,15 @@ struct {
 	__type(key, __u64);
 	__type(value, __u32);
 } fi_trace_shared SEC(".maps");
+
+static __always_inline void fi_trace_lost_one(void)
+{
+	__u32 key = 0;
+	__u64 *lost = bpf_map_lookup_elem(&fi_trace_lost, &key);
+
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
 
 #define FI_HDR 72       /* QinQ + IPv6 + ports: read in one helper call */
 
@@ -206,6 +248,32 @@ static __always_inline __u8 fi_drop_flags(__u64 head, __u32 *sock, int shared)
 	return FI_DROP_DELIVERED;
 }
 
+/* trace --stats: one more of this hop, where it happened */
+static __always_inline void fi_trace_count(const struct sk_buff *skb, __u8 hop, __u32 reason)
+{
+	struct fi_trace_count_key k;
+	struct fi_trace_count *c, one = { 1, skb->len };
+	struct net_device *dev = skb->dev;
+	__u32 sock = 0;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.hop = hop;
+	k.reason = reason;
+	/* a free while a copy lives on stays FI_DROP_SHARED: no event follows its copy here */
+	k.flags = hop == FI_HOP_DROP ? fi_drop_flags((__u64)(long)skb->head, &sock, fi_dataref(skb) > 1) : 0;
+	if (dev) {
+		k.netns = dev->nd_net.net->ns.inum;
+		bpf_probe_read_kernel_str(k.ifname, sizeof(k.ifname), dev->name);
+	}
+	c = bpf_map_lookup_elem(&fi_trace_counts, &k);
+	if (c) {
+		c->packets++;   /* per CPU: no atomics */
+		c->bytes += one.bytes;
+	} else {
+		bpf_map_update_elem(&fi_trace_counts, &k, &one, BPF_NOEXIST);
+	}
+}
+
 static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, __u32 reason, __u64 func)
 {
 	struct fi_trace_config *cfg;
@@ -244,12 +312,13 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 	}
 	if (!fi_match_pkt(&cfg->match, &pkt))
 		return;
+	if (cfg->active == FI_TRACE_COUNT) {
+		fi_trace_count(skb, hop, reason);
+		return;
+	}
 	e = bpf_ringbuf_reserve(&fi_trace_events, sizeof(*e), 0);
 	if (!e) {
-		__u64 *lost = bpf_map_lookup_elem(&fi_trace_lost, &key);
-
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+		fi_trace_lost_one();
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
@@ -286,7 +355,7 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 		if (bpf_probe_read_kernel(e->frame, FI_SNAP, l2))
 			e->snap = 0;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 reason)

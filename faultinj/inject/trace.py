@@ -19,6 +19,7 @@ import errno
 import os
 import re
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -32,12 +33,20 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 # struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
 # char ifname[16]; u8 frame[128]
 EVENT = struct.Struct("<QQQQIIIIIHBB16s128s")
+# a ring record: its header (u32 length, u32 page offset), then the event, padded to 8 bytes
+RECORD = struct.Struct("<II" + EVENT.format.lstrip("<") + f"{-EVENT.size % 8}x")
+# struct fi_trace_count_key: u32 netns, reason; u8 hop, flags, pad[2]; char ifname[16] -> {u64 packets, bytes}
+COUNT_KEY = struct.Struct("<IIBB2x16s")
+MODE_EVENTS, MODE_COUNT = 1, 2       # enum fi_trace_mode
+READ_BATCH = 256 << 10               # read() returns early once this much waits on the ring
 HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
 HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
 HOP_FUNC = 7                         # FI_HOP_FUNC: trace --functions, a kernel function took the skb
 MAX_FUNCTIONS = 64                   # --functions attaches one fentry program per function: bounded
 # the maps the function programs (bpf/trace_func.bpf.c) share with the tracepoints' object
-SHARED_MAPS = ("fi_trace_config", "fi_trace_events", "fi_trace_lost", "fi_trace_delivered", "fi_trace_shared")
+SHARED_MAPS = ("fi_trace_config", "fi_trace_events", "fi_trace_lost", "fi_trace_delivered", "fi_trace_shared",
+               "fi_trace_counts")
+FI_HOP_DROP = 5
 HOP_DELIVERED = 6                    # FI_HOP_DELIVERED: a socket read a copy of a frame freed while shared
 DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 # How long a free whose data another skb still held waits for that copy's fate (read by a socket:
@@ -88,7 +97,7 @@ def netns_names() -> dict[int, str]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class Hop:
     ts_ns: int
     netns: int
@@ -102,8 +111,25 @@ class Hop:
     fault: str = ""         # a faultinj fault acted here: its id and spec
     delivered: str = ""     # done: the socket that had read the frame (raw socket, packet socket, ...)
     since_ns: int = 0       # fn: time since this packet's previous hop
-    key: tuple = ()         # the packet (packets.Packet.journal_key)
-    summary: str = ""
+    # the packet (packets.Packet.journal_key) and its one-line description: from the frame when
+    # first asked for (a tracer reading every packet decodes only what its user looks at)
+    _key: tuple | None = None
+    _summary: str | None = None
+
+    def _decode(self) -> None:
+        self._key, self._summary = summarise(self.frame, self.length)
+
+    @property
+    def key(self) -> tuple:
+        if self._key is None:
+            self._decode()
+        return self._key
+
+    @property
+    def summary(self) -> str:
+        if self._summary is None:
+            self._decode()
+        return self._summary
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
@@ -142,7 +168,7 @@ def skb_functions(pattern: str, limit: int = MAX_FUNCTIONS) -> dict[str, int]:
 
 def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
     """(the packet's key, 'request #4211.1 10.0.0.1 -> 10.0.0.2') from the frame's first bytes."""
-    p = parse(frame, wire_len)
+    p = parse(frame, wire_len, checksums=False)
     key = p.journal_key()
     src, dst = key[0], key[1]
     if p.proto in (1, 58) and p.icmp_type in (0, 8, 128, 129):
@@ -177,7 +203,10 @@ class Tracer:
     _fn_progs: list = field(default_factory=list)
     _fn_names: dict = field(default_factory=dict)   # function address -> name
     _last_ts: dict = field(default_factory=dict)    # packet key -> its latest hop's stamp
+    count_only: bool = False                        # trace --stats: hops counted in the kernel, no events
     refused_functions: list = field(default_factory=list)   # --functions the kernel would not trace
+    _ifnames: dict = field(default_factory=dict)    # the kernel's ifname bytes -> str
+    _unnamed: dict = field(default_factory=dict)    # namespace inode without a name -> last looked for
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -186,9 +215,10 @@ class Tracer:
         obj_path = build.compile_program("trace", "trace")
         try:
             self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
-            cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()   # struct fi_trace_config: active, the filter
+            # struct fi_trace_config: the mode, the filter
+            cfg = _CONFIG_HEAD.pack(MODE_COUNT if self.count_only else MODE_EVENTS, 0) + self.match.pack()
             libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
-            self._rings = libbpf.RingBuffers([self._obj.map_fds["fi_trace_events"]])
+            self._rings = libbpf.RingReader(self._obj.map_fds["fi_trace_events"])
             self._obj.attach()
             if self.functions:
                 self._attach_functions()
@@ -248,9 +278,14 @@ class Tracer:
                 os.close(fd)
 
     def _ns_name(self, inum: int) -> str:
-        if inum not in self._names:
-            self._names.update(netns_names())
-        return self._names.get(inum, "?")
+        name = self._names.get(inum)
+        if name is None:
+            now = time.monotonic_ns()
+            if now - self._unnamed.get(inum, 0) > 1_000_000_000:   # not named (a container's): once a second
+                self._unnamed[inum] = now
+                self._names.update(netns_names())
+            name = self._names.get(inum, "?")
+        return name
 
     def _ns_inum(self, name: str | None) -> int:
         """A name, a namespace file's path (containers, processes), or None for ours."""
@@ -259,35 +294,9 @@ class Tracer:
         return inode(name) or 0
 
     def read(self, timeout_ms: int = 100) -> list[Hop]:
-        hops = []
-        for _, raw in self._rings.read(timeout_ms):
-            ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags, ifname, frame = \
-                EVENT.unpack_from(raw)
-            if hop == HOP_DELIVERED:
-                held = self._held.pop(head, None)
-                if held is not None:
-                    hops.append(_delivered(held, sock))
-                continue
-            frame = frame[:snap]
-            key, summary = summarise(frame, length)
-            direction = HOPS.get(hop, "?")
-            h = Hop(ts, netns, self._ns_name(netns), ifname.split(b"\0")[0].decode(errors="replace"),
-                    direction, HOP_POINTS.get(hop, "?"), length, frame,
-                    reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
-                    key=key, summary=summary)
-            if hop == HOP_FUNC:
-                # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
-                h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
-                h.since_ns = ts - self._last_ts.get(key, ts)
-            if len(self._last_ts) > 100_000:
-                self._last_ts.clear()
-            self._last_ts[key] = max(ts, self._last_ts.get(key, 0))
-            if direction == "DROP" and flags & DROP_DELIVERED:
-                h = _delivered(h, sock)
-            elif direction == "DROP" and flags & DROP_SHARED:
-                self._held[head] = h
-                continue
-            hops.append(h)
+        """The hops since the last read: waits up to timeout_ms, less once a batch waits."""
+        self._rings.wait(timeout_ms, READ_BATCH)
+        hops = self._hops(self._rings.read())
         hops.extend(self.flush(time.monotonic_ns() - SHARED_GRACE_NS))
         if self._journal is not None:
             self._watch()
@@ -298,10 +307,70 @@ class Tracer:
                 what = {"drop": "DROP", "duplicate": "DUP"}.get(e.action, "ACT")
                 hops.append(Hop(e.ts_ns, inum, ns_name, ifname, what, e.hook, 0, b"",
                                 reason="faultinj" if e.action == "drop" else "",
-                                fault=f"{e.fault} {e.fault_id}", key=e.key(),
-                                summary=_event_summary(e)))
+                                fault=f"{e.fault} {e.fault_id}", _key=e.key(),
+                                _summary=_event_summary(e)))
         hops.sort(key=lambda h: h.ts_ns)
         return hops
+
+    def _hops(self, batch: bytes) -> list[Hop]:
+        """Hops from a batch of ring records, decoded together (struct.iter_unpack); a frame's
+        fields are read only when asked for (Hop.key, Hop.summary)."""
+        hops = []
+        append, names, ns_names, held = hops.append, self._ifnames, self._names, self._held
+        for (_len, _pg, ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags,
+             ifname, frame) in RECORD.iter_unpack(batch):
+            if hop == HOP_DELIVERED:
+                h = held.pop(head, None)
+                if h is not None:
+                    append(_delivered(h, sock))
+                continue
+            name = names.get(ifname)
+            if name is None:
+                name = names[ifname] = ifname.split(b"\0")[0].decode(errors="replace")
+            h = Hop(ts, netns, ns_names.get(netns) or self._ns_name(netns), name, HOPS.get(hop, "?"),
+                    HOP_POINTS.get(hop, "?"), length, frame[:snap])
+            if hop < FI_HOP_DROP:
+                append(h)
+                continue
+            if hop == FI_HOP_DROP:
+                h.reason = self._reasons.get(reason) or str(reason)
+                if flags & DROP_DELIVERED:
+                    h = _delivered(h, sock)
+                elif flags & DROP_SHARED:
+                    held[head] = h
+                    continue
+            elif hop == HOP_FUNC:
+                # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
+                h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
+                key = h.key
+                h.since_ns = ts - self._last_ts.get(key, ts)
+                if len(self._last_ts) > 100_000:
+                    self._last_ts.clear()
+                self._last_ts[key] = max(ts, self._last_ts.get(key, 0))
+            append(h)
+        return hops
+
+    def counts(self) -> list[dict]:
+        """trace --stats: what passed each hook so far, counted in the kernel (summed over CPUs)."""
+        fd, cpus = self._obj.map_fds["fi_trace_counts"], libbpf.possible_cpus()
+        out = []
+        for k in libbpf.map_keys(fd, COUNT_KEY.size):
+            raw = libbpf.map_lookup(fd, k, 16 * cpus)
+            packets = sum(struct.unpack_from("<Q", raw, 16 * i)[0] for i in range(cpus))
+            nbytes = sum(struct.unpack_from("<Q", raw, 16 * i + 8)[0] for i in range(cpus))
+            netns, reason, hop, flags, ifname = COUNT_KEY.unpack(k)
+            direction = HOPS.get(hop, "?")
+            if hop == FI_HOP_DROP and flags & DROP_DELIVERED:
+                direction = "done"
+            elif hop == FI_HOP_DROP and flags & DROP_SHARED:
+                direction = "free"   # a copy lived on: a delivery or a drop (plain trace follows the copy)
+            out.append({"netns": netns, "netns_name": self._ns_name(netns),
+                        "ifname": ifname.split(b"\0")[0].decode(errors="replace"), "direction": direction,
+                        "point": HOP_POINTS.get(hop, "?"),
+                        "reason": (self._reasons.get(reason) or str(reason)) if hop == FI_HOP_DROP else "",
+                        "packets": packets, "bytes": nbytes})
+        out.sort(key=lambda c: (-c["packets"], c["netns_name"], c["ifname"], c["point"]))
+        return out
 
     def flush(self, before_ns: int | None = None) -> list[Hop]:
         """Frees held for their copy's fate since before before_ns (all: None): nobody read the copy,
@@ -400,3 +469,15 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
                 break
         lost = tracer.lost()
     return hops, lost
+
+
+def stats(match: Match = NO_MATCH, duration: float | None = None, functions: dict | None = None) -> list[dict]:
+    """trace --stats: how many packets passed each hook of each interface, and how many the
+    kernel dropped for which reason, counted in the kernel (no event per packet), until `duration`
+    passed or KeyboardInterrupt. Tracer.counts() rows."""
+    with Tracer(match, False, functions or {}, count_only=True) as tracer:
+        try:
+            time.sleep(duration) if duration is not None else threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        return tracer.counts()
