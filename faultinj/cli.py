@@ -11,7 +11,7 @@ import json
 import os
 import sys
 import time
-from typing import Optional
+from typing import List, Optional
 
 import typer
 import typer.core
@@ -351,6 +351,9 @@ def journal(
 @app.command()
 @_boundary
 def trace(
+    expression: Optional[List[str]] = typer.Argument(None, help="A tcpdump-style filter expression instead of the "
+                                                     "filter flags, e.g. 'tcp and dst port 80 and host 10.0.0.2' "
+                                                     "(see README: the pcap-filter subset)."),
     icmp: bool = typer.Option(False, "--icmp", help="Only ICMP and ICMPv6."),
     tcp: bool = typer.Option(False, "--tcp", help="Only TCP."),
     udp: bool = typer.Option(False, "--udp", help="Only UDP."),
@@ -361,6 +364,7 @@ def trace(
     dport: Optional[str] = typer.Option(None, help="Destination port or range."),
     flags: Optional[str] = typer.Option(None, help="TCP flags present/absent, e.g. +syn-ack."),
     vlan: Optional[int] = typer.Option(None, help="VLAN id."),
+    mark: Optional[str] = typer.Option(None, help="The skb mark, VALUE or VALUE/MASK (e.g. 0x10/0xff)."),
     count: Optional[int] = typer.Option(None, help="Stop after this many packets, each shown with all its hops (a "
                                         "ping is two packets: request and reply; a packet counts when first seen)."),
     duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10s (default: until Ctrl-C)."),
@@ -390,8 +394,16 @@ def trace(
         raise SpecError(f"--count {count}: give 1 or more packets")
     words = [f"proto={(chosen or [proto])[0]}"] if chosen or proto else []
     words += [f"{k}={v}" for k, v in (("src", src), ("dst", dst), ("sport", sport), ("dport", dport),
-                                      ("flags", flags), ("vlan", vlan)) if v is not None]
-    match = parse_match(words)
+                                      ("flags", flags), ("vlan", vlan), ("mark", mark)) if v is not None]
+    if expression:
+        from .faults.pcap_filter import compile_filter
+
+        if words:
+            raise SpecError("give a filter expression or the filter flags (--tcp, --dst, ...), not both")
+        words = [" ".join(expression)]
+        match = compile_filter(words[0])
+    else:
+        match = parse_match(words)
     seconds = parse_duration(duration)
     caps.require_privileges()
     check_btf()

@@ -58,10 +58,14 @@ enum fi_trace_mode {
 	FI_TRACE_COUNT,     /* hops counted here (fi_trace_counts), no event: trace --stats */
 };
 
+/* A packet is traced when it passes one of the filters: a pcap-filter
+ * expression compiles to an 'or' of up to FI_TRACE_SLOTS of them */
+#define FI_TRACE_SLOTS 4
+
 struct fi_trace_config {
 	__u32 active;       /* enum fi_trace_mode */
-	__u32 pad;
-	struct fi_match match;
+	__u32 slots;        /* filters in use, 1..FI_TRACE_SLOTS */
+	struct fi_match match[FI_TRACE_SLOTS];
 };
 
 /* trace --stats: what passed where, counted in the kernel */
@@ -248,6 +252,15 @@ static __always_inline __u8 fi_drop_flags(__u64 head, __u32 *sock, int shared)
 	return FI_DROP_DELIVERED;
 }
 
+static __always_inline int fi_trace_match(const struct fi_trace_config *cfg, const struct fi_pkt *pkt)
+{
+#pragma unroll
+	for (int i = 0; i < FI_TRACE_SLOTS; i++)
+		if (i < cfg->slots && fi_match_pkt(&cfg->match[i], pkt))
+			return 1;
+	return 0;
+}
+
 /* trace --stats: one more of this hop, where it happened */
 static __always_inline void fi_trace_count(const struct sk_buff *skb, __u8 hop, __u32 reason)
 {
@@ -310,7 +323,8 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 			return;
 		fi_trace_parse(hdr, l2, skb->vlan_tci, &pkt);
 	}
-	if (!fi_match_pkt(&cfg->match, &pkt))
+	pkt.mark = skb->mark;
+	if (!fi_trace_match(cfg, &pkt))
 		return;
 	if (cfg->active == FI_TRACE_COUNT) {
 		fi_trace_count(skb, hop, reason);

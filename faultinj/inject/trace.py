@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 from ..errors import KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match
+from ..faults.pcap_filter import MAX_SLOTS
 from ..journal import clock, wall_time
 from ..packets import parse
 from . import build, libbpf, state
@@ -54,8 +55,9 @@ DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 SHARED_GRACE_NS = 200_000_000
 WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
 AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
-# struct fi_trace_config { u32 active, pad; struct fi_match match; }
+# struct fi_trace_config { u32 active, slots; struct fi_match match[FI_TRACE_SLOTS]; }
 _CONFIG_HEAD = struct.Struct("<II")
+FILTER_SLOTS = MAX_SLOTS
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
@@ -189,7 +191,7 @@ def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
 class Tracer:
     """Trace packets that pass `match`, until closed. read() returns hops in time order."""
 
-    match: Match = NO_MATCH
+    match: Match | tuple = NO_MATCH                 # a filter, or several (a packet passing any is traced)
     with_faults: bool = True
     functions: dict = field(default_factory=dict)   # kernel function -> the skb's argument index (fentry)
     _obj: object = None
@@ -216,7 +218,9 @@ class Tracer:
         try:
             self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
             # struct fi_trace_config: the mode, the filter
-            cfg = _CONFIG_HEAD.pack(MODE_COUNT if self.count_only else MODE_EVENTS, 0) + self.match.pack()
+            slots = self.filters()
+            cfg = _CONFIG_HEAD.pack(MODE_COUNT if self.count_only else MODE_EVENTS, len(slots)) + b"".join(
+                m.pack() for m in slots + (NO_MATCH,) * (FILTER_SLOTS - len(slots)))
             libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
             self._rings = libbpf.RingReader(self._obj.map_fds["fi_trace_events"])
             self._obj.attach()
@@ -234,6 +238,9 @@ class Tracer:
             self.close()
             raise
         return self
+
+    def filters(self) -> tuple[Match, ...]:
+        return self.match if isinstance(self.match, tuple) else (self.match,)
 
     def _attach_functions(self) -> None:
         path = str(build.compile_program("trace_func", "trace"))
@@ -301,7 +308,7 @@ class Tracer:
         if self._journal is not None:
             self._watch()
             for e in self._journal.read():
-                if not self.match.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport):
+                if not any(m.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport) for m in self.filters()):
                     continue
                 ns_name, inum, ifname = self._fault_at[e.fault_id]
                 what = {"drop": "DROP", "duplicate": "DUP"}.get(e.action, "ACT")
@@ -431,7 +438,7 @@ class _Stop(Exception):
     """on_hop asked to stop."""
 
 
-def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | None = None,
+def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: float | None = None,
           on_hop=None, with_faults: bool = True, settle: float = 0.3,
           functions: dict | None = None) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
@@ -471,7 +478,7 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
     return hops, lost
 
 
-def stats(match: Match = NO_MATCH, duration: float | None = None, functions: dict | None = None) -> list[dict]:
+def stats(match: Match | tuple = NO_MATCH, duration: float | None = None, functions: dict | None = None) -> list[dict]:
     """trace --stats: how many packets passed each hook of each interface, and how many the
     kernel dropped for which reason, counted in the kernel (no event per packet), until `duration`
     passed or KeyboardInterrupt. Tracer.counts() rows."""
