@@ -176,6 +176,109 @@ def test_a_filter_that_matches_nothing_traces_nothing(bridge_lab):
     assert hops == []
 
 
+def _lab_hops(tracer, lab) -> set:
+    ours = {lab.netns("vm1"), lab.netns("vm2"), lab.switch_ns}   # other labs may use the same addresses
+    return {(h.key, h.netns_name, h.ifname, h.direction) for h in tracer.read(50) if h.netns_name in ours}
+
+
+def _send_udp_from(netns, dst, ports, mark=0):
+    from faultinj.inject.netns import entered
+    import socket
+
+    with entered(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if mark:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        for port in ports:
+            s.sendto(b"hello", (dst, port))
+    finally:
+        s.close()
+
+
+def test_a_filter_expression_traces_exactly_what_the_equivalent_flags_trace(bridge_lab):
+    """Four tracers watch the same traffic: an 'or' expression against the two flag filters it
+    stands for, and a negation against the flags' set minus what it excludes."""
+    from faultinj.faults.pcap_filter import compile_filter
+
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    traffic.ping(vm1, "10.77.0.2", 1)                        # neighbours in place: no ARP in the window
+    expr = "dst host 10.77.0.2 and (udp and dst portrange 7000-7001 or icmp)"
+    tracers = [Tracer(parse_match(["dst=10.77.0.2", "proto=udp", "dport=7000-7001"]), with_faults=False),
+               Tracer(parse_match(["dst=10.77.0.2", "proto=icmp"]), with_faults=False),
+               Tracer(compile_filter(expr), with_faults=False),
+               Tracer(parse_match(["dst=10.77.0.2"]), with_faults=False),
+               Tracer(compile_filter("dst host 10.77.0.2 and not udp"), with_faults=False)]
+    try:
+        for tr in tracers:
+            tr.start()
+        _send_udp_from(vm1, "10.77.0.2", [7000, 7001, 7002, 9])
+        _send_udp_from(vm2, "10.77.0.1", [7000])              # to the other host: no filter's
+        traffic.ping(vm1, "10.77.0.2", 2, interval=0.05)      # requests to 10.77.0.2, replies back
+        seen = [set() for _ in tracers]
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            for tr, got in zip(tracers, seen):
+                got |= _lab_hops(tr, t)
+    finally:
+        for tr in tracers:
+            tr.close()
+    by_udp, by_icmp, by_expr, to_vm2, not_udp = seen
+    packets = {k for k, *_ in by_expr}
+    echo_requests = {k for k in packets if k[2] == 1 and k[3]}     # (vm1's port unreachable for 7000 too)
+    assert len({k for k in packets if k[2] == 17}) == 2 and len(echo_requests) == 2, packets
+    assert by_expr == by_udp | by_icmp
+    assert {k[4] for k, *_ in to_vm2 if k[2] == 17} == {7000, 7001, 7002, 9}   # what the expressions left out
+    assert not_udp == {h for h in to_vm2 if h[0][2] != 17} and not_udp, not_udp
+
+
+def test_the_mark_filter_traces_and_faults_only_marked_packets(bridge_lab):
+    """SO_MARK on the sender's socket marks its packets' skbs (until they cross into another
+    namespace, which scrubs the mark): the tracer's --mark and a fault's mark= see those only."""
+    import socket
+
+    from faultinj.faults.pcap_filter import compile_filter
+    from faultinj.inject.netns import entered
+
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    traffic.ping(vm1, "10.77.0.2", 1)
+    with entered(vm2):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("10.77.0.2", 7100))
+    rx.settimeout(0.5)
+    rec = faultinj.apply("drop=100%,mark=0x1235/0xffff@egress", "eth0", netns_name=vm1)   # the 0x1235s
+    tracers = [Tracer(parse_match(["mark=0x1234"]), with_faults=False),
+               Tracer(compile_filter("mark 0x34/0xff and udp"), with_faults=False)]
+    try:
+        for tr in tracers:
+            tr.start()
+        _send_udp_from(vm1, "10.77.0.2", [7100] * 3, mark=0x1234)
+        _send_udp_from(vm1, "10.77.0.2", [7100] * 4, mark=0x1235)
+        _send_udp_from(vm1, "10.77.0.2", [7100] * 5)
+        seen = [[], []]
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            for tr, got in zip(tracers, seen):
+                got += [h for h in tr.read(50) if h.netns_name == vm1]
+        got = 0
+        try:
+            while rx.recv(64):
+                got += 1
+        except socket.timeout:
+            pass
+    finally:
+        rx.close()
+        for tr in tracers:
+            tr.close()
+    by_flag, by_expr = seen
+    assert len({h.key for h in by_flag}) == 3 and {h.direction for h in by_flag} == {"out"}, by_flag
+    assert len({h.key for h in by_expr}) == 3 and {h.key for h in by_expr} == {h.key for h in by_flag}
+    st = next(s for s in faultinj.status() if s.record.id == rec.id)
+    assert got == 8 and st.counters["acted"] == st.counters["matched"] == 4       # the wire agrees
+
+
 def test_cli_json_count_and_pcap(bridge_lab, tmp_path):
     vm1 = bridge_lab.netns("vm1")
     out = tmp_path / "trace.pcap"
