@@ -360,18 +360,23 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
     with Lab().up() as lab:
         cases = ["no tracer", "tracer, filter matching nothing", "tracer, every packet: hops read",
                  "tracer, every packet: hops read and formatted", "tracer, every packet: --stats (kernel counts)"]
+        if "count_only" not in Tracer.__dataclass_fields__:   # a faultinj before trace --stats (a before/after run)
+            cases = cases[:-1]
         for udp in (False, True):
             vals = {c: [] for c in cases}
             events = {c: [] for c in cases}
+            busy = {c: [] for c in cases}
             for _ in range(rounds):
                 for c in cases:
-                    tracer, stop, reader, seen = None, threading.Event(), None, [0]
+                    tracer, stop, reader, seen, cpu = None, threading.Event(), None, [0], [0.0]
                     if c != "no tracer":
                         words = ["dst=192.0.2.99"] if "nothing" in c else []
                         tracer = Tracer(parse_match(words), with_faults=False, count_only="stats" in c).start()
 
                         def drain(t=tracer, formatted="formatted" in c, stats="stats" in c):
+                            start = time.thread_time()
                             while not stop.is_set():
+                                cpu[0] = time.thread_time() - start   # this reader's CPU, not the process's
                                 if stats:     # as trace --stats: the kernel's counts, once a second
                                     stop.wait(1)
                                     seen[0] = sum(x["packets"] for x in t.counts())
@@ -393,15 +398,19 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
                         if tracer:
                             events[c].append(seen[0] / seconds)
                             events[c][-1] += tracer.lost() / seconds
+                            busy[c].append(cpu[0] / seconds)
                             tracer.close()
             base = vals["no tracer"]
             unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
             table("8b. The tracer's cost to live traffic" + (" (UDP 64-byte)" if udp else " (TCP, one stream)"),
-                  ["case", "median", "ratio to no tracer, median (min–max)", "hops/s seen (or lost)"],
+                  ["case", "median", "ratio to no tracer, median (min–max)", "hops/s (read or lost)",
+                   "reader's CPU"],
                   [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)]),
-                    f"{med(events[c])[0] / 1e3:.0f}k" if events[c] else "") for c in cases])
+                    f"{med(events[c])[0] / 1e3:.0f}k" if events[c] else "",
+                    f"{med(busy[c])[0]:.0%}" if busy[c] else "") for c in cases])
             res["tracer_udp" if udp else "tracer_tcp"] = vals
             res["tracer_hops_per_s_udp" if udp else "tracer_hops_per_s_tcp"] = events
+            res["tracer_reader_cpu_udp" if udp else "tracer_reader_cpu_tcp"] = busy
     return res
 
 
