@@ -414,3 +414,96 @@ def test_functions_path_of_a_ping_across_two_namespaces(lab):
     assert ns_of["__dev_queue_xmit"] == a.netns and ns_of["icmp_rcv"] == b.netns, ns_of
     assert all(h.since_ns >= 0 for h in request) and sum(h.since_ns for h in request) > 0
     assert "+" in str(request[-1]) and "icmp_rcv" in str(request[-1])
+
+
+# ---- Open vSwitch's kernel datapath on the journey -------------------------------------------
+
+def _sh(*cmd, ns=None, env=None, check=True):
+    argv = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(argv, capture_output=True, text=True, check=check, env=env)
+
+
+@pytest.fixture
+def kernel_ovs_lab(tmp_path):
+    """vm1 -- br0 -- vm2, br0 an Open vSwitch bridge on the kernel datapath, run by a private
+    ovsdb-server and ovs-vswitchd inside the lab's switch namespace (the datapath and its
+    ovs-system device live there; the machine's own OVS is not touched). Yields None where the
+    kernel has no openvswitch module (modprobe fails: this machine's 6.18; the 6.1 guest has it)."""
+    if not os.path.isdir("/sys/module/openvswitch") and _sh("modprobe", "openvswitch", check=False).returncode:
+        yield None
+        return
+    p = f"fo{os.getpid() % 100000}"
+    sw, vm1, vm2 = f"{p}-sw", f"{p}-vm1", f"{p}-vm2"
+    d = str(tmp_path)
+    env = dict(os.environ, OVS_RUNDIR=d, OVS_LOGDIR=d, OVS_DBDIR=d)
+    db = f"--db=unix:{d}/db.sock"
+    try:
+        for ns in (sw, vm1, vm2):
+            _sh("ip", "netns", "add", ns)
+        for i, (host, addr) in enumerate(((vm1, "10.78.0.1/24"), (vm2, "10.78.0.2/24")), 1):
+            _sh("ip", "link", "add", "eth0", "netns", host, "type", "veth", "peer", "name", f"p{i}", "netns", sw)
+            _sh("ip", "addr", "add", addr, "dev", "eth0", ns=host)
+            _sh("ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", ns=host)   # one segment a skb
+            for ns, dev in ((host, "eth0"), (host, "lo"), (sw, f"p{i}")):
+                _sh("ip", "link", "set", dev, "up", ns=ns)
+        _sh("ovsdb-tool", "create", f"{d}/conf.db", "/usr/share/openvswitch/vswitch.ovsschema")
+        _sh("ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", f"--pidfile={d}/db.pid",
+            f"--unixctl={d}/db.ctl", f"--log-file={d}/db.log", "--detach", ns=sw, env=env)
+        _sh("ovs-vswitchd", f"unix:{d}/db.sock", f"--pidfile={d}/vs.pid", f"--unixctl={d}/vs.ctl",
+            f"--log-file={d}/vs.log", "--detach", ns=sw, env=env)
+        _sh("ovs-vsctl", db, "--timeout=60", "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=system",
+            "--", "add-port", "br0", "p1", "--", "set", "interface", "p1", "ofport_request=1",
+            "--", "add-port", "br0", "p2", "--", "set", "interface", "p2", "ofport_request=2", ns=sw, env=env)
+        # a rule on TCP flags: the datapath's flows then match the flags, so the first segment
+        # carrying PSH misses and goes up to ovs-vswitchd (an upcall) before it is forwarded
+        _sh("ovs-ofctl", "add-flow", f"unix:{d}/br0.mgmt", "priority=10,tcp,tcp_flags=+psh,actions=NORMAL",
+            ns=sw, env=env)
+        yield {"sw": sw, "vm1": vm1, "vm2": vm2, "dir": d}
+    finally:
+        try:
+            faultinj.clear(all_faults=True)
+        finally:
+            for ctl in ("vs.ctl", "db.ctl"):
+                if os.path.exists(f"{d}/{ctl}"):
+                    _sh("ovs-appctl", "-t", f"{d}/{ctl}", "exit", "--cleanup", check=False, env=env)
+            for ns in (vm1, vm2, sw):
+                _sh("ip", "netns", "del", ns, check=False)
+
+
+def test_a_psh_segment_injected_by_a_fault_then_its_upcall_and_the_datapaths_action(kernel_ovs_lab):
+    """Where the kernel datapath runs: the fault's PSH (its journal), the datapath sending the
+    segment up to ovs-vswitchd, and the action it then executed, in that order, on one packet's
+    journey. Where it does not: the tracer loads no OVS programs and traces as ever."""
+    from faultinj.faults.pcap_filter import compile_filter
+
+    if kernel_ovs_lab is None:
+        with Tracer(compile_filter("tcp"), with_faults=False) as tracer:
+            assert tracer._ovs is None and not os.path.exists("/sys/kernel/btf/openvswitch")
+        return
+    lab = kernel_ovs_lab
+    traffic.ping(lab["vm1"], "10.78.0.2", 2, interval=0.2)            # flows for ARP in place
+    rec = faultinj.apply("psh-ratio=1,dport=5201", "eth0", netns_name=lab["vm1"])
+    with Tracer(compile_filter("tcp and dst host 10.78.0.2 and dst port 5201")) as tracer:
+        assert tracer._ovs is not None
+        result = traffic.tcp_transfer(lab["vm1"], lab["vm2"], "10.78.0.2", 20_000)
+        end, hops = time.monotonic() + 2, []
+        while time.monotonic() < end:
+            hops += tracer.read(100)
+    assert result.intact
+    by_packet: dict = {}
+    for h in hops:
+        by_packet.setdefault(h.key, []).append(h)
+    journeys = [js for js in by_packet.values()
+                if any(h.direction == "ACT" and rec.id in h.fault for h in js)
+                and any(h.point == "upcall" for h in js)]
+    assert journeys, "\n".join(map(str, hops))
+    js = journeys[0]
+    print("\n".join(map(str, js)))   # the README's journey (pytest -s)
+    act = next(h for h in js if h.direction == "ACT")
+    upcall = next(h for h in js if h.point == "upcall")
+    execs = [h for h in js if h.point.startswith("exec output:")]   # the datapath's port number
+    assert execs and act.ts_ns < upcall.ts_ns < execs[0].ts_ns, "\n".join(map(str, js))
+    assert upcall.netns_name == execs[0].netns_name == lab["sw"] and upcall.ifname == "p1"
+    # the action's effect: out of the other port, into vm2
+    assert any(h.direction == "out" and h.ifname == "p2" and h.ts_ns >= execs[0].ts_ns for h in js)
+    assert any(h.direction == "in" and h.netns_name == lab["vm2"] for h in js)

@@ -28,6 +28,8 @@ enum fi_hop {
 	FI_HOP_DROP,        /* kfree_skb: freed as a drop, with the reason */
 	FI_HOP_DELIVERED,   /* a socket read a copy of a frame freed as FI_DROP_SHARED */
 	FI_HOP_FUNC,        /* a kernel function took the skb (trace --functions, fentry) */
+	FI_HOP_OVS_UPCALL,  /* OVS's kernel datapath sent the packet to ovs-vswitchd */
+	FI_HOP_OVS_EXEC,    /* ... executed an action on it (reason: which, func: its argument) */
 };
 
 /* fi_trace_event.flags of FI_HOP_DROP */
@@ -38,11 +40,12 @@ struct fi_trace_event {
 	__u64 ts_ns;
 	__u64 skb;          /* the skb's address: one packet's hops share it, mostly */
 	__u64 head;         /* its data's address: shared by its clones */
-	__u64 func;         /* FI_HOP_FUNC: the function's address (bpf_get_func_ip) */
+	__u64 func;         /* FI_HOP_FUNC: the function's address (bpf_get_func_ip);
+			     * FI_HOP_OVS_EXEC: the action's first 32 bits (output: the port) */
 	__u32 netns;        /* the device's network namespace inode */
 	__u32 ifindex;
 	__u32 len;
-	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason */
+	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason; FI_HOP_OVS_EXEC: enum ovs_action_attr */
 	__u32 sock;         /* the reader's socket: family << 16 | type */
 	__u16 snap;         /* bytes in frame[] */
 	__u8 hop;
@@ -71,7 +74,7 @@ struct fi_trace_config {
 /* trace --stats: what passed where, counted in the kernel */
 struct fi_trace_count_key {
 	__u32 netns;
-	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason */
+	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason; FI_HOP_OVS_EXEC: enum ovs_action_attr */
 	__u8 hop;
 	__u8 flags;         /* FI_DROP_* */
 	__u8 pad[2];
@@ -306,7 +309,7 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 	if (mac == (__u16)~0U) {
 		/* no link-layer header (yet): a function on the send path. The filter
 		 * reads the network header; the frame is not shown */
-		if (!func || skb->network_header == (__u16)~0U)
+		if (hop != FI_HOP_FUNC || skb->network_header == (__u16)~0U)
 			return;
 		l2 = skb->head + skb->network_header;
 		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l2))

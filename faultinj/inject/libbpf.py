@@ -304,16 +304,34 @@ def load_object(path: str, map_names: tuple[str, ...] | None, prog_type: int | N
     )
 
 
+def _reuse_maps(obj: int, reuse: dict[str, int]) -> None:
+    """Before load: the object's maps of these names are the given fds (another object's)."""
+    lb = lib()
+    for mname, fd in reuse.items():
+        m = lb.bpf_object__find_map_by_name(obj, mname.encode())
+        if m:
+            rc = lb.bpf_map__reuse_fd(m, fd)
+            if rc < 0:
+                _raise_errno(f"sharing the map {mname}", rc)
+
+
 class TracingObject:
     """A loaded object whose every program is attached where its section says (tp_btf/...),
-    held by this process only: closing it (or exiting) detaches everything."""
+    held by this process only: closing it (or exiting) detaches everything. reuse: maps taken
+    from another loaded object (name -> fd)."""
 
-    def __init__(self, path: str, map_names: tuple[str, ...]):
+    def __init__(self, path: str, map_names: tuple[str, ...], reuse: dict[str, int] | None = None):
         lb = lib()
         self._links: list[int] = []
         with _print_lock:
             _messages.clear()
             self._obj = _open(path)
+            try:
+                _reuse_maps(self._obj, reuse or {})
+            except BaseException:
+                lb.bpf_object__close(self._obj)
+                self._obj = 0
+                raise
             rc = lb.bpf_object__load(self._obj)
             log = "".join(_messages)
             _messages.clear()
@@ -452,12 +470,7 @@ class FunctionProgram:
                 rc = lb.bpf_program__set_attach_target(chosen, 0, function.encode())
                 if rc < 0:
                     _raise_errno(f"targeting {function}", rc)
-                for mname, fd in reuse.items():
-                    m = lb.bpf_object__find_map_by_name(self._obj, mname.encode())
-                    if m:
-                        rc = lb.bpf_map__reuse_fd(m, fd)
-                        if rc < 0:
-                            _raise_errno(f"sharing the map {mname}", rc)
+                _reuse_maps(self._obj, reuse)
                 rc = lb.bpf_object__load(self._obj)
                 log = "".join(_messages)
                 _messages.clear()
@@ -491,11 +504,17 @@ class FunctionRefused(FaultinjError):
         self.function, self.errno = function, err
 
 
-def btf_enum(path: str, name: str) -> dict[int, str]:
-    """The values of `enum name` in the BTF file at path (the running kernel's: /sys/kernel/btf/vmlinux)."""
+def btf_enum(path: str, name: str, base: str | None = None) -> dict[int, str]:
+    """The values of `enum name` in the BTF file at path (the running kernel's: /sys/kernel/btf/vmlinux;
+    a module's, /sys/kernel/btf/MODULE, is split BTF: give the kernel's as base)."""
     lb = lib()
-    btf = lb.btf__parse(path.encode(), None)
+    base_btf = lb.btf__parse(base.encode(), None) if base else None
+    if base and not base_btf:
+        raise FaultinjError(f"cannot read BTF from {base}: {os.strerror(ctypes.get_errno())}")
+    btf = lb.btf__parse_split(path.encode(), base_btf) if base else lb.btf__parse(path.encode(), None)
     if not btf:
+        if base_btf:
+            lb.btf__free(base_btf)
         raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
     try:
         tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_ENUM)
@@ -512,6 +531,8 @@ def btf_enum(path: str, name: str) -> dict[int, str]:
         return out
     finally:
         lb.btf__free(btf)
+        if base_btf:
+            lb.btf__free(base_btf)
 
 
 def _verifier_tail(log: str) -> str:

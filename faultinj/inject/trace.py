@@ -40,8 +40,11 @@ RECORD = struct.Struct("<II" + EVENT.format.lstrip("<") + f"{-EVENT.size % 8}x")
 COUNT_KEY = struct.Struct("<IIBB2x16s")
 MODE_EVENTS, MODE_COUNT = 1, 2       # enum fi_trace_mode
 READ_BATCH = 256 << 10               # read() returns early once this much waits on the ring
-HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
-HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
+HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP", 8: "ovs", 9: "ovs"}
+HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb",
+              8: "upcall", 9: "exec"}
+HOP_OVS_UPCALL, HOP_OVS_EXEC = 8, 9      # FI_HOP_OVS_*: Open vSwitch's kernel datapath
+OVS_BTF = "/sys/kernel/btf/openvswitch"  # the module's BTF: there when the kernel datapath is loaded
 HOP_FUNC = 7                         # FI_HOP_FUNC: trace --functions, a kernel function took the skb
 MAX_FUNCTIONS = 64                   # --functions attaches one fentry program per function: bounded
 # the maps the function programs (bpf/trace_func.bpf.c) share with the tracepoints' object
@@ -74,9 +77,20 @@ def check_btf() -> str:
 
 
 def drop_reasons(path: str | None = None) -> dict[int, str]:
-    """enum skb_drop_reason of the running kernel, prefixes off: {2: 'NOT_SPECIFIED', ...}."""
-    names = libbpf.btf_enum(path or check_btf(), "skb_drop_reason")
-    return {v: n.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_") for v, n in names.items()}
+    """enum skb_drop_reason of the running kernel, prefixes off: {2: 'NOT_SPECIFIED', ...}; with
+    the openvswitch module loaded, its own (enum ovs_drop_reason, 6.4 and later: 'OVS_DROP_...')."""
+    path = path or check_btf()
+    names = libbpf.btf_enum(path, "skb_drop_reason")
+    out = {v: n.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_") for v, n in names.items()}
+    if os.path.isfile(OVS_BTF):
+        out.update(libbpf.btf_enum(OVS_BTF, "ovs_drop_reason", base=path))
+    return out
+
+
+def ovs_actions(path: str | None = None) -> dict[int, str]:
+    """enum ovs_action_attr of the loaded openvswitch module: {1: 'output', 2: 'userspace', ...}."""
+    names = libbpf.btf_enum(OVS_BTF, "ovs_action_attr", base=path or check_btf())
+    return {v: n.removeprefix("OVS_ACTION_ATTR_").lower() for v, n in names.items()}
 
 
 def netns_names() -> dict[int, str]:
@@ -144,6 +158,9 @@ class Hop:
         tail = f" reason={self.reason}" if self.reason else ""
         tail += f", after delivery to a {self.delivered}" if self.delivered else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
+        if self.direction == "ovs":   # Open vSwitch's kernel datapath: an upcall, or an action it executed
+            return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} ovs  "
+                    f"{self.point:<16} {self.summary}{tail}")
         if self.direction == "fn":
             return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} fn   "
                     f"{self.point:<28} +{self.since_ns / 1000:7.1f}us {self.summary}")
@@ -208,6 +225,8 @@ class Tracer:
     count_only: bool = False                        # trace --stats: hops counted in the kernel, no events
     refused_functions: list = field(default_factory=list)   # --functions the kernel would not trace
     _ifnames: dict = field(default_factory=dict)    # the kernel's ifname bytes -> str
+    _ovs: object = None                             # bpf/trace_ovs.bpf.c, where openvswitch.ko is loaded
+    _ovs_actions: dict = field(default_factory=dict)
     _unnamed: dict = field(default_factory=dict)    # namespace inode without a name -> last looked for
 
     def start(self) -> "Tracer":
@@ -224,6 +243,11 @@ class Tracer:
             libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
             self._rings = libbpf.RingReader(self._obj.map_fds["fi_trace_events"])
             self._obj.attach()
+            if os.path.isfile(OVS_BTF):   # the kernel datapath is here: its upcalls and actions too
+                self._ovs_actions = ovs_actions(path)
+                self._ovs = libbpf.TracingObject(str(build.compile_program("trace_ovs", "trace")), (),
+                                                 {m: self._obj.map_fds[m] for m in SHARED_MAPS})
+                self._ovs.attach()
             if self.functions:
                 self._attach_functions()
             if self.with_faults:
@@ -346,6 +370,9 @@ class Tracer:
                 elif flags & DROP_SHARED:
                     held[head] = h
                     continue
+            elif hop == HOP_OVS_EXEC:
+                action = self._ovs_actions.get(reason, str(reason))
+                h.point = f"exec {action}" + (f":{func}" if action == "output" else "")
             elif hop == HOP_FUNC:
                 # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
                 h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
@@ -373,7 +400,8 @@ class Tracer:
                 direction = "free"   # a copy lived on: a delivery or a drop (plain trace follows the copy)
             out.append({"netns": netns, "netns_name": self._ns_name(netns),
                         "ifname": ifname.split(b"\0")[0].decode(errors="replace"), "direction": direction,
-                        "point": HOP_POINTS.get(hop, "?"),
+                        "point": HOP_POINTS.get(hop, "?") + (f" {self._ovs_actions.get(reason, reason)}"
+                                                             if hop == HOP_OVS_EXEC else ""),
                         "reason": (self._reasons.get(reason) or str(reason)) if hop == FI_HOP_DROP else "",
                         "packets": packets, "bytes": nbytes})
         out.sort(key=lambda c: (-c["packets"], c["netns_name"], c["ifname"], c["point"]))
@@ -395,10 +423,10 @@ class Tracer:
         for p in self._fn_progs:
             p.close()
         self._fn_progs = []
-        for thing in (self._rings, self._journal, self._obj):
+        for thing in (self._rings, self._journal, self._ovs, self._obj):
             if thing is not None:
                 thing.close()
-        self._rings = self._journal = self._obj = None
+        self._rings = self._journal = self._ovs = self._obj = None
 
     def __enter__(self) -> "Tracer":
         return self.start()
