@@ -332,6 +332,7 @@ def run_rss() -> dict:
 def journal_and_tracer(rounds: int, seconds: int) -> dict:
     """The journal's cost per action (BPF_PROG_TEST_RUN; the log records every action), and the tracer's cost to live traffic: idle (a filter nothing passes)
     and tracing every packet (events read in this process as they come)."""
+    import resource
     import threading
 
     from faultinj.faults.match import parse_match
@@ -368,15 +369,14 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
             busy = {c: [] for c in cases}
             for _ in range(rounds):
                 for c in cases:
-                    tracer, stop, reader, seen, cpu = None, threading.Event(), None, [0], [0.0]
+                    tracer, stop, reader, seen = None, threading.Event(), None, [0]
                     if c != "no tracer":
                         words = ["dst=192.0.2.99"] if "nothing" in c else []
-                        tracer = Tracer(parse_match(words), with_faults=False, count_only="stats" in c).start()
+                        kw = {"count_only": True} if "stats" in c else {}
+                        tracer = Tracer(parse_match(words), with_faults=False, **kw).start()
 
                         def drain(t=tracer, formatted="formatted" in c, stats="stats" in c):
-                            start = time.thread_time()
                             while not stop.is_set():
-                                cpu[0] = time.thread_time() - start   # this reader's CPU, not the process's
                                 if stats:     # as trace --stats: the kernel's counts, once a second
                                     stop.wait(1)
                                     seen[0] = sum(x["packets"] for x in t.counts())
@@ -389,25 +389,27 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
 
                         reader = threading.Thread(target=drain, daemon=True)
                         reader.start()
+                    used = resource.getrusage(resource.RUSAGE_SELF)   # this process: the reader's work
                     try:
                         vals[c].append(_iperf(lab, udp, seconds))
                     finally:
+                        now = resource.getrusage(resource.RUSAGE_SELF)
+                        busy[c].append((now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime) / seconds)
                         stop.set()
                         if reader:
                             reader.join()
                         if tracer:
                             events[c].append(seen[0] / seconds)
                             events[c][-1] += tracer.lost() / seconds
-                            busy[c].append(cpu[0] / seconds)
                             tracer.close()
             base = vals["no tracer"]
             unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
             table("8b. The tracer's cost to live traffic" + (" (UDP 64-byte)" if udp else " (TCP, one stream)"),
                   ["case", "median", "ratio to no tracer, median (min–max)", "hops/s (read or lost)",
-                   "reader's CPU"],
+                   "this process's CPU (the reader)"],
                   [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)]),
                     f"{med(events[c])[0] / 1e3:.0f}k" if events[c] else "",
-                    f"{med(busy[c])[0]:.0%}" if busy[c] else "") for c in cases])
+                    f"{med(busy[c])[0]:.0%}") for c in cases])
             res["tracer_udp" if udp else "tracer_tcp"] = vals
             res["tracer_hops_per_s_udp" if udp else "tracer_hops_per_s_tcp"] = events
             res["tracer_reader_cpu_udp" if udp else "tracer_reader_cpu_tcp"] = busy
