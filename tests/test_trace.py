@@ -305,6 +305,31 @@ def test_cli_json_count_and_pcap(bridge_lab, tmp_path):
     assert abs(frames[0].ts_ns / 1e9 - time.time()) < 60      # wall-clock stamps
 
 
+def test_stats_counts_each_hop_in_the_kernel(bridge_lab):
+    """trace --stats: no event per hop, the kernel's counts: three pings' requests, hook by hook."""
+    from faultinj.faults.pcap_filter import compile_filter
+
+    t = bridge_lab
+    vm1, vm2, sw = t.netns("vm1"), t.netns("vm2"), t.switch_ns
+    traffic.ping(vm1, "10.77.0.2", 1)
+    with Tracer(compile_filter("icmp and dst host 10.77.0.2"), with_faults=False, count_only=True) as tracer:
+        traffic.ping(vm1, "10.77.0.2", 3, interval=0.05)
+        time.sleep(0.2)
+        assert tracer.read(10) == []                          # nothing on the ring
+        counts = tracer.counts()
+    rows = {(r["netns_name"], r["ifname"], r["direction"]): r["packets"] for r in counts
+            if r["netns_name"] in (vm1, vm2, sw)}
+    # vm1's eth0 out, the bridge's two ports (in, out), vm2's eth0 in: each the three requests
+    assert sorted((ns, d) for ns, _, d in rows) == sorted([(vm1, "out"), (sw, "in"), (sw, "out"), (vm2, "in")]), rows
+    assert set(rows.values()) == {3} and (vm1, "eth0", "out") in rows and (vm2, "eth0", "in") in rows, rows
+    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "trace", "--stats", "icmp", "--duration", "1s",
+                        "--json"], capture_output=True, text=True)
+    assert r.returncode == 0 and isinstance(json.loads(r.stdout)["counts"], list), r.stderr
+    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "trace", "--stats", "--count", "2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--stats counts in the kernel" in r.stderr
+
+
 def test_missing_btf_is_one_clear_line(monkeypatch, tmp_path):
     env = dict(os.environ, FAULTINJ_BTF=str(tmp_path / "no-btf"))
     r = subprocess.run([sys.executable, "-m", "faultinj.cli", "trace", "--icmp", "--duration", "1s"],
