@@ -367,6 +367,7 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
             vals = {c: [] for c in cases}
             events = {c: [] for c in cases}
             busy = {c: [] for c in cases}
+            lost = {c: [] for c in cases}
             for _ in range(rounds):
                 for c in cases:
                     tracer, stop, reader, seen = None, threading.Event(), None, [0]
@@ -400,19 +401,21 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
                             reader.join()
                         if tracer:
                             events[c].append(seen[0] / seconds)
-                            events[c][-1] += tracer.lost() / seconds
+                            lost[c].append(tracer.lost() / seconds)
                             tracer.close()
             base = vals["no tracer"]
             unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
             table("8b. The tracer's cost to live traffic" + (" (UDP 64-byte)" if udp else " (TCP, one stream)"),
-                  ["case", "median", "ratio to no tracer, median (min–max)", "hops/s (read or lost)",
+                  ["case", "median", "ratio to no tracer, median (min–max)", "hops/s read", "hops/s lost",
                    "this process's CPU (the reader)"],
                   [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)]),
                     f"{med(events[c])[0] / 1e3:.0f}k" if events[c] else "",
+                    f"{med(lost[c])[0] / 1e3:.0f}k" if lost[c] else "",
                     f"{med(busy[c])[0]:.0%}") for c in cases])
             res["tracer_udp" if udp else "tracer_tcp"] = vals
             res["tracer_hops_per_s_udp" if udp else "tracer_hops_per_s_tcp"] = events
             res["tracer_reader_cpu_udp" if udp else "tracer_reader_cpu_tcp"] = busy
+            res["tracer_lost_per_s_udp" if udp else "tracer_lost_per_s_tcp"] = lost
     return res
 
 
