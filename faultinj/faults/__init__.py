@@ -124,7 +124,7 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
                         + (f" ({fault.hooks_note})" if fault.hooks_note else ""))
     match = parse_match(filters, fault.options)
     if match.fields & MARK and chosen == "xdp":
-        raise SpecError(f"mark= filters on the skb's mark, which XDP runs before: give @ingress or @egress")
+        raise SpecError("mark= filters on the skb's mark, which XDP runs before: give @ingress or @egress")
     if match.probability is not None and fault.threshold is not None:
         raise SpecError(f"{fault.name} takes its rate as its value ({fault.name}={fault.value.name}); "
                         "p= and ratio= are for faults whose value is something else (ttl, dscp)")
