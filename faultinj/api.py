@@ -6,6 +6,7 @@ runs; a failure anywhere unwinds them all, so nothing is left half-applied.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import secrets
@@ -16,7 +17,11 @@ from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
-from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
+from .inject import advice, attach, caps, custom, libbpf, maps, netns, program, state, targets
+
+# What a command finished for a killed one (or found gone) is said here, not done silently:
+# the CLI shows these as notes on stderr.
+log = logging.getLogger("faultinj")
 
 TC_MODES = ("cls_bpf", "matchall")
 MAX_SEED = (1 << 64) - 1
@@ -108,14 +113,18 @@ def _target(ifname: str | None, netns_name=None, netns_path=None, pid=None, cont
 def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, seed: int | None = None,
           duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
           hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
-          container: str | None = None, runtime: str | None = None, peer_of: str | None = None) -> state.Record:
+          container: str | None = None, runtime: str | None = None, peer_of: str | None = None,
+          prio: int | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process.
 
     Where: ifname in our namespace, or in netns_name (/run/netns), netns_path (a namespace file), the
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
-    attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
+    attaches on the far end of that container's veth ifname (its peer, found from the veth's link).
+    prio: the tc filter's priority (lower runs first; default: after every other filter on the hook).
+    The record's warnings say what may keep the fault from acting (inject/advice.py)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     _check_tc_mode(tc_mode, fs.hook)
+    _check_prio(prio, fs.hook)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
     caps.require_privileges()
@@ -123,14 +132,14 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, target,
                     seed, seconds, replace, tc_mode,
                     lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode),
-                    qdisc=fs.fault.qdisc)
+                    qdisc=fs.fault.qdisc, prio=prio)
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
                   netns_name: str | None = None, replace: bool = False,
                   tc_mode: str = "cls_bpf", netns_path: str | None = None, pid: int | None = None,
                   container: str | None = None, runtime: str | None = None,
-                  peer_of: str | None = None) -> state.Record:
+                  peer_of: str | None = None, prio: int | None = None) -> state.Record:
     """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
     The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
     chosen = parse_hook(hook) if hook else None
@@ -141,9 +150,10 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
         _check_tc_mode(tc_mode, chosen)
+        _check_prio(prio, chosen)
         value = f"{os.path.abspath(source)}:{name}"
         return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
-                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
+                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode), prio=prio)
     finally:
         custom.discard(compiled)
 
@@ -155,8 +165,18 @@ def _check_tc_mode(tc_mode: str, hook: str) -> None:
         raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
 
 
+def _check_prio(prio: int | None, hook: str) -> None:
+    if prio is None:
+        return
+    if hook == "xdp":
+        raise SpecError("--prio orders tc filters: leave it out for xdp")
+    if not 1 <= prio <= 0xFFFF:
+        raise SpecError(f"bad --prio {prio}: give 1..65535 (lower runs first)")
+
+
 def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
-             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None) -> state.Record:
+             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None,
+             prio: int | None = None) -> state.Record:
     """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
     qdisc: a root qdisc the fault needs (fq for time faults), added first where it is not there."""
     netns_name = target.netns
@@ -181,7 +201,7 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
             state.save(rec)  # the intent, before anything changes in the kernel
             undo.callback(state.delete, rec)
             if qdisc:
-                _ensure_qdisc(ipr, rec, qdisc, undo)
+                _ensure_qdisc(ipr, rec, qdisc, undo, replace)
             obj = load(deadline_ns)
             undo.callback(obj.close)
             pin_dir = state.new_pin_dir(fid)
@@ -199,12 +219,14 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
                     attach.ensure_clsact(ipr, ifindex)
                     undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
                 rec.attach_mode = tc_mode
-                rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
+                rec.tc_prio = attach.next_prio(ipr, ifindex, hook) if prio is None else attach.free_prio(
+                    ipr, ifindex, hook, prio, ifname)
                 rec.filter_name = f"faultinj:{fid}:{name}"
                 state.save(rec)
                 attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
                 undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
             rec.pending = rec.pid = None
+            rec.warnings = _twins(rec) + advice.warnings(ipr, rec, at_apply=True)
             state.save(rec)
             undo.pop_all()  # success: everything stays
         obj.close()  # the attachment and the pins hold the program and maps now
@@ -214,31 +236,59 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
         return rec
 
 
-def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
+def _twins(rec: state.Record) -> list[str]:
+    """Applying a spec already on the hook stacks a second fault: said, not done silently."""
+    same = [r.id for r in state.records() if r.id != rec.id and r.spec == rec.spec
+            and _same_link(r, rec.netns, rec.ifindex)]
+    if not same:
+        return []
+    return [f"{rec.spec} is already on {rec.ifname} as {', '.join(same)}: both act, one after the other "
+            f"(to change the running one: 'faultinj set'; to undo this one: 'faultinj clear --id {rec.id}')"]
+
+
+def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack, replace: bool = False) -> None:
     """The root qdisc a time fault needs: ours if we add it (or another fault of ours did), someone
-    else's fq left as it is, any other root qdisc of someone's refused (nothing is replaced)."""
+    else's fq left as it is, any other root qdisc of someone's refused unless replace: then saved
+    exactly (kind, handle, options) in the record and put back when the last fault needing ours goes."""
     current = attach.root_qdisc(ipr, rec.ifindex)
     ours = _qdisc_sharers(rec)
     if current == kind:
         rec.qdisc = "added" if ours else "present"
+        rec.qdisc_saved = ours[0].qdisc_saved if ours else None
         state.save(rec)
         return
-    if current not in attach.default_qdisc_kinds():
+    foreign = current not in attach.default_qdisc_kinds()
+    if foreign and not replace:
         raise StateError(f"{rec.ifname} has a root qdisc '{current}' that another tool installed; a time fault "
-                         f"needs {kind} there and faultinj does not replace it: remove it first "
+                         f"needs {kind} there: give --replace to put {kind} in its place (faultinj puts '{current}' "
+                         f"back, options and all, at clear), or remove it yourself "
                          f"('tc qdisc del dev {rec.ifname} root')")
+    if foreign:
+        rec.qdisc_saved = attach.save_root_qdisc(rec.netns, rec.ifindex, rec.ifname)
     rec.qdisc = "adding"
     state.save(rec)   # the intent: a process killed now is rolled back, the qdisc with it
-    undo.callback(attach.remove_root_fq, rec.netns, rec.ifname)
-    attach.add_root_fq(rec.netns, rec.ifname)
+    undo.callback(_put_back_root, rec)
+    attach.add_root_fq(rec.netns, rec.ifname, replace=foreign)
     rec.qdisc = "added"
     state.save(rec)
 
 
+def _put_back_root(rec: state.Record) -> None:
+    """Remove the fq faultinj added; put back the root qdisc it replaced (if it did)."""
+    attach.remove_root_fq(rec.netns, rec.ifname)
+    if rec.qdisc_saved:
+        try:
+            attach.restore_root_qdisc(rec.netns, rec.ifindex, rec.qdisc_saved)
+        except OSError as exc:
+            raise StateError(f"could not put back the root qdisc '{rec.qdisc_saved['kind']}' on {rec.ifname} "
+                             f"({exc.strerror}): add it again by hand") from None
+
+
 def _release_qdisc(rec: state.Record) -> None:
-    """Remove the fq faultinj added when the last fault that needed it is gone."""
+    """Remove the fq faultinj added when the last fault that needed it is gone (and put back what it
+    replaced)."""
     if rec.qdisc in ("adding", "added") and not _qdisc_sharers(rec):
-        attach.remove_root_fq(rec.netns, rec.ifname)
+        _put_back_root(rec)
 
 
 def _qdisc_sharers(rec: state.Record) -> list[state.Record]:
@@ -290,11 +340,22 @@ class FaultStatus:
     maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
     journal_lost: int = 0            # journal events no longer kept (it keeps the last 4096, overwrites)
     refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
+    warnings: list[str] | None = None   # what keeps it from acting now (inject/advice.py)
+
+    @property
+    def mechanism(self) -> str | None:
+        """How a time fault's packets are held, in words (None for other faults)."""
+        rec = self.record
+        if not rec.qdisc:
+            return None
+        whose = "added by faultinj" if rec.qdisc in ("adding", "added") else "another tool's, left as it is"
+        saved = (f", in place of '{rec.qdisc_saved['kind']}' (put back at clear)" if rec.qdisc_saved else "")
+        return f"earliest departure time: BPF sets skb->tstamp, the fq root qdisc ({whose}{saved}) holds the packet"
 
     def to_json(self) -> dict:
         d = self.record.to_json()
         d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost,
-                 refused=self.refused)
+                 refused=self.refused, warnings=self.warnings or [], mechanism=self.mechanism)
         if self.maps is not None:
             d["maps"] = self.maps
         if self.record.deadline_ns:
@@ -350,9 +411,11 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
 
 
 def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[FaultStatus]:
+    """Every fault, after finishing what killed commands left (as every command does: see _reap)."""
     caps.require_privileges()
     out = []
-    with _Links() as links, state.locked(exclusive=False):
+    with _Links() as links, state.locked():
+        _reap(links, leftovers_only=True)   # a fault gone or expired stays listed as such
         for rec in state.records():
             if not all_namespaces and rec.netns != netns_name:
                 continue
@@ -361,7 +424,10 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
                 counters, lost, refused = _read_counters(rec)
-                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused))
+                found = (advice.warnings(links.get(rec.netns), rec, seen=(counters or {}).get("seen"))
+                         if st == "active" else [])
+                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused,
+                                       warnings=found))
     return out
 
 
@@ -466,31 +532,33 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
             raise SpecError("give --netns or --container/--pid/--netns-path, not both")
         wanted, unknown = _records_of(netns_path, pid, container, runtime)
         with _Links() as links, state.locked():
+            reaped = [r for r in _reap(links) if wanted(r) and (not ifname or r.ifname == ifname)]
             recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname)]
-            if not recs and unknown is not None:
+            if not recs and not reaped and unknown is not None:
                 raise unknown
-            if not recs:
+            if not recs and not reaped:
                 raise StateError(f"no faults on {ifname + ' in ' if ifname else ''}"
                                  f"{'container ' + container if container else named} (see 'faultinj status')")
             for rec in recs:
                 _remove(links, rec)
-            return recs
-    with _Links() as links, state.locked():
-        recs = state.records()
+            return reaped + recs
+    def wanted(r: state.Record) -> bool:
         if fault_id:
-            recs = [r for r in recs if r.id == fault_id]
-            if not recs:
-                raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
-        elif ifname:
-            recs = [r for r in recs if r.ifname == ifname and r.netns == netns_name]
-            if not recs:
-                ipr = links.get(netns_name)
-                netns.link_index(ipr, ifname, netns_name)  # unknown interface: say so
-        elif netns_name is not None:
-            recs = [r for r in recs if r.netns == netns_name]
+            return r.id == fault_id
+        if ifname:
+            return r.ifname == ifname and r.netns == netns_name
+        return netns_name is None or r.netns == netns_name
+
+    with _Links() as links, state.locked():
+        reaped = [r for r in _reap(links) if wanted(r)]   # what killed commands left: finished first
+        recs = [r for r in state.records() if wanted(r)]
+        if fault_id and not recs and not reaped:
+            raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
+        if ifname and not fault_id and not recs and not reaped:
+            netns.link_index(links.get(netns_name), ifname, netns_name)  # unknown interface: say so
         for rec in recs:
             _remove(links, rec)
-        return recs
+        return reaped + recs
 
 
 def _records_of(netns_path, pid, container, runtime):
@@ -540,12 +608,18 @@ def _remove(links: _Links, rec: state.Record) -> None:
         return
     if rec.tc_prio is not None and rec.filter_name:
         attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
-    _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    put_back_failed = None
+    try:
+        _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    except StateError as exc:   # the fault is gone all the same: say what to put back by hand
+        put_back_failed = exc
     _forget(rec)
     others = [r for r in state.records() if r.hook != "xdp" and _same_link(r, rec.netns, rec.ifindex)]
     if not others and state.clsact_created(rec.netns, rec.ifindex):
         if attach.remove_clsact_if_empty(ipr, rec.ifindex) or not attach.has_clsact(ipr, rec.ifindex):
             state.forget_link(rec.netns, rec.ifindex)
+    if put_back_failed:
+        raise put_back_failed
 
 
 def _forget_all(rec: state.Record) -> None:
@@ -553,32 +627,41 @@ def _forget_all(rec: state.Record) -> None:
     state.forget_link(rec.netns, rec.ifindex)
 
 
-def _reap(links: _Links) -> list[state.Record]:
-    """Finish what killed processes left (see Record.pending) and remove faults
-    past their deadline (their programs already pass everything)."""
+def _reap(links: _Links, leftovers_only: bool = False) -> list[state.Record]:
+    """Finish what killed processes left (see Record.pending, and labs of a killed run), remove faults
+    past their deadline (their programs already pass everything) and faults whose namespace or
+    interface is gone; each said as a note. leftovers_only: only what killed processes left."""
     from .inject import lab
 
     dead_namespaces = set(lab.reap_orphans())
     now = time.monotonic_ns()
     done = []
     for rec in state.records():
-        if rec.netns in dead_namespaces or _target_gone(links, rec):
+        if rec.netns in dead_namespaces or (not leftovers_only and _target_gone(links, rec)):
             _forget_all(rec)   # the namespace took the program's attachment with it: only our files remain
-            done.append(rec)
+            why = ("its lab's 'faultinj run' was killed (lab removed)" if rec.netns in dead_namespaces
+                   else "its namespace or interface is gone")
         elif rec.pending == "set":
             _write_config(rec)
             rec.pending = rec.pid = None
             state.save(rec)
-        elif rec.pending in ("apply", "clear") or rec.expired(now):
+            log.warning("finished the 'set' of %s (%s on %s) that a killed faultinj process left", rec.id,
+                        rec.spec, rec.where)
+            continue
+        elif rec.pending in ("apply", "clear") or (not leftovers_only and rec.expired(now)):
+            why = f"left by a killed faultinj process (pid {rec.pid})" if rec.pending else "past its deadline"
             _remove(links, rec)
-            done.append(rec)
+        else:
+            continue
+        log.warning("removed %s (%s on %s): %s", rec.id, rec.spec, rec.where, why)
+        done.append(rec)
     return done
 
 
 def _target_gone(links: _Links, rec: state.Record) -> bool:
-    """A container's or process's namespace has gone (or its PID now names another namespace), or the
-    far end of an exited container's veth went with it. Named namespaces are left to 'clear'."""
-    if netns.is_path(rec.netns) and not netns.alive(rec.netns, rec.netns_inode):
+    """The fault's namespace has gone (a named one deleted, a container's or process's gone, or its PID
+    now names another namespace), or the far end of an exited container's veth went with it."""
+    if rec.netns is not None and not netns.alive(rec.netns, rec.netns_inode):
         return True
     if rec.container and netns.alive(rec.netns, rec.netns_inode):
         # by index only: a link renamed inside the container still holds our filter
