@@ -338,6 +338,7 @@ def run_rss() -> dict:
 def journal_and_tracer(rounds: int, seconds: int) -> dict:
     """The journal's cost per action (BPF_PROG_TEST_RUN; the log records every action), and the tracer's cost to live traffic: idle (a filter nothing passes)
     and tracing every packet (events read in this process as they come)."""
+    import resource
     import threading
 
     from faultinj.faults.match import parse_match
@@ -364,36 +365,63 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
     res["journal_ns"] = {"on": ns_on, "off": ns_off}
 
     with Lab().up() as lab:
-        cases = ["no tracer", "tracer, filter matching nothing", "tracer, every packet"]
+        cases = ["no tracer", "tracer, filter matching nothing", "tracer, every packet: hops read",
+                 "tracer, every packet: hops read and formatted", "tracer, every packet: --stats (kernel counts)"]
+        if "count_only" not in Tracer.__dataclass_fields__:   # a faultinj before trace --stats (a before/after run)
+            cases = cases[:-1]
         for udp in (False, True):
             vals = {c: [] for c in cases}
+            events = {c: [] for c in cases}
+            busy = {c: [] for c in cases}
+            lost = {c: [] for c in cases}
             for _ in range(rounds):
                 for c in cases:
-                    tracer, stop, reader = None, threading.Event(), None
+                    tracer, stop, reader, seen = None, threading.Event(), None, [0]
                     if c != "no tracer":
                         words = ["dst=192.0.2.99"] if "nothing" in c else []
-                        tracer = Tracer(parse_match(words), with_faults=False).start()
+                        kw = {"count_only": True} if "stats" in c else {}
+                        tracer = Tracer(parse_match(words), with_faults=False, **kw).start()
 
-                        def drain(t=tracer):
+                        def drain(t=tracer, formatted="formatted" in c, stats="stats" in c):
                             while not stop.is_set():
-                                t.read(50)
+                                if stats:     # as trace --stats: the kernel's counts, once a second
+                                    stop.wait(1)
+                                    seen[0] = sum(x["packets"] for x in t.counts())
+                                    continue
+                                hops = t.read(50)
+                                seen[0] += len(hops)
+                                if formatted:   # as `faultinj trace` prints each hop
+                                    for h in hops:
+                                        str(h)
 
                         reader = threading.Thread(target=drain, daemon=True)
                         reader.start()
+                    used = resource.getrusage(resource.RUSAGE_SELF)   # this process: the reader's work
                     try:
                         vals[c].append(_iperf(lab, udp, seconds))
                     finally:
+                        now = resource.getrusage(resource.RUSAGE_SELF)
+                        busy[c].append((now.ru_utime + now.ru_stime - used.ru_utime - used.ru_stime) / seconds)
                         stop.set()
                         if reader:
                             reader.join()
                         if tracer:
+                            events[c].append(seen[0] / seconds)
+                            lost[c].append(tracer.lost() / seconds)
                             tracer.close()
             base = vals["no tracer"]
             unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
             table("8b. The tracer's cost to live traffic" + (" (UDP 64-byte)" if udp else " (TCP, one stream)"),
-                  ["case", "median", "ratio to no tracer, median (min–max)"],
-                  [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)])) for c in cases])
+                  ["case", "median", "ratio to no tracer, median (min–max)", "hops/s read", "hops/s lost",
+                   "this process's CPU (the reader)"],
+                  [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)]),
+                    f"{med(events[c])[0] / 1e3:.0f}k" if events[c] else "",
+                    f"{med(lost[c])[0] / 1e3:.0f}k" if lost[c] else "",
+                    f"{med(busy[c])[0]:.0%}") for c in cases])
             res["tracer_udp" if udp else "tracer_tcp"] = vals
+            res["tracer_hops_per_s_udp" if udp else "tracer_hops_per_s_tcp"] = events
+            res["tracer_reader_cpu_udp" if udp else "tracer_reader_cpu_tcp"] = busy
+            res["tracer_lost_per_s_udp" if udp else "tracer_lost_per_s_tcp"] = lost
     return res
 
 

@@ -58,18 +58,19 @@ int BPF_PROG(fi_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 	struct fi_trace_event *e;
 	struct sock *sk = skb->sk;
 	__u32 kind = sk ? (__u32)sk->__sk_common.skc_family << 16 | sk->sk_type : 0, key = 0;
+	struct fi_trace_config *cfg;
 
 	if (fi_dataref(skb) > 1)   /* its original still lives: say so when it is freed */
 		bpf_map_update_elem(&fi_trace_delivered, &head, &kind, BPF_ANY);
 	if (!bpf_map_lookup_elem(&fi_trace_shared, &head))
 		return 0;
 	bpf_map_delete_elem(&fi_trace_shared, &head);
+	cfg = bpf_map_lookup_elem(&fi_trace_config, &key);
+	if (!cfg || cfg->active != FI_TRACE_EVENTS)
+		return 0;
 	e = bpf_ringbuf_reserve(&fi_trace_events, sizeof(*e), 0);
 	if (!e) {
-		__u64 *lost = bpf_map_lookup_elem(&fi_trace_lost, &key);
-
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+		fi_trace_lost_one();
 		return 0;
 	}
 	__builtin_memset(e, 0, sizeof(*e));
@@ -78,7 +79,7 @@ int BPF_PROG(fi_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 	e->head = head;
 	e->sock = kind;
 	e->hop = FI_HOP_DELIVERED;
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 	return 0;
 }
 

@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from typing import Optional
+from typing import List, Optional
 
 import typer
 import typer.core
@@ -427,6 +427,9 @@ def journal(
 @app.command()
 @_boundary
 def trace(
+    expression: Optional[List[str]] = typer.Argument(None, help="A tcpdump-style filter expression instead of the "
+                                                     "filter flags, e.g. 'tcp and dst port 80 and host 10.0.0.2' "
+                                                     "(see README: the pcap-filter subset)."),
     icmp: bool = typer.Option(False, "--icmp", help="Only ICMP and ICMPv6."),
     tcp: bool = typer.Option(False, "--tcp", help="Only TCP."),
     udp: bool = typer.Option(False, "--udp", help="Only UDP."),
@@ -437,6 +440,7 @@ def trace(
     dport: Optional[str] = typer.Option(None, help="Destination port or range."),
     flags: Optional[str] = typer.Option(None, help="TCP flags present/absent, e.g. +syn-ack."),
     vlan: Optional[int] = typer.Option(None, help="VLAN id."),
+    mark: Optional[str] = typer.Option(None, help="The skb mark, VALUE or VALUE/MASK (e.g. 0x10/0xff)."),
     count: Optional[int] = typer.Option(None, help="Stop after this many packets, each shown with all its hops (a "
                                         "ping is two packets: request and reply; a packet counts when first seen)."),
     duration: Optional[str] = typer.Option(None, help="Stop after this long, e.g. 10s (default: until Ctrl-C)."),
@@ -447,6 +451,8 @@ def trace(
     max_functions: int = typer.Option(64, "--max-functions", help="Refuse --functions matching more than this."),
     faults: bool = typer.Option(True, "--faults/--no-faults",
                                 help="Show where faultinj faults acted (their journals)."),
+    stats: bool = typer.Option(False, "--stats", help="Count packets per interface, hook and drop reason in the "
+                               "kernel (no line per hop: what tracing every packet of a busy link costs least)."),
     as_json: bool = JsonOpt,
 ):
     """Where packets went, hop by hop across interfaces and namespaces, and where they died (with the
@@ -464,12 +470,37 @@ def trace(
         raise SpecError(f"--count {count}: give 1 or more packets")
     words = [f"proto={(chosen or [proto])[0]}"] if chosen or proto else []
     words += [f"{k}={v}" for k, v in (("src", src), ("dst", dst), ("sport", sport), ("dport", dport),
-                                      ("flags", flags), ("vlan", vlan)) if v is not None]
-    match = parse_match(words)
+                                      ("flags", flags), ("vlan", vlan), ("mark", mark)) if v is not None]
+    if expression:
+        from .faults.pcap_filter import compile_filter
+
+        if words:
+            raise SpecError("give a filter expression or the filter flags (--tcp, --dst, ...), not both")
+        words = [" ".join(expression)]
+        match = compile_filter(words[0])
+    else:
+        match = parse_match(words)
     seconds = parse_duration(duration)
     caps.require_privileges()
     check_btf()
     fns = skb_functions(functions, max_functions) if functions else None
+    if stats:
+        if count is not None or pcap_out:
+            raise SpecError("--stats counts in the kernel: it takes no --count or --pcap (give --duration)")
+        from .inject.trace import stats as do_stats
+
+        if not as_json:
+            typer.echo(f"counting {', '.join(words) or 'every packet'}"
+                       + (f" for {duration}" if duration else " (Ctrl-C stops)"), err=True)
+        rows = do_stats(match, seconds, fns)
+        if as_json:
+            _print_json({"counts": rows})
+            return
+        typer.echo(f"{'packets':>10} {'bytes':>12}  {'namespace':<16} {'interface':<14} {'':<4} {'hook':<18} reason")
+        for r in rows:
+            typer.echo(f"{r['packets']:>10} {r['bytes']:>12}  {r['netns_name']:<16} {r['ifname']:<14} "
+                       f"{r['direction']:<4} {r['point']:<18} {r['reason']}")
+        return
 
     def show(hop):
         try:

@@ -4,6 +4,7 @@ faultinj/inject/journal.py reads the rings."""
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 import time
@@ -24,8 +25,13 @@ def wall_time(ts_ns: int) -> float:
 
 def clock(ts_ns: int) -> str:
     """A kernel stamp as local HH:MM:SS.microseconds."""
-    t = wall_time(ts_ns)
-    return time.strftime("%H:%M:%S", time.localtime(t)) + f".{int(t * 1e6) % 1000000:06d}"
+    us = int(wall_time(ts_ns) * 1e6)
+    return _hms(us // 1_000_000) + f".{us % 1_000_000:06d}"
+
+
+@functools.lru_cache(maxsize=64)
+def _hms(second: int) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(second))
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ checked only where the whole packet was captured.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 from array import array
@@ -27,6 +28,12 @@ def inet_sum(data: bytes, start: int = 0) -> int:
 def checksum_ok(data: bytes, pseudo: bytes = b"") -> bool:
     """A header or segment with its checksum in place sums to 0xffff."""
     return inet_sum(pseudo + data) == 0xFFFF
+
+
+@functools.lru_cache(maxsize=4096)
+def address(raw: bytes) -> str:
+    """4 or 16 bytes as an address's text (a tracer names the same few addresses again and again)."""
+    return str(ipaddress.ip_address(raw))
 
 
 @dataclass
@@ -55,8 +62,8 @@ class Packet:
 
     def journal_key(self) -> tuple:
         """The packet as a journal event names it (faultinj/journal.py Event.key)."""
-        src = str(ipaddress.ip_address(self.src)) if self.src else None
-        dst = str(ipaddress.ip_address(self.dst)) if self.dst else None
+        src = address(self.src) if self.src else None
+        dst = address(self.dst) if self.dst else None
         if self.proto in (1, 58):
             return (src, dst, self.proto, self.echo_id, 0, self.ip_id, self.echo_seq)
         return (src, dst, self.proto or 0, self.sport or 0, self.dport or 0, self.ip_id,
@@ -89,9 +96,11 @@ def _ipv6_ext(data: bytes, pos: int, nxt: int, pkt: Packet) -> tuple[int, int] |
     return nxt, pos
 
 
-def parse(data: bytes, wire_len: int | None = None) -> Packet:
+def parse(data: bytes, wire_len: int | None = None, checksums: bool = True) -> Packet:
     """The fields of a frame, read the way the programs read them (bpf/lib/parse.h; a test holds
-    the two to the same frames). A frame cut short (snaplen) yields what its bytes hold."""
+    the two to the same frames). A frame cut short (snaplen) yields what its bytes hold.
+    checksums=False: leave ip_csum_ok and l4_csum_ok None (the tracer names packets, it does not
+    verify them: checksumming was most of its cost per hop)."""
     wire_len = len(data) if wire_len is None else wire_len
     pkt = Packet()
     if len(data) < 14:
@@ -115,7 +124,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
         pkt.version, pkt.ttl, pkt.proto, pkt.tos = 4, data[off + 8], data[off + 9], data[off + 1]
         pkt.ip_id = struct.unpack_from("!H", data, off + 4)[0]
         pkt.src, pkt.dst = data[off + 12: off + 16], data[off + 16: off + 20]
-        if len(data) >= off + ihl:
+        if checksums and len(data) >= off + ihl:
             pkt.ip_csum_ok = checksum_ok(data[off: off + ihl])
         pkt.fragment = bool(struct.unpack_from("!H", data, off + 6)[0] & 0x1FFF)
         # tot_len 0: BIG TCP's "larger than 64K", the frame says how long
@@ -143,7 +152,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
         pseudo = pkt.src + pkt.dst + struct.pack("!IxxxB", l4_len, pkt.proto)
     else:
         return pkt
-    whole = l4 + l4_len <= len(data) and l4_len > 0
+    whole = checksums and l4 + l4_len <= len(data) and l4_len > 0
     seg = data[l4: l4 + l4_len]
     if pkt.proto == 6 and len(seg) >= 20:
         pkt.sport, pkt.dport, pkt.seq = struct.unpack_from("!HHI", seg, 0)

@@ -103,7 +103,7 @@ def test_seeds():
 def test_filters_parse_and_show(text, shown):
     spec = parse_spec(text)
     assert str(spec) == shown
-    assert len(spec.match.pack()) == 88
+    assert len(spec.match.pack()) == 96
 
 
 @pytest.mark.parametrize("text,needle", [
@@ -120,6 +120,9 @@ def test_filters_parse_and_show(text, shown):
     ("drop=1,vlan=5000", "VLAN id 0..4095"),
     ("drop=1,dport=", "needs a value"),
     ("drop=1,dport=1,dport=2", "given twice"),
+    ("drop=1,mark=0x10@xdp", "XDP runs before"),
+    ("drop=1,mark=ten", "VALUE or VALUE/MASK"),
+    ("drop=1,mark=0x110/0xff", "outside the mask"),
 ])
 def test_bad_filters(text, needle):
     with pytest.raises(SpecError, match=needle.replace("+", r"\+").replace("(", r"\(")):

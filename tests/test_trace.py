@@ -36,12 +36,17 @@ def bridge_lab():
             topo.down()
 
 
-def _traced(match_words, act, settle=0.5, **kw):
+def _traced(match_words, act, settle=0.5, lab=None, **kw):
+    """The hops while act() runs; with lab, only those in its namespaces (other engineers' labs, run
+    at the same time on this machine, use the same addresses)."""
     with Tracer(parse_match(match_words), **kw) as tracer:
         act()
         end, hops = time.monotonic() + settle, []
         while time.monotonic() < end:
             hops.extend(tracer.read(50))
+    if lab is not None:
+        ours = {lab.netns(h) for h in ("vm1", "vm2")} | {lab.switch_ns}
+        hops = [h for h in hops if h.netns_name in ours]
     return hops
 
 
@@ -111,7 +116,7 @@ def test_a_fault_drop_is_shown_at_its_hook_with_the_fault(bridge_lab):
     t = bridge_lab
     vm1, vm2 = t.netns("vm1"), t.netns("vm2")
     rec = faultinj.apply("drop=100%,proto=icmp", "eth0", netns_name=vm2)          # vm2's replies
-    hops = _traced(["proto=icmp"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
+    hops = _traced(["proto=icmp"], lambda: traffic.ping(vm1, "10.77.0.2", 1), lab=t)
     path = [(h.netns_name, h.ifname, h.direction) for h in hops]
     assert path[-1] == (vm2, "eth0", "DROP") and len(path) == 5, path              # 4 request hops, then the drop
     drop = hops[-1]
@@ -129,7 +134,7 @@ def test_the_tracer_sees_a_fault_whoever_else_reads_its_journal(bridge_lab):
             traffic.ping(vm1, "10.77.0.2", 2, interval=0.2)
             assert len(other.read()) == 2
 
-        hops = _traced(["proto=icmp"], act)
+        hops = _traced(["proto=icmp"], act, lab=t)
     drops = [h for h in hops if h.direction == "DROP"]
     assert len(drops) == 2 and all(rec.id in h.fault and h.netns_name == vm2 for h in drops), \
         "\n".join(map(str, hops))
@@ -139,7 +144,7 @@ def test_journal_off_still_shows_the_faults_drop(bridge_lab):
     t = bridge_lab
     vm1, vm2 = t.netns("vm1"), t.netns("vm2")
     rec = faultinj.apply("drop=100%,proto=icmp,journal=off", "eth0", netns_name=vm2)
-    hops = _traced(["proto=icmp"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
+    hops = _traced(["proto=icmp"], lambda: traffic.ping(vm1, "10.77.0.2", 1), lab=t)
     path = [(h.netns_name, h.ifname, h.direction) for h in hops]
     assert path[-1] == (vm2, "eth0", "DROP") and len(path) == 5, path
     assert hops[-1].reason == "faultinj" and rec.id in hops[-1].fault
@@ -151,7 +156,7 @@ def test_a_kernel_drop_has_its_reason_from_btf(bridge_lab):
     t = bridge_lab
     vm1, vm2 = t.netns("vm1"), t.netns("vm2")
     # a UDP datagram to a port nobody listens on: vm2's stack frees it (and answers port unreachable)
-    hops = _traced(["proto=udp", "dport=9999"], lambda: _send_udp(vm1, "10.77.0.2", 9999))
+    hops = _traced(["proto=udp", "dport=9999"], lambda: _send_udp(vm1, "10.77.0.2", 9999), lab=t)
     drops = [h for h in hops if h.direction == "DROP"]
     assert drops and drops[0].netns_name == vm2 and drops[0].reason == "NO_SOCKET", [str(h) for h in hops]
     assert not drops[0].delivered and not [h for h in hops if h.direction == "done"]
@@ -176,6 +181,109 @@ def test_a_filter_that_matches_nothing_traces_nothing(bridge_lab):
     assert hops == []
 
 
+def _lab_hops(tracer, lab) -> set:
+    ours = {lab.netns("vm1"), lab.netns("vm2"), lab.switch_ns}   # other labs may use the same addresses
+    return {(h.key, h.netns_name, h.ifname, h.direction) for h in tracer.read(50) if h.netns_name in ours}
+
+
+def _send_udp_from(netns, dst, ports, mark=0):
+    from faultinj.inject.netns import entered
+    import socket
+
+    with entered(netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        if mark:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_MARK, mark)
+        for port in ports:
+            s.sendto(b"hello", (dst, port))
+    finally:
+        s.close()
+
+
+def test_a_filter_expression_traces_exactly_what_the_equivalent_flags_trace(bridge_lab):
+    """Four tracers watch the same traffic: an 'or' expression against the two flag filters it
+    stands for, and a negation against the flags' set minus what it excludes."""
+    from faultinj.faults.pcap_filter import compile_filter
+
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    traffic.ping(vm1, "10.77.0.2", 1)                        # neighbours in place: no ARP in the window
+    expr = "dst host 10.77.0.2 and (udp and dst portrange 7000-7001 or icmp)"
+    tracers = [Tracer(parse_match(["dst=10.77.0.2", "proto=udp", "dport=7000-7001"]), with_faults=False),
+               Tracer(parse_match(["dst=10.77.0.2", "proto=icmp"]), with_faults=False),
+               Tracer(compile_filter(expr), with_faults=False),
+               Tracer(parse_match(["dst=10.77.0.2"]), with_faults=False),
+               Tracer(compile_filter("dst host 10.77.0.2 and not udp"), with_faults=False)]
+    try:
+        for tr in tracers:
+            tr.start()
+        _send_udp_from(vm1, "10.77.0.2", [7000, 7001, 7002, 9])
+        _send_udp_from(vm2, "10.77.0.1", [7000])              # to the other host: no filter's
+        traffic.ping(vm1, "10.77.0.2", 2, interval=0.05)      # requests to 10.77.0.2, replies back
+        seen = [set() for _ in tracers]
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            for tr, got in zip(tracers, seen):
+                got |= _lab_hops(tr, t)
+    finally:
+        for tr in tracers:
+            tr.close()
+    by_udp, by_icmp, by_expr, to_vm2, not_udp = seen
+    packets = {k for k, *_ in by_expr}
+    echo_requests = {k for k in packets if k[2] == 1 and k[3]}     # (vm1's port unreachable for 7000 too)
+    assert len({k for k in packets if k[2] == 17}) == 2 and len(echo_requests) == 2, packets
+    assert by_expr == by_udp | by_icmp
+    assert {k[4] for k, *_ in to_vm2 if k[2] == 17} == {7000, 7001, 7002, 9}   # what the expressions left out
+    assert not_udp == {h for h in to_vm2 if h[0][2] != 17} and not_udp, not_udp
+
+
+def test_the_mark_filter_traces_and_faults_only_marked_packets(bridge_lab):
+    """SO_MARK on the sender's socket marks its packets' skbs (until they cross into another
+    namespace, which scrubs the mark): the tracer's --mark and a fault's mark= see those only."""
+    import socket
+
+    from faultinj.faults.pcap_filter import compile_filter
+    from faultinj.inject.netns import entered
+
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    traffic.ping(vm1, "10.77.0.2", 1)
+    with entered(vm2):
+        rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("10.77.0.2", 7100))
+    rx.settimeout(0.5)
+    rec = faultinj.apply("drop=100%,mark=0x1235/0xffff@egress", "eth0", netns_name=vm1)   # the 0x1235s
+    tracers = [Tracer(parse_match(["mark=0x1234"]), with_faults=False),
+               Tracer(compile_filter("mark 0x34/0xff and udp"), with_faults=False)]
+    try:
+        for tr in tracers:
+            tr.start()
+        _send_udp_from(vm1, "10.77.0.2", [7100] * 3, mark=0x1234)
+        _send_udp_from(vm1, "10.77.0.2", [7100] * 4, mark=0x1235)
+        _send_udp_from(vm1, "10.77.0.2", [7100] * 5)
+        seen = [[], []]
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end:
+            for tr, got in zip(tracers, seen):
+                got += [h for h in tr.read(50) if h.netns_name == vm1]
+        got = 0
+        try:
+            while rx.recv(64):
+                got += 1
+        except socket.timeout:
+            pass
+    finally:
+        rx.close()
+        for tr in tracers:
+            tr.close()
+    by_flag, by_expr = seen
+    assert len({h.key for h in by_flag}) == 3 and {h.direction for h in by_flag} == {"out"}, by_flag
+    assert len({h.key for h in by_expr}) == 3 and {h.key for h in by_expr} == {h.key for h in by_flag}
+    st = next(s for s in faultinj.status() if s.record.id == rec.id)
+    assert got == 8 and st.counters["acted"] == st.counters["matched"] == 4       # the wire agrees
+
+
 def test_cli_json_count_and_pcap(bridge_lab, tmp_path):
     vm1 = bridge_lab.netns("vm1")
     out = tmp_path / "trace.pcap"
@@ -196,6 +304,31 @@ def test_cli_json_count_and_pcap(bridge_lab, tmp_path):
     frames = list(pcap.read(str(out)))
     assert len(frames) == 4 and all(f.data[12:14] == b"\x08\x00" for f in frames)
     assert started <= frames[0].ts_ns <= time.time_ns()      # wall-clock stamps, taken while it traced
+
+
+def test_stats_counts_each_hop_in_the_kernel(bridge_lab):
+    """trace --stats: no event per hop, the kernel's counts: three pings' requests, hook by hook."""
+    from faultinj.faults.pcap_filter import compile_filter
+
+    t = bridge_lab
+    vm1, vm2, sw = t.netns("vm1"), t.netns("vm2"), t.switch_ns
+    traffic.ping(vm1, "10.77.0.2", 1)
+    with Tracer(compile_filter("icmp and dst host 10.77.0.2"), with_faults=False, count_only=True) as tracer:
+        traffic.ping(vm1, "10.77.0.2", 3, interval=0.05)
+        time.sleep(0.2)
+        assert tracer.read(10) == []                          # nothing on the ring
+        counts = tracer.counts()
+    rows = {(r["netns_name"], r["ifname"], r["direction"]): r["packets"] for r in counts
+            if r["netns_name"] in (vm1, vm2, sw)}
+    # vm1's eth0 out, the bridge's two ports (in, out), vm2's eth0 in: each the three requests
+    assert sorted((ns, d) for ns, _, d in rows) == sorted([(vm1, "out"), (sw, "in"), (sw, "out"), (vm2, "in")]), rows
+    assert set(rows.values()) == {3} and (vm1, "eth0", "out") in rows and (vm2, "eth0", "in") in rows, rows
+    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "trace", "--stats", "icmp", "--duration", "1s",
+                        "--json"], capture_output=True, text=True)
+    assert r.returncode == 0 and isinstance(json.loads(r.stdout)["counts"], list), r.stderr
+    r = subprocess.run([sys.executable, "-m", "faultinj.cli", "trace", "--stats", "--count", "2"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "--stats counts in the kernel" in r.stderr
 
 
 def test_missing_btf_is_one_clear_line(monkeypatch, tmp_path):
@@ -307,3 +440,96 @@ def test_functions_path_of_a_ping_across_two_namespaces(lab):
     assert ns_of["__dev_queue_xmit"] == a.netns and ns_of["icmp_rcv"] == b.netns, ns_of
     assert all(h.since_ns >= 0 for h in request) and sum(h.since_ns for h in request) > 0
     assert "+" in str(request[-1]) and "icmp_rcv" in str(request[-1])
+
+
+# ---- Open vSwitch's kernel datapath on the journey -------------------------------------------
+
+def _sh(*cmd, ns=None, env=None, check=True):
+    argv = (["ip", "netns", "exec", ns] if ns else []) + list(cmd)
+    return subprocess.run(argv, capture_output=True, text=True, check=check, env=env)
+
+
+@pytest.fixture
+def kernel_ovs_lab(tmp_path):
+    """vm1 -- br0 -- vm2, br0 an Open vSwitch bridge on the kernel datapath, run by a private
+    ovsdb-server and ovs-vswitchd inside the lab's switch namespace (the datapath and its
+    ovs-system device live there; the machine's own OVS is not touched). Yields None where the
+    kernel has no openvswitch module (modprobe fails: this machine's 6.18; the 6.1 guest has it)."""
+    if not os.path.isdir("/sys/module/openvswitch") and _sh("modprobe", "openvswitch", check=False).returncode:
+        yield None
+        return
+    p = f"fo{os.getpid() % 100000}"
+    sw, vm1, vm2 = f"{p}-sw", f"{p}-vm1", f"{p}-vm2"
+    d = str(tmp_path)
+    env = dict(os.environ, OVS_RUNDIR=d, OVS_LOGDIR=d, OVS_DBDIR=d)
+    db = f"--db=unix:{d}/db.sock"
+    try:
+        for ns in (sw, vm1, vm2):
+            _sh("ip", "netns", "add", ns)
+        for i, (host, addr) in enumerate(((vm1, "10.78.0.1/24"), (vm2, "10.78.0.2/24")), 1):
+            _sh("ip", "link", "add", "eth0", "netns", host, "type", "veth", "peer", "name", f"p{i}", "netns", sw)
+            _sh("ip", "addr", "add", addr, "dev", "eth0", ns=host)
+            _sh("ethtool", "-K", "eth0", "tx", "off", "tso", "off", "gso", "off", ns=host)   # one segment a skb
+            for ns, dev in ((host, "eth0"), (host, "lo"), (sw, f"p{i}")):
+                _sh("ip", "link", "set", dev, "up", ns=ns)
+        _sh("ovsdb-tool", "create", f"{d}/conf.db", "/usr/share/openvswitch/vswitch.ovsschema")
+        _sh("ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", f"--pidfile={d}/db.pid",
+            f"--unixctl={d}/db.ctl", f"--log-file={d}/db.log", "--detach", ns=sw, env=env)
+        _sh("ovs-vswitchd", f"unix:{d}/db.sock", f"--pidfile={d}/vs.pid", f"--unixctl={d}/vs.ctl",
+            f"--log-file={d}/vs.log", "--detach", ns=sw, env=env)
+        _sh("ovs-vsctl", db, "--timeout=60", "add-br", "br0", "--", "set", "bridge", "br0", "datapath_type=system",
+            "--", "add-port", "br0", "p1", "--", "set", "interface", "p1", "ofport_request=1",
+            "--", "add-port", "br0", "p2", "--", "set", "interface", "p2", "ofport_request=2", ns=sw, env=env)
+        # a rule on TCP flags: the datapath's flows then match the flags, so the first segment
+        # carrying PSH misses and goes up to ovs-vswitchd (an upcall) before it is forwarded
+        _sh("ovs-ofctl", "add-flow", f"unix:{d}/br0.mgmt", "priority=10,tcp,tcp_flags=+psh,actions=NORMAL",
+            ns=sw, env=env)
+        yield {"sw": sw, "vm1": vm1, "vm2": vm2, "dir": d}
+    finally:
+        try:
+            faultinj.clear(all_faults=True)
+        finally:
+            for ctl in ("vs.ctl", "db.ctl"):
+                if os.path.exists(f"{d}/{ctl}"):
+                    _sh("ovs-appctl", "-t", f"{d}/{ctl}", "exit", "--cleanup", check=False, env=env)
+            for ns in (vm1, vm2, sw):
+                _sh("ip", "netns", "del", ns, check=False)
+
+
+def test_a_psh_segment_injected_by_a_fault_then_its_upcall_and_the_datapaths_action(kernel_ovs_lab):
+    """Where the kernel datapath runs: the fault's PSH (its journal), the datapath sending the
+    segment up to ovs-vswitchd, and the action it then executed, in that order, on one packet's
+    journey. Where it does not: the tracer loads no OVS programs and traces as ever."""
+    from faultinj.faults.pcap_filter import compile_filter
+
+    if kernel_ovs_lab is None:
+        with Tracer(compile_filter("tcp"), with_faults=False) as tracer:
+            assert tracer._ovs is None and not os.path.exists("/sys/kernel/btf/openvswitch")
+        return
+    lab = kernel_ovs_lab
+    traffic.ping(lab["vm1"], "10.78.0.2", 2, interval=0.2)            # flows for ARP in place
+    rec = faultinj.apply("psh-ratio=1,dport=5201", "eth0", netns_name=lab["vm1"])
+    with Tracer(compile_filter("tcp and dst host 10.78.0.2 and dst port 5201")) as tracer:
+        assert tracer._ovs is not None
+        result = traffic.tcp_transfer(lab["vm1"], lab["vm2"], "10.78.0.2", 20_000)
+        end, hops = time.monotonic() + 2, []
+        while time.monotonic() < end:
+            hops += tracer.read(100)
+    assert result.intact
+    by_packet: dict = {}
+    for h in hops:
+        by_packet.setdefault(h.key, []).append(h)
+    journeys = [js for js in by_packet.values()
+                if any(h.direction == "ACT" and rec.id in h.fault for h in js)
+                and any(h.point == "upcall" for h in js)]
+    assert journeys, "\n".join(map(str, hops))
+    js = journeys[0]
+    print("\n".join(map(str, js)))   # the README's journey (pytest -s)
+    act = next(h for h in js if h.direction == "ACT")
+    upcall = next(h for h in js if h.point == "upcall")
+    execs = [h for h in js if h.point.startswith("exec output:")]   # the datapath's port number
+    assert execs and act.ts_ns < upcall.ts_ns < execs[0].ts_ns, "\n".join(map(str, js))
+    assert upcall.netns_name == execs[0].netns_name == lab["sw"] and upcall.ifname == "p1"
+    # the action's effect: out of the other port, into vm2
+    assert any(h.direction == "out" and h.ifname == "p2" and h.ts_ns >= execs[0].ts_ns for h in js)
+    assert any(h.direction == "in" and h.netns_name == lab["vm2"] for h in js)

@@ -50,6 +50,7 @@ struct sk_buff {
 	struct sock *sk;
 	unsigned int end;
 	unsigned int len;
+	__u32 mark;
 	__u16 vlan_tci;
 	__u16 mac_header;
 	__u16 network_header;

@@ -154,6 +154,7 @@ static __always_inline int fi_parse(fi_ctx_t *ctx, struct fi_pkt *pkt)
 	 * the kernel keeps the outer tag beside the packet, not in it: that one
 	 * is the outer tag, and a tag still in the data is the inner one (QinQ).
 	 * XDP always sees every tag in the data. */
+	pkt->mark = ctx->mark;
 	if (ctx->vlan_present)
 		pkt->vlan = ctx->vlan_tci & 0x0FFF;
 	proto = fi_parse_eth(&c, data_end, &pkt->vlan, ctx->vlan_present);

@@ -32,6 +32,7 @@ struct fi_pkt {
 	__u16 vlan;          /* VID of the outer tag; 0 untagged */
 	__u16 ip_id;         /* IPv4 identification (for the journal) */
 	__u32 seq;           /* TCP sequence number, ICMP echo sequence (for the journal) */
+	__u32 mark;          /* skb->mark (tc, the tracer; 0 at XDP, which has none) */
 	struct fi_flow flow;
 };
 

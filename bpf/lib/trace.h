@@ -15,6 +15,10 @@
 #include <bpf/bpf_endian.h>
 
 #define FI_SNAP 128     /* bytes of each frame, from its Ethernet header */
+/* The ring: 16 MiB, ~70k events. Events are submitted without waking the
+ * reader (BPF_RB_NO_WAKEUP), which reads in bulk on a 10 ms timer: a wakeup
+ * per event cost the traced traffic more than the event itself */
+#define FI_TRACE_RING (16 << 20)
 
 enum fi_hop {
 	FI_HOP_QUEUE = 1,   /* net_dev_queue: leaves the device */
@@ -24,6 +28,8 @@ enum fi_hop {
 	FI_HOP_DROP,        /* kfree_skb: freed as a drop, with the reason */
 	FI_HOP_DELIVERED,   /* a socket read a copy of a frame freed as FI_DROP_SHARED */
 	FI_HOP_FUNC,        /* a kernel function took the skb (trace --functions, fentry) */
+	FI_HOP_OVS_UPCALL,  /* OVS's kernel datapath sent the packet to ovs-vswitchd */
+	FI_HOP_OVS_EXEC,    /* ... executed an action on it (reason: which, func: its argument) */
 };
 
 /* fi_trace_event.flags of FI_HOP_DROP */
@@ -34,11 +40,12 @@ struct fi_trace_event {
 	__u64 ts_ns;
 	__u64 skb;          /* the skb's address: one packet's hops share it, mostly */
 	__u64 head;         /* its data's address: shared by its clones */
-	__u64 func;         /* FI_HOP_FUNC: the function's address (bpf_get_func_ip) */
+	__u64 func;         /* FI_HOP_FUNC: the function's address (bpf_get_func_ip);
+			     * FI_HOP_OVS_EXEC: the action's first 32 bits (output: the port) */
 	__u32 netns;        /* the device's network namespace inode */
 	__u32 ifindex;
 	__u32 len;
-	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason */
+	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason; FI_HOP_OVS_EXEC: enum ovs_action_attr */
 	__u32 sock;         /* the reader's socket: family << 16 | type */
 	__u16 snap;         /* bytes in frame[] */
 	__u8 hop;
@@ -47,10 +54,36 @@ struct fi_trace_event {
 	__u8 frame[FI_SNAP];
 };
 
+/* fi_trace_config.active */
+enum fi_trace_mode {
+	FI_TRACE_OFF = 0,
+	FI_TRACE_EVENTS,    /* every hop an event on the ring */
+	FI_TRACE_COUNT,     /* hops counted here (fi_trace_counts), no event: trace --stats */
+};
+
+/* A packet is traced when it passes one of the filters: a pcap-filter
+ * expression compiles to an 'or' of up to FI_TRACE_SLOTS of them */
+#define FI_TRACE_SLOTS 4
+
 struct fi_trace_config {
-	__u32 active;
-	__u32 pad;
-	struct fi_match match;
+	__u32 active;       /* enum fi_trace_mode */
+	__u32 slots;        /* filters in use, 1..FI_TRACE_SLOTS */
+	struct fi_match match[FI_TRACE_SLOTS];
+};
+
+/* trace --stats: what passed where, counted in the kernel */
+struct fi_trace_count_key {
+	__u32 netns;
+	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason; FI_HOP_OVS_EXEC: enum ovs_action_attr */
+	__u8 hop;
+	__u8 flags;         /* FI_DROP_* */
+	__u8 pad[2];
+	char ifname[16];
+};
+
+struct fi_trace_count {
+	__u64 packets;
+	__u64 bytes;
 };
 
 struct {
@@ -62,8 +95,15 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 20);
+	__uint(max_entries, FI_TRACE_RING);
 } fi_trace_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct fi_trace_count_key);
+	__type(value, struct fi_trace_count);
+} fi_trace_counts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -87,6 +127,15 @@ struct {
 	__type(key, __u64);
 	__type(value, __u32);
 } fi_trace_shared SEC(".maps");
+
+static __always_inline void fi_trace_lost_one(void)
+{
+	__u32 key = 0;
+	__u64 *lost = bpf_map_lookup_elem(&fi_trace_lost, &key);
+
+	if (lost)
+		__sync_fetch_and_add(lost, 1);
+}
 
 #define FI_HDR 72       /* QinQ + IPv6 + ports: read in one helper call */
 
@@ -206,6 +255,41 @@ static __always_inline __u8 fi_drop_flags(__u64 head, __u32 *sock, int shared)
 	return FI_DROP_DELIVERED;
 }
 
+static __always_inline int fi_trace_match(const struct fi_trace_config *cfg, const struct fi_pkt *pkt)
+{
+#pragma unroll
+	for (int i = 0; i < FI_TRACE_SLOTS; i++)
+		if (i < cfg->slots && fi_match_pkt(&cfg->match[i], pkt))
+			return 1;
+	return 0;
+}
+
+/* trace --stats: one more of this hop, where it happened */
+static __always_inline void fi_trace_count(const struct sk_buff *skb, __u8 hop, __u32 reason)
+{
+	struct fi_trace_count_key k;
+	struct fi_trace_count *c, one = { 1, skb->len };
+	struct net_device *dev = skb->dev;
+	__u32 sock = 0;
+
+	__builtin_memset(&k, 0, sizeof(k));
+	k.hop = hop;
+	k.reason = reason;
+	/* a free while a copy lives on stays FI_DROP_SHARED: no event follows its copy here */
+	k.flags = hop == FI_HOP_DROP ? fi_drop_flags((__u64)(long)skb->head, &sock, fi_dataref(skb) > 1) : 0;
+	if (dev) {
+		k.netns = dev->nd_net.net->ns.inum;
+		bpf_probe_read_kernel_str(k.ifname, sizeof(k.ifname), dev->name);
+	}
+	c = bpf_map_lookup_elem(&fi_trace_counts, &k);
+	if (c) {
+		c->packets++;   /* per CPU: no atomics */
+		c->bytes += one.bytes;
+	} else {
+		bpf_map_update_elem(&fi_trace_counts, &k, &one, BPF_NOEXIST);
+	}
+}
+
 static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, __u32 reason, __u64 func)
 {
 	struct fi_trace_config *cfg;
@@ -225,7 +309,7 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 	if (mac == (__u16)~0U) {
 		/* no link-layer header (yet): a function on the send path. The filter
 		 * reads the network header; the frame is not shown */
-		if (!func || skb->network_header == (__u16)~0U)
+		if (hop != FI_HOP_FUNC || skb->network_header == (__u16)~0U)
 			return;
 		l2 = skb->head + skb->network_header;
 		if (bpf_probe_read_kernel(hdr, sizeof(hdr), l2))
@@ -242,14 +326,16 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 			return;
 		fi_trace_parse(hdr, l2, skb->vlan_tci, &pkt);
 	}
-	if (!fi_match_pkt(&cfg->match, &pkt))
+	pkt.mark = skb->mark;
+	if (!fi_trace_match(cfg, &pkt))
 		return;
+	if (cfg->active == FI_TRACE_COUNT) {
+		fi_trace_count(skb, hop, reason);
+		return;
+	}
 	e = bpf_ringbuf_reserve(&fi_trace_events, sizeof(*e), 0);
 	if (!e) {
-		__u64 *lost = bpf_map_lookup_elem(&fi_trace_lost, &key);
-
-		if (lost)
-			__sync_fetch_and_add(lost, 1);
+		fi_trace_lost_one();
 		return;
 	}
 	e->ts_ns = bpf_ktime_get_ns();
@@ -286,7 +372,7 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 		if (bpf_probe_read_kernel(e->frame, FI_SNAP, l2))
 			e->snap = 0;
 	}
-	bpf_ringbuf_submit(e, 0);
+	bpf_ringbuf_submit(e, BPF_RB_NO_WAKEUP);
 }
 
 static __always_inline void fi_trace(const struct sk_buff *skb, __u8 hop, __u32 reason)

@@ -14,7 +14,7 @@ from ..errors import SpecError
 from . import (burst_loss, corrupt, drop, duplicate, first_psh, ip_rewrite, psh_ratio, tcp_flags, time_faults,
                truncate, ttl_pong)
 from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, probability_threshold
-from .match import NO_MATCH, Match, parse_match
+from .match import MARK, NO_MATCH, Match, parse_match
 
 CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio.FAULT, drop.FAULT, first_psh.FAULT,
                                                          tcp_flags.FAULT, burst_loss.FAULT, *ip_rewrite.FAULTS,
@@ -123,6 +123,8 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
         raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}"
                         + (f" ({fault.hooks_note})" if fault.hooks_note else ""))
     match = parse_match(filters, fault.options)
+    if match.fields & MARK and chosen == "xdp":
+        raise SpecError("mark= filters on the skb's mark, which XDP runs before: give @ingress or @egress")
     if match.probability is not None and fault.threshold is not None:
         raise SpecError(f"{fault.name} takes its rate as its value ({fault.name}={fault.value.name}); "
                         "p= and ratio= are for faults whose value is something else (ttl, dscp)")

@@ -15,14 +15,14 @@ from ..errors import SpecError
 from .base import parse_probability, parse_ratio, whole_number
 
 # bits of fi_match.fields
-SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN = (1 << i for i in range(9))
+SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN, MARK = (1 << i for i in range(10))
 PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
 TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ece": 0x40,
                  "cwr": 0x80}
-KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan", "p", "ratio", "nth", "journal")
-# struct fi_match: u32 fields; u8 proto, tcp_set, tcp_clear, pad; u16 sport lo/hi, dport lo/hi, vlan, pad;
-# then src, src_mask, dst, dst_mask as 16 bytes each (network order, as in the packet)
-MATCH_FORMAT = struct.Struct("<IBBBxHHHHHxx16s16s16s16sI")   # ... then u32 nth
+KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan", "mark", "p", "ratio", "nth", "journal")
+# struct fi_match: u32 fields; u8 proto, tcp_set, tcp_clear, pad; u16 sport lo/hi, dport lo/hi, vlan, negate;
+# then src, src_mask, dst, dst_mask as 16 bytes each (network order, as in the packet); u32 nth, mark, mark_mask
+MATCH_FORMAT = struct.Struct("<IBBBxHHHHHH16s16s16s16sIII")
 
 
 @dataclass(frozen=True)
@@ -41,40 +41,37 @@ class Match:
     probability: float | None = None              # p= / ratio=: the rate of faults whose value is not one
     options: tuple[tuple[str, object], ...] = ()  # the fault's own words (corrupt: csum=, bits=), parsed
     journal: bool = True                          # record each action in the journal (journal=off: not)
+    mark: tuple[int, int] = (0, 0)                # skb->mark & mask == value: (value, mask)
+    negate: int = 0                               # field bits whose test is inverted (trace expressions)
 
     def __str__(self) -> str:
         return "".join(f",{k}={v}" for k, v in self.words)
 
     def accepts(self, src: str | None, dst: str | None, proto: int, sport: int, dport: int) -> bool:
         """The filter in Python, for what user space sees without the packet (journal events):
-        addresses, protocol and ports. TCP flags and VLAN are not judged here (always pass)."""
+        addresses, protocol and ports. TCP flags, VLAN and mark are not judged here (always pass)."""
         def inside(addr: str | None, net: tuple[bytes, bytes]) -> bool:
             if addr is None:
                 return False
             raw = ipaddress.ip_address(addr).packed
             return len(raw) == len(net[0]) and all((a & m) == n for a, m, n in zip(raw, net[1], net[0]))
 
-        f = self.fields
-        if f & (SRC4 | SRC6) and not inside(src, self.src):
-            return False
-        if f & (DST4 | DST6) and not inside(dst, self.dst):
-            return False
-        if f & PROTO and proto != self.proto:
-            return False
         has_ports = proto in (6, 17)
-        if f & SPORT and not (has_ports and self.sport[0] <= sport <= self.sport[1]):
-            return False
-        if f & DPORT and not (has_ports and self.dport[0] <= dport <= self.dport[1]):
-            return False
-        return True
+        hits = {SRC4: lambda: inside(src, self.src), SRC6: lambda: inside(src, self.src),
+                DST4: lambda: inside(dst, self.dst), DST6: lambda: inside(dst, self.dst),
+                PROTO: lambda: proto == self.proto,
+                SPORT: lambda: has_ports and self.sport[0] <= sport <= self.sport[1],
+                DPORT: lambda: has_ports and self.dport[0] <= dport <= self.dport[1]}
+        # as bpf/lib/match.h FI_M_FAILS: a filtered field passes when its test hits, or negated, misses
+        return all(bool(hit()) != bool(self.negate & bit) for bit, hit in hits.items() if self.fields & bit)
 
     def pack(self) -> bytes:
         def pad(b: bytes) -> bytes:
             return b.ljust(16, b"\0")
 
         return MATCH_FORMAT.pack(self.fields, self.proto, self.tcp_set, self.tcp_clear, *self.sport, *self.dport,
-                                 self.vlan, pad(self.src[0]), pad(self.src[1]), pad(self.dst[0]), pad(self.dst[1]),
-                                 self.nth)
+                                 self.vlan, self.negate, pad(self.src[0]), pad(self.src[1]), pad(self.dst[0]),
+                                 pad(self.dst[1]), self.nth, *self.mark)
 
 
 def _ports(key: str, text: str) -> tuple[int, int]:
@@ -133,6 +130,20 @@ def _flags(text: str) -> tuple[int, int]:
     return present, absent
 
 
+def parse_mark(text: str) -> tuple[int, int]:
+    """'0x10' or '0x10/0xff' (decimal too) -> (value, mask): the packet's skb mark & mask == value."""
+    value, slash, mask = text.partition("/")
+    try:
+        v, m = int(value, 0), int(mask, 0) if slash else 0xFFFFFFFF
+    except ValueError:
+        v = m = -1
+    if not (0 <= v <= 0xFFFFFFFF and 0 <= m <= 0xFFFFFFFF):
+        raise SpecError(f"mark={text}: give the skb mark as VALUE or VALUE/MASK, 32-bit, e.g. mark=0x10/0xff")
+    if v & ~m:
+        raise SpecError(f"mark={text}: the value has bits outside the mask (no packet could match)")
+    return v, m
+
+
 def parse_match(items: list[str], options: tuple = ()) -> Match:
     """['proto=tcp', 'dport=443'] -> Match. `options`: the fault's own words (base.Option) allowed too."""
     kw: dict = {"fields": 0}
@@ -188,10 +199,13 @@ def parse_match(items: list[str], options: tuple = ()) -> Match:
         elif key == "vlan":
             kw["fields"] |= VLAN
             kw["vlan"] = whole_number(value, 0, 4095, f"vlan={value}: give a VLAN id 0..4095")
+        elif key == "mark":
+            kw["fields"] |= MARK
+            kw["mark"] = parse_mark(value)
     if "proto" in kw and kw["proto"] not in (6, 17) and kw["fields"] & (SPORT | DPORT):
         raise SpecError("sport/dport filter TCP or UDP: proto must be tcp or udp (or left out)")
     return Match(words=tuple(words), options=tuple(parsed_options), **kw)
 
 
 NO_MATCH = Match()
-__all__ = ["Match", "parse_match", "NO_MATCH", "MATCH_FORMAT"]
+__all__ = ["Match", "parse_match", "parse_mark", "NO_MATCH", "MATCH_FORMAT"]

@@ -14,6 +14,7 @@ import errno
 import os
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 
 from ..errors import EnvironmentProblem, FaultinjError, VerifierError
@@ -41,50 +42,76 @@ def _on_print(level: int, fmt: bytes, va: int) -> int:
 _print_cb = _PRINT_FN(_on_print)  # kept referenced for the life of the process
 
 
-# int (*ring_buffer_sample_fn)(void *ctx, void *data, size_t size)
-RINGBUF_SAMPLE_FN = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t)
-
-
-class RingBuffers:
-    """BPF ring buffers (by map fd) read together: read() returns the records
-    waiting, as (which, bytes) with `which` the index of the fd in fds. Reading
+class RingReader:
+    """A BPF ring buffer read in bulk through its mapped pages (as libbpf does, without a
+    callback per record): read() returns the bytes of every record committed since the last
+    read, each an 8-byte header (length, page offset) then the record padded to 8 bytes. Reading
     consumes: the kernel keeps one consumer position per ring."""
 
-    def __init__(self, fds: list[int]):
-        self._got: list[tuple[int, bytes]] = []
+    BUSY, DISCARD = 1 << 31, 1 << 30
+    _POS, _HDR = struct.Struct("<Q"), struct.Struct("<I")
 
-        def on_sample(ctx, data, size):
-            self._got.append((ctx or 0, ctypes.string_at(data, size)))
-            return 0
+    def __init__(self, fd: int):
+        import mmap
 
-        self._cb = RINGBUF_SAMPLE_FN(on_sample)   # referenced for as long as the rings are
-        self._rb = None
-        lb = lib()
-        for i, fd in enumerate(fds):
-            if self._rb is None:
-                self._rb = lb.ring_buffer__new(fd, self._cb, ctypes.c_void_p(i), None)
-                if not self._rb:
-                    _raise_errno("opening the journal ring buffer", -ctypes.get_errno())
-            else:
-                rc = lb.ring_buffer__add(self._rb, fd, self._cb, ctypes.c_void_p(i))
-                if rc < 0:
-                    self.close()
-                    _raise_errno("opening the journal ring buffer", rc)
+        self.size = map_info(fd)["max_entries"]
+        page = mmap.PAGESIZE
+        self._cons = mmap.mmap(fd, page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        try:
+            # the producer's page, then the data mapped twice: a record that wraps reads whole
+            self._prod = mmap.mmap(fd, page + 2 * self.size, mmap.MAP_SHARED, mmap.PROT_READ, offset=page)
+        except BaseException:
+            self._cons.close()
+            raise
+        self._page = page
 
-    def read(self, timeout_ms: int = 0) -> list[tuple[int, bytes]]:
-        if self._rb is None:
-            return []
-        lb = lib()
-        rc = lb.ring_buffer__poll(self._rb, timeout_ms) if timeout_ms else lb.ring_buffer__consume(self._rb)
-        if rc < 0 and -rc != errno.EINTR:
-            _raise_errno("reading the journal", rc)
-        got, self._got = self._got, []
-        return got
+    def wait(self, timeout_ms: int, batch: int) -> None:
+        """Until batch bytes wait or timeout_ms passed. The programs never wake the reader (a
+        wakeup per record cost the traced traffic more than the record): it looks every 10 ms."""
+        end = time.monotonic() + timeout_ms / 1000
+        while self.pending() < batch:
+            left = end - time.monotonic()
+            if left <= 0:
+                return
+            time.sleep(min(left, 0.01))
+
+    def pending(self) -> int:
+        return self._POS.unpack_from(self._prod, 0)[0] - self._POS.unpack_from(self._cons, 0)[0]
+
+    def read(self, max_bytes: int | None = None) -> bytes:
+        cons = start = self._POS.unpack_from(self._cons, 0)[0]
+        prod = self._POS.unpack_from(self._prod, 0)[0]
+        if max_bytes is not None:
+            prod = min(prod, cons + max_bytes)
+        mask, base, hdr = self.size - 1, self._page, self._HDR
+        while cons < prod:
+            length = hdr.unpack_from(self._prod, base + (cons & mask))[0]
+            if length & self.BUSY:
+                break                       # still being written: the next read gets it
+            cons += ((length & ~(self.BUSY | self.DISCARD)) + 8 + 7) & ~7
+        if cons == start:
+            return b""
+        off = base + (start & mask)
+        out = self._prod[off:off + cons - start]
+        self._POS.pack_into(self._cons, 0, cons)
+        return out
 
     def close(self) -> None:
-        if self._rb:
-            lib().ring_buffer__free(self._rb)
-            self._rb = None
+        for m in (self._cons, self._prod):
+            if m is not None:
+                m.close()
+        self._cons = self._prod = None
+
+
+def map_info(fd: int) -> dict:
+    """struct bpf_map_info's head: type, id, key_size, value_size, max_entries, map_flags."""
+    buf = ctypes.create_string_buffer(256)
+    size = ctypes.c_uint32(len(buf))
+    rc = lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size))
+    if rc < 0:
+        _raise_errno("reading map info", rc)
+    names = ("type", "id", "key_size", "value_size", "max_entries", "map_flags")
+    return dict(zip(names, struct.unpack_from("<6I", buf.raw)))
 
 
 def lib() -> ctypes.CDLL:
@@ -124,6 +151,7 @@ def lib() -> ctypes.CDLL:
         "bpf_map_get_fd_by_id": (ci, [cu]),
         "bpf_map_update_elem": (ci, [ci, vp, vp, ctypes.c_uint64]),
         "bpf_map_lookup_elem": (ci, [ci, vp, vp]),
+        "bpf_map_get_next_key": (ci, [ci, vp, vp]),
         "bpf_obj_get_info_by_fd": (ci, [ci, vp, ctypes.POINTER(cu)]),
         "bpf_prog_test_run_opts": (ci, [ci, vp]),
         "libbpf_num_possible_cpus": (ci, []),
@@ -144,11 +172,6 @@ def lib() -> ctypes.CDLL:
         "btf__find_by_name_kind": (ci, [vp, cs, cu]),
         "btf__type_by_id": (vp, [vp, cu]),
         "btf__name_by_offset": (cs, [vp, cu]),
-        "ring_buffer__new": (vp, [ci, RINGBUF_SAMPLE_FN, vp, vp]),
-        "ring_buffer__add": (ci, [vp, ci, RINGBUF_SAMPLE_FN, vp]),
-        "ring_buffer__poll": (ci, [vp, ci]),
-        "ring_buffer__consume": (ci, [vp]),
-        "ring_buffer__free": (None, [vp]),
     }
     for fname, (res, args) in sigs.items():
         fn = getattr(handle, fname)
@@ -281,16 +304,34 @@ def load_object(path: str, map_names: tuple[str, ...] | None, prog_type: int | N
     )
 
 
+def _reuse_maps(obj: int, reuse: dict[str, int]) -> None:
+    """Before load: the object's maps of these names are the given fds (another object's)."""
+    lb = lib()
+    for mname, fd in reuse.items():
+        m = lb.bpf_object__find_map_by_name(obj, mname.encode())
+        if m:
+            rc = lb.bpf_map__reuse_fd(m, fd)
+            if rc < 0:
+                _raise_errno(f"sharing the map {mname}", rc)
+
+
 class TracingObject:
     """A loaded object whose every program is attached where its section says (tp_btf/...),
-    held by this process only: closing it (or exiting) detaches everything."""
+    held by this process only: closing it (or exiting) detaches everything. reuse: maps taken
+    from another loaded object (name -> fd)."""
 
-    def __init__(self, path: str, map_names: tuple[str, ...]):
+    def __init__(self, path: str, map_names: tuple[str, ...], reuse: dict[str, int] | None = None):
         lb = lib()
         self._links: list[int] = []
         with _print_lock:
             _messages.clear()
             self._obj = _open(path)
+            try:
+                _reuse_maps(self._obj, reuse or {})
+            except BaseException:
+                lb.bpf_object__close(self._obj)
+                self._obj = 0
+                raise
             rc = lb.bpf_object__load(self._obj)
             log = "".join(_messages)
             _messages.clear()
@@ -429,12 +470,7 @@ class FunctionProgram:
                 rc = lb.bpf_program__set_attach_target(chosen, 0, function.encode())
                 if rc < 0:
                     _raise_errno(f"targeting {function}", rc)
-                for mname, fd in reuse.items():
-                    m = lb.bpf_object__find_map_by_name(self._obj, mname.encode())
-                    if m:
-                        rc = lb.bpf_map__reuse_fd(m, fd)
-                        if rc < 0:
-                            _raise_errno(f"sharing the map {mname}", rc)
+                _reuse_maps(self._obj, reuse)
                 rc = lb.bpf_object__load(self._obj)
                 log = "".join(_messages)
                 _messages.clear()
@@ -468,11 +504,17 @@ class FunctionRefused(FaultinjError):
         self.function, self.errno = function, err
 
 
-def btf_enum(path: str, name: str) -> dict[int, str]:
-    """The values of `enum name` in the BTF file at path (the running kernel's: /sys/kernel/btf/vmlinux)."""
+def btf_enum(path: str, name: str, base: str | None = None) -> dict[int, str]:
+    """The values of `enum name` in the BTF file at path (the running kernel's: /sys/kernel/btf/vmlinux;
+    a module's, /sys/kernel/btf/MODULE, is split BTF: give the kernel's as base)."""
     lb = lib()
-    btf = lb.btf__parse(path.encode(), None)
+    base_btf = lb.btf__parse(base.encode(), None) if base else None
+    if base and not base_btf:
+        raise FaultinjError(f"cannot read BTF from {base}: {os.strerror(ctypes.get_errno())}")
+    btf = lb.btf__parse_split(path.encode(), base_btf) if base else lb.btf__parse(path.encode(), None)
     if not btf:
+        if base_btf:
+            lb.btf__free(base_btf)
         raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
     try:
         tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_ENUM)
@@ -489,6 +531,8 @@ def btf_enum(path: str, name: str) -> dict[int, str]:
         return out
     finally:
         lb.btf__free(btf)
+        if base_btf:
+            lb.btf__free(base_btf)
 
 
 def _verifier_tail(log: str) -> str:
@@ -539,6 +583,19 @@ def map_lookup(fd: int, key: bytes, value_size: int) -> bytes:
     if rc < 0:
         _raise_errno("reading a map", rc)
     return vb.raw
+
+
+def map_keys(fd: int, key_size: int) -> list[bytes]:
+    """Every key of a hash map (a snapshot: keys added meanwhile may be missed)."""
+    keys, prev, nxt = [], None, ctypes.create_string_buffer(key_size)
+    while True:
+        rc = lib().bpf_map_get_next_key(fd, prev, nxt)
+        if rc == -errno.ENOENT:
+            return keys
+        if rc < 0:
+            _raise_errno("listing a map's keys", rc)
+        keys.append(nxt.raw)
+        prev = ctypes.create_string_buffer(nxt.raw, key_size)
 
 
 def possible_cpus() -> int:

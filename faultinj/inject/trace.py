@@ -12,6 +12,14 @@ device, which kfree_skb does report: that report is folded into the fault's drop
 consumes, so the tracer sees every action whoever else reads it; while the
 tracer runs it holds a lease (fi_watch) that makes a journal=off fault log
 its actions for tracers only.
+
+Cost: events go on the ring without waking the reader, which reads every
+10 ms, in bulk, through the ring's mapped pages; a batch is decoded at once
+(struct.iter_unpack) and a frame is parsed only when a hop's key or summary
+is asked for. --stats counts in the kernel instead (no event). The filter
+may be several (a pcap-filter expression, faults/pcap_filter.py): a packet
+passing any is traced. Where the openvswitch module is loaded, its datapath's
+upcalls and actions are hops too (bpf/trace_ovs.bpf.c).
 """
 
 from __future__ import annotations
@@ -20,11 +28,13 @@ import errno
 import os
 import re
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
 from ..errors import KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match
+from ..faults.pcap_filter import MAX_SLOTS
 from ..journal import clock, wall_time
 from ..packets import parse
 from . import build, libbpf, state
@@ -33,13 +43,24 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 # struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
 # char ifname[16]; u8 frame[128]
 EVENT = struct.Struct("<QQQQIIIIIHBB16s128s")
-HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP"}
-HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb"}
+# a ring record: its header (u32 length, u32 page offset), then the event, padded to 8 bytes
+RECORD = struct.Struct("<II" + EVENT.format.lstrip("<") + f"{-EVENT.size % 8}x")
+# struct fi_trace_count_key: u32 netns, reason; u8 hop, flags, pad[2]; char ifname[16] -> {u64 packets, bytes}
+COUNT_KEY = struct.Struct("<IIBB2x16s")
+MODE_EVENTS, MODE_COUNT = 1, 2       # enum fi_trace_mode
+READ_BATCH = 256 << 10               # read() returns early once this much waits on the ring
+HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP", 8: "ovs", 9: "ovs"}
+HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb",
+              8: "upcall", 9: "exec"}
+HOP_OVS_UPCALL, HOP_OVS_EXEC = 8, 9      # FI_HOP_OVS_*: Open vSwitch's kernel datapath
+OVS_BTF = "/sys/kernel/btf/openvswitch"  # the module's BTF: there when the kernel datapath is loaded
 FOLD_NS = 1_000_000                  # a fault's drop and the kernel's free of that packet: within 1 ms
 HOP_FUNC = 7                         # FI_HOP_FUNC: trace --functions, a kernel function took the skb
 MAX_FUNCTIONS = 64                   # --functions attaches one fentry program per function: bounded
 # the maps the function programs (bpf/trace_func.bpf.c) share with the tracepoints' object
-SHARED_MAPS = ("fi_trace_config", "fi_trace_events", "fi_trace_lost", "fi_trace_delivered", "fi_trace_shared")
+SHARED_MAPS = ("fi_trace_config", "fi_trace_events", "fi_trace_lost", "fi_trace_delivered", "fi_trace_shared",
+               "fi_trace_counts")
+FI_HOP_DROP = 5
 HOP_DELIVERED = 6                    # FI_HOP_DELIVERED: a socket read a copy of a frame freed while shared
 DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 # How long a free whose data another skb still held waits for that copy's fate (read by a socket:
@@ -47,8 +68,9 @@ DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 SHARED_GRACE_NS = 200_000_000
 WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
 AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
-# struct fi_trace_config { u32 active, pad; struct fi_match match; }
+# struct fi_trace_config { u32 active, slots; struct fi_match match[FI_TRACE_SLOTS]; }
 _CONFIG_HEAD = struct.Struct("<II")
+FILTER_SLOTS = MAX_SLOTS
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
@@ -65,9 +87,20 @@ def check_btf() -> str:
 
 
 def drop_reasons(path: str | None = None) -> dict[int, str]:
-    """enum skb_drop_reason of the running kernel, prefixes off: {2: 'NOT_SPECIFIED', ...}."""
-    names = libbpf.btf_enum(path or check_btf(), "skb_drop_reason")
-    return {v: n.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_") for v, n in names.items()}
+    """enum skb_drop_reason of the running kernel, prefixes off: {2: 'NOT_SPECIFIED', ...}; with
+    the openvswitch module loaded, its own (enum ovs_drop_reason, 6.4 and later: 'OVS_DROP_...')."""
+    path = path or check_btf()
+    names = libbpf.btf_enum(path, "skb_drop_reason")
+    out = {v: n.removeprefix("SKB_DROP_REASON_").removeprefix("SKB_") for v, n in names.items()}
+    if os.path.isfile(OVS_BTF):
+        out.update(libbpf.btf_enum(OVS_BTF, "ovs_drop_reason", base=path))
+    return out
+
+
+def ovs_actions(path: str | None = None) -> dict[int, str]:
+    """enum ovs_action_attr of the loaded openvswitch module: {1: 'output', 2: 'userspace', ...}."""
+    names = libbpf.btf_enum(OVS_BTF, "ovs_action_attr", base=path or check_btf())
+    return {v: n.removeprefix("OVS_ACTION_ATTR_").lower() for v, n in names.items()}
 
 
 def netns_names() -> dict[int, str]:
@@ -90,7 +123,7 @@ def netns_names() -> dict[int, str]:
     return out
 
 
-@dataclass
+@dataclass(slots=True)
 class Hop:
     ts_ns: int
     netns: int
@@ -104,8 +137,25 @@ class Hop:
     fault: str = ""         # a faultinj fault acted here: its id and spec
     delivered: str = ""     # done: the socket that had read the frame (raw socket, packet socket, ...)
     since_ns: int = 0       # fn: time since this packet's previous hop
-    key: tuple = ()         # the packet (packets.Packet.journal_key)
-    summary: str = ""
+    # the packet (packets.Packet.journal_key) and its one-line description: from the frame when
+    # first asked for (a tracer reading every packet decodes only what its user looks at)
+    _key: tuple | None = None
+    _summary: str | None = None
+
+    def _decode(self) -> None:
+        self._key, self._summary = summarise(self.frame, self.length)
+
+    @property
+    def key(self) -> tuple:
+        if self._key is None:
+            self._decode()
+        return self._key
+
+    @property
+    def summary(self) -> str:
+        if self._summary is None:
+            self._decode()
+        return self._summary
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
@@ -118,6 +168,9 @@ class Hop:
         tail = f" reason={self.reason}" if self.reason else ""
         tail += f", after delivery to a {self.delivered}" if self.delivered else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
+        if self.direction == "ovs":   # Open vSwitch's kernel datapath: an upcall, or an action it executed
+            return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} ovs  "
+                    f"{self.point:<16} {self.summary}{tail}")
         if self.direction == "fn":
             return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} fn   "
                     f"{self.point:<28} +{self.since_ns / 1000:7.1f}us {self.summary}")
@@ -144,7 +197,7 @@ def skb_functions(pattern: str, limit: int = MAX_FUNCTIONS) -> dict[str, int]:
 
 def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
     """(the packet's key, 'request #4211.1 10.0.0.1 -> 10.0.0.2') from the frame's first bytes."""
-    p = parse(frame, wire_len)
+    p = parse(frame, wire_len, checksums=False)
     key = p.journal_key()
     src, dst = key[0], key[1]
     if p.proto in (1, 58) and p.icmp_type in (0, 8, 128, 129):
@@ -165,7 +218,7 @@ def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
 class Tracer:
     """Trace packets that pass `match`, until closed. read() returns hops in time order."""
 
-    match: Match = NO_MATCH
+    match: Match | tuple = NO_MATCH                 # a filter, or several (a packet passing any is traced)
     with_faults: bool = True
     functions: dict = field(default_factory=dict)   # kernel function -> the skb's argument index (fentry)
     _obj: object = None
@@ -180,7 +233,12 @@ class Tracer:
     _fn_names: dict = field(default_factory=dict)   # function address -> name
     _last_ts: dict = field(default_factory=dict)    # packet key -> its latest hop's stamp
     _fault_drops: dict = field(default_factory=dict)   # (packet key, netns, ifname) -> a fault dropped it then
+    count_only: bool = False                        # trace --stats: hops counted in the kernel, no events
     refused_functions: list = field(default_factory=list)   # --functions the kernel would not trace
+    _ifnames: dict = field(default_factory=dict)    # the kernel's ifname bytes -> str
+    _ovs: object = None                             # bpf/trace_ovs.bpf.c, where openvswitch.ko is loaded
+    _ovs_actions: dict = field(default_factory=dict)
+    _unnamed: dict = field(default_factory=dict)    # namespace inode without a name -> last looked for
 
     def start(self) -> "Tracer":
         path = check_btf()
@@ -189,10 +247,18 @@ class Tracer:
         obj_path = build.compile_program("trace", "trace")
         try:
             self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
-            cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()   # struct fi_trace_config: active, the filter
+            # struct fi_trace_config: the mode, the filter
+            slots = self.filters()
+            cfg = _CONFIG_HEAD.pack(MODE_COUNT if self.count_only else MODE_EVENTS, len(slots)) + b"".join(
+                m.pack() for m in slots + (NO_MATCH,) * (FILTER_SLOTS - len(slots)))
             libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
-            self._rings = libbpf.RingBuffers([self._obj.map_fds["fi_trace_events"]])
+            self._rings = libbpf.RingReader(self._obj.map_fds["fi_trace_events"])
             self._obj.attach()
+            if os.path.isfile(OVS_BTF):   # the kernel datapath is here: its upcalls and actions too
+                self._ovs_actions = ovs_actions(path)
+                self._ovs = libbpf.TracingObject(str(build.compile_program("trace_ovs", "trace")), (),
+                                                 {m: self._obj.map_fds[m] for m in SHARED_MAPS})
+                self._ovs.attach()
             if self.functions:
                 self._attach_functions()
             if self.with_faults:
@@ -207,6 +273,9 @@ class Tracer:
             self.close()
             raise
         return self
+
+    def filters(self) -> tuple[Match, ...]:
+        return self.match if isinstance(self.match, tuple) else (self.match,)
 
     def _attach_functions(self) -> None:
         path = str(build.compile_program("trace_func", "trace"))
@@ -251,9 +320,14 @@ class Tracer:
                 os.close(fd)
 
     def _ns_name(self, inum: int) -> str:
-        if inum not in self._names:
-            self._names.update(netns_names())
-        return self._names.get(inum, "?")
+        name = self._names.get(inum)
+        if name is None:
+            now = time.monotonic_ns()
+            if now - self._unnamed.get(inum, 0) > 1_000_000_000:   # not named (a container's): once a second
+                self._unnamed[inum] = now
+                self._names.update(netns_names())
+            name = self._names.get(inum, "?")
+        return name
 
     def _ns_inum(self, name: str | None) -> int:
         """A name, a namespace file's path (containers, processes), or None for ours."""
@@ -262,54 +336,29 @@ class Tracer:
         return inode(name) or 0
 
     def read(self, timeout_ms: int = 100) -> list[Hop]:
-        hops = []
-        for _, raw in self._rings.read(timeout_ms):
-            ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags, ifname, frame = \
-                EVENT.unpack_from(raw)
-            if hop == HOP_DELIVERED:
-                held = self._held.pop(head, None)
-                if held is not None:
-                    hops.append(_delivered(held, sock))
-                continue
-            frame = frame[:snap]
-            key, summary = summarise(frame, length)
-            direction = HOPS.get(hop, "?")
-            h = Hop(ts, netns, self._ns_name(netns), ifname.split(b"\0")[0].decode(errors="replace"),
-                    direction, HOP_POINTS.get(hop, "?"), length, frame,
-                    reason=self._reasons.get(reason, str(reason)) if direction == "DROP" else "",
-                    key=key, summary=summary)
-            if hop == HOP_FUNC:
-                # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
-                h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
-                h.since_ns = ts - self._last_ts.get(key, ts)
-            if len(self._last_ts) > 100_000:
-                self._last_ts.clear()
-            self._last_ts[key] = max(ts, self._last_ts.get(key, 0))
-            if direction == "DROP" and flags & DROP_DELIVERED:
-                h = _delivered(h, sock)
-            elif direction == "DROP" and flags & DROP_SHARED:
-                self._held[head] = h
-                continue
-            hops.append(h)
+        """The hops since the last read: waits up to timeout_ms, less once a batch waits."""
+        self._rings.wait(timeout_ms, READ_BATCH)
+        hops = self._hops(self._rings.read())
         hops.extend(self.flush(time.monotonic_ns() - SHARED_GRACE_NS))
         if self._journal is not None:
             self._watch()
             for e in self._journal.read():
-                if not self.match.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport):
+                if not any(m.accepts(e.src, e.dst, e.l4_proto, e.sport, e.dport) for m in self.filters()):
                     continue
                 ns_name, inum, ifname = self._fault_at[e.fault_id]
                 what = {"drop": "DROP", "duplicate": "DUP"}.get(e.action, "ACT")
                 hops.append(Hop(e.ts_ns, inum, ns_name, ifname, what, e.hook, 0, b"",
                                 reason="faultinj" if e.action == "drop" else "",
-                                fault=f"{e.fault} {e.fault_id}", key=e.key(),
-                                summary=_event_summary(e)))
+                                fault=f"{e.fault} {e.fault_id}", _key=e.key(),
+                                _summary=_event_summary(e)))
                 if e.action == "drop":
                     if len(self._fault_drops) > 100_000:
                         self._fault_drops.clear()
                     self._fault_drops[(e.key(), inum, ifname)] = e.ts_ns
             # the journal is written before the program returns, so a fault's drop is known here
             # before (or in the same read as) the kernel's report of freeing that packet
-            hops = [h for h in hops if not self._freed_by_fault(h)]
+            if self._fault_drops:
+                hops = [h for h in hops if not self._freed_by_fault(h)]
         hops.sort(key=lambda h: h.ts_ns)
         return hops
 
@@ -319,6 +368,70 @@ class Tracer:
             return False
         at = self._fault_drops.get((h.key, h.netns, h.ifname))
         return at is not None and 0 <= h.ts_ns - at < FOLD_NS
+
+    def _hops(self, batch: bytes) -> list[Hop]:
+        """Hops from a batch of ring records, decoded together (struct.iter_unpack); a frame's
+        fields are read only when asked for (Hop.key, Hop.summary)."""
+        hops = []
+        append, names, ns_names, held = hops.append, self._ifnames, self._names, self._held
+        for (_len, _pg, ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags,
+             ifname, frame) in RECORD.iter_unpack(batch):
+            if hop == HOP_DELIVERED:
+                h = held.pop(head, None)
+                if h is not None:
+                    append(_delivered(h, sock))
+                continue
+            name = names.get(ifname)
+            if name is None:
+                name = names[ifname] = ifname.split(b"\0")[0].decode(errors="replace")
+            h = Hop(ts, netns, ns_names.get(netns) or self._ns_name(netns), name, HOPS.get(hop, "?"),
+                    HOP_POINTS.get(hop, "?"), length, frame[:snap])
+            if hop < FI_HOP_DROP:
+                append(h)
+                continue
+            if hop == FI_HOP_DROP:
+                h.reason = self._reasons.get(reason) or str(reason)
+                if flags & DROP_DELIVERED:
+                    h = _delivered(h, sock)
+                elif flags & DROP_SHARED:
+                    held[head] = h
+                    continue
+            elif hop == HOP_OVS_EXEC:
+                action = self._ovs_actions.get(reason, str(reason))
+                h.point = f"exec {action}" + (f":{func}" if action == "output" else "")
+            elif hop == HOP_FUNC:
+                # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
+                h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
+                key = h.key
+                h.since_ns = ts - self._last_ts.get(key, ts)
+                if len(self._last_ts) > 100_000:
+                    self._last_ts.clear()
+                self._last_ts[key] = max(ts, self._last_ts.get(key, 0))
+            append(h)
+        return hops
+
+    def counts(self) -> list[dict]:
+        """trace --stats: what passed each hook so far, counted in the kernel (summed over CPUs)."""
+        fd, cpus = self._obj.map_fds["fi_trace_counts"], libbpf.possible_cpus()
+        out = []
+        for k in libbpf.map_keys(fd, COUNT_KEY.size):
+            raw = libbpf.map_lookup(fd, k, 16 * cpus)
+            packets = sum(struct.unpack_from("<Q", raw, 16 * i)[0] for i in range(cpus))
+            nbytes = sum(struct.unpack_from("<Q", raw, 16 * i + 8)[0] for i in range(cpus))
+            netns, reason, hop, flags, ifname = COUNT_KEY.unpack(k)
+            direction = HOPS.get(hop, "?")
+            if hop == FI_HOP_DROP and flags & DROP_DELIVERED:
+                direction = "done"
+            elif hop == FI_HOP_DROP and flags & DROP_SHARED:
+                direction = "free"   # a copy lived on: a delivery or a drop (plain trace follows the copy)
+            out.append({"netns": netns, "netns_name": self._ns_name(netns),
+                        "ifname": ifname.split(b"\0")[0].decode(errors="replace"), "direction": direction,
+                        "point": HOP_POINTS.get(hop, "?") + (f" {self._ovs_actions.get(reason, reason)}"
+                                                             if hop == HOP_OVS_EXEC else ""),
+                        "reason": (self._reasons.get(reason) or str(reason)) if hop == FI_HOP_DROP else "",
+                        "packets": packets, "bytes": nbytes})
+        out.sort(key=lambda c: (-c["packets"], c["netns_name"], c["ifname"], c["point"]))
+        return out
 
     def flush(self, before_ns: int | None = None) -> list[Hop]:
         """Frees held for their copy's fate since before before_ns (all: None): nobody read the copy,
@@ -336,10 +449,10 @@ class Tracer:
         for p in self._fn_progs:
             p.close()
         self._fn_progs = []
-        for thing in (self._rings, self._journal, self._obj):
+        for thing in (self._rings, self._journal, self._ovs, self._obj):
             if thing is not None:
                 thing.close()
-        self._rings = self._journal = self._obj = None
+        self._rings = self._journal = self._ovs = self._obj = None
 
     def __enter__(self) -> "Tracer":
         return self.start()
@@ -379,7 +492,7 @@ class _Stop(Exception):
     """on_hop asked to stop."""
 
 
-def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | None = None,
+def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: float | None = None,
           on_hop=None, with_faults: bool = True, settle: float = 0.3,
           functions: dict | None = None) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
@@ -417,3 +530,15 @@ def trace(match: Match = NO_MATCH, count: int | None = None, duration: float | N
                 break
         lost = tracer.lost()
     return hops, lost
+
+
+def stats(match: Match | tuple = NO_MATCH, duration: float | None = None, functions: dict | None = None) -> list[dict]:
+    """trace --stats: how many packets passed each hook of each interface, and how many the
+    kernel dropped for which reason, counted in the kernel (no event per packet), until `duration`
+    passed or KeyboardInterrupt. Tracer.counts() rows."""
+    with Tracer(match, False, functions or {}, count_only=True) as tracer:
+        try:
+            time.sleep(duration) if duration is not None else threading.Event().wait()
+        except KeyboardInterrupt:
+            pass
+        return tracer.counts()
