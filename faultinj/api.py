@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
-from .faults import FaultSpec, get_fault, parse_hook, parse_match, parse_spec, rate_threshold
+from .faults import PROGRAM, FaultSpec, parse_change, parse_hook, parse_spec
 from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
 
 TC_MODES = ("cls_bpf", "matchall")
@@ -115,15 +115,15 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
     attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
+    if not fs.fault.configurable:
+        raise SpecError("apply a program of your own with --program FILE.c")
     _check_tc_mode(tc_mode, fs.hook)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
     caps.require_privileges()
     target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
-    return _install(fs.name, fs.value, fs.hook, [list(w) for w in fs.match.words], ifname, target,
-                    seed, seconds, replace, tc_mode,
-                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode),
-                    qdisc=fs.fault.qdisc)
+    return _install(fs, ifname, target, seed, seconds, replace, tc_mode,
+                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode))
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
@@ -141,8 +141,8 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
         _check_tc_mode(tc_mode, chosen)
-        value = f"{os.path.abspath(source)}:{name}"
-        return _install(custom.FAULT_NAME, value, chosen, [], ifname, target, 0, None, replace, tc_mode,
+        fs = FaultSpec(PROGRAM, f"{os.path.abspath(source)}:{name}", chosen)
+        return _install(fs, ifname, target, 0, None, replace, tc_mode,
                         lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
     finally:
         custom.discard(compiled)
@@ -155,11 +155,11 @@ def _check_tc_mode(tc_mode: str, hook: str) -> None:
         raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
 
 
-def _install(name: str, value, hook: str, match: list, ifname: str, target: targets.Target, seed: int,
-             seconds: float | None, replace: bool, tc_mode: str, load, qdisc: str | None = None) -> state.Record:
+def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seconds: float | None,
+             replace: bool, tc_mode: str, load) -> state.Record:
     """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
-    qdisc: a root qdisc the fault needs (fq for time faults), added first where it is not there."""
-    netns_name = target.netns
+    The root qdisc the fault needs (fq for time faults) is added first where it is not there."""
+    netns_name, hook, qdisc = target.netns, fs.hook, fs.fault.qdisc
     with _Links() as links, state.locked():
         ipr = links.get(netns_name)
         if not netns.alive(netns_name, target.inode):   # a process that exited since we looked it up
@@ -171,10 +171,10 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
         deadline_ns, expires_at = _deadline(seconds)
         fid = "f" + secrets.token_hex(4)
         rec = state.Record(
-            id=fid, fault=name, value=value, hook=hook, netns=netns_name, ifname=ifname,
+            id=fid, fault=fs.name, value=fs.value, hook=hook, netns=netns_name, ifname=ifname,
             ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
-            pending="apply", pid=os.getpid(), match=match,
+            pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
             target=target.label, container=target.container, netns_inode=target.inode,
         )
         with ExitStack() as undo:
@@ -200,7 +200,7 @@ def _install(name: str, value, hook: str, match: list, ifname: str, target: targ
                     undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
                 rec.attach_mode = tc_mode
                 rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
-                rec.filter_name = f"faultinj:{fid}:{name}"
+                rec.filter_name = f"faultinj:{fid}:{fs.name}"
                 state.save(rec)
                 attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
                 undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
@@ -357,7 +357,7 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
             if not all_namespaces and rec.netns != netns_name:
                 continue
             st, detail = _attachment_state(links, rec)
-            if rec.fault == custom.FAULT_NAME:
+            if not rec.fault_spec().fault.configurable:
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
                 counters, lost, refused = _read_counters(rec)
@@ -370,21 +370,11 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
 def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: int | None = None,
               duration: str | float | None = None, fault_id: str | None = None, netns_path: str | None = None,
               pid: int | None = None, container: str | None = None, runtime: str | None = None) -> state.Record:
-    """Change a running fault's value (and seed, deadline) with a map write: no reload."""
-    body, at, hook_text = spec.partition("@")
-    hook = parse_hook(hook_text) if at else None
-    if body.partition("=")[0].partition(",")[0].strip() == custom.FAULT_NAME:
-        raise SpecError("a custom program has no faultinj config to set: clear it and apply it again")
-    head, *filters = body.split(",")
-    new_match = ([list(w) for w in parse_match(filters, get_fault(head.partition("=")[0].strip()).options).words]
-                 if filters else None)
-    if "=" in head:  # a new value: validated like apply's
-        fs = parse_spec(spec)
-        ftype, new_value = fs.fault, fs.value
-    else:            # only selects the fault (to change filters, --seed or --duration)
-        ftype, new_value = get_fault(head.strip()), None
-        if seed is None and duration is None and new_match is None:
-            raise SpecError(f"nothing to change: give {ftype.name}={ftype.value.name}, filters, --seed or --duration")
+    """Change a running fault's value, filters (and seed, deadline) with a map write: no reload."""
+    change = parse_change(spec)
+    ftype, hook = change.fault, change.hook
+    if change.value is None and change.filters is None and seed is None and duration is None:
+        raise SpecError(f"nothing to change: give {ftype.name}={ftype.value.name}, filters, --seed or --duration")
     seconds = parse_duration(duration)
     if seed is not None:
         check_seed(seed)
@@ -400,18 +390,15 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
             ipr = links.get(netns_name)
             netns.link_index(ipr, ifname, target.label or netns_name)  # says so if the interface is unknown
             raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + target.where if netns_name else ''}: "
-                             f"apply one with 'faultinj apply {body} {ifname}'")
+                             f"apply one with 'faultinj apply {spec.partition('@')[0]} {ifname}'")
         if len(cands) > 1:
             raise StateError(f"{len(cands)} {ftype.name} faults on {ifname} ({', '.join(r.id for r in cands)}): "
                              "choose one with --id")
         rec = cands[0]
+        new = change.applied_to(rec.fault_spec())
         rec.specs[str(rec.gen)] = rec.spec     # what the journal's events so far were made under
         rec.gen += 1
-        if new_value is None:
-            new_value = rec.value
-        rec.value = new_value
-        if new_match is not None:
-            rec.match = new_match
+        rec.value, rec.match = new.value, [list(w) for w in new.match.words]
         if seed is not None:
             rec.seed = seed
         if seconds is not None:
@@ -426,28 +413,8 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
 
 def _write_config(rec: state.Record) -> None:
     """Make the kernel's config map say what the record says."""
-    fd = libbpf.obj_get(f"{rec.pin_dir}/fi_config")
-    try:
-        cfg = maps.read_config(fd)
-        fault = get_fault(rec.fault)
-        match = parse_match([f"{k}={v}" for k, v in rec.match], fault.options)
-        options = fault.option_values(dict(match.options))
-        cfg.threshold = rate_threshold(fault, rec.value, match)
-        cfg.param = fault.param(rec.value, options)
-        cfg.extra = fault.extra(rec.value, options)
-        cfg.seed, cfg.deadline_ns = maps.stream_seed(rec.seed, rec.fault, rec.hook), rec.deadline_ns
-        cfg.match = match.pack()
-        cfg.flags = cfg.flags & ~maps.CFG_JOURNAL | (maps.CFG_JOURNAL if match.journal else 0)
-        cfg.gen = rec.gen
-        for name, values in fault.tables(rec.value, options).items():   # before the config that uses them
-            table_fd = libbpf.obj_get(f"{rec.pin_dir}/{name}")
-            try:
-                maps.write_table(table_fd, values)
-            finally:
-                os.close(table_fd)
-        maps.write_config(fd, cfg)
-    finally:
-        os.close(fd)
+    with maps.pinned(rec.pin_dir) as fds:
+        maps.write_spec(fds, rec.fault_spec(), rec.seed, rec.deadline_ns, rec.gen)
 
 
 # ---- clear -----------------------------------------------------------------

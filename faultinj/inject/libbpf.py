@@ -144,6 +144,7 @@ def lib() -> ctypes.CDLL:
         "btf__find_by_name_kind": (ci, [vp, cs, cu]),
         "btf__type_by_id": (vp, [vp, cu]),
         "btf__name_by_offset": (cs, [vp, cu]),
+        "btf__resolve_size": (ctypes.c_longlong, [vp, cu]),
         "ring_buffer__new": (vp, [ci, RINGBUF_SAMPLE_FN, vp, vp]),
         "ring_buffer__add": (ci, [vp, ci, RINGBUF_SAMPLE_FN, vp]),
         "ring_buffer__poll": (ci, [vp, ci]),
@@ -487,6 +488,31 @@ def btf_enum(path: str, name: str) -> dict[int, str]:
             name_off, val = struct.unpack_from("<Ii", raw, 8 * i)
             out[val] = lb.btf__name_by_offset(btf, name_off).decode()
         return out
+    finally:
+        lb.btf__free(btf)
+
+
+def btf_struct(path: str, name: str) -> tuple[int, dict[str, tuple[int, int]]] | None:
+    """(size, {member: (byte offset, size)}) of `struct name` in the BTF of the object (or BTF
+    file) at path; None when it has no such struct. See inject/layout.py."""
+    lb = lib()
+    btf = lb.btf__parse(path.encode(), None)
+    if not btf:
+        raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
+    try:
+        tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
+        if tid < 0:
+            return None
+        t = lb.btf__type_by_id(btf, tid)
+        _, info, size = struct.unpack("<III", ctypes.string_at(t, 12))
+        vlen, kflag = info & 0xFFFF, info >> 31
+        raw = ctypes.string_at(t + 12, 12 * vlen)  # struct btf_member { u32 name_off, type, offset; }
+        members = {}
+        for i in range(vlen):
+            name_off, mtype, offset = struct.unpack_from("<III", raw, 12 * i)
+            bits = offset & 0xFFFFFF if kflag else offset
+            members[lb.btf__name_by_offset(btf, name_off).decode()] = (bits // 8, lb.btf__resolve_size(btf, mtype))
+        return size, members
     finally:
         lb.btf__free(btf)
 

@@ -26,7 +26,7 @@ from ..errors import KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match
 from ..journal import clock, wall_time
 from ..packets import parse
-from . import build, libbpf, state
+from . import build, layout, libbpf, state
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 # struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
@@ -45,8 +45,6 @@ DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 SHARED_GRACE_NS = 200_000_000
 WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
 AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
-# struct fi_trace_config { u32 active, pad; struct fi_match match; }
-_CONFIG_HEAD = struct.Struct("<II")
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
@@ -186,8 +184,8 @@ class Tracer:
         obj_path = build.compile_program("trace", "trace")
         try:
             self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
-            cfg = _CONFIG_HEAD.pack(1, 0) + self.match.pack()   # struct fi_trace_config: active, the filter
-            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
+            cfg = layout.FiTraceConfig(active=1, match=layout.match_struct(self.match))
+            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", bytes(cfg))
             self._rings = libbpf.RingBuffers([self._obj.map_fds["fi_trace_events"]])
             self._obj.attach()
             if self.functions:
