@@ -317,6 +317,47 @@ def test_filters_end_to_end_and_live_change(lab):
     assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 300, dport=5301).received) == 0
 
 
+_BLAST = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+payload = bytes(200)
+while True:
+    for port in (7001, 7002):
+        s.sendto(payload, (sys.argv[1], port))
+"""
+
+
+def test_set_is_atomic_per_packet_under_traffic(lab):
+    """A set changes value and filter together while UDP flows to both ports; every packet acts under
+    one config. corrupt's bit loop is long (bits=64), so the program reads its filter and bit count
+    well before the generation it journals: each event's port and bit count must be those of the
+    spec in force at that event's generation."""
+    from faultinj.faults import parse_spec
+
+    a, b = lab.a, lab.b
+    specs = ["corrupt=1,bits=1,proto=udp,dport=7001", "corrupt=1,bits=64,proto=udp,dport=7002"]
+    rec = faultinj.apply(specs[0], a.ifname, netns_name=a.netns, seed=3)
+    sender = subprocess.Popen(["ip", "netns", "exec", a.netns, sys.executable, "-c", _BLAST, b.ip4])
+    events, sets = [], 300
+    try:
+        with faultinj.api.journal(fault_id=rec.id, from_start=False) as reader:
+            for i in range(1, sets + 1):
+                faultinj.set_fault(a.ifname, specs[i % 2], netns_name=a.netns)
+                events += reader.read()
+            events += reader.read(200)
+    finally:
+        sender.kill()
+        sender.wait()
+    mixed = []
+    for e in events:
+        spec = parse_spec(e.fault)
+        if not (spec.match.dport[0] <= e.dport <= spec.match.dport[1] and e.value == spec.options["bits"]):
+            mixed.append(f"gen {e.gen} ({e.fault}): dport {e.dport}, {e.value} bits")
+    gens = {e.gen for e in events}
+    assert len(gens) > sets // 2, f"traffic reached only {len(gens)} of {sets} configurations"
+    assert not mixed, f"{len(mixed)} of {len(events)} packets acted under a mixed config: {mixed[:5]}"
+
+
 # ---- corrupt, truncate, duplicate on the wire --------------------------------------------
 
 def _udp_delta(netns, key, run):
