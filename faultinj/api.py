@@ -349,12 +349,14 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
     return "active", ""
 
 
-def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[FaultStatus]:
+def status(netns_name: str | None = None, all_namespaces: bool = True,
+           fault_id: str | None = None) -> list[FaultStatus]:
+    """Every fault's state and counters; those of one namespace (all_namespaces=False); or one fault."""
     caps.require_privileges()
     out = []
     with _Links() as links, state.locked(exclusive=False):
         for rec in state.records():
-            if not all_namespaces and rec.netns != netns_name:
+            if (not all_namespaces and rec.netns != netns_name) or fault_id not in (None, rec.id):
                 continue
             st, detail = _attachment_state(links, rec)
             if not rec.fault_spec().fault.configurable:
@@ -363,6 +365,11 @@ def status(netns_name: str | None = None, all_namespaces: bool = True) -> list[F
                 counters, lost, refused = _read_counters(rec)
                 out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused))
     return out
+
+
+def fault_status(fault_id: str) -> FaultStatus | None:
+    """One fault's status (its counters: .counters), None when there is no such fault."""
+    return next(iter(status(fault_id=fault_id)), None)
 
 
 # ---- set -------------------------------------------------------------------

@@ -423,28 +423,23 @@ def trace(
 @app.command()
 @_boundary
 def demo(
-    pcap_dir: Optional[str] = typer.Option(None, help="Save each experiment's capture as a pcap here."),
-    seed: int = typer.Option(42, help="Seed of every fault (runs repeat packet for packet)."),
-    keep: bool = typer.Option(False, "--keep", help="Leave the lab's namespaces in place."),
+    pcap_dir: Optional[str] = typer.Option(None, help="Save each scenario's captures as pcaps here."),
+    seed: Optional[int] = typer.Option(None, help="Seed of every fault (default: the scenario files' own)."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the labs' namespaces in place."),
     as_json: bool = JsonOpt,
 ):
-    """Replay the seed article's faults in a throw-away two-namespace lab, verified."""
+    """Replay the seed article's faults (the shipped scenario files), each in a throw-away lab, verified."""
     from . import demo as demo_mod
     from .inject import caps
 
     caps.require_privileges()
-    outcomes = demo_mod.run(pcap_dir=pcap_dir, seed=seed, keep=keep,
-                            progress=lambda msg: typer.echo(msg, err=True))
-    ok = all(o.ok for o in outcomes)
+    verdicts = demo_mod.run(pcap_dir=pcap_dir, seed=seed, keep=keep, progress=lambda msg: typer.echo(msg, err=True))
+    ok = all(v.ok for v in verdicts)
     if as_json:
-        _print_json({"ok": ok, "experiments": [o.to_json() for o in outcomes]})
+        _print_json({"ok": ok, "scenarios": [v.to_json() for v in verdicts]})
     else:
-        for o in outcomes:
-            typer.echo(f"\n{o.spec}  {'PASS' if o.ok else 'FAIL'}  counters {o.counters}"
-                       + (f"  pcap {o.pcap}" if o.pcap else ""))
-            _print_checks(o.checks)
-            for hop in o.facts.get("hops", []):
-                typer.echo(f"    {hop}")
+        for v in verdicts:
+            _print_verdict(v)
         typer.echo(f"\n{'all checks hold' if ok else 'SOME CHECKS FAILED'}")
     if not ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
@@ -454,6 +449,27 @@ def _print_checks(checks) -> None:
     for c in checks:
         ci = f"  CI [{c.ci[0]:.4f}, {c.ci[1]:.4f}]" if c.ci else ""
         typer.echo(f"  {'✓' if c.ok else '✗'} {c.name}: {c.observed} (expected {c.expected}){ci}")
+
+
+def _print_verdict(r) -> None:
+    """One verdict (verdict.Verdict) as text: what was run, each check, what it left to look at."""
+    typer.echo(f"\n{r.scenario}{f' ({r.path})' if r.path else ''}: {'PASS' if r.ok else 'FAIL'}"
+               + (f" in {r.seconds:.1f}s" if r.seconds else ""))
+    for name, counters in r.counters.items():
+        typer.echo(f"  fault {name}: {counters}")
+    for key, value in r.facts.items():
+        typer.echo(f"  {key}: {value}")
+    _print_checks(r.checks)
+    for err in r.errors:
+        typer.echo(f"  ✗ error: {err}")
+    for name, path in r.pcaps.items():
+        typer.echo(f"  pcap {name}: {path}")
+    for i, journey in enumerate(r.journeys, 1):
+        typer.echo(f"  journey {i}:")
+        for hop in journey:
+            typer.echo(f"    {hop}")
+    for name, sw in r.ovs.items():
+        _print_ovs(name, sw)
 
 
 def _print_ovs(name: str, sw: dict) -> None:
@@ -503,18 +519,7 @@ def run(
         _print_json([r.to_json() for r in reports])
     else:
         for r in reports:
-            typer.echo(f"\n{r.scenario} ({r.path}): {'PASS' if r.ok else 'FAIL'} in {r.seconds:.1f}s")
-            _print_checks(r.checks)
-            for err in r.errors:
-                typer.echo(f"  ✗ error: {err}")
-            for name, path in r.pcaps.items():
-                typer.echo(f"  pcap {name}: {path}")
-            for i, journey in enumerate(r.journeys, 1):
-                typer.echo(f"  journey {i}:")
-                for hop in journey:
-                    typer.echo(f"    {hop}")
-            for name, sw in r.ovs.items():
-                _print_ovs(name, sw)
+            _print_verdict(r)
     if not all(r.ok for r in reports):
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
@@ -597,8 +602,7 @@ def verify(
     if as_json:
         _print_json(res.to_json())
     else:
-        typer.echo(f"{res.packets} packets captured")
-        _print_checks(res.checks)
+        _print_verdict(res)
     if not res.ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
 

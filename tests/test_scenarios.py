@@ -215,7 +215,7 @@ def test_verify_judges_a_fault_applied_by_hand(lab):
         sender.join()
     assert res.ok, [c for c in res.checks if not c.ok]
     assert [c.name.split(":")[0] for c in res.checks] == ["fraction", "fault_ratio"]
-    assert res.packets > 10000
+    assert res.facts["packets captured"] > 10000
 
 
 def test_verify_can_fail(lab):

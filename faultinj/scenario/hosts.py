@@ -26,10 +26,8 @@ class NamespaceHost:
         return api.apply(spec, iface, netns_name=self.netns, seed=seed, tc_mode=tc_mode).to_json()
 
     def fault_status(self, fault_id: str) -> dict | None:
-        for st in api.status(netns_name=self.netns, all_namespaces=False):
-            if st.record.id == fault_id:
-                return st.to_json()
-        return None
+        st = api.fault_status(fault_id)
+        return st.to_json() if st else None
 
     def clear(self, fault_id: str) -> None:
         api.clear(fault_id=fault_id)
