@@ -60,6 +60,8 @@ if [ "$what" = test ]; then
   # forwarding); the tests find it at this socket. /usr/bin/docker: /usr/local/bin may hold another.
   DOCKER_DIR=/run/faultinj-docker
   export DOCKER_HOST=unix://$DOCKER_DIR/docker.sock FAULTINJ_REQUIRE_DOCKER=1
+  # the containerd this dockerd runs for itself (under its exec root): --runtime containerd is tested on it
+  export CONTAINERD_ADDRESS=$DOCKER_DIR/exec/containerd/containerd.sock
   [ -x /usr/bin/docker ] && export FAULTINJ_DOCKER=/usr/bin/docker
   if ! "${FAULTINJ_DOCKER:-docker}" info >/dev/null 2>&1; then
     mkdir -p "$DOCKER_DIR"

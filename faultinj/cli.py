@@ -57,7 +57,7 @@ _opts = {"traceback": False}
 
 NetnsOpt = typer.Option(None, "--netns", "-n", help="Network namespace (a name from 'ip netns list').")
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
-ContainerOpt = typer.Option(None, "--container", "-c", help="A container (Docker or Podman, by name or id): "
+ContainerOpt = typer.Option(None, "--container", "-c", help="A container (Docker or Podman by name or id, containerd by id): "
                             "work in its network namespace.")
 PidOpt = typer.Option(None, "--pid", help="Work in this process's network namespace.")
 NetnsPathOpt = typer.Option(None, "--netns-path", help="Work in the network namespace of this file "
@@ -72,8 +72,9 @@ def _id_opt(help: str):
     return typer.Option(None, "--id", "--fault", metavar="ID", help=help)
 
 
-RuntimeOpt = typer.Option(None, "--runtime", help="With --container/--peer-of: docker or podman "
-                          "(default: the first that knows the container).")
+RuntimeOpt = typer.Option(None, "--runtime", metavar="[docker|podman|containerd]",
+                          help="With --container/--peer-of: the runtime to ask (default: the installed ones "
+                          "in that order, the first that knows the container).")
 
 
 @app.callback()

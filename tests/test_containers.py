@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.kernel
 runner = cli_runner()
 IMAGE = "faultinj-test-busybox:1"
 RUNSH_SOCKET = "/run/faultinj-docker/docker.sock"
+RUNSH_CONTAINERD = "/run/faultinj-docker/exec/containerd/containerd.sock"
 
 
 def invoke(*args):
@@ -42,6 +44,8 @@ def docker():
     cli = _docker_cli()
     if not os.environ.get("DOCKER_HOST") and os.path.exists(RUNSH_SOCKET):
         os.environ["DOCKER_HOST"] = f"unix://{RUNSH_SOCKET}"   # faultinj's own `docker inspect` uses it too
+    if not os.environ.get("CONTAINERD_ADDRESS") and os.path.exists(RUNSH_CONTAINERD):
+        os.environ["CONTAINERD_ADDRESS"] = RUNSH_CONTAINERD    # the containerd that dockerd runs for itself
     why = None
     if not cli:
         why = "no docker CLI (apt-get install docker.io)"
@@ -249,3 +253,173 @@ def test_unknown_interface_in_a_container_and_clear_of_unknown_container(box, pr
 def test_one_target_at_a_time(private_state, args, needle):
     r = invoke("apply", "drop=1%", "eth0", *args)
     assert r.exit_code == 2 and needle in r.stderr, r.stderr
+
+
+# ---- runtimes -----------------------------------------------------------------------------
+
+def test_containerd_finds_dockers_container_by_id_and_the_fault_acts(box):
+    """Through `ctr` on the containerd dockerd runs (its namespace moby): the container by a prefix of
+    its id, its task's PID, the fault judged by pings."""
+    from faultinj.inject import runtimes
+
+    if "containerd" not in runtimes.installed():   # dockerd always runs one: its absence is a failure here
+        pytest.fail(f"no containerd found (CONTAINERD_ADDRESS={os.environ.get('CONTAINERD_ADDRESS')})")
+    found = runtimes.find(box.id[:12], "containerd")
+    assert (found.id, found.pid, found.runtime) == (box.id, box.pid, "containerd")
+    assert box.ping(4) == 4
+    r = invoke("apply", "drop=100%,proto=icmp@egress", "eth0", "--container", box.id[:12], "--runtime", "containerd")
+    assert r.exit_code == 0, r.stderr
+    assert box.ping(6) == 0
+    [st] = _status()
+    assert st["target"] == f"container:{box.id[:12]}" and st["counters"]["acted"] == 6
+    assert invoke("clear", "--container", box.id[:12], "--runtime", "containerd").exit_code == 0
+    assert box.ping(3) == 3 and _status() == []
+
+
+def _only_on_path(tmp_path, monkeypatch, *clis):
+    """PATH holding just these CLIs (real ones, linked), and no FAULTINJ_<CLI> overrides."""
+    for name in ("docker", "podman", "ctr", "crictl"):
+        monkeypatch.delenv(f"FAULTINJ_{name.upper()}", raising=False)
+    for cli in clis:
+        os.symlink(shutil.which(cli) or f"/usr/bin/{cli}", tmp_path / cli)
+    monkeypatch.setenv("PATH", str(tmp_path))
+
+
+def test_runtime_detection_follows_what_is_installed(docker, tmp_path, monkeypatch):
+    from faultinj.inject import runtimes
+
+    ctr = shutil.which("ctr")   # Debian's containerd, which docker.io brings
+    assert ctr and os.environ.get("CONTAINERD_ADDRESS"), "no ctr, or no containerd socket known"
+    _only_on_path(tmp_path, monkeypatch, "docker")
+    assert runtimes.installed() == ["docker"]
+    os.symlink(ctr, tmp_path / "ctr")
+    assert runtimes.installed() == ["docker", "containerd"]   # the order auto-detection asks them in
+    monkeypatch.setenv("FAULTINJ_PODMAN", "/nonexistent/podman")
+    assert "podman" not in runtimes.installed()
+
+
+@pytest.mark.parametrize("clis, args, needle", [
+    ((), ["--container", "web"], "no container runtime here: install docker, podman or containerd's ctr"),
+    (("docker",), ["--container", "web", "--runtime", "podman"], "podman is not installed"),
+    (("docker",), ["--container", "web", "--runtime", "containerd"], "containerd's ctr (or crictl) is not installed"),
+])
+def test_a_runtime_that_is_not_installed_is_one_line_and_exit_3(docker, private_state, tmp_path, monkeypatch,
+                                                               clis, args, needle):
+    _only_on_path(tmp_path, monkeypatch, *clis)
+    r = invoke("apply", "drop=1%", "eth0", *args)
+    assert r.exit_code == 3, (r.stdout, r.stderr)
+    assert needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert _status() == [] and _pins(private_state) == []
+
+
+# ---- containers in scenario files ---------------------------------------------------------
+
+SCENARIO = """\
+name: box
+description: a fault in a container, judged by pings from a namespace outside it and a TCP transfer
+faults:
+  - {{name: drop, spec: "{spec}", host: {{container: {name}}}, interface: eth0, seed: 7}}
+traffic:
+  - {{name: pings, ping: {{from: {{netns_path: /run/netns/{lab}}}, to: {{container: {name}}}, count: 20, interval: 0.02}}}}
+  - {{name: bulk, tcp: {{from: {{netns_path: /run/netns/{lab}}}, to: {{container: {name}}}, bytes: 300KB, port: 5301}}}}
+capture:
+  - {{name: at_box, host: {{container: {name}}}, interface: eth0, direction: in}}
+  - {{name: at_lab, host: {{netns_path: /run/netns/{lab}}}, interface: {host_end}, direction: in}}
+expect:
+  - count: {{capture: at_box, of: echo_request, equals: 20}}
+  - count: {{capture: at_lab, of: echo_reply, equals: 0}}
+  - counter: {{fault: drop, counter: acted, equals: 20}}
+  - tcp_intact: bulk
+  - checksum_errors: {{host: {{container: {name}}}}}
+"""
+
+
+def _scenario(box, tmp_path, spec="drop=100%,proto=icmp@egress", name=None) -> str:
+    path = tmp_path / "box.yaml"
+    path.write_text(SCENARIO.format(spec=spec, name=name or box.name, lab=box.lab, host_end=box.host_end))
+    return str(path)
+
+
+def _run_json(path, tmp_path):
+    import json
+
+    r = invoke("run", path, "--json", "--pcap-dir", str(tmp_path / "pcaps"))
+    return r, (json.loads(r.stdout)[0] if r.stdout.strip().startswith("[") else None)
+
+
+def test_a_scenario_targets_a_container_by_name(box, tmp_path):
+    """Traffic to the container (our own sender and receiver, run in its namespace from here: the image
+    has no tools), a capture at its eth0, the fault judged by what the lab end never got."""
+    r, rep = _run_json(_scenario(box, tmp_path), tmp_path)
+    assert r.exit_code == 0 and rep["ok"], (r.stderr, rep)
+    assert rep["counters"]["drop"]["acted"] == 20 and rep["faults"]["drop"]["host"] == f"container:{box.name}"
+    assert _status() == [] and box.ping(3) == 3     # the fault went with the run
+
+
+def test_a_container_scenario_fails_without_the_fault(box, tmp_path):
+    r, rep = _run_json(_scenario(box, tmp_path, spec="drop=0%,proto=icmp@egress"), tmp_path)
+    assert r.exit_code == 1 and not rep["ok"]
+    failed = [c["name"] for c in rep["checks"] if not c["ok"]]
+    assert failed == ["count: echo_reply at at_lab", "counter acted of drop"], rep["checks"]
+
+
+@pytest.mark.parametrize("how", ["stopped", "unknown"])
+def test_a_scenario_whose_container_is_not_running_stops_before_anything(box, tmp_path, private_state, how):
+    name = box.name
+    if how == "stopped":
+        subprocess.run([box.docker, "stop", "-t", "0", box.name], check=True, capture_output=True)
+    else:
+        name = "fi-no-such-container"
+    path = _scenario(box, tmp_path, name=name)
+    Path(path).write_text(Path(path).read_text().replace("faults:", "lab: {hosts: [spare]}\nfaults:"))
+    ours = f"fi{os.getpid() % 1000:03d}"   # lab.unique_prefix: other sessions make namespaces meanwhile
+    before = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+              if n.startswith(ours)}
+    r = invoke("run", path)
+    assert r.exit_code == 2, (r.stdout, r.stderr)
+    assert len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert ("is not running" if how == "stopped" else "no container 'fi-no-such-container'") in r.stderr
+    assert str(tmp_path / "box.yaml") in r.stderr
+    after = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+             if n.startswith(ours)}
+    from faultinj.inject import lab
+
+    assert after <= before and lab.recorded_labs() == [] and _status() == [] and _pins(private_state) == []
+
+
+def test_a_scenario_names_an_interface_the_container_lacks(box, tmp_path, private_state):
+    path = _scenario(box, tmp_path)
+    Path(path).write_text(Path(path).read_text().replace("interface: eth0, seed", "interface: eth9, seed"))
+    r = invoke("run", path)
+    assert r.exit_code == 2 and "eth9" in r.stderr and "eth0" in r.stderr, r.stderr
+    assert _status() == [] and _pins(private_state) == []
+
+
+def test_a_killed_run_leaves_no_fault_in_the_container(box, tmp_path, private_state):
+    """A lab's namespaces take their faults with them; a container outlives the run, so the run records
+    the faults it put there and the next command, finding the run dead, clears them."""
+    import signal
+    import sys
+    import time
+
+    path = _scenario(box, tmp_path)
+    Path(path).write_text(Path(path).read_text().replace("count: 20, interval: 0.02", "count: 2000, interval: 0.02"))
+    proc = subprocess.Popen([sys.executable, "-m", "faultinj.cli", "run", path], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):
+            if "traffic [1/2]" in (line := proc.stderr.readline()) or not line:
+                break
+        assert box.ping(3) == 0                       # the fault is in, the run is pinging
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    [st] = _status()                                  # still there: only a command after the kill reaps it
+    assert st["target"] == f"container:{box.name}"
+    r = invoke("reap")
+    assert r.exit_code == 0 and r.stdout.count("reaped") == 1, r.stdout
+    assert _status() == [] and _pins(private_state) == []
+    out = subprocess.run(["nsenter", f"--net=/proc/{box.pid}/ns/net", "tc", "filter", "show", "dev", "eth0",
+                          "egress"], capture_output=True, text=True).stdout
+    assert "faultinj" not in out, out
+    assert box.ping(5) == 5

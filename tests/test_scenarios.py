@@ -87,6 +87,51 @@ def test_schema_errors_point_at_the_line(old, new, message, line):
     assert "\n" not in text
 
 
+OUTSIDE = """\
+name: c
+faults:
+  - {name: f, spec: drop=1%, host: {container: web}, interface: eth0}
+traffic:
+  - {name: p, ping: {from: {netns_path: /run/netns/x}, to: {container: web}}}
+capture:
+  - {name: rx, host: {pid: 4242}, interface: eth0}
+expect:
+  - count: {capture: rx, equals: 0}
+"""
+
+OUTSIDE_BAD = [
+    ("{container: web}, interface", "{container: -web}, interface", "faults[0].host.container: '-web' is not", 3),
+    ("{container: web}, interface", "{contianer: web}, interface", "did you mean 'container'", 3),
+    ("{container: web}, interface", "{container: web, pid: 3}, interface", "name one of container, pid or", 3),
+    ("{container: web}, interface", "{container: web, runtime: rkt}, interface", "one of docker, podman, containerd",
+     3),
+    ("{container: web}, interface", "{container: web, runtime: podman}, interface",
+     "container:web is named with another runtime", 5),
+    ("{container: web}, interface: eth0", "{container: web}, interface: 0", "interface must be a string", 3),
+    ("{netns_path: /run/netns/x}", "{netns_path: run/netns/x}", "an absolute path", 5),
+    ("{netns_path: /run/netns/x}", "{pid: 1, runtime: docker}", "runtime goes with container", 5),
+    ("{pid: 4242}", "{pid: 0}", "capture[0].host.pid: a process id", 7),
+    ("{pid: 4242}", "{pid: yes}", "must be a whole number", 7),
+]
+
+
+def test_hosts_outside_the_lab_load():
+    scn = loads(OUTSIDE, "c.yaml")
+    assert scn.targets == {"container:web": {"container": "web", "runtime": None},
+                           "/run/netns/x": {"netns_path": "/run/netns/x"}, "pid:4242": {"pid": 4242}}
+    assert scn.faults[0].host == "container:web" and scn.traffic[0].params["to"] == "container:web"
+    assert scn.lab.hosts == []
+
+
+@pytest.mark.parametrize("old,new,message,line", OUTSIDE_BAD, ids=[b[2][:30] for b in OUTSIDE_BAD])
+def test_hosts_outside_the_lab_errors_point_at_the_line(old, new, message, line):
+    assert old in OUTSIDE
+    with pytest.raises(ScenarioError) as err:
+        loads(OUTSIDE.replace(old, new, 1), "bad.yaml")
+    text = str(err.value)
+    assert message in text and text.startswith(f"bad.yaml:{line}:") and "\n" not in text, text
+
+
 def test_missing_file_is_a_clear_error():
     with pytest.raises(ScenarioError, match="cannot read scenario"):
         load("/nonexistent/x.yaml")

@@ -34,7 +34,9 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def netns_exec(netns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run(["ip", "netns", "exec", netns, *cmd], capture_output=True, text=True, timeout=timeout)
+    """cmd (this machine's) in network namespace netns: a name, or a file such as /proc/PID/ns/net."""
+    enter = ["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]
+    return subprocess.run([*enter, *cmd], capture_output=True, text=True, timeout=timeout)
 
 
 def unique_prefix() -> str:
@@ -445,7 +447,22 @@ def remove_recorded(data: dict) -> None:
         _run("ovs-vsctl", "--if-exists", "del-br", br, check=False)
     for ns in reversed(data.get("namespaces", [])):
         _run("ip", "netns", "del", ns, check=False)
+    _clear_outside(data)
     forget(data["prefix"])
+
+
+def _clear_outside(data: dict) -> None:
+    """The faults a dead run applied outside its lab (in containers) did not go with its namespaces:
+    mark them as being cleared, which the reaper that called us then finishes."""
+    ids = set(data.get("faults_outside", []))
+    if not ids:
+        return
+    from . import state
+
+    for rec in state.records():
+        if rec.id in ids and rec.pending is None:
+            rec.pending, rec.pid = "clear", data.get("owner_pid")
+            state.save(rec)
 
 
 def _alive(pid: int | None) -> bool:

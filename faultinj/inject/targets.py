@@ -3,9 +3,9 @@
 Each becomes a Target: the network namespace to work in (a path such as
 /proc/PID/ns/net, or a name, or None for ours), its inode (so a reused PID is
 never mistaken for the namespace the fault was put in), and the label `status`
-shows. Containers are looked up with their runtime's own CLI (`docker inspect`,
-`podman inspect`): the runtime knows the container's init PID, and every
-runtime's container is in that process's network namespace.
+shows. Containers are looked up through their runtime (runtimes.py): it knows the
+container's init PID, and every runtime's container is in that process's
+network namespace.
 
 `--peer-of` goes the other way: the container's interface is one end of a veth;
 its IFLA_LINK is the peer's ifindex and IFLA_LINK_NETNSID says which namespace
@@ -16,16 +16,11 @@ container's namespace for their ids (RTM_GETNSID), never by guessing veth names.
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import subprocess
 from dataclasses import dataclass
 
-from ..errors import EnvironmentProblem, SpecError, TargetError
-from . import netns
-
-RUNTIMES = ("docker", "podman")
+from ..errors import SpecError, TargetError
+from . import netns, runtimes
 
 
 @dataclass
@@ -40,55 +35,7 @@ class Target:
         return self.label or self.netns or "host"
 
 
-@dataclass
-class Container:
-    id: str
-    name: str
-    runtime: str
-    pid: int      # 0 when not running
-
-
-def _client(runtime: str) -> str | None:
-    """The runtime's CLI: FAULTINJ_DOCKER / FAULTINJ_PODMAN if set, else the one on PATH."""
-    return os.environ.get(f"FAULTINJ_{runtime.upper()}") or shutil.which(runtime)
-
-
-def _inspect(runtime: str, name: str) -> tuple[Container | None, str]:
-    """(the container, "") or (None, why not)."""
-    cli = _client(runtime)
-    if not cli:
-        return None, f"{runtime} is not installed"
-    try:
-        res = subprocess.run([cli, "inspect", "--type", "container", name], capture_output=True, text=True,
-                             timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return None, f"{runtime} inspect failed ({exc})"
-    if res.returncode != 0:
-        err = (res.stderr.strip().splitlines() or ["no output"])[-1]
-        return None, f"{runtime}: {err}"
-    try:
-        data = json.loads(res.stdout)[0]
-        return Container(id=data["Id"], name=data.get("Name", name).lstrip("/"), runtime=runtime,
-                         pid=int(data.get("State", {}).get("Pid") or 0)), ""
-    except (ValueError, KeyError, IndexError, TypeError) as exc:
-        return None, f"{runtime} inspect gave unexpected output ({exc})"
-
-
-def find_container(name: str, runtime: str | None = None) -> Container:
-    """A container by name or id, from the given runtime or the first that knows it."""
-    if not name or name.startswith("-"):
-        raise SpecError(f"bad container name '{name}'")
-    if runtime is not None and runtime not in RUNTIMES:
-        raise SpecError(f"unknown runtime '{runtime}': give one of {', '.join(RUNTIMES)}")
-    why = []
-    for rt in [runtime] if runtime else RUNTIMES:
-        found, reason = _inspect(rt, name)
-        if found:
-            return found
-        why.append(reason)
-    if runtime and not _client(runtime):
-        raise EnvironmentProblem(f"{runtime} is not installed (or set FAULTINJ_{runtime.upper()} to its CLI)")
-    raise TargetError(f"no container '{name}' ({'; '.join(why)})")
+find_container = runtimes.find   # api's name for it
 
 
 def _ns_of_pid(pid: int, what: str) -> tuple[str, int]:
@@ -109,7 +56,7 @@ def resolve(*, netns_name: str | None = None, netns_path: str | None = None, pid
     if runtime is not None and container is None:
         raise SpecError("--runtime goes with --container")
     if container is not None:
-        c = find_container(container, runtime)
+        c = runtimes.find(container, runtime)
         if not c.pid:
             raise TargetError(f"container '{container}' ({c.runtime} {c.id[:12]}) is not running")
         path, ino = _ns_of_pid(c.pid, f"container '{container}'")

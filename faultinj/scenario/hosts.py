@@ -10,8 +10,9 @@ import base64
 import shlex
 
 from .. import api
-from ..errors import SpecError
-from ..inject import traffic
+from ..errors import SpecError, TargetError
+from ..inject import netns as netns_mod
+from ..inject import targets, traffic
 from ..inject.capture import Capture, Frame
 from ..inject.lab import netns_exec
 
@@ -68,6 +69,43 @@ class NamespaceHost:
         for reader in self._readers.values():
             reader.close()
         self._readers.clear()
+
+
+class TargetHost(NamespaceHost):
+    """A namespace outside the lab: a container's, a process's or a namespace file's. Faults go in
+    through the same options as `apply --container/--pid/--netns-path` (so status names them the
+    same way); traffic and captures run our own code in its namespace from here, so the container
+    needs no tools of its own."""
+
+    def __init__(self, name: str, opts: dict):
+        self.opts = {k: v for k, v in opts.items() if v is not None}
+        self.target = targets.resolve(**opts)
+        super().__init__(name, self.target.netns)
+
+    def apply(self, spec, iface: str, seed, tc_mode: str) -> dict:
+        return api.apply(spec, iface, seed=seed, tc_mode=tc_mode, **self.opts).to_json()
+
+    def check_interfaces(self, names) -> None:
+        ipr = netns_mod.open_iproute(self.netns)
+        try:
+            for name in names:
+                netns_mod.link_index(ipr, name, self.name)
+        finally:
+            ipr.close()
+
+    def address(self, v6: bool) -> str:
+        """Where traffic to this host goes: its first global address (by interface index)."""
+        import socket
+
+        ipr = netns_mod.open_iproute(self.netns)
+        try:
+            found = sorted((a["index"], a.get_attr("IFA_ADDRESS")) for a in
+                           ipr.get_addr(family=socket.AF_INET6 if v6 else socket.AF_INET) if a["scope"] == 0)
+        finally:
+            ipr.close()
+        if not found:
+            raise TargetError(f"{self.name} has no global {'IPv6' if v6 else 'IPv4'} address to send traffic to")
+        return found[0][1]
 
 
 class AgentHost:
@@ -132,6 +170,16 @@ def _csum_errors(snmp: dict) -> int:
     return snmp.get("Tcp", {}).get("InCsumErrors", 0) + snmp.get("Udp", {}).get("InCsumErrors", 0)
 
 
+def outside_the_lab(scn) -> dict:
+    """The scenario's hosts outside the lab, each found now and its interfaces checked, so that a
+    container that is not running stops the run before anything is made or applied."""
+    out = {}
+    for name, opts in scn.targets.items():
+        host = out[name] = TargetHost(name, opts)
+        host.check_interfaces(sorted({e.interface for e in (*scn.faults, *scn.captures) if e.host == name}))
+    return out
+
+
 def for_topology(topo) -> dict:
     out = {}
     for h in topo.spec.hosts:
@@ -154,7 +202,7 @@ def run_traffic(t, scn, hosts: dict):
 
             return subprocess.CompletedProcess(argv, -1, str(exc), "")
     dst_host = hosts[p["to"]]
-    dst = scn.address(p["to"], p["v6"])
+    dst = dst_host.address(p["v6"]) if isinstance(dst_host, TargetHost) else scn.address(p["to"], p["v6"])
     if t.kind == "ping":
         return src.ping(dst, p["count"], p["interval"], p["size"], p["timeout"])
     if t.kind == "tcp":

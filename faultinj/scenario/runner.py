@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from .. import api
-from ..errors import StateError
+from ..errors import FaultinjError, StateError
 from ..inject import caps, lab, state
 from ..inject.capture import write_pcap
 from ..inject.lab import Topology, unique_prefix
@@ -19,7 +19,7 @@ from ..verdict import Check, Verdict
 from .expect import RunData, evaluate
 from .plots import plot_for
 from .hosts import for_topology as hosts_of
-from .hosts import run_traffic
+from .hosts import outside_the_lab, run_traffic
 from .schema import Scenario
 
 
@@ -85,9 +85,14 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     if scn.trace and scn.lab.vms:
         raise StateError(f"{scn.path}: trace: the tracer runs on this machine's kernel; a lab with VM hosts "
                          "cannot take it (remove 'trace' or the VMs)")
-    hosts: dict = {}
+    try:
+        hosts: dict = outside_the_lab(scn)
+    except FaultinjError as exc:
+        exc.args = (f"{scn.path}: {exc}",)
+        raise
     data = RunData()
     applied: dict[str, object] = {}
+    outside: list[str] = []   # ids of the faults applied on hosts outside the lab
     lock = threading.Lock()
 
     def apply_fault(f):
@@ -96,6 +101,9 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         with lock:
             applied[f.name] = rec
             data.fault_ids[f.name] = rec["id"]
+            if f.host in scn.targets:   # outside the lab: a killed run's faults there are cleared by the reaper
+                outside.append(rec["id"])
+                topo.record()
         report.faults[f.name] = {"host": f.host, "interface": f.interface, "spec": rec["spec"],
                                  "hook": rec["hook"], "attach_mode": rec["attach_mode"], "seed": rec["seed"],
                                  "kernel": host.kernel or os.uname().release,
@@ -147,11 +155,13 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     captures: dict[str, tuple] = {}   # name -> (host, its capture handle)
     tracer = None
     try:
-        progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}")
-        topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path)})
+        progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}"
+                 + (f"; outside it: {', '.join(scn.targets)}" if scn.targets else ""))
+        topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path),
+                                                                             "faults_outside": outside})
         topo.record()
         topo.up()
-        hosts.update(hosts_of(topo))
+        hosts.update(hosts_of(topo))   # and those outside the lab, found before it went up
         for f in scn.faults:
             if not f.at:
                 apply_fault(f)

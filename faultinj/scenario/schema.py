@@ -40,6 +40,7 @@ from ..inject.ovs import PROTOCOLS as OVS_PROTOCOLS
 from ..inject.ovs import VLAN_MODES as OVS_VLAN_MODES
 from ..inject.ovs import OvsBridgeSpec, OvsPortSpec
 from ..inject.ovs import check_flow as ovs_check_flow
+from ..inject.runtimes import RUNTIMES
 from .predicates import compile_predicate
 
 
@@ -209,6 +210,9 @@ class Scenario:
     expect: list[ExpectEntry]
     interfaces: dict[str, list[str]]   # host -> its interface names
     trace: "TraceEntry | None" = None  # packets whose journeys the report shows
+    # hosts outside the lab, by the name they have here (e.g. container:web) -> what finds their
+    # namespace (targets.resolve's and api.apply's container/runtime, pid or netns_path)
+    targets: dict[str, dict] = field(default_factory=dict)
 
     def address(self, host: str, v6: bool = False) -> str:
         for cidr in (self.lab.remote[host].interfaces.values() if host in self.lab.remote else []):
@@ -254,6 +258,7 @@ TRAFFIC_KINDS = {
     "udp": ({"from", "to"}, {"count", "size", "rate", "sport", "dport", "v6"}),
     "command": ({"host", "run"}, {"timeout"}),
 }
+TARGET_KINDS = ("container", "pid", "netns_path")
 END_KEYS = {"name", "ipv4", "ipv6", "mtu", "gso_max_segs", "tx_checksum"}
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,11}$")
 
@@ -282,11 +287,14 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{path}: YAML: {exc}") from None
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
-    ctx.keys(doc, "the scenario", required={"name", "lab"},
-             optional={"description", "faults", "traffic", "capture", "expect", "trace"})
+    ctx.keys(doc, "the scenario", required={"name"},
+             optional={"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
     name = ctx.typed(doc, "name", str, "scenario")
-    lab, interfaces = _lab(ctx, doc["lab"])
-    hosts = lab.hosts
+    if "lab" in doc:
+        lab, interfaces = _lab(ctx, doc["lab"])
+    else:   # every host is a container, a process or a namespace file
+        lab, interfaces = TopologySpec(hosts=[], links=[]), {}
+    hosts = _Hosts(lab.hosts)
     faults = [_fault(ctx, f, i, hosts, interfaces) for i, f in enumerate(_list(ctx, doc, "faults"))]
     traffic = [_traffic(ctx, t, i, hosts) for i, t in enumerate(_list(ctx, doc, "traffic"))]
     captures = [_capture(ctx, c, i, hosts, interfaces) for i, c in enumerate(_list(ctx, doc, "capture"))]
@@ -299,7 +307,57 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
     expect = [_expect(ctx, e, refs, traffic, lab) for e in _list(ctx, doc, "expect")]
     trace = _trace(ctx, doc["trace"]) if "trace" in doc else None
     return Scenario(name, ctx.typed(doc, "description", str, "scenario", ""), path, lab, faults, traffic,
-                    captures, expect, interfaces, trace)
+                    captures, expect, interfaces, trace, hosts.targets)
+
+
+class _Hosts(list):
+    """The lab's hosts, and the hosts outside it that entries name as {container: NAME} (with
+    runtime), {pid: N} or {netns_path: PATH}: each gets the name it has in status (container:NAME,
+    pid:N, the path), under which the rest of the file and the report know it."""
+
+    def __init__(self, lab_hosts):
+        super().__init__(lab_hosts)
+        self.targets: dict[str, dict] = {}
+
+    def ref(self, ctx, m, key: str, where: str) -> str:
+        v = m.get(key)
+        if not isinstance(v, YMap):
+            return ctx.ref(m, key, self, "host", where)
+        w = f"{where}.{key}"
+        ctx.keys(v, w, optional={*TARGET_KINDS, "runtime"})
+        given = [k for k in TARGET_KINDS if k in v]
+        if len(given) != 1:
+            ctx.fail(v.mark, f"{w}: name one of container, pid or netns_path (a namespace outside the lab)")
+        kind = given[0]
+        if "runtime" in v and kind != "container":
+            ctx.fail(v.key_marks["runtime"], f"{w}.runtime goes with container")
+        if kind == "container":
+            name = ctx.typed(v, "container", str, w)
+            if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$", name):
+                ctx.fail(v.value_marks["container"], f"{w}.container: '{name}' is not a container name or id")
+            runtime = ctx.typed(v, "runtime", str, w)
+            if runtime is not None and runtime not in RUNTIMES:
+                ctx.fail(v.value_marks["runtime"], f"{w}.runtime: one of {', '.join(RUNTIMES)}, not {runtime!r}")
+            label, opts = f"container:{name}", {"container": name, "runtime": runtime}
+        elif kind == "pid":
+            pid = ctx.typed(v, "pid", int, w)
+            if pid <= 0:
+                ctx.fail(v.value_marks["pid"], f"{w}.pid: a process id, not {pid}")
+            label, opts = f"pid:{pid}", {"pid": pid}
+        else:
+            path = ctx.typed(v, "netns_path", str, w)
+            if not path.startswith("/"):
+                ctx.fail(v.value_marks["netns_path"], f"{w}.netns_path: an absolute path, e.g. /proc/PID/ns/net")
+            label, opts = path, {"netns_path": path}
+        if self.targets.setdefault(label, opts) != opts:
+            ctx.fail(v.mark, f"{w}: {label} is named with another runtime elsewhere in the file")
+        return label
+
+    def interface(self, ctx, m, host: str, interfaces, where: str) -> str:
+        """A lab host's interface is known now; one outside the lab is checked when the run starts."""
+        if host in self.targets:
+            return ctx.typed(m, "interface", str, where)
+        return ctx.ref(m, "interface", interfaces[host], f"interface of {host}", where)
 
 
 def _trace(ctx, t) -> TraceEntry:
@@ -546,8 +604,8 @@ def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
     where = f"faults[{i}]"
     ctx.keys(f, where, required={"spec", "host", "interface"},
              optional={"name", "seed", "at", "for", "hook", "tc_mode"})
-    host = ctx.ref(f, "host", hosts, "host", where)
-    iface = ctx.ref(f, "interface", interfaces[host], f"interface of {host}", where)
+    host = hosts.ref(ctx, f, "host", where)
+    iface = hosts.interface(ctx, f, host, interfaces, where)
     try:
         spec = parse_spec(ctx.typed(f, "spec", str, where), ctx.typed(f, "hook", str, where))
     except SpecError as exc:
@@ -574,10 +632,10 @@ def _traffic(ctx, t, i, hosts) -> TrafficEntry:
     required, optional = TRAFFIC_KINDS[kind]
     ctx.keys(params, f"{where}.{kind}", required=required, optional=optional)
     w = f"{where}.{kind}"
-    host = ctx.ref(params, "from" if kind != "command" else "host", hosts, "host", w)
+    host = hosts.ref(ctx, params, "from" if kind != "command" else "host", w)
     out: dict[str, Any] = {}
     if kind != "command":
-        out["to"] = ctx.ref(params, "to", hosts, "host", w)
+        out["to"] = hosts.ref(ctx, params, "to", w)
         out["v6"] = ctx.typed(params, "v6", bool, w, False)
     if kind == "ping":
         out["count"] = _pos_int(ctx, params, "count", w, 100, 1, 1_000_000)
@@ -619,8 +677,8 @@ def _pos_int(ctx, m, key, where, default, lo, hi) -> int:
 def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     where = f"capture[{i}]"
     ctx.keys(c, where, required={"host", "interface"}, optional={"name", "direction", "snaplen"})
-    host = ctx.ref(c, "host", hosts, "host", where)
-    iface = ctx.ref(c, "interface", interfaces[host], f"interface of {host}", where)
+    host = hosts.ref(ctx, c, "host", where)
+    iface = hosts.interface(ctx, c, host, interfaces, where)
     direction = ctx.typed(c, "direction", str, where, "any")
     if direction not in ("in", "out", "any"):
         ctx.fail(c.value_marks["direction"], f"{where}.direction must be in, out or any")
@@ -643,7 +701,9 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
     ctx.keys(params, kind, required=required, optional=optional)
     for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host"),
                       ("bridge", "bridge"), ("at_least_acted", "fault")):
-        if key in params:
+        if key == "host" and key in params:
+            params[key] = refs["host"].ref(ctx, params, key, kind)
+        elif key in params:
             ctx.ref(params, key, refs[what], what, kind)
     if kind in ("first_segments", "out_of_order") and "connections" in params:
         _pos_int(ctx, params, "connections", kind, 1, 1, 10**6)
