@@ -54,15 +54,32 @@ def _deadline(seconds: float | None) -> tuple[int, float | None]:
     return time.monotonic_ns() + int(seconds * 1e9), time.time() + seconds
 
 
+class _LazyIPRoute:
+    """An IPRoute socket in ns, opened when first used: a command that only looks links up
+    (netns.links) never imports pyroute2."""
+
+    def __init__(self, ns: str | None):
+        self._ns, self._ipr = ns, None
+
+    def __getattr__(self, name: str):
+        if self._ipr is None:
+            self._ipr = netns.open_iproute(self._ns)
+        return getattr(self._ipr, name)
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+
+
 class _Links:
     """IPRoute sockets per namespace, opened on first use, closed together."""
 
     def __init__(self):
-        self._open: dict[str | None, object] = {}
+        self._open: dict[str | None, _LazyIPRoute] = {}
 
-    def get(self, ns: str | None):
+    def get(self, ns: str | None) -> _LazyIPRoute:
         if ns not in self._open:
-            self._open[ns] = netns.open_iproute(ns)
+            self._open[ns] = _LazyIPRoute(ns)
         return self._open[ns]
 
     def cached(self, key: tuple, fetch):
@@ -164,7 +181,7 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
         ipr = links.get(netns_name)
         if not netns.alive(netns_name, target.inode):   # a process that exited since we looked it up
             raise TargetError(f"{target.where} is gone (its network namespace no longer exists)")
-        ifindex = netns.link_index(ipr, ifname, target.label or netns_name)
+        ifindex = netns.link_index(netns_name, ifname, target.label)
         _reap(links)
         replaced = _check_xdp_free(ipr, netns_name, ifindex, ifname, replace) if hook == "xdp" else None
 
@@ -331,9 +348,8 @@ def _attachment_state(links: _Links, rec: state.Record) -> tuple[str, str]:
             return "gone", f"{rec.target} is gone (its network namespace no longer exists)"
         return "gone", f"namespace {rec.netns} no longer exists"
     ipr = links.get(rec.netns)
-    names = links.cached(("links", rec.netns), lambda: {
-        (link["index"], link.get_attr("IFLA_IFNAME")) for link in ipr.get_links()})
-    if (rec.ifindex, rec.ifname) not in names:
+    names = links.cached(("links", rec.netns), lambda: netns.links(rec.netns))
+    if names.get(rec.ifindex) != rec.ifname:
         return "gone", f"interface {rec.ifname} (index {rec.ifindex}) no longer exists"
     if rec.hook == "xdp":
         _, prog_id = links.cached(("xdp", rec.netns, rec.ifindex), lambda: attach.xdp_current(ipr, rec.ifindex))
@@ -394,8 +410,7 @@ def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: in
                  and r.fault == ftype.name and (hook is None or r.hook == hook)
                  and (fault_id is None or r.id == fault_id)]
         if not cands:
-            ipr = links.get(netns_name)
-            netns.link_index(ipr, ifname, target.label or netns_name)  # says so if the interface is unknown
+            netns.link_index(netns_name, ifname, target.label)  # says so if the interface is unknown
             raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + target.where if netns_name else ''}: "
                              f"apply one with 'faultinj apply {spec.partition('@')[0]} {ifname}'")
         if len(cands) > 1:
@@ -458,8 +473,7 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
         elif ifname:
             recs = [r for r in recs if r.ifname == ifname and r.netns == netns_name]
             if not recs:
-                ipr = links.get(netns_name)
-                netns.link_index(ipr, ifname, netns_name)  # unknown interface: say so
+                netns.link_index(netns_name, ifname)  # unknown interface: say so
         elif netns_name is not None:
             recs = [r for r in recs if r.netns == netns_name]
         for rec in recs:
@@ -498,9 +512,9 @@ def _remove(links: _Links, rec: state.Record) -> None:
         state.save(rec)
     if not netns.alive(rec.netns, rec.netns_inode):
         return _forget_all(rec)
-    ipr = links.get(rec.netns)
-    if not netns.link_exists(ipr, rec.ifindex, rec.ifname):
+    if not netns.link_exists(rec.netns, rec.ifindex, rec.ifname):
         return _forget_all(rec)
+    ipr = links.get(rec.netns)
     if rec.hook == "xdp":
         fd = libbpf.prog_fd_by_id(rec.prog_id) if rec.prog_id else None
         if fd is not None:
@@ -556,9 +570,7 @@ def _target_gone(links: _Links, rec: state.Record) -> bool:
         return True
     if rec.container and netns.alive(rec.netns, rec.netns_inode):
         # by index only: a link renamed inside the container still holds our filter
-        present = links.cached(("indexes", rec.netns),
-                               lambda: {link["index"] for link in links.get(rec.netns).get_links()})
-        return rec.ifindex not in present
+        return rec.ifindex not in links.cached(("links", rec.netns), lambda: netns.links(rec.netns))
     return False
 
 

@@ -105,15 +105,24 @@ def open_iproute(netns: str | None):
         return IPRoute(ext_ack=True)
 
 
-def link_index(ipr, ifname: str, netns: str | None) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if found:
-        return found[0]
-    names = sorted(link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
-    where = f"in namespace {netns}" if netns else "here"
-    raise TargetError(f"interface '{ifname}' not found {where} (available: {', '.join(names)})")
+def links(netns: str | None) -> dict[int, str]:
+    """The namespace's interfaces, index -> name: if_nameindex(3) inside it, no netlink library
+    (pyroute2 alone takes longer to import than the commands that only look links up)."""
+    import socket
+
+    with entered(netns):
+        return dict(socket.if_nameindex())
 
 
-def link_exists(ipr, ifindex: int, ifname: str) -> bool:
-    found = ipr.link_lookup(ifname=ifname)
-    return bool(found) and found[0] == ifindex
+def link_index(netns: str | None, ifname: str, where: str | None = None) -> int:
+    """ifname's index in netns; an unknown name says which there are. where: how to name the place."""
+    found = links(netns)
+    for index, name in found.items():
+        if name == ifname:
+            return index
+    place = f"in namespace {where or netns}" if (where or netns) else "here"
+    raise TargetError(f"interface '{ifname}' not found {place} (available: {', '.join(sorted(found.values()))})")
+
+
+def link_exists(netns: str | None, ifindex: int, ifname: str) -> bool:
+    return links(netns).get(ifindex) == ifname

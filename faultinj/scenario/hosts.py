@@ -86,12 +86,8 @@ class TargetHost(NamespaceHost):
         return api.apply(spec, iface, seed=seed, tc_mode=tc_mode, **self.opts).to_json()
 
     def check_interfaces(self, names) -> None:
-        ipr = netns_mod.open_iproute(self.netns)
-        try:
-            for name in names:
-                netns_mod.link_index(ipr, name, self.name)
-        finally:
-            ipr.close()
+        for name in names:
+            netns_mod.link_index(self.netns, name, self.name)
 
     def address(self, v6: bool) -> str:
         """Where traffic to this host goes: its first global address (by interface index)."""
