@@ -151,7 +151,9 @@ def test_shipped_scenario_passes(path, tmp_path):
             assert f["kernel"] != os.uname().release
     if "seed-vms-ovs" in path:   # the seed article's attach: matchall + act_bpf inside vm1
         assert report.faults["psh"]["attach_mode"] == "matchall" and report.counters["psh"]["acted"] > 0
-    if scn.trace:   # bridge-lab: a ping request's journey, host -> bridge ports -> host
+    if scn.trace:
+        assert len(report.journeys) == scn.trace.count
+    if scn.trace and scn.name == "bridge-lab":   # a ping request's journey, host -> bridge ports -> host
         assert len(report.journeys) == scn.trace.count
         first = [(h.netns_name.rsplit("-", 1)[1], h.direction) for h in report.journeys[0]]
         assert first == [("vm1", "out"), ("sw", "in"), ("sw", "out"), ("vm2", "in")], first
