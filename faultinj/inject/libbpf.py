@@ -14,7 +14,9 @@ import errno
 import os
 import struct
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Iterator
 
 from ..errors import EnvironmentProblem, FaultinjError, VerifierError
 
@@ -342,15 +344,35 @@ class _BtfParam(ctypes.Structure):
     _fields_ = [("name_off", ctypes.c_uint32), ("type", ctypes.c_uint32)]
 
 
+@contextmanager
+def _btf(path: str) -> Iterator[int]:
+    """The BTF of the object or BTF file at path, parsed, freed after the block."""
+    lb = lib()
+    btf = lb.btf__parse(path.encode(), None)
+    if not btf:
+        raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
+    try:
+        yield btf
+    finally:
+        lb.btf__free(btf)
+
+
+def _btf_type(btf: int, name: str, kind: int) -> tuple[int, int, int, int] | None:
+    """(address, info, size, vlen) of the type `name` of that kind; None when there is none."""
+    tid = lib().btf__find_by_name_kind(btf, name.encode(), kind)
+    if tid < 0:
+        return None
+    t = lib().btf__type_by_id(btf, tid)
+    _, info, size = struct.unpack("<III", ctypes.string_at(t, 12))
+    return t, info, size, info & 0xFFFF
+
+
 def btf_functions_taking(path: str, struct_name: str, max_arg: int = 5) -> dict[str, int]:
     """Functions in the kernel's BTF at path, and in its modules' beside it (/sys/kernel/btf/veth:
     split BTF on top of vmlinux's), with a `struct struct_name *` among their first max_arg
     arguments: {name: the argument's index (the first such)}."""
     lb = lib()
-    base = lb.btf__parse(path.encode(), None)
-    if not base:
-        raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
-    try:
+    with _btf(path) as base:
         out = _functions_taking(base, 1, struct_name, max_arg)
         first = lb.btf__type_cnt(base)
         folder = os.path.dirname(path)
@@ -366,8 +388,6 @@ def btf_functions_taking(path: str, struct_name: str, max_arg: int = 5) -> dict[
             finally:
                 lb.btf__free(mod)
         return out
-    finally:
-        lb.btf__free(base)
 
 
 def _functions_taking(btf, first: int, struct_name: str, max_arg: int) -> dict[str, int]:
@@ -471,50 +491,32 @@ class FunctionRefused(FaultinjError):
 
 def btf_enum(path: str, name: str) -> dict[int, str]:
     """The values of `enum name` in the BTF file at path (the running kernel's: /sys/kernel/btf/vmlinux)."""
-    lb = lib()
-    btf = lb.btf__parse(path.encode(), None)
-    if not btf:
-        raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
-    try:
-        tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_ENUM)
-        if tid < 0:
+    with _btf(path) as btf:
+        found = _btf_type(btf, name, BTF_KIND_ENUM)
+        if found is None:
             return {}
-        t = lb.btf__type_by_id(btf, tid)
-        _, info, _ = struct.unpack("<III", ctypes.string_at(t, 12))
-        vlen = info & 0xFFFF
+        t, _, _, vlen = found
         raw = ctypes.string_at(t + 12, 8 * vlen)  # struct btf_enum { u32 name_off; s32 val; }
-        out = {}
-        for i in range(vlen):
-            name_off, val = struct.unpack_from("<Ii", raw, 8 * i)
-            out[val] = lb.btf__name_by_offset(btf, name_off).decode()
-        return out
-    finally:
-        lb.btf__free(btf)
+        return {val: lib().btf__name_by_offset(btf, name_off).decode()
+                for name_off, val in (struct.unpack_from("<Ii", raw, 8 * i) for i in range(vlen))}
 
 
 def btf_struct(path: str, name: str) -> tuple[int, dict[str, tuple[int, int]]] | None:
     """(size, {member: (byte offset, size)}) of `struct name` in the BTF of the object (or BTF
     file) at path; None when it has no such struct. See inject/layout.py."""
-    lb = lib()
-    btf = lb.btf__parse(path.encode(), None)
-    if not btf:
-        raise FaultinjError(f"cannot read BTF from {path}: {os.strerror(ctypes.get_errno())}")
-    try:
-        tid = lb.btf__find_by_name_kind(btf, name.encode(), BTF_KIND_STRUCT)
-        if tid < 0:
+    with _btf(path) as btf:
+        found = _btf_type(btf, name, BTF_KIND_STRUCT)
+        if found is None:
             return None
-        t = lb.btf__type_by_id(btf, tid)
-        _, info, size = struct.unpack("<III", ctypes.string_at(t, 12))
-        vlen, kflag = info & 0xFFFF, info >> 31
+        t, info, size, vlen = found
         raw = ctypes.string_at(t + 12, 12 * vlen)  # struct btf_member { u32 name_off, type, offset; }
         members = {}
         for i in range(vlen):
             name_off, mtype, offset = struct.unpack_from("<III", raw, 12 * i)
-            bits = offset & 0xFFFFFF if kflag else offset
-            members[lb.btf__name_by_offset(btf, name_off).decode()] = (bits // 8, lb.btf__resolve_size(btf, mtype))
+            bits = offset & 0xFFFFFF if info >> 31 else offset   # kind_flag: bitfield size in the top byte
+            members[lib().btf__name_by_offset(btf, name_off).decode()] = (bits // 8,
+                                                                           lib().btf__resolve_size(btf, mtype))
         return size, members
-    finally:
-        lb.btf__free(btf)
 
 
 def _verifier_tail(log: str) -> str:
