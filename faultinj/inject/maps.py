@@ -78,6 +78,13 @@ def write_spec(fds: Mapping[str, int], spec: FaultSpec, seed: int, deadline_ns: 
     write_config(fds, config_for(spec, seed, deadline_ns, gen, **how), fresh)
 
 
+def write_record(rec) -> None:
+    """Make a running fault's config say what its record (inject.state.Record) says: `set`, and a
+    `set` a killed process left half done."""
+    with pinned(rec.pin_dir) as fds:
+        write_spec(fds, rec.fault_spec(), rec.seed, rec.deadline_ns, rec.gen)
+
+
 def write_config(fds: Mapping[str, int], cfg: Config, fresh: bool = False) -> None:
     """Write cfg into the slot no packet reads, then make it live (bpf/lib/fault.h fi_config_live):
     a packet sees the old config or the new, never a mix. fresh: an object no packet has reached

@@ -126,3 +126,51 @@ def link_index(netns: str | None, ifname: str, where: str | None = None) -> int:
 
 def link_exists(netns: str | None, ifindex: int, ifname: str) -> bool:
     return links(netns).get(ifindex) == ifname
+
+
+class LazyIPRoute:
+    """An IPRoute socket in ns, opened when first used: a command that only looks links up
+    (netns.links) never imports pyroute2."""
+
+    def __init__(self, ns: str | None):
+        self._ns, self._ipr = ns, None
+
+    def __getattr__(self, name: str):
+        if self._ipr is None:
+            self._ipr = open_iproute(self._ns)
+        return getattr(self._ipr, name)
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+
+
+class Links:
+    """One command's IPRoute sockets, per namespace, opened on first use, closed together."""
+
+    def __init__(self):
+        self._open: dict[str | None, LazyIPRoute] = {}
+
+    def get(self, ns: str | None) -> LazyIPRoute:
+        if ns not in self._open:
+            self._open[ns] = LazyIPRoute(ns)
+        return self._open[ns]
+
+    def cached(self, key: tuple, fetch):
+        """One netlink dump per key for the life of this object (status reads many records)."""
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        if key not in self._cache:
+            self._cache[key] = fetch()
+        return self._cache[key]
+
+    def close(self):
+        for ipr in self._open.values():
+            ipr.close()
+        self._open.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

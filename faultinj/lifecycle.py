@@ -1,0 +1,240 @@
+"""Putting faults on and changing them: apply (a fault, or a user's own program), set.
+
+Each step that changes the kernel registers its undo before the next step
+runs; a failure anywhere unwinds them all, so nothing is left half-applied.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from contextlib import ExitStack, contextmanager
+from typing import Iterator
+
+from .errors import SpecError, StateError, TargetError
+from .faults import PROGRAM, FaultSpec, parse_change, parse_hook, parse_spec
+from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
+from .inject.netns import Links
+from .removal import clear, forget, qdisc_sharers, reap_now, same_link
+from .values import check_seed, deadline, parse_duration
+
+TC_MODES = ("cls_bpf", "matchall")
+
+
+def _target(ifname: str | None, netns_name=None, netns_path=None, pid=None, container=None, runtime=None,
+            peer_of=None) -> tuple[targets.Target, str | None]:
+    """The namespace (and, for peer_of, the interface) a command's options name."""
+    if peer_of is not None:
+        if any(v is not None for v in (netns_name, netns_path, pid, container)):
+            raise SpecError("--peer-of names the namespace itself: leave out --netns, --netns-path, --pid, --container")
+        caps.require_privileges()
+        return targets.peer_of(peer_of, ifname or "eth0", runtime)
+    if any(v is not None for v in (netns_path, pid, container)):
+        caps.require_privileges()
+    return targets.resolve(netns_name=netns_name, netns_path=netns_path, pid=pid, container=container,
+                           runtime=runtime), ifname
+
+
+def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, seed: int | None = None,
+          duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
+          hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
+          container: str | None = None, runtime: str | None = None, peer_of: str | None = None) -> state.Record:
+    """Attach a fault and return its record. The fault outlives this process.
+
+    Where: ifname in our namespace, or in netns_name (/run/netns), netns_path (a namespace file), the
+    namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
+    attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
+    fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
+    if not fs.fault.configurable:
+        raise SpecError("apply a program of your own with --program FILE.c")
+    _check_tc_mode(tc_mode, fs.hook)
+    seconds = parse_duration(duration)
+    seed = check_seed(seed)
+    caps.require_privileges()
+    target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
+    return _install(fs, ifname, target, seed, seconds, replace, tc_mode,
+                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode))
+
+
+def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
+                  netns_name: str | None = None, replace: bool = False,
+                  tc_mode: str = "cls_bpf", netns_path: str | None = None, pid: int | None = None,
+                  container: str | None = None, runtime: str | None = None,
+                  peer_of: str | None = None) -> state.Record:
+    """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
+    The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
+    chosen = parse_hook(hook) if hook else None
+    caps.require_privileges()
+    target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
+    compiled = custom.compile_source(source)       # before anything changes in the kernel
+    try:
+        name, sec = custom.pick(compiled, section)
+        chosen = chosen or custom.hook_of_section(sec, source)
+        _check_tc_mode(tc_mode, chosen)
+        fs = FaultSpec(PROGRAM, f"{os.path.abspath(source)}:{name}", chosen)
+        return _install(fs, ifname, target, 0, None, replace, tc_mode,
+                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
+    finally:
+        custom.discard(compiled)
+
+
+def _check_tc_mode(tc_mode: str, hook: str) -> None:
+    if tc_mode not in TC_MODES:
+        raise SpecError(f"unknown --tc-mode '{tc_mode}': give one of {', '.join(TC_MODES)}")
+    if tc_mode == "matchall" and hook == "xdp":
+        raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
+
+
+def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seconds: float | None,
+             replace: bool, tc_mode: str, load) -> state.Record:
+    """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
+    The root qdisc the fault needs (fq for time faults) is added first where it is not there."""
+    netns_name, hook, qdisc = target.netns, fs.hook, fs.fault.qdisc
+    with Links() as links, state.locked():
+        ipr = links.get(netns_name)
+        if not netns.alive(netns_name, target.inode):   # a process that exited since we looked it up
+            raise TargetError(f"{target.where} is gone (its network namespace no longer exists)")
+        ifindex = netns.link_index(netns_name, ifname, target.label)
+        reap_now(links)
+        replaced = _check_xdp_free(ipr, netns_name, ifindex, ifname, replace) if hook == "xdp" else None
+
+        deadline_ns, expires_at = deadline(seconds)
+        fid = "f" + secrets.token_hex(4)
+        rec = state.Record(
+            id=fid, fault=fs.name, value=fs.value, hook=hook, netns=netns_name, ifname=ifname,
+            ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,
+            pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
+            pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
+            target=target.label, container=target.container, netns_inode=target.inode,
+        )
+        with ExitStack() as undo:
+            state.save(rec)  # the intent, before anything changes in the kernel
+            undo.callback(state.delete, rec)
+            if qdisc:
+                _ensure_qdisc(ipr, rec, qdisc, undo)
+            obj = load(deadline_ns)
+            undo.callback(obj.close)
+            pin_dir = state.new_pin_dir(fid)
+            undo.callback(state.remove_pins, pin_dir)
+            obj.pin(str(pin_dir))
+            rec.prog_id = libbpf.object_id(obj.prog_fd)
+            if hook == "xdp":
+                state.save(rec)
+                rec.attach_mode = attach.xdp_attach(ipr, ifindex, obj.prog_fd, replace)
+                undo.callback(attach.xdp_detach, ipr, ifindex, rec.attach_mode, obj.prog_fd)
+            else:
+                if not attach.has_clsact(ipr, ifindex):
+                    state.mark_clsact_created(netns_name, ifindex, ifname)  # intent first
+                    undo.callback(state.forget_link, netns_name, ifindex)
+                    attach.ensure_clsact(ipr, ifindex)
+                    undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
+                rec.attach_mode = tc_mode
+                rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
+                rec.filter_name = f"faultinj:{fid}:{fs.name}"
+                state.save(rec)
+                attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
+                undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
+            rec.pending = rec.pid = None
+            state.save(rec)
+            undo.pop_all()  # success: everything stays
+        obj.close()  # the attachment and the pins hold the program and maps now
+        if replaced is not None:
+            # the kernel swapped the program in place; only the old bookkeeping remains
+            forget(replaced)
+        return rec
+
+
+def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
+    """The root qdisc a time fault needs: ours if we add it (or another fault of ours did), someone
+    else's fq left as it is, any other root qdisc of someone's refused (nothing is replaced)."""
+    current = attach.root_qdisc(ipr, rec.ifindex)
+    ours = qdisc_sharers(rec)
+    if current == kind:
+        rec.qdisc = "added" if ours else "present"
+        state.save(rec)
+        return
+    if current not in attach.default_qdisc_kinds():
+        raise StateError(f"{rec.ifname} has a root qdisc '{current}' that another tool installed; a time fault "
+                         f"needs {kind} there and faultinj does not replace it: remove it first "
+                         f"('tc qdisc del dev {rec.ifname} root')")
+    rec.qdisc = "adding"
+    state.save(rec)   # the intent: a process killed now is rolled back, the qdisc with it
+    undo.callback(attach.remove_root_fq, rec.netns, rec.ifname)
+    attach.add_root_fq(rec.netns, rec.ifname)
+    rec.qdisc = "added"
+    state.save(rec)
+
+
+def _check_xdp_free(ipr, ns, ifindex, ifname, replace) -> state.Record | None:
+    """Refuse a second XDP program on a link unless replace; returns our record it replaces."""
+    ours = [r for r in state.records() if r.hook == "xdp" and same_link(r, ns, ifindex)]
+    mode, prog_id = attach.xdp_current(ipr, ifindex)
+    if not prog_id:
+        for r in ours:  # records of a program someone else detached
+            forget(r)
+        return None
+    mine = next((r for r in ours if r.prog_id == prog_id), None)
+    if not replace:
+        if mine:
+            raise StateError(
+                f"{ifname} already has faultinj fault {mine.id} ({mine.spec}) on xdp: "
+                f"clear it first or pass --replace"
+            )
+        raise StateError(
+            f"{ifname} already has a foreign XDP program (id {prog_id}, {mode}): faultinj will not "
+            "replace it without --replace"
+        )
+    return mine
+
+
+@contextmanager
+def fault(spec: str | FaultSpec, ifname: str, **kwargs) -> Iterator[state.Record]:
+    """Apply a fault around a block (a test), clearing it afterwards whatever happens."""
+    rec = apply(spec, ifname, **kwargs)
+    try:
+        yield rec
+    finally:
+        clear(fault_id=rec.id)
+
+
+def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: int | None = None,
+              duration: str | float | None = None, fault_id: str | None = None, netns_path: str | None = None,
+              pid: int | None = None, container: str | None = None, runtime: str | None = None) -> state.Record:
+    """Change a running fault's value, filters (and seed, deadline) with a map write: no reload."""
+    change = parse_change(spec)
+    ftype, hook = change.fault, change.hook
+    if change.value is None and change.filters is None and seed is None and duration is None:
+        raise SpecError(f"nothing to change: give {ftype.name}={ftype.value.name}, filters, --seed or --duration")
+    seconds = parse_duration(duration)
+    if seed is not None:
+        check_seed(seed)
+    caps.require_privileges()
+    target, _ = _target(ifname, netns_name, netns_path, pid, container, runtime)
+    netns_name = target.netns
+    with Links() as links, state.locked():
+        reap_now(links)
+        cands = [r for r in state.records() if r.ifname == ifname and r.netns == netns_name
+                 and r.fault == ftype.name and (hook is None or r.hook == hook)
+                 and (fault_id is None or r.id == fault_id)]
+        if not cands:
+            netns.link_index(netns_name, ifname, target.label)  # says so if the interface is unknown
+            raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + target.where if netns_name else ''}: "
+                             f"apply one with 'faultinj apply {spec.partition('@')[0]} {ifname}'")
+        if len(cands) > 1:
+            raise StateError(f"{len(cands)} {ftype.name} faults on {ifname} ({', '.join(r.id for r in cands)}): "
+                             "choose one with --id")
+        rec = cands[0]
+        new = change.applied_to(rec.fault_spec())
+        rec.specs[str(rec.gen)] = rec.spec     # what the journal's events so far were made under
+        rec.gen += 1
+        rec.value, rec.match = new.value, [list(w) for w in new.match.words]
+        if seed is not None:
+            rec.seed = seed
+        if seconds is not None:
+            rec.deadline_ns, rec.expires_at = deadline(seconds)
+        rec.pending, rec.pid = "set", os.getpid()
+        state.save(rec)  # the intent: a process killed now is rolled forward
+        maps.write_record(rec)
+        rec.pending = rec.pid = None
+        state.save(rec)
+        return rec
