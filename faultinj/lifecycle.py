@@ -92,7 +92,8 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
     netns_name, hook, qdisc = target.netns, fs.hook, fs.fault.qdisc
     with Links() as links, state.locked():
         ipr = links.get(netns_name)
-        if not netns.alive(netns_name, target.inode):   # a process that exited since we looked it up
+        # a process that exited since we looked it up (a name that never existed: link_index says so)
+        if netns.is_path(netns_name) and not netns.alive(netns_name, target.inode):
             raise TargetError(f"{target.where} is gone (its network namespace no longer exists)")
         ifindex = netns.link_index(netns_name, ifname, target.label)
         reap_now(links)
