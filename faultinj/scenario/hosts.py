@@ -116,7 +116,7 @@ class AgentHost:
         return self.agent.call("apply", spec=str(spec), ifname=iface, seed=seed, tc_mode=tc_mode)
 
     def fault_status(self, fault_id: str) -> dict | None:
-        return next((s for s in self.agent.call("status") if s["id"] == fault_id), None)
+        return next(iter(self.agent.call("status", fault_id=fault_id)), None)
 
     def clear(self, fault_id: str) -> None:
         self.agent.call("clear", fault_id=fault_id)
