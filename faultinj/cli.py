@@ -1,4 +1,4 @@
-"""The `faultinj` command: a thin layer over faultinj.api.
+"""The `faultinj` command: a thin layer over faultinj.api (each command imports only the part it calls).
 
 One error boundary (`_boundary`) turns a FaultinjError into one line on
 stderr and its exit status; `--traceback` shows the Python traceback instead.
@@ -153,7 +153,7 @@ def apply(
     """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits.
     Where: INTERFACE here, or in --netns, --netns-path, --pid or --container; --peer-of CONTAINER
     attaches on the far end of the container's veth INTERFACE (default eth0)."""
-    from .api import apply as do_apply, apply_program
+    from .lifecycle import apply as do_apply, apply_program
 
     where = dict(netns_path=netns_path, pid=pid, container=container, runtime=runtime, peer_of=peer_of)
     if program:
@@ -193,7 +193,7 @@ def status(
     as_json: bool = JsonOpt,
 ):
     """Every fault faultinj applied: where, hook, spec, seed, deadline, live counters."""
-    from .api import status as do_status
+    from .faultstatus import status as do_status
 
     rows = do_status(netns_name=netns, all_namespaces=netns is None)
     if as_json:
@@ -245,7 +245,7 @@ def set_(
     as_json: bool = JsonOpt,
 ):
     """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply."""
-    from .api import set_fault
+    from .lifecycle import set_fault
 
     if _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
         spec, interface = interface, spec
@@ -276,7 +276,7 @@ def clear(
     as_json: bool = JsonOpt,
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
-    from .api import clear as do_clear
+    from .removal import clear as do_clear
 
     removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
                        pid=pid, container=container, runtime=runtime)
@@ -321,7 +321,8 @@ def journal(
     """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq, and the
     spec in force then. Each fault keeps its last 4096 events; reading takes nothing away (any number of
     readers each see every event); --follow prints the events from now on."""
-    from .api import journal as open_journal, parse_duration
+    from .inject.journal import open_for as open_journal
+    from .values import parse_duration
 
     seconds = parse_duration(duration)
     if seconds is not None and not follow:
@@ -377,7 +378,7 @@ def trace(
     """Where packets went, hop by hop across interfaces and namespaces, and where they died (with the
     kernel's drop reason, or the faultinj fault that took them). BTF raw tracepoints; filters run in the kernel."""
     from . import pcap as pcap_mod
-    from .api import parse_duration
+    from .values import parse_duration
     from .faults.match import parse_match
     from .inject import caps
     from .inject.trace import check_btf, skb_functions, trace as do_trace
@@ -620,7 +621,7 @@ def replay(
 ):
     """Run faults over a capture offline (BPF_PROG_TEST_RUN): dropped packets omitted, changed ones rewritten,
     duplicated ones written twice."""
-    from .api import check_seed
+    from .values import check_seed
     from .inject import caps
     from .inject.replay import replay as do_replay
 
@@ -698,7 +699,7 @@ def agent(stdio: bool = typer.Option(True, "--stdio", help="Serve on stdin/stdou
 @_boundary
 def reap(as_json: bool = JsonOpt):
     """Finish what killed faultinj processes left, remove expired faults and orphaned labs."""
-    from .api import reap as do_reap
+    from .removal import reap as do_reap
 
     done = do_reap()
     if as_json:
@@ -719,7 +720,7 @@ def metrics(
 ):
     """Serve Prometheus metrics of every fault: seen, matched, acted, journal losses, deadline, state;
     labelled with id, spec, interface, netns, target and hook. Read afresh on every scrape."""
-    from .api import parse_duration
+    from .values import parse_duration
     from .inject import caps
     from .metrics import serve
 

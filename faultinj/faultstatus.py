@@ -6,7 +6,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .inject import attach, caps, custom, libbpf, maps, netns, state
+from .inject import attach, caps, libbpf, maps, netns, state
 from .inject.netns import Links
 
 @dataclass
@@ -87,6 +87,8 @@ def status(netns_name: str | None = None, all_namespaces: bool = True,
                 continue
             st, detail = _attachment_state(links, rec)
             if not rec.fault_spec().fault.configurable:
+                from .inject import custom
+
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
                 counters, lost, refused = _read_counters(rec)

@@ -10,13 +10,14 @@ import os
 import platform
 import struct
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Iterator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from ..errors import FaultinjError
-from ..faults import FaultSpec
-from ..faults.match import NO_MATCH
 from . import layout, libbpf
+
+if TYPE_CHECKING:   # status reads counters without loading the catalogue
+    from ..faults import FaultSpec
 
 CONFIG_SIZE = ctypes.sizeof(layout.FiConfig)
 CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = 1, 2, 4, 8   # FI_CFG_* in bpf/lib/fault.h
@@ -39,7 +40,7 @@ class Config:
     threshold: int
     param: int = 0
     active: bool = True
-    match: bytes = field(default_factory=lambda: bytes(layout.match_struct(NO_MATCH)))   # struct fi_match
+    match: bytes = bytes(ctypes.sizeof(layout.FiMatch))   # struct fi_match; all zero: no filter
     extra: tuple = (0, 0, 0, 0)
     flags: int = 0                   # FI_CFG_* other than ACTIVE
     gen: int = 0                     # the configuration's generation (each `set` counts it up)
