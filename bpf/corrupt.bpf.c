@@ -7,9 +7,12 @@
  *
  * param: the number of bits (1..64) | FI_CORRUPT_BAD_CSUM.
  * Checksum states (csum=bad):
- * - tc egress: where the sender offloads the checksum (CHECKSUM_PARTIAL, e.g.
- *   veth with tx checksumming on), the kernel computes it after tc egress:
- *   csum=bad then yields a valid checksum; turn tx checksumming off.
+ * - tc egress: TCP is always CHECKSUM_PARTIAL there (UDP with tx offload on):
+ *   the checksum is completed after tc, over the corrupted bytes; the partial
+ *   sum is moved so that it comes out as the original, wrong for the new
+ *   bytes (fi_l4_csum_keep_at). A device that checks it drops the packet;
+ *   a veth with tx offload on hands the PARTIAL skb to its peer, which never
+ *   checks it: there turn the sender's tx checksumming off.
  * - tc ingress: a packet whose checksum the stack would not check (PARTIAL
  *   from a veth peer with offload on, UNNECESSARY from a device) is made
  *   CHECKSUM_NONE (fi_csum_distrust), so the receiver checks and drops it;
@@ -75,13 +78,16 @@ int corrupt(fi_ctx_t *ctx)
 		nb = b ^ (1 << (pos & 7));
 		if (fix ? fi_store_bytes(ctx, off, &nb, 1) : fi_store_bytes_rcsum(ctx, off, &nb, 1))
 			break;
-		if (fix && csum_off) {
+		if (csum_off && (fix || !(cfg->flags & FI_CFG_INGRESS))) {
 			/* the byte is the high half of its 16-bit word at an even
 			 * offset from the L4 header, the low half at an odd one */
 			int low = (off - pkt.l4_off) & 1;
+			__be16 ow = bpf_htons(low ? b : (__u16)b << 8), nw = bpf_htons(low ? nb : (__u16)nb << 8);
 
-			fi_l4_csum_replace2_at(ctx, csum_off, bpf_htons(low ? b : (__u16)b << 8),
-					       bpf_htons(low ? nb : (__u16)nb << 8), udp);
+			if (fix)
+				fi_l4_csum_replace2_at(ctx, csum_off, ow, nw, udp);
+			else
+				fi_l4_csum_keep_at(ctx, csum_off, ow, nw, udp);
 		}
 	}
 	if (!fix && (cfg->flags & FI_CFG_INGRESS))

@@ -33,6 +33,7 @@ def checksum_ok(data: bytes, pseudo: bytes = b"") -> bool:
 class Packet:
     version: int | None = None   # 4, 6, or None for non-IP
     ttl: int | None = None       # TTL or hop limit
+    tos: int | None = None       # IPv4 TOS / IPv6 traffic class: DSCP << 2 | ECN
     proto: int | None = None
     src: bytes = b""
     dst: bytes = b""
@@ -111,7 +112,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
         if data[off] >> 4 != 4 or ihl < 20:
             return pkt
         tot = struct.unpack_from("!H", data, off + 2)[0]
-        pkt.version, pkt.ttl, pkt.proto = 4, data[off + 8], data[off + 9]
+        pkt.version, pkt.ttl, pkt.proto, pkt.tos = 4, data[off + 8], data[off + 9], data[off + 1]
         pkt.ip_id = struct.unpack_from("!H", data, off + 4)[0]
         pkt.src, pkt.dst = data[off + 12: off + 16], data[off + 16: off + 20]
         if len(data) >= off + ihl:
@@ -128,6 +129,7 @@ def parse(data: bytes, wire_len: int | None = None) -> Packet:
             return pkt
         plen = struct.unpack_from("!H", data, off + 4)[0]
         pkt.version, pkt.ttl = 6, data[off + 7]
+        pkt.tos = (data[off] & 0x0F) << 4 | data[off + 1] >> 4
         pkt.src, pkt.dst = data[off + 8: off + 24], data[off + 24: off + 40]
         walked = _ipv6_ext(data, off + 40, data[off + 6], pkt)
         if walked is None:

@@ -94,3 +94,14 @@ def cli_runner():
         return CliRunner(mix_stderr=False)
     except TypeError:  # click >= 8.2: always apart
         return CliRunner()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The checksum-state matrix's table (tests/test_csum_matrix.py), when its cells ran."""
+    import sys
+
+    mod = sys.modules.get("test_csum_matrix")
+    rows = getattr(mod, "MATRIX_ROWS", None)
+    if rows:
+        terminalreporter.write_sep("=", "checksum-state matrix")
+        terminalreporter.write_line(mod.format_table(rows))

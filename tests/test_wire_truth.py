@@ -9,6 +9,7 @@ evidence here.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
 
 import pytest
@@ -137,3 +138,28 @@ def test_corrupt_bad_checksum_tcp_with_offload_at_ingress(offload_lab):
     assert res.intact
     assert st.counters["acted"] > 0
     assert errors == st.counters["acted"]
+
+
+@pytest.mark.parametrize("proto", ["tcp", "udp"])
+def test_corrupt_bad_checksum_at_egress_is_counted_by_the_receiver(lab, proto):
+    """At tc egress TCP is CHECKSUM_PARTIAL even with the sender's offload off (the checksum is
+    completed after tc, over the corrupted bytes), UDP is CHECKSUM_NONE (its checksum already in
+    the field). Both must leave wrong: the receiver counts exactly `acted` checksum errors, and
+    TCP's retransmissions bring the data intact. (Before the fix TCP left with a valid checksum
+    and the corruption was delivered: errors 0.)"""
+    a, b = lab.a, lab.b
+    subprocess.run(["ip", "netns", "exec", b.netns, "ethtool", "-K", b.ifname, "rx", "off"], check=True)
+    faultinj.apply(f"corrupt=10%,csum=bad,proto={proto}@egress", a.ifname, netns_name=a.netns, seed=9)
+    counter = "Tcp" if proto == "tcp" else "Udp"
+    before = traffic.snmp(b.netns)[counter]["InCsumErrors"]
+    if proto == "tcp":
+        res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 300_000, timeout=30)
+        assert res.intact
+    else:
+        res = traffic.udp_stream(a.netns, b.netns, b.ip4, 1000, size=200)
+    errors = traffic.snmp(b.netns)[counter]["InCsumErrors"] - before
+    [st] = faultinj.status()
+    assert st.counters["acted"] > 5
+    assert errors == st.counters["acted"]
+    if proto == "udp":
+        assert len(res.received) == 1000 - errors

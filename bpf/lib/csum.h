@@ -63,6 +63,37 @@ static __always_inline void fi_l4_csum_replace2_at(fi_ctx_t *ctx, __u32 csum_off
 #endif
 }
 
+/* After a 16-bit word of the L4 payload changed from old to new with the
+ * checksum meant to stay wrong (corrupt csum=bad), at tc egress: keep the
+ * checksum the packet will leave with what it was before the change.
+ *
+ * At tc egress TCP is always CHECKSUM_PARTIAL (offload or not: the stack, or
+ * skb_checksum_help after tc, completes the checksum later), UDP is PARTIAL
+ * with tx offload on: the field holds only the pseudo-header sum, and the
+ * checksum completed over the changed bytes would be valid. Adding old - new
+ * to that partial sum makes the completed checksum the original one, wrong
+ * for the new bytes. On a packet whose field is the full checksum the field
+ * must not change. One pair of calls does both without knowing the state: a
+ * plain replace (old -> new) is a no-op on PARTIAL and fixes a full checksum;
+ * a pseudo-header replace (new -> old) undoes that fix on a full checksum and
+ * on PARTIAL moves the partial sum by old - new. */
+static __always_inline void fi_l4_csum_keep_at(fi_ctx_t *ctx, __u32 csum_off, __be16 old, __be16 new,
+					       int udp_zero_ok)
+{
+#if defined(FI_HOOK_TC)
+	__u64 zero = udp_zero_ok ? BPF_F_MARK_MANGLED_0 : 0;
+
+	bpf_l4_csum_replace(ctx, csum_off, old, new, 2 | zero);
+	bpf_l4_csum_replace(ctx, csum_off, new, old, 2 | BPF_F_PSEUDO_HDR | zero);
+#else
+	(void)ctx;
+	(void)csum_off;
+	(void)old;
+	(void)new;
+	(void)udp_zero_ok;
+#endif
+}
+
 #define FI_DISTRUST_MAX 256  /* more than the deepest L4 header offset handled (IPv6 + extension headers) */
 
 /* Make the receiving stack check the L4 checksum itself, after a change that

@@ -30,8 +30,8 @@ FAULT = FaultType(
     param=lambda p, o: o["bits"] | (BAD_CSUM if o["csum"] == "bad" else 0),
     options=(
         Option("csum", "fix: keep the TCP/UDP/ICMP checksum valid, so the corruption reaches the application; "
-               "bad: leave it wrong, so the receiver drops the packet (needs the sender's tx checksum offload "
-               "off, or the kernel computes it afterwards)", parse_csum, "fix"),
+               "bad: leave it wrong, so the receiver drops the packet (at tc egress on a veth, needs the "
+               "sender's tx checksum offload off: its peer never checks a checksum left to the offload)", parse_csum, "fix"),
         Option("bits", f"bits flipped per packet, 1..{MAX_BITS}", parse_bits, 1),
     ),
 )

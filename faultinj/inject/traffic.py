@@ -197,3 +197,29 @@ def snmp(netns: str | None) -> dict[str, dict[str, int]]:
         proto, names = head.split(":", 1)
         out[proto] = dict(zip(names.split(), (int(v) for v in vals.split(":", 1)[1].split())))
     return out
+
+
+def kernel_counters(netns: str | None) -> dict[str, int]:
+    """Every counter of the namespace's /proc/net/snmp, /proc/net/netstat (IpExt, TcpExt) and
+    /proc/net/snmp6, flat: 'Tcp.InCsumErrors', 'IpExt.InTruncatedPkts', 'Udp6InCsumErrors'."""
+    out: dict[str, int] = {}
+    with entered(netns):
+        for name in ("snmp", "netstat"):
+            with open(f"/proc/thread-self/net/{name}") as f:
+                lines = f.read().splitlines()
+            for head, vals in zip(lines[::2], lines[1::2]):
+                proto, names = head.split(":", 1)
+                out.update((f"{proto}.{n}", int(v)) for n, v in zip(names.split(), vals.split(":", 1)[1].split()))
+        with open("/proc/thread-self/net/snmp6") as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                if value.strip().lstrip("-").isdigit():
+                    out[name] = int(value)
+    return out
+
+
+# The receiver's checksum failures, IPv4 header and every L4 protocol, both families
+# (TCP over IPv6 counts in Tcp.InCsumErrors: one TCP MIB for both).
+CSUM_ERROR_COUNTERS = ("IpExt.InCsumErrors", "Tcp.InCsumErrors", "Udp.InCsumErrors", "Icmp.InCsumErrors",
+                       "Udp6InCsumErrors", "Icmp6InCsumErrors", "UdpLite6InCsumErrors", "UdpLite.InCsumErrors")
+TRUNCATED_COUNTERS = ("IpExt.InTruncatedPkts", "Ip6InTruncatedPkts")
