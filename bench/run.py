@@ -430,7 +430,7 @@ def vm_kernels(rounds: int, quick: bool, host_per_packet: dict | None) -> dict:
     return {"boot_s": boots, "accel": accel, "guest_kernel": inside["meta"]["kernel"], "guest_per_packet": guest_pp}
 
 
-# 10 --------------------------------------------------------------------------------------
+# 11 --------------------------------------------------------------------------------------
 def _once(cmd) -> float:
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
@@ -463,7 +463,7 @@ def startup_time(rounds: int) -> dict:
     rows = [(name, "%.0f ms (%.0f–%.0f)" % tuple(x * 1000 for x in med(res[name])), fmt_ratio(res[name + " ratio"]))
             for name in cmds]
     rows.append(("python -c pass", "%.0f ms (%.0f–%.0f)" % tuple(x * 1000 for x in med(res["python -c pass"])), "1×"))
-    table("10. Command start-up: one process each, beside `python -c pass` in the same round (goal ≤ 6×)",
+    table("11. Command start-up: one process each, beside `python -c pass` in the same round (goal ≤ 6×)",
           ["command", "median (min–max)", "ratio to python -c pass"], rows)
     return res
 
@@ -472,7 +472,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,11", help="sections to run (3 runs with 2)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
@@ -504,7 +504,7 @@ def main() -> int:
         out["run_rss"] = run_rss()
     if 8 in only:
         out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
-    if 10 in only:
+    if 11 in only:
         out["startup"] = startup_time(rounds)
     if 9 in only:
         out["vm"] = vm_kernels(rounds, args.quick, out.get("per_packet"))
