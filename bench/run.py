@@ -83,7 +83,8 @@ def per_packet(rounds: int, repeat: int) -> dict:
             custom.discard(obj_path)
     for spec in ("ttl-pong@xdp", "psh-ratio=1@egress", "psh-ratio=1000000000@egress", "drop=0@xdp",
                  "drop=0@egress", "drop=100%@xdp", "drop=50%@xdp", "ttl-pong,journal=off@xdp",
-                 "psh-ratio=1,journal=off@egress"):
+                 "psh-ratio=1,journal=off@egress", "delay=1ms", "delay=1ms,jitter=500us,dist=normal",
+                 "rate=50mbit"):
         objs[spec] = program.load(parse_spec(spec), seed=1)
     # (name, program, floor, packet, how): "repeat": kernel mean over `repeat` runs of the same packet
     # (fine where a run leaves the packet as it found it); "fresh": median of single runs on fresh copies
@@ -105,6 +106,11 @@ def per_packet(rounds: int, repeat: int) -> dict:
         ("drop=0 on tc (idle: no draw)", "drop=0@egress", "pass tc", PKT_UDP, "repeat"),
         ("drop=50% on xdp (per-flow draw)", "drop=50%@xdp", "pass xdp", PKT_UDP, "repeat"),
         ("drop=100% on xdp (journal: parse, log every action)", "drop=100%@xdp", "pass xdp", PKT_UDP, "repeat"),
+        # time faults: the program's share of a held packet's cost (the qdisc's is in section 10)
+        ("delay=1ms (draw, skb->tstamp, journal)", "delay=1ms", "pass tc", PKT_UDP, "repeat"),
+        ("delay=1ms,jitter=500us,dist=normal (netem's table)", "delay=1ms,jitter=500us,dist=normal", "pass tc",
+         PKT_UDP, "repeat"),
+        ("rate=50mbit (per-flow bucket, skb->tstamp, journal)", "rate=50mbit", "pass tc", PKT_UDP, "repeat"),
     ]
     runners = {k: libbpf.TestRunner(o.prog_fd) for k, o in objs.items()}
     # the journal is a log that overwrites its oldest events: every action is recorded, nothing to drain
@@ -468,23 +474,97 @@ def startup_time(rounds: int) -> dict:
     return res
 
 
+# 10 --------------------------------------------------------------------------------------
+TIME_PATHS = {   # label -> (faultinj spec or None, tc qdisc args or None)
+    "bare (noqueue)": (None, None),
+    "fq alone": (None, "fq"),
+    "faultinj delay=1ms (BPF + fq)": ("delay=1ms", None),
+    "netem delay 1ms": (None, "netem delay 1ms"),
+    "faultinj rate=50mbit (BPF + fq)": ("rate=50mbit", None),
+    "netem rate 50mbit": (None, "netem rate 50mbit"),
+}
+
+
+def time_vs_netem(rounds: int, seconds: int) -> dict:
+    """Time faults beside netem on the same veth: TCP throughput, interleaved (the BPF program's own
+    per-packet cost is in section 1). Needs fq and netem: where this kernel lacks them, a guest
+    (Debian 6.1) boots and runs this section inside."""
+    from faultinj.inject import doctor
+
+    have = {p.name: p.ok for p in doctor.run() if p.name in ("fq qdisc", "netem qdisc")}
+    if not all(have.values()) or len(have) < 2:
+        return _time_vs_netem_in_guest(rounds, seconds)
+    res = {"kernel": platform.release(), "tcp_bps": {}}
+    with Lab().up() as lab:
+        vals = {p: [] for p in TIME_PATHS}
+        for _ in range(rounds):
+            for label, (spec, qdisc) in TIME_PATHS.items():
+                rec = faultinj.apply(spec, lab.a.ifname, netns_name=lab.a.netns) if spec else None
+                if qdisc:
+                    netns_exec(lab.a.netns, "tc", "qdisc", "add", "dev", lab.a.ifname, "root", *qdisc.split())
+                try:
+                    vals[label].append(_iperf(lab, False, seconds))
+                finally:
+                    if rec:
+                        faultinj.clear(fault_id=rec.id)
+                    if qdisc:
+                        netns_exec(lab.a.netns, "tc", "qdisc", "del", "dev", lab.a.ifname, "root")
+        res["tcp_bps"] = vals
+    _time_tables(res)
+    return res
+
+
+def _time_tables(res: dict) -> None:
+    where = f"kernel {res['kernel']}" + (", an emulated guest (TCG), one vCPU: compare ratios, not absolutes"
+                                          if res.get("guest") else "")
+    vals = res["tcp_bps"]
+    base = vals["bare (noqueue)"]
+    rows = [(label, f"{med(xs)[0] / 1e6:.0f} Mbit/s", fmt_ratio([v / b for v, b in zip(xs, base)]))
+            for label, xs in vals.items()]
+    table(f"10. Time faults beside netem ({where}): TCP one stream, iperf3", ["path", "median",
+          "ratio to bare, median (min–max)"], rows)
+
+
+def _time_vs_netem_in_guest(rounds: int, seconds: int) -> dict:
+    from faultinj.guest import kernels, vm
+
+    kernel = kernels.resolve(os.environ.get("FAULTINJ_TEST_KERNEL", "linux-image-amd64"))
+    work = vm.workdir(f"bench{os.getpid()}", "time")
+    guest = vm.Guest(vm.VMSpec("fibenchtime", kernel, memory="1G", cpus=1), work).start()
+    try:
+        agent = guest.wait_ready()
+        out = work / "guest.json"
+        agent.call("exec", timeout=7200, cwd=str(ROOT), check=True, argv=[
+            sys.executable, str(HERE / "run.py"), "--only", "10", "--json", str(out), "--rounds", str(rounds),
+            "--seconds", str(seconds)])
+        res = json.loads(out.read_text())["time_vs_netem"]
+    finally:
+        guest.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    res["guest"] = vm.accel()[1]
+    _time_tables(res)
+    return res
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,11", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10,11", help="sections to run (3 runs with 2)")
+    ap.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
+    ap.add_argument("--seconds", type=int, help="seconds per live run (section 10; default 4, 2 with --quick)")
     args = ap.parse_args()
     if os.geteuid() != 0:
         print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
         return 3
     only = {int(x) for x in args.only.split(",")}
-    needed = ("iperf3", "nft") if only & {2, 3, 8} else ()
+    needed = ("iperf3", "nft") if only & {2, 3, 8, 10} else ()
     for tool in needed + ("tc", "clang"):
         if not shutil.which(tool):
             print(f"bench: {tool} not found: apt-get install iperf3 nftables iproute2 clang", file=sys.stderr)
             return 3
     only = {int(x) for x in args.only.split(",")}
-    rounds = 3 if args.quick else 7
+    rounds = args.rounds or (3 if args.quick else 7)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
     meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "kernel": platform.release()}
     print(f"faultinj bench — {meta['date']}, commit {commit}, {meta['cores']} cores, kernel {meta['kernel']}, "
@@ -508,6 +588,8 @@ def main() -> int:
         out["startup"] = startup_time(rounds)
     if 9 in only:
         out["vm"] = vm_kernels(rounds, args.quick, out.get("per_packet"))
+    if 10 in only:
+        out["time_vs_netem"] = time_vs_netem(rounds, args.seconds or (2 if args.quick else 4))
     Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     print(f"\nJSON: {args.json}")
     return 0

@@ -22,7 +22,7 @@ int burst_loss(fi_ctx_t *ctx)
 	__u64 key, draw;
 	int lose;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	fi_parse(ctx, &pkt);

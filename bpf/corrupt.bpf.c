@@ -35,7 +35,7 @@ int corrupt(fi_ctx_t *ctx)
 	int udp = 0, fix;
 	__u64 draw;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	if (fi_parse(ctx, &pkt) != 0 || !fi_match(cfg, &pkt))

@@ -64,7 +64,7 @@ int delay(fi_ctx_t *ctx)
 	__u64 draw, now, at, delay_ns = 0;
 	__s64 d;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	fi_parse(ctx, &pkt);
@@ -76,8 +76,11 @@ int delay(fi_ctx_t *ctx)
 	now = bpf_ktime_get_ns();
 	at = ctx->tstamp > now ? ctx->tstamp : now;   /* TCP's own pacing time, if later */
 	if (cfg->param == FI_TIME_RATE) {
-		/* extra[0]: picoseconds per byte; extra[1]: 1 = one queue for all matched traffic */
-		__u64 key = cfg->extra[1] ? 0 : fi_flow_hash(&pkt.flow), *next;
+		/* A token bucket kept as a virtual clock: extra[0] picoseconds per byte;
+		 * extra[1] 1 = one bucket for all matched traffic; extra[2] the burst (ns of
+		 * the rate a flow that fell behind may send at once: a sender woken late,
+		 * as under emulation, makes up for it instead of losing the time). */
+		__u64 key = cfg->extra[1] ? 0 : fi_flow_hash(&pkt.flow), *next, v, floor;
 		__u64 cost = ((__u64)ctx->len * cfg->extra[0]) / 1000;
 
 		next = bpf_map_lookup_elem(&fi_pace, &key);
@@ -87,9 +90,11 @@ int delay(fi_ctx_t *ctx)
 			if (!next)
 				return FI_PASS;
 		}
-		if (*next > at)
-			at = *next;
-		*next = at + cost;
+		floor = at > cfg->extra[2] ? at - cfg->extra[2] : 0;
+		v = *next > floor ? *next : floor;
+		if (v > at)
+			at = v;
+		*next = v + cost;
 		delay_ns = at - now;
 	} else {
 		/* extra[0..1]: the delay (ns, low and high words); extra[2]: jitter (ns, at most

@@ -10,7 +10,7 @@ int drop(fi_ctx_t *ctx)
 	struct fi_config *cfg;
 	struct fi_pkt pkt;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	if (!cfg->match.fields && !cfg->match.nth &&

@@ -32,7 +32,7 @@ int first_psh(fi_ctx_t *ctx)
 	__u64 key;
 	__u32 seq;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	th = fi_parse_tcp(ctx, &pkt);

@@ -33,7 +33,7 @@ int ip_rewrite(fi_ctx_t *ctx)
 	__u32 mode, value;
 	int parsed;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	mode = cfg->param >> 24;

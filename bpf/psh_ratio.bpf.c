@@ -17,7 +17,7 @@ int psh_ratio(fi_ctx_t *ctx)
 	struct fi_pkt pkt;
 	struct tcphdr *th;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	th = fi_parse_tcp(ctx, &pkt);

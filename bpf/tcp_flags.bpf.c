@@ -13,7 +13,7 @@ int tcp_flags(fi_ctx_t *ctx)
 	struct tcphdr *th;
 	__u8 set, clear, old, new;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	th = fi_parse_tcp(ctx, &pkt);

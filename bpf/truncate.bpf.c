@@ -14,7 +14,7 @@ int truncate(fi_ctx_t *ctx)
 	__u32 len, n;
 	long err;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	n = cfg->param;

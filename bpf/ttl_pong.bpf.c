@@ -14,7 +14,7 @@ int ttl_pong(fi_ctx_t *ctx)
 	void *data_end;
 	__u64 draw;
 
-	cfg = fi_config_get();
+	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
 	if (fi_parse(ctx, &pkt) != 0 || !fi_match(cfg, &pkt))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import sys
 import time
@@ -16,7 +17,7 @@ from typing import Optional
 import typer
 import typer.core
 
-from .errors import ExitStatus, FaultinjError, SpecError
+from .errors import ExitStatus, FaultinjError, SpecError, from_foreign
 
 class _Group(typer.core.TyperGroup):
     """Usage errors as one line too (typer would draw a panel), exit code 2."""
@@ -36,7 +37,12 @@ class _Group(typer.core.TyperGroup):
             sys.exit(0)
         except click.exceptions.UsageError as exc:
             cmd = exc.ctx.command_path if exc.ctx else "faultinj"
-            typer.echo(f"faultinj: error: {exc.format_message()} (see '{cmd} --help')", err=True)
+            line = f"{exc.format_message()} (see '{cmd} --help')"
+            argv = kwargs.get("args") or (args[0] if args and args[0] else None) or sys.argv[1:]
+            if "--json" in argv:
+                typer.echo(json.dumps({"error": line, "exit_code": int(ExitStatus.USAGE), "kind": "UsageError"}))
+            else:
+                typer.echo(f"faultinj: error: {line}", err=True)
             sys.exit(int(ExitStatus.USAGE))
         except typer.Exit as exc:
             sys.exit(exc.exit_code)
@@ -77,27 +83,75 @@ RuntimeOpt = typer.Option(None, "--runtime", metavar="[docker|podman|containerd]
                           "in that order, the first that knows the container).")
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"faultinj {version('faultinj')}")
+        except PackageNotFoundError:   # run from a source tree
+            typer.echo("faultinj (not installed)")
+        raise typer.Exit()
+
+
+class _Notes(logging.Handler):
+    """The library's notes (what a command finished for a killed one) as 'faultinj: note:' lines."""
+
+    def emit(self, record):
+        typer.echo(f"faultinj: note: {record.getMessage()}", err=True)
+
+
+def _show_notes() -> None:
+    logger = logging.getLogger("faultinj")
+    if not any(isinstance(h, _Notes) for h in logger.handlers):
+        logger.addHandler(_Notes(logging.WARNING))
+
+
 @app.callback()
-def _main(traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks on errors.")):
+def _main(traceback: bool = typer.Option(False, "--traceback", help="Show Python tracebacks on errors."),
+          version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                       help="Show faultinj's version and exit.")):
     _opts["traceback"] = traceback
+    _show_notes()
+
+
+def _fail(exc: FaultinjError, as_json: bool):
+    """The one way a command fails: one line on stderr (or a JSON object on stdout with --json)."""
+    line = f"{exc}".splitlines()[0] if str(exc) else type(exc).__name__
+    every = getattr(exc, "all_lines", None)   # several mistakes (a scenario file): one line each
+    if as_json:
+        _print_json({"error": line, "exit_code": int(exc.status), "kind": type(exc).__name__,
+                     **({"errors": every} if every else {})})
+    elif every:
+        typer.echo("\n".join(f"faultinj: error: {ln}" for ln in every), err=True)
+    else:
+        typer.echo(f"faultinj: error: {line}", err=True)
+        detail = str(exc).splitlines()[1:]
+        if detail and exc.status != ExitStatus.USAGE:
+            typer.echo("\n".join("  " + ln for ln in detail[-20:]), err=True)
+    raise typer.Exit(code=int(exc.status))
 
 
 def _boundary(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        as_json = bool(kwargs.get("as_json"))
         try:
             return fn(*args, **kwargs)
         except FaultinjError as exc:
             if _opts["traceback"]:
                 raise
-            typer.echo(f"faultinj: error: {exc}".splitlines()[0], err=True)
-            detail = str(exc).splitlines()[1:]
-            if detail and _opts["traceback"] is False and getattr(exc, "status", 0) != ExitStatus.USAGE:
-                typer.echo("\n".join("  " + ln for ln in detail[-20:]), err=True)
-            raise typer.Exit(code=int(exc.status))
+            _fail(exc, as_json)
         except KeyboardInterrupt:
             typer.echo("faultinj: interrupted", err=True)
             raise typer.Exit(code=130)
+        except typer.Exit:
+            raise
+        except Exception as exc:
+            mapped = from_foreign(exc)
+            if mapped is None or _opts["traceback"]:
+                raise
+            _fail(mapped, as_json)
     return wrapper
 
 
@@ -133,7 +187,8 @@ def apply(
     duration: Optional[str] = typer.Option(None, help="Stop acting after this long, e.g. 30s, 5m (in-kernel deadline)."),
     hook: Optional[str] = typer.Option(None, metavar=HOOKS_SHOWN,
                                        help="Where to attach: xdp, tc ingress or tc egress (or @HOOK in the spec)."),
-    replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link."),
+    replace: bool = typer.Option(False, "--replace", help="Replace an XDP program already on the link; for a "
+                                 "time fault, another tool's root qdisc (saved, put back at clear)."),
     tc_mode: str = typer.Option("cls_bpf", metavar=TC_MODES_SHOWN,
                                 help="tc attach: cls_bpf (direct-action) or matchall (+ act_bpf)."),
     program: Optional[str] = typer.Option(None, "--program", metavar="FILE.c",
@@ -148,6 +203,9 @@ def apply(
                                           help="Attach on the far (host) end of CONTAINER's veth INTERFACE "
                                           "(default eth0), found from the veth's link, not its name."),
     runtime: Optional[str] = RuntimeOpt,
+    prio: Optional[int] = typer.Option(None, "--prio", help="tc hooks: the filter's priority, lower runs first "
+                                       "(default: after every filter there; a filter before ours that returns a "
+                                       "verdict hides every packet from it)."),
     as_json: bool = JsonOpt,
 ):
     """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits.
@@ -166,7 +224,7 @@ def apply(
         if not iface:
             raise SpecError(f"give the interface: faultinj apply --program {program} INTERFACE")
         rec = apply_program(program, iface, section=section, hook=hook, netns_name=netns, replace=replace,
-                            tc_mode=tc_mode, **where)
+                            tc_mode=tc_mode, prio=prio, **where)
     else:
         if section:
             raise SpecError("--section goes with --program FILE.c")
@@ -176,14 +234,16 @@ def apply(
             raise SpecError("give a fault spec and an interface, e.g. faultinj apply psh-ratio=10 eth0 "
                             "(see 'faultinj faults')")
         rec = do_apply(spec, interface, netns_name=netns, seed=seed, duration=duration, replace=replace,
-                       tc_mode=tc_mode, hook=hook, **where)
+                       tc_mode=tc_mode, hook=hook, prio=prio, **where)
     if as_json:
         _print_json(rec.to_json())
     else:
-        mode = f"{rec.hook} ({rec.attach_mode})"
+        mode = f"{rec.hook} ({rec.attach_mode}" + (f", prio {rec.tc_prio}" if rec.tc_prio else "") + ")"
         until = f", for {duration}" if duration else ""
         seeded = "" if program else f", seed {rec.seed}"
         typer.echo(f"applied {rec.id}: {rec.spec} on {rec.where} via {mode}{seeded}{until}")
+        for w in rec.warnings:
+            typer.echo(f"faultinj: warning: {w}", err=True)
 
 
 @app.command()
@@ -216,9 +276,13 @@ def status(
     for r in rows:
         if r.detail:
             typer.echo(f"{r.record.id}: {r.detail}")
+        if r.mechanism:
+            typer.echo(f"{r.record.id}: {r.mechanism}")
         if r.journal_lost:
             typer.echo(f"{r.record.id}: {r.journal_lost} journal events lost (overwritten: it keeps the last 4096): "
                        "read them as they come with 'faultinj journal --follow'")
+        for w in r.warnings or ():
+            typer.echo(f"{r.record.id}: {w}")
         if r.refused:
             typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
                        "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")

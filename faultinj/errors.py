@@ -7,6 +7,8 @@ boundary that turns them into a one-line message and an exit status.
 from __future__ import annotations
 
 import enum
+import errno
+import os
 
 
 class ExitStatus(enum.IntEnum):
@@ -38,6 +40,13 @@ class EnvironmentProblem(FaultinjError):
     status = ExitStatus.ENVIRONMENT
 
 
+class ProgramError(FaultinjError):
+    """A user's own BPF C file (apply --program) is missing or does not compile: bad input, not a
+    broken installation (BuildError)."""
+
+    status = ExitStatus.USAGE
+
+
 class KernelFeatureMissing(FaultinjError):
     status = ExitStatus.KERNEL
 
@@ -59,3 +68,39 @@ class VerifierError(FaultinjError):
 
 class StateError(FaultinjError):
     status = ExitStatus.STATE
+
+
+_NETLINK_STATUS = {
+    errno.EPERM: ExitStatus.ENVIRONMENT, errno.EACCES: ExitStatus.ENVIRONMENT,
+    errno.ENODEV: ExitStatus.USAGE, errno.ENOENT: ExitStatus.USAGE, errno.EINVAL: ExitStatus.USAGE,
+    errno.ERANGE: ExitStatus.USAGE, errno.E2BIG: ExitStatus.USAGE,
+    errno.EOPNOTSUPP: ExitStatus.KERNEL, errno.ENOTSUP: ExitStatus.KERNEL,
+    errno.EEXIST: ExitStatus.STATE, errno.EBUSY: ExitStatus.STATE,
+}
+
+
+def from_foreign(exc: BaseException) -> FaultinjError | None:
+    """An exception from below the library (netlink, a subprocess, the file system) that a user can
+    cause, as a FaultinjError with its exit status; None for anything else (a bug: a traceback)."""
+    import subprocess
+
+    try:
+        from pyroute2.netlink.exceptions import NetlinkError
+    except ImportError:  # pragma: no cover
+        NetlinkError = ()
+    if isinstance(exc, NetlinkError):
+        code = exc.code if isinstance(exc.code, int) else 0
+        err = FaultinjError(f"the kernel refused a netlink request: {errno.errorcode.get(code, code)} "
+                            f"({os.strerror(code) if code else exc}); check the interface, namespace and privileges")
+        err.status = _NETLINK_STATUS.get(code, ExitStatus.FAILED)
+        return err
+    if isinstance(exc, subprocess.TimeoutExpired):
+        cmd = exc.cmd if isinstance(exc.cmd, str) else " ".join(map(str, exc.cmd))
+        return FaultinjError(f"'{cmd[:120]}' did not finish within {exc.timeout:.3g}s: is the machine or the lab "
+                             "overloaded? try again or with a longer duration")
+    if isinstance(exc, FileNotFoundError):
+        return SpecError(f"no such file: {exc.filename}: check the path")
+    if isinstance(exc, PermissionError):
+        return EnvironmentProblem(f"permission denied: {exc.filename or exc}: check its permissions (faultinj runs "
+                                  "as root)")
+    return None

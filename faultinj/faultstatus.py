@@ -6,8 +6,9 @@ import os
 import time
 from dataclasses import dataclass
 
-from .inject import attach, caps, libbpf, maps, netns, state
+from .inject import advice, attach, caps, libbpf, maps, netns, state
 from .inject.netns import Links
+from .removal import reap_now
 
 @dataclass
 class FaultStatus:
@@ -18,11 +19,22 @@ class FaultStatus:
     maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
     journal_lost: int = 0            # journal events no longer kept (it keeps the last 4096, overwrites)
     refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
+    warnings: list[str] | None = None   # what keeps it from acting now (inject/advice.py)
+
+    @property
+    def mechanism(self) -> str | None:
+        """How a time fault's packets are held, in words (None for other faults)."""
+        rec = self.record
+        if not rec.qdisc:
+            return None
+        whose = "added by faultinj" if rec.qdisc in ("adding", "added") else "another tool's, left as it is"
+        saved = (f", in place of '{rec.qdisc_saved['kind']}' (put back at clear)" if rec.qdisc_saved else "")
+        return f"earliest departure time: BPF sets skb->tstamp, the fq root qdisc ({whose}{saved}) holds the packet"
 
     def to_json(self) -> dict:
         d = self.record.to_json()
         d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost,
-                 refused=self.refused)
+                 refused=self.refused, warnings=self.warnings or [], mechanism=self.mechanism)
         if self.maps is not None:
             d["maps"] = self.maps
         if self.record.deadline_ns:
@@ -78,10 +90,12 @@ def _attachment_state(links: Links, rec: state.Record) -> tuple[str, str]:
 
 def status(netns_name: str | None = None, all_namespaces: bool = True,
            fault_id: str | None = None) -> list[FaultStatus]:
-    """Every fault's state and counters; those of one namespace (all_namespaces=False); or one fault."""
+    """Every fault's state and counters; those of one namespace (all_namespaces=False); or one fault.
+    First it finishes what killed commands left (as every command does: see removal.reap_now)."""
     caps.require_privileges()
     out = []
-    with Links() as links, state.locked(exclusive=False):
+    with Links() as links, state.locked():
+        reap_now(links, leftovers_only=True)   # a fault gone or expired stays listed as such
         for rec in state.records():
             if (not all_namespaces and rec.netns != netns_name) or fault_id not in (None, rec.id):
                 continue
@@ -92,7 +106,10 @@ def status(netns_name: str | None = None, all_namespaces: bool = True,
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
                 counters, lost, refused = _read_counters(rec)
-                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused))
+                found = (advice.warnings(links.get(rec.netns), rec, seen=(counters or {}).get("seen"))
+                         if st == "active" else [])
+                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused,
+                                       warnings=found))
     return out
 
 

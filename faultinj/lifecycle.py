@@ -13,9 +13,9 @@ from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import PROGRAM, FaultSpec, parse_change, parse_hook, parse_spec
-from .inject import attach, caps, custom, libbpf, maps, netns, program, state, targets
+from .inject import advice, attach, caps, custom, libbpf, maps, netns, program, state, targets
 from .inject.netns import Links
-from .removal import clear, forget, qdisc_sharers, reap_now, same_link
+from .removal import clear, forget, put_back_root, qdisc_sharers, reap_now, same_link
 from .values import check_seed, deadline, parse_duration
 
 TC_MODES = ("cls_bpf", "matchall")
@@ -38,29 +38,34 @@ def _target(ifname: str | None, netns_name=None, netns_path=None, pid=None, cont
 def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, seed: int | None = None,
           duration: str | float | None = None, replace: bool = False, tc_mode: str = "cls_bpf",
           hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
-          container: str | None = None, runtime: str | None = None, peer_of: str | None = None) -> state.Record:
+          container: str | None = None, runtime: str | None = None, peer_of: str | None = None,
+          prio: int | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process.
 
     Where: ifname in our namespace, or in netns_name (/run/netns), netns_path (a namespace file), the
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
-    attaches on the far end of that container's veth ifname (its peer, found from the veth's link)."""
+    attaches on the far end of that container's veth ifname (its peer, found from the veth's link).
+    prio: the tc filter's priority (lower runs first; default: after every other filter on the hook).
+    The record's warnings say what may keep the fault from acting (inject/advice.py)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     if not fs.fault.configurable:
         raise SpecError("apply a program of your own with --program FILE.c")
     _check_tc_mode(tc_mode, fs.hook)
+    _check_prio(prio, fs.hook)
     seconds = parse_duration(duration)
     seed = check_seed(seed)
     caps.require_privileges()
     target, ifname = _target(ifname, netns_name, netns_path, pid, container, runtime, peer_of)
     return _install(fs, ifname, target, seed, seconds, replace, tc_mode,
-                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode))
+                    lambda deadline_ns: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode),
+                    prio=prio)
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
                   netns_name: str | None = None, replace: bool = False,
                   tc_mode: str = "cls_bpf", netns_path: str | None = None, pid: int | None = None,
                   container: str | None = None, runtime: str | None = None,
-                  peer_of: str | None = None) -> state.Record:
+                  peer_of: str | None = None, prio: int | None = None) -> state.Record:
     """Compile, load and attach a user's own BPF C program, kept and listed like a fault.
     The hook comes from --hook, else from the program's section (xdp..., tc/classifier/action)."""
     chosen = parse_hook(hook) if hook else None
@@ -71,9 +76,10 @@ def apply_program(source: str, ifname: str, *, section: str | None = None, hook:
         name, sec = custom.pick(compiled, section)
         chosen = chosen or custom.hook_of_section(sec, source)
         _check_tc_mode(tc_mode, chosen)
+        _check_prio(prio, chosen)
         fs = FaultSpec(PROGRAM, f"{os.path.abspath(source)}:{name}", chosen)
         return _install(fs, ifname, target, 0, None, replace, tc_mode,
-                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode))
+                        lambda _deadline: custom.load(compiled, chosen, name, tc_mode), prio=prio)
     finally:
         custom.discard(compiled)
 
@@ -85,8 +91,17 @@ def _check_tc_mode(tc_mode: str, hook: str) -> None:
         raise SpecError("--tc-mode matchall applies to tc hooks, not xdp")
 
 
+def _check_prio(prio: int | None, hook: str) -> None:
+    if prio is None:
+        return
+    if hook == "xdp":
+        raise SpecError("--prio orders tc filters: leave it out for xdp")
+    if not 1 <= prio <= 0xFFFF:
+        raise SpecError(f"bad --prio {prio}: give 1..65535 (lower runs first)")
+
+
 def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seconds: float | None,
-             replace: bool, tc_mode: str, load) -> state.Record:
+             replace: bool, tc_mode: str, load, prio: int | None = None) -> state.Record:
     """Load (load(deadline_ns) -> LoadedObject), pin, attach and record one program, or undo it all.
     The root qdisc the fault needs (fq for time faults) is added first where it is not there."""
     netns_name, hook, qdisc = target.netns, fs.hook, fs.fault.qdisc
@@ -112,7 +127,7 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
             state.save(rec)  # the intent, before anything changes in the kernel
             undo.callback(state.delete, rec)
             if qdisc:
-                _ensure_qdisc(ipr, rec, qdisc, undo)
+                _ensure_qdisc(ipr, rec, qdisc, undo, replace)
             obj = load(deadline_ns)
             undo.callback(obj.close)
             pin_dir = state.new_pin_dir(fid)
@@ -130,12 +145,14 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
                     attach.ensure_clsact(ipr, ifindex)
                     undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
                 rec.attach_mode = tc_mode
-                rec.tc_prio = attach.next_prio(ipr, ifindex, hook)
+                rec.tc_prio = attach.next_prio(ipr, ifindex, hook) if prio is None else attach.free_prio(
+                    ipr, ifindex, hook, prio, ifname)
                 rec.filter_name = f"faultinj:{fid}:{fs.name}"
                 state.save(rec)
                 attach.tc_attach(ipr, ifindex, hook, obj.prog_fd, rec.filter_name, tc_mode, rec.tc_prio)
                 undo.callback(attach.tc_detach, ipr, ifindex, hook, rec.tc_prio, rec.filter_name, tc_mode)
             rec.pending = rec.pid = None
+            rec.warnings = _twins(rec) + advice.warnings(ipr, rec, at_apply=True)
             state.save(rec)
             undo.pop_all()  # success: everything stays
         obj.close()  # the attachment and the pins hold the program and maps now
@@ -145,23 +162,39 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
         return rec
 
 
-def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack) -> None:
+def _twins(rec: state.Record) -> list[str]:
+    """Applying a spec already on the hook stacks a second fault: said, not done silently."""
+    same = [r.id for r in state.records() if r.id != rec.id and r.spec == rec.spec
+            and same_link(r, rec.netns, rec.ifindex)]
+    if not same:
+        return []
+    return [f"{rec.spec} is already on {rec.ifname} as {', '.join(same)}: both act, one after the other "
+            f"(to change the running one: 'faultinj set'; to undo this one: 'faultinj clear --id {rec.id}')"]
+
+
+def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack, replace: bool = False) -> None:
     """The root qdisc a time fault needs: ours if we add it (or another fault of ours did), someone
-    else's fq left as it is, any other root qdisc of someone's refused (nothing is replaced)."""
+    else's fq left as it is, any other root qdisc of someone's refused unless replace: then saved
+    exactly (kind, handle, options) in the record and put back when the last fault needing ours goes."""
     current = attach.root_qdisc(ipr, rec.ifindex)
     ours = qdisc_sharers(rec)
     if current == kind:
         rec.qdisc = "added" if ours else "present"
+        rec.qdisc_saved = ours[0].qdisc_saved if ours else None
         state.save(rec)
         return
-    if current not in attach.default_qdisc_kinds():
+    foreign = current not in attach.default_qdisc_kinds()
+    if foreign and not replace:
         raise StateError(f"{rec.ifname} has a root qdisc '{current}' that another tool installed; a time fault "
-                         f"needs {kind} there and faultinj does not replace it: remove it first "
+                         f"needs {kind} there: give --replace to put {kind} in its place (faultinj puts '{current}' "
+                         f"back, options and all, at clear), or remove it yourself "
                          f"('tc qdisc del dev {rec.ifname} root')")
+    if foreign:
+        rec.qdisc_saved = attach.save_root_qdisc(rec.netns, rec.ifindex, rec.ifname)
     rec.qdisc = "adding"
     state.save(rec)   # the intent: a process killed now is rolled back, the qdisc with it
-    undo.callback(attach.remove_root_fq, rec.netns, rec.ifname)
-    attach.add_root_fq(rec.netns, rec.ifname)
+    undo.callback(put_back_root, rec)
+    attach.add_root_fq(rec.netns, rec.ifname, replace=foreign)
     rec.qdisc = "added"
     state.save(rec)
 

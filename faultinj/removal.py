@@ -4,6 +4,7 @@ runner died)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 
@@ -11,15 +12,31 @@ from .errors import SpecError, StateError, TargetError
 from .inject import attach, caps, libbpf, maps, netns, state, targets
 from .inject.netns import Links
 
+# What a command finished for a killed one (or found gone) is said here, not done silently:
+# the CLI shows these as notes on stderr.
+log = logging.getLogger("faultinj")
+
 
 def same_link(rec: state.Record, ns: str | None, ifindex: int) -> bool:
     return rec.netns == ns and rec.ifindex == ifindex
 
 
+def put_back_root(rec: state.Record) -> None:
+    """Remove the fq faultinj added; put back the root qdisc it replaced (if it did)."""
+    attach.remove_root_fq(rec.netns, rec.ifname)
+    if rec.qdisc_saved:
+        try:
+            attach.restore_root_qdisc(rec.netns, rec.ifindex, rec.qdisc_saved)
+        except OSError as exc:
+            raise StateError(f"could not put back the root qdisc '{rec.qdisc_saved['kind']}' on {rec.ifname} "
+                             f"({exc.strerror}): add it again by hand") from None
+
+
 def _release_qdisc(rec: state.Record) -> None:
-    """Remove the fq faultinj added when the last fault that needed it is gone."""
+    """Remove the fq faultinj added when the last fault that needed it is gone (and put back what it
+    replaced)."""
     if rec.qdisc in ("adding", "added") and not qdisc_sharers(rec):
-        attach.remove_root_fq(rec.netns, rec.ifname)
+        put_back_root(rec)
 
 
 def qdisc_sharers(rec: state.Record) -> list[state.Record]:
@@ -42,30 +59,34 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
             raise SpecError("give --netns or --container/--pid/--netns-path, not both")
         wanted, unknown = _records_of(netns_path, pid, container, runtime)
         with Links() as links, state.locked():
+            reaped = [r for r in reap_now(links) if wanted(r) and (not ifname or r.ifname == ifname)]
             recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname)]
-            if not recs and unknown is not None:
+            if not recs and not reaped and unknown is not None:
                 raise unknown
-            if not recs:
+            if not recs and not reaped:
                 raise StateError(f"no faults on {ifname + ' in ' if ifname else ''}"
                                  f"{'container ' + container if container else named} (see 'faultinj status')")
             for rec in recs:
                 _remove(links, rec)
-            return recs
-    with Links() as links, state.locked():
-        recs = state.records()
+            return reaped + recs
+
+    def wanted(r: state.Record) -> bool:
         if fault_id:
-            recs = [r for r in recs if r.id == fault_id]
-            if not recs:
-                raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
-        elif ifname:
-            recs = [r for r in recs if r.ifname == ifname and r.netns == netns_name]
-            if not recs:
-                netns.link_index(netns_name, ifname)  # unknown interface: say so
-        elif netns_name is not None:
-            recs = [r for r in recs if r.netns == netns_name]
+            return r.id == fault_id
+        if ifname:
+            return r.ifname == ifname and r.netns == netns_name
+        return netns_name is None or r.netns == netns_name
+
+    with Links() as links, state.locked():
+        reaped = [r for r in reap_now(links) if wanted(r)]   # what killed commands left: finished first
+        recs = [r for r in state.records() if wanted(r)]
+        if fault_id and not recs and not reaped:
+            raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
+        if ifname and not fault_id and not recs and not reaped:
+            netns.link_index(netns_name, ifname)  # unknown interface: say so
         for rec in recs:
             _remove(links, rec)
-        return recs
+        return reaped + recs
 
 
 def _records_of(netns_path, pid, container, runtime):
@@ -115,12 +136,18 @@ def _remove(links: Links, rec: state.Record) -> None:
         return
     if rec.tc_prio is not None and rec.filter_name:
         attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
-    _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    put_back_failed = None
+    try:
+        _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
+    except StateError as exc:   # the fault is gone all the same: say what to put back by hand
+        put_back_failed = exc
     forget(rec)
     others = [r for r in state.records() if r.hook != "xdp" and same_link(r, rec.netns, rec.ifindex)]
     if not others and state.clsact_created(rec.netns, rec.ifindex):
         if attach.remove_clsact_if_empty(ipr, rec.ifindex) or not attach.has_clsact(ipr, rec.ifindex):
             state.forget_link(rec.netns, rec.ifindex)
+    if put_back_failed:
+        raise put_back_failed
 
 
 def _forget_all(rec: state.Record) -> None:
@@ -128,32 +155,41 @@ def _forget_all(rec: state.Record) -> None:
     state.forget_link(rec.netns, rec.ifindex)
 
 
-def reap_now(links: Links) -> list[state.Record]:
-    """Finish what killed processes left (see Record.pending) and remove faults
-    past their deadline (their programs already pass everything)."""
+def reap_now(links: Links, leftovers_only: bool = False) -> list[state.Record]:
+    """Finish what killed processes left (see Record.pending, and labs of a killed run), remove faults
+    past their deadline (their programs already pass everything) and faults whose namespace or
+    interface is gone; each said as a note. leftovers_only: only what killed processes left."""
     from .inject import lab
 
     dead_namespaces = set(lab.reap_orphans())
     now = time.monotonic_ns()
     done = []
     for rec in state.records():
-        if rec.netns in dead_namespaces or _target_gone(links, rec):
+        if rec.netns in dead_namespaces or (not leftovers_only and _target_gone(links, rec)):
             _forget_all(rec)   # the namespace took the program's attachment with it: only our files remain
-            done.append(rec)
+            why = ("its lab's 'faultinj run' was killed (lab removed)" if rec.netns in dead_namespaces
+                   else "its namespace or interface is gone")
         elif rec.pending == "set":
             maps.write_record(rec)
             rec.pending = rec.pid = None
             state.save(rec)
-        elif rec.pending in ("apply", "clear") or rec.expired(now):
+            log.warning("finished the 'set' of %s (%s on %s) that a killed faultinj process left", rec.id,
+                        rec.spec, rec.where)
+            continue
+        elif rec.pending in ("apply", "clear") or (not leftovers_only and rec.expired(now)):
+            why = f"left by a killed faultinj process (pid {rec.pid})" if rec.pending else "past its deadline"
             _remove(links, rec)
-            done.append(rec)
+        else:
+            continue
+        log.warning("removed %s (%s on %s): %s", rec.id, rec.spec, rec.where, why)
+        done.append(rec)
     return done
 
 
 def _target_gone(links: Links, rec: state.Record) -> bool:
-    """A container's or process's namespace has gone (or its PID now names another namespace), or the
-    far end of an exited container's veth went with it. Named namespaces are left to 'clear'."""
-    if netns.is_path(rec.netns) and not netns.alive(rec.netns, rec.netns_inode):
+    """The fault's namespace has gone (a named one deleted, a container's or process's gone, or its PID
+    now names another namespace), or the far end of an exited container's veth went with it."""
+    if rec.netns is not None and not netns.alive(rec.netns, rec.netns_inode):
         return True
     if rec.container and netns.alive(rec.netns, rec.netns_inode):
         # by index only: a link renamed inside the container still holds our filter

@@ -90,6 +90,19 @@ def ks_critical(n: int, confidence: float = 0.999, m: int | None = None) -> floa
     return c * math.sqrt((n + m) / (n * m) if m else 1 / n)
 
 
+def ks_pvalue(d: float, n: int, m: int | None = None) -> float:
+    """P(D >= d) under the null hypothesis, from the Kolmogorov distribution with Stephens'
+    small-sample correction (two samples: the effective size nm/(n+m))."""
+    ne = n * m / (n + m) if m else n
+    if ne <= 0 or d <= 0:
+        return 1.0
+    lam = (math.sqrt(ne) + 0.12 + 0.11 / math.sqrt(ne)) * d
+    if lam < 0.2:
+        return 1.0
+    q = 2 * sum((-1) ** (k - 1) * math.exp(-2 * k * k * lam * lam) for k in range(1, 101))
+    return min(1.0, max(0.0, q))
+
+
 def ks_statistic(sample: list[float], cdf) -> float:
     """sup |F_n(x) - F(x)| of the sample against cdf (a function). For a discrete F, cdf must give
     P(X <= x); the statistic then errs on the strict side."""

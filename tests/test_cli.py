@@ -42,6 +42,8 @@ def test_faults_text_shows_usage_and_hooks():
     (("set", "drop", "x0"), ExitStatus.USAGE, "nothing to change"),
     (("clear", "--fault", "fdeadbeef"), ExitStatus.STATE, "no fault with id"),
     (("verify", "x0", "--having", "psh", "--direction", "sideways"), ExitStatus.USAGE, "unknown --direction"),
+    (("verify", "nosuch0", "--having", "psh", "--p", "0.1", "--duration", "1s"), ExitStatus.USAGE,
+     "cannot capture on nosuch0 (No such device)"),
     (("clear",), ExitStatus.USAGE, "say what to clear"),
     (("clear", "--id", "fdeadbeef"), ExitStatus.STATE, "no fault with id"),
 ])
@@ -136,3 +138,68 @@ def test_status_help_set_and_clear_import_no_netlink_library_nor_scapy(lab):
         assert faultinj.status()[0].record.spec == "drop=0.5@tc-egress"   # the set did happen
     finally:
         faultinj.clear(fault_id=rec.id)
+
+
+def test_version():
+    from importlib.metadata import version
+
+    r = invoke("--version")
+    assert r.exit_code == 0 and r.stdout.strip() == f"faultinj {version('faultinj')}"
+
+
+@pytest.mark.parametrize("args,code", [
+    (("clear", "--json"), ExitStatus.USAGE),
+    (("clear", "--id", "fdeadbeef", "--json"), ExitStatus.STATE),
+    (("apply", "drop=150%", "x0", "--json"), ExitStatus.USAGE),
+    (("apply", "drop=1", "x0", "--no-such-flag", "--json"), ExitStatus.USAGE),
+])
+def test_json_errors_are_json(args, code):
+    r = invoke(*args)
+    assert r.exit_code == code
+    err = json.loads(r.stdout)
+    assert err["exit_code"] == code and err["error"] and "\n" not in err["error"]
+
+
+def _through_the_boundary(fn):
+    """A command body run behind the CLI's one error boundary, as every command is."""
+    from faultinj.cli import _boundary
+
+    import typer
+
+    def body(as_json: bool = False):
+        fn()
+
+    one = typer.Typer()
+    one.command()(_boundary(body))
+    return runner.invoke(one, [])
+
+
+def test_a_netlink_error_is_one_line_with_its_exit_code():
+    """A real netlink refusal (no interface with index 0x7ffffff0), not a traceback."""
+    from pyroute2 import IPRoute
+
+    def ask():
+        with IPRoute() as ipr:
+            ipr.link("get", index=0x7FFFFFF0)
+
+    r = _through_the_boundary(ask)
+    assert r.exit_code == ExitStatus.USAGE, r.output
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("faultinj: error: the kernel refused a netlink request: ENODEV")
+
+
+def test_a_subprocess_timeout_is_one_line():
+    import subprocess
+
+    r = _through_the_boundary(lambda: subprocess.run(["sleep", "5"], timeout=0.05))
+    assert r.exit_code == ExitStatus.FAILED, r.output
+    [line] = r.stderr.strip().splitlines()
+    assert line.startswith("faultinj: error: 'sleep 5' did not finish within ") and line.count("\n") == 0
+
+
+def test_capture_direction_is_checked_by_the_library():
+    from faultinj.errors import SpecError
+    from faultinj.inject.capture import Capture
+
+    with pytest.raises(SpecError, match="unknown direction 'sideways'"):
+        Capture(None, "lo", direction="sideways")

@@ -17,7 +17,7 @@ import faultinj
 from conftest import cli_runner, ns_run
 from faultinj import stats
 from faultinj.cli import app
-from faultinj.errors import BuildError, SpecError
+from faultinj.errors import ProgramError, SpecError
 from faultinj.inject import custom, libbpf, traffic
 
 DATA = Path(__file__).parent / "data"
@@ -125,9 +125,9 @@ def test_custom_program_errors_leave_nothing(lab, private_state, tmp_path):
     a = lab.a
     bad = tmp_path / "bad.c"
     bad.write_text("int f(struct xdp_md *ctx) { return undefined_thing; }\n")
-    with pytest.raises(BuildError, match="clang failed to compile"):
+    with pytest.raises(ProgramError, match="clang failed to compile"):
         faultinj.apply_program(str(bad), a.ifname, netns_name=a.netns, hook="xdp")
-    with pytest.raises(BuildError, match="no such file"):
+    with pytest.raises(ProgramError, match="no such file"):
         faultinj.apply_program(str(tmp_path / "missing.c"), a.ifname, netns_name=a.netns, hook="xdp")
     with pytest.raises(SpecError, match="give --hook"):
         faultinj.apply_program(SEED_XDP, a.ifname, netns_name=a.netns)      # section .text says nothing
@@ -141,7 +141,12 @@ def test_custom_program_errors_leave_nothing(lab, private_state, tmp_path):
     runner = cli_runner()
     for args, msg in ((["apply", "--program", COUNTER, "x", a.ifname], "only the interface"),
                       (["apply", "--program", COUNTER, a.ifname, "--seed", "1"], "no faultinj seed"),
-                      (["apply", "drop=1", a.ifname, "--section", "xdp"], "--section goes with --program")):
+                      (["apply", "drop=1", a.ifname, "--section", "xdp"], "--section goes with --program"),
+                      # the user's own file: bad input (2), not a broken installation (3)
+                      (["apply", "--program", str(bad), a.ifname, "--netns", a.netns, "--hook", "xdp"],
+                       "undefined_thing"),
+                      (["apply", "--program", str(tmp_path / "missing.c"), a.ifname, "--netns", a.netns],
+                       "no such file")):
         r = runner.invoke(app, args)
         assert r.exit_code == 2 and msg in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
     faultinj.clear(all_faults=True)

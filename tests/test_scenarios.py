@@ -73,6 +73,9 @@ BAD = [
     ("lab:", "lab: [", "YAML: expected", 4),
     ("expect:", "trace: {filter: proto=tcpp}\nexpect:", "trace.filter: proto=tcpp", 14),
     ("expect:", "trace: {count: 0}\nexpect:", "trace.count must be 1..1000", 14),
+    ("loss: {traffic: s, p: 0.01}", "delay: {capture: rx, fault: f}", "fault 'f' is drop, not a delay", 15),
+    ("loss: {traffic: s, p: 0.01}", "throughput: {capture: rx}", "throughput needs min or max", 15),
+    ("loss: {traffic: s, p: 0.01}", "throughput: {capture: rx, min: fast}", "bad rate 'fast'", 15),
 ]
 
 
@@ -85,6 +88,37 @@ def test_schema_errors_point_at_the_line(old, new, message, line):
     assert message in text, text
     assert text.startswith(f"bad.yaml:{line}:"), text
     assert "\n" not in text
+
+
+def test_several_mistakes_are_reported_at_once_each_at_its_line():
+    """Four mistakes in four places: all four, in file order, each at file:line:column; an entry
+    that failed still counts as named (the expect that refers to it is not a fifth mistake)."""
+    text = (GOOD.replace("name: t", "name: t\ncolour: blue", 1)                       # line 2
+            .replace("spec: drop=1%", "spec: dorp=1%", 1)                              # line 10
+            .replace("count: 100", "count: many", 1)                                   # line 12
+            .replace("{name: rx, host: vm2, interface: eth0}",
+                     "{name: rx, host: vm2, interface: eth0, direction: up}", 1)       # line 14
+            + "  - counter: {fault: f, counter: acted, equals: 1}\n")                # refers to the bad fault
+    with pytest.raises(ScenarioError) as err:
+        loads(text, "bad.yaml")
+    lines = str(err.value).splitlines()
+    assert [ln.split(":")[1] for ln in lines] == ["2", "10", "12", "14"], lines
+    assert all(ln.startswith("bad.yaml:") for ln in lines)
+    assert "colour" in lines[0] and "did you mean 'drop'" in lines[1] and "whole number" in lines[2]
+    assert "direction must be in, out or any" in lines[3]
+
+
+def test_several_mistakes_are_shown_by_run_each_on_a_line(tmp_path):
+    from conftest import cli_runner
+    from faultinj.cli import app
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(GOOD.replace("name: t", "name: t\ncolour: blue", 1).replace("count: 100", "count: many", 1))
+    r = cli_runner().invoke(app, ["run", str(bad)])
+    assert r.exit_code == 2
+    assert [ln.split(":")[3] for ln in r.stderr.strip().splitlines()] == ["2", "12"], r.stderr
+    j = cli_runner().invoke(app, ["run", str(bad), "--json"])
+    assert j.exit_code == 2 and len(json.loads(j.stdout)["errors"]) == 2
 
 
 OUTSIDE = """\

@@ -64,3 +64,86 @@ def test_parse_never_raises_on_garbage():
             b[rng.randrange(len(b))] = rng.randrange(256)
         parse(bytes(b)[: rng.randint(0, len(b))])
     assert parse(bytes(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(ihl=2) / TCP())).tcp_flags is None
+
+
+# ---- the time-fault expectations: delay (KS against the fault's distribution) and throughput ------
+
+def test_ks_pvalue_at_the_critical_value_is_the_confidence():
+    for n in (100, 400, 2000):
+        assert stats.ks_pvalue(stats.ks_critical(n, 0.999), n) == pytest.approx(0.001, rel=0.3)
+        assert stats.ks_pvalue(stats.ks_critical(n, 0.999, n), n, n) == pytest.approx(0.001, rel=0.3)
+    assert stats.ks_pvalue(0.01, 100) == 1.0 and stats.ks_pvalue(0.5, 100) < 1e-20
+
+
+def _echo_run(delays_ms, own_ms: float, delayed_every: int = 2):
+    """Echo requests in and replies out at one capture: reply i after own_ms, plus delays_ms[i] for the
+    ones the journal names (every delayed_every-th)."""
+    import random
+
+    from faultinj.journal import Event
+    from faultinj.scenario.expect import RunData
+
+    rng = random.Random(1)
+    packets, times, journal, t = [], [], [], 1000.0
+    for i, extra in enumerate(delays_ms):
+        held = i % delayed_every == 0
+        own = own_ms + rng.random() * 0.2
+        req = parse(bytes(Ether() / IP(src="10.0.0.2", dst="10.0.0.1", id=i) / ICMP(type=8, id=7, seq=i)))
+        rep = parse(bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2", id=5000 + i) / ICMP(type=0, id=7, seq=i)))
+        packets += [req, rep]
+        times += [t, t + (own + (extra if held else 0)) / 1e3]
+        if held:
+            journal.append(Event("f1", "delay", "w", "tc-egress", 0, 1, 0x800, 1, "10.0.0.1", "10.0.0.2", 7, 0,
+                                 5000 + i, i, "delay", int(extra * 1000)))
+        t += 0.01
+    return RunData(packets={"c": packets}, times={"c": times}, journal={"lag": journal})
+
+
+def test_delay_expectation_fits_the_model_and_fails_a_shifted_or_wrong_one():
+    import random
+
+    from faultinj.scenario.expect import evaluate
+    from faultinj.scenario.schema import ExpectEntry
+
+    rng = random.Random(3)
+    model = {"delay_ns": 50_000_000, "jitter_ns": 10_000_000, "dist": "uniform"}
+    e = ExpectEntry("delay", {"capture": "c", "fault": "lag", "model": model}, 1)
+    draws = [40 + 20 * rng.random() for _ in range(600)]
+    ok = evaluate(e, _echo_run(draws, own_ms=0.4))
+    assert ok.ok, ok.observed
+    # 3 ms more than the model on every delayed reply: the mean is off by 6% and the KS sees the shift
+    late = evaluate(e, _echo_run([d + 3 for d in draws], own_ms=0.4))
+    assert not late.ok and "mean added 53" in late.observed, late.observed
+    # the same delays judged against another distribution (normal, same mean): KS fails
+    wrong = evaluate(ExpectEntry("delay", {"capture": "c", "fault": "lag", "model": {**model, "dist": "pareto"}}, 1),
+                     _echo_run(draws, own_ms=0.4))
+    assert not wrong.ok, wrong.observed
+
+
+def test_throughput_expectation_counts_data_bits_between_first_and_last_segment():
+    from faultinj.scenario.expect import RunData, evaluate
+    from faultinj.scenario.schema import ExpectEntry
+
+    seg = parse(bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(dport=5202, flags="A") / (b"d" * 1250)))
+    data = RunData(packets={"rx": [seg] * 101}, times={"rx": [i * 0.001 for i in range(101)]})   # 10 Mbit/s
+    e = {"capture": "rx", "of": "tcp and dport == 5202"}
+    assert evaluate(ExpectEntry("throughput", {**e, "min": "9mbit", "max": "10mbit"}, 1), data).ok
+    assert not evaluate(ExpectEntry("throughput", {**e, "min": "11mbit"}, 1), data).ok
+    assert not evaluate(ExpectEntry("throughput", {**e, "max": "9mbit"}, 1), data).ok
+
+
+def test_throughput_min_yields_to_a_slower_unpaced_flow_beside():
+    from faultinj.scenario.expect import RunData, evaluate
+    from faultinj.scenario.schema import ExpectEntry
+
+    def seg(port):
+        return parse(bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / TCP(dport=port, flags="A") / (b"d" * 1250)))
+    # paced flow 10 Mbit/s (1 ms a segment), unpaced flow beside it 5 Mbit/s (2 ms a segment)
+    pkts = [seg(5202)] * 101 + [seg(5203)] * 101
+    times = [i * 0.001 for i in range(101)] + [1 + i * 0.002 for i in range(101)]
+    data = RunData(packets={"rx": pkts}, times={"rx": times})
+    e = {"capture": "rx", "of": "dport == 5202", "max": "12mbit", "min": "11mbit"}
+    assert not evaluate(ExpectEntry("throughput", e, 1), data).ok
+    share = {"of": "dport == 5203", "share": 0.9}
+    assert evaluate(ExpectEntry("throughput", {**e, "or_share_of": share}, 1), data).ok   # min 4.5
+    assert not evaluate(ExpectEntry("throughput", {**e, "or_share_of": share, "max": "9mbit"}, 1), data).ok

@@ -136,6 +136,7 @@ def test_delay_on_the_wire_or_a_clear_refusal(lab, private_state, kernel_feature
     res = traffic.ping(a.netns, b.ip4, 20, interval=0.05, timeout=2)
     [st] = faultinj.status()
     assert res.received == 20 and st.counters["acted"] == 20
+    assert st.mechanism.startswith("earliest departure time") and "added by faultinj" in st.mechanism
     # ping -q prints min/avg/max: no reply before the delay, and the mean grows by the delay
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", res.output)
     m0 = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", base.output)
@@ -145,14 +146,57 @@ def test_delay_on_the_wire_or_a_clear_refusal(lab, private_state, kernel_feature
     assert _root_qdisc(a) == before and os.listdir(private_state["pin_root"]) == []
 
 
-def test_a_foreign_root_qdisc_is_never_replaced(lab, private_state, kernel_features):
+FOREIGN = ("tbf", "rate", "3mbit", "burst", "12kb", "latency", "70ms")   # non-default options
+
+
+def _qdiscs(host) -> str:
+    return ns_run(host.netns, "tc", "qdisc", "show", "dev", host.ifname).stdout
+
+
+def test_a_foreign_root_qdisc_is_replaced_only_with_replace_and_put_back(lab, private_state, kernel_features):
     a = lab.a
-    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "pfifo")
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "handle", "7:", *FOREIGN)
+    before = _qdiscs(a)
     with pytest.raises((StateError, KernelFeatureMissing)) as err:
         faultinj.apply("delay=5ms", a.ifname, netns_name=a.netns)
     if kernel_features["fq qdisc"]:
-        assert isinstance(err.value, StateError) and "pfifo" in str(err.value)
-    assert _root_qdisc(a) == "pfifo" and os.listdir(private_state["pin_root"]) == []
+        assert isinstance(err.value, StateError) and "'tbf'" in str(err.value) and "--replace" in str(err.value)
+    assert _qdiscs(a) == before and os.listdir(private_state["pin_root"]) == []
+    if not kernel_features["fq qdisc"]:
+        # with --replace too: refused, and the tbf is still there with its options
+        with pytest.raises(KernelFeatureMissing):
+            faultinj.apply("delay=5ms", a.ifname, netns_name=a.netns, replace=True)
+        assert _qdiscs(a) == before and os.listdir(private_state["pin_root"]) == []
+        return
+    rec = faultinj.apply("delay=5ms,proto=icmp", a.ifname, netns_name=a.netns, replace=True)
+    second = faultinj.apply("rate=50mbit,proto=udp", a.ifname, netns_name=a.netns)   # shares our fq
+    assert _root_qdisc(a) == "fq" and rec.qdisc_saved["kind"] == "tbf"
+    assert "in place of 'tbf'" in next(s.mechanism for s in faultinj.status() if s.record.id == second.id)
+    from conftest import cli_runner
+    from faultinj.cli import app
+
+    r = cli_runner().invoke(app, ["status"])   # in process: a second Python in an emulated guest costs ~30 s
+    assert r.exit_code == 0 and "fq root qdisc" in r.stdout and "in place of 'tbf'" in r.stdout, r.stdout
+    faultinj.clear(fault_id=rec.id)
+    assert _root_qdisc(a) == "fq"           # the other fault still needs it
+    faultinj.clear(fault_id=second.id)
+    assert _qdiscs(a) == before, (before, _qdiscs(a))   # the same kind, handle and options
+
+
+def test_a_root_qdisc_that_cannot_be_put_back_is_not_replaced_even_with_replace(lab, private_state):
+    a = lab.a
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "handle", "1:", "htb")   # its dump is not its add
+    with pytest.raises(StateError, match="cannot put back a 'htb'"):
+        faultinj.apply("delay=5ms", a.ifname, netns_name=a.netns, replace=True)
+    assert _root_qdisc(a) == "htb"   # (its text counts the packets that passed: compare the kind)
+    # a tbf with another qdisc grafted under it: one message cannot put the tree back
+    ns_run(a.netns, "tc", "qdisc", "del", "dev", a.ifname, "root")
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "handle", "7:", *FOREIGN)
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "parent", "7:1", "handle", "10:", "pfifo", "limit", "5")
+    before = _qdiscs(a)
+    with pytest.raises(StateError, match="under it"):
+        faultinj.apply("delay=5ms", a.ifname, netns_name=a.netns, replace=True)
+    assert _qdiscs(a) == before and os.listdir(private_state["pin_root"]) == []
 
 
 def _refused_without_fq(kernel_features, spec: str, host) -> bool:
@@ -227,3 +271,60 @@ def test_rate_paces_the_wire_exactly_and_slows_tcp(lab, private_state, kernel_fe
     faultinj.clear(all_faults=True)
     mbit = res.received * 8 / res.seconds / 1e6
     assert res.intact and 0.6 * rate <= mbit <= 1.01 * rate, (rate, mbit, free_mbit)
+
+
+# ---- side by side with netem: the same spec, the same traffic, the same capture ---------------------
+
+def _echo_delays_ms(a, b, count: int = 200, interval: float = 0.05) -> list[float]:
+    """b pings a; a's capture times each echo request in to its reply out (a's clock): the time a
+    takes to answer, with whatever a's egress holds the reply for. Pings further apart than the
+    jitter's spread: fq releases a flow's packet no earlier than the one it holds before it (netem,
+    with jitter, lets it overtake), so closer pings would compare that difference, not the delays."""
+    from faultinj.scenario.expect import RunData, echo_delays_ns
+
+    with Capture(a.netns, a.ifname, direction="any", snaplen=96) as cap:
+        res = traffic.ping(b.netns, a.ip4, count, interval=interval, timeout=2)
+    assert res.received == count, res.output
+    data = RunData(packets={"c": [parse(f.data, f.length) for f in cap.frames]},
+                   times={"c": [f.ts_ns / 1e9 for f in cap.frames]})
+    return [d / 1e6 for d, _ in echo_delays_ns(data, "c")]
+
+
+NETEM_SIDE_BY_SIDE = ("delay=20ms,jitter=5ms,dist=normal", "delay 20ms 5ms distribution normal")
+
+
+def test_delay_and_netem_give_the_same_distribution(lab, private_state, kernel_features):
+    """The same delay/jitter/distribution through faultinj (EDT + fq) and through netem, on the same
+    link and the same pings: two-sample KS at 99.9%. Without fq: the refusal; with fq and no netem
+    there is nothing to compare with (skipped, saying so)."""
+    spec, netem = NETEM_SIDE_BY_SIDE
+    if _refused_without_fq(kernel_features, spec + ",proto=icmp", lab.a):
+        return
+    a, b = lab.a, lab.b
+    faultinj.apply(spec + ",proto=icmp", a.ifname, netns_name=a.netns, seed=5)
+    ours = _echo_delays_ms(a, b)
+    faultinj.clear(all_faults=True)
+    assert _root_qdisc(a) != "fq"
+    if not kernel_features["netem qdisc"]:
+        pytest.skip("this kernel has fq but no netem (CONFIG_NET_SCH_NETEM): nothing to compare with")
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "root", "netem", *netem.split())
+    try:
+        theirs = _echo_delays_ms(a, b)
+    finally:
+        ns_run(a.netns, "tc", "qdisc", "del", "dev", a.ifname, "root")
+    d = stats.ks_two_sample(ours, theirs)
+    p = stats.ks_pvalue(d, len(ours), len(theirs))
+    mean_ours, mean_netem = sum(ours) / len(ours), sum(theirs) / len(theirs)
+    print(f"faultinj vs netem ({spec}): KS D={d:.3f} p={p:.3g}; means {mean_ours:.2f} / {mean_netem:.2f} ms")
+    assert p > 0.001, (d, p, mean_ours, mean_netem)
+
+
+def test_doctor_names_the_mechanism_this_kernel_offers(kernel_features):
+    from faultinj.inject.doctor import time_mechanism
+
+    assert kernel_features["time-fault mechanism"] == kernel_features["fq qdisc"]
+    assert "BPF qdisc (struct_ops)" in kernel_features
+    assert time_mechanism(True, True, False).startswith("earliest departure time")
+    assert time_mechanism(False, True, False) == ("none: no fq (CONFIG_NET_SCH_FQ); this kernel has netem, which "
+                                                  "faultinj does not drive (see README, Time faults)")
+    assert time_mechanism(False, False, False) == "none: no fq (CONFIG_NET_SCH_FQ)"

@@ -8,6 +8,7 @@ evidence here.
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import time
@@ -21,6 +22,7 @@ from faultinj.inject import traffic
 from faultinj.inject.netns import entered
 
 ETH_P_ALL = 0x0003
+IP_RECVTTL, IP_RECVTOS, SO_RCVBUFFORCE = 12, 13, 33   # <linux/in.h>, <asm/socket.h>: Python names none
 
 
 def send_frames(host, frames: list[bytes], gap: float = 0.0005) -> None:
@@ -163,3 +165,169 @@ def test_corrupt_bad_checksum_at_egress_is_counted_by_the_receiver(lab, proto):
     assert errors == st.counters["acted"]
     if proto == "udp":
         assert len(res.received) == 1000 - errors
+
+
+# ---- 4. duplicate's copy continues with the faults after it only --------------------------
+
+def receive_udp(host, port: int):
+    """A UDP socket in host's namespace that reports each datagram's TTL and TOS."""
+    with entered(host.netns):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, 8 << 20)   # every copy waits until drained
+    s.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+    s.setsockopt(socket.IPPROTO_IP, IP_RECVTOS, 1)
+    s.bind((host.ip4, port))
+    s.settimeout(0.5)
+    return s
+
+
+def drain(s) -> list[tuple[int, int, int]]:
+    """(the datagram's number, TTL, DSCP) of every datagram waiting."""
+    got = []
+    try:
+        while True:
+            data, anc, _, _ = s.recvmsg(64, 256)
+            ttl = tos = None
+            for level, kind, value in anc:
+                if level == socket.IPPROTO_IP and kind == socket.IP_TTL:
+                    ttl = int.from_bytes(value[:4], "little")
+                elif level == socket.IPPROTO_IP and kind == socket.IP_TOS:
+                    tos = value[0]
+            got.append((int(data.split(b":")[0]), ttl, tos >> 2))
+    except socket.timeout:
+        return got
+
+
+@pytest.mark.parametrize("hook", ["egress", "ingress"])
+def test_duplicate_copy_passes_only_the_faults_after_it_and_replay_agrees(lab, tmp_path, hook):
+    """ttl=-1, then duplicate=50%, then dscp=10, on one hook. Each datagram reaches the receiver's
+    socket with TTL 63 (decremented once, copy or not) and DSCP 10 (the copy passes the faults after
+    duplicate too); ttl counts each datagram once. `replay` of the same frames with the same seed
+    writes the same copies and counts the same as the kernel did."""
+    from faultinj import pcap
+    from faultinj.inject.replay import replay
+
+    a, b = lab.a, lab.b
+    where = a if hook == "egress" else b
+    specs = [f"ttl=-1,proto=udp@{hook}", f"duplicate=50%,proto=udp@{hook}", f"dscp=10,proto=udp@{hook}"]
+    for spec in specs:
+        faultinj.apply(spec, where.ifname, netns_name=where.netns, seed=11)
+    n = 300
+    frames = [bytes(Ether(src=a.mac, dst=b.mac) / IP(src=a.ip4, dst=b.ip4, ttl=64)
+                    / UDP(sport=40000 + i % 7, dport=7777) / f"{i}:".encode().ljust(20, b"x")) for i in range(n)]
+    sock = receive_udp(b, 7777)
+    try:
+        send_frames(a, frames)
+        got = drain(sock)
+    finally:
+        sock.close()
+    live = {st.record.fault: st.counters for st in faultinj.status()}
+    copies = sorted(i for i in set(x[0] for x in got) if sum(1 for x in got if x[0] == i) == 2)
+
+    assert sorted(set(x[0] for x in got)) == list(range(n))
+    assert {(ttl, dscp) for _, ttl, dscp in got} == {(63, 10)}
+    assert live["ttl"]["acted"] == live["ttl"]["matched"] == n          # once per datagram, not per copy
+    assert live["duplicate"]["acted"] == len(copies) == len(got) - n
+    assert live["dscp"]["acted"] == len(got)
+
+    inp, out = tmp_path / "in.pcap", tmp_path / "out.pcap"
+    pcap.write(str(inp), [pcap.Record(1_700_000_000_000_000_000 + i, len(f), f) for i, f in enumerate(frames)])
+    res = replay(str(inp), specs, str(out), seed=11)
+    written = [Ether(r.data)[IP] for r in pcap.read(str(out))]
+    assert res.duplicated == copies
+    assert {(p.ttl, p.tos >> 2) for p in written} == {(63, 10)} and len(written) == len(got)
+    assert {s.partition("=")[0]: (c["matched"], c["acted"]) for s, c in res.counters.items()} == \
+        {f: (c["matched"], c["acted"]) for f, c in live.items()}
+
+
+# ---- 9. a foreign filter that runs first is named, and --prio puts ours before it ----------
+
+def test_a_foreign_filter_that_runs_first_is_named_and_prio_goes_before_it(lab, tmp_path):
+    """Another tool's cls_bpf filter at prio 10 returns TC_ACT_OK, which ends classification: a fault
+    after it sees no packet. apply names it, status says why SEEN stays 0, and --prio 5 puts the
+    fault first (it sees every datagram); --prio 10 is refused (taken)."""
+    import subprocess
+
+    from conftest import DATA, cli_runner, ns_run
+    from faultinj.cli import app
+
+    a, b = lab.a, lab.b
+    obj = tmp_path / "foreign_ok.o"
+    subprocess.run(["clang", "-O2", "-target", "bpf", "-c", str(DATA / "foreign_ok.bpf.c"), "-o", str(obj)],
+                   check=True)
+    ns_run(a.netns, "tc", "qdisc", "add", "dev", a.ifname, "clsact")
+    ns_run(a.netns, "tc", "filter", "add", "dev", a.ifname, "egress", "prio", "10", "bpf", "da", "obj", str(obj),
+           "sec", "tc")
+    runner = cli_runner()
+    run = lambda *args: runner.invoke(app, [*args, "--netns", a.netns])
+
+    hidden = run("apply", "drop=0,proto=udp@egress", a.ifname)
+    assert hidden.exit_code == 0, hidden.stderr
+    assert "warning: bpf filter 'foreign_ok.o:[tc]' at prio 10" in hidden.stderr
+    assert "(--prio 9 puts it first)" in hidden.stderr
+    first = run("apply", f"drop=0,proto=udp,src={a.ip4}@egress", a.ifname, "--prio", "5", "--json")
+    assert first.exit_code == 0 and json.loads(first.stdout)["warnings"] == []
+    taken = run("apply", "drop=0,proto=udp@egress", a.ifname, "--prio", "10")
+    assert taken.exit_code == 5 and "prio 10 on" in taken.stderr and "foreign_ok" in taken.stderr
+
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 200)
+    rows = {r.record.tc_prio: r for r in faultinj.status()}
+    assert rows[5].counters["matched"] == 200 and rows[5].warnings == []
+    assert rows[0xD000].counters["seen"] == 0
+    assert rows[0xD000].warnings == ["sees no packets: bpf filter 'foreign_ok.o:[tc]' at prio 10 runs first "
+                                     "(apply it again: --prio 9 puts it first)"]
+    shown = runner.invoke(app, ["status"])
+    assert "sees no packets: bpf filter 'foreign_ok.o:[tc]' at prio 10 runs first" in shown.stdout
+    faultinj.clear(a.ifname, netns_name=a.netns)
+    assert "foreign_ok" in ns_run(a.netns, "tc", "filter", "show", "dev", a.ifname, "egress").stdout
+
+
+# ---- 10. offloads that keep a fault from acting as counted are said, with the fix -----------
+
+def offload_findings(lab) -> tuple[list[str], list[str]]:
+    from conftest import cli_runner
+    from faultinj.cli import app
+
+    a = lab.a
+    runner = cli_runner()
+    out = [runner.invoke(app, ["apply", spec, a.ifname, "--netns", a.netns, "--seed", "3"])
+           for spec in ("psh-ratio=10@egress", "corrupt=50%,csum=bad,proto=udp@egress")]
+    assert all(r.exit_code == 0 for r in out), [r.stderr for r in out]
+    return [r.stderr for r in out], [w for st in faultinj.status() for w in st.warnings]
+
+
+def longest_tcp_frame(lab) -> int:
+    """The longest TCP frame the receiver sees in a short transfer: above the MTU, the sender's tc
+    egress handed over GSO super-packets (a veth passes them on whole)."""
+    from faultinj.inject.capture import Capture
+
+    with Capture(lab.b.netns, lab.b.ifname, direction="in", snaplen=64) as cap:
+        traffic.tcp_transfer(lab.a.netns, lab.b.netns, lab.b.ip4, 500_000, timeout=30)
+    return max(f.length for f in cap.frames if len(f.data) > 23 and f.data[23] == 6)
+
+
+def test_gso_and_tx_checksum_offload_are_said_with_the_fix(offload_lab):
+    """A veth as it comes (GSO up to 65535 segments, tx checksum offload on): psh-ratio at tc egress
+    counts super-packets and csum=bad is delivered (the peer trusts the offload). apply and status say so with the fix, and both
+    claims are true on the wire: frames longer than the MTU pass the hook; datagrams corrupted,
+    no checksum error at the receiver."""
+    a, b = offload_lab.a, offload_lab.b
+    said, shown = offload_findings(offload_lab)
+    assert longest_tcp_frame(offload_lab) > 1514
+    assert f"'ip link set {a.ifname} gso_max_segs 1'" in said[0]
+    assert f"'ethtool -K {a.ifname} tx off'" in said[1] and "tx-checksum-ip-generic" in said[1]
+    assert len(shown) == 2 and "gso_max_segs 65535" in shown[0] and "the corruption is delivered" in shown[1]
+    before = traffic.snmp(b.netns)["Udp"]
+    traffic.udp_stream(a.netns, b.netns, b.ip4, 200)
+    after = traffic.snmp(b.netns)["Udp"]
+    acted = next(st.counters["acted"] for st in faultinj.status() if st.record.fault == "corrupt")
+    assert acted > 50
+    assert (after["InDatagrams"] - before["InDatagrams"], after["InCsumErrors"] - before["InCsumErrors"]) == (200, 0)
+
+
+def test_no_offload_finding_with_offloads_off(lab):
+    """The same faults on a link with tx checksumming off and gso_max_segs 1: nothing to say, and
+    csum=bad is dropped by the receiver."""
+    said, shown = offload_findings(lab)
+    assert said == ["", ""] and shown == []
+    assert longest_tcp_frame(lab) <= 1514

@@ -207,14 +207,37 @@ static __always_inline void fi_acted(fi_ctx_t *ctx, const struct fi_config *cfg,
 	__sync_fetch_and_add(&e->idx, idx + 1);   /* complete: an atomic, so after the writes above */
 }
 
+/* duplicate's copy (bpf_clone_redirect) enters the hook again from its first
+ * filter. It carries FI_DUP_TAG | the duplicate's id in skb->tc_index (unused
+ * without dsmark, and a user's skb->mark stays intact) until that duplicate
+ * takes the tag off: the faults before it on the hook have already acted on
+ * the packet it copied and let the copy pass untouched and uncounted; the
+ * faults after it see the copy as a packet of its own (`replay` does the same). */
+#define FI_DUP_TAG 0xF000
+#define FI_DUP_TAG_MASK 0xF000
+#define FI_DUP_ID_MASK 0x0FFF
+
+static __always_inline int fi_is_dup_copy(fi_ctx_t *ctx)
+{
+#if defined(FI_HOOK_TC)
+	return (ctx->tc_index & FI_DUP_TAG_MASK) == FI_DUP_TAG;
+#else
+	return 0;   /* XDP runs before any copy is made */
+#endif
+}
+
 /* The live config (one slot, read by this packet throughout: see
  * fi_config_live), or NULL when the fault is switched off or past its
- * deadline: then the program must pass everything and count nothing. */
-static __always_inline struct fi_config *fi_config_get(void)
+ * deadline, or the packet is the copy of a duplicate after this fault: then
+ * the program must pass it and count nothing. */
+static __always_inline struct fi_config *fi_config_get(fi_ctx_t *ctx)
 {
-	__u32 key = 0, *live = bpf_map_lookup_elem(&fi_config_live, &key);
+	__u32 key = 0, *live;
 	struct fi_config *cfg;
 
+	if (fi_is_dup_copy(ctx))
+		return NULL;
+	live = bpf_map_lookup_elem(&fi_config_live, &key);
 	if (!live)
 		return NULL;
 	key = *live & 1;

@@ -82,6 +82,20 @@ def dist_table(name: str) -> tuple[int, ...]:
                     "install iproute2, or use dist=uniform")
 
 
+def delay_model(delay_ns: int, jitter_ns: int, dist: str = "uniform"):
+    """(cdf, mean) of the delay a packet is given, in ns: what the program draws (netem's tabledist),
+    negative draws held for 0. cdf(x) = P(delay <= x)."""
+    import bisect
+
+    if jitter_ns <= 0:
+        return (lambda x: 1.0 if x >= delay_ns else 0.0), float(delay_ns)
+    if dist == "uniform":
+        lo, span = delay_ns - jitter_ns, 2 * jitter_ns
+        return (lambda x: min(1.0, max(0.0, (x - lo) / span))), float(max(0, delay_ns))
+    values = sorted(max(0.0, delay_ns + jitter_ns * t / 8192) for t in dist_table(dist))
+    return (lambda x: bisect.bisect_right(values, x) / len(values)), sum(values) / len(values)
+
+
 def _dist(_what: str, text: str) -> str:
     if text not in DISTRIBUTIONS:
         raise SpecError(f"dist: give one of {', '.join(DISTRIBUTIONS)} (netem's names), not '{text}'")
@@ -110,6 +124,10 @@ DIST = Option("dist", "the jitter's distribution: uniform (default), normal, par
 PER = Option("per", "flow: each flow paced to the rate on its own (default); all: the matched traffic together",
              lambda _w, t: t if t in ("flow", "all") else (_ for _ in ()).throw(
                  SpecError(f"per: give flow or all, not '{t}'")), "flow")
+DEFAULT_BURST_NS = 0
+BURST = Option("burst", "how much of the rate, as a time, a flow that fell behind may send at once (as tbf's "
+               "burst, default 0: strict pacing); e.g. burst=20ms lets a sender woken late catch up",
+               lambda w, t: parse_duration_ns(w, t, 0, 1_000_000_000), 0)
 
 DELAY = FaultType(
     name="delay",
@@ -153,8 +171,9 @@ RATE = FaultType(
     threshold=None,
     param=lambda _v, _o: MODES["rate"],
     # picoseconds per byte
-    extra=lambda value, o: (round(8e12 / parse_rate("rate", value)), 1 if o.get("per") == "all" else 0, 0, 0),
-    options=(PER,),
+    extra=lambda value, o: (round(8e12 / parse_rate("rate", value)), 1 if o.get("per") == "all" else 0,
+                            o.get("burst", DEFAULT_BURST_NS), 0),
+    options=(PER, BURST),
     qdisc="fq",
     hooks_note=HOOK_NOTE,
 )

@@ -199,6 +199,9 @@ class Agent:
     def __init__(self, rfile, wfile, where: str, closer=None):
         self._r, self._w, self.where, self._closer = rfile, wfile, where, closer
         self._id = 0
+        # one call at a time: a scenario drains a fault's journal from a thread while its traffic
+        # runs through the same agent, and each caller must read its own answer
+        self._lock = threading.Lock()
         self.info: dict = {}
 
     @classmethod
@@ -274,6 +277,10 @@ class Agent:
         call's own 'timeout' parameter plus a margin, else 10 minutes)."""
         timeout = _timeout if _timeout is not None else (
             params["timeout"] + 60 if isinstance(params.get("timeout"), (int, float)) else 600)
+        with self._lock:
+            return self._call(method, timeout, params)
+
+    def _call(self, method: str, timeout: float, params: dict):
         self._id += 1
         self._w.write(json.dumps({"id": self._id, "method": method, "params": params}).encode() + b"\n")
         self._w.flush()

@@ -10,7 +10,11 @@ program on the link is no longer ours.
 
 from __future__ import annotations
 
+import base64
 import errno
+import os
+import socket
+import struct
 
 from ..errors import FaultinjError, KernelFeatureMissing, StateError
 
@@ -152,6 +156,19 @@ def next_prio(ipr, ifindex: int, hook: str) -> int:
     return max(mine) + 1 if mine else FIRST_PRIO
 
 
+def free_prio(ipr, ifindex: int, hook: str, prio: int, ifname: str) -> int:
+    """The user's --prio, refused when a filter (ours or another tool's) holds it already."""
+    held = [f for f in filters(ipr, ifindex, hook) if filter_prio(f) == prio]
+    if held:
+        name = next((n for n in map(filter_name, held) if n), None)
+        kind = held[0].get_attr("TCA_KIND")
+        who = (f"faultinj's {name.split(':')[1]}" if (name or "").startswith("faultinj:")
+               else f"{kind} filter '{name}'" if name else f"a {kind} filter")
+        raise StateError(f"prio {prio} on {ifname} {hook} is taken by {who}: choose another --prio "
+                         f"(see 'tc filter show dev {ifname} {hook.removeprefix('tc-')}')")
+    return prio
+
+
 def tc_attach(ipr, ifindex: int, hook: str, prog_fd: int, name: str, mode: str, prio: int) -> None:
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -251,10 +268,12 @@ def _tc(netns: str | None, *args: str):
         raise EnvironmentProblem("tc not found: install iproute2") from None
 
 
-def add_root_fq(netns: str | None, ifname: str) -> None:
+def add_root_fq(netns: str | None, ifname: str, replace: bool = False) -> None:
     """fq as the link's root qdisc (pyroute2 has no fq): it holds each packet until skb->tstamp.
-    A large flow_limit: a held flow's packets wait in its queue, not dropped at fq's default 100."""
-    proc = _tc(netns, "qdisc", "add", "dev", ifname, "root", "fq", "flow_limit", "10000", "limit", "100000")
+    A large flow_limit: a held flow's packets wait in its queue, not dropped at fq's default 100.
+    replace: in place of the root qdisc there (saved first with save_root_qdisc)."""
+    proc = _tc(netns, "qdisc", "replace" if replace else "add", "dev", ifname, "root", "fq", "flow_limit", "10000",
+               "limit", "100000")
     if proc.returncode != 0:
         text = proc.stderr.strip()
         if "unknown" in text.lower() or "not supported" in text.lower():
@@ -269,3 +288,116 @@ def remove_root_fq(netns: str | None, ifname: str) -> None:
     proc = _tc(netns, "qdisc", "show", "dev", ifname, "root")
     if proc.returncode == 0 and proc.stdout.startswith("qdisc fq "):
         _tc(netns, "qdisc", "del", "dev", ifname, "root")
+
+
+# ---- another tool's root qdisc, replaced with --replace: saved as the kernel dumps it, restored ----
+
+RTM_NEWQDISC, RTM_GETQDISC, RTM_GETTCLASS = 36, 38, 42
+NLM_F_REQUEST, NLM_F_ACK, NLM_F_DUMP, NLM_F_CREATE, NLM_F_REPLACE = 1, 4, 0x300, 0x400, 0x100
+NLMSG_ERROR, NLMSG_DONE = 2, 3
+TCA_KIND, TCA_OPTIONS, TCA_STAB = 1, 2, 8
+TC_H_INGRESS = 0xFFFFFFF1
+# classful qdiscs whose classes a user adds (tbf's or prio's classes come with the qdisc itself)
+USER_CLASSES = {"htb", "hfsc", "drr", "qfq", "cbq", "ets"}
+# root qdiscs whose dump the kernel takes back as they were (add with options, dump, replace,
+# restore, dump: the same tc output; the first four on 6.18 here, all on Debian's 6.1 in a guest).
+# Not htb (its dump reports its version where an add wants the major only), red and choke (their
+# add needs a table the dump leaves out): EINVAL.
+RESTORABLE = {"tbf", "pfifo", "bfifo", "pfifo_head_drop", "fq_codel", "sfq", "codel", "pie", "cake", "fq_pie",
+              "prio", "netem", "sfb", "skbprio", "hhf", "cbs", "etf", "plug", "drr", "qfq"}
+_TCMSG = struct.Struct("=BxxxiIII")     # family, ifindex, handle, parent, info
+_NLMSG = struct.Struct("=IHHII")        # length, type, flags, seq, pid
+_RTA = struct.Struct("=HH")
+
+
+def _rtattrs(buf: bytes):
+    while len(buf) >= 4:
+        ln, kind = _RTA.unpack_from(buf)
+        if ln < 4:
+            return
+        yield kind, buf[4:ln]
+        buf = buf[(ln + 3) & ~3:]
+
+
+def _rtattr(kind: int, data: bytes) -> bytes:
+    return _RTA.pack(4 + len(data), kind) + data + b"\0" * (-len(data) % 4)
+
+
+def _netlink(netns: str | None, msg_type: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
+    """One request on a NETLINK_ROUTE socket in netns; the answers' (type, payload), or raises
+    on an error answer (OSError with the kernel's errno)."""
+    from .netns import entered
+
+    with entered(netns):
+        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
+    try:
+        sock.bind((0, 0))
+        sock.send(_NLMSG.pack(_NLMSG.size + len(body), msg_type, flags, 1, 0) + body)
+        out = []
+        while True:
+            data = sock.recv(1 << 16)
+            while len(data) >= _NLMSG.size:
+                ln, typ, _f, _seq, _pid = _NLMSG.unpack_from(data)
+                payload = data[_NLMSG.size:ln]
+                if typ == NLMSG_ERROR:
+                    err = -struct.unpack_from("=i", payload)[0]
+                    if err:
+                        raise OSError(err, os.strerror(err))
+                    return out
+                if typ == NLMSG_DONE:
+                    return out
+                out.append((typ, payload))
+                data = data[(ln + 3) & ~3:]
+            if not flags & NLM_F_DUMP and not flags & NLM_F_ACK:
+                return out
+    finally:
+        sock.close()
+
+
+def _dump(netns: str | None, msg_type: int, ifindex: int) -> list[tuple[int, int, dict]]:
+    """(handle, parent, {attr kind: bytes}) of each qdisc or class on ifindex."""
+    out = []
+    for _typ, payload in _netlink(netns, msg_type, NLM_F_REQUEST | NLM_F_DUMP, _TCMSG.pack(0, ifindex, 0, 0, 0)):
+        _fam, idx, handle, parent, _info = _TCMSG.unpack_from(payload)
+        if idx == ifindex:
+            out.append((handle, parent, dict(_rtattrs(payload[_TCMSG.size:]))))
+    return out
+
+
+def save_root_qdisc(netns: str | None, ifindex: int, ifname: str) -> dict:
+    """Another tool's root qdisc exactly as the kernel dumps it (kind, handle, options, size table),
+    to be put back by restore_root_qdisc. A root with classes or child qdiscs is refused: one
+    message cannot put a tree back."""
+    try:
+        qdiscs = _dump(netns, RTM_GETQDISC, ifindex)
+    except OSError as exc:
+        raise StateError(f"cannot read {ifname}'s root qdisc to save it ({exc.strerror})") from None
+    root = next(((h, a) for h, parent, a in qdiscs if parent == TC_H_ROOT), None)
+    if root is None:
+        raise StateError(f"{ifname} has no root qdisc to save")
+    handle, attrs = root
+    kind = attrs.get(TCA_KIND, b"").rstrip(b"\0").decode()
+    if kind not in RESTORABLE:
+        raise StateError(f"faultinj cannot put back a '{kind}' root qdisc exactly (it can: "
+                         f"{', '.join(sorted(RESTORABLE))}), so it does not replace it even with --replace: "
+                         f"remove it yourself ('tc qdisc del dev {ifname} root') and add it again after 'faultinj clear'")
+    children = [h for h, parent, _a in qdiscs if parent not in (TC_H_ROOT, TC_H_INGRESS) and
+                parent >> 16 == handle >> 16 and h]
+    try:
+        classes = _dump(netns, RTM_GETTCLASS, ifindex) if kind in USER_CLASSES else []
+    except OSError as exc:
+        raise StateError(f"cannot read {ifname}'s classes ({exc.strerror})") from None
+    if children or classes:
+        raise StateError(f"{ifname}'s root qdisc '{kind}' has classes or qdiscs under it: faultinj restores only "
+                         f"a classless root qdisc, so it does not replace this one even with --replace; remove it "
+                         f"yourself ('tc qdisc del dev {ifname} root') and put it back after 'faultinj clear'")
+    return {"kind": kind, "handle": handle,
+            "attrs": {str(k): base64.b64encode(attrs[k]).decode() for k in (TCA_KIND, TCA_OPTIONS, TCA_STAB)
+                      if k in attrs}}
+
+
+def restore_root_qdisc(netns: str | None, ifindex: int, saved: dict) -> None:
+    """Put back the root qdisc save_root_qdisc saved, in place of whatever root is there."""
+    body = _TCMSG.pack(0, ifindex, saved["handle"], TC_H_ROOT, 0) + b"".join(
+        _rtattr(int(k), base64.b64decode(v)) for k, v in sorted(saved["attrs"].items(), key=lambda kv: int(kv[0])))
+    _netlink(netns, RTM_NEWQDISC, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE, body)

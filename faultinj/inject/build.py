@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from ..errors import BuildError, EnvironmentProblem
+from ..errors import BuildError, EnvironmentProblem, ProgramError
 from . import layout
 
 # -fno-strict-aliasing: a TTL/protocol word read through a u16 * before and
@@ -100,7 +100,7 @@ def compile_program(program: str, hook: str, source: Path | None = None, act: bo
         proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
         if proc.returncode != 0:
             msg = proc.stderr.replace(str(work) + "/", "").strip()
-            first = next((ln for ln in msg.splitlines() if "error" in ln), msg.splitlines()[0] if msg else "")
+            first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
             raise BuildError(f"clang failed to compile {source.name} for {hook}: {first}\n{msg}")
         layout.check(str(tmp_obj), source.name)   # C and Python agree on every shared struct, or no object
         fd, staged = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".o")
@@ -124,7 +124,7 @@ def compile_custom(source: Path, function_sections: bool = False) -> Path:
     function_sections: put each function in a section of its own, for programs whose entry
     function has no SEC() (the seed article's, as printed)."""
     if not source.is_file():
-        raise BuildError(f"no such file: {source}: give the path of a BPF C source file")
+        raise ProgramError(f"no such file: {source}: give the path of a BPF C source file")
     clang = _clang()
     inc = _libbpf_include()
     flags = ["-O2", "-g", "-target", "bpf", "-I", str(source.parent), "-I", str(bpf_dir() / "compat"),
@@ -137,6 +137,6 @@ def compile_custom(source: Path, function_sections: bool = False) -> Path:
     if proc.returncode != 0:
         shutil.rmtree(work, ignore_errors=True)
         msg = proc.stderr.strip()
-        first = next((ln for ln in msg.splitlines() if "error" in ln), msg.splitlines()[0] if msg else "")
-        raise BuildError(f"clang failed to compile {source}: {first}\n{msg}")
+        first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
+        raise ProgramError(f"clang failed to compile {source}: {first}\n{msg}")
     return obj

@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 
+from ..errors import SpecError, TargetError
 from .netns import entered
 
 ETH_P_ALL = 0x0003
@@ -37,7 +38,7 @@ class Capture:
     def __init__(self, netns: str | None, ifname: str, snaplen: int = 256, direction: str = "any",
                  rcvbuf: int = 64 << 20):
         if direction not in ("in", "out", "any"):
-            raise ValueError("direction must be in, out or any")
+            raise SpecError(f"unknown direction '{direction}': give in, out or any")
         self.netns, self.ifname, self.snaplen, self.direction = netns, ifname, snaplen, direction
         self.frames: list[Frame] = []
         self.kernel_drops = 0
@@ -51,7 +52,12 @@ class Capture:
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
             sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self._rcvbuf)
-            sock.bind((self.ifname, ETH_P_ALL))
+            try:
+                sock.bind((self.ifname, ETH_P_ALL))
+            except OSError as exc:
+                where = f" in namespace {self.netns}" if self.netns else ""
+                raise TargetError(f"cannot capture on {self.ifname}{where} ({exc.strerror}): "
+                                  "see 'ip link' for its interfaces") from None
             sock.settimeout(0.1)
             self._sock = sock
             self._stats()  # reading resets the kernel's counters: start from zero

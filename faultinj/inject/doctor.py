@@ -151,7 +151,7 @@ def _hook_probes() -> list[Probe]:
                 attach.add_root_fq(lab.a.netns, lab.a.ifname)
                 attach.remove_root_fq(lab.a.netns, lab.a.ifname)
                 return "added and removed"
-            ok, detail = _try(fq)
+            fq_ok, detail = ok, detail = _try(fq)
             out.append(Probe("fq qdisc", ok, detail if ok else "missing (CONFIG_NET_SCH_FQ)",
                              "time faults: delay, reorder, rate (earliest departure time)",
                              "a kernel with CONFIG_NET_SCH_FQ (modprobe sch_fq), or a VM lab", required=False))
@@ -162,9 +162,17 @@ def _hook_probes() -> list[Probe]:
                     raise KernelFeatureMissing(proc.stderr.strip())
                 attach._tc(lab.a.netns, "qdisc", "del", "dev", lab.a.ifname, "root")
                 return "added and removed"
-            ok, detail = _try(netem)
+            netem_ok, detail = ok, detail = _try(netem)
             out.append(Probe("netem qdisc", ok, detail if ok else "missing (CONFIG_NET_SCH_NETEM)",
                              "comparing time faults with netem (bench)", "a kernel with CONFIG_NET_SCH_NETEM",
+                             required=False))
+            bpf_qdisc = _has_bpf_qdisc()
+            out.append(Probe("BPF qdisc (struct_ops)", bpf_qdisc,
+                             "Qdisc_ops in the kernel's BTF" if bpf_qdisc else "missing (CONFIG_NET_SCH_BPF, 6.16+)",
+                             "reported only: faultinj holds time faults with fq", "a kernel 6.16+ with "
+                             "CONFIG_NET_SCH_BPF", required=False))
+            out.append(Probe("time-fault mechanism", fq_ok, time_mechanism(fq_ok, netem_ok, bpf_qdisc),
+                             "delay, reorder, rate", "a kernel with CONFIG_NET_SCH_FQ (modprobe sch_fq), or a VM lab",
                              required=False))
 
             def tcx():
@@ -183,6 +191,24 @@ def _hook_probes() -> list[Probe]:
     finally:
         lab.down()
     return out
+
+
+def _has_bpf_qdisc() -> bool:
+    """The BPF qdisc registers struct_ops Qdisc_ops: its value type is in the kernel's BTF."""
+    try:
+        with open("/sys/kernel/btf/vmlinux", "rb") as f:
+            return b"bpf_struct_ops_Qdisc_ops\0" in f.read()
+    except OSError:
+        return False
+
+
+def time_mechanism(fq: bool, netem: bool, bpf_qdisc: bool) -> str:
+    """What holds a time fault's packets on this kernel, in words (doctor and README)."""
+    if fq:
+        return "earliest departure time: BPF sets skb->tstamp at tc egress, fq holds each packet until then"
+    have = [n for n, ok in (("netem", netem), ("a BPF qdisc", bpf_qdisc)) if ok]
+    return ("none: no fq (CONFIG_NET_SCH_FQ)" + (f"; this kernel has {' and '.join(have)}, which faultinj does "
+                                                  "not drive (see README, Time faults)" if have else ""))
 
 
 def _tracer() -> str:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ipaddress
 import dataclasses
+import logging
 import os
 import secrets
 import shutil
@@ -483,6 +484,9 @@ def reap_orphans() -> list[str]:
     for data in recorded_labs():
         if not data.get("kept") and not _alive(data.get("owner_pid")):
             remove_recorded(data)
+            logging.getLogger("faultinj").warning(
+                "removed lab %s that a killed 'faultinj run' (pid %s) left: namespaces %s", data.get("name"),
+                data.get("owner_pid"), ", ".join(data.get("namespaces", [])) or "none")
             gone.extend(data.get("namespaces", []))
     return gone
 

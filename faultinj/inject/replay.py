@@ -44,32 +44,40 @@ def replay(in_path: str, specs: list[str | FaultSpec], out_path: str, seed: int 
             loaded.append((spec, obj, libbpf.TestRunner(obj.prog_fd, max(65535, *(len(r.data) for r in records)))))
         res = ReplayResult(packets=len(records), seed=seed)
         copied: dict[int, int] = {}   # duplicate faults: their acted counter so far
-        out = []
-        for i, rec in enumerate(records):
-            data = rec.data
-            if len(data) < 14:  # BPF_PROG_TEST_RUN refuses a frame without an Ethernet header
-                out.append(rec)
-                continue
-            dropped, copies = False, 1
-            for spec, obj, runner in loaded:
+
+        def through(data: bytes, start: int) -> list[bytes]:
+            """What leaves the hook for a frame entering the faults at loaded[start]. A duplicate's copy
+            continues with the faults after it only (as its tag makes it live: lib/fault.h). At tc egress
+            the copy leaves first (the clone is sent inside the helper call); at ingress it is queued
+            behind the original."""
+            for j in range(start, len(loaded)):
+                spec, obj, runner = loaded[j]
                 r = runner.run(data)
                 if r.retval in (DROP[spec.hook], ABORT[spec.hook]):
-                    dropped = True
-                    break
+                    return []
                 data = r.data
                 if spec.fault.name == "duplicate":
                     acted = maps.read_counters(obj.map_fds["fi_counters"])["acted"]
                     if acted > copied.get(id(obj), 0):
                         copied[id(obj)] = acted
-                        copies *= 2   # the copy goes through the faults after this one too
-            if dropped:
+                        first = through(data, j + 1)   # egress: the copy; ingress: the original
+                        return first + through(data, j + 1)
+            return [data]
+
+        out = []
+        for i, rec in enumerate(records):
+            if len(rec.data) < 14:  # BPF_PROG_TEST_RUN refuses a frame without an Ethernet header
+                out.append(rec)
+                continue
+            frames = through(rec.data, 0)
+            if not frames:
                 res.dropped.append(i)
                 continue
-            if data != rec.data:
+            if any(f != rec.data for f in frames):
                 res.changed.append(i)
-            if copies > 1:
+            if len(frames) > 1:
                 res.duplicated.append(i)
-            out.extend([pcap.Record(rec.ts_ns, rec.length - len(rec.data) + len(data), data)] * copies)
+            out.extend(pcap.Record(rec.ts_ns, rec.length - len(rec.data) + len(f), f) for f in frames)
         res.written = pcap.write(out_path, out)
         res.counters = {str(spec): maps.read_counters(obj.map_fds["fi_counters"]) for spec, obj, _ in loaded}
         return res

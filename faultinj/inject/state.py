@@ -65,10 +65,14 @@ class Record:
     # a root qdisc the fault needs (time faults: fq): "adding" (intent), "added" by faultinj (cleared with
     # the last fault that added it), "present" (someone's fq: left alone)
     qdisc: str | None = None
+    # the root qdisc `apply --replace` put fq in place of (attach.save_root_qdisc), put back at clear
+    qdisc_saved: dict | None = None
     # The configuration's generation (the config map's gen; each `set` counts it up) and the spec
     # of each earlier one, so journal events recorded before a `set` show the spec then in force.
     gen: int = 0
     specs: dict = field(default_factory=dict)   # str(gen) -> spec, for gen < self.gen
+    # what apply found that may keep the fault from acting (inject/advice.py); status says it afresh
+    warnings: list = field(default_factory=list)
 
     @property
     def filters(self) -> str:

@@ -6,6 +6,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import stats
+from ..faults.time_faults import delay_model, parse_rate
 from ..packets import Packet
 from ..verdict import CONFIDENCE, Check, bounds_check, equal_check, ratio_check
 from .predicates import compile_predicate
@@ -156,32 +157,81 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
                      f"{sum(seen.values())} seen, {sum(journal.values())} recorded, {both} in both"
                      + (f", {lost} events lost" if lost else ""),
                      "the same packets, at least one")
+    if k == "delay":
+        return delay_check(prm, echo_delays_ns(data, prm["capture"]), data.journal.get(prm["fault"], []), conf,
+                           data.journal.get(prm.get("reference"), []))
+    if k == "throughput":
+        bps = throughput_bps(data, prm["capture"], prm.get("of", "all"))
+        lo = parse_rate("min", str(prm["min"])) if "min" in prm else None
+        hi = parse_rate("max", str(prm["max"])) if "max" in prm else None
+        want = []
+        if "or_share_of" in prm:
+            ref = throughput_bps(data, prm["capture"], prm["or_share_of"]["of"])
+            share = prm["or_share_of"]["share"]
+            want.append(f"{prm['or_share_of']['of']}: {ref / 1e6:.2f} Mbit/s" if ref else "no reference")
+            if lo is not None and ref:
+                lo = min(lo, share * ref)
+        ok = bps is not None and (lo is None or bps >= lo) and (hi is None or bps <= hi)
+        return Check(f"throughput: data of {prm.get('of', 'all')} at {prm['capture']}", ok,
+                     f"{bps / 1e6:.2f} Mbit/s" if bps else "no data",
+                     " and ".join(([f">= {lo / 1e6:.2f} Mbit/s"] if lo is not None else [])
+                                  + ([f"<= {prm['max']}"] if hi is not None else []))
+                     + (f" ({want[0]})" if want else ""))
     raise AssertionError(f"unhandled expectation {k}")
 
 
-def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
-    """Per TCP connection (one direction), the data segments that arrived after a segment with a
-    later sequence number (retransmissions of what already arrived are not late: they start below
-    the highest end seen but were sent again, so count only segments never seen before)."""
-    top: dict[tuple, int] = {}
-    seen: dict[tuple, set] = {}
-    late: dict[tuple, list[Packet]] = {}
-    for p in packets:
-        if p.tcp_flags is None or not p.payload_len:
-            continue
-        conn = (p.src, p.dst, p.sport, p.dport)
-        late.setdefault(conn, [])
-        if p.seq in seen.setdefault(conn, set()):
-            continue   # a retransmission
-        seen[conn].add(p.seq)
-        end = (p.seq + p.payload_len) & 0xFFFFFFFF
-        if conn in top and _seq_before(p.seq, top[conn]):
-            late[conn].append(p)
-        if conn not in top or _seq_before(top[conn], end):
-            top[conn] = end
-    return late
+def throughput_bps(data: RunData, capture: str, of: str) -> float | None:
+    """Data bits per second of the selected packets at a capture, first data segment to last."""
+    pred = compile_predicate(of)
+    pkts = [(t, p.payload_len) for p, t in zip(data.packets.get(capture, []), data.times.get(capture, []))
+            if pred(p) and p.payload_len]
+    if len(pkts) < 2 or pkts[-1][0] <= pkts[0][0]:
+        return None
+    return sum(n for _, n in pkts[1:]) * 8 / (pkts[-1][0] - pkts[0][0])
 
 
-def _seq_before(a: int, b: int) -> bool:
-    """TCP sequence order, with wrap-around."""
-    return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF
+def echo_delays_ns(data: RunData, capture: str) -> list[tuple[float, Packet]]:
+    """Each ICMP echo reply's time after its request, at one capture (the replying host's: one
+    clock), with the reply."""
+    asked: dict[tuple, float] = {}
+    out = []
+    for p, t in zip(data.packets.get(capture, []), data.times.get(capture, [])):
+        key = (p.version, p.echo_id, p.echo_seq)
+        if (p.proto, p.icmp_type) in ((1, 8), (58, 128)):
+            asked.setdefault(key, t)
+        elif (p.proto, p.icmp_type) in ((1, 0), (58, 129)) and key in asked:
+            out.append(((t - asked.pop(key)) * 1e9, p))
+    return out
+
+
+def delay_check(prm: dict, pairs: list[tuple[float, Packet]], journal: list, conf: float,
+                reference: list = ()) -> Check:
+    """The replies the fault's journal names as delayed fit the fault's distribution plus the host's
+    own time (KS at conf), and for D >= 10 ms their mean less that time is within 5% of the
+    distribution's mean. The host's own time: how much later than their constant delay the replies
+    of the reference fault left (a held packet waits for a timer: an emulated, busy guest is late),
+    else the time it took to answer the replies no fault held."""
+    m = prm["model"]
+    cdf, mean = delay_model(m["delay_ns"], m["jitter_ns"], m["dist"])
+    held = Counter(e.key() for e in journal)
+    delayed = [d for d, p in pairs if held[p.journal_key()]]
+    if prm.get("reference"):
+        ref = Counter(e.key() for e in reference)
+        base = [d - prm["reference_ns"] for d, p in pairs if ref[p.journal_key()]] or [0.0]
+    else:
+        base = [d for d, p in pairs if not held[p.journal_key()]] or [0.0]
+    n = len(delayed)
+    # P(held + own time <= x), the own time drawn from the undelayed replies
+    d = stats.ks_statistic(delayed, lambda x: sum(cdf(x - b) for b in base) / len(base)) if n else 1.0
+    pval = stats.ks_pvalue(d, n) if n else 0.0
+    own = sum(base) / len(base)
+    added = sum(delayed) / n - own if n else 0.0
+    check_mean = m["delay_ns"] >= 10_000_000
+    ok = n >= 50 and n == len(journal) and pval > 1 - conf and (not check_mean or abs(added - mean) <= 0.05 * mean)
+    return Check(f"delay: echo reply after request at {prm['capture']} ~ {prm['fault']}'s "
+                 f"{m['dist']} {m['delay_ns'] / 1e6:g}±{m['jitter_ns'] / 1e6:g} ms",
+                 ok, f"{n} delayed of {len(pairs)} replies ({len(journal)} in the journal): KS D={d:.3f} "
+                     f"p={pval:.3g}, mean added {added / 1e6:.2f} ms (own time {own / 1e6:.2f} ms"
+                     + (f", from {len(base)} replies of {prm['reference']}" if prm.get("reference") else "") + ")",
+                 f"all journal's, >= 50, p > {1 - conf:.3g}" + (f", mean added {mean / 1e6:.2f} ms ± 5%"
+                                                                  if check_mean else ""))

@@ -111,7 +111,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         progress(f"fault {f.name}: {rec['spec']} on {f.host}/{f.interface} via {rec['attach_mode']} "
                  f"(seed {rec['seed']}{', kernel ' + host.kernel if host.kernel else ''})")
 
-    journaled = {e.params["fault"] for e in scn.expect if e.kind == "journal_matches"}
+    journaled = {e.params[k] for e in scn.expect if e.kind in ("journal_matches", "delay")
+                 for k in ("fault", "reference") if k in e.params}
     stop_drain = threading.Event()
     fault_host = {f.name: f.host for f in scn.faults}
 
@@ -298,8 +299,10 @@ def lab_down(name: str) -> dict:
 
 
 def lab_status() -> list[dict]:
+    """The labs that are up, after removing those a killed run left (with their faults)."""
     from ..inject.netns import netns_exists
 
+    api.reap()
     out = []
     for data in lab.recorded_labs():
         if data.get("kept"):

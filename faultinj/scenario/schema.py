@@ -35,6 +35,7 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
+from ..faults.time_faults import ns_of, parse_rate
 from ..inject.lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
 from ..inject.ovs import PROTOCOLS as OVS_PROTOCOLS
 from ..inject.ovs import VLAN_MODES as OVS_VLAN_MODES
@@ -45,7 +46,15 @@ from .predicates import compile_predicate
 
 
 class ScenarioError(SpecError):
-    pass
+    """One or more mistakes in a scenario file, one line each (file:line:column: what)."""
+
+    def __init__(self, *lines: str):
+        self.lines = list(lines)
+        super().__init__("\n".join(lines))
+
+    @property
+    def all_lines(self) -> list[str]:   # the CLI shows every one, --json lists them
+        return self.lines
 
 
 # ---- YAML with positions --------------------------------------------------------------
@@ -95,13 +104,29 @@ def _pos(mark) -> str:
 
 
 class _Ctx:
-    """Where we are in the file, for messages."""
+    """Where we are in the file, for messages; the mistakes found so far. A mistake ends the part of
+    the file it is in (an entry, the lab); the other parts are still checked, so a file with several
+    mistakes is told all of them at once."""
 
     def __init__(self, path: str):
         self.path = path
+        self.mistakes: list[tuple[tuple[int, int], str]] = []
 
     def fail(self, mark, msg: str):
         raise ScenarioError(f"{_pos(mark)}: {msg}")
+
+    def part(self, check, *args, default=None):
+        """check(*args), or default when it finds a mistake (kept, told at the end)."""
+        try:
+            return check(*args)
+        except ScenarioError as exc:
+            m = re.match(r"^.*?:(\d+):(\d+): ", str(exc))
+            self.mistakes.append(((int(m.group(1)) - 1, int(m.group(2)) - 1) if m else (1 << 30, 0), str(exc)))
+            return default
+
+    def raise_mistakes(self) -> None:
+        if self.mistakes:
+            raise ScenarioError(*[msg for _, msg in sorted(self.mistakes, key=lambda x: x[0])])
 
     def keys(self, m, where: str, required=(), optional=()) -> None:
         if not isinstance(m, dict):
@@ -251,6 +276,15 @@ EXPECT_KINDS = {
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),
     # TCP data segments that arrived after a later one of their connection (reordering)
     "out_of_order": ({"capture"}, {"per_connection", "connections"}),
+    # ICMP echo requests in and their replies out at one capture (one host's clock): the time between
+    # them fits the delay fault's distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms
+    # reference: a delay fault without jitter on other replies at the same capture: how late the host
+    # sends a held packet (its measured minus its delay) is taken from there, not from undelayed replies
+    "delay": ({"capture", "fault"}, {"confidence", "reference"}),
+    # data bits per second of the selected packets at a capture, first to last: min/max like 9mbit;
+    # or_share_of: {of: PRED, share: 0.9}: min is at most that share of those packets' throughput (an
+    # unpaced flow beside: what the sender manages at all)
+    "throughput": ({"capture"}, {"of", "min", "max", "or_share_of"}),
 }
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
@@ -287,28 +321,45 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{path}: YAML: {exc}") from None
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
-    ctx.keys(doc, "the scenario", required={"name"},
-             optional={"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
-    name = ctx.typed(doc, "name", str, "scenario")
+    ctx.part(ctx.keys, doc, "the scenario", {"name"},
+             {"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
+    name = ctx.part(ctx.typed, doc, "name", str, "scenario")
+    description = ctx.part(ctx.typed, doc, "description", str, "scenario", "")
     if "lab" in doc:
-        lab, interfaces = _lab(ctx, doc["lab"])
+        lab, interfaces = ctx.part(_lab, ctx, doc["lab"], default=(None, None))
+        if lab is None:   # the entries refer to the lab's hosts and interfaces: nothing more to check
+            ctx.raise_mistakes()
     else:   # every host is a container, a process or a namespace file
         lab, interfaces = TopologySpec(hosts=[], links=[]), {}
     hosts = _Hosts(lab.hosts)
-    faults = [_fault(ctx, f, i, hosts, interfaces) for i, f in enumerate(_list(ctx, doc, "faults"))]
-    traffic = [_traffic(ctx, t, i, hosts) for i, t in enumerate(_list(ctx, doc, "traffic"))]
-    captures = [_capture(ctx, c, i, hosts, interfaces) for i, c in enumerate(_list(ctx, doc, "capture"))]
-    _unique(ctx, doc, "faults", [f.name for f in faults])
-    _unique(ctx, doc, "traffic", [t.name for t in traffic])
-    _unique(ctx, doc, "capture", [c.name for c in captures])
-    refs = {"fault": [f.name for f in faults], "traffic": [t.name for t in traffic],
-            "capture": [c.name for c in captures], "host": hosts,
-            "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
-    expect = [_expect(ctx, e, refs, traffic, lab) for e in _list(ctx, doc, "expect")]
-    trace = _trace(ctx, doc["trace"]) if "trace" in doc else None
-    return Scenario(name, ctx.typed(doc, "description", str, "scenario", ""), path, lab, faults, traffic,
-                    captures, expect, interfaces, trace, hosts.targets)
 
+    def entries(key, check, *args):
+        """Each entry checked on its own; one with a mistake is left out, its name still known."""
+        out, names = [], []
+        for i, item in enumerate(ctx.part(_list, ctx, doc, key, default=[])):
+            got = ctx.part(check, ctx, item, i, *args)
+            if got is not None:
+                out.append(got)
+                names.append(got.name)
+            elif isinstance(item, dict) and isinstance(item.get("name"), str):
+                names.append(item["name"])
+        return out, names
+
+    faults, fault_names = entries("faults", _fault, hosts, interfaces)
+    traffic, traffic_names = entries("traffic", _traffic, hosts)
+    captures, capture_names = entries("capture", _capture, hosts, interfaces)
+    if not ctx.mistakes:   # positions of the entries as written
+        ctx.part(_unique, ctx, doc, "faults", [f.name for f in faults])
+        ctx.part(_unique, ctx, doc, "traffic", [t.name for t in traffic])
+        ctx.part(_unique, ctx, doc, "capture", [c.name for c in captures])
+    refs = {"fault": fault_names, "traffic": traffic_names, "capture": capture_names, "host": hosts,
+            "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
+    expect = [e for e in (ctx.part(_expect, ctx, e, refs, traffic, lab, faults)
+                          for e in ctx.part(_list, ctx, doc, "expect", default=[])) if e is not None]
+    trace = ctx.part(_trace, ctx, doc["trace"]) if "trace" in doc else None
+    ctx.raise_mistakes()
+    return Scenario(name, description, path, lab, faults, traffic, captures, expect, interfaces, trace,
+                    hosts.targets)
 
 class _Hosts(list):
     """The lab's hosts, and the hosts outside it that entries name as {container: NAME} (with
@@ -686,7 +737,7 @@ def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     return CaptureEntry(ctx.typed(c, "name", str, where, f"capture{i}"), host, iface, direction, snaplen)
 
 
-def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
+def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
     if not isinstance(e, YMap) or len(e) != 1:
         ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(EXPECT_KINDS)}, with its settings")
     kind = next(iter(e))
@@ -700,7 +751,7 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
         params = p
     ctx.keys(params, kind, required=required, optional=optional)
     for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host"),
-                      ("bridge", "bridge"), ("at_least_acted", "fault")):
+                      ("bridge", "bridge"), ("at_least_acted", "fault"), ("reference", "fault")):
         if key == "host" and key in params:
             params[key] = refs["host"].ref(ctx, params, key, kind)
         elif key in params:
@@ -737,12 +788,12 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
         if params["field"] not in ("ttl", "sport", "dport", "payload_len"):
             ctx.fail(params.value_marks["field"], "uniform.field must be ttl, sport, dport or payload_len")
     if kind == "loss":
-        t = next(t for t in traffic if t.name == params["traffic"])
-        if t.kind != "udp":
+        t = next((t for t in traffic if t.name == params["traffic"]), None)   # None: it has a mistake told
+        if t is not None and t.kind != "udp":
             ctx.fail(params.value_marks["traffic"], f"loss is measured on udp traffic; '{t.name}' is {t.kind}")
     if kind in ("tcp_intact", "tcp_stalled"):
-        t = next(t for t in traffic if t.name == params["traffic"])
-        if t.kind != "tcp":
+        t = next((t for t in traffic if t.name == params["traffic"]), None)
+        if t is not None and t.kind != "tcp":
             ctx.fail(params.value_marks["traffic"], f"{kind} needs tcp traffic; '{t.name}' is {t.kind}")
     if kind == "ovs_rule":
         flows = lab.ovs[params["bridge"]].flows if params["bridge"] in lab.ovs else []
@@ -752,6 +803,37 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec) -> ExpectEntry:
         for key in ("equals", "min", "max"):
             if key in params:
                 _pos_int(ctx, params, key, "ovs_rule", 0, 0, 2**63)
+    if kind == "delay":
+        for key in ("fault", "reference"):
+            if key not in params:
+                continue
+            spec = next(f.spec for f in faults if f.name == params[key])
+            if spec.name != "delay":
+                ctx.fail(params.value_marks[key], f"delay: fault '{params[key]}' is {spec.name}, not a delay")
+            o = spec.options
+            if key == "reference" and o.get("jitter", 0):
+                ctx.fail(params.value_marks[key], f"delay.reference: fault '{params[key]}' must have no jitter")
+            params["model" if key == "fault" else "reference_ns"] = (
+                {"delay_ns": ns_of(spec.value), "jitter_ns": o.get("jitter", 0), "dist": o.get("dist", "uniform")}
+                if key == "fault" else ns_of(spec.value))
+    if kind == "throughput":
+        share = params.get("or_share_of")
+        if share is not None:
+            if not isinstance(share, dict) or set(share) != {"of", "share"} or not isinstance(share["share"], float) \
+                    or not 0 < share["share"] <= 1:
+                ctx.fail(params.value_marks["or_share_of"], "throughput.or_share_of: {of: PREDICATE, share: 0.9}")
+            try:
+                compile_predicate(share["of"])
+            except SpecError as exc:
+                ctx.fail(params.value_marks["or_share_of"], f"throughput.or_share_of.of: {exc}")
+        if "min" not in params and "max" not in params:
+            ctx.fail(params.mark, "throughput needs min or max (bits per second, e.g. 9mbit)")
+        for key in ("min", "max"):
+            if key in params:
+                try:
+                    parse_rate(f"throughput.{key}", str(params[key]))
+                except SpecError as exc:
+                    ctx.fail(params.value_marks[key], str(exc))
     if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
         ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
     return ExpectEntry(kind, dict(params), e.mark.line + 1)
