@@ -436,7 +436,7 @@ def vm_kernels(rounds: int, quick: bool, host_per_packet: dict | None) -> dict:
     return {"boot_s": boots, "accel": accel, "guest_kernel": inside["meta"]["kernel"], "guest_per_packet": guest_pp}
 
 
-# 11 --------------------------------------------------------------------------------------
+# 12 --------------------------------------------------------------------------------------
 def _once(cmd) -> float:
     t = time.perf_counter()
     subprocess.run(cmd, check=True, capture_output=True)
@@ -469,7 +469,7 @@ def startup_time(rounds: int) -> dict:
     rows = [(name, "%.0f ms (%.0f–%.0f)" % tuple(x * 1000 for x in med(res[name])), fmt_ratio(res[name + " ratio"]))
             for name in cmds]
     rows.append(("python -c pass", "%.0f ms (%.0f–%.0f)" % tuple(x * 1000 for x in med(res["python -c pass"])), "1×"))
-    table("11. Command start-up: one process each, beside `python -c pass` in the same round (goal ≤ 6×)",
+    table("12. Command start-up: one process each, beside `python -c pass` in the same round (goal ≤ 6×)",
           ["command", "median (min–max)", "ratio to python -c pass"], rows)
     return res
 
@@ -550,7 +550,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10,11", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10,12", help="sections to run (3 runs with 2)")
     ap.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
     ap.add_argument("--seconds", type=int, help="seconds per live run (section 10; default 4, 2 with --quick)")
     args = ap.parse_args()
@@ -584,7 +584,7 @@ def main() -> int:
         out["run_rss"] = run_rss()
     if 8 in only:
         out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
-    if 11 in only:
+    if 12 in only:
         out["startup"] = startup_time(rounds)
     if 9 in only:
         out["vm"] = vm_kernels(rounds, args.quick, out.get("per_packet"))
