@@ -464,6 +464,44 @@ def vm_kernels(rounds: int, quick: bool, host_per_packet: dict | None) -> dict:
     return {"boot_s": boots, "accel": accel, "guest_kernel": inside["meta"]["kernel"], "guest_per_packet": guest_pp}
 
 
+# 12 --------------------------------------------------------------------------------------
+def _once(cmd) -> float:
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t
+
+
+def startup_time(rounds: int) -> dict:
+    """The commands people type most, each one process, beside the interpreter's own start in the same
+    round: `status` with 10 faults applied, `apply` and `clear` of one more, `--help`."""
+    py = [sys.executable, "-c", "pass"]
+    res: dict = {}
+    with Lab().up() as lab:
+        ns, dev = lab.a.netns, lab.a.ifname
+        for i in range(10):
+            faultinj.apply("drop=0,dport=%d" % (1000 + i), lab.b.ifname, netns_name=lab.b.netns)
+        cmds = {"faultinj --help": FAULTINJ + ["--help"], "faultinj status (10 faults)": FAULTINJ + ["status"],
+                "faultinj apply drop=0 (tc)": FAULTINJ + ["apply", "drop=0", dev, "--netns", ns],
+                "faultinj clear (1 fault)": FAULTINJ + ["clear", dev, "--netns", ns]}
+        try:
+            _once(cmds["faultinj apply drop=0 (tc)"])   # warm the build cache
+            _once(cmds["faultinj clear (1 fault)"])
+            for _ in range(rounds):
+                for name, cmd in cmds.items():
+                    p, c = _once(py), _once(cmd)
+                    res.setdefault(name, []).append(c)
+                    res.setdefault(name + " ratio", []).append(c / p)
+                    res.setdefault("python -c pass", []).append(p)
+        finally:
+            faultinj.clear(all_faults=True)
+    rows = [(name, "%.0f ms (%.0f–%.0f)" % tuple(x * 1000 for x in med(res[name])), fmt_ratio(res[name + " ratio"]))
+            for name in cmds]
+    rows.append(("python -c pass", "%.0f ms (%.0f–%.0f)" % tuple(x * 1000 for x in med(res["python -c pass"])), "1×"))
+    table("12. Command start-up: one process each, beside `python -c pass` in the same round (goal ≤ 6×)",
+          ["command", "median (min–max)", "ratio to python -c pass"], rows)
+    return res
+
+
 # 10 --------------------------------------------------------------------------------------
 TIME_PATHS = {   # label -> (faultinj spec or None, tc qdisc args or None)
     "bare (noqueue)": (None, None),
@@ -590,7 +628,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10,11", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10,11,12", help="sections to run (3 runs with 2)")
     ap.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
     ap.add_argument("--seconds", type=int, help="seconds per live run (section 10; default 4, 2 with --quick)")
     args = ap.parse_args()
@@ -626,6 +664,8 @@ def main() -> int:
         out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
     if 11 in only:
         out["attach_kinds"] = attach_kinds(rounds, args.seconds or (2 if args.quick else 4))
+    if 12 in only:
+        out["startup"] = startup_time(rounds)
     if 9 in only:
         out["vm"] = vm_kernels(rounds, args.quick, out.get("per_packet"))
     if 10 in only:

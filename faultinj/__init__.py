@@ -8,9 +8,22 @@
 
 __version__ = "0.1.0"
 
-from .api import apply, apply_program, clear, fault, reap, set_fault, status  # noqa: E402
 from .errors import FaultinjError  # noqa: E402
-from .faults import CATALOGUE, parse_spec  # noqa: E402
+
+# The API is imported when first used (PEP 562): `faultinj --help` or `faultinj.errors` need not load
+# the catalogue, libbpf's binding and the kernel code (a command answers sooner).
+_LAZY = {"apply": "api", "apply_program": "api", "clear": "api", "fault": "api", "reap": "api", "set_fault": "api",
+         "status": "api", "CATALOGUE": "faults", "parse_spec": "faults"}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'faultinj' has no attribute {name!r}")
 
 __all__ = ["apply", "apply_program", "clear", "fault", "lab", "reap", "set_fault", "status", "FaultinjError", "CATALOGUE", "parse_spec",
            "__version__"]

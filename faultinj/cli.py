@@ -1,4 +1,4 @@
-"""The `faultinj` command: a thin layer over faultinj.api.
+"""The `faultinj` command: a thin layer over faultinj.api (each command imports only the part it calls).
 
 One error boundary (`_boundary`) turns a FaultinjError into one line on
 stderr and its exit status; `--traceback` shows the Python traceback instead.
@@ -220,7 +220,7 @@ def apply(
     """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits.
     Where: INTERFACE here, or in --netns, --netns-path, --pid or --container; --peer-of CONTAINER
     attaches on the far end of the container's veth INTERFACE (default eth0)."""
-    from .api import apply as do_apply, apply_program
+    from .lifecycle import apply as do_apply, apply_program
 
     where = dict(netns_path=netns_path, pid=pid, container=container, runtime=runtime, peer_of=peer_of,
                  attach_kind=attach_kind, first=first, before=before, after=after)
@@ -264,7 +264,7 @@ def status(
     as_json: bool = JsonOpt,
 ):
     """Every fault faultinj applied: where, hook, spec, seed, deadline, live counters."""
-    from .api import status as do_status
+    from .faultstatus import status as do_status
 
     rows = do_status(netns_name=netns, all_namespaces=netns is None)
     if as_json:
@@ -320,7 +320,7 @@ def set_(
     as_json: bool = JsonOpt,
 ):
     """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply."""
-    from .api import set_fault
+    from .lifecycle import set_fault
 
     if _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
         spec, interface = interface, spec
@@ -351,7 +351,7 @@ def clear(
     as_json: bool = JsonOpt,
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
-    from .api import clear as do_clear
+    from .removal import clear as do_clear
 
     removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
                        pid=pid, container=container, runtime=runtime)
@@ -396,7 +396,8 @@ def journal(
     """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq, and the
     spec in force then. Each fault keeps its last 4096 events; reading takes nothing away (any number of
     readers each see every event); --follow prints the events from now on."""
-    from .api import journal as open_journal, parse_duration
+    from .inject.journal import open_for as open_journal
+    from .values import parse_duration
 
     seconds = parse_duration(duration)
     if seconds is not None and not follow:
@@ -458,7 +459,7 @@ def trace(
     """Where packets went, hop by hop across interfaces and namespaces, and where they died (with the
     kernel's drop reason, or the faultinj fault that took them). BTF raw tracepoints; filters run in the kernel."""
     from . import pcap as pcap_mod
-    from .api import parse_duration
+    from .values import parse_duration
     from .faults.match import parse_match
     from .inject import caps
     from .inject.trace import check_btf, skb_functions, trace as do_trace
@@ -530,28 +531,23 @@ def trace(
 @app.command()
 @_boundary
 def demo(
-    pcap_dir: Optional[str] = typer.Option(None, help="Save each experiment's capture as a pcap here."),
-    seed: int = typer.Option(42, help="Seed of every fault (runs repeat packet for packet)."),
-    keep: bool = typer.Option(False, "--keep", help="Leave the lab's namespaces in place."),
+    pcap_dir: Optional[str] = typer.Option(None, help="Save each scenario's captures as pcaps here."),
+    seed: Optional[int] = typer.Option(None, help="Seed of every fault (default: the scenario files' own)."),
+    keep: bool = typer.Option(False, "--keep", help="Leave the labs' namespaces in place."),
     as_json: bool = JsonOpt,
 ):
-    """Replay the seed article's faults in a throw-away two-namespace lab, verified."""
+    """Replay the seed article's faults (the shipped scenario files), each in a throw-away lab, verified."""
     from . import demo as demo_mod
     from .inject import caps
 
     caps.require_privileges()
-    outcomes = demo_mod.run(pcap_dir=pcap_dir, seed=seed, keep=keep,
-                            progress=lambda msg: typer.echo(msg, err=True))
-    ok = all(o.ok for o in outcomes)
+    verdicts = demo_mod.run(pcap_dir=pcap_dir, seed=seed, keep=keep, progress=lambda msg: typer.echo(msg, err=True))
+    ok = all(v.ok for v in verdicts)
     if as_json:
-        _print_json({"ok": ok, "experiments": [o.to_json() for o in outcomes]})
+        _print_json({"ok": ok, "scenarios": [v.to_json() for v in verdicts]})
     else:
-        for o in outcomes:
-            typer.echo(f"\n{o.spec}  {'PASS' if o.ok else 'FAIL'}  counters {o.counters}"
-                       + (f"  pcap {o.pcap}" if o.pcap else ""))
-            _print_checks(o.checks)
-            for hop in o.facts.get("hops", []):
-                typer.echo(f"    {hop}")
+        for v in verdicts:
+            _print_verdict(v)
         typer.echo(f"\n{'all checks hold' if ok else 'SOME CHECKS FAILED'}")
     if not ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
@@ -561,6 +557,27 @@ def _print_checks(checks) -> None:
     for c in checks:
         ci = f"  CI [{c.ci[0]:.4f}, {c.ci[1]:.4f}]" if c.ci else ""
         typer.echo(f"  {'✓' if c.ok else '✗'} {c.name}: {c.observed} (expected {c.expected}){ci}")
+
+
+def _print_verdict(r) -> None:
+    """One verdict (verdict.Verdict) as text: what was run, each check, what it left to look at."""
+    typer.echo(f"\n{r.scenario}{f' ({r.path})' if r.path else ''}: {'PASS' if r.ok else 'FAIL'}"
+               + (f" in {r.seconds:.1f}s" if r.seconds else ""))
+    for name, counters in r.counters.items():
+        typer.echo(f"  fault {name}: {counters}")
+    for key, value in r.facts.items():
+        typer.echo(f"  {key}: {value}")
+    _print_checks(r.checks)
+    for err in r.errors:
+        typer.echo(f"  ✗ error: {err}")
+    for name, path in r.pcaps.items():
+        typer.echo(f"  pcap {name}: {path}")
+    for i, journey in enumerate(r.journeys, 1):
+        typer.echo(f"  journey {i}:")
+        for hop in journey:
+            typer.echo(f"    {hop}")
+    for name, sw in r.ovs.items():
+        _print_ovs(name, sw)
 
 
 def _print_ovs(name: str, sw: dict) -> None:
@@ -610,18 +627,7 @@ def run(
         _print_json([r.to_json() for r in reports])
     else:
         for r in reports:
-            typer.echo(f"\n{r.scenario} ({r.path}): {'PASS' if r.ok else 'FAIL'} in {r.seconds:.1f}s")
-            _print_checks(r.checks)
-            for err in r.errors:
-                typer.echo(f"  ✗ error: {err}")
-            for name, path in r.pcaps.items():
-                typer.echo(f"  pcap {name}: {path}")
-            for i, journey in enumerate(r.journeys, 1):
-                typer.echo(f"  journey {i}:")
-                for hop in journey:
-                    typer.echo(f"    {hop}")
-            for name, sw in r.ovs.items():
-                _print_ovs(name, sw)
+            _print_verdict(r)
     if not all(r.ok for r in reports):
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
@@ -704,8 +710,7 @@ def verify(
     if as_json:
         _print_json(res.to_json())
     else:
-        typer.echo(f"{res.packets} packets captured")
-        _print_checks(res.checks)
+        _print_verdict(res)
     if not res.ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
@@ -722,7 +727,7 @@ def replay(
 ):
     """Run faults over a capture offline (BPF_PROG_TEST_RUN): dropped packets omitted, changed ones rewritten,
     duplicated ones written twice."""
-    from .api import check_seed
+    from .values import check_seed
     from .inject import caps
     from .inject.replay import replay as do_replay
 
@@ -800,7 +805,7 @@ def agent(stdio: bool = typer.Option(True, "--stdio", help="Serve on stdin/stdou
 @_boundary
 def reap(as_json: bool = JsonOpt):
     """Finish what killed faultinj processes left, remove expired faults and orphaned labs."""
-    from .api import reap as do_reap
+    from .removal import reap as do_reap
 
     done = do_reap()
     if as_json:
@@ -821,7 +826,7 @@ def metrics(
 ):
     """Serve Prometheus metrics of every fault: seen, matched, acted, journal losses, deadline, state;
     labelled with id, spec, interface, netns, target and hook. Read afresh on every scrape."""
-    from .api import parse_duration
+    from .values import parse_duration
     from .inject import caps
     from .metrics import serve
 

@@ -1,40 +1,46 @@
-"""The built-in demo: the seed article's bug replays in a lab of two
-namespaces, each verified, then the lab is removed (also on failure)."""
+"""The built-in demo: the seed article's faults replayed by the shipped scenario files
+(scenarios/), each in a throw-away lab of namespaces, verified, the lab removed (also on failure)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
 from typing import Callable
 
-from . import experiments
-from .inject.lab import Lab, LinkSettings
+from .errors import EnvironmentProblem
+from .verdict import Verdict
+
+# (file, what the step shows)
+STEPS = (
+    ("ttl-pong.yaml", "ttl-pong on vm1's XDP: 2500 pings, reply TTLs must spread over 1..64"),
+    ("psh-ratio.yaml", "psh-ratio=10 on vm1's tc egress: 20 MB of TCP, 1 in 10 data segments must carry PSH"),
+    ("drop.yaml", "drop=5% on vm1's tc egress: 20000 UDP datagrams, loss must be 5% within the CI"),
+    ("traced-drop.yaml", "trace: 3 pings with vm2's replies dropped; each reply's journey must end at the "
+     "fault, labelled"),
+)
 
 
-def run(pcap_dir: str | None = None, seed: int = 42, keep: bool = False,
-        progress: Callable[[str], None] = lambda msg: None) -> list[experiments.Outcome]:
-    lab = Lab()
-    # A's link: one segment per skb at tc egress, full checksums on the wire
-    settings = LinkSettings(tx_checksum=False, gso_max_segs=1)
-    outcomes = []
-    try:
-        progress(f"lab: namespaces {lab.prefix}-a and {lab.prefix}-b joined by a veth pair")
-        lab.up(a_settings=settings)
-        steps = [
-            ("ttl-pong on A's XDP: 2000 pings, reply TTLs must spread over 1..64",
-             lambda: experiments.ttl_pong(lab, seed=seed, pcap_dir=pcap_dir)),
-            ("psh-ratio=10 on A's tc egress: 20 MB of TCP, 1 in 10 data segments must carry PSH",
-             lambda: experiments.psh_ratio(lab, ratio=10, seed=seed, pcap_dir=pcap_dir)),
-            ("drop=5% on A's tc egress: 20000 UDP datagrams, loss must be 5% within the CI",
-             lambda: experiments.drop(lab, probability=0.05, seed=seed, pcap_dir=pcap_dir)),
-            ("trace: 3 pings with B's replies dropped; each journey must end at the fault, labelled",
-             lambda: experiments.traced_drop(lab, seed=seed)),
-        ]
-        for i, (what, step) in enumerate(steps, 1):
-            progress(f"[{i}/{len(steps)}] {what}")
-            outcomes.append(step())
-    finally:
-        if keep:
-            progress(f"lab kept: remove it with 'ip netns del {lab.prefix}-a; ip netns del {lab.prefix}-b'")
-        else:
-            lab.down()
-            progress("lab removed")
-    return outcomes
+def scenarios_dir() -> Path:
+    """scenarios/ inside the installed wheel, else the source tree's."""
+    here = Path(__file__).resolve().parent
+    for cand in (here / "scenarios", here.parent / "scenarios"):
+        if (cand / STEPS[0][0]).is_file():
+            return cand
+    raise EnvironmentProblem(f"faultinj's scenario files are missing (looked in {here / 'scenarios'}): "
+                             "reinstall faultinj")
+
+
+def run(pcap_dir: str | None = None, seed: int | None = None, keep: bool = False,
+        progress: Callable[[str], None] = lambda msg: None) -> list[Verdict]:
+    """Run each step's scenario; seed: every fault's (None: as the files say)."""
+    from .scenario import load
+    from .scenario.runner import run as run_scenario
+
+    verdicts = []
+    for i, (name, what) in enumerate(STEPS, 1):
+        scn = load(scenarios_dir() / name)
+        if seed is not None:
+            scn.faults = [replace(f, seed=seed) for f in scn.faults]
+        progress(f"[{i}/{len(STEPS)}] {what} ({name})")
+        verdicts.append(run_scenario(scn, pcap_dir=pcap_dir, keep=keep, progress=progress))
+    return verdicts

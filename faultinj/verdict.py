@@ -1,9 +1,10 @@
-"""A verdict is a list of Checks: what was observed, what was expected, the
-confidence interval where statistics decide."""
+"""A verdict is a list of Checks (what was observed, what was expected, the confidence interval
+where statistics decide) and what they were judged from. One type for every run that judges:
+a scenario (`faultinj run`, the demo) and `faultinj verify`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import stats
 
@@ -21,6 +22,34 @@ class Check:
     def to_json(self) -> dict:
         return {"name": self.name, "ok": self.ok, "observed": self.observed, "expected": self.expected,
                 "ci": list(self.ci) if self.ci else None}
+
+
+@dataclass
+class Verdict:
+    scenario: str                    # what was run: the scenario's name, or "verify"
+    path: str = ""                   # its file
+    checks: list[Check] = field(default_factory=list)
+    pcaps: dict[str, str] = field(default_factory=dict)    # capture -> its pcap file
+    counters: dict[str, dict] = field(default_factory=dict)   # fault -> its counters
+    errors: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    prefix: str = ""                 # the lab's namespace prefix
+    journeys: list[list] = field(default_factory=list)   # trace: each sampled packet's hops, in order
+    faults: dict[str, dict] = field(default_factory=dict)  # fault -> where it ran: host, kernel, hook, attach mode
+    ovs: dict[str, dict] = field(default_factory=dict)     # OVS bridge -> its rules' statistics and megaflows
+    plots: dict[int, dict] = field(default_factory=dict)   # check index -> what the HTML report draws for it
+    description: str = ""
+    facts: dict = field(default_factory=dict)               # what else was seen (verify: packets captured)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors and bool(self.checks) and all(c.ok for c in self.checks)
+
+    def to_json(self) -> dict:
+        return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
+                "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
+                "errors": self.errors, "lab_prefix": self.prefix, "faults": self.faults,
+                "journeys": [[h.to_json() for h in j] for j in self.journeys], "ovs": self.ovs, "facts": self.facts}
 
 
 def ratio_check(name: str, k: int, n: int, p: float, confidence: float = CONFIDENCE) -> Check:

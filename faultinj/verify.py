@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 from . import api
 from .errors import SpecError
@@ -12,27 +11,13 @@ from .inject.capture import Capture
 from .packets import parse
 from .scenario.expect import RunData, evaluate
 from .scenario.schema import ExpectEntry
-from .verdict import Check
-
-
-@dataclass
-class VerifyResult:
-    checks: list[Check] = field(default_factory=list)
-    packets: int = 0
-    pcap: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return bool(self.checks) and all(c.ok for c in self.checks)
-
-    def to_json(self) -> dict:
-        return {"ok": self.ok, "packets": self.packets, "pcap": self.pcap, "checks": [c.to_json() for c in self.checks]}
+from .verdict import Check, Verdict
 
 
 def verify(ifname: str, *, netns_name: str | None = None, duration: str | float | None = "10s",
            count: int | None = None, of: str = "all", having: str, p: float | None = None,
            ratio: int | None = None, fault_id: str | None = None, direction: str = "in", snaplen: int = 256,
-           pcap: str | None = None, confidence: float = 0.999) -> VerifyResult:
+           pcap: str | None = None, confidence: float = 0.999) -> Verdict:
     from .scenario.predicates import compile_predicate
 
     if (p is None) == (ratio is None):
@@ -46,7 +31,7 @@ def verify(ifname: str, *, netns_name: str | None = None, duration: str | float 
     seconds = api.parse_duration(duration) if duration is not None else None
     if seconds is None and count is None:
         raise SpecError("give --duration or --count to bound the capture")
-    before = _counters(fault_id, netns_name) if fault_id else None
+    before = _counters(fault_id) if fault_id else None
     cap = Capture(netns_name, ifname, snaplen=snaplen, direction=direction).start()
     try:
         end = time.monotonic() + seconds if seconds else None
@@ -59,10 +44,10 @@ def verify(ifname: str, *, netns_name: str | None = None, duration: str | float 
     data = RunData(packets={"cap": [parse(f.data, f.length) for f in cap.frames]})
     params = {"capture": "cap", "of": of, "having": having, "confidence": confidence}
     params.update({"p": p} if p is not None else {"ratio": ratio})
-    result = VerifyResult(packets=len(cap.frames))
+    result = Verdict("verify", facts={"packets captured": len(cap.frames)})
     result.checks.append(evaluate(ExpectEntry("fraction", params, 0), data))
     if fault_id:
-        after = _counters(fault_id, netns_name)
+        after = _counters(fault_id)
         data.counters["f"] = {k: after[k] - before.get(k, 0) for k in after}
         fparams = {"fault": "f", "confidence": confidence, **({"p": p} if p is not None else {"ratio": ratio})}
         result.checks.append(evaluate(ExpectEntry("fault_ratio", fparams, 0), data))
@@ -70,12 +55,12 @@ def verify(ifname: str, *, netns_name: str | None = None, duration: str | float 
         result.checks.append(Check("capture lost nothing", False, str(cap.kernel_drops), "0"))
     if pcap:
         cap.save_pcap(pcap)
-        result.pcap = pcap
+        result.pcaps["capture"] = pcap
     return result
 
 
-def _counters(fault_id: str, netns_name: str | None) -> dict:
-    for st in api.status():
-        if st.record.id == fault_id:
-            return st.counters or {}
-    raise SpecError(f"no fault with id {fault_id} (see 'faultinj status')")
+def _counters(fault_id: str) -> dict:
+    st = api.fault_status(fault_id)
+    if st is None:
+        raise SpecError(f"no fault with id {fault_id} (see 'faultinj status')")
+    return st.counters or {}

@@ -98,6 +98,48 @@ def test_help_shows_choices_and_one_name_for_a_fault_id(command, shown):
         assert s in text, (s, r.stdout)
 
 
+# ---- commands that answer at once: no command imports what it does not use ----------------------
+
+_IMPORTS_OF = """
+import runpy, sys
+sys.argv = ["faultinj", *sys.argv[1:]]
+try:
+    runpy.run_module("faultinj.cli", run_name="__main__")
+except SystemExit as exc:
+    code = exc.code
+print(" ".join(sorted({m.split(".")[0] for m in sys.modules})), file=sys.stderr)
+"""
+HEAVY = {"pyroute2", "scapy", "yaml", "matplotlib", "numpy"}   # ~180 ms, ~300 ms, ...
+
+
+def _imported_by(*args) -> set[str]:
+    import subprocess
+    import sys
+
+    # cwd "/": the installed faultinj, not the source tree's
+    r = subprocess.run([sys.executable, "-c", _IMPORTS_OF, *args], capture_output=True, text=True, cwd="/")
+    return set(r.stderr.strip().splitlines()[-1].split())
+
+
+def test_status_help_set_and_clear_import_no_netlink_library_nor_scapy(lab):
+    """`status`, `--help`, `faults`, a `set` (a map write) and a `clear` of an interface without
+    faults load neither pyroute2 nor scapy nor yaml: they read files, maps and the link table
+    (if_nameindex). Looking an interface up imported pyroute2 (~180 ms) before."""
+    import faultinj
+
+    b = lab.b
+    for args in (["--help"], ["faults"], ["status"], ["clear", b.ifname, "--netns", b.netns],
+                 ["set", "drop=0.5", b.ifname, "--netns", b.netns]):      # no fault there: says so
+        assert not _imported_by(*args) & HEAVY, args
+    rec = faultinj.apply("drop=0", lab.a.ifname, netns_name=lab.a.netns)
+    try:
+        mods = _imported_by("set", "drop=0.5", lab.a.ifname, "--netns", lab.a.netns)
+        assert "faultinj" in mods and not mods & HEAVY, mods & HEAVY
+        assert faultinj.status()[0].record.spec == "drop=0.5@tc-egress"   # the set did happen
+    finally:
+        faultinj.clear(fault_id=rec.id)
+
+
 def test_version():
     from importlib.metadata import version
 

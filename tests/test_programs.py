@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ctypes
+
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,8 +17,8 @@ from scapy.packet import Padding
 
 from faultinj import stats
 from faultinj.errors import BuildError, EnvironmentProblem, VerifierError
-from faultinj.faults import parse_spec
-from faultinj.inject import build, libbpf, maps, program
+from faultinj.faults import CATALOGUE, parse_spec
+from faultinj.inject import build, layout, libbpf, maps, program
 
 DATA = Path(__file__).parent / "data"
 XDP_DROP, XDP_PASS = 1, 2
@@ -259,11 +261,10 @@ def test_seeded_ttls_repeat():
 
 
 def _set_config(obj, **changes):
-    fd = obj.map_fds["fi_config"]
-    cfg = maps.read_config(fd)
+    cfg = maps.read_config(obj.map_fds)
     for k, v in changes.items():
         setattr(cfg, k, v)
-    maps.write_config(fd, cfg)
+    maps.write_config(obj.map_fds, cfg)
 
 
 @pytest.mark.parametrize("spec,rc", [("drop=100%@xdp", XDP_PASS), ("corrupt=1@xdp", XDP_PASS),
@@ -324,6 +325,42 @@ def test_random_bytes_never_crash_and_pass_or_drop():
                 assert rc in (XDP_PASS, TC_UNSPEC) and len(out) == len(frame)
                 changed = diff_offsets(frame, out)
                 assert len(changed) <= 3
+
+
+# ---- one layout: C and Python ---------------------------------------------------------------
+
+PROGRAMS = sorted({(f.program, f.default_hook) for f in CATALOGUE.values()}) + [("trace", "trace")]
+
+
+@pytest.mark.parametrize("program,hook", PROGRAMS)
+def test_python_layouts_equal_the_objects_btf(program, hook):
+    """Every struct user space writes or reads (config, filter, journal event, tracer config) has the
+    same size and member offsets in Python as in the compiled object's BTF."""
+    obj_path = build.compile_program(program, hook)
+    found = {name: libbpf.btf_struct(str(obj_path), name) for name in layout.STRUCTS}
+    assert found["fi_match"] is not None        # every program filters
+    for name, btf in found.items():
+        if btf is not None:
+            size, members = layout.describe(layout.STRUCTS[name])
+            assert btf == (size, members), name
+    assert layout.mismatches(str(obj_path)) == []
+
+
+class _PerturbedConfig(ctypes.Structure):
+    """fi_config with param and flags swapped in the wrong order and widened: a drift to catch."""
+    _fields_ = [(n, t) for n, t in layout.FiConfig._fields_ if n not in ("param", "flags")][:3] + \
+        [("flags", layout.u64)] + [(n, t) for n, t in layout.FiConfig._fields_][5:]
+
+
+def test_a_layout_drift_refuses_the_build(monkeypatch, tmp_path):
+    monkeypatch.setenv("FAULTINJ_CACHE_DIR", str(tmp_path))
+    obj_path = build.compile_program("drop", "xdp")   # built before the drift
+    monkeypatch.setitem(layout.STRUCTS, "fi_config", _PerturbedConfig)
+    assert any("fi_config.param" in m for m in layout.mismatches(str(obj_path)))
+    monkeypatch.setattr(build, "_key", lambda *a: "drifted")   # as if layout.py had changed
+    with pytest.raises(BuildError, match=r"layouts differ.*fi_config\.flags"):
+        build.compile_program("drop", "xdp")
+    assert not list(tmp_path.glob("drop.xdp.drifted.o"))
 
 
 # ---- load errors -------------------------------------------------------------------------
@@ -397,7 +434,7 @@ def test_each_filter_field(filters, hits, misses, hook):
 def test_filters_change_live_in_the_config_map():
     with loaded("drop=100%,proto=udp@xdp") as obj:
         assert run(obj, V4)[0] == XDP_PASS
-        _set_config(obj, match=parse_spec("drop=1,proto=tcp").match.pack())
+        _set_config(obj, match=bytes(layout.match_struct(parse_spec("drop=1,proto=tcp").match)))
         assert run(obj, V4)[0] == XDP_DROP
 
 

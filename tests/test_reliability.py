@@ -216,11 +216,8 @@ def _consistent(lab, private_state, foreign: list[int]) -> str:
     assert sorted(r["id"] for r in records) == pins
     assert sorted(running) == sorted(foreign + [r["prog_id"] for r in records]), (running, foreign, records)
     for r in records:
-        fd = libbpf.obj_get(f"{r['pin_dir']}/fi_config")
-        try:
-            cfg = maps.read_config(fd)
-        finally:
-            os.close(fd)
+        with maps.pinned(r["pin_dir"]) as fds:
+            cfg = maps.read_config(fds)
         assert cfg.threshold == parse_spec(f"{r['fault']}={r['value']}").threshold  # record and kernel agree
     for st in faultinj.status():
         assert st.state == "active", (st.state, st.detail)

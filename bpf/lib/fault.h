@@ -9,7 +9,9 @@
 #include "match.h"
 #include "parse.h"
 
-/* Mirrors faultinj/inject/maps.py CONFIG_FORMAT; change both together. */
+/* The layout user space writes: faultinj/inject/layout.py describes it, and
+ * the build checks that description against this object's BTF (sizes and
+ * offsets), so the two cannot drift. */
 struct fi_config {
 	__u64 seed;
 	__u64 deadline_ns;   /* CLOCK_MONOTONIC (bpf_ktime_get_ns); 0: none */
@@ -37,12 +39,27 @@ enum fi_counter {
 	FI_NR_COUNTERS,
 };
 
+/* The config, in two slots: `set` rewrites the whole config while packets
+ * flow, so it writes the slot no packet reads, then points fi_config_live at
+ * it, then waits for an RCU grace period (every program that may still read
+ * the old slot has returned) before the next `set` may write that one. One
+ * packet sees one config: never the new rate with the old filter. A copy
+ * under a bpf_spin_lock would do it too, but 144 more bytes of stack do not
+ * fit beside corrupt's at XDP. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct fi_config);
+} fi_config SEC(".maps");
+
+/* which fi_config slot is live: 0 or 1 */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct fi_config);
-} fi_config SEC(".maps");
+	__type(value, __u32);
+} fi_config_live SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -209,16 +226,21 @@ static __always_inline int fi_is_dup_copy(fi_ctx_t *ctx)
 #endif
 }
 
-/* The live config, or NULL when the fault is switched off or past its
+/* The live config (one slot, read by this packet throughout: see
+ * fi_config_live), or NULL when the fault is switched off or past its
  * deadline, or the packet is the copy of a duplicate after this fault: then
  * the program must pass it and count nothing. */
 static __always_inline struct fi_config *fi_config_get(fi_ctx_t *ctx)
 {
-	__u32 key = 0;
+	__u32 key = 0, *live;
 	struct fi_config *cfg;
 
 	if (fi_is_dup_copy(ctx))
 		return NULL;
+	live = bpf_map_lookup_elem(&fi_config_live, &key);
+	if (!live)
+		return NULL;
+	key = *live & 1;
 	cfg = bpf_map_lookup_elem(&fi_config, &key);
 	if (!cfg || !(cfg->flags & FI_CFG_ACTIVE))
 		return NULL;

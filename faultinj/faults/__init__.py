@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import SpecError
 from . import (burst_loss, corrupt, drop, duplicate, first_psh, ip_rewrite, psh_ratio, tcp_flags, time_faults,
                truncate, ttl_pong)
-from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, probability_threshold
+from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, Value, probability_threshold
 from .match import MARK, NO_MATCH, Match, parse_match
 
 CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio.FAULT, drop.FAULT, first_psh.FAULT,
@@ -21,8 +21,15 @@ CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio
                                                          corrupt.FAULT, truncate.FAULT, duplicate.FAULT,
                                                          *time_faults.FAULTS)}
 
-__all__ = ["CATALOGUE", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec", "get_fault",
-           "parse_hook", "rate_threshold"]
+# A user's own BPF C program (`apply --program FILE.c`): a spec like any fault's (program=FILE.c:FUNCTION@HOOK),
+# listed and cleared alike, but not in the catalogue and with no config to write.
+PROGRAM = FaultType(name="program", summary="a user's own BPF C program (faultinj apply --program FILE.c)",
+                    program="", hooks=HOOKS, value=Value("FILE.c:FUNCTION", "the source and its entry function",
+                                                         lambda _name, text: text.strip()),
+                    unit="", threshold=None, configurable=False)
+
+__all__ = ["CATALOGUE", "PROGRAM", "Change", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec",
+           "parse_change", "get_fault", "parse_hook", "rate_threshold"]
 
 
 @dataclass(frozen=True)
@@ -73,6 +80,8 @@ def _suggest(word: str, choices) -> str:
 
 
 def get_fault(name: str) -> FaultType:
+    if name == PROGRAM.name:
+        return PROGRAM
     try:
         return CATALOGUE[name]
     except KeyError:
@@ -94,14 +103,8 @@ def parse_hook(text: str) -> str:
 
 def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
     """'drop=0.2,proto=udp@ingress' -> FaultSpec. `hook` (from a flag) must agree with an @hook."""
-    if not text or not text.strip():
-        raise SpecError("empty fault spec: give NAME[=VALUE][@HOOK], e.g. psh-ratio=10")
-    body, at, hook_text = text.strip().partition("@")
-    if at and not hook_text:
-        raise SpecError(f"'{text}': nothing after '@': give a hook (xdp, ingress, egress)")
-    head, *filters = body.split(",")
-    name, eq, value_text = head.partition("=")
-    fault = get_fault(name.strip())
+    fault, value_text, filters, hook_text = _split(text)
+    eq = value_text is not None
     if eq and not value_text.strip():
         raise SpecError(f"'{text}': nothing after '=': {fault.name} takes {fault.value.name}: {fault.value.help}")
     if value_text:
@@ -112,7 +115,7 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
         )
     else:
         value = fault.value.default
-    chosen = parse_hook(hook_text) if at else None
+    chosen = parse_hook(hook_text) if hook_text is not None else None
     if hook is not None:
         flag_hook = parse_hook(hook)
         if chosen is not None and chosen != flag_hook:
@@ -122,10 +125,50 @@ def parse_spec(text: str, hook: str | None = None) -> FaultSpec:
     if chosen not in fault.hooks:
         raise SpecError(f"{fault.name} cannot run on {chosen}; it runs on: {', '.join(fault.hooks)}"
                         + (f" ({fault.hooks_note})" if fault.hooks_note else ""))
-    match = parse_match(filters, fault.options)
+    match = parse_match(filters or [], fault.options)
     if match.fields & MARK and chosen == "xdp":
         raise SpecError("mark= filters on the skb's mark, which XDP runs before: give @ingress or @egress")
     if match.probability is not None and fault.threshold is not None:
         raise SpecError(f"{fault.name} takes its rate as its value ({fault.name}={fault.value.name}); "
                         "p= and ratio= are for faults whose value is something else (ttl, dscp)")
     return FaultSpec(fault=fault, value=value, hook=chosen, match=match)
+
+
+def _split(text: str) -> tuple[FaultType, str | None, list[str] | None, str | None]:
+    """'drop=5%,proto=udp@ingress' -> (drop, '5%', ['proto=udp'], 'ingress'); None where not given."""
+    if not text or not text.strip():
+        raise SpecError("empty fault spec: give NAME[=VALUE][@HOOK], e.g. psh-ratio=10")
+    body, at, hook_text = text.strip().partition("@")
+    if at and not hook_text:
+        raise SpecError(f"'{text}': nothing after '@': give a hook (xdp, ingress, egress)")
+    head, *filters = body.split(",")
+    name, eq, value_text = head.partition("=")
+    return get_fault(name.strip()), value_text if eq else None, filters or None, hook_text if at else None
+
+
+@dataclass(frozen=True)
+class Change:
+    """What `set` changes in a running fault: its value, its filters (all of them), or both."""
+    fault: FaultType
+    value: str | None
+    filters: list | None
+    hook: str | None            # selects the fault among several; a fault's hook does not change
+
+    def applied_to(self, current: FaultSpec) -> FaultSpec:
+        """The spec after the change, parsed and validated as apply's."""
+        value = self.value if self.value is not None else str(current.value)
+        filters = self.filters if self.filters is not None else [f"{k}={v}" for k, v in current.match.words]
+        return parse_spec(",".join([f"{current.name}={value}", *filters]) + f"@{current.hook}")
+
+
+def parse_change(text: str) -> Change:
+    """`set`'s NAME[=VALUE][,FILTER=V...][@HOOK]: the value and filters checked here, before any
+    fault is looked up. NAME alone changes nothing by itself (--seed, --duration do)."""
+    fault, value_text, filters, hook_text = _split(text)
+    if not fault.configurable:
+        raise SpecError("a custom program has no faultinj config to set: clear it and apply it again")
+    if value_text is not None:
+        parse_spec(text)                      # the new value (and filters) valid as apply's
+    elif filters:
+        parse_match(filters, fault.options)
+    return Change(fault, value_text, filters, parse_hook(hook_text) if hook_text is not None else None)

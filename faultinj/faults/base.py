@@ -66,6 +66,8 @@ class FaultType:
     # a qdisc the fault needs on the link (time faults: fq holds packets until their departure time)
     qdisc: str | None = None
     hooks_note: str = ""          # why it runs only where it does
+    # False: a user's own program (apply --program): no faultinj config, counters or journal
+    configurable: bool = True
 
     def option_values(self, given: dict) -> dict:
         """Every option's value: the parsed word where given, else its default."""

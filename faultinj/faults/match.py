@@ -1,14 +1,13 @@
 """Match filters common to every fault: `drop=10%,proto=tcp,dport=443,dst=10.0.0.0/24`.
 
-Pure Python: parse the filter words, and pack them as `struct fi_match`
-(bpf/lib/fault.h) for the config map, so filters change without a reload.
+Pure Python: parse the filter words; inject/layout.py lays them out as `struct fi_match`
+(bpf/lib/match.h) for the config map, so filters change without a reload.
 """
 
 from __future__ import annotations
 
 import difflib
 import ipaddress
-import struct
 from dataclasses import dataclass
 
 from ..errors import SpecError
@@ -20,9 +19,6 @@ PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
 TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ece": 0x40,
                  "cwr": 0x80}
 KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan", "mark", "p", "ratio", "nth", "journal")
-# struct fi_match: u32 fields; u8 proto, tcp_set, tcp_clear, pad; u16 sport lo/hi, dport lo/hi, vlan, negate;
-# then src, src_mask, dst, dst_mask as 16 bytes each (network order, as in the packet); u32 nth, mark, mark_mask
-MATCH_FORMAT = struct.Struct("<IBBBxHHHHHH16s16s16s16sIII")
 
 
 @dataclass(frozen=True)
@@ -64,14 +60,6 @@ class Match:
                 DPORT: lambda: has_ports and self.dport[0] <= dport <= self.dport[1]}
         # as bpf/lib/match.h FI_M_FAILS: a filtered field passes when its test hits, or negated, misses
         return all(bool(hit()) != bool(self.negate & bit) for bit, hit in hits.items() if self.fields & bit)
-
-    def pack(self) -> bytes:
-        def pad(b: bytes) -> bytes:
-            return b.ljust(16, b"\0")
-
-        return MATCH_FORMAT.pack(self.fields, self.proto, self.tcp_set, self.tcp_clear, *self.sport, *self.dport,
-                                 self.vlan, self.negate, pad(self.src[0]), pad(self.src[1]), pad(self.dst[0]),
-                                 pad(self.dst[1]), self.nth, *self.mark)
 
 
 def _ports(key: str, text: str) -> tuple[int, int]:
@@ -208,4 +196,4 @@ def parse_match(items: list[str], options: tuple = ()) -> Match:
 
 
 NO_MATCH = Match()
-__all__ = ["Match", "parse_match", "parse_mark", "NO_MATCH", "MATCH_FORMAT"]
+__all__ = ["Match", "parse_match", "parse_mark", "NO_MATCH"]

@@ -60,10 +60,10 @@ class _Server:
         return api.apply(spec, ifname, seed=seed, tc_mode=tc_mode, hook=hook, replace=replace,
                          duration=duration).to_json()
 
-    def status(self) -> list:
+    def status(self, fault_id=None) -> list:
         from .. import api
 
-        return [s.to_json() for s in api.status()]
+        return [s.to_json() for s in api.status(fault_id=fault_id)]
 
     def set(self, ifname: str, spec: str, seed=None, duration=None, fault_id=None) -> dict:
         from .. import api

@@ -17,6 +17,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import BuildError, EnvironmentProblem, ProgramError
+from . import layout
 
 # -fno-strict-aliasing: a TTL/protocol word read through a u16 * before and
 # after the TTL write was miscompiled without it. BPF_NO_PRESERVE_ACCESS_INDEX:
@@ -61,7 +62,9 @@ def _libbpf_include() -> Path:
 
 def _key(source: Path, src_dir: Path, flags: tuple[str, ...], clang: str, inc: Path) -> str:
     h = hashlib.sha256()
-    files = [source, *sorted((src_dir / "lib").glob("*.h"))] + [inc / n for n in LIBBPF_HEADERS]
+    # layout.py: an object is checked against it when built, so a change there builds anew
+    files = [source, *sorted((src_dir / "lib").glob("*.h")), Path(__file__).with_name("layout.py")] + \
+        [inc / n for n in LIBBPF_HEADERS]
     for f in files:
         h.update(f.name.encode() + b"\0")
         h.update(f.read_bytes())
@@ -101,6 +104,7 @@ def compile_program(program: str, hook: str, source: Path | None = None, act: bo
             msg = proc.stderr.replace(str(work) + "/", "").strip()
             first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
             raise BuildError(f"clang failed to compile {source.name} for {hook}: {first}\n{msg}")
+        layout.check(str(tmp_obj), source.name)   # C and Python agree on every shared struct, or no object
         fd, staged = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".o")
         os.close(fd)
         shutil.copyfile(tmp_obj, staged)

@@ -12,7 +12,6 @@ from pathlib import Path
 from ..errors import SpecError
 from . import build, libbpf
 
-FAULT_NAME = "program"   # what records and status call a custom program
 HOOK_TYPES = {"xdp": libbpf.BPF_PROG_TYPE_XDP, "tc-ingress": libbpf.BPF_PROG_TYPE_SCHED_CLS,
               "tc-egress": libbpf.BPF_PROG_TYPE_SCHED_CLS}
 # section names (libbpf's and iproute2's legacy ones) that say the hook

@@ -103,7 +103,7 @@ def _hook_probes() -> list[Probe]:
     try:
         lab.up()
         ipr = netns.open_iproute(lab.a.netns)
-        idx = netns.link_index(ipr, lab.a.ifname, lab.a.netns)
+        idx = netns.link_index(lab.a.netns, lab.a.ifname)
         xdp = program.load(parse_spec("drop=0@xdp"), seed=0)
         tc = program.load(parse_spec("drop=0@egress"), seed=0)
         try:

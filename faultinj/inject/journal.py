@@ -12,8 +12,9 @@ import os
 import struct
 import time
 
+from ..errors import StateError
 from ..journal import EVENT_FORMAT, Event, decode
-from . import libbpf, maps, state
+from . import caps, libbpf, maps, state
 
 _IDX = struct.Struct("<Q")
 _JOURNAL_FLAG = 66          # offset of fi_event.journal (after l4_proto, action)
@@ -144,3 +145,24 @@ class JournalReader:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def open_for(ifname: str | None = None, *, netns_name: str | None = None, fault_id: str | None = None,
+            from_start: bool = True):
+    """A reader (inject.journal.JournalReader; close it) of the journals of the faults on ifname,
+    one fault by id, or every fault: from the oldest event kept, or (from_start=False) the next one.
+    Reading takes nothing from other readers: each sees every event."""
+    caps.require_privileges()
+    def wanted(r: state.Record) -> bool:
+        if fault_id is not None:
+            return r.id == fault_id
+        if ifname is not None:
+            return r.ifname == ifname and r.netns == netns_name
+        return netns_name is None or r.netns == netns_name   # every fault, or every one in a namespace
+
+    with state.locked(exclusive=False):
+        recs = [r for r in state.records() if wanted(r)]
+    if not recs and (ifname or fault_id):
+        what = f"fault {fault_id}" if fault_id else f"faults on {ifname}{' in ' + netns_name if netns_name else ''}"
+        raise StateError(f"no {what}: see 'faultinj status'")
+    return JournalReader(recs, from_start)   # it skips custom programs: they have no journal

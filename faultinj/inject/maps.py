@@ -1,52 +1,148 @@
-"""The byte layout of the maps every fault program shares (bpf/lib/fault.h)."""
+"""The maps every fault program shares (bpf/lib/fault.h): the config, built from a parsed spec in
+one place (config_for, write_spec: apply, set and replay all go through it), the counters, the
+journal's head and the fault's tables. Byte layouts come from inject/layout.py."""
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+import os
+import platform
 import struct
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Iterator, Mapping
 
 from ..errors import FaultinjError
-from ..faults.match import MATCH_FORMAT, NO_MATCH
-from . import libbpf
+from . import layout, libbpf
 
-# struct fi_config { u64 seed, deadline_ns, threshold; u32 param, flags; struct fi_match match;
-# u32 extra[4], gen, pad; } padded to 8 bytes (the u64 alignment), as the compiler lays it out
-_HEAD = struct.Struct("<QQQII")
-_EXTRA = struct.Struct("<4II")
-CONFIG_SIZE = (_HEAD.size + MATCH_FORMAT.size + _EXTRA.size + 4 + 7) // 8 * 8
+if TYPE_CHECKING:   # status reads counters without loading the catalogue
+    from ..faults import FaultSpec
+
+CONFIG_SIZE = ctypes.sizeof(layout.FiConfig)
 CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = 1, 2, 4, 8   # FI_CFG_* in bpf/lib/fault.h
 COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
 REFUSED = 4                               # FI_REFUSED: the kernel refused the change (truncate)
-MAP_NAMES = ("fi_config", "fi_counters", "fi_flows", "fi_journal", "fi_journal_head", "fi_watch")
+MAP_NAMES = ("fi_config", "fi_config_live", "fi_counters", "fi_flows", "fi_journal", "fi_journal_head", "fi_watch")
 JOURNAL_SIZE = 4096                       # FI_JOURNAL_SIZE: the journal keeps the last 4096 events
 KEY0 = (0).to_bytes(4, "little")
 
 
+def _key(i: int) -> bytes:
+    return i.to_bytes(4, "little")
+
+
 @dataclass
 class Config:
+    """struct fi_config, field by field (what tests and status read back)."""
     seed: int
     deadline_ns: int
     threshold: int
     param: int = 0
     active: bool = True
-    match: bytes = NO_MATCH.pack()   # struct fi_match, see faults/match.py
+    match: bytes = bytes(ctypes.sizeof(layout.FiMatch))   # struct fi_match; all zero: no filter
     extra: tuple = (0, 0, 0, 0)
     flags: int = 0                   # FI_CFG_* other than ACTIVE
     gen: int = 0                     # the configuration's generation (each `set` counts it up)
 
     def pack(self) -> bytes:
-        head = _HEAD.pack(self.seed, self.deadline_ns, self.threshold, self.param,
-                          self.flags & ~CFG_ACTIVE | (CFG_ACTIVE if self.active else 0))
-        return (head + self.match + _EXTRA.pack(*self.extra, self.gen)).ljust(CONFIG_SIZE, b"\0")
+        return bytes(layout.FiConfig(self.seed, self.deadline_ns, self.threshold, self.param,
+                                     self.flags & ~CFG_ACTIVE | (CFG_ACTIVE if self.active else 0),
+                                     layout.FiMatch.from_buffer_copy(self.match), tuple(self.extra), self.gen))
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Config":
-        seed, deadline, threshold, param, flags = _HEAD.unpack(raw[: _HEAD.size])
-        match = raw[_HEAD.size: _HEAD.size + MATCH_FORMAT.size]
-        *extra, gen = _EXTRA.unpack_from(raw, _HEAD.size + MATCH_FORMAT.size)
-        return cls(seed, deadline, threshold, param, bool(flags & CFG_ACTIVE), match, tuple(extra),
-                   flags & ~CFG_ACTIVE, gen)
+        c = layout.FiConfig.from_buffer_copy(raw[:CONFIG_SIZE])
+        return cls(c.seed, c.deadline_ns, c.threshold, c.param, bool(c.flags & CFG_ACTIVE), bytes(c.match),
+                   tuple(c.extra), c.flags & ~CFG_ACTIVE, c.gen)
+
+
+def config_for(spec: FaultSpec, seed: int, deadline_ns: int = 0, gen: int = 0, dry_run: bool = False,
+               journal: bool | None = None) -> Config:
+    """The one place a parsed spec becomes its config.
+    dry_run: decide and count but send nothing of its own (BPF_PROG_TEST_RUN: replay, program tests).
+    journal: record each action (None: as the spec says, journal=on by default)."""
+    journal = spec.match.journal if journal is None else journal
+    flags = ((CFG_INGRESS if spec.hook == "tc-ingress" else 0) | (CFG_DRY_RUN if dry_run else 0)
+             | (CFG_JOURNAL if journal else 0))
+    return Config(seed=stream_seed(seed, spec.name, spec.hook), deadline_ns=deadline_ns, threshold=spec.threshold,
+                  param=spec.param, match=bytes(layout.match_struct(spec.match)), extra=spec.extra, flags=flags,
+                  gen=gen)
+
+
+def write_spec(fds: Mapping[str, int], spec: FaultSpec, seed: int, deadline_ns: int = 0, gen: int = 0,
+               fresh: bool = False, **how) -> None:
+    """Make a fault's maps say what spec says: its tables, then its config (see write_config).
+    fds: map name -> fd (a loaded object's map_fds, or pinned()). how: config_for's dry_run, journal."""
+    for name, values in spec.tables.items():   # before the config that uses them
+        write_table(fds[name], values)
+    write_config(fds, config_for(spec, seed, deadline_ns, gen, **how), fresh)
+
+
+def write_record(rec) -> None:
+    """Make a running fault's config say what its record (inject.state.Record) says: `set`, and a
+    `set` a killed process left half done."""
+    with pinned(rec.pin_dir) as fds:
+        write_spec(fds, rec.fault_spec(), rec.seed, rec.deadline_ns, rec.gen)
+
+
+def write_config(fds: Mapping[str, int], cfg: Config, fresh: bool = False) -> None:
+    """Write cfg into the slot no packet reads, then make it live (bpf/lib/fault.h fi_config_live):
+    a packet sees the old config or the new, never a mix. fresh: an object no packet has reached
+    yet (just loaded): its first slot, no waiting."""
+    if fresh:
+        libbpf.map_update(fds["fi_config"], _key(0), cfg.pack())
+        libbpf.map_update(fds["fi_config_live"], KEY0, _key(0))
+        return
+    spare = 1 - _live(fds)
+    _wait_for_readers()   # programs that read the spare slot before the last switch have returned
+    libbpf.map_update(fds["fi_config"], _key(spare), cfg.pack())
+    libbpf.map_update(fds["fi_config_live"], KEY0, _key(spare))
+
+
+def read_config(fds: Mapping[str, int]) -> Config:
+    """The live config."""
+    return Config.unpack(libbpf.map_lookup(fds["fi_config"], _key(_live(fds)), CONFIG_SIZE))
+
+
+def _live(fds: Mapping[str, int]) -> int:
+    return struct.unpack("<I", libbpf.map_lookup(fds["fi_config_live"], KEY0, 4))[0] & 1
+
+
+_MEMBARRIER = {"x86_64": 324, "aarch64": 283}.get(platform.machine())
+MEMBARRIER_CMD_GLOBAL = 1
+
+
+def _wait_for_readers() -> None:
+    """An RCU grace period: tc and XDP programs run inside RCU read-side sections, and
+    membarrier(MEMBARRIER_CMD_GLOBAL) returns after synchronize_rcu(), so every program run that
+    started before this call has returned."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if _MEMBARRIER is None or libc.syscall(_MEMBARRIER, MEMBARRIER_CMD_GLOBAL, 0, 0) != 0:
+        err = ctypes.get_errno()
+        raise FaultinjError(f"cannot wait for running BPF programs (membarrier: {os.strerror(err)}): "
+                            "a kernel booted with nohz_full refuses it; clear the fault and apply it again")
+
+
+class _Pinned(dict):
+    def __init__(self, pin_dir: str):
+        super().__init__()
+        self.pin_dir = pin_dir
+
+    def __missing__(self, name: str) -> int:
+        fd = self[name] = libbpf.obj_get(f"{self.pin_dir}/{name}")
+        return fd
+
+
+@contextmanager
+def pinned(pin_dir: str) -> Iterator[Mapping[str, int]]:
+    """A fault's pinned maps by name, each opened when first used, all closed at the end."""
+    fds = _Pinned(pin_dir)
+    try:
+        yield fds
+    finally:
+        for fd in fds.values():
+            os.close(fd)
 
 
 _M64 = (1 << 64) - 1
@@ -68,14 +164,6 @@ def stream_seed(seed: int, fault: str, hook: str) -> int:
     fault on the same hook repeats exactly. `set` keeps the stream (neither part changes)."""
     salt = int.from_bytes(hashlib.blake2b(f"{fault}@{hook}".encode(), digest_size=8).digest(), "little")
     return _mix64(seed ^ salt)
-
-
-def write_config(fd: int, cfg: Config) -> None:
-    libbpf.map_update(fd, KEY0, cfg.pack())
-
-
-def read_config(fd: int) -> Config:
-    return Config.unpack(libbpf.map_lookup(fd, KEY0, CONFIG_SIZE))
 
 
 def _counter(fd: int, index: int) -> int:

@@ -105,15 +105,72 @@ def open_iproute(netns: str | None):
         return IPRoute(ext_ack=True)
 
 
-def link_index(ipr, ifname: str, netns: str | None) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if found:
-        return found[0]
-    names = sorted(link.get_attr("IFLA_IFNAME") for link in ipr.get_links())
-    where = f"in namespace {netns}" if netns else "here"
-    raise TargetError(f"interface '{ifname}' not found {where} (available: {', '.join(names)})")
+def links(netns: str | None) -> dict[int, str]:
+    """The namespace's interfaces, index -> name: if_nameindex(3) inside it, no netlink library
+    (pyroute2 alone takes longer to import than the commands that only look links up)."""
+    import socket
+
+    with entered(netns):
+        return dict(socket.if_nameindex())
 
 
-def link_exists(ipr, ifindex: int, ifname: str) -> bool:
-    found = ipr.link_lookup(ifname=ifname)
-    return bool(found) and found[0] == ifindex
+def link_index(netns: str | None, ifname: str, where: str | None = None) -> int:
+    """ifname's index in netns; an unknown name says which there are. where: how to name the place."""
+    found = links(netns)
+    for index, name in found.items():
+        if name == ifname:
+            return index
+    place = f"in namespace {where or netns}" if (where or netns) else "here"
+    raise TargetError(f"interface '{ifname}' not found {place} (available: {', '.join(sorted(found.values()))})")
+
+
+def link_exists(netns: str | None, ifindex: int, ifname: str) -> bool:
+    return links(netns).get(ifindex) == ifname
+
+
+class LazyIPRoute:
+    """An IPRoute socket in ns, opened when first used: a command that only looks links up
+    (netns.links) never imports pyroute2."""
+
+    def __init__(self, ns: str | None):
+        self._ns, self._ipr = ns, None
+
+    def __getattr__(self, name: str):
+        if self._ipr is None:
+            self._ipr = open_iproute(self._ns)
+        return getattr(self._ipr, name)
+
+    def close(self) -> None:
+        if self._ipr is not None:
+            self._ipr.close()
+
+
+class Links:
+    """One command's IPRoute sockets, per namespace, opened on first use, closed together."""
+
+    def __init__(self):
+        self._open: dict[str | None, LazyIPRoute] = {}
+
+    def get(self, ns: str | None) -> LazyIPRoute:
+        if ns not in self._open:
+            self._open[ns] = LazyIPRoute(ns)
+        return self._open[ns]
+
+    def cached(self, key: tuple, fetch):
+        """One netlink dump per key for the life of this object (status reads many records)."""
+        if not hasattr(self, "_cache"):
+            self._cache = {}
+        if key not in self._cache:
+            self._cache[key] = fetch()
+        return self._cache[key]
+
+    def close(self):
+        for ipr in self._open.values():
+            ipr.close()
+        self._open.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

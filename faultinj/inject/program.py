@@ -16,21 +16,12 @@ def load(spec: FaultSpec, seed: int, deadline_ns: int = 0, dry_run: bool = False
     spec says (journal=on, the default, or journal=off).
     tc_mode: 'matchall' loads the program as a tc action (BPF_PROG_TYPE_SCHED_ACT), which act_bpf
     requires; 'cls_bpf' as a classifier. tcx: for a tcx link (verdicts: bpf/lib/ctx.h)."""
-    journal = spec.match.journal if journal is None else journal
-    flags = ((maps.CFG_INGRESS if spec.hook == "tc-ingress" else 0) | (maps.CFG_DRY_RUN if dry_run else 0)
-             | (maps.CFG_JOURNAL if journal else 0))
     act = tc_mode == "matchall" and spec.hook != "xdp"
     obj_path = build.compile_program(spec.fault.program, spec.hook, act=act, tcx=tcx and spec.hook != "xdp")
-    tables = spec.tables
-    obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES + tuple(tables),
+    obj = libbpf.load_object(str(obj_path), maps.MAP_NAMES + tuple(spec.tables),
                              libbpf.BPF_PROG_TYPE_SCHED_ACT if act else None)
     try:
-        for name, values in tables.items():
-            maps.write_table(obj.map_fds[name], values)
-        maps.write_config(obj.map_fds["fi_config"],
-                          maps.Config(seed=maps.stream_seed(seed, spec.fault.name, spec.hook), deadline_ns=deadline_ns, threshold=spec.threshold,
-                                      param=spec.param, match=spec.match.pack(),
-                                      extra=spec.extra, flags=flags))
+        maps.write_spec(obj.map_fds, spec, seed, deadline_ns, fresh=True, dry_run=dry_run, journal=journal)
     except BaseException:
         obj.close()
         raise

@@ -84,6 +84,12 @@ class Record:
     def spec(self) -> str:
         return f"{self.fault}={self.value}{self.filters}@{self.hook}"
 
+    def fault_spec(self):
+        """The spec in force, parsed (faults.FaultSpec): what the config is built from."""
+        from ..faults import parse_spec
+
+        return parse_spec(self.spec)
+
     def spec_at(self, gen: int) -> str:
         """The spec in force at configuration generation gen."""
         return self.specs.get(str(gen), self.spec) if gen != self.gen else self.spec

@@ -84,9 +84,9 @@ def _known_namespaces() -> list[str | None]:
 def peer_of(container: str, ifname: str = "eth0", runtime: str | None = None) -> tuple[Target, str]:
     """The far end of the container's veth ifname: (its namespace as a Target, its interface name)."""
     inside = resolve(container=container, runtime=runtime)
+    index = netns.link_index(inside.netns, ifname, inside.label)
     ipr = netns.open_iproute(inside.netns)
     try:
-        index = netns.link_index(ipr, ifname, inside.label)
         link = ipr.get_links(index)[0]
         peer_index = link.get_attr("IFLA_LINK")
         info = link.get_attr("IFLA_LINKINFO")

@@ -34,10 +34,9 @@ from dataclasses import dataclass, field
 
 from ..errors import KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match
-from ..faults.pcap_filter import MAX_SLOTS
 from ..journal import clock, wall_time
 from ..packets import parse
-from . import build, libbpf, state
+from . import build, layout, libbpf, state
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 # struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
@@ -68,9 +67,6 @@ DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 SHARED_GRACE_NS = 200_000_000
 WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
 AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
-# struct fi_trace_config { u32 active, slots; struct fi_match match[FI_TRACE_SLOTS]; }
-_CONFIG_HEAD = struct.Struct("<II")
-FILTER_SLOTS = MAX_SLOTS
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
@@ -247,11 +243,12 @@ class Tracer:
         obj_path = build.compile_program("trace", "trace")
         try:
             self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
-            # struct fi_trace_config: the mode, the filter
+            # struct fi_trace_config: the mode, the filters (an 'or' of up to layout.TRACE_SLOTS)
             slots = self.filters()
-            cfg = _CONFIG_HEAD.pack(MODE_COUNT if self.count_only else MODE_EVENTS, len(slots)) + b"".join(
-                m.pack() for m in slots + (NO_MATCH,) * (FILTER_SLOTS - len(slots)))
-            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", cfg)
+            cfg = layout.FiTraceConfig(active=MODE_COUNT if self.count_only else MODE_EVENTS, slots=len(slots))
+            for i, m in enumerate(slots):
+                cfg.match[i] = layout.match_struct(m)
+            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", bytes(cfg))
             self._rings = libbpf.RingReader(self._obj.map_fds["fi_trace_events"])
             self._obj.attach()
             if os.path.isfile(OVS_BTF):   # the kernel datapath is here: its upcalls and actions too

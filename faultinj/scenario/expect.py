@@ -24,6 +24,8 @@ class RunData:
     journal: dict[str, list] = field(default_factory=dict)              # fault -> journal events
     journal_lost: dict[str, int] = field(default_factory=dict)          # fault -> events overwritten before read
     ovs: dict[str, dict] = field(default_factory=dict)                  # OVS bridge -> rules' stats, megaflows
+    journeys: list[list] = field(default_factory=list)                  # trace: each traced packet's hops
+    fault_ids: dict[str, str] = field(default_factory=dict)             # fault -> its id (journey labels)
 
 
 def _p(params: dict) -> float:
@@ -104,6 +106,12 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
     if k == "counter":
         c = data.counters.get(prm["fault"], {})
         return bounds_check(f"counter {prm['counter']} of {prm['fault']}", c.get(prm["counter"]),
+                            prm.get("equals"), prm.get("min"), prm.get("max"))
+    if k == "traced_drops":
+        fid = data.fault_ids.get(prm["fault"], "?")
+        drops = sum(1 for j in data.journeys for h in j
+                    if h.direction == "DROP" and h.reason == "faultinj" and fid in h.fault)
+        return bounds_check(f"traced packets dropped by {prm['fault']} (labelled from its journal)", drops,
                             prm.get("equals"), prm.get("min"), prm.get("max"))
     if k == "counters_match_capture":
         base = _select(data, prm)

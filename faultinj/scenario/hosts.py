@@ -27,10 +27,8 @@ class NamespaceHost:
         return api.apply(spec, iface, netns_name=self.netns, seed=seed, tc_mode=tc_mode).to_json()
 
     def fault_status(self, fault_id: str) -> dict | None:
-        for st in api.status(netns_name=self.netns, all_namespaces=False):
-            if st.record.id == fault_id:
-                return st.to_json()
-        return None
+        st = api.fault_status(fault_id)
+        return st.to_json() if st else None
 
     def clear(self, fault_id: str) -> None:
         api.clear(fault_id=fault_id)
@@ -88,12 +86,8 @@ class TargetHost(NamespaceHost):
         return api.apply(spec, iface, seed=seed, tc_mode=tc_mode, **self.opts).to_json()
 
     def check_interfaces(self, names) -> None:
-        ipr = netns_mod.open_iproute(self.netns)
-        try:
-            for name in names:
-                netns_mod.link_index(ipr, name, self.name)
-        finally:
-            ipr.close()
+        for name in names:
+            netns_mod.link_index(self.netns, name, self.name)
 
     def address(self, v6: bool) -> str:
         """Where traffic to this host goes: its first global address (by interface index)."""
@@ -122,7 +116,7 @@ class AgentHost:
         return self.agent.call("apply", spec=str(spec), ifname=iface, seed=seed, tc_mode=tc_mode)
 
     def fault_status(self, fault_id: str) -> dict | None:
-        return next((s for s in self.agent.call("status") if s["id"] == fault_id), None)
+        return next(iter(self.agent.call("status", fault_id=fault_id)), None)
 
     def clear(self, fault_id: str) -> None:
         self.agent.call("clear", fault_id=fault_id)

@@ -15,7 +15,7 @@ from ..inject import caps, lab, state
 from ..inject.capture import write_pcap
 from ..inject.lab import Topology, unique_prefix
 from ..packets import parse
-from ..verdict import Check
+from ..verdict import Check, Verdict
 from .expect import RunData, evaluate
 from .plots import plot_for
 from .hosts import for_topology as hosts_of
@@ -29,31 +29,7 @@ class CommandResult:
     output: str
 
 
-@dataclass
-class Report:
-    scenario: str
-    path: str
-    checks: list[Check] = field(default_factory=list)
-    pcaps: dict[str, str] = field(default_factory=dict)
-    counters: dict[str, dict] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
-    seconds: float = 0.0
-    prefix: str = ""
-    journeys: list[list] = field(default_factory=list)   # trace: each sampled packet's hops, in order
-    faults: dict[str, dict] = field(default_factory=dict)  # fault -> where it ran: host, kernel, hook, attach mode
-    ovs: dict[str, dict] = field(default_factory=dict)     # OVS bridge -> its rules' statistics and megaflows
-    plots: dict[int, dict] = field(default_factory=dict)   # check index -> what the HTML report draws for it
-    description: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors and bool(self.checks) and all(c.ok for c in self.checks)
-
-    def to_json(self) -> dict:
-        return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
-                "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
-                "errors": self.errors, "lab_prefix": self.prefix, "faults": self.faults,
-                "journeys": [[h.to_json() for h in j] for j in self.journeys], "ovs": self.ovs}
+Report = Verdict   # a scenario's verdict (the name its callers know)
 
 
 class _ScenarioTrace(threading.Thread):
@@ -124,6 +100,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         rec = host.apply(f.spec, f.interface, f.seed, f.tc_mode)
         with lock:
             applied[f.name] = rec
+            data.fault_ids[f.name] = rec["id"]
             if f.host in scn.targets:   # outside the lab: a killed run's faults there are cleared by the reaper
                 outside.append(rec["id"])
                 topo.record()
@@ -271,6 +248,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         if drops:
             report.checks.append(Check(f"capture {name} lost nothing", False, f"{drops} dropped by the kernel", "0"))
     report.description = scn.description
+    data.journeys = report.journeys
     for e in scn.expect:
         report.checks.append(evaluate(e, data))
         try:

@@ -269,6 +269,8 @@ EXPECT_KINDS = {
     "count": ({"capture"}, {"of", "equals", "min", "max"}),
     "counter": ({"fault", "counter"}, {"equals", "min", "max"}),
     "counters_match_capture": ({"fault", "capture", "having"}, {"of"}),
+    # traced packets (trace:) whose journey ended in a drop by the fault, labelled so from its journal
+    "traced_drops": ({"fault"}, {"equals", "min", "max"}),
     "first_segments": ({"capture", "having"}, {"connections"}),
     # the packets of a capture showing an anomaly are exactly those the fault's journal recorded
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),

@@ -1,0 +1,120 @@
+"""`status`: each fault's state (is its program still attached where it was put?) and counters."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+from .inject import advice, attach, caps, libbpf, maps, netns, state
+from .inject import links as kernel_links
+from .inject.netns import Links
+from .removal import reap_now
+
+@dataclass
+class FaultStatus:
+    record: state.Record
+    state: str            # active | expired | gone | detached
+    detail: str
+    counters: dict[str, int] | None
+    maps: list[dict] | None = None   # a custom program's own maps (it has no faultinj counters)
+    journal_lost: int = 0            # journal events no longer kept (it keeps the last 4096, overwrites)
+    refused: int = 0                 # packets chosen but the kernel refused the change (not in acted)
+    warnings: list[str] | None = None   # what keeps it from acting now (inject/advice.py)
+
+    @property
+    def mechanism(self) -> str | None:
+        """How a time fault's packets are held, in words (None for other faults)."""
+        rec = self.record
+        if not rec.qdisc:
+            return None
+        whose = "added by faultinj" if rec.qdisc in ("adding", "added") else "another tool's, left as it is"
+        saved = (f", in place of '{rec.qdisc_saved['kind']}' (put back at clear)" if rec.qdisc_saved else "")
+        return f"earliest departure time: BPF sets skb->tstamp, the fq root qdisc ({whose}{saved}) holds the packet"
+
+    def to_json(self) -> dict:
+        d = self.record.to_json()
+        d.update(state=self.state, detail=self.detail, counters=self.counters, journal_lost=self.journal_lost,
+                 refused=self.refused, warnings=self.warnings or [], mechanism=self.mechanism)
+        if self.maps is not None:
+            d["maps"] = self.maps
+        if self.record.deadline_ns:
+            d["remaining_s"] = max(0.0, (self.record.deadline_ns - time.monotonic_ns()) / 1e9)
+        return d
+
+
+def _read_counters(rec: state.Record) -> tuple[dict | None, int, int]:
+    """The fault's counters, its journal events no longer kept and the changes the kernel refused."""
+    try:
+        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
+    except Exception:
+        return None, 0, 0  # pins gone: status says why (gone, detached)
+    try:
+        counters, refused = maps.read_counters(fd), maps.read_refused(fd)
+    finally:
+        os.close(fd)
+    try:
+        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_journal_head")
+    except Exception:
+        return counters, 0, refused   # applied before the journal was a log
+    try:
+        return counters, maps.read_overwritten(fd), refused
+    finally:
+        os.close(fd)
+
+
+def _attachment_state(links: Links, rec: state.Record) -> tuple[str, str]:
+    if rec.pending:
+        return "interrupted", (f"a faultinj process (pid {rec.pid}) died during '{rec.pending}'; "
+                               "the next faultinj command finishes or undoes it")
+    if not netns.alive(rec.netns, rec.netns_inode):
+        if rec.target:
+            return "gone", f"{rec.target} is gone (its network namespace no longer exists)"
+        return "gone", f"namespace {rec.netns} no longer exists"
+    ipr = links.get(rec.netns)
+    names = links.cached(("links", rec.netns), lambda: netns.links(rec.netns))
+    if names.get(rec.ifindex) != rec.ifname:
+        return "gone", f"interface {rec.ifname} (index {rec.ifindex}) no longer exists"
+    if rec.attach_kind == "tc-matchall":
+        ours = links.cached(("tc", rec.netns, rec.ifindex, rec.hook), lambda: {
+            (attach.filter_prio(f), attach.filter_name(f)) for f in attach.filters(ipr, rec.ifindex, rec.hook)})
+        if (rec.tc_prio, rec.filter_name) not in ours:
+            return "detached", "its tc filter was removed by something else"
+    else:
+        with netns.entered(rec.netns):
+            ok, why = kernel_links.attached(rec)
+        if not ok:
+            return "detached", why
+    if rec.expired():
+        return "expired", "past its deadline: passes everything; the next faultinj command removes it"
+    return "active", ""
+
+
+def status(netns_name: str | None = None, all_namespaces: bool = True,
+           fault_id: str | None = None) -> list[FaultStatus]:
+    """Every fault's state and counters; those of one namespace (all_namespaces=False); or one fault.
+    First it finishes what killed commands left (as every command does: see removal.reap_now)."""
+    caps.require_privileges()
+    out = []
+    with Links() as links, state.locked():
+        reap_now(links, leftovers_only=True)   # a fault gone or expired stays listed as such
+        for rec in state.records():
+            if (not all_namespaces and rec.netns != netns_name) or fault_id not in (None, rec.id):
+                continue
+            st, detail = _attachment_state(links, rec)
+            if not rec.fault_spec().fault.configurable:
+                from .inject import custom
+
+                out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
+            else:
+                counters, lost, refused = _read_counters(rec)
+                found = (advice.warnings(links.get(rec.netns), rec, seen=(counters or {}).get("seen"))
+                         if st == "active" else [])
+                out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused,
+                                       warnings=found))
+    return out
+
+
+def fault_status(fault_id: str) -> FaultStatus | None:
+    """One fault's status (its counters: .counters), None when there is no such fault."""
+    return next(iter(status(fault_id=fault_id)), None)
