@@ -337,9 +337,10 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
     cap = Capture(b.netns, m.mirror_rx, snaplen=70_000 if fault.full_payload else 256, direction="in").start()
     m.mirror(True)
     try:
-        # one short transfer; another (at most two) while the fault has not acted or been refused:
-        # with TSO a transfer is a dozen super-packets, and a rate of 0.1 may pick none
-        for attempt in range(3):
+        # one short transfer; more (at most five) while the fault has not acted or been refused:
+        # with TSO a transfer is a handful of super-packets, and p=0.2 over 21 of them picked none
+        # once in CI (0.8^21 = 1%); six transfers make that 1e-4
+        for attempt in range(6):
             if fault.traffic == "ping":
                 res = traffic.ping(b.netns, a.ip4 if cell.family == "v4" else a.ip6, PINGS, interval=0.005)
             else:
@@ -396,7 +397,11 @@ def check_cell(row: dict, fault: MatrixFault) -> list[str]:
     elif not row["some_refused"]:
         want(row["refused"] == 0, f"refused {row['refused']}")
     want(row["events"] == acted, f"journal has {row['events']} events, acted {acted}")
-    want(row["shown"] == acted, f"capture shows {row['shown']} of {acted} acted")
+    # an IPv6 frame cut inside its own header cannot be cloned to the mirror (seen once in CI: the
+    # kernel cut 1 of 18 at tc ingress, the mirror showed 0): there the receiver's own
+    # header-error counter is the witness, checked below to equal acted
+    cut_in_v6_header = fault.by_count and row["family"] == "v6" and row["truncated"] == acted
+    want(row["shown"] == acted or cut_in_v6_header, f"capture shows {row['shown']} of {acted} acted")
     if not fault.natural:
         want(row["unexplained"] == 0, f"{row['unexplained']} frames changed that no event explains")
     if fault.counter == "csum" and not row["impossible"]:
