@@ -147,6 +147,10 @@ def dump(br: str, name: str, spec: OvsBridgeSpec) -> dict:
     table, and the megaflows. The megaflows come from `ovs-appctl dpif/dump-flows BR`: the same
     datapath flows as `dpctl/dump-flows`, but only this bridge's (the userspace datapath is shared
     by every netdev bridge on the machine)."""
+    # a rule's statistics are pushed to it from the datapath's megaflows by the revalidators, every
+    # ~500 ms: a transfer that just ended may not be counted yet (CI saw 8 of >1000 packets); wait
+    # for a full revalidation round first
+    subprocess.run(["ovs-appctl", "revalidator/wait"], capture_output=True, text=True, timeout=30)
     table = parse_dump_flows(_ofctl(["ovs-ofctl", *ofctl_args(spec.protocols), "--no-names", "dump-flows", br],
                                     f"bridge {name}: dump-flows"))
     rules = []
