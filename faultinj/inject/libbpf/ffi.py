@@ -169,15 +169,20 @@ def map_keys(fd: int, key_size: int) -> list[bytes]:
         prev = ctypes.create_string_buffer(nxt.raw, key_size)
 
 
-def map_info(fd: int) -> dict:
-    """struct bpf_map_info's head: type, id, key_size, value_size, max_entries, map_flags."""
+def _obj_info(fd: int, what: str) -> bytes:
+    """The head of a program's or map's bpf_*_info (256 bytes: more than any field read here)."""
     buf = ctypes.create_string_buffer(256)
     size = ctypes.c_uint32(len(buf))
     rc = lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size))
     if rc < 0:
-        _raise_errno("reading map info", rc)
+        _raise_errno(what, rc)
+    return buf.raw
+
+
+def map_info(fd: int) -> dict:
+    """struct bpf_map_info's head: type, id, key_size, value_size, max_entries, map_flags."""
     names = ("type", "id", "key_size", "value_size", "max_entries", "map_flags")
-    return dict(zip(names, struct.unpack_from("<6I", buf.raw)))
+    return dict(zip(names, struct.unpack_from("<6I", _obj_info(fd, "reading map info"))))
 
 
 def possible_cpus() -> int:
@@ -189,12 +194,7 @@ def possible_cpus() -> int:
 
 def object_id(fd: int) -> int:
     """The kernel id of a program or map fd (bpf_prog_info/bpf_map_info both start type, id)."""
-    buf = ctypes.create_string_buffer(256)
-    size = ctypes.c_uint32(len(buf))
-    rc = lib().bpf_obj_get_info_by_fd(fd, buf, ctypes.byref(size))
-    if rc < 0:
-        _raise_errno("reading object info", rc)
-    return int.from_bytes(buf.raw[4:8], "little")
+    return int.from_bytes(_obj_info(fd, "reading object info")[4:8], "little")
 
 
 def version() -> str:
