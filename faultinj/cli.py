@@ -361,7 +361,9 @@ def clear(
     if not removed:
         typer.echo("nothing to clear")
     for r in removed:
-        typer.echo(f"cleared {r.id}: {r.spec} on {r.where}")
+        final = r.final_counters   # read after detaching: every packet it acted on
+        typer.echo(f"cleared {r.id}: {r.spec} on {r.where}"
+                   + (f" (acted on {final['acted']} of {final['seen']} packets)" if final else ""))
 
 
 @app.command()

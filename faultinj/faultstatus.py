@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 
@@ -41,26 +40,6 @@ class FaultStatus:
         if self.record.deadline_ns:
             d["remaining_s"] = max(0.0, (self.record.deadline_ns - time.monotonic_ns()) / 1e9)
         return d
-
-
-def _read_counters(rec: state.Record) -> tuple[dict | None, int, int]:
-    """The fault's counters, its journal events no longer kept and the changes the kernel refused."""
-    try:
-        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_counters")
-    except Exception:
-        return None, 0, 0  # pins gone: status says why (gone, detached)
-    try:
-        counters, refused = maps.read_counters(fd), maps.read_refused(fd)
-    finally:
-        os.close(fd)
-    try:
-        fd = libbpf.obj_get(f"{rec.pin_dir}/fi_journal_head")
-    except Exception:
-        return counters, 0, refused   # applied before the journal was a log
-    try:
-        return counters, maps.read_overwritten(fd), refused
-    finally:
-        os.close(fd)
 
 
 def _attachment_state(links: Links, rec: state.Record) -> tuple[str, str]:
@@ -107,7 +86,7 @@ def status(netns_name: str | None = None, all_namespaces: bool = True,
 
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
-                counters, lost, refused = _read_counters(rec)
+                counters, lost, refused = maps.read_pinned(rec.pin_dir)  # None: pins gone (status says why)
                 found = (advice.warnings(links.get(rec.netns), rec, seen=(counters or {}).get("seen"))
                          if st == "active" else [])
                 out.append(FaultStatus(rec, st, detail, counters, journal_lost=lost, refused=refused,

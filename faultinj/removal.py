@@ -129,6 +129,7 @@ def _remove(links: Links, rec: state.Record) -> None:
             attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
     else:
         kernel_links.detach(rec)   # by program id; a link's own undo is the unpinning in forget
+    rec.final_counters = maps.read_pinned(rec.pin_dir)[0]   # detached: nothing counts after this
     if rec.hook == "xdp":
         forget(rec)
         return

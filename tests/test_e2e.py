@@ -392,6 +392,30 @@ def test_filters_end_to_end_and_live_change(lab):
     assert len(traffic.udp_stream(a.netns, b.netns, b.ip4, 300, dport=5301).received) == 0
 
 
+@pytest.mark.parametrize("hook", ["egress", "xdp"])
+def test_clear_counts_every_packet_acted_on_until_detached(lab, hook):
+    """Clear while traffic flows: the counters clear returns were read after the program was
+    detached, so every datagram lost is in acted (a status read just before clear missed some)."""
+    import threading
+
+    a, b = lab.a, lab.b
+    src, dst = (a, b) if hook == "egress" else (b, a)   # xdp: on the receiver's side
+    rec = faultinj.apply(f"drop=50%,proto=udp,dport=5300@{hook}", dst.ifname if hook == "xdp" else src.ifname,
+                         netns_name=(dst if hook == "xdp" else src).netns, seed=7)
+    out = {}
+    t = threading.Thread(target=lambda: out.setdefault("r", traffic.udp_stream(
+        src.netns, dst.netns, dst.ip4, 6000, rate_pps=10000, dport=5300)))
+    t.start()
+    time.sleep(0.25)
+    [removed] = faultinj.clear(fault_id=rec.id)
+    t.join()
+    r = out["r"]
+    lost = r.sent - len(r.received)
+    assert 0 < lost < r.sent, lost          # cleared mid-stream: some lost, then none
+    assert removed.final_counters["acted"] == lost
+    assert removed.final_counters["seen"] >= removed.final_counters["matched"] > lost
+
+
 _BLAST = """
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

@@ -84,6 +84,16 @@ class _Server:
         reader = self._handles.get(key) or self._handles.setdefault(key, api.journal(fault_id=fault_id))
         return [e.to_json() for e in reader.read()]
 
+    def journal_close(self, fault_id: str) -> list:
+        """What the fault's reader has not returned yet (also after clear), then close it."""
+        reader = self._handles.pop(("journal", fault_id), None)
+        if reader is None:
+            return []
+        try:
+            return [e.to_json() for e in reader.read()]
+        finally:
+            reader.close()
+
     def doctor(self) -> dict:
         from ..inject import doctor
 

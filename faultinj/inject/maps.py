@@ -186,6 +186,29 @@ def read_overwritten(fd: int) -> int:
     return max(0, read_journal_head(fd) - JOURNAL_SIZE)
 
 
+def read_pinned(pin_dir: str) -> tuple[dict | None, int, int]:
+    """A fault's counters, its journal events no longer kept and the changes the kernel refused,
+    from its pinned maps; (None, 0, 0) when the pins are gone."""
+    import os
+
+    try:
+        fd = libbpf.obj_get(f"{pin_dir}/fi_counters")
+    except Exception:
+        return None, 0, 0
+    try:
+        counters, refused = read_counters(fd), read_refused(fd)
+    finally:
+        os.close(fd)
+    try:
+        fd = libbpf.obj_get(f"{pin_dir}/fi_journal_head")
+    except Exception:
+        return counters, 0, refused   # applied before the journal was a log
+    try:
+        return counters, read_overwritten(fd), refused
+    finally:
+        os.close(fd)
+
+
 def read_refused(fd: int) -> int:
     """Packets the fault chose but could not change: the kernel refused (truncate below the headers).
     0 for a program loaded before the counter existed (its counter map is one entry shorter)."""

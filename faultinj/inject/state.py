@@ -75,6 +75,9 @@ class Record:
     specs: dict = field(default_factory=dict)   # str(gen) -> spec, for gen < self.gen
     # what apply found that may keep the fault from acting (inject/advice.py); status says it afresh
     warnings: list = field(default_factory=list)
+    # set by clear: the counters read after the program was detached and before its maps were
+    # unpinned, so they hold every packet it acted on (a status read before clear can miss the last)
+    final_counters: dict | None = None
 
     @property
     def filters(self) -> str:

@@ -30,15 +30,25 @@ class NamespaceHost:
         st = api.fault_status(fault_id)
         return st.to_json() if st else None
 
-    def clear(self, fault_id: str) -> None:
-        api.clear(fault_id=fault_id)
-        reader = self._readers.pop(fault_id, None)
-        if reader:
-            reader.close()
+    def clear(self, fault_id: str) -> dict | None:
+        """Remove the fault; its counters read after its program was detached (None: not read)."""
+        removed = api.clear(fault_id=fault_id)
+        return next((r.final_counters for r in removed if r.id == fault_id), None)
 
     def journal(self, fault_id: str) -> list:
         reader = self._readers.get(fault_id) or self._readers.setdefault(fault_id, api.journal(fault_id=fault_id))
         return reader.read()
+
+    def journal_close(self, fault_id: str) -> list:
+        """The events an open journal reader has not returned yet (also after clear: the reader
+        holds the ring), then close it."""
+        reader = self._readers.pop(fault_id, None)
+        if reader is None:
+            return []
+        try:
+            return reader.read()
+        finally:
+            reader.close()
 
     def capture_start(self, iface: str, snaplen: int, direction: str):
         return Capture(self.netns, iface, snaplen=snaplen, direction=direction).start()
@@ -118,8 +128,9 @@ class AgentHost:
     def fault_status(self, fault_id: str) -> dict | None:
         return next(iter(self.agent.call("status", fault_id=fault_id)), None)
 
-    def clear(self, fault_id: str) -> None:
-        self.agent.call("clear", fault_id=fault_id)
+    def clear(self, fault_id: str) -> dict | None:
+        removed = self.agent.call("clear", fault_id=fault_id)
+        return next((r.get("final_counters") for r in removed if r["id"] == fault_id), None)
 
     def journal(self, fault_id: str) -> list:
         from ..journal import Event
@@ -127,6 +138,13 @@ class AgentHost:
         fields = Event.__dataclass_fields__
         return [Event(**{k: v for k, v in e.items() if k in fields}) for e in
                 self.agent.call("journal", fault_id=fault_id)]
+
+    def journal_close(self, fault_id: str) -> list:
+        from ..journal import Event
+
+        fields = Event.__dataclass_fields__
+        return [Event(**{k: v for k, v in e.items() if k in fields}) for e in
+                self.agent.call("journal_close", fault_id=fault_id)]
 
     def capture_start(self, iface: str, snaplen: int, direction: str):
         return self.agent.call("capture_start", ifname=iface, snaplen=snaplen, direction=direction)
