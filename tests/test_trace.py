@@ -163,6 +163,23 @@ def test_a_kernel_drop_has_its_reason_from_btf(bridge_lab):
     assert "NO_SOCKET" in drop_reasons().values()      # named from the kernel's own enum
 
 
+def test_a_capture_reading_a_copy_does_not_hide_the_drop(bridge_lab):
+    """A packet socket (a capture on vm2's eth0) reads a copy of each datagram; vm2's stack then
+    frees the original as NO_SOCKET. The capture saw it, but the packet was lost: a DROP, not the
+    end of a delivery (which only OTHERHOST after a packet socket's read is: an OVS netdev port)."""
+    from faultinj.inject.capture import Capture
+
+    t = bridge_lab
+    vm1, vm2 = t.netns("vm1"), t.netns("vm2")
+    with Capture(vm2, "eth0", direction="in") as cap:
+        hops = _traced(["proto=udp", "dport=9999"],
+                       lambda: [_send_udp(vm1, "10.77.0.2", 9999) or time.sleep(0.05) for _ in range(3)], lab=t)
+        time.sleep(0.2)
+    assert len([f for f in cap.frames if len(f.data) > 40]) >= 3          # the capture read each copy
+    drops = [h for h in hops if h.reason == "NO_SOCKET" and h.netns_name == vm2]
+    assert len(drops) == 3 and all(h.direction == "DROP" for h in drops), "\n".join(map(str, hops))
+
+
 def _send_udp(netns, dst, port):
     from faultinj.inject.netns import entered
     import socket

@@ -470,8 +470,15 @@ def _socket_kind(sock: int) -> str:
 
 
 def _delivered(h: Hop, sock: int) -> Hop:
-    """A free after a socket read the frame (a clone of it): the end of a delivery, not a loss."""
-    h.direction, h.delivered = "done", _socket_kind(sock)
+    """A free after a socket read the frame (a clone of it): the end of a delivery, not a loss --
+    where that socket was where the packet went. A raw or datagram socket (ping's replies, a
+    broadcast) took it; a packet socket (an OVS netdev port, a capture) took it only if the kernel
+    then freed the original as not for this host (OTHERHOST): freed for any other reason (TCP's
+    PAWS check, no UDP socket), the capture had a copy but the packet was lost. A stream socket
+    never reads a clone: such a mark is of an earlier packet whose data was at the same address."""
+    kind = _socket_kind(sock)
+    if kind in ("raw socket", "datagram socket") or (kind == "packet socket" and h.reason == "OTHERHOST"):
+        h.direction, h.delivered = "done", kind
     return h
 
 
