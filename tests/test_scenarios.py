@@ -76,6 +76,14 @@ BAD = [
     ("loss: {traffic: s, p: 0.01}", "delay: {capture: rx, fault: f}", "fault 'f' is drop, not a delay", 15),
     ("loss: {traffic: s, p: 0.01}", "throughput: {capture: rx}", "throughput needs min or max", 15),
     ("loss: {traffic: s, p: 0.01}", "throughput: {capture: rx, min: fast}", "bad rate 'fast'", 15),
+    ("lab:\n", "lab:\n  guest: linux-image-amd64\n", "lab.guest: give kernel", 3),
+    ("lab:\n", "lab:\n  guest: {kernel: linux-image-amd64, cpus: 0}\n", "lab.guest.cpus must be 1..16", 3),
+    ("lab:\n", "lab:\n  guest: {kernel: linux-image-amd64}\n  vms: {vm1: {kernel: linux-image-amd64}}\n",
+     "lab.vms: a lab made inside a guest (lab.guest) has only namespaces", 4),
+    ("loss: {traffic: s, p: 0.01}", "traced_path: {fault: f, through: [upcall]}",
+     "traced_path: the scenario traces nothing", 15),
+    ("loss: {traffic: s, p: 0.01}", "traced_path: {fault: f, through: upcall}\ntrace: {count: 3}",
+     "traced_path.through: a list of hop points", 15),
 ]
 
 
@@ -149,6 +157,48 @@ OUTSIDE_BAD = [
 ]
 
 
+def test_a_lab_inside_a_guest_takes_no_host_outside_it():
+    text = OUTSIDE.replace("name: c\n", "name: c\nlab:\n  guest: {kernel: linux-image-amd64}\n  hosts: []\n")
+    with pytest.raises(ScenarioError, match=r"^c.yaml:3:\d+: lab.guest: the lab is made inside a VM, where "
+                       r"container:web, /run/netns/x, pid:4242 cannot be reached"):
+        loads(text, "c.yaml")
+
+
+def test_a_lab_inside_a_guest_is_not_kept():
+    from faultinj.scenario.runner import lab_up
+
+    scn = loads(GOOD.replace("lab:\n", "lab:\n  guest: {kernel: linux-image-amd64}\n"), "g.yaml")
+    assert scn.lab.guest.kernel == "linux-image-amd64" and scn.lab.guest.memory == "1G"
+    with pytest.raises(StateError, match="lives only while 'faultinj run' runs it"):
+        lab_up(scn)
+    with pytest.raises(StateError, match="--keep: a lab made inside a guest"):
+        run(scn, keep=True)
+
+
+def _hop(ts, direction="in", point="netif_receive_skb", fault=""):
+    from faultinj.inject.trace import Hop
+
+    return Hop(ts, 1, "ns", "eth0", direction, point, 60, b"", fault=fault)
+
+
+@pytest.mark.parametrize("order,ok", [
+    (["ACT", "upcall", "exec output:2"], True),
+    (["ACT", "exec output:2", "upcall", "exec output:1"], True),     # the points in order, others between
+    (["upcall", "ACT", "exec output:2"], False),                     # the upcall came before the fault's act
+    (["ACT", "exec output:2"], False),                               # no upcall
+    (["upcall", "exec output:2"], False),                            # the fault never acted on it
+])
+def test_traced_path_wants_the_points_after_the_faults_act(order, ok):
+    from faultinj.scenario.expect import RunData, evaluate
+    from faultinj.scenario.schema import ExpectEntry
+
+    hops = [_hop(i, "ACT", "tc-egress", "f1 psh-ratio=1") if p == "ACT" else _hop(i, point=p)
+            for i, p in enumerate(order)]
+    data = RunData(journeys=[list(reversed(hops))], fault_ids={"psh": "f1"})   # order by time, not as read
+    check = evaluate(ExpectEntry("traced_path", {"fault": "psh", "through": ["upcall", "exec output"]}, 1), data)
+    assert check.ok == ok and check.observed == str(int(ok)), check
+
+
 def test_hosts_outside_the_lab_load():
     scn = loads(OUTSIDE, "c.yaml")
     assert scn.targets == {"container:web": {"container": "web", "runtime": None},
@@ -180,7 +230,7 @@ def test_shipped_scenario_passes(path, tmp_path):
     assert not [ns for ns in list_netns() if ns.startswith(report.prefix)]
     scn = load(path)
     for name, f in report.faults.items():   # VM hosts: the fault ran in the guest, on its kernel
-        assert f["vm"] == (f["host"] in scn.lab.vms)
+        assert f["vm"] == (f["host"] in scn.lab.vms or scn.lab.guest is not None)
         if f["vm"]:
             assert f["kernel"] != os.uname().release
     if "seed-vms-ovs" in path:   # the seed article's attach: matchall + act_bpf inside vm1

@@ -97,6 +97,8 @@ class TopologySpec:
     vms: dict[str, VMHostSpec] = field(default_factory=dict)  # hosts that are VMs
     remote: dict[str, RemoteHostSpec] = field(default_factory=dict)  # hosts reached through ssh
     ovs: dict[str, OvsBridgeSpec] = field(default_factory=dict)  # OVS bridges' rules and settings
+    # the whole lab (its namespaces and bridges) made inside one VM on this kernel (scenario/inguest.py)
+    guest: VMHostSpec | None = None
 
 
 @dataclass

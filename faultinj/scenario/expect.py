@@ -113,6 +113,11 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
                     if h.direction == "DROP" and h.reason == "faultinj" and fid in h.fault)
         return bounds_check(f"traced packets dropped by {prm['fault']} (labelled from its journal)", drops,
                             prm.get("equals"), prm.get("min"), prm.get("max"))
+    if k == "traced_path":
+        fid = data.fault_ids.get(prm["fault"], "?")
+        n = sum(1 for j in data.journeys if _passes(j, fid, prm["through"]))
+        return bounds_check(f"traced packets {prm['fault']} acted on, then through {' > '.join(prm['through'])}",
+                            n, prm.get("equals"), prm.get("min", 1 if "equals" not in prm else None), prm.get("max"))
     if k == "counters_match_capture":
         base = _select(data, prm)
         having = compile_predicate(prm["having"])
@@ -263,3 +268,16 @@ def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
 def _seq_before(a: int, b: int) -> bool:
     """TCP sequence order, with wrap-around."""
     return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF
+
+
+def _passes(journey: list, fault_id: str, through: list[str]) -> bool:
+    """The fault acted on this packet, and after that its hops pass each point of through in order."""
+    hops = sorted(journey, key=lambda h: h.ts_ns)
+    i = next((n for n, h in enumerate(hops) if h.direction == "ACT" and fault_id in h.fault), None)
+    if i is None:
+        return False
+    want = list(through)
+    for h in hops[i + 1:]:
+        if want and h.point.startswith(want[0]):
+            want.pop(0)
+    return not want

@@ -16,6 +16,7 @@ from ..inject.capture import write_pcap
 from ..inject.lab import Topology, unique_prefix
 from ..packets import parse
 from ..verdict import Check, Verdict
+from . import inguest
 from .expect import RunData, evaluate
 from .plots import plot_for
 from .hosts import for_topology as hosts_of
@@ -78,6 +79,8 @@ def _start_trace(scn, report: Report, progress) -> _ScenarioTrace:
 def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         progress: Callable[[str], None] = lambda m: None) -> Report:
     caps.require_privileges()
+    if scn.lab.guest and not os.environ.get(inguest.IN_GUEST):
+        return inguest.run_in_guest(scn, pcap_dir, keep, progress)
     started = time.monotonic()
     topo = Topology(scn.lab)
     topo.progress = progress
@@ -275,8 +278,8 @@ def _kept(name: str) -> dict | None:
 
 def lab_up(scn: Scenario, progress: Callable[[str], None] = lambda m: None) -> dict:
     caps.require_privileges()
-    if scn.lab.vms:
-        raise StateError(f"{scn.path}: a lab with VM hosts lives only while 'faultinj run' runs it "
+    if scn.lab.vms or scn.lab.guest:
+        raise StateError(f"{scn.path}: a lab with VMs (lab.vms, lab.guest) lives only while 'faultinj run' runs it "
                          "(its VMs are children of that process); run the scenario instead")
     with state.locked():
         if _kept(scn.name):

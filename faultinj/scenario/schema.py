@@ -271,6 +271,9 @@ EXPECT_KINDS = {
     "counters_match_capture": ({"fault", "capture", "having"}, {"of"}),
     # traced packets (trace:) whose journey ended in a drop by the fault, labelled so from its journal
     "traced_drops": ({"fault"}, {"equals", "min", "max"}),
+    # traced packets the fault acted on whose journey then passes these points in this order (each a
+    # hop's point or its beginning: upcall, "exec output", a tracepoint's name); default min 1
+    "traced_path": ({"fault", "through"}, {"equals", "min", "max"}),
     "first_segments": ({"capture", "having"}, {"connections"}),
     # the packets of a capture showing an anomaly are exactly those the fault's journal recorded
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),
@@ -354,9 +357,14 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         ctx.part(_unique, ctx, doc, "capture", [c.name for c in captures])
     refs = {"fault": fault_names, "traffic": traffic_names, "capture": capture_names, "host": hosts,
             "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
+    if "trace" in doc:
+        refs["trace"] = True
     expect = [e for e in (ctx.part(_expect, ctx, e, refs, traffic, lab, faults)
                           for e in ctx.part(_list, ctx, doc, "expect", default=[])) if e is not None]
     trace = ctx.part(_trace, ctx, doc["trace"]) if "trace" in doc else None
+    if lab.guest and hosts.targets:
+        ctx.part(ctx.fail, doc["lab"].key_marks["guest"], f"lab.guest: the lab is made inside a VM, where "
+                 f"{', '.join(hosts.targets)} cannot be reached: remove lab.guest or those hosts")
     ctx.raise_mistakes()
     return Scenario(name, description, path, lab, faults, traffic, captures, expect, interfaces, trace,
                     hosts.targets)
@@ -439,7 +447,7 @@ def _unique(ctx, doc, key, names) -> None:
 
 
 def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
-    ctx.keys(lab, "lab", required={"hosts"}, optional={"bridges", "vms", "remote", "links"})
+    ctx.keys(lab, "lab", required={"hosts"}, optional={"bridges", "vms", "remote", "links", "guest"})
     hosts = ctx.typed(lab, "hosts", list, "lab")
     for i, h in enumerate(hosts):
         if not isinstance(h, str) or not NAME.match(h):
@@ -459,14 +467,18 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
             ctx.fail(lab["vms"].key_marks[h], f"lab.vms: '{h}' is not one of the hosts {list(hosts)}")
         if not isinstance(conf, YMap):
             ctx.fail(lab["vms"].value_marks[h], f"lab.vms.{h}: give kernel (and memory, cpus)")
-        ctx.keys(conf, f"lab.vms.{h}", required={"kernel"}, optional={"memory", "cpus"})
-        memory = str(ctx.typed(conf, "memory", (str, int), f"lab.vms.{h}", "1G"))
-        if not re.match(r"^\d+[MG]?$", memory):
-            ctx.fail(conf.value_marks["memory"], f"lab.vms.{h}.memory: e.g. 1G or 512M")
-        cpus = ctx.typed(conf, "cpus", int, f"lab.vms.{h}", 1)
-        if not 1 <= cpus <= 16:
-            ctx.fail(conf.value_marks["cpus"], f"lab.vms.{h}.cpus must be 1..16")
-        vms[h] = VMHostSpec(ctx.typed(conf, "kernel", str, f"lab.vms.{h}"), memory, cpus)
+        vms[h] = _vm(ctx, conf, f"lab.vms.{h}")
+    guest = None
+    if "guest" in lab:
+        conf = lab["guest"]
+        if not isinstance(conf, YMap):
+            ctx.fail(lab.value_marks["guest"], "lab.guest: give kernel (and memory, cpus): the whole lab is "
+                     "made inside one VM on that kernel")
+        guest = _vm(ctx, conf, "lab.guest")
+        for other in ("vms", "remote"):
+            if lab.get(other):
+                ctx.fail(lab.key_marks[other], f"lab.{other}: a lab made inside a guest (lab.guest) has only "
+                         "namespaces and bridges in it: remove lab.guest or lab.{other}".replace("{other}", other))
     remote = {}
     for h, conf in (ctx.typed(lab, "remote", dict, "lab", YMap()) or YMap()).items():
         w = f"lab.remote.{h}"
@@ -558,7 +570,20 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                          f"lab.links[{i}].{link.b.host}.ofport {p.ofport} is already "
                          f"{ofports[(link.b.host, p.ofport)]}'s port on {link.b.host}")
             ofports[(link.b.host, p.ofport)] = link.a.host
-    return TopologySpec(hosts=list(hosts), links=links, bridges=bridges, vms=vms, remote=remote, ovs=ovs_specs), interfaces
+    return TopologySpec(hosts=list(hosts), links=links, bridges=bridges, vms=vms, remote=remote, ovs=ovs_specs,
+                        guest=guest), interfaces
+
+
+def _vm(ctx, conf, where: str) -> VMHostSpec:
+    """A VM's kernel, memory and CPUs (lab.vms.HOST, lab.guest)."""
+    ctx.keys(conf, where, required={"kernel"}, optional={"memory", "cpus"})
+    memory = str(ctx.typed(conf, "memory", (str, int), where, "1G"))
+    if not re.match(r"^\d+[MG]?$", memory):
+        ctx.fail(conf.value_marks["memory"], f"{where}.memory: e.g. 1G or 512M")
+    cpus = ctx.typed(conf, "cpus", int, where, 1)
+    if not 1 <= cpus <= 16:
+        ctx.fail(conf.value_marks["cpus"], f"{where}.cpus must be 1..16")
+    return VMHostSpec(ctx.typed(conf, "kernel", str, where), memory, cpus)
 
 
 BRIDGE_KEYS = {"kind", "flows", "protocols", "other_config"}
@@ -834,6 +859,16 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
                     parse_rate(f"throughput.{key}", str(params[key]))
                 except SpecError as exc:
                     ctx.fail(params.value_marks[key], str(exc))
+    if kind == "traced_path":
+        through = params["through"]
+        if not (isinstance(through, list) and through and all(isinstance(t, str) and t for t in through)):
+            ctx.fail(params.value_marks["through"], "traced_path.through: a list of hop points, e.g. "
+                     "[upcall, exec output]")
+        for key in ("equals", "min", "max"):
+            if key in params:
+                _pos_int(ctx, params, key, "traced_path", 0, 0, 10**6)
+    if kind in ("traced_drops", "traced_path") and "trace" not in refs:
+        ctx.fail(e.mark, f"{kind}: the scenario traces nothing: add trace: {{filter: ..., count: N}}")
     if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
         ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
     return ExpectEntry(kind, dict(params), e.mark.line + 1)

@@ -1,0 +1,159 @@
+"""A lab made inside one guest (`lab.guest: {kernel: ...}`): the scenario's namespaces, bridges,
+faults, traffic, captures and trace all run on that guest's kernel. An Open vSwitch bridge there
+runs on the kernel's own datapath (openvswitch.ko), with a private ovsdb-server and ovs-vswitchd
+started in the guest for the run.
+
+This machine boots the guest and runs the scenario in it through the agent (the guest sees this
+machine's files, read-only but for the VM's work directory). The guest writes its verdict and
+pcaps there; they are brought back here, the pcaps into the run's pcap directory."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from typing import Callable
+
+from ..errors import EnvironmentProblem, FaultinjError, StateError
+
+# set in the guest's run: the lab is made there, not in another guest
+IN_GUEST = "FAULTINJ_LAB_IN_GUEST"
+
+
+def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str], None]):
+    from ..guest import kernels, vm
+    from ..inject import lab
+    from ..inject.lab import Topology, TopologySpec
+
+    if keep:
+        raise StateError(f"{scn.path}: --keep: a lab made inside a guest (lab.guest) lives only while "
+                         "'faultinj run' runs it; run it without --keep")
+    spec = scn.lab.guest
+    kernel = kernels.resolve(spec.kernel, progress)
+    # a topology of its own that holds only the guest: recorded before the boot, so a killed run's
+    # QEMU is found and stopped by the next faultinj command (inject/lab.py: recorded labs)
+    holder = Topology(TopologySpec(hosts=[], links=[]))
+    work = vm.workdir(holder.prefix, "lab")
+    holder.record = lambda: lab.remember(scn.name, holder, kept=False, extra={"file": os.path.abspath(scn.path)})
+    stop_tail = threading.Event()
+    try:
+        guest = vm.Guest(vm.VMSpec(f"{holder.prefix}-lab", kernel, spec.memory, spec.cpus), work)
+        holder.guests["lab"] = guest.start()
+        holder.record()
+        progress(f"lab inside a guest: booting {kernel.release} ({vm.accel()[1]})")
+        agent = guest.wait_ready()
+        progress(f"guest up ({agent.info['release']}): the lab is made in it")
+        log = work / "progress.log"
+        tail = threading.Thread(target=_follow, args=(log, progress, stop_tail), daemon=True)
+        tail.start()
+        argv = ["env", f"{IN_GUEST}=1", sys.executable, "-m", "faultinj.scenario.inguest",
+                os.path.abspath(scn.path), str(work)]
+        out = agent.call("exec", _timeout=7200, timeout=7000, cwd=str(work), argv=argv)
+        stop_tail.set()
+        tail.join()
+        failure = work / "failure.pickle"
+        if failure.exists():
+            raise pickle.loads(failure.read_bytes())
+        if out["returncode"] != 0 or not (work / "report.pickle").exists():
+            said = (out["stderr"].strip() or out["stdout"].strip()).splitlines()
+            raise FaultinjError(f"the run inside the guest failed (exit {out['returncode']}): "
+                                f"{said[-1] if said else 'no output'}")
+        report = pickle.loads((work / "report.pickle").read_bytes())
+        report.path = scn.path
+        for f in report.faults.values():
+            f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
+        if pcap_dir:
+            os.makedirs(pcap_dir, exist_ok=True)
+            for name, path in list(report.pcaps.items()):
+                dest = os.path.join(pcap_dir, os.path.basename(path))
+                shutil.copyfile(path, dest)
+                report.pcaps[name] = dest
+        else:
+            report.pcaps = {}
+        return report
+    finally:
+        stop_tail.set()
+        holder.down()   # the guest, and its work directory
+        lab.forget(holder)
+        progress("guest stopped")
+
+
+def _follow(path: Path, progress, stop: threading.Event) -> None:
+    """The guest's progress lines, as they come."""
+    pos = 0
+    while True:
+        done = stop.wait(0.5)
+        try:
+            with open(path) as f:
+                f.seek(pos)
+                text = f.read()
+                # whole lines only
+                text = text[: text.rfind("\n") + 1]
+                pos += len(text.encode())
+        except FileNotFoundError:
+            text = ""
+        for line in text.splitlines():
+            progress(f"[guest] {line}")
+        if done:
+            return
+
+
+# ---- inside the guest ----------------------------------------------------------------------
+
+def _start_ovs(d: Path) -> None:
+    """A private ovsdb-server and ovs-vswitchd for this run, on the guest kernel's datapath.
+    OVS_RUNDIR etc. point every ovs-* command this process runs at them."""
+    if subprocess.run(["modprobe", "openvswitch"], capture_output=True).returncode:
+        raise EnvironmentProblem("the guest's kernel has no openvswitch module: an ovs bridge inside the "
+                                 "guest needs it (use kind: linux, or another kernel)")
+    if not shutil.which("ovsdb-server"):
+        raise EnvironmentProblem("an ovs bridge needs Open vSwitch: install openvswitch-switch")
+    d.mkdir(parents=True, exist_ok=True)
+    os.environ.update(OVS_RUNDIR=str(d), OVS_LOGDIR=str(d), OVS_DBDIR=str(d), OVS_SYSCONFDIR=str(d))
+    schema = "/usr/share/openvswitch/vswitch.ovsschema"
+    for argv in (["ovsdb-tool", "create", f"{d}/conf.db", schema],
+                 ["ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", "--pidfile", "--detach",
+                  "--log-file"],
+                 ["ovs-vswitchd", f"unix:{d}/db.sock", "--pidfile", "--detach", "--log-file"]):
+        proc = subprocess.run(argv, capture_output=True, text=True)
+        if proc.returncode:
+            raise EnvironmentProblem(f"starting Open vSwitch in the guest: '{argv[0]}' failed: "
+                                     f"{proc.stderr.strip()[-300:]}")
+
+
+def _stop_ovs(d: Path) -> None:
+    for daemon in ("ovs-vswitchd", "ovsdb-server"):
+        subprocess.run(["ovs-appctl", "-t", daemon, "exit"], capture_output=True, timeout=30)
+
+
+def main(argv: list[str]) -> int:
+    from .runner import run
+    from .schema import load
+
+    path, work = argv[0], Path(argv[1])
+    log = open(work / "progress.log", "a", buffering=1)
+    try:
+        scn = load(path)
+        ovs_dir = Path("/run/faultinj-ovs")
+        wants_ovs = any(kind == "ovs" for kind in scn.lab.bridges.values())
+        try:
+            if wants_ovs:
+                _start_ovs(ovs_dir)
+                log.write("Open vSwitch started (kernel datapath)\n")
+            report = run(scn, pcap_dir=str(work / "pcaps"), progress=lambda m: log.write(m + "\n"))
+        finally:
+            if wants_ovs:
+                _stop_ovs(ovs_dir)
+    except FaultinjError as exc:   # the host raises it again: same message, same exit code
+        (work / "failure.pickle").write_bytes(pickle.dumps(exc))
+        return 1
+    (work / "report.pickle").write_bytes(pickle.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
