@@ -77,7 +77,8 @@ struct fi_trace_count_key {
 	__u32 reason;       /* FI_HOP_DROP: enum skb_drop_reason; FI_HOP_OVS_EXEC: enum ovs_action_attr */
 	__u8 hop;
 	__u8 flags;         /* FI_DROP_* */
-	__u8 pad[2];
+	__u8 sock_family;   /* FI_DROP_DELIVERED: the reader's socket (user space decides: done or a drop) */
+	__u8 sock_type;
 	char ifname[16];
 };
 
@@ -277,6 +278,8 @@ static __always_inline void fi_trace_count(const struct sk_buff *skb, __u8 hop, 
 	k.reason = reason;
 	/* a free while a copy lives on stays FI_DROP_SHARED: no event follows its copy here */
 	k.flags = hop == FI_HOP_DROP ? fi_drop_flags((__u64)(long)skb->head, &sock, fi_dataref(skb) > 1) : 0;
+	k.sock_family = sock >> 16;
+	k.sock_type = sock & 0xFF;
 	if (dev) {
 		k.netns = dev->nd_net.net->ns.inum;
 		bpf_probe_read_kernel_str(k.ifname, sizeof(k.ifname), dev->name);

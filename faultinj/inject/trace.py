@@ -44,8 +44,9 @@ BTF_PATH = "/sys/kernel/btf/vmlinux"
 EVENT = struct.Struct("<QQQQIIIIIHBB16s128s")
 # a ring record: its header (u32 length, u32 page offset), then the event, padded to 8 bytes
 RECORD = struct.Struct("<II" + EVENT.format.lstrip("<") + f"{-EVENT.size % 8}x")
-# struct fi_trace_count_key: u32 netns, reason; u8 hop, flags, pad[2]; char ifname[16] -> {u64 packets, bytes}
-COUNT_KEY = struct.Struct("<IIBB2x16s")
+# struct fi_trace_count_key: u32 netns, reason; u8 hop, flags, sock_family, sock_type; char ifname[16]
+# -> {u64 packets, bytes}
+COUNT_KEY = struct.Struct("<IIBBBB16s")
 MODE_EVENTS, MODE_COUNT = 1, 2       # enum fi_trace_mode
 READ_BATCH = 256 << 10               # read() returns early once this much waits on the ring
 HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP", 8: "ovs", 9: "ovs"}
@@ -415,9 +416,10 @@ class Tracer:
             raw = libbpf.map_lookup(fd, k, 16 * cpus)
             packets = sum(struct.unpack_from("<Q", raw, 16 * i)[0] for i in range(cpus))
             nbytes = sum(struct.unpack_from("<Q", raw, 16 * i + 8)[0] for i in range(cpus))
-            netns, reason, hop, flags, ifname = COUNT_KEY.unpack(k)
+            netns, reason, hop, flags, family, kind, ifname = COUNT_KEY.unpack(k)
             direction = HOPS.get(hop, "?")
-            if hop == FI_HOP_DROP and flags & DROP_DELIVERED:
+            if hop == FI_HOP_DROP and flags & DROP_DELIVERED and _ends_delivery(
+                    family << 16 | kind, self._reasons.get(reason) or str(reason)):
                 direction = "done"
             elif hop == FI_HOP_DROP and flags & DROP_SHARED:
                 direction = "free"   # a copy lived on: a delivery or a drop (plain trace follows the copy)
@@ -476,10 +478,15 @@ def _delivered(h: Hop, sock: int) -> Hop:
     then freed the original as not for this host (OTHERHOST): freed for any other reason (TCP's
     PAWS check, no UDP socket), the capture had a copy but the packet was lost. A stream socket
     never reads a clone: such a mark is of an earlier packet whose data was at the same address."""
-    kind = _socket_kind(sock)
-    if kind in ("raw socket", "datagram socket") or (kind == "packet socket" and h.reason == "OTHERHOST"):
-        h.direction, h.delivered = "done", kind
+    if _ends_delivery(sock, h.reason):
+        h.direction, h.delivered = "done", _socket_kind(sock)
     return h
+
+
+def _ends_delivery(sock: int, reason: str) -> bool:
+    """Whether a free as `reason` after this socket read a copy is the end of a delivery (_delivered)."""
+    kind = _socket_kind(sock)
+    return kind in ("raw socket", "datagram socket") or (kind == "packet socket" and reason == "OTHERHOST")
 
 
 def _event_summary(e) -> str:
