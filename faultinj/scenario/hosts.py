@@ -133,18 +133,17 @@ class AgentHost:
         return next((r.get("final_counters") for r in removed if r["id"] == fault_id), None)
 
     def journal(self, fault_id: str) -> list:
-        from ..journal import Event
-
-        fields = Event.__dataclass_fields__
-        return [Event(**{k: v for k, v in e.items() if k in fields}) for e in
-                self.agent.call("journal", fault_id=fault_id)]
+        return self._events("journal", fault_id)
 
     def journal_close(self, fault_id: str) -> list:
+        return self._events("journal_close", fault_id)
+
+    def _events(self, method: str, fault_id: str) -> list:
         from ..journal import Event
 
         fields = Event.__dataclass_fields__
         return [Event(**{k: v for k, v in e.items() if k in fields}) for e in
-                self.agent.call("journal_close", fault_id=fault_id)]
+                self.agent.call(method, fault_id=fault_id)]
 
     def capture_start(self, iface: str, snaplen: int, direction: str):
         return self.agent.call("capture_start", ifname=iface, snaplen=snaplen, direction=direction)
