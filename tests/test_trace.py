@@ -309,8 +309,12 @@ def test_cli_json_count_and_pcap(bridge_lab, tmp_path):
                              "--count", "1", "--duration", "15s", "--json", "--pcap", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
-        time.sleep(1.5)   # the tracer compiles (cached) and attaches
-        traffic.ping(vm1, "10.77.0.2", 3, interval=0.3)
+        # ping until the tracer has its one packet: it compiles (cached) and attaches first, which
+        # took more than the 1.5 s once waited for on a loaded machine
+        end = time.monotonic() + 30
+        while proc.poll() is None and time.monotonic() < end:
+            traffic.ping(vm1, "10.77.0.2", 1)
+            time.sleep(0.2)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
         proc.kill()
