@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .inject import advice, attach, caps, libbpf, maps, netns, state
+from .inject import advice, attach, caps, maps, netns, state
 from .inject import links as kernel_links
 from .inject.netns import Links
 from .removal import reap_now

@@ -8,7 +8,7 @@ import logging
 import os
 import time
 
-from .errors import SpecError, StateError, TargetError
+from .errors import FaultinjError, SpecError, StateError, TargetError
 from .inject import attach, caps, libbpf, maps, netns, state, targets
 from .inject import links as kernel_links
 from .inject.netns import Links
@@ -129,7 +129,13 @@ def _remove(links: Links, rec: state.Record) -> None:
             attach.tc_detach(ipr, rec.ifindex, rec.hook, rec.tc_prio, rec.filter_name, rec.attach_mode)
     else:
         kernel_links.detach(rec)   # by program id; a link's own undo is the unpinning in forget
-    rec.final_counters = maps.read_pinned(rec.pin_dir)[0]   # detached: nothing counts after this
+    # detached; once the program runs already under way have returned (an RCU grace period),
+    # nothing counts after this
+    try:
+        maps.wait_for_running_programs()
+    except FaultinjError:   # a nohz_full kernel: the counters may miss a packet in flight, no more
+        pass
+    rec.final_counters = maps.read_pinned(rec.pin_dir)[0]
     if rec.hook == "xdp":
         forget(rec)
         return

@@ -175,6 +175,37 @@ def test_a_lab_inside_a_guest_is_not_kept():
         run(scn, keep=True)
 
 
+def _spec_error(text):
+    from faultinj.errors import SpecError
+
+    return SpecError(text)
+
+
+@pytest.mark.parametrize("raised,status,said", [
+    (lambda copy: _spec_error(f"{copy}:12:3: x"), 2, "bad.yaml:12:3: x"),    # names the file, not the copy
+    (lambda copy: FileNotFoundError(2, "No such file", "/nope"), 2, "no such file: /nope: check the path"),
+    (lambda copy: ValueError("boom"), 1, "unexpected error in the guest's run (a bug: please report it): "
+                                         "ValueError: boom"),
+], ids=["faultinj", "foreign", "bug"])
+def test_an_error_in_the_guest_comes_back_with_its_message_and_exit_code(raised, status, said, tmp_path,
+                                                                          monkeypatch):
+    """The guest's side (inguest.main) writes what went wrong; this machine's side raises it again."""
+    import json
+
+    from faultinj.scenario import inguest, runner
+
+    copy = tmp_path / "scenario.yaml"
+    copy.write_text(GOOD.replace("lab:\n", "lab:\n  guest: {kernel: linux-image-amd64}\n"))
+
+    def fail(*a, **kw):
+        raise raised(str(copy))
+
+    monkeypatch.setattr(runner, "run", fail)
+    assert inguest.main([str(copy), str(tmp_path)]) == 1
+    err = inguest._error_from(json.loads((tmp_path / "failure.json").read_text()), str(copy), "bad.yaml")
+    assert str(err) == said and int(err.status) == status
+
+
 def _hop(ts, direction="in", point="netif_receive_skb", fault=""):
     from faultinj.inject.trace import Hop
 
@@ -187,16 +218,19 @@ def _hop(ts, direction="in", point="netif_receive_skb", fault=""):
     (["upcall", "ACT", "exec output:2"], False),                     # the upcall came before the fault's act
     (["ACT", "exec output:2"], False),                               # no upcall
     (["upcall", "exec output:2"], False),                            # the fault never acted on it
+    (["DUP", "upcall", "exec output:2"], True),                      # a duplicate fault's copy
 ])
 def test_traced_path_wants_the_points_after_the_faults_act(order, ok):
     from faultinj.scenario.expect import RunData, evaluate
     from faultinj.scenario.schema import ExpectEntry
 
-    hops = [_hop(i, "ACT", "tc-egress", "f1 psh-ratio=1") if p == "ACT" else _hop(i, point=p)
+    hops = [_hop(i, p, "tc-egress", "f1 psh-ratio=1") if p in ("ACT", "DUP") else _hop(i, point=p)
             for i, p in enumerate(order)]
     data = RunData(journeys=[list(reversed(hops))], fault_ids={"psh": "f1"})   # order by time, not as read
     check = evaluate(ExpectEntry("traced_path", {"fault": "psh", "through": ["upcall", "exec output"]}, 1), data)
     assert check.ok == ok and check.observed == str(int(ok)), check
+    none = evaluate(ExpectEntry("traced_path", {"fault": "psh", "through": ["upcall"], "max": 0}, 1), data)
+    assert none.ok == (not ok) and none.expected == "<= 0", none    # max alone: no minimum of 1
 
 
 def test_hosts_outside_the_lab_load():
@@ -235,6 +269,12 @@ def test_shipped_scenario_passes(path, tmp_path):
             assert f["kernel"] != os.uname().release
     if "seed-vms-ovs" in path:   # the seed article's attach: matchall + act_bpf inside vm1
         assert report.faults["psh"]["attach_mode"] == "matchall" and report.counters["psh"]["acted"] > 0
+    if scn.lab.guest:   # the guest, its work directory and its lab record are gone
+        from faultinj.inject import lab as lab_mod
+
+        assert not glob.glob(f"/tmp/faultinj-vm-{report.prefix}*")
+        assert not [d for d in lab_mod.recorded_labs() if d["prefix"] == report.prefix]
+        assert subprocess.run(["pgrep", "-f", f"{report.prefix}-lab"], capture_output=True).returncode == 1
     if scn.trace:
         assert len(report.journeys) == scn.trace.count
     if scn.trace and scn.name == "bridge-lab":   # a ping request's journey, host -> bridge ports -> host

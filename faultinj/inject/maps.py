@@ -95,7 +95,7 @@ def write_config(fds: Mapping[str, int], cfg: Config, fresh: bool = False) -> No
         libbpf.map_update(fds["fi_config_live"], KEY0, _key(0))
         return
     spare = 1 - _live(fds)
-    _wait_for_readers()   # programs that read the spare slot before the last switch have returned
+    wait_for_running_programs()   # programs that read the spare slot before the last switch have returned
     libbpf.map_update(fds["fi_config"], _key(spare), cfg.pack())
     libbpf.map_update(fds["fi_config_live"], KEY0, _key(spare))
 
@@ -113,7 +113,7 @@ _MEMBARRIER = {"x86_64": 324, "aarch64": 283}.get(platform.machine())
 MEMBARRIER_CMD_GLOBAL = 1
 
 
-def _wait_for_readers() -> None:
+def wait_for_running_programs() -> None:
     """An RCU grace period: tc and XDP programs run inside RCU read-side sections, and
     membarrier(MEMBARRIER_CMD_GLOBAL) returns after synchronize_rcu(), so every program run that
     started before this call has returned."""

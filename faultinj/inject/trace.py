@@ -475,7 +475,7 @@ def _delivered(h: Hop, sock: int) -> Hop:
     """A free after a socket read the frame (a clone of it): the end of a delivery, not a loss --
     where that socket was where the packet went. A raw or datagram socket (ping's replies, a
     broadcast) took it; a packet socket (an OVS netdev port, a capture) took it only if the kernel
-    then freed the original as not for this host (OTHERHOST): freed for any other reason (TCP's
+    then freed the original as not for this host's stack (_NOT_OURS): freed for any other reason (TCP's
     PAWS check, no UDP socket), the capture had a copy but the packet was lost. A stream socket
     never reads a clone: such a mark is of an earlier packet whose data was at the same address."""
     if _ends_delivery(sock, h.reason):
@@ -486,7 +486,12 @@ def _delivered(h: Hop, sock: int) -> Hop:
 def _ends_delivery(sock: int, reason: str) -> bool:
     """Whether a free as `reason` after this socket read a copy is the end of a delivery (_delivered)."""
     kind = _socket_kind(sock)
-    return kind in ("raw socket", "datagram socket") or (kind == "packet socket" and reason == "OTHERHOST")
+    return kind in ("raw socket", "datagram socket") or (kind == "packet socket" and reason in _NOT_OURS)
+
+
+# freed as not for this host's stack: after a packet socket read it (an OVS netdev port, LLDP to a
+# daemon), the end of its delivery
+_NOT_OURS = ("OTHERHOST", "UNHANDLED_PROTO")
 
 
 def _event_summary(e) -> str:

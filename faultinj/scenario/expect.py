@@ -116,8 +116,9 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
     if k == "traced_path":
         fid = data.fault_ids.get(prm["fault"], "?")
         n = sum(1 for j in data.journeys if _passes(j, fid, prm["through"]))
+        bounded = {"equals", "min", "max"} & set(prm)
         return bounds_check(f"traced packets {prm['fault']} acted on, then through {' > '.join(prm['through'])}",
-                            n, prm.get("equals"), prm.get("min", 1 if "equals" not in prm else None), prm.get("max"))
+                            n, prm.get("equals"), prm.get("min", None if bounded else 1), prm.get("max"))
     if k == "counters_match_capture":
         base = _select(data, prm)
         having = compile_predicate(prm["having"])
@@ -273,7 +274,8 @@ def _seq_before(a: int, b: int) -> bool:
 def _passes(journey: list, fault_id: str, through: list[str]) -> bool:
     """The fault acted on this packet, and after that its hops pass each point of through in order."""
     hops = sorted(journey, key=lambda h: h.ts_ns)
-    i = next((n for n, h in enumerate(hops) if h.direction == "ACT" and fault_id in h.fault), None)
+    # ACT: it changed the packet; DUP: it copied it (a drop ends the journey)
+    i = next((n for n, h in enumerate(hops) if h.direction in ("ACT", "DUP") and fault_id in h.fault), None)
     if i is None:
         return False
     want = list(through)

@@ -9,16 +9,18 @@ pcaps there; they are brought back here, the pcaps into the run's pcap directory
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import EnvironmentProblem, FaultinjError, StateError
+from ..errors import EnvironmentProblem, ExitStatus, FaultinjError, StateError, from_foreign
 
 # set in the guest's run: the lab is made there, not in another guest
 IN_GUEST = "FAULTINJ_LAB_IN_GUEST"
@@ -32,17 +34,22 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
     if keep:
         raise StateError(f"{scn.path}: --keep: a lab made inside a guest (lab.guest) lives only while "
                          "'faultinj run' runs it; run it without --keep")
+    from ..inject import caps
+
+    caps.require_privileges()
+    started = time.monotonic()
     spec = scn.lab.guest
     kernel = kernels.resolve(spec.kernel, progress)
-    # a topology of its own that holds only the guest: recorded before the boot, so a killed run's
-    # QEMU is found and stopped by the next faultinj command (inject/lab.py: recorded labs)
+    # a topology of its own that holds only the guest, recorded as soon as QEMU runs: a killed
+    # run's QEMU is found and stopped by the next faultinj command (inject/lab.py: recorded labs)
     holder = Topology(TopologySpec(hosts=[], links=[]))
     work = vm.workdir(holder.prefix, "lab")
     holder.record = lambda: lab.remember(scn.name, holder, kept=False, extra={"file": os.path.abspath(scn.path)})
     stop_tail = threading.Event()
     try:
         guest = vm.Guest(vm.VMSpec(f"{holder.prefix}-lab", kernel, spec.memory, spec.cpus), work)
-        holder.guests["lab"] = guest.start()
+        holder.guests["lab"] = guest
+        guest.start()
         holder.record()
         progress(f"lab inside a guest: booting {kernel.release} ({vm.accel()[1]})")
         agent = guest.wait_ready()
@@ -50,20 +57,25 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
         log = work / "progress.log"
         tail = threading.Thread(target=_follow, args=(log, progress, stop_tail), daemon=True)
         tail.start()
-        argv = ["env", f"{IN_GUEST}=1", sys.executable, "-m", "faultinj.scenario.inguest",
-                os.path.abspath(scn.path), str(work)]
-        out = agent.call("exec", _timeout=7200, timeout=7000, cwd=str(work), argv=argv)
+        # the scenario as read here (the guest sees this machine's files, but a copy in the work
+        # directory is read whatever the guest mounts), run from this directory (relative paths of
+        # command: traffic mean what they mean here; the guest cannot write there)
+        copy = work / "scenario.yaml"
+        shutil.copyfile(scn.path, copy)
+        argv = ["env", f"{IN_GUEST}=1", sys.executable, "-m", "faultinj.scenario.inguest", str(copy), str(work)]
+        out = agent.call("exec", _timeout=7200, timeout=7000, cwd=os.getcwd(), argv=argv)
         stop_tail.set()
         tail.join()
-        failure = work / "failure.pickle"
+        failure = work / "failure.json"
         if failure.exists():
-            raise pickle.loads(failure.read_bytes())
+            raise _error_from(json.loads(failure.read_text()), str(copy), scn.path)
         if out["returncode"] != 0 or not (work / "report.pickle").exists():
             said = (out["stderr"].strip() or out["stdout"].strip()).splitlines()
             raise FaultinjError(f"the run inside the guest failed (exit {out['returncode']}): "
                                 f"{said[-1] if said else 'no output'}")
         report = pickle.loads((work / "report.pickle").read_bytes())
-        report.path = scn.path
+        report.path, report.prefix = scn.path, holder.prefix   # this machine's: its records, its work dir
+        report.seconds = time.monotonic() - started            # the boot too
         for f in report.faults.values():
             f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
         if pcap_dir:
@@ -78,8 +90,19 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
     finally:
         stop_tail.set()
         holder.down()   # the guest, and its work directory
+        shutil.rmtree(work, ignore_errors=True)   # also when QEMU never started
         lab.forget(holder)
         progress("guest stopped")
+
+
+def _error_from(d: dict, copy: str, path: str) -> FaultinjError:
+    """The guest's error, as it would have been raised here: its message (naming the scenario
+    file, not the guest's copy of it), its exit status."""
+    err = FaultinjError(d["message"].replace(copy, path))
+    err.status = ExitStatus(d["status"])
+    if d.get("all_lines"):
+        err.all_lines = [ln.replace(copy, path) for ln in d["all_lines"]]
+    return err
 
 
 def _follow(path: Path, progress, stop: threading.Event) -> None:
@@ -125,9 +148,15 @@ def _start_ovs(d: Path) -> None:
                                      f"{proc.stderr.strip()[-300:]}")
 
 
-def _stop_ovs(d: Path) -> None:
+def _stop_ovs() -> None:
+    """Best effort (the guest ends with the run anyway): never in the way of the run's own outcome."""
+    if not shutil.which("ovs-appctl"):
+        return
     for daemon in ("ovs-vswitchd", "ovsdb-server"):
-        subprocess.run(["ovs-appctl", "-t", daemon, "exit"], capture_output=True, timeout=30)
+        try:
+            subprocess.run(["ovs-appctl", "-t", daemon, "exit"], capture_output=True, timeout=30)
+        except Exception:
+            pass
 
 
 def main(argv: list[str]) -> int:
@@ -147,9 +176,17 @@ def main(argv: list[str]) -> int:
             report = run(scn, pcap_dir=str(work / "pcaps"), progress=lambda m: log.write(m + "\n"))
         finally:
             if wants_ovs:
-                _stop_ovs(ovs_dir)
-    except FaultinjError as exc:   # the host raises it again: same message, same exit code
-        (work / "failure.pickle").write_bytes(pickle.dumps(exc))
+                _stop_ovs()
+    except Exception as exc:   # the host raises it again: same message, same exit code
+        import traceback
+
+        err = exc if isinstance(exc, FaultinjError) else from_foreign(exc)
+        if err is None:
+            last = traceback.format_exc().strip().splitlines()[-1]
+            err = FaultinjError(f"unexpected error in the guest's run (a bug: please report it): {last}")
+        (work / "failure.json").write_text(json.dumps({
+            "kind": type(err).__name__, "message": str(err), "status": int(err.status),
+            "all_lines": getattr(err, "all_lines", None)}))
         return 1
     (work / "report.pickle").write_bytes(pickle.dumps(report))
     return 0

@@ -78,9 +78,9 @@ def _start_trace(scn, report: Report, progress) -> _ScenarioTrace:
 
 def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         progress: Callable[[str], None] = lambda m: None) -> Report:
-    caps.require_privileges()
     if scn.lab.guest and not os.environ.get(inguest.IN_GUEST):
         return inguest.run_in_guest(scn, pcap_dir, keep, progress)
+    caps.require_privileges()
     started = time.monotonic()
     topo = Topology(scn.lab)
     topo.progress = progress

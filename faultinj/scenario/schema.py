@@ -478,7 +478,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
         for other in ("vms", "remote"):
             if lab.get(other):
                 ctx.fail(lab.key_marks[other], f"lab.{other}: a lab made inside a guest (lab.guest) has only "
-                         "namespaces and bridges in it: remove lab.guest or lab.{other}".replace("{other}", other))
+                         f"namespaces and bridges in it: remove lab.guest or lab.{other}")
     remote = {}
     for h, conf in (ctx.typed(lab, "remote", dict, "lab", YMap()) or YMap()).items():
         w = f"lab.remote.{h}"
