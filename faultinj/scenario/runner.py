@@ -279,7 +279,8 @@ def _kept(name: str) -> dict | None:
 def lab_up(scn: Scenario, progress: Callable[[str], None] = lambda m: None) -> dict:
     caps.require_privileges()
     if scn.lab.vms or scn.lab.guest:
-        raise StateError(f"{scn.path}: a lab with VMs (lab.vms, lab.guest) lives only while 'faultinj run' runs it "
+        raise StateError(f"{scn.path}: a lab with VM hosts or made inside a guest (lab.vms, lab.guest) lives only "
+                         "while 'faultinj run' runs it "
                          "(its VMs are children of that process); run the scenario instead")
     with state.locked():
         if _kept(scn.name):
