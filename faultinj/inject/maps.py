@@ -189,8 +189,6 @@ def read_overwritten(fd: int) -> int:
 def read_pinned(pin_dir: str) -> tuple[dict | None, int, int]:
     """A fault's counters, its journal events no longer kept and the changes the kernel refused,
     from its pinned maps; (None, 0, 0) when the pins are gone."""
-    import os
-
     try:
         fd = libbpf.obj_get(f"{pin_dir}/fi_counters")
     except Exception:

@@ -28,14 +28,12 @@ IN_GUEST = "FAULTINJ_LAB_IN_GUEST"
 
 def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str], None]):
     from ..guest import kernels, vm
-    from ..inject import lab
+    from ..inject import caps, lab
     from ..inject.lab import Topology, TopologySpec
 
     if keep:
         raise StateError(f"{scn.path}: --keep: a lab made inside a guest (lab.guest) lives only while "
                          "'faultinj run' runs it; run it without --keep")
-    from ..inject import caps
-
     caps.require_privileges()
     started = time.monotonic()
     spec = scn.lab.guest

@@ -357,9 +357,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         ctx.part(_unique, ctx, doc, "capture", [c.name for c in captures])
     refs = {"fault": fault_names, "traffic": traffic_names, "capture": capture_names, "host": hosts,
             "bridge": [b for b, kind in lab.bridges.items() if kind == "ovs"]}
-    if "trace" in doc:
-        refs["trace"] = True
-    expect = [e for e in (ctx.part(_expect, ctx, e, refs, traffic, lab, faults)
+    expect = [e for e in (ctx.part(_expect, ctx, e, refs, traffic, lab, faults, "trace" in doc)
                           for e in ctx.part(_list, ctx, doc, "expect", default=[])) if e is not None]
     trace = ctx.part(_trace, ctx, doc["trace"]) if "trace" in doc else None
     if lab.guest and hosts.targets:
@@ -762,7 +760,7 @@ def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     return CaptureEntry(ctx.typed(c, "name", str, where, f"capture{i}"), host, iface, direction, snaplen)
 
 
-def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
+def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=(), traced: bool = False) -> ExpectEntry:
     if not isinstance(e, YMap) or len(e) != 1:
         ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(EXPECT_KINDS)}, with its settings")
     kind = next(iter(e))
@@ -867,7 +865,7 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=()) -> ExpectEntry:
         for key in ("equals", "min", "max"):
             if key in params:
                 _pos_int(ctx, params, key, "traced_path", 0, 0, 10**6)
-    if kind in ("traced_drops", "traced_path") and "trace" not in refs:
+    if kind in ("traced_drops", "traced_path") and not traced:
         ctx.fail(e.mark, f"{kind}: the scenario traces nothing: add trace: {{filter: ..., count: N}}")
     if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
         ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
