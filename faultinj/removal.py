@@ -119,9 +119,8 @@ def _remove(links: Links, rec: state.Record) -> None:
     if rec.pending != "clear":
         rec.pending, rec.pid = "clear", os.getpid()
         state.save(rec)
-    if not netns.alive(rec.netns, rec.netns_inode):
-        return _forget_all(rec)
-    if not netns.link_exists(rec.netns, rec.ifindex, rec.ifname):
+    if not netns.alive(rec.netns, rec.netns_inode) or not netns.link_exists(rec.netns, rec.ifindex, rec.ifname):
+        _read_final(rec)   # its link is gone: nothing runs the program any more
         return _forget_all(rec)
     ipr = links.get(rec.netns)
     if rec.attach_kind == "tc-matchall":
@@ -135,7 +134,7 @@ def _remove(links: Links, rec: state.Record) -> None:
         maps.wait_for_running_programs()
     except FaultinjError:   # a nohz_full kernel: the counters may miss a packet in flight, no more
         pass
-    rec.final_counters = maps.read_pinned(rec.pin_dir)[0]
+    _read_final(rec)
     if rec.hook == "xdp":
         forget(rec)
         return
@@ -151,6 +150,11 @@ def _remove(links: Links, rec: state.Record) -> None:
             state.forget_link(rec.netns, rec.ifindex)
     if put_back_failed:
         raise put_back_failed
+
+
+def _read_final(rec: state.Record) -> None:
+    """The counters and lost journal events of a fault no longer run, from its pins, before they go."""
+    rec.final_counters, rec.final_journal_lost, _ = maps.read_pinned(rec.pin_dir)
 
 
 def _forget_all(rec: state.Record) -> None:

@@ -78,6 +78,7 @@ class Record:
     # set by clear: the counters read after the program was detached and before its maps were
     # unpinned, so they hold every packet it acted on (a status read before clear can miss the last)
     final_counters: dict | None = None
+    final_journal_lost: int = 0      # and its journal events no longer kept then
 
     @property
     def filters(self) -> str:

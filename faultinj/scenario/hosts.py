@@ -26,14 +26,11 @@ class NamespaceHost:
     def apply(self, spec, iface: str, seed, tc_mode: str) -> dict:
         return api.apply(spec, iface, netns_name=self.netns, seed=seed, tc_mode=tc_mode).to_json()
 
-    def fault_status(self, fault_id: str) -> dict | None:
-        st = api.fault_status(fault_id)
-        return st.to_json() if st else None
-
     def clear(self, fault_id: str) -> dict | None:
-        """Remove the fault; its counters read after its program was detached (None: not read)."""
+        """Remove the fault: the record it had, with its counters and lost journal events read after
+        its program was detached (final_counters, final_journal_lost); None when there was none."""
         removed = api.clear(fault_id=fault_id)
-        return next((r.final_counters for r in removed if r.id == fault_id), None)
+        return next((r.to_json() for r in removed if r.id == fault_id), None)
 
     def journal(self, fault_id: str) -> list:
         reader = self._readers.get(fault_id) or self._readers.setdefault(fault_id, api.journal(fault_id=fault_id))
@@ -125,12 +122,9 @@ class AgentHost:
     def apply(self, spec, iface: str, seed, tc_mode: str) -> dict:
         return self.agent.call("apply", spec=str(spec), ifname=iface, seed=seed, tc_mode=tc_mode)
 
-    def fault_status(self, fault_id: str) -> dict | None:
-        return next(iter(self.agent.call("status", fault_id=fault_id)), None)
-
     def clear(self, fault_id: str) -> dict | None:
         removed = self.agent.call("clear", fault_id=fault_id)
-        return next((r.get("final_counters") for r in removed if r["id"] == fault_id), None)
+        return next((r for r in removed if r["id"] == fault_id), None)
 
     def journal(self, fault_id: str) -> list:
         return self._events("journal", fault_id)
