@@ -51,6 +51,31 @@ def kernel_features(private_state) -> dict[str, bool]:
 
 
 @pytest.fixture
+def made_prefixes(monkeypatch) -> list[str]:
+    """The lab prefixes this test's runs draw (every topology's names start with one): a test
+    checks that nothing of its own is left by these, never by counting the machine's namespaces,
+    which the other half of the suite (and other people) make and remove meanwhile."""
+    from faultinj.inject import lab as lab_mod
+
+    drawn: list[str] = []
+    real = lab_mod.unique_prefix
+
+    def recording() -> str:
+        drawn.append(real())
+        return drawn[-1]
+
+    monkeypatch.setattr(lab_mod, "unique_prefix", recording)
+    monkeypatch.setattr("faultinj.scenario.runner.unique_prefix", recording)
+    return drawn
+
+
+def netns_of(prefixes) -> list[str]:
+    from faultinj.inject.netns import list_netns
+
+    return [ns for ns in list_netns() if ns.startswith(tuple(prefixes))] if prefixes else []
+
+
+@pytest.fixture
 def lab():
     from faultinj.inject.lab import Lab, LinkSettings
 

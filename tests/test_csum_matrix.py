@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import random
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -60,6 +61,11 @@ TC_INGRESS = 0xFFFFFFF2
 # the receiver's drops of frames cut short: shorter than the IP length says, or than an IP header
 CUT_SHORT_COUNTERS = traffic.TRUNCATED_COUNTERS + ("Ip.InHdrErrors", "Ip6InHdrErrors")
 HOOK_NAMES = {"xdp": "xdp", "tc-ingress": "ingress", "tc-egress": "egress"}
+# A cell's transfer (150 kB) takes 0.2-3.4 s here, truncate at egress with TSO the slowest: 90
+# transfers of that cell measured (issue 21), 60 of them beside three CPU hogs and the whole suite.
+# Its recovery waits on retransmission timeouts (200 ms, doubling), so 60 s is ~17x the slowest seen.
+TRANSFER_TIMEOUT = 60
+SENDER_RECOVERY = ("Tcp.RetransSegs", "TcpExt.TCPTimeouts", "TcpExt.TCPLossProbes", "TcpExt.TCPSackRecovery")
 
 
 # ---- the faults: what each is given, and what a frame shows when it acted -------------------
@@ -331,7 +337,8 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
     faultinj.clear(netns_name=host.netns, all_faults=True)
     faultinj.apply(f"{fault.spec}@{cell.hook}", host.ifname, netns_name=host.netns, seed=seed)
     before = traffic.kernel_counters(b.netns)
-    res = None
+    sender_before = traffic.kernel_counters(a.netns)
+    res, started = None, time.monotonic()
     # every frame is in the capture's socket when the traffic ends (the mirror clones at tc
     # ingress, before delivery): no grace time needed to stop it
     cap = Capture(b.netns, m.mirror_rx, snaplen=70_000 if fault.full_payload else 256, direction="in").start()
@@ -345,14 +352,17 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
                 res = traffic.ping(b.netns, a.ip4 if cell.family == "v4" else a.ip6, PINGS, interval=0.005)
             else:
                 res = traffic.tcp_transfer(a.netns, b.netns, b.ip4 if cell.family == "v4" else b.ip6, NBYTES,
-                                           port=PORT, seed=seed, timeout=20)
+                                           port=PORT, seed=seed, timeout=TRANSFER_TIMEOUT)
             [st] = [s for s in faultinj.status() if s.record.netns == host.netns]
             if st.counters["acted"] or st.refused or cell.empty:
                 break
     finally:
         m.mirror(False)
         cap.stop(settle=0)
+    seconds = time.monotonic() - started
     after = traffic.kernel_counters(b.netns)
+    sender = {k: v - sender_before.get(k, 0) for k, v in traffic.kernel_counters(a.netns).items()
+              if k in SENDER_RECOVERY}
     [st] = [s for s in faultinj.status() if s.record.netns == host.netns]
     transfers = attempt + 1
     with faultinj.api.journal(host.ifname, netns_name=host.netns) as reader:
@@ -374,6 +384,8 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
         "truncated": sum(delta[k] for k in CUT_SHORT_COUNTERS),
         "intact": getattr(res, "intact", None), "pings": getattr(res, "received", None),
         "capture_drops": cap.kernel_drops, "frames": len(frames),
+        # how long the transfers took and how the sender recovered: what a stalled cell shows
+        "seconds": round(seconds, 2), "sender": sender,
         "impossible": cell.impossible or cell.empty or cell.refusal or cell.some_refused,
         "empty": bool(cell.empty), "refusal": bool(cell.refusal), "some_refused": bool(cell.some_refused),
     }

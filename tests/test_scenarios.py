@@ -338,14 +338,15 @@ def test_junit_structure(tmp_path):
     assert suite.findall("testcase")[2].find("error").get("message") == "boom"
 
 
-def test_failure_mid_run_tears_everything_down(tmp_path, private_state):
+def test_failure_mid_run_tears_everything_down(tmp_path, private_state, made_prefixes):
+    from conftest import netns_of
+
     text = GOOD.replace("faults:\n", "faults:\n  - {name: x1, spec: ttl-pong, host: vm1, interface: eth0}\n"
                                       "  - {name: x2, spec: drop=1%@xdp, host: vm1, interface: eth0}\n")
     scn = loads(text, "fail.yaml")
-    before = set(list_netns())
     with pytest.raises(StateError, match="already has faultinj fault"):
         run(scn, pcap_dir=str(tmp_path))
-    assert set(list_netns()) == before
+    assert made_prefixes and not netns_of(made_prefixes)
     assert os.listdir(private_state["pin_root"]) == []
     assert os.listdir(private_state["run_dir"] / "faults") == []
 
@@ -440,7 +441,9 @@ def test_fault_phases_switch_on_and_off_during_traffic(tmp_path):
     assert 300 <= captured + acted <= 305
 
 
-def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path):
+def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path, made_prefixes):
+    from conftest import netns_of
+
     import shutil as sh
 
     from faultinj.errors import EnvironmentProblem
@@ -448,10 +451,9 @@ def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path)
     real_which = sh.which
     monkeypatch.setattr("faultinj.inject.lab.shutil.which", lambda n: None if n == "ovs-vsctl" else real_which(n))
     text = GOOD.replace("  links:\n    - ends: [vm1, vm2]\n", "  bridges: {br0: ovs}\n  links:\n    - ends: [vm1, vm2]\n")
-    before = set(list_netns())
     with pytest.raises(EnvironmentProblem, match="Open vSwitch"):
         run(loads(text, "ovs.yaml"), pcap_dir=str(tmp_path))
-    assert set(list_netns()) == before
+    assert not netns_of(made_prefixes)
 
 
 def test_first_segments_check_fails_without_the_fault(tmp_path):
