@@ -76,6 +76,8 @@ fi
 
 case "$what" in
   demo) exec .venv/bin/faultinj demo "$@" ;;
-  test) exec .venv/bin/pytest -q -p no:cacheprovider "$@" ;;
+  # two halves at once (tests/README.md): the host's tests one after another in one xdist worker,
+  # the guests (tests marked guest) in the other; -m 'not guest' is the quick host run
+  test) exec .venv/bin/pytest -q -p no:cacheprovider -n 2 --dist loadgroup "$@" ;;
   bench) exec .venv/bin/python bench/run.py "$@" ;;
 esac

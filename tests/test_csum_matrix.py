@@ -431,19 +431,24 @@ def check_cell(row: dict, fault: MatrixFault) -> list[str]:
     return bad
 
 
-MATRIX_ROWS: list[dict] = []      # the table conftest's terminal summary prints
+def _table_row(request, row: dict) -> None:
+    """The row for the table conftest's terminal summary prints (a report property: it comes back
+    from an xdist worker too)."""
+    import json
+
+    request.node.user_properties.append(("matrix_row", json.dumps(row, default=str)))
 
 
 @pytest.mark.parametrize("cell", _cells(), ids=lambda c: c.id)
-def test_cell(matrix_lab, cell):
+def test_cell(matrix_lab, cell, request):
     row = run_cell(matrix_lab, cell)
     row["problems"] = check_cell(row, cell.fault)
-    MATRIX_ROWS.append(row)
+    _table_row(request, row)
     assert not row["problems"], f"{cell.id}: {'; '.join(row['problems'])} ({row})"
 
 
 @pytest.mark.parametrize("fault,hook", _refused_cells(), ids=lambda x: getattr(x, "label", x).replace(" csum=", "-"))
-def test_hook_the_fault_does_not_run_on_is_refused(matrix_lab, fault, hook):
+def test_hook_the_fault_does_not_run_on_is_refused(matrix_lab, fault, hook, request):
     """A cell a fault has no program for: apply refuses it in one line saying where it runs,
     and nothing is left attached."""
     host = _where(matrix_lab.lab, hook)
@@ -452,8 +457,8 @@ def test_hook_the_fault_does_not_run_on_is_refused(matrix_lab, fault, hook):
     assert exc.value.status == 2 and "\n" not in str(exc.value)
     assert f"cannot run on {hook}" in str(exc.value)
     assert not [s for s in faultinj.status() if s.record.netns == host.netns]
-    MATRIX_ROWS.append({"fault": fault.label, "hook": hook, "family": "-", "setting": "-",
-                        "impossible": f"refused: {exc.value}", "problems": []})
+    _table_row(request, {"fault": fault.label, "hook": hook, "family": "-", "setting": "-",
+                         "impossible": f"refused: {exc.value}", "problems": []})
 
 
 def format_table(rows: list[dict]) -> str:

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 import faultinj
 from faultinj.errors import StateError
@@ -255,21 +256,45 @@ def test_missing_file_is_a_clear_error():
         load("/nonexistent/x.yaml")
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[os.path.basename(p) for p in SHIPPED])
+def _shipped_params():
+    """Every shipped scenario, once in the suite: here, unless the demo test runs it (test_e2e.py:
+    `faultinj demo` replays those through the CLI) or a guest's one boot does (tests/guests.py:
+    SCENARIOS). Those booting VMs of their own are marked guest."""
+    from faultinj.demo import STEPS
+    from guests import in_a_boot
+
+    elsewhere = {f for f, _ in STEPS} | in_a_boot()
+    out = []
+    for path in SHIPPED:
+        name = os.path.basename(path)
+        if name in elsewhere:
+            continue
+        lab = (yaml.safe_load(Path(path).read_text()) or {}).get("lab") or {}
+        marks = [pytest.mark.guest, pytest.mark.slow] if lab.get("vms") or lab.get("guest") else []
+        out.append(pytest.param(path, id=name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("path", _shipped_params())
 def test_shipped_scenario_passes(path, tmp_path):
-    report = run(load(path), pcap_dir=str(tmp_path))
+    check_shipped_report(load(path), run(load(path), pcap_dir=str(tmp_path)))
+
+
+def check_shipped_report(scn, report, in_guest: bool = False) -> None:
+    """A shipped scenario's run: every check held, captures saved, nothing of its lab left, and what
+    each scenario shows. in_guest: run directly inside a guest's boot (tests/test_guest.py)."""
+    path = scn.path
     failed = [f"{c.name}: {c.observed} vs {c.expected}" for c in report.checks if not c.ok]
     assert report.ok, failed + report.errors
     assert report.pcaps and all(os.path.getsize(p) > 24 for p in report.pcaps.values())
     assert not [ns for ns in list_netns() if ns.startswith(report.prefix)]
-    scn = load(path)
     for name, f in report.faults.items():   # VM hosts: the fault ran in the guest, on its kernel
-        assert f["vm"] == (f["host"] in scn.lab.vms or scn.lab.guest is not None)
+        assert f["vm"] == (f["host"] in scn.lab.vms or (scn.lab.guest is not None and not in_guest))
         if f["vm"]:
             assert f["kernel"] != os.uname().release
     if "seed-vms-ovs" in path:   # the seed article's attach: matchall + act_bpf inside vm1
         assert report.faults["psh"]["attach_mode"] == "matchall" and report.counters["psh"]["acted"] > 0
-    if scn.lab.guest:   # the guest, its work directory and its lab record are gone
+    if scn.lab.guest and not in_guest:   # the guest, its work directory and its lab record are gone
         from faultinj.inject import lab as lab_mod
 
         assert not glob.glob(f"/tmp/faultinj-vm-{report.prefix}*")
