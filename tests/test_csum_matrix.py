@@ -61,9 +61,12 @@ TC_INGRESS = 0xFFFFFFF2
 # the receiver's drops of frames cut short: shorter than the IP length says, or than an IP header
 CUT_SHORT_COUNTERS = traffic.TRUNCATED_COUNTERS + ("Ip.InHdrErrors", "Ip6InHdrErrors")
 HOOK_NAMES = {"xdp": "xdp", "tc-ingress": "ingress", "tc-egress": "egress"}
-# A cell's transfer (150 kB) takes 0.2-3.4 s here, truncate at egress with TSO the slowest: 90
-# transfers of that cell measured (issue 21), 60 of them beside three CPU hogs and the whole suite.
-# Its recovery waits on retransmission timeouts (200 ms, doubling), so 60 s is ~17x the slowest seen.
+# A cell's transfer (150 kB) takes 0.1-3.4 s here (90 transfers of truncate at egress, v6, TSO on,
+# 60 of them beside three CPU hogs and the whole suite; issue 21). One cut super-packet is a whole
+# flight lost: SACK recovers it in 0.12 s, or, at the tail, a retransmission timeout (200 ms). A
+# retransmission cut again doubles the timeout: k cuts in a row wait 0.2 * (2^k - 1) s, so the
+# time has a heavy tail (at p=0.5: 6-53 s, 39 timeouts). 20 s was passed by 7 cuts in a row
+# (0.2^7, seen once in CI: acted 9 of 12 matched); 60 s needs 9 (0.2^9 = 5e-7 a loss).
 TRANSFER_TIMEOUT = 60
 SENDER_RECOVERY = ("Tcp.RetransSegs", "TcpExt.TCPTimeouts", "TcpExt.TCPLossProbes", "TcpExt.TCPSackRecovery")
 
