@@ -161,6 +161,7 @@ def _still_loaded(ids: list[tuple[str, int]], wait: float = 10.0) -> list[tuple[
 CYCLES = 350
 
 
+@pytest.mark.slow
 def test_apply_clear_cycles_leave_nothing(lab, private_state, attach_both, foreign_obj, kernel_features):
     """With another tool's clsact, tc filter and tcx link (where the kernel has tcx) on the link where
     the faults come and go: CYCLES cycles leave every count and every foreign attachment as it was
@@ -232,6 +233,7 @@ def _consistent(lab, private_state, foreign: list[int]) -> str:
     return "applied" if records else "clean"
 
 
+@pytest.mark.slow
 def test_sigkill_at_random_points_leaves_applied_or_clean(lab, private_state, tc_attach, foreign_obj,
                                                          kernel_features):
     """Killed anywhere, the next command leaves each fault applied or gone, and another tool's tcx
