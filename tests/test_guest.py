@@ -143,6 +143,7 @@ if os.environ.get(IN_GUEST):
 
 @pytest.mark.guest
 @pytest.mark.slow
+@pytest.mark.xdist_group("host")   # this machine's Open vSwitch: see conftest
 def test_seed_vm_lab_fails_without_the_fault(tmp_path):
     """scenarios/seed-vms-ovs.yaml passes in tests/test_scenarios.py (every shipped scenario runs
     there); here the same lab with a fault that (almost) never acts: its verdicts must fail."""
@@ -227,6 +228,7 @@ def test_commands_that_cannot_take_a_vm_lab_say_so(tmp_path):
 
 @pytest.mark.guest
 @pytest.mark.slow
+@pytest.mark.xdist_group("host")   # this machine's Open vSwitch: see conftest
 def test_a_killed_run_leaves_nothing_that_reap_does_not_remove(short_tmp):
     """SIGKILL `faultinj run` once its VMs are up: QEMU, taps and the OVS bridge stay until the next
     faultinj command, which removes them (the lab record names the QEMU process groups and taps)."""

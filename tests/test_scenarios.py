@@ -271,6 +271,8 @@ def _shipped_params():
             continue
         lab = (yaml.safe_load(Path(path).read_text()) or {}).get("lab") or {}
         marks = [pytest.mark.guest, pytest.mark.slow] if lab.get("vms") or lab.get("guest") else []
+        if marks and lab.get("vms") and "ovs" in (lab.get("bridges") or {}).values():
+            marks.append(pytest.mark.xdist_group("host"))   # this machine's Open vSwitch: see conftest
         out.append(pytest.param(path, id=name, marks=marks))
     return out
 
