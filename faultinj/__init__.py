@@ -6,7 +6,7 @@
     faultinj.clear("veth0", netns_name="lab1")
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .errors import FaultinjError  # noqa: E402
 

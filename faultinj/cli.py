@@ -798,7 +798,7 @@ def agent(stdio: bool = typer.Option(True, "--stdio", help="Serve on stdin/stdou
                                            help="Serve on the virtio-serial port of a VM faultinj booted.")):
     """Serve faultinj to another machine, one JSON request a line: how scenarios drive VM hosts
     and machines reached through ssh (lab.remote: ssh: HOST, command: 'faultinj agent --stdio')."""
-    from .guest.agent import main as agent_main
+    from .guest.server import main as agent_main
 
     agent_main(["--virtio-port"] if virtio_port else ["--stdio"])
 

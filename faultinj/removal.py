@@ -9,7 +9,7 @@ import os
 import time
 
 from .errors import FaultinjError, SpecError, StateError, TargetError
-from .inject import attach, caps, libbpf, maps, netns, state, targets
+from .inject import attach, caps, labrecords, libbpf, maps, netns, state, targets
 from .inject import links as kernel_links
 from .inject.netns import Links
 
@@ -166,9 +166,7 @@ def reap_now(links: Links, leftovers_only: bool = False) -> list[state.Record]:
     """Finish what killed processes left (see Record.pending, and labs of a killed run), remove faults
     past their deadline (their programs already pass everything) and faults whose namespace or
     interface is gone; each said as a note. leftovers_only: only what killed processes left."""
-    from .inject import lab
-
-    dead_namespaces = set(lab.reap_orphans())
+    dead_namespaces = set(labrecords.reap_orphans())
     now = time.monotonic_ns()
     done = []
     for rec in state.records():

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -174,3 +175,9 @@ class Links:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def netns_exec(netns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """cmd (this machine's) in network namespace netns: a name, or a file such as /proc/PID/ns/net."""
+    enter = ["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]
+    return subprocess.run([*enter, *cmd], capture_output=True, text=True, timeout=timeout)
