@@ -99,6 +99,8 @@ class TopologySpec:
     ovs: dict[str, OvsBridgeSpec] = field(default_factory=dict)  # OVS bridges' rules and settings
     # the whole lab (its namespaces and bridges) made inside one VM on this kernel (scenario/inguest.py)
     guest: VMHostSpec | None = None
+    # an Open vSwitch build's prefix (bridges' `prefix`, or --ovs): its daemons and tools run the ovs bridges
+    ovs_prefix: str | None = None
 
 
 @dataclass

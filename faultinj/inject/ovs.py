@@ -7,12 +7,13 @@ tagged with a cookie when it has none, so its statistics can be found again in `
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from ..errors import FaultinjError
+from ..errors import FaultinjError, SpecError
 
 PROTOCOLS = ("OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 COOKIE_BASE = 0xFA110000   # rule i without a cookie of its own gets COOKIE_BASE + i + 1
@@ -164,3 +165,43 @@ def dump(br: str, name: str, spec: OvsBridgeSpec) -> dict:
     return {"bridge": br, "protocols": spec.protocols, "rules": rules, "table": table,
             "megaflows": parse_megaflows(mega_text),
             "megaflows_error": None if proc.returncode == 0 else proc.stderr.strip()}
+
+
+# ---- an OVS build of one's own (a prefix: bridges' `prefix`, --ovs DIR) ---------------------------
+
+DAEMONS = ("ovsdb-server", "ovs-vswitchd")
+TOOLS = ("ovs-vsctl", "ovs-ofctl", "ovs-appctl", "ovsdb-tool")
+
+
+def prefix_bin(prefix: str, name: str) -> str | None:
+    """DIR/{usr/,}{s,}bin/NAME (an install with --prefix=DIR, or a package unpacked with dpkg -x)."""
+    for sub in ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin"):
+        p = os.path.join(prefix, sub, name)
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def prefix_schema(prefix: str) -> str | None:
+    for sub in ("usr/local/share/openvswitch", "usr/share/openvswitch", "share/openvswitch"):
+        p = os.path.join(prefix, sub, "vswitch.ovsschema")
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def check_prefix(prefix: str) -> str:
+    """The prefix as an absolute path, when it holds an OVS build (its daemons, tools and schema);
+    SpecError (exit 2) naming what is missing otherwise."""
+    p = os.path.abspath(os.path.expanduser(prefix))
+    if not os.path.isdir(p):
+        raise SpecError(f"OVS prefix {prefix} is not a directory: give where an Open vSwitch build is installed "
+                        "(make install DESTDIR=DIR, or dpkg -x openvswitch-switch_*.deb DIR)")
+    missing = [n for n in (*DAEMONS, *TOOLS) if not prefix_bin(p, n)]
+    if not prefix_schema(p):
+        missing.append("vswitch.ovsschema")
+    if missing:
+        raise SpecError(f"OVS prefix {prefix} lacks {', '.join(missing)}: it must hold ovs-vswitchd, ovsdb-server, "
+                        "the ovs-* tools and share/openvswitch/vswitch.ovsschema (Debian: openvswitch-switch "
+                        "and openvswitch-common)")
+    return p
