@@ -99,3 +99,99 @@ def test_kernel_range_is_apts_versions_in_order_one_flavour():
         kernels.kernel_range("linux-image-6.1.0-47-amd64", "linux-image-6.1.0-57-cloud-amd64")
     with pytest.raises(SpecError, match="same kernel"):
         kernels.kernel_range("linux-image-amd64", kernels.package_name("linux-image-amd64"))
+
+
+# ---- bad input: one line, exit 2, nothing left (no QEMU, no work dir, no lab record) ---------------
+
+def _leftovers() -> tuple:
+    import glob
+    import tempfile
+
+    from faultinj.inject import lab
+
+    qemu = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True).stdout.split()
+    return (set(qemu), set(glob.glob(f"{tempfile.gettempdir()}/faultinj-vm-*")),
+            {d["prefix"] for d in lab.recorded_labs()})
+
+
+DROP = "scenarios/drop.yaml"
+
+
+@pytest.mark.parametrize("args,needle", [
+    (("run", DROP, "--kernel", "not-a-kernel"), "neither a vmlinuz path nor a Debian kernel package"),
+    (("run", DROP, "--kernel", "host", "--kernel", "linux-image-9.9.9-99-amd64"), "cannot fetch kernel package"),
+    (("run", DROP, "--kernel", "/etc/hostname"), "not a bootable x86 kernel image"),
+    (("run", DROP, "--kernel", "host", "--keep"), "--keep keeps one lab"),
+    (("run", DROP, "--repeat", "0"), "give 1 to 100 runs"),
+    (("run", DROP, "--ovs", "/no/such/ovs"), "is not a directory"),
+    (("run", DROP, "--ovs", "/etc"), "lacks ovsdb-server"),
+    (("compare", DROP, "--before", "host"), "compare needs both sides"),
+    (("compare", DROP, "--after", "linux-image-6.1.0-57-amd64"), "missing: --before"),
+    (("compare", DROP, "--before", "host", "--after", "host"), "are the same"),
+    (("compare", DROP, "--before", "host", "--after", "ovs=/etc"), "lacks"),
+    (("compare", DROP, "--before", "ovs=/etc", "--after", "host"), "lacks"),
+    (("bisect", DROP, "--good", "linux-image-6.1.0-47-amd64"), "give --good and --bad"),
+    (("bisect", DROP, "--good", "host", "--bad", "linux-image-6.1.0-57-amd64"), "give a package name"),
+    (("bisect", DROP, "--good", "linux-image-6.1.0-47-amd64", "--bad", "linux-image-6.1.0-57-rt-amd64"),
+     "different flavours"),
+    (("bisect", DROP, "--good", "linux-image-6.1.0-56-amd64", "--bad", "linux-image-6.1.0-57-amd64"),
+     "no kernel package lies between"),
+    (("bisect", DROP, "--good", "linux-image-6.1.0-47-amd64", "--bad", "linux-image-9.9.9-99-amd64"),
+     "apt knows no kernel package"),
+])
+def test_bad_input_across_kernels_is_one_line_exit_2_and_leaves_nothing(args, needle):
+    if "bisect" in args and not shutil.which("apt-cache"):
+        pytest.skip("no apt")
+    before = _leftovers()
+    r = runner.invoke(app, list(args))
+    assert r.exit_code == 2 and needle in _one_error_line(r), r.output
+    assert _leftovers() == before
+    j = runner.invoke(app, [*args, "--json"])
+    assert j.exit_code == 2 and __import__("json").loads(j.stdout)["exit_code"] == 2
+
+
+# ---- bisect's search, on apt's real list, with a verdict given per version (no boot: the logic) ----
+
+@needs_apt
+@pytest.mark.parametrize("flip", range(1, 11))
+def test_bisect_names_the_first_differing_version_in_about_log2_n_boots(flip, monkeypatch):
+    """Each version's verdict is FAIL before index `flip` and PASS from it (a fix arriving there);
+    bisect must name exactly that version, having run 2 ends + at most ceil(log2(n-1)) between."""
+    import math
+
+    from faultinj.scenario import load, matrix
+    from faultinj.verdict import Check, Verdict
+
+    versions = kernels.kernel_range("linux-image-6.1.0-47-amd64", "linux-image-6.1.0-57-amd64")
+    index = {p: i for i, (p, _) in enumerate(versions)}
+    ran = []
+
+    def fake_run_side(scn, side, repeat=1, pcap_dir=None, progress=None):
+        ran.append(side.kernel)
+        ok = index[side.kernel] >= flip
+        return matrix.Cell(side, [Verdict("x", checks=[Check("delivered", ok, str(ok), "True")])])
+
+    monkeypatch.setattr(matrix, "run_side", fake_run_side)
+    b = matrix.bisect(load(DROP), "linux-image-6.1.0-47-amd64", "linux-image-6.1.0-57-amd64")
+    assert b.ok and versions[b.first_different][0] == versions[flip][0], b.reason
+    assert b.tried[b.first_different].verdict == "PASS" and b.tried[b.first_different - 1].verdict == "FAIL"
+    n = len(versions)
+    assert len(ran) == len(set(ran)) == b.boots <= 2 + math.ceil(math.log2(n - 1))
+    assert versions[flip][0] in b.reason and b.to_json()["first_different"]["package"] == versions[flip][0]
+
+
+@needs_apt
+def test_bisect_says_when_the_ends_agree_or_a_verdict_is_mixed(monkeypatch):
+    from faultinj.scenario import load, matrix
+    from faultinj.verdict import Check, Verdict
+
+    def cell(side, oks):
+        return matrix.Cell(side, [Verdict("x", checks=[Check("c", ok, "", "")]) for ok in oks])
+
+    monkeypatch.setattr(matrix, "run_side", lambda scn, side, *a, **k: cell(side, [True]))
+    b = matrix.bisect(load(DROP), "linux-image-6.1.0-47-amd64", "linux-image-6.1.0-57-amd64")
+    assert not b.ok and "both ends give PASS" in b.reason and b.boots == 2
+    monkeypatch.setattr(matrix, "run_side", lambda scn, side, *a, **k: cell(
+        side, [True, False] if "-52-" in side.kernel else [side.kernel.endswith("57-amd64")] * 2))
+    b = matrix.bisect(load(DROP), "linux-image-6.1.0-47-amd64", "linux-image-6.1.0-57-amd64", repeat=2)
+    assert not b.ok and "MIXED (1 of 2 runs pass)" in b.reason and "cannot be placed" in b.reason

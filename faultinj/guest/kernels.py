@@ -19,6 +19,7 @@ virtme-ng directory: nothing is installed on this machine."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -224,6 +225,13 @@ def debian_version(package: str) -> str | None:
     return _madison([package]).get(package)
 
 
+@functools.lru_cache(maxsize=8)
+def _versions_of_flavour(flavour: str) -> dict[str, str]:
+    """{package: version} of every versioned kernel package of that flavour apt lists (read once
+    per process: apt's lists do not change under a bisect)."""
+    return _madison(_kernel_packages(flavour))
+
+
 def _kernel_packages(flavour: str) -> list[str]:
     proc = subprocess.run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True, timeout=120)
     names = []
@@ -244,7 +252,7 @@ def kernel_range(first: str, last: str) -> list[tuple[str, str]]:
         raise SpecError(f"{first} and {last} are different flavours ({fa}, {fb}): a range keeps one flavour")
     if a == b:
         raise SpecError(f"{first} and {last} are the same kernel ({a}): give two different versions")
-    versions = _madison(_kernel_packages(fa))
+    versions = _versions_of_flavour(fa)
     for p in (a, b):
         if p not in versions:
             raise SpecError(f"apt knows no kernel package '{p}' {_HINT}; run 'apt-get update' if it is new")

@@ -176,6 +176,7 @@ def run_side(scn: Scenario, side: Side, repeat: int = 1, pcap_dir: str | None = 
         if side.kernel and side.kernel != kernels.HOST:
             k = kernels.resolve(side.kernel, lambda m: say(f"fetch: {m}"))
             cell.release = k.release
+            say(f"kernel {k.release}: {k.vmlinuz}")
         elif side.kernel == kernels.HOST or not (scn.lab.guest or scn.lab.vms):
             cell.release = os.uname().release
         on = with_side(scn, side)
