@@ -359,7 +359,8 @@ class Topology:
         if _run("ovs-vsctl", "--timeout=3", "show", check=False).returncode != 0:
             raise EnvironmentProblem("Open vSwitch is installed but ovsdb-server/ovs-vswitchd are not running: "
                                      "start them with '/usr/share/openvswitch/scripts/ovs-ctl start --no-mlockall'")
-        has_module = os.path.isdir("/sys/module/openvswitch")
+        # a private switch on this machine (an OVS build's prefix) leaves the kernel datapath to the machine's own
+        has_module = os.path.isdir("/sys/module/openvswitch") and not os.environ.get(ovs.USERSPACE_ENV)
         br = self._ovs_name(name)
         args = ["ovs-vsctl", "add-br", br]
         if not has_module:  # no kernel datapath here: the userspace one
@@ -442,6 +443,8 @@ def remove_recorded(data: dict) -> None:
 
     for pid in data.get("vm_pids", []):   # each QEMU leads its own process group
         kill_group(pid)
+    if data.get("ovs_private"):   # an OVS build's own daemons: their bridges end with them
+        ovs.kill_private(data["ovs_private"]["pids"], data["ovs_private"]["dir"])
     if data.get("vm_pids"):
         from ..guest.vm import remove_workdirs
 

@@ -13,41 +13,29 @@ import sys
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, FaultinjError, from_foreign
+from ..inject import ovs
 from . import runner
 from .schema import load
 
 # ---- inside the guest ----------------------------------------------------------------------
 
-def _start_ovs(d: Path) -> None:
-    """A private ovsdb-server and ovs-vswitchd for this run, on the guest kernel's datapath.
-    OVS_RUNDIR etc. point every ovs-* command this process runs at them."""
+# --ovs DIR given to the host's run: the guest's switch comes from that build
+OVS_PREFIX_ENV = "FAULTINJ_OVS_PREFIX"
+
+
+def _start_ovs(d: Path, prefix: str | None) -> ovs.PrivateSwitch:
+    """A private ovsdb-server and ovs-vswitchd for this run (from the OVS build's prefix, or the
+    machine's), on the guest kernel's datapath. OVS_RUNDIR etc. point every ovs-* command this
+    process runs at them."""
     if subprocess.run(["modprobe", "openvswitch"], capture_output=True).returncode:
         raise EnvironmentProblem("the guest's kernel has no openvswitch module: an ovs bridge inside the "
                                  "guest needs it (use kind: linux, or another kernel)")
-    if not shutil.which("ovsdb-server"):
+    if not prefix and not shutil.which("ovsdb-server"):
         raise EnvironmentProblem("an ovs bridge needs Open vSwitch: install openvswitch-switch")
-    d.mkdir(parents=True, exist_ok=True)
-    os.environ.update(OVS_RUNDIR=str(d), OVS_LOGDIR=str(d), OVS_DBDIR=str(d), OVS_SYSCONFDIR=str(d))
-    schema = "/usr/share/openvswitch/vswitch.ovsschema"
-    for argv in (["ovsdb-tool", "create", f"{d}/conf.db", schema],
-                 ["ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", "--pidfile", "--detach",
-                  "--log-file"],
-                 ["ovs-vswitchd", f"unix:{d}/db.sock", "--pidfile", "--detach", "--log-file"]):
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode:
-            raise EnvironmentProblem(f"starting Open vSwitch in the guest: '{argv[0]}' failed: "
-                                     f"{proc.stderr.strip()[-300:]}")
-
-
-def _stop_ovs() -> None:
-    """Best effort (the guest ends with the run anyway): never in the way of the run's own outcome."""
-    if not shutil.which("ovs-appctl"):
-        return
-    for daemon in ("ovs-vswitchd", "ovsdb-server"):
-        try:
-            subprocess.run(["ovs-appctl", "-t", daemon, "exit"], capture_output=True, timeout=30)
-        except Exception:
-            pass
+    try:
+        return ovs.PrivateSwitch(prefix, str(d), userspace=False).start()
+    except FaultinjError as exc:
+        raise EnvironmentProblem(f"in the guest: {exc}") from None
 
 
 def main(argv: list[str]) -> int:
@@ -55,16 +43,17 @@ def main(argv: list[str]) -> int:
     log = open(work / "progress.log", "a", buffering=1)
     try:
         scn = load(path)
-        ovs_dir = Path("/run/faultinj-ovs")
-        wants_ovs = any(kind == "ovs" for kind in scn.lab.bridges.values())
+        prefix = os.environ.get(OVS_PREFIX_ENV) or scn.lab.ovs_prefix
+        switch = None
         try:
-            if wants_ovs:
-                _start_ovs(ovs_dir)
-                log.write("Open vSwitch started (kernel datapath)\n")
+            if any(kind == "ovs" for kind in scn.lab.bridges.values()):
+                switch = _start_ovs(Path("/run/faultinj-ovs"), prefix)
+                log.write(f"Open vSwitch started (kernel datapath): {switch.version()}"
+                          f"{' from ' + prefix if prefix else ''}\n")
             report = runner.run(scn, pcap_dir=str(work / "pcaps"), progress=lambda m: log.write(m + "\n"))
         finally:
-            if wants_ovs:
-                _stop_ovs()
+            if switch:
+                switch.stop()
     except Exception as exc:   # the host raises it again: same message, same exit code
         import traceback
 

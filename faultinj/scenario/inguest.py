@@ -63,7 +63,8 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
         # command: traffic mean what they mean here; the guest cannot write there)
         copy = work / "scenario.yaml"
         shutil.copyfile(scn.path, copy)
-        argv = ["env", f"{IN_GUEST}=1", sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work)]
+        ovs_prefix = [f"FAULTINJ_OVS_PREFIX={scn.lab.ovs_prefix}"] if scn.lab.ovs_prefix else []   # guestside's
+        argv = ["env", f"{IN_GUEST}=1", *ovs_prefix, sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work)]
         out = agent.call("exec", _timeout=7200, timeout=7000, cwd=os.getcwd(), argv=argv)
         stop_tail.set()
         tail.join()
