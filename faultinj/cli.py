@@ -880,35 +880,33 @@ def replay(
 @app.command()
 @_boundary
 def doctor(as_json: bool = JsonOpt,
-           kernel: Optional[str] = typer.Option(
-               None, "--kernel", "-k", help="Also boot this kernel in a QEMU guest and probe it there: a Debian "
-               "package (linux-image-6.1.0-57-amd64, or linux-image-amd64 for Debian's current one) or a vmlinuz "
-               "path.")):
+           kernel: Optional[List[str]] = typer.Option(
+               None, "--kernel", "-k", help="Also boot this kernel in a QEMU guest and probe it there, one column "
+               "per kernel (repeatable): a Debian package (linux-image-6.1.0-57-amd64, "
+               "linux-image-6.12.118+deb12-amd64, linux-image-6.12-amd64, linux-image-amd64), "
+               "/path/bzImage[:/path/modules], or 'host'.")):
     """What this machine can do: privileges, BPF, hooks, toolchain; probed in a throw-away namespace.
-    With --kernel, the same probes in a guest running that kernel, side by side."""
+    With --kernel, the same probes in a guest running each kernel, side by side."""
     from .inject import doctor as doc
 
-    guest = None
     if kernel:
-        from .guest.vm import probe_kernel
-
-        guest = probe_kernel(kernel, progress=lambda m: typer.echo(m, err=True))
+        cols = doc.across(kernel, progress=lambda m: typer.echo(m, err=True))
+        ok = cols[0]["ok"]
+        if as_json:
+            out = {"ok": ok, "kernel": cols[0]["release"], "probes": cols[0]["probes"], "columns": cols}
+            if len(cols) == 2:
+                out["guest"] = {k: cols[1][k] for k in ("release", "accel", "ok", "probes")}
+            _print_json(out)
+        else:
+            _print_table(doc.table(cols))
+            typer.echo("default feature set works here" if ok else "the default feature set does NOT work here")
+        if not ok:
+            raise typer.Exit(code=int(ExitStatus.ENVIRONMENT))
+        return
     probes = doc.run()
     ok = doc.healthy(probes)
     if as_json:
-        out = {"ok": ok, "kernel": __import__("os").uname().release, "probes": [p.to_json() for p in probes]}
-        if guest:
-            out["guest"] = guest
-        _print_json(out)
-    elif guest:
-        theirs = {p["name"]: p for p in guest["probes"]}
-        here = __import__("os").uname().release
-        typer.echo(f"{'probe':34} {here:>18} {guest['release']:>18}")
-        for p in probes:
-            g = theirs.get(p.name)
-            mark = lambda ok: "yes" if ok else "no"
-            typer.echo(f"{p.name:34} {mark(p.ok):>18} {mark(g['ok']) if g else '?':>18}")
-        typer.echo("default feature set works here" if ok else "the default feature set does NOT work here")
+        _print_json({"ok": ok, "kernel": __import__("os").uname().release, "probes": [p.to_json() for p in probes]})
     else:
         for p in probes:
             mark = "✓" if p.ok else ("✗" if p.required else "-")

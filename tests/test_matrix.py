@@ -195,3 +195,134 @@ def test_bisect_says_when_the_ends_agree_or_a_verdict_is_mixed(monkeypatch):
         side, [True, False] if "-52-" in side.kernel else [side.kernel.endswith("57-amd64")] * 2))
     b = matrix.bisect(load(DROP), "linux-image-6.1.0-47-amd64", "linux-image-6.1.0-57-amd64", repeat=2)
     assert not b.ok and "MIXED (1 of 2 runs pass)" in b.reason and "cannot be placed" in b.reason
+
+
+# ---- OVS builds: Debian's openvswitch-switch + openvswitch-common unpacked into a prefix ------------
+# This machine has one OVS version (3.1.0, Debian 12's); the mechanism is tested with that version
+# unpacked (dpkg -x) into two prefixes, run by private daemons beside the machine's own switch.
+
+OVS_SCENARIO = "scenarios/ovs-psh-drop-rule.yaml"   # host, userspace datapath: ~7 s a run
+
+
+@pytest.fixture(scope="session")
+def ovs_prefixes(tmp_path_factory) -> tuple[str, str]:
+    if not (shutil.which("apt-get") and shutil.which("dpkg") and shutil.which("ovs-vsctl")):
+        pytest.skip("needs apt-get, dpkg and the machine's Open vSwitch")
+    d = tmp_path_factory.mktemp("ovsdebs")
+    got = subprocess.run(["apt-get", "download", "openvswitch-switch", "openvswitch-common"], cwd=d,
+                         capture_output=True, text=True)
+    debs = sorted(d.glob("*.deb"))
+    if got.returncode or len(debs) != 2:
+        pytest.skip(f"apt-get download openvswitch-switch openvswitch-common failed: {got.stderr.strip()[-200:]}")
+    out = []
+    for name in ("ovs-a", "ovs-b"):
+        for deb in debs:
+            subprocess.run(["dpkg", "-x", str(deb), str(d / name)], check=True)
+        out.append(str(d / name))
+    return out[0], out[1]
+
+
+def _machine_switch_bridges() -> set[str]:
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("OVS_")}
+    env["PATH"] = "/usr/sbin:/usr/bin:/sbin:/bin"
+    r = subprocess.run(["ovs-vsctl", "--timeout=5", "list-br"], capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr   # the machine's switch still answers
+    return set(r.stdout.split())
+
+
+def test_two_ovs_builds_side_by_side_on_private_switches(ovs_prefixes, tmp_path):
+    """run --kernel host --ovs A --ovs B: two columns, each lab on its build's own ovsdb-server and
+    ovs-vswitchd (never on the machine's switch), --json/--junit/--report carry the matrix, nothing is
+    left. Cost: ~20 s (two runs of a 7 s scenario, no boot)."""
+    import glob
+    import json
+    import os
+    import xml.etree.ElementTree as ET
+
+    a, b = ovs_prefixes
+    env_before = {k: os.environ.get(k) for k in ("PATH", "OVS_RUNDIR", "OVS_DBDIR")}
+    machine_before = _machine_switch_bridges()
+    seen = []
+
+    def progress(m):   # while the traffic runs: the lab's bridge is on the private switch only
+        if "traffic [1/" in m:
+            private = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
+            seen.append((set(private), _machine_switch_bridges(), os.environ.get("OVS_RUNDIR")))
+
+    from faultinj import api
+    m = api.run_matrix(OVS_SCENARIO, [f"host,ovs={a}", f"host,ovs={b}"], pcap_dir=str(tmp_path / "p"),
+                       progress=progress)
+    assert [c.verdict for c in m.cells] == ["PASS", "PASS"], m.table()
+    assert len(seen) == 2
+    for (private, machine, rundir), prefix in zip(seen, (a, b)):
+        assert len(private) == 1 and not (private & machine) and rundir.startswith("/tmp/faultinj-ovs-")
+    assert {k: os.environ.get(k) for k in env_before} == env_before
+    assert _machine_switch_bridges() == machine_before and not glob.glob("/tmp/faultinj-ovs-*")
+    # the CLI: the same matrix as JSON, one JUnit testsuite per column, the HTML side by side
+    r = runner.invoke(app, ["run", OVS_SCENARIO, "--kernel", "host", "--ovs", a, "--ovs", b, "--json",
+                            "--junit", str(tmp_path / "j.xml"), "--report", str(tmp_path / "r.html"),
+                            "--pcap-dir", str(tmp_path / "p")])
+    assert r.exit_code == 0, r.output
+    (doc,) = json.loads(r.stdout)
+    assert [c["label"] for c in doc["columns"]] == [f"host,ovs={a}", f"host,ovs={b}"]
+    assert all(c["verdict"] == "PASS" and c["release"] == os.uname().release for c in doc["columns"])
+    row = next(x for x in doc["rows"] if x["check"] == "tcp_stalled: filtered")
+    assert [c["ok"] for c in row["cells"]] == [True, True]
+    suites = ET.parse(tmp_path / "j.xml").getroot().findall("testsuite")
+    assert [s.get("name") for s in suites] == [f"ovs-psh-drop-rule [host,ovs={a}]", f"ovs-psh-drop-rule [host,ovs={b}]"]
+    html = (tmp_path / "r.html").read_text()
+    assert 'class="scenario matrix"' in html and html.count(f"ovs={a}") >= 2
+
+
+def test_compare_exits_1_when_both_sides_pass(ovs_prefixes, tmp_path):
+    """Two builds of the same OVS: the scenario passes on both, so it does not show a fix.
+    Cost: ~15 s (two runs, no boot)."""
+    import json
+
+    a, b = ovs_prefixes
+    r = runner.invoke(app, ["compare", OVS_SCENARIO, "--before", f"ovs={a}", "--after", f"ovs={b}", "--json",
+                            "--pcap-dir", str(tmp_path)])
+    assert r.exit_code == 1, r.output
+    doc = json.loads(r.stdout)
+    assert not doc["ok"] and doc["reason"] == "both sides pass: the scenario does not catch the bug"
+    assert doc["before"]["verdict"] == doc["after"]["verdict"] == "PASS" and doc["flipped"] == []
+
+
+def test_repeat_gives_each_verdict_as_k_of_n(tmp_path):
+    """--repeat 3 on this machine's kernel: k of N in the text and the JSON. Cost: ~8 s."""
+    import json
+
+    r = runner.invoke(app, ["run", DROP, "--kernel", "host", "--repeat", "3", "--json", "--pcap-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    (doc,) = json.loads(r.stdout)
+    col = doc["columns"][0]
+    assert (col["passes"], col["runs"], col["verdict"]) == (3, 3, "PASS") and len(col["verdicts"]) == 3
+    assert all(c["cells"][0]["runs"] == 3 for c in doc["rows"])
+    # a scenario that fails: 0 of N is FAIL, exit 1 (the drop ratio it expects is not the one applied)
+    bad = tmp_path / "drop-wrong.yaml"
+    text = open(DROP).read()
+    assert "drop=5%" in text
+    bad.write_text(text.replace("drop=5%", "drop=25%"))
+    r = runner.invoke(app, ["run", str(bad), "--kernel", "host", "--repeat", "2", "--pcap-dir", str(tmp_path)])
+    assert r.exit_code == 1 and "FAIL 0/2" in r.stdout, r.output
+
+
+def test_ovs_prefix_in_the_scenario_file(ovs_prefixes, tmp_path):
+    """bridges: {br0: {kind: ovs, prefix: DIR}}: checked at load (file:line), one build per lab."""
+    from faultinj.scenario import load
+    from faultinj.scenario.schema import ScenarioError
+
+    a, b = ovs_prefixes
+    text = open(OVS_SCENARIO).read()
+    good = tmp_path / "good.yaml"
+    good.write_text(text.replace("      kind: ovs\n", f"      kind: ovs\n      prefix: {a}\n"))
+    assert load(str(good)).lab.ovs_prefix == a
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("      kind: ovs\n", "      kind: ovs\n      prefix: /etc\n"))
+    with pytest.raises(ScenarioError, match=r"bad.yaml:\d+:\d+: lab.bridges.br0.prefix: OVS prefix /etc lacks"):
+        load(str(bad))
+    two = tmp_path / "two.yaml"
+    two.write_text(text.replace("      kind: ovs\n", f"      kind: ovs\n      prefix: {a}\n").replace(
+        "  links:\n", f"    br1: {{kind: ovs, prefix: {b}}}\n  links:\n", 1))
+    with pytest.raises(ScenarioError, match="one Open vSwitch runs a lab's ovs bridges"):
+        load(str(two))

@@ -99,6 +99,21 @@ def resolve(name: str, progress=lambda m: None) -> Kernel:
     return Kernel(name, release, vmlinuz, root / "lib" / "modules", package)
 
 
+def check(name: str) -> None:
+    """A kernel name checked without fetching or booting: its form, apt's lists for a package not yet
+    in the cache, a path's boot header. SpecError (exit 2) otherwise."""
+    name = name.strip()
+    if name == HOST:
+        return
+    if is_path(name):
+        _from_path(name)
+        return
+    package = package_name(name)
+    if not (_cache() / package / "boot").is_dir() and debian_version(package) is None:
+        raise SpecError(f"cannot fetch kernel package {package}: apt knows no such package {_HINT}; "
+                        "run 'apt-get update' if it is new")
+
+
 def package_name(name: str) -> str:
     """The versioned package a name stands for: itself, or the one a metapackage depends on.
     Checks the form only (and apt, for a metapackage); SpecError for anything else."""

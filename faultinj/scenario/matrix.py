@@ -79,17 +79,7 @@ def parse_side(text: str, what: str = "--kernel") -> Side:
 
 
 def check_kernel(name: str) -> None:
-    """The name's form (and apt, for a package not yet fetched), without fetching or booting."""
-    if name == kernels.HOST:
-        return
-    if kernels.is_path(name):
-        kernels.resolve(name)   # reads the file's boot header: no boot
-        return
-    package = kernels.package_name(name)
-    cached = kernels._cache() / package / "boot"
-    if not cached.is_dir() and kernels.debian_version(package) is None:
-        raise SpecError(f"cannot fetch kernel package {package}: apt knows no such package; "
-                        "'apt-cache search --names-only ^linux-image' lists them (run 'apt-get update' if it is new)")
+    kernels.check(name)
 
 
 def with_side(scn: Scenario, side: Side) -> Scenario:
