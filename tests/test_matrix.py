@@ -326,3 +326,26 @@ def test_ovs_prefix_in_the_scenario_file(ovs_prefixes, tmp_path):
         "  links:\n", f"    br1: {{kind: ovs, prefix: {b}}}\n  links:\n", 1))
     with pytest.raises(ScenarioError, match="one Open vSwitch runs a lab's ovs bridges"):
         load(str(two))
+
+
+# ---- on a real guest kernel ------------------------------------------------------------------
+
+def test_a_namespace_lab_given_a_kernel_runs_inside_a_guest_of_it(tmp_path):
+    """run drop.yaml --kernel linux-image-amd64 (a metapackage): the namespace lab is made inside a
+    guest of Debian's current kernel; the verdict comes back (JSON from the guest), with its pcap,
+    and nothing is left. Cost: one guest boot, ~2 min under TCG."""
+    import json
+    import os
+
+    release = kernels.resolve("linux-image-amd64").release
+    before = _leftovers()
+    r = runner.invoke(app, ["run", DROP, "--kernel", "linux-image-amd64", "--json", "--pcap-dir", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    (doc,) = json.loads(r.stdout)
+    (col,) = doc["columns"]
+    assert col["label"] == "linux-image-amd64" and col["release"] == release != os.uname().release
+    (v,) = col["verdicts"]
+    assert v["ok"] and v["faults"]["loss"]["vm"] and v["faults"]["loss"]["kernel"] == release
+    assert os.path.getsize(v["pcaps"]["rx"]) > 24 and v["pcaps"]["rx"].startswith(str(tmp_path / "linux-image-amd64"))
+    assert "[linux-image-amd64] guest up" in r.stderr and "[linux-image-amd64] [guest] lab up" in r.stderr
+    assert _leftovers() == before

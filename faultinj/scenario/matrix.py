@@ -44,7 +44,8 @@ class Side:
             k = self.kernel
             if kernels.is_path(k):
                 k = os.path.basename(k.partition(":")[0])
-            parts.append(k.removeprefix("linux-image-"))
+            # a versioned package by its ABI and flavour; a metapackage by its whole name
+            parts.append(k.removeprefix("linux-image-") if kernels._PACKAGE.match(k) else k)
         if self.ovs:
             parts.append(f"ovs={self.ovs}")
         return ",".join(parts) or "default"
