@@ -349,3 +349,37 @@ def test_a_namespace_lab_given_a_kernel_runs_inside_a_guest_of_it(tmp_path):
     assert os.path.getsize(v["pcaps"]["rx"]) > 24 and v["pcaps"]["rx"].startswith(str(tmp_path / "linux-image-amd64"))
     assert "[linux-image-amd64] guest up" in r.stderr and "[linux-image-amd64] [guest] lab up" in r.stderr
     assert _leftovers() == before
+
+
+def test_the_guest_sends_json_and_inguest_neither_imports_the_runner_nor_unpickles(tmp_path):
+    """Issue 22: no runner <-> inguest cycle (the guest's side, guestside, is the one that imports the
+    runner), and what a guest writes is read as JSON data only. Cost: milliseconds."""
+    import ast
+    import pickle
+    from pathlib import Path
+
+    from faultinj.errors import FaultinjError
+    from faultinj.scenario import inguest
+    from faultinj.verdict import Check, HopRecord, Verdict
+
+    src = Path(inguest.__file__).read_text()
+    imported = set()
+    for node in ast.walk(ast.parse(src)):
+        if isinstance(node, ast.ImportFrom):
+            imported |= {node.module or ""} | {a.name for a in node.names}
+        elif isinstance(node, ast.Import):
+            imported |= {a.name for a in node.names}
+    assert not {"runner", "pickle", "guestside"} & imported and "pickle.load" not in src
+    # a verdict with a journey round-trips through the guest's JSON
+    v = Verdict("s", "p.yaml", [Check("c", True, "1", "1", (0.1, 0.2))], journeys=[[HopRecord(
+        {"summary": "icmp echo", "direction": "DROP", "ifname": "eth0", "reason": "faultinj"})]],
+                plots={0: {"kind": "ratio", "x": [1]}}, description="d")
+    (tmp_path / "report.json").write_text(__import__("json").dumps([v.to_wire(), v.to_wire()]))
+    back = inguest.read_reports(tmp_path / "report.json")
+    assert len(back) == 2 and back[0].to_wire() == v.to_wire() and back[0].plots == {0: {"kind": "ratio", "x": [1]}}
+    assert "icmp echo" in str(back[0].journeys[0][0]) and back[0].checks[0].ci == (0.1, 0.2)
+    # anything else a guest might leave there is refused as data, never run
+    for junk in (pickle.dumps(v), b'{"scenario": "x"}', b"[1, 2]", b'[{"checks": 3}]'):
+        (tmp_path / "report.json").write_bytes(junk)
+        with pytest.raises(FaultinjError, match="is not a verdict"):
+            inguest.read_reports(tmp_path / "report.json")

@@ -1,6 +1,6 @@
 """The guest's side of a lab made inside a guest (lab.guest, or a scenario given --kernel): run
-by the agent in the guest as `python -m faultinj.scenario.guestside SCENARIO WORKDIR`, it runs the
-scenario on the guest's kernel and writes its verdict (report.json) or its error (failure.json)
+by the agent in the guest as `python -m faultinj.scenario.guestside SCENARIO WORKDIR [RUNS]`, it runs the
+scenario on the guest's kernel (RUNS times: one boot for a --repeat) and writes its verdicts (report.json, a list) or its error (failure.json)
 into the work directory, which the host reads (scenario/inguest.py). JSON only."""
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ def _start_ovs(d: Path, prefix: str | None) -> ovs.PrivateSwitch:
 
 def main(argv: list[str]) -> int:
     path, work = argv[0], Path(argv[1])
+    repeat = int(argv[2]) if len(argv) > 2 else 1
     log = open(work / "progress.log", "a", buffering=1)
     try:
         scn = load(path)
@@ -50,7 +51,12 @@ def main(argv: list[str]) -> int:
                 switch = _start_ovs(Path("/run/faultinj-ovs"), prefix)
                 log.write(f"Open vSwitch started (kernel datapath): {switch.version()}"
                           f"{' from ' + prefix if prefix else ''}\n")
-            report = runner.run(scn, pcap_dir=str(work / "pcaps"), progress=lambda m: log.write(m + "\n"))
+            reports = []
+            for i in range(1, repeat + 1):
+                if repeat > 1:
+                    log.write(f"run {i} of {repeat}\n")
+                pcaps = work / "pcaps" / (f"run-{i}" if repeat > 1 else "")
+                reports.append(runner.run(scn, pcap_dir=str(pcaps), progress=lambda m: log.write(m + "\n")))
         finally:
             if switch:
                 switch.stop()
@@ -65,7 +71,7 @@ def main(argv: list[str]) -> int:
             "kind": type(err).__name__, "message": str(err), "status": int(err.status),
             "all_lines": getattr(err, "all_lines", None)}))
         return 1
-    (work / "report.json").write_text(json.dumps(report.to_wire(), default=str))
+    (work / "report.json").write_text(json.dumps([r.to_wire() for r in reports], default=str))
     return 0
 
 

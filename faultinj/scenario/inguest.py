@@ -34,6 +34,13 @@ IN_GUEST = "FAULTINJ_LAB_IN_GUEST"
 
 
 def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str], None]) -> Verdict:
+    return runs_in_guest(scn, pcap_dir, keep, progress, 1)[0]
+
+
+def runs_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str], None],
+                  repeat: int) -> list[Verdict]:
+    """The scenario `repeat` times in one guest (one boot): each run's verdict, in order; run i's
+    pcaps go to pcap_dir/run-i when repeated."""
     if keep:
         raise StateError(f"{scn.path}: --keep: a lab made inside a guest (lab.guest) lives only while "
                          "'faultinj run' runs it; run it without --keep")
@@ -64,7 +71,7 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
         copy = work / "scenario.yaml"
         shutil.copyfile(scn.path, copy)
         ovs_prefix = [f"FAULTINJ_OVS_PREFIX={scn.lab.ovs_prefix}"] if scn.lab.ovs_prefix else []   # guestside's
-        argv = ["env", f"{IN_GUEST}=1", *ovs_prefix, sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work)]
+        argv = ["env", f"{IN_GUEST}=1", *ovs_prefix, sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work), str(repeat)]
         out = agent.call("exec", _timeout=7200, timeout=7000, cwd=os.getcwd(), argv=argv)
         stop_tail.set()
         tail.join()
@@ -75,20 +82,25 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
             said = (out["stderr"].strip() or out["stdout"].strip()).splitlines()
             raise FaultinjError(f"the run inside the guest failed (exit {out['returncode']}): "
                                 f"{said[-1] if said else 'no output'}")
-        report = read_report(work / "report.json")
-        report.path, report.prefix = scn.path, holder.prefix   # this machine's: its records, its work dir
-        report.seconds = time.monotonic() - started            # the boot too
-        for f in report.faults.values():
-            f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
-        if pcap_dir:
-            os.makedirs(pcap_dir, exist_ok=True)
-            for name, path in list(report.pcaps.items()):
-                dest = os.path.join(pcap_dir, os.path.basename(path))
-                shutil.copyfile(path, dest)
-                report.pcaps[name] = dest
-        else:
-            report.pcaps = {}
-        return report
+        reports = read_reports(work / "report.json")
+        if len(reports) != repeat:
+            raise FaultinjError(f"the guest sent {len(reports)} verdicts for {repeat} runs")
+        for i, report in enumerate(reports, 1):
+            report.path, report.prefix = scn.path, holder.prefix   # this machine's: its records, its work dir
+            if repeat == 1:
+                report.seconds = time.monotonic() - started        # the boot too
+            for f in report.faults.values():
+                f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
+            if pcap_dir:
+                where = os.path.join(pcap_dir, f"run-{i}") if repeat > 1 else pcap_dir
+                os.makedirs(where, exist_ok=True)
+                for name, path in list(report.pcaps.items()):
+                    dest = os.path.join(where, os.path.basename(path))
+                    shutil.copyfile(path, dest)
+                    report.pcaps[name] = dest
+            else:
+                report.pcaps = {}
+        return reports
     finally:
         stop_tail.set()
         holder.down()   # the guest, and its work directory
@@ -97,13 +109,13 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
         progress("guest stopped")
 
 
-def read_report(path: Path) -> Verdict:
-    """The guest's verdict: JSON, checked to be a verdict's shape (a guest's files are data)."""
+def read_reports(path: Path) -> list[Verdict]:
+    """The guest's verdicts, one per run: JSON, checked to be verdicts' shape (a guest's files are data)."""
     try:
         d = json.loads(path.read_text())
-        if not isinstance(d, dict):
-            raise ValueError("not an object")
-        return Verdict.from_json(d)
+        if not isinstance(d, list) or not all(isinstance(x, dict) for x in d):
+            raise ValueError("not a list of objects")
+        return [Verdict.from_json(x) for x in d]
     except (ValueError, KeyError, TypeError) as exc:
         raise FaultinjError(f"the guest's verdict ({path.name}) is not a verdict: {exc}") from None
 

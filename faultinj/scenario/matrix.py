@@ -25,7 +25,7 @@ from ..errors import FaultinjError, SpecError
 from ..guest import kernels
 from ..inject.lab import VMHostSpec
 from ..verdict import Verdict
-from . import runner
+from . import inguest, runner
 from .schema import Scenario
 
 PASS, FAIL, MIXED, ERROR = "PASS", "FAIL", "MIXED", "ERROR"
@@ -171,7 +171,10 @@ def run_side(scn: Scenario, side: Side, repeat: int = 1, pcap_dir: str | None = 
         elif side.kernel == kernels.HOST or not (scn.lab.guest or scn.lab.vms):
             cell.release = os.uname().release
         on = with_side(scn, side)
-        for i in range(repeat):
+        if on.lab.guest and repeat > 1:   # every run in one guest: one boot, not N
+            where = os.path.join(pcap_dir, _safe(side.label)) if pcap_dir else None
+            cell.runs = inguest.runs_in_guest(on, where, False, say, repeat)
+        for i in range(0 if cell.runs else repeat):
             if repeat > 1:
                 say(f"run {i + 1} of {repeat}")
             where = os.path.join(pcap_dir, _safe(side.label) + (f"-run{i + 1}" if repeat > 1 else "")) \
