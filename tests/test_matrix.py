@@ -123,6 +123,10 @@ DROP = "scenarios/drop.yaml"
     (("run", DROP, "--kernel", "/etc/hostname"), "not a bootable x86 kernel image"),
     (("run", DROP, "--kernel", "host", "--keep"), "--keep keeps one lab"),
     (("run", DROP, "--repeat", "0"), "give 1 to 100 runs"),
+    (("run", DROP, "--kernel", "linux-image-6.1.0-57-amd64", "--kernel", "nope"), "neither a vmlinuz path"),
+    (("doctor", "--kernel", "linux-image-6.1.0-57-amd64", "--kernel", "linux-image-6.1.0-57-amd64-dbg"),
+     "debug-symbols package"),
+    (("run", "scenarios/seed-vms-ovs.yaml", "--kernel", "host"), "'host' is no kernel to boot them with"),
     (("run", DROP, "--ovs", "/no/such/ovs"), "is not a directory"),
     (("run", DROP, "--ovs", "/etc"), "lacks ovsdb-server"),
     (("compare", DROP, "--before", "host"), "compare needs both sides"),
@@ -383,3 +387,35 @@ def test_the_guest_sends_json_and_inguest_neither_imports_the_runner_nor_unpickl
         (tmp_path / "report.json").write_bytes(junk)
         with pytest.raises(FaultinjError, match="is not a verdict"):
             inguest.read_reports(tmp_path / "report.json")
+
+
+def test_a_side_sets_the_kernel_where_the_scenario_boots_one():
+    """with_side: a namespace lab moves into a guest of the kernel, lab.guest and every lab.vms VM
+    take it, 'host' runs a lab.guest scenario here. Cost: milliseconds."""
+    from faultinj.scenario import load
+    from faultinj.scenario.matrix import Side, with_side
+
+    k = "linux-image-6.1.0-50-amd64"
+    ns = with_side(load(DROP), Side(k))
+    assert ns.lab.guest.kernel == k and not ns.lab.vms and load(DROP).lab.guest is None
+    guest = load("scenarios/ovs-kernel-datapath.yaml")
+    assert with_side(guest, Side(k)).lab.guest.kernel == k
+    assert with_side(guest, Side(k)).lab.guest.memory == guest.lab.guest.memory
+    assert with_side(guest, Side("host")).lab.guest is None
+    vms = with_side(load("scenarios/seed-vms-ovs.yaml"), Side(k))
+    assert vms.lab.vms and {v.kernel for v in vms.lab.vms.values()} == {k} and vms.lab.guest is None
+
+
+def test_doctor_columns_start_with_this_machine():
+    """doctor --kernel host --json: the column layout without a boot. Cost: ~2 s."""
+    import json
+    import os
+
+    r = runner.invoke(app, ["doctor", "--kernel", "host", "--json"])
+    assert r.exit_code in (0, 3), r.output
+    doc = json.loads(r.stdout)
+    (col,) = doc["columns"]
+    assert col["kernel"] == "host" and col["release"] == os.uname().release == doc["kernel"]
+    assert {p["name"] for p in col["probes"]} >= {"BTF", "tcx links", "tracer (tp_btf, CO-RE)"}
+    text = runner.invoke(app, ["doctor", "--kernel", "host"]).stdout
+    assert text.splitlines()[0].split() == ["probe", "host"] and "default feature set" in text
