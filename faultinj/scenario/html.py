@@ -272,7 +272,8 @@ def _matrix_section(m) -> str:
         cells = []
         for c in row[1:]:
             colour = PASS_COLOUR if c.startswith(("✓", "PASS")) else FAIL_COLOUR if c.startswith(("✗", "FAIL", "ERROR")) else ""
-            cells.append(f'<td class="mono"{f" style=color:{colour}" if colour else ""}>{_e(c)}</td>')
+            style = f' style="color:{colour}"' if colour else ""
+            cells.append(f'<td class="mono"{style}>{_e(c)}</td>')
         out.append(f"<tr><td>{_e(row[0])}</td>{''.join(cells)}</tr>")
     out.append("</table></section>")
     return "\n".join(out)
