@@ -593,19 +593,35 @@ def _print_ovs(name: str, sw: dict) -> None:
         typer.echo(f"    (not read: {sw['megaflows_error']})")
 
 
+KernelOpt = typer.Option(None, "--kernel", "-k", metavar="KERNEL",
+                         help="Run on this kernel (repeatable: one column each): a Debian package "
+                         "(linux-image-6.1.0-57-amd64, linux-image-6.12.118+deb12-amd64, linux-image-6.12-amd64, "
+                         "linux-image-amd64), your own build /path/bzImage[:/path/modules], or 'host' (this "
+                         "machine's kernel, no guest). A namespace-only lab runs inside a guest of that kernel.")
+OvsOpt = typer.Option(None, "--ovs", metavar="DIR", help="Run the ovs bridges on the Open vSwitch build installed "
+                      "under DIR (repeatable: one column each; with --kernel, every pair).")
+RepeatOpt = typer.Option(1, "--repeat", "-n", help="Run each side N times: each verdict is k of N.")
+
+
 @app.command()
 @_boundary
 def run(
     files: list[str] = typer.Argument(..., help="Scenario files (YAML)."),
     pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
-    junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here."),
+    junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here (with --kernel: one testsuite "
+                                        "per kernel)."),
     report: Optional[str] = typer.Option(None, "--report", metavar="FILE.html",
                                          help="Write a self-contained HTML report here: every verdict, and plots "
                                          "where a distribution is the answer (needs matplotlib: faultinj[report])."),
     keep: bool = typer.Option(False, "--keep", help="Keep the lab up afterwards (faultinj lab down FILE)."),
+    kernel: Optional[List[str]] = KernelOpt,
+    ovs: Optional[List[str]] = OvsOpt,
+    repeat: int = RepeatOpt,
     as_json: bool = JsonOpt,
 ):
-    """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown."""
+    """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown.
+    With --kernel/--ovs/--repeat: a verdict matrix, one column per kernel (and OVS build), one row
+    per expectation; exit 0 only when every column passes every run."""
     from .scenario import load
     from .scenario import junit as junit_mod
     from .scenario.runner import run as run_scenario
@@ -615,6 +631,8 @@ def run(
         from .scenario.html import _mpl
 
         _mpl()   # missing matplotlib: say so before the labs run, not after
+    if kernel or ovs or repeat != 1:
+        return _run_matrix(scenarios, kernel or [], ovs or [], repeat, pcap_dir, junit, report, keep, as_json)
     reports = []
     for scn in scenarios:
         reports.append(run_scenario(scn, pcap_dir=pcap_dir, keep=keep,
@@ -631,6 +649,116 @@ def run(
         for r in reports:
             _print_verdict(r)
     if not all(r.ok for r in reports):
+        raise typer.Exit(code=int(ExitStatus.FAILED))
+
+
+def _sides(kernels_: list[str], ovs_dirs: list[str]) -> list[str]:
+    if kernels_ and ovs_dirs:
+        return [f"{k},ovs={o}" for k in kernels_ for o in ovs_dirs]
+    return kernels_ or [f"ovs={o}" for o in ovs_dirs] or [""]
+
+
+def _run_matrix(scenarios, kernels_, ovs_dirs, repeat, pcap_dir, junit, report, keep, as_json):
+    from . import api
+    from .scenario import junit as junit_mod
+
+    if keep:
+        raise SpecError("--keep keeps one lab: it takes no --kernel, --ovs or --repeat")
+    sides = _sides(kernels_, ovs_dirs)
+    matrices = [api.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
+                               progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True))
+                for scn in scenarios]
+    verdicts = [v for m in matrices for v in m.verdicts()]
+    if junit:
+        junit_mod.write(verdicts, junit)
+    if report:
+        from .scenario import html as html_report
+
+        typer.echo(f"report: {html_report.write(verdicts, report, matrices=matrices)}", err=True)
+    if as_json:
+        _print_json([m.to_json() for m in matrices])
+    else:
+        for m in matrices:
+            typer.echo(f"\n{m.scenario.name} ({m.scenario.path}): {'PASS' if m.ok else 'FAIL'}"
+                       + (f", {repeat} runs per column" if repeat > 1 else ""))
+            _print_table(m.table())
+    if not all(m.ok for m in matrices):
+        raise typer.Exit(code=int(ExitStatus.FAILED))
+
+
+def _print_table(rows: list[list[str]], limit: int = 48) -> None:
+    cut = lambda s: s if len(s) <= limit else s[: limit - 1] + "…"   # noqa: E731
+    rows = [[cut(c) for c in r] for r in rows]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        typer.echo("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@app.command()
+@_boundary
+def compare(
+    file: str = typer.Argument(..., help="Scenario file (YAML)."),
+    before: Optional[str] = typer.Option(None, "--before", metavar="SIDE",
+                                         help="Without the fix: a kernel (as --kernel), ovs=DIR, or KERNEL,ovs=DIR."),
+    after: Optional[str] = typer.Option(None, "--after", metavar="SIDE", help="With the fix (same forms)."),
+    repeat: int = RepeatOpt,
+    pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
+    as_json: bool = JsonOpt,
+):
+    """Show that a fix holds: exit 0 iff the scenario FAILs before (N of N runs) and PASSes after
+    (N of N). Exit 1 with the reason otherwise (both pass: the scenario does not catch the bug;
+    both fail: the fix does not hold; mixed runs: not conclusive); 2 for bad input."""
+    from . import api
+    from .scenario import load
+
+    scn = load(file)
+    c = api.compare(scn, before, after, repeat=repeat, pcap_dir=pcap_dir,
+                    progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
+    if as_json:
+        _print_json(c.to_json())
+    else:
+        typer.echo(f"{scn.name}: before {c.before.side.label}: {c.before.describe()} in {c.before.seconds:.1f} s; "
+                   f"after {c.after.side.label}: {c.after.describe()} in {c.after.seconds:.1f} s")
+        if c.flipped:
+            typer.echo("flipped:")
+            _print_table([["check", "before", "after"]] + [
+                [n, f"{'✓' if b[0] == b[1] else '✗'} {b[2]}", f"{'✓' if a[0] == a[1] else '✗'} {a[2]}"]
+                for n, b, a in c.flipped])
+        typer.echo(c.reason)
+    if not c.ok:
+        raise typer.Exit(code=int(ExitStatus.FAILED))
+
+
+@app.command()
+@_boundary
+def bisect(
+    file: str = typer.Argument(..., help="Scenario file (YAML)."),
+    good: Optional[str] = typer.Option(None, "--good", metavar="PACKAGE", help="A kernel package with one verdict."),
+    bad: Optional[str] = typer.Option(None, "--bad", metavar="PACKAGE", help="A kernel package with the other."),
+    repeat: int = RepeatOpt,
+    pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
+    as_json: bool = JsonOpt,
+):
+    """Find the first Debian kernel whose verdict differs: over apt's packages of one flavour between
+    --good and --bad (in Debian version order), both ends then about log2(n) guests. Exit 0 when it
+    names the version; 1 when the ends give the same verdict or a verdict is mixed/an error
+    between them; 2 for bad input (unknown package, different flavours, nothing between)."""
+    from . import api
+    from .scenario import load
+
+    scn = load(file)
+    b = api.bisect(scn, good, bad, repeat=repeat, pcap_dir=pcap_dir,
+                   progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
+    if as_json:
+        _print_json(b.to_json())
+    else:
+        for i, (package, version) in enumerate(b.versions):
+            cell = b.tried.get(i)
+            mark = " <- first different" if i == b.first_different else ""
+            typer.echo(f"  {package:36} {version:22} {cell.describe() if cell else '-'}"
+                       f"{f' ({cell.seconds:.0f} s)' if cell else ''}{mark}")
+        typer.echo(f"{b.reason} ({b.boots} boots for {len(b.versions)} kernels)")
+    if not b.ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
 
@@ -752,35 +880,33 @@ def replay(
 @app.command()
 @_boundary
 def doctor(as_json: bool = JsonOpt,
-           kernel: Optional[str] = typer.Option(
-               None, "--kernel", "-k", help="Also boot this kernel in a QEMU guest and probe it there: a Debian "
-               "package (linux-image-6.1.0-57-amd64, or linux-image-amd64 for Debian's current one) or a vmlinuz "
-               "path.")):
+           kernel: Optional[List[str]] = typer.Option(
+               None, "--kernel", "-k", help="Also boot this kernel in a QEMU guest and probe it there, one column "
+               "per kernel (repeatable): a Debian package (linux-image-6.1.0-57-amd64, "
+               "linux-image-6.12.118+deb12-amd64, linux-image-6.12-amd64, linux-image-amd64), "
+               "/path/bzImage[:/path/modules], or 'host'.")):
     """What this machine can do: privileges, BPF, hooks, toolchain; probed in a throw-away namespace.
-    With --kernel, the same probes in a guest running that kernel, side by side."""
+    With --kernel, the same probes in a guest running each kernel, side by side."""
     from .inject import doctor as doc
 
-    guest = None
     if kernel:
-        from .guest.vm import probe_kernel
-
-        guest = probe_kernel(kernel, progress=lambda m: typer.echo(m, err=True))
+        cols = doc.across(kernel, progress=lambda m: typer.echo(m, err=True))
+        ok = cols[0]["ok"]
+        if as_json:
+            out = {"ok": ok, "kernel": cols[0]["release"], "probes": cols[0]["probes"], "columns": cols}
+            if len(cols) == 2:
+                out["guest"] = {k: cols[1][k] for k in ("release", "accel", "ok", "probes")}
+            _print_json(out)
+        else:
+            _print_table(doc.table(cols))
+            typer.echo("default feature set works here" if ok else "the default feature set does NOT work here")
+        if not ok:
+            raise typer.Exit(code=int(ExitStatus.ENVIRONMENT))
+        return
     probes = doc.run()
     ok = doc.healthy(probes)
     if as_json:
-        out = {"ok": ok, "kernel": __import__("os").uname().release, "probes": [p.to_json() for p in probes]}
-        if guest:
-            out["guest"] = guest
-        _print_json(out)
-    elif guest:
-        theirs = {p["name"]: p for p in guest["probes"]}
-        here = __import__("os").uname().release
-        typer.echo(f"{'probe':34} {here:>18} {guest['release']:>18}")
-        for p in probes:
-            g = theirs.get(p.name)
-            mark = lambda ok: "yes" if ok else "no"
-            typer.echo(f"{p.name:34} {mark(p.ok):>18} {mark(g['ok']) if g else '?':>18}")
-        typer.echo("default feature set works here" if ok else "the default feature set does NOT work here")
+        _print_json({"ok": ok, "kernel": __import__("os").uname().release, "probes": [p.to_json() for p in probes]})
     else:
         for p in probes:
             mark = "✓" if p.ok else ("✗" if p.required else "-")

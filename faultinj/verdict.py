@@ -23,6 +23,30 @@ class Check:
         return {"name": self.name, "ok": self.ok, "observed": self.observed, "expected": self.expected,
                 "ci": list(self.ci) if self.ci else None}
 
+    @classmethod
+    def from_json(cls, d: dict) -> "Check":
+        return cls(str(d["name"]), bool(d["ok"]), str(d["observed"]), str(d["expected"]),
+                   tuple(float(x) for x in d["ci"]) if d.get("ci") else None)
+
+
+class HopRecord(dict):
+    """A traced hop as its JSON (a verdict read back from JSON, e.g. from a guest): what the report
+    and the text output use of a tracer's Hop."""
+
+    def to_json(self) -> dict:
+        return dict(self)
+
+    @property
+    def summary(self) -> str:
+        return self.get("summary", "")
+
+    def __str__(self) -> str:
+        tail = f" reason={self['reason']}" if self.get("reason") else ""
+        tail += f"  (faultinj {self['fault']})" if self.get("fault") else ""
+        return (f"{self.get('time', '')} [{self.get('netns', 0):>10}] {self.get('netns_name', ''):<16} "
+                f"{self.get('ifname', ''):<14} {self.get('direction', ''):<4} {self.get('point', '') + ' ' if self.get('direction') in ('ovs', 'fn') else ''}"
+                f"{self.summary}{tail}")
+
 
 @dataclass
 class Verdict:
@@ -50,6 +74,21 @@ class Verdict:
                 "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
                 "errors": self.errors, "lab_prefix": self.prefix, "faults": self.faults,
                 "journeys": [[h.to_json() for h in j] for j in self.journeys], "ovs": self.ovs, "facts": self.facts}
+
+    def to_wire(self) -> dict:
+        """to_json and what the HTML report also needs (description, plots): what a guest sends back."""
+        return {**self.to_json(), "description": self.description,
+                "plots": {str(k): v for k, v in self.plots.items()}}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Verdict":
+        """The verdict to_wire (or to_json) wrote (data only: nothing in it is code, whoever wrote it)."""
+        return cls(str(d["scenario"]), str(d.get("path", "")), [Check.from_json(c) for c in d.get("checks", [])],
+                   {str(k): str(v) for k, v in (d.get("pcaps") or {}).items()}, dict(d.get("counters") or {}),
+                   [str(e) for e in d.get("errors") or []], float(d.get("seconds") or 0), str(d.get("lab_prefix", "")),
+                   [[HopRecord(h) for h in j] for j in d.get("journeys") or []], dict(d.get("faults") or {}),
+                   dict(d.get("ovs") or {}), {int(k): v for k, v in (d.get("plots") or {}).items()},
+                   str(d.get("description", "")), dict(d.get("facts") or {}))
 
 
 def ratio_check(name: str, k: int, n: int, p: float, confidence: float = CONFIDENCE) -> Check:

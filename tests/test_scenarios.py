@@ -189,10 +189,10 @@ def _spec_error(text):
 ], ids=["faultinj", "foreign", "bug"])
 def test_an_error_in_the_guest_comes_back_with_its_message_and_exit_code(raised, status, said, tmp_path,
                                                                           monkeypatch):
-    """The guest's side (inguest.main) writes what went wrong; this machine's side raises it again."""
+    """The guest's side (guestside.main) writes what went wrong; this machine's side raises it again."""
     import json
 
-    from faultinj.scenario import inguest, runner
+    from faultinj.scenario import guestside, inguest, runner
 
     copy = tmp_path / "scenario.yaml"
     copy.write_text(GOOD.replace("lab:\n", "lab:\n  guest: {kernel: linux-image-amd64}\n"))
@@ -201,7 +201,7 @@ def test_an_error_in_the_guest_comes_back_with_its_message_and_exit_code(raised,
         raise raised(str(copy))
 
     monkeypatch.setattr(runner, "run", fail)
-    assert inguest.main([str(copy), str(tmp_path)]) == 1
+    assert guestside.main([str(copy), str(tmp_path)]) == 1
     err = inguest._error_from(json.loads((tmp_path / "failure.json").read_text()), str(copy), "bad.yaml")
     assert str(err) == said and int(err.status) == status
 

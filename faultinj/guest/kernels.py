@@ -19,6 +19,7 @@ virtme-ng directory: nothing is installed on this machine."""
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shutil
@@ -96,6 +97,21 @@ def resolve(name: str, progress=lambda m: None) -> Kernel:
                             "run 'apt-get update' if it is new")
         _fetch(package, root, progress)
     return Kernel(name, release, vmlinuz, root / "lib" / "modules", package)
+
+
+def check(name: str) -> None:
+    """A kernel name checked without fetching or booting: its form, apt's lists for a package not yet
+    in the cache, a path's boot header. SpecError (exit 2) otherwise."""
+    name = name.strip()
+    if name == HOST:
+        return
+    if is_path(name):
+        _from_path(name)
+        return
+    package = package_name(name)
+    if not (_cache() / package / "boot").is_dir() and debian_version(package) is None:
+        raise SpecError(f"cannot fetch kernel package {package}: apt knows no such package {_HINT}; "
+                        "run 'apt-get update' if it is new")
 
 
 def package_name(name: str) -> str:
@@ -224,6 +240,13 @@ def debian_version(package: str) -> str | None:
     return _madison([package]).get(package)
 
 
+@functools.lru_cache(maxsize=8)
+def _versions_of_flavour(flavour: str) -> dict[str, str]:
+    """{package: version} of every versioned kernel package of that flavour apt lists (read once
+    per process: apt's lists do not change under a bisect)."""
+    return _madison(_kernel_packages(flavour))
+
+
 def _kernel_packages(flavour: str) -> list[str]:
     proc = subprocess.run(["apt-cache", "pkgnames", "linux-image-"], capture_output=True, text=True, timeout=120)
     names = []
@@ -244,7 +267,7 @@ def kernel_range(first: str, last: str) -> list[tuple[str, str]]:
         raise SpecError(f"{first} and {last} are different flavours ({fa}, {fb}): a range keeps one flavour")
     if a == b:
         raise SpecError(f"{first} and {last} are the same kernel ({a}): give two different versions")
-    versions = _madison(_kernel_packages(fa))
+    versions = _versions_of_flavour(fa)
     for p in (a, b):
         if p not in versions:
             raise SpecError(f"apt knows no kernel package '{p}' {_HINT}; run 'apt-get update' if it is new")

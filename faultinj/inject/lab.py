@@ -94,6 +94,8 @@ class TopologySpec:
     ovs: dict[str, OvsBridgeSpec] = field(default_factory=dict)  # OVS bridges' rules and settings
     # the whole lab (its namespaces and bridges) made inside one VM on this kernel (scenario/inguest.py)
     guest: VMHostSpec | None = None
+    # an Open vSwitch build's prefix (bridges' `prefix`, or --ovs): its daemons and tools run the ovs bridges
+    ovs_prefix: str | None = None
 
 
 @dataclass
@@ -352,7 +354,8 @@ class Topology:
         if _run("ovs-vsctl", "--timeout=3", "show", check=False).returncode != 0:
             raise EnvironmentProblem("Open vSwitch is installed but ovsdb-server/ovs-vswitchd are not running: "
                                      "start them with '/usr/share/openvswitch/scripts/ovs-ctl start --no-mlockall'")
-        has_module = os.path.isdir("/sys/module/openvswitch")
+        # a private switch on this machine (an OVS build's prefix) leaves the kernel datapath to the machine's own
+        has_module = os.path.isdir("/sys/module/openvswitch") and not os.environ.get(ovs.USERSPACE_ENV)
         br = self._ovs_name(name)
         args = ["ovs-vsctl", "add-br", br]
         if not has_module:  # no kernel datapath here: the userspace one

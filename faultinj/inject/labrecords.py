@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import state
+from . import ovs, state
 
 
 def _run(*cmd: str) -> None:
@@ -83,6 +83,8 @@ def recorded_labs() -> list[dict]:
 def remove_recorded(data: dict) -> None:
     for pid in data.get("vm_pids", []):   # each QEMU leads its own process group
         kill_group(pid)
+    if data.get("ovs_private"):   # an OVS build's own daemons: their bridges end with them
+        ovs.kill_private(data["ovs_private"]["pids"], data["ovs_private"]["dir"])
     if data.get("vm_pids"):
         remove_workdirs(data["prefix"])
     for tap in data.get("taps", []):

@@ -261,10 +261,28 @@ def _report_section(svg: _Svg, i: int, r) -> str:
     return "\n".join(out)
 
 
-def render(reports) -> str:
+def _matrix_section(m) -> str:
+    """A scenario across kernels (scenario/matrix.py): its columns side by side, one row per check."""
+    rows = m.table()
+    out = [f'<section class="scenario matrix"><h2>{_e(m.scenario.name)} across {len(m.cells)} side(s) '
+           f'<span class="badge {"pass" if m.ok else "fail"}">{"PASS" if m.ok else "FAIL"}</span></h2>',
+           f'<p class="meta">{_e(m.scenario.path)} · {m.repeat} run(s) per side</p><table class="checks">',
+           "<tr>" + "".join(f"<th>{_e(c)}</th>" for c in rows[0]) + "</tr>"]
+    for row in rows[1:]:
+        cells = []
+        for c in row[1:]:
+            colour = PASS_COLOUR if c.startswith(("✓", "PASS")) else FAIL_COLOUR if c.startswith(("✗", "FAIL", "ERROR")) else ""
+            style = f' style="color:{colour}"' if colour else ""
+            cells.append(f'<td class="mono"{style}>{_e(c)}</td>')
+        out.append(f"<tr><td>{_e(row[0])}</td>{''.join(cells)}</tr>")
+    out.append("</table></section>")
+    return "\n".join(out)
+
+
+def render(reports, matrices=()) -> str:
     svg = _Svg()
     ok = all(r.ok for r in reports)
-    sections = [_report_section(svg, i, r) for i, r in enumerate(reports)]
+    sections = [_matrix_section(m) for m in matrices] + [_report_section(svg, i, r) for i, r in enumerate(reports)]
     title = f"faultinj report: {', '.join(r.scenario for r in reports)}"
     return "\n".join([
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -276,8 +294,8 @@ def render(reports) -> str:
         *sections, "</body></html>"])
 
 
-def write(reports, path: str) -> str:
-    text = render(reports)
+def write(reports, path: str, matrices=()) -> str:
+    text = render(reports, matrices)
     target = Path(path)
     if target.parent and not target.parent.exists():
         os.makedirs(target.parent, exist_ok=True)

@@ -24,6 +24,7 @@ expect:
 from __future__ import annotations
 
 import difflib
+import os
 import ipaddress
 import re
 from dataclasses import dataclass, field
@@ -568,8 +569,13 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                          f"lab.links[{i}].{link.b.host}.ofport {p.ofport} is already "
                          f"{ofports[(link.b.host, p.ofport)]}'s port on {link.b.host}")
             ofports[(link.b.host, p.ofport)] = link.a.host
+    prefixes = {b: spec.prefix for b, spec in ovs_specs.items() if spec.prefix}
+    if len(set(prefixes.values())) > 1 or (prefixes and len(prefixes) < sum(k == "ovs" for k in bridges.values())):
+        b = sorted(prefixes)[0]
+        ctx.fail(bridges_in[b].value_marks["prefix"], f"lab.bridges.{b}.prefix: one Open vSwitch runs a lab's ovs "
+                 "bridges: give every ovs bridge the same prefix (or none)")
     return TopologySpec(hosts=list(hosts), links=links, bridges=bridges, vms=vms, remote=remote, ovs=ovs_specs,
-                        guest=guest), interfaces
+                        guest=guest, ovs_prefix=next(iter(prefixes.values()), None)), interfaces
 
 
 def _vm(ctx, conf, where: str) -> VMHostSpec:
@@ -584,7 +590,7 @@ def _vm(ctx, conf, where: str) -> VMHostSpec:
     return VMHostSpec(ctx.typed(conf, "kernel", str, where), memory, cpus)
 
 
-BRIDGE_KEYS = {"kind", "flows", "protocols", "other_config"}
+BRIDGE_KEYS = {"kind", "flows", "protocols", "other_config", "prefix"}
 PORT_KEYS = {"ofport", "tag", "vlan_mode", "trunks", "other_config"}
 
 
@@ -630,7 +636,15 @@ def _bridge(ctx, b: str, conf, mark) -> tuple[str, OvsBridgeSpec | None]:
             ctx.fail(fmark, f"{where}.flows[{i}]: ovs-ofctl cannot use it"
                             f"{' with ' + ','.join(protocols) if protocols else ''}: {problem}")
     other = _string_map(ctx, conf, "other_config", where)
-    return kind, OvsBridgeSpec([f.strip() for f in flows], protocols, other)
+    prefix = ctx.typed(conf, "prefix", str, where)
+    if prefix is not None:   # an OVS build of one's own: relative to the scenario's directory
+        from ..inject.ovs import check_prefix
+
+        try:
+            prefix = check_prefix(os.path.join(os.path.dirname(os.path.abspath(ctx.path)), prefix))
+        except SpecError as exc:
+            ctx.fail(conf.value_marks["prefix"], f"{where}.prefix: {exc}")
+    return kind, OvsBridgeSpec([f.strip() for f in flows], protocols, other, prefix)
 
 
 def _string_map(ctx, conf, key, where) -> dict[str, str]:
