@@ -304,6 +304,11 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 	__u32 key = 0, len;
 	__u16 mac, proto;
 
+	/* Newer kernels (6.12 for OVS's tracepoints and others) type some
+	 * tracepoint arguments as possibly NULL (trusted_ptr_or_null_): the
+	 * verifier refuses a field load before this check */
+	if (!skb)
+		return;
 	cfg = bpf_map_lookup_elem(&fi_trace_config, &key);
 	if (!cfg || !cfg->active)
 		return;
