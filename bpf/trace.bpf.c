@@ -66,8 +66,10 @@ int BPF_PROG(fi_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 	sk = skb->sk;
 	kind = sk ? (__u32)sk->__sk_common.skc_family << 16 | sk->sk_type : 0;
 
-	if (fi_dataref(skb) > 1)   /* its original still lives: say so when it is freed */
+	if (fi_dataref(skb) > 1) {   /* its original still lives: say so when it is freed */
 		bpf_map_update_elem(&fi_trace_delivered, &head, &kind, BPF_ANY);
+		fi_full_fence();   /* a free on another CPU sees this mark, or this read its 'shared' */
+	}
 	if (!bpf_map_lookup_elem(&fi_trace_shared, &head))
 		return 0;
 	bpf_map_delete_elem(&fi_trace_shared, &head);
