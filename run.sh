@@ -2,7 +2,7 @@
 # Set up everything faultinj needs on a fresh Debian/Ubuntu machine, then
 #   ./run.sh demo   — replay the built-in demo in its own network namespaces
 #   ./run.sh test   — run the test suite (real kernel: needs root)
-#   ./run.sh bench  — the benchmarks (bench/run.py; also installs iperf3, nftables)
+#   ./run.sh bench  — the benchmarks (bench/run.py; also installs iperf3, nftables, bpftrace)
 # System packages come from apt, Python ones into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-linux python3-venv"
-[ "$what" = bench ] && APT_PACKAGES="$APT_PACKAGES iperf3 nftables"
+[ "$what" = bench ] && APT_PACKAGES="$APT_PACKAGES iperf3 nftables bpftrace"
 # the tests also run the OVS scenario through a real Open vSwitch bridge (userspace datapath)
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES openvswitch-switch"
 # ... and containers as targets against a real Docker daemon (tests/test_containers.py)

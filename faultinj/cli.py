@@ -515,17 +515,20 @@ def trace(
             return False
         return True
 
-    if not as_json:
-        typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
-                   + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
-                   err=True)
-    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns)
+    def started():   # every program attached: from now on each packet is seen by all of them
+        if not as_json:
+            typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
+                       + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
+                       err=True)
+
+    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns,
+                          on_start=started)
     typer.echo(f"traced {len({h.key for h in hops})} packets ({len(hops)} hops)", err=True)
     if lost:
         typer.echo(f"{lost} hops lost: the kernel's queue was full (filter more narrowly)", err=True)
     if pcap_out:
-        to_wall = time.time_ns() - time.monotonic_ns()   # the hops are stamped on CLOCK_MONOTONIC
-        n = pcap_mod.write(pcap_out, [pcap_mod.Record(h.ts_ns + to_wall, max(h.length, len(h.frame)), h.frame)
+        # each hop carries its wall time (the journeys' and the journal's clock)
+        n = pcap_mod.write(pcap_out, [pcap_mod.Record(h.wall_ns, max(h.length, len(h.frame)), h.frame)
                                       for h in hops if h.frame])
         typer.echo(f"{n} frames written to {pcap_out}", err=True)
 

@@ -179,3 +179,13 @@ def test_without_matplotlib_report_says_what_to_install_before_any_lab(monkeypat
     assert r.exit_code == ExitStatus.ENVIRONMENT
     assert "faultinj[report]" in r.stderr and "[drop] lab up" not in r.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_journey_boxes_name_the_ovs_datapath_step():
+    """An OVS kernel-datapath hop says which step (upcall, exec output:3), not just 'ovs' (issue 25 #6)."""
+    from faultinj.scenario.html import _hop_label
+
+    hop = {"ts_ns": 1, "netns_name": "guest fi1-lab", "ifname": "ovs-system", "direction": "ovs", "reason": ""}
+    assert _hop_label({**hop, "point": "upcall"}).splitlines()[-1] == "upcall"
+    assert _hop_label({**hop, "point": "exec output:3"}).splitlines()[-1] == "exec output:3"
+    assert _hop_label({**hop, "direction": "in", "point": "netif_receive_skb"}).splitlines()[-1] == "in"

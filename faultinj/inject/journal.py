@@ -38,6 +38,10 @@ class JournalLog:
     def head(self) -> int:
         return _IDX.unpack_from(self._head, 0)[0]
 
+    def _index(self, off: int) -> int:
+        """The index word of the slot at off: its event's number + 1 once complete, 0 while written."""
+        return _IDX.unpack_from(self._log, off)[0]
+
     def read(self, everything: bool = False) -> list[bytes]:
         """The new events' bytes, oldest first: those for the journal, or with everything, also
         those logged only for a tracer (journal=off while one watched)."""
@@ -47,15 +51,16 @@ class JournalLog:
             self.next = head - maps.JOURNAL_SIZE
         while self.next < head:
             off = (self.next % maps.JOURNAL_SIZE) * size
-            if _IDX.unpack_from(self._log, off)[0] != self.next + 1:
-                if _IDX.unpack_from(self._log, off)[0] == 0 or \
-                        _IDX.unpack_from(self._log, off)[0] < self.next + 1:
-                    break              # still being written: the next read gets it
+            # one look decides: a writer may complete the slot between two (issue 22)
+            idx = self._index(off)
+            if idx == 0 or idx < self.next + 1:
+                break                  # still being written: the next read gets it
+            if idx != self.next + 1:
                 self.missed += 1       # overwritten already
                 self.next += 1
                 continue
             raw = self._log[off:off + size]
-            if _IDX.unpack_from(self._log, off)[0] != self.next + 1:   # overwritten while copied
+            if self._index(off) != self.next + 1:   # overwritten while copied
                 self.missed += 1
             elif everything or raw[_JOURNAL_FLAG]:
                 out.append(raw)

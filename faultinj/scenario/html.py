@@ -157,13 +157,25 @@ def _loss(svg: _Svg, plot: dict, title: str) -> str:
     return svg.svg(fig)
 
 
-_HOP_COLOURS = {"out": "#4c78a8", "in": "#54a24b", "DROP": "#cf222e", "ACT": "#f58518"}
+_HOP_COLOURS = {"out": "#4c78a8", "in": "#54a24b", "DROP": "#cf222e", "ACT": "#f58518", "DUP": "#f58518",
+                "done": "#2da44e", "ovs": "#8250df", "fn": "#6e7781"}
+
+
+def _hop_label(hop: dict) -> str:
+    """Where, then what: an OVS datapath hop says which (upcall, exec output:3), a function its name."""
+    what = hop["direction"]
+    if what in ("ovs", "fn", "ACT", "DUP") and hop.get("point"):
+        what = hop["point"] if what != "ACT" else f"ACT {hop['point']}"
+    label = f"{hop['netns_name'].rsplit('-', 1)[-1]}\n{hop['ifname']}\n{what}"[:60]
+    if hop.get("reason"):
+        label += f"\n{hop['reason']}"[:28]
+    return label
 
 
 def _journeys(svg: _Svg, journeys: list[list[dict]]) -> str:
     rows = len(journeys)
     longest = max(len(j) for j in journeys)
-    fig = svg.figure(width=max(6.0, 1.9 * longest), height=0.9 + 1.0 * rows)
+    fig = svg.figure(width=max(6.0, 2.1 * longest), height=0.9 + 1.25 * rows)
     ax = fig.add_subplot()
     for r, journey in enumerate(journeys):
         y = rows - 1 - r
@@ -173,14 +185,11 @@ def _journeys(svg: _Svg, journeys: list[list[dict]]) -> str:
             if i:
                 ax.annotate("", xy=(i - 0.42, y), xytext=(i - 0.58, y),
                             arrowprops={"arrowstyle": "->", "color": "#57606a"})
-            label = f"{hop['netns_name'].rsplit('-', 1)[-1]}\n{hop['ifname']}\n{hop['direction']}"
-            if hop.get("reason"):
-                label += f"\n{hop['reason']}"[:28]
-            ax.text(i, y, label, ha="center", va="center", fontsize=7, color="white",
+            ax.text(i, y, _hop_label(hop), ha="center", va="center", fontsize=9, color="white",
                     bbox={"boxstyle": "round,pad=0.35", "fc": colour, "ec": colour})
-            ax.text(i, y - 0.42, f"+{(hop['ts_ns'] - t0) / 1000:.0f} µs", ha="center", fontsize=6.5,
+            ax.text(i, y - 0.47, f"+{(hop['ts_ns'] - t0) / 1000:.0f} µs", ha="center", fontsize=8.5,
                     color="#57606a")
-        ax.text(-0.55, y, f"#{r + 1}", ha="right", va="center", fontsize=8)
+        ax.text(-0.55, y, f"#{r + 1}", ha="right", va="center", fontsize=10)
     ax.set_xlim(-0.9, longest - 0.4)
     ax.set_ylim(-0.8, rows - 0.3)
     ax.axis("off")

@@ -55,6 +55,9 @@ class _ScenarioTrace(threading.Thread):
                 for hop in self.tracer.read(100):
                     if hop.key in journeys or len(journeys) < self.count:
                         journeys.setdefault(hop.key, []).append(hop)
+            for hop in self.tracer.settle():   # frees waiting for their copy's fate: delivered or dropped
+                if hop.key in journeys:
+                    journeys[hop.key].append(hop)
         except Exception as exc:   # reported, never fatal to the scenario
             self.error = exc
         finally:
