@@ -308,21 +308,23 @@ def status(
 def set_(
     spec: str = typer.Argument(..., metavar="SPEC", help="NAME=VALUE with the new value, e.g. psh-ratio=5 "
                                "(or NAME with --seed, --duration or new filters)."),
-    interface: str = typer.Argument(..., metavar="INTERFACE", help="The interface the fault is on."),
+    interface: Optional[str] = typer.Argument(None, metavar="[INTERFACE]", help="The interface the fault is on "
+                                              "(in whichever namespace has faults on it; or give --id alone)."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="A new seed."),
     duration: Optional[str] = typer.Option(None, help="A new deadline, counted from now."),
-    fault_id: Optional[str] = _id_opt("Which fault, when several match."),
+    fault_id: Optional[str] = _id_opt("Which fault (by id alone, or when several match)."),
     container: Optional[str] = ContainerOpt,
     pid: Optional[int] = PidOpt,
     netns_path: Optional[str] = NetnsPathOpt,
     runtime: Optional[str] = RuntimeOpt,
     as_json: bool = JsonOpt,
 ):
-    """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply."""
+    """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply, or
+    SPEC --id ID."""
     from .lifecycle import set_fault
 
-    if _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
+    if interface and _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
         spec, interface = interface, spec
         typer.echo(f"faultinj: note: 'set INTERFACE SPEC' is the old order and still works; say "
                    f"'faultinj set {spec} {interface}' (SPEC INTERFACE, as apply)", err=True)

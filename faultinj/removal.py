@@ -71,6 +71,8 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
                 _remove(links, rec)
             return reaped + recs
 
+    from . import which
+
     def wanted(r: state.Record) -> bool:
         if fault_id:
             return r.id == fault_id
@@ -79,6 +81,10 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
         return netns_name is None or r.netns == netns_name
 
     with Links() as links, state.locked():
+        if fault_id:   # by id alone; an interface or namespace beside it must be its own
+            which.by_id(fault_id, state.records(), ifname, netns_name)
+        elif ifname:   # without --netns: the one namespace with faults on ifname
+            netns_name = which.netns_of(ifname, netns_name, state.records())
         reaped = [r for r in reap_now(links) if wanted(r)]   # what killed commands left: finished first
         recs = [r for r in state.records() if wanted(r)]
         if fault_id and not recs and not reaped:
