@@ -126,3 +126,100 @@ def test_a_taken_prio_names_the_namespace_in_its_hint(lab):
     [c] = _quoted_commands(r.stderr)
     done = subprocess.run(c, shell=True, capture_output=True, text=True)
     assert done.returncode == 0 and "pref 7" in done.stdout, (c, done.stderr)
+
+
+# ---- 5. a lab that cannot work is refused at file:line:col; an empty selection says so -------
+
+LAB = """name: nonsense
+lab:
+  hosts: [a, b, c]
+  bridges: {br0: linux}
+  links:
+    - ends: [a, b]
+      a: {ipv4: 10.50.0.1/24}
+      b: {ipv4: B_ADDR}
+    - ends: [c, br0]
+      c: {ipv4: 10.70.0.3/24}
+    - ends: [a, br0]
+      a: {name: eth1, ipv4: A_BR0}
+traffic:
+  - {name: t, udp: {from: a, to: TO, count: 10}}
+capture:
+  - {name: rx, host: CAP_HOST, interface: eth0}
+expect:
+  - loss: {traffic: t, p: 0}
+"""
+
+
+def _lab_file(**subst) -> str:
+    text = LAB
+    for k, v in {"B_ADDR": "10.50.0.2/24", "A_BR0": "10.70.0.1/24", "TO": "b", "CAP_HOST": "b", **subst}.items():
+        text = text.replace(k, v)
+    return text
+
+
+@pytest.mark.parametrize("subst,where,said", [
+    ({"B_ADDR": "10.50.0.1/24"}, "f.yaml:8:17:", "lab.links[0].b.ipv4: 10.50.0.1 is already lab.links[0].a's"),
+    ({"A_BR0": "10.70.0.3/24"}, "f.yaml:12:29:", "10.70.0.3 is already lab.links[1].c's address on br0"),
+    ({"B_ADDR": "10.60.0.2/24"}, "f.yaml:14:34:", "b's 10.60.0.2/24 is not in a subnet a has on the same link"),
+    ({"TO": "c", "A_BR0": "10.80.0.1/24"}, "f.yaml:14:34:", "c's 10.70.0.3/24 is not in a subnet a has"),
+    ({"CAP_HOST": "d"}, "f.yaml:16:22:", "capture[0].host: no host 'd'"),
+])
+def test_a_lab_that_cannot_work_is_refused_at_its_line(subst, where, said):
+    from faultinj.scenario import loads
+    from faultinj.scenario.schema import ScenarioError
+
+    with pytest.raises(ScenarioError) as exc:
+        loads(_lab_file(**subst), "f.yaml")
+    assert any(ln.startswith(where) and said in ln for ln in exc.value.all_lines), exc.value.all_lines
+
+
+def test_a_lab_that_can_work_loads():
+    from faultinj.scenario import loads
+
+    scn = loads(_lab_file(), "f.yaml")
+    assert scn.address("b") == "10.50.0.2"
+    loads(_lab_file(TO="c"), "f.yaml")   # a and c share br0 in 10.70.0.0/24
+
+
+def test_an_expectation_that_matched_nothing_says_so_not_nan():
+    from faultinj.scenario.expect import RunData, evaluate
+    from faultinj.scenario.schema import ExpectEntry
+
+    checks = [evaluate(ExpectEntry("fraction", {"capture": "rx", "of": "tcp and data", "having": "psh", "p": 0.1}, 1),
+                       RunData(packets={"rx": []})),
+              evaluate(ExpectEntry("fault_ratio", {"fault": "psh", "ratio": 10}, 1),
+                       RunData(counters={"psh": {"seen": 0, "matched": 0, "acted": 0}}))]
+    assert [c.observed for c in checks] == ["no packet matched `tcp and data` at rx", "psh matched no packet"]
+    assert not any(c.ok for c in checks) and not any("nan" in c.observed for c in checks)
+
+
+# ---- 6. verify's verdict names the fault and the interface; a guest's report its lab prefix ---
+
+def test_verify_verdict_lines_name_the_fault_id_and_the_interface(lab):
+    from faultinj.verify import verify
+
+    a, b = lab.a, lab.b
+    rec = faultinj.apply("psh-ratio=10", a.ifname, netns_name=a.netns, seed=1)
+    res = verify(b.ifname, netns_name=b.netns, duration="0.3s", of="tcp and data", having="psh", ratio=10,
+                 fault_id=rec.id)
+    names = [c.name for c in res.checks]
+    assert names[0] == f"fraction: psh among tcp and data at {b.netns}/{b.ifname}", names
+    assert names[1] == f"fault_ratio: acted/matched of {rec.id}", names
+    assert res.checks[0].observed == f"no packet matched `tcp and data` at {b.netns}/{b.ifname}"
+
+
+def test_a_guest_runs_report_keeps_the_guests_lab_prefix():
+    """lab.guest: the report shows the prefix the guest's namespaces (journeys, progress) carry, and
+    the guest it ran in, by this machine's name for it."""
+    from faultinj.scenario import html
+    from faultinj.scenario.inguest import as_here
+    from faultinj.verdict import Check, Verdict
+
+    made_inside = Verdict("s", path="/tmp/guest-work/scenario.yaml", prefix="fi1a2b3c4", seconds=3.0,
+                          checks=[Check("c", True, "1", "1")])
+    r = as_here(made_inside, "scenarios/x.yaml", "fi9f8e7d6-lab", 41.0)
+    assert (r.prefix, r.guest, r.path, r.seconds) == ("fi1a2b3c4", "fi9f8e7d6-lab", "scenarios/x.yaml", 41.0)
+    page = html._report_section(html._Svg(), 0, r)
+    assert "lab prefix <code>fi1a2b3c4</code> in guest <code>fi9f8e7d6-lab</code>" in page
+    assert r.to_json()["lab_prefix"] == "fi1a2b3c4" and r.to_json()["guest"] == "fi9f8e7d6-lab"

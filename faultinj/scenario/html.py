@@ -197,7 +197,8 @@ def _report_section(svg: _Svg, i: int, r) -> str:
     ok = r.ok
     out = [f'<section class="scenario" id="s{i}"><h2>{_e(r.scenario)} '
            f'<span class="badge {"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span></h2>',
-           f'<p class="meta">{_e(r.path)} · {r.seconds:.1f} s · lab prefix <code>{_e(r.prefix)}</code> · '
+           f'<p class="meta">{_e(r.path)} · {r.seconds:.1f} s · lab prefix <code>{_e(r.prefix)}</code>'
+           + (f' in guest <code>{_e(r.guest)}</code>' if getattr(r, "guest", "") else "") + ' · '
            f'{sum(c.ok for c in r.checks)} of {len(r.checks)} checks passed</p>']
     if r.description:
         out.append(f"<p>{_e(r.description)}</p>")

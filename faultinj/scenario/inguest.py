@@ -72,8 +72,7 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
             raise FaultinjError(f"the run inside the guest failed (exit {out['returncode']}): "
                                 f"{said[-1] if said else 'no output'}")
         report = pickle.loads((work / "report.pickle").read_bytes())
-        report.path, report.prefix = scn.path, holder.prefix   # this machine's: its records, its work dir
-        report.seconds = time.monotonic() - started            # the boot too
+        as_here(report, scn.path, f"{holder.prefix}-lab", time.monotonic() - started)   # the boot too
         for f in report.faults.values():
             f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
         if pcap_dir:
@@ -91,6 +90,13 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
         shutil.rmtree(work, ignore_errors=True)   # also when QEMU never started
         lab.forget(holder)
         progress("guest stopped")
+
+
+def as_here(report, path: str, guest: str, seconds: float):
+    """The guest's report as this machine shows it: its scenario file, the whole time, the guest it
+    ran in; the lab prefix stays the guest's (the one its namespaces, journeys and progress show)."""
+    report.path, report.guest, report.seconds = path, guest, seconds
+    return report
 
 
 def _error_from(d: dict, copy: str, path: str) -> FaultinjError:

@@ -349,7 +349,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         return out, names
 
     faults, fault_names = entries("faults", _fault, hosts, interfaces)
-    traffic, traffic_names = entries("traffic", _traffic, hosts)
+    traffic, traffic_names = entries("traffic", _traffic, hosts, lab)
     captures, capture_names = entries("capture", _capture, hosts, interfaces)
     if not ctx.mistakes:   # positions of the entries as written
         ctx.part(_unique, ctx, doc, "faults", [f.name for f in faults])
@@ -499,6 +499,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                                    ctx.typed(conf, "command", str, w, "faultinj agent --stdio"), dict(ifaces))
     links = []
     interfaces: dict[str, list[str]] = {h: list(remote[h].interfaces) if h in remote else [] for h in hosts}
+    addresses: dict[Any, str] = {}   # (segment or host, address) -> which end has it: no two alike
     for i, link in enumerate(ctx.typed(lab, "links", list, "lab", YList()) or []):
         where = f"lab.links[{i}]"
         if not isinstance(link, YMap):
@@ -549,6 +550,13 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                         ctx.fail(conf.value_marks[fam], f"{where}.{host}.{fam}: give an {fam} address with a "
                                                         f"prefix length, e.g. {'10.0.0.1/24' if fam == 'ipv4' else 'fd00::1/64'}")
                 addrs[fam] = v
+                segment = ends[1] if ends[1] in bridges else f"link{i}"   # one layer-2 segment
+                for key in ((segment, iface.ip), (host, iface.ip)) if v is not None else ():
+                    if key in addresses:
+                        ctx.fail(conf.value_marks[fam], f"{where}.{host}.{fam}: {iface.ip} is already "
+                                 f"{addresses[key]}'s address{' on ' + ends[1] if ends[1] in bridges else ''}: "
+                                 "give each end its own")
+                    addresses[key] = f"{where}.{host}"
             gso = ctx.typed(conf, "gso_max_segs", int, f"{where}.{host}")
             mtu = ctx.typed(conf, "mtu", int, f"{where}.{host}")
             if gso is not None and not 1 <= gso <= 65535:
@@ -695,7 +703,41 @@ def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
                       tc_mode)
 
 
-def _traffic(ctx, t, i, hosts) -> TrafficEntry:
+def _segments(lab: TopologySpec) -> dict[str, list[tuple[str, Any]]]:
+    """Each layer-2 segment of the lab (a bridge, or a host-to-host link): its ends' (host, address)."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for i, link in enumerate(lab.links):
+        seg = link.b.host if link.b.host in lab.bridges else f"link{i}"
+        for end in (link.a, link.b):
+            for cidr in (end.ipv4, end.ipv6):
+                if cidr:
+                    out.setdefault(seg, []).append((end.host, ipaddress.ip_interface(cidr)))
+    return out
+
+
+def _reachable(ctx, params, w: str, lab: TopologySpec, src: str, dst: str, v6: bool) -> None:
+    """The lab has no routes: traffic goes to dst's first address of its family (Scenario.address),
+    which src reaches only from an address of its own in that subnet on the same segment."""
+    if src in lab.remote or dst in lab.remote or src not in lab.hosts or dst not in lab.hosts:
+        return   # remote hosts and namespaces outside the lab have routes of their own
+    fam = "ipv6" if v6 else "ipv4"
+    segs = _segments(lab)
+    to = next(((seg, a) for link in lab.links for end in (link.a, link.b) if end.host == dst
+               and (end.ipv6 if v6 else end.ipv4)
+               for seg, ends in segs.items() for h, a in ends if h == dst and str(a) == (end.ipv6 if v6 else end.ipv4)),
+              None)
+    mark = params.value_marks.get("to", params.mark)
+    if to is None:
+        ctx.fail(mark, f"{w}.to: {dst} has no {fam} address (give one in lab.links)")
+    seg, addr = to
+    if not any(h == src and a.version == addr.version and addr.ip in a.network for h, a in segs[seg]):
+        mine = [str(a) for ends in segs.values() for h, a in ends if h == src and a.version == addr.version]
+        ctx.fail(mark, f"{w}.to: {dst}'s {addr} is not in a subnet {src} has on the same link or bridge "
+                 f"({src}: {', '.join(mine) or 'no ' + fam + ' address'}); the lab has no routes: put them "
+                 f"in one subnet")
+
+
+def _traffic(ctx, t, i, hosts, lab: TopologySpec | None = None) -> TrafficEntry:
     where = f"traffic[{i}]"
     ctx.keys(t, where, optional={"name", *TRAFFIC_KINDS})
     kinds = [k for k in TRAFFIC_KINDS if k in t]
@@ -737,6 +779,8 @@ def _traffic(ctx, t, i, hosts) -> TrafficEntry:
     else:
         out["run"] = ctx.typed(params, "run", (str, list), w)
         out["timeout"] = float(ctx.typed(params, "timeout", (int, float), w, 60))
+    if kind != "command" and lab is not None:
+        _reachable(ctx, params, w, lab, host, out["to"], out["v6"])
     name = ctx.typed(t, "name", str, where, f"{kind}{i}")
     return TrafficEntry(name, kind, host, out)
 
