@@ -598,16 +598,27 @@ def _print_ovs(name: str, sw: dict) -> None:
 @app.command()
 @_boundary
 def run(
-    files: list[str] = typer.Argument(..., help="Scenario files (YAML)."),
+    files: Optional[List[str]] = typer.Argument(None, help="Scenario files (YAML)."),
     pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
     junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here."),
     report: Optional[str] = typer.Option(None, "--report", metavar="FILE.html",
                                          help="Write a self-contained HTML report here: every verdict, and plots "
                                          "where a distribution is the answer (needs matplotlib: faultinj[report])."),
     keep: bool = typer.Option(False, "--keep", help="Keep the lab up afterwards (faultinj lab down FILE)."),
+    schema: bool = typer.Option(False, "--schema", help="Print the scenario file reference (every key, traffic "
+                                "and expectation kind; docs/scenarios.md) and exit."),
     as_json: bool = JsonOpt,
 ):
-    """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown."""
+    """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown.
+    --schema: what a scenario file may hold."""
+    if schema:
+        from .scenario.reference import render
+
+        typer.echo(render(), nl=False)
+        return
+    if not files:
+        raise SpecError("give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' "
+                        "prints what they may hold)")
     from .scenario import load
     from .scenario import junit as junit_mod
     from .scenario.runner import run as run_scenario

@@ -223,3 +223,48 @@ def test_a_guest_runs_report_keeps_the_guests_lab_prefix():
     page = html._report_section(html._Svg(), 0, r)
     assert "lab prefix <code>fi1a2b3c4</code> in guest <code>fi9f8e7d6-lab</code>" in page
     assert r.to_json()["lab_prefix"] == "fi1a2b3c4" and r.to_json()["guest"] == "fi9f8e7d6-lab"
+
+
+# ---- 4. one scenario reference, made from the schema's tables, that cannot fall behind ---------
+
+def test_every_scenario_key_and_kind_is_described():
+    """Every key, traffic kind and expectation kind the schema takes has its sentence in
+    scenario/reference.py (a kind another change adds fails here until it is described)."""
+    from faultinj.scenario import reference
+
+    assert reference.undocumented() == []
+
+
+def test_the_reference_check_fails_on_an_undescribed_kind_or_key(monkeypatch):
+    from faultinj.scenario import reference, schema
+
+    monkeypatch.setitem(schema.EXPECT_KINDS, "brand_new", ({"capture"}, {"of"}))
+    monkeypatch.setitem(schema.TRAFFIC_KINDS, "tcp", (schema.TRAFFIC_KINDS["tcp"][0],
+                                                     schema.TRAFFIC_KINDS["tcp"][1] | {"window"}))
+    assert reference.undocumented() == ["traffic tcp.window: not described", "expect brand_new: not described"]
+
+
+def test_docs_scenarios_md_is_the_reference_and_run_schema_prints_it():
+    from pathlib import Path
+
+    from faultinj.scenario import reference, schema
+
+    text = reference.render()
+    doc = Path(__file__).parent.parent / "docs" / "scenarios.md"
+    assert doc.read_text() == text, "regenerate: faultinj run --schema > docs/scenarios.md"
+    for kind in [*schema.EXPECT_KINDS, *schema.TRAFFIC_KINDS]:
+        assert f"### `{kind}`" in text
+    for key in ("having", "interval", "v6", "size", "rate", "port", "connections", "timeout", "per_connection"):
+        assert f"| `{key}` |" in text
+    r = invoke("run", "--schema")
+    assert r.exit_code == 0 and r.stdout == text
+
+
+def test_the_readme_names_every_expectation_and_traffic_kind():
+    from pathlib import Path
+
+    from faultinj.scenario import schema
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert [k for k in [*schema.EXPECT_KINDS, *schema.TRAFFIC_KINDS] if f"`{k}`" not in readme] == []
+    assert "docs/scenarios.md" in readme

@@ -296,6 +296,15 @@ TRAFFIC_KINDS = {
     "command": ({"host", "run"}, {"timeout"}),
 }
 TARGET_KINDS = ("container", "pid", "netns_path")
+# the keys of each part of a file: (required, optional); docs/scenarios.md documents every one
+# (scenario/reference.py, checked by tests/test_usability.py)
+TOP_KEYS = ({"name"}, {"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
+LAB_KEYS = ({"hosts"}, {"bridges", "vms", "remote", "links", "guest"})
+VM_KEYS = ({"kernel"}, {"memory", "cpus"})
+REMOTE_KEYS = ({"ssh", "interfaces"}, {"options", "command"})
+FAULT_KEYS = ({"spec", "host", "interface"}, {"name", "seed", "at", "for", "hook", "tc_mode"})
+CAPTURE_KEYS = ({"host", "interface"}, {"name", "direction", "snaplen"})
+TRACE_KEYS = (set(), {"filter", "count"})
 END_KEYS = {"name", "ipv4", "ipv6", "mtu", "gso_max_segs", "tx_checksum"}
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,11}$")
 
@@ -324,8 +333,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{path}: YAML: {exc}") from None
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
-    ctx.part(ctx.keys, doc, "the scenario", {"name"},
-             {"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
+    ctx.part(ctx.keys, doc, "the scenario", *TOP_KEYS)
     name = ctx.part(ctx.typed, doc, "name", str, "scenario")
     description = ctx.part(ctx.typed, doc, "description", str, "scenario", "")
     if "lab" in doc:
@@ -418,7 +426,7 @@ class _Hosts(list):
 
 
 def _trace(ctx, t) -> TraceEntry:
-    ctx.keys(t, "trace", optional={"filter", "count"})
+    ctx.keys(t, "trace", *TRACE_KEYS)
     text = ctx.typed(t, "filter", str, "trace", "")
     try:
         parse_match([w for w in text.split(",") if w.strip()])
@@ -445,7 +453,7 @@ def _unique(ctx, doc, key, names) -> None:
 
 
 def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
-    ctx.keys(lab, "lab", required={"hosts"}, optional={"bridges", "vms", "remote", "links", "guest"})
+    ctx.keys(lab, "lab", *LAB_KEYS)
     hosts = ctx.typed(lab, "hosts", list, "lab")
     for i, h in enumerate(hosts):
         if not isinstance(h, str) or not NAME.match(h):
@@ -484,7 +492,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
             ctx.fail(lab["remote"].key_marks[h], f"lab.remote: '{h}' must be one of the hosts, and not a VM")
         if not isinstance(conf, YMap):
             ctx.fail(lab["remote"].value_marks[h], f"{w}: give ssh (user@host) and interfaces")
-        ctx.keys(conf, w, required={"ssh", "interfaces"}, optional={"options", "command"})
+        ctx.keys(conf, w, *REMOTE_KEYS)
         opts = ctx.typed(conf, "options", list, w, []) or []
         if not all(isinstance(o, str) for o in opts):
             ctx.fail(conf.value_marks["options"], f"{w}.options: a list of ssh arguments (strings)")
@@ -582,7 +590,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
 
 def _vm(ctx, conf, where: str) -> VMHostSpec:
     """A VM's kernel, memory and CPUs (lab.vms.HOST, lab.guest)."""
-    ctx.keys(conf, where, required={"kernel"}, optional={"memory", "cpus"})
+    ctx.keys(conf, where, *VM_KEYS)
     memory = str(ctx.typed(conf, "memory", (str, int), where, "1G"))
     if not re.match(r"^\d+[MG]?$", memory):
         ctx.fail(conf.value_marks["memory"], f"{where}.memory: e.g. 1G or 512M")
@@ -684,8 +692,7 @@ def _duration(ctx, m, key, where):
 
 def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
     where = f"faults[{i}]"
-    ctx.keys(f, where, required={"spec", "host", "interface"},
-             optional={"name", "seed", "at", "for", "hook", "tc_mode"})
+    ctx.keys(f, where, *FAULT_KEYS)
     host = hosts.ref(ctx, f, "host", where)
     iface = hosts.interface(ctx, f, host, interfaces, where)
     try:
@@ -794,7 +801,7 @@ def _pos_int(ctx, m, key, where, default, lo, hi) -> int:
 
 def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     where = f"capture[{i}]"
-    ctx.keys(c, where, required={"host", "interface"}, optional={"name", "direction", "snaplen"})
+    ctx.keys(c, where, *CAPTURE_KEYS)
     host = hosts.ref(ctx, c, "host", where)
     iface = hosts.interface(ctx, c, host, interfaces, where)
     direction = ctx.typed(c, "direction", str, where, "any")
