@@ -176,6 +176,7 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
             pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
             target=target.label, container=target.container, netns_inode=target.inode,
+            user=state.current_user(),
         )
         with ExitStack() as undo:
             state.save(rec)  # the intent, before anything changes in the kernel

@@ -5,6 +5,7 @@ verdicts that say which fault and interface."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import re
 import shlex
 import subprocess
@@ -268,3 +269,115 @@ def test_the_readme_names_every_expectation_and_traffic_kind():
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     assert [k for k in [*schema.EXPECT_KINDS, *schema.TRAFFIC_KINDS] if f"`{k}`" not in readme] == []
     assert "docs/scenarios.md" in readme
+
+
+# ---- 7. smaller things -------------------------------------------------------------------------
+
+DEMO_PACKAGES = "clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-linux python3-venv".split()
+
+
+def test_run_sh_demo_installs_only_what_changed_and_no_test_extras(tmp_path):
+    """./run.sh demo with a venv whose python and faultinj only log what they are asked: the first
+    run installs '.' (not '.[test]'), the next installs nothing, a changed tree installs again, and
+    an install with the test extras serves the demo too. (~1 s: no pip, no demo.)"""
+    import os
+    from pathlib import Path
+
+    if subprocess.run(["dpkg", "-s", *DEMO_PACKAGES], capture_output=True).returncode:
+        pytest.skip("the demo's apt packages are not all installed: run.sh would install them")
+    venv, log = tmp_path / "venv", tmp_path / "log"
+    (venv / "bin").mkdir(parents=True)
+    for tool in ("python", "faultinj"):
+        (venv / "bin" / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >>{log}\n')
+        (venv / "bin" / tool).chmod(0o755)
+    run_sh = Path(__file__).parent.parent / "run.sh"
+
+    def demo() -> list[str]:
+        log.write_text("")
+        done = subprocess.run(["bash", str(run_sh), "demo", "--seed", "3"], capture_output=True, text=True,
+                              env={**os.environ, "FAULTINJ_VENV": str(venv)}, timeout=120)
+        assert done.returncode == 0, done.stderr
+        return log.read_text().splitlines()
+
+    first = demo()
+    assert "python -m pip install -q ." in first and not [ln for ln in first if "[test]" in ln]
+    assert first[-1] == "faultinj demo --seed 3"
+    assert demo() == ["faultinj demo --seed 3"]
+    stamp = venv / ".faultinj-installed"
+    built_from = stamp.read_text().strip()
+    stamp.write_text("0" * 16 + "\n")   # what a changed tree hashes to
+    assert "python -m pip install -q ." in demo()
+    stamp.write_text(built_from + "[test]\n")   # the test path's install has everything the demo needs
+    assert demo() == ["faultinj demo --seed 3"]
+
+
+def test_replay_out_in_a_missing_directory_blames_the_directory(tmp_path):
+    from scapy.layers.inet import IP, UDP
+    from scapy.layers.l2 import Ether
+
+    from faultinj import pcap
+    from faultinj.errors import from_foreign
+
+    frame = bytes(Ether() / IP(src="10.0.0.1", dst="10.0.0.2") / UDP(sport=1, dport=2))
+    capture = tmp_path / "in.pcap"
+    pcap.write(str(capture), [pcap.Record(1_700_000_000_000_000_000, len(frame), frame)])
+    r = invoke("replay", str(capture), "drop=1", "--out", "/nonexistent-dir-fi25/x.pcap")
+    assert r.exit_code == ExitStatus.USAGE
+    assert r.stderr.strip() == ("faultinj: error: no such directory: /nonexistent-dir-fi25 (for "
+                                "/nonexistent-dir-fi25/x.pcap): create it first")
+    # any other output path a command writes (verify --pcap, trace --pcap, --junit): the same words
+    said = str(from_foreign(FileNotFoundError(2, "No such file or directory", "/nonexistent-dir-fi25/j.xml")))
+    assert said.startswith("no such directory: /nonexistent-dir-fi25")
+    assert str(from_foreign(FileNotFoundError(2, "x", str(tmp_path / "gone.pcap")))).startswith("no such file")
+
+
+def test_apply_help_shows_every_filter():
+    from faultinj.faults.match import KEYS
+
+    r = invoke("apply", "--help")
+    assert r.exit_code == 0
+    assert [k for k in KEYS if f"{k}=" not in r.stdout] == []
+
+
+def test_journal_says_one_fault_not_one_faults(lab):
+    rec = faultinj.apply("drop=0", lab.a.ifname, netns_name=lab.a.netns, seed=1)
+    r = invoke("journal", "--id", rec.id)
+    assert r.exit_code == 0 and "0 events from 1 fault\n" in r.stderr, r.stderr
+
+
+def test_clear_all_says_how_many_and_whose_and_mine_clears_only_yours(lab):
+    """Two faults, one recorded as another user's: --mine clears only this user's; --all clears the
+    other and says whose it was."""
+    from faultinj.inject import state
+
+    a = lab.a
+    mine = faultinj.apply("drop=0", a.ifname, netns_name=a.netns, seed=1)
+    theirs = faultinj.apply("drop=0@xdp", a.ifname, netns_name=a.netns, seed=1)
+    assert mine.user == state.current_user() != ""
+    with state.locked():
+        rec = next(r for r in state.records() if r.id == theirs.id)
+        rec.user = "someone-else"
+        state.save(rec)
+    r = invoke("clear", "--mine", "--netns", a.netns)
+    assert r.exit_code == 0, r.output
+    assert f"cleared {mine.id}" in r.stdout and theirs.id not in r.stdout
+    assert r.stdout.splitlines()[-1] == "cleared 1 fault (1 yours)"
+    r = invoke("clear", "--all", "--netns", a.netns)
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[-1] == ("cleared 1 fault (1 someone-else's); 'faultinj clear --mine' clears "
+                                         "only yours")
+    assert not faultinj.status()
+
+
+def test_the_report_shows_no_path_of_the_machine_it_was_made_on(tmp_path, monkeypatch):
+    """The scenario file relative to where faultinj ran, the captures relative to the report."""
+    from faultinj.scenario import html
+    from faultinj.verdict import Check, Verdict
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out").mkdir()
+    r = Verdict("s", path=str(tmp_path / "scenarios" / "x.yaml"), prefix="fi1", checks=[Check("c", True, "1", "1")],
+                pcaps={"rx": str(tmp_path / "out" / "rx.pcap")})
+    page = Path(html.write([r], str(tmp_path / "out" / "report.html"))).read_text()
+    assert str(tmp_path) not in page
+    assert "scenarios/x.yaml" in page and "<code>rx.pcap</code>" in page
