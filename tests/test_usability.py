@@ -381,3 +381,24 @@ def test_the_report_shows_no_path_of_the_machine_it_was_made_on(tmp_path, monkey
     page = Path(html.write([r], str(tmp_path / "out" / "report.html"))).read_text()
     assert str(tmp_path) not in page
     assert "scenarios/x.yaml" in page and "<code>rx.pcap</code>" in page
+
+
+def test_a_capture_on_a_missing_interface_points_at_the_namespaces_links(lab):
+    a = lab.a
+    r = invoke("verify", "nosuch0", "--netns", a.netns, "--having", "psh", "--p", "0.1", "--duration", "1s")
+    assert r.exit_code == ExitStatus.USAGE
+    [c] = _quoted_commands(r.stderr)
+    done = subprocess.run(c, shell=True, capture_output=True, text=True)
+    assert done.returncode == 0 and a.ifname in done.stdout, (c, done.stderr)
+
+
+def test_a_hint_for_a_namespace_file_goes_through_nsenter(offload_lab):
+    a = offload_lab.a
+    r = invoke("apply", "psh-ratio=10@egress", a.ifname, "--netns-path", f"/run/netns/{a.netns}")
+    faultinj.clear(netns_path=f"/run/netns/{a.netns}")   # the fixture clears by namespace name
+    assert r.exit_code == 0, r.output
+    commands = _quoted_commands(r.stderr)
+    assert commands and all(c.startswith(f"nsenter --net=/run/netns/{a.netns} ") for c in commands), commands
+    done = subprocess.run(commands[0], shell=True, capture_output=True, text=True)
+    assert done.returncode == 0, (commands[0], done.stderr)
+    assert "gso_max_segs 1 " in ns_run(a.netns, "ip", "-d", "link", "show", a.ifname).stdout
