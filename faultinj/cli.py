@@ -72,6 +72,12 @@ NetnsPathOpt = typer.Option(None, "--netns-path", help="Work in the network name
 HOOKS_SHOWN = "[xdp|ingress|egress]"          # and tc-ingress, tc-egress: the same hooks, long names
 TC_MODES_SHOWN = "[cls_bpf|matchall]"
 DIRECTIONS = ("in", "out", "any")
+# every filter key of faults/match.py (KEYS), as apply --help shows it (a test checks none is left out)
+FILTERS_SHOWN = ("src=, dst= (an address or CIDR); proto= (tcp, udp, icmp, icmpv6 or a number); sport=, "
+                 "dport= (a port or a range 1024-2047); flags= (TCP flags present/absent, e.g. +syn-ack); vlan= "
+                 "(the outer tag's id); mark=VALUE[/MASK] (the skb mark; tc hooks); p=P or ratio=N (how often, "
+                 "for a fault whose value is not a rate: ttl=, dscp=, truncate=, delay=, ...); nth=K (only the Kth packet "
+                 "of each flow); journal=off (record no journal events; default on)")
 
 
 def _id_opt(help: str):
@@ -164,6 +170,11 @@ def _names_a_fault(word: str) -> bool:
     return re.split(r"[=,@]", word, maxsplit=1)[0].strip() in CATALOGUE
 
 
+def _n(count: int, word: str) -> str:
+    """'1 fault', '2 faults'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -179,8 +190,9 @@ def _fmt_remaining(rec) -> str:
 @_boundary
 def apply(
     spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="NAME[=VALUE][,FILTER=V...][@HOOK], e.g. "
-                                         "psh-ratio=10, drop=5%,proto=udp,dport=53@ingress, ttl-pong. Filters: "
-                                         "src dst proto sport dport flags vlan. Left out with --program."),
+                                         "psh-ratio=10, drop=5%,proto=udp,dport=53@ingress, ttl-pong. Filters "
+                                         "(every fault; 'faultinj set' changes them live): " + FILTERS_SHOWN
+                                         + ". Left out with --program."),
     interface: Optional[str] = typer.Argument(None, metavar="INTERFACE", help="The interface to attach to."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="Seed for reproducible decisions (default: random, shown)."),
@@ -295,7 +307,7 @@ def status(
         for w in r.warnings or ():
             typer.echo(f"{r.record.id}: {w}")
         if r.refused:
-            typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
+            typer.echo(f"{r.record.id}: {_n(r.refused, 'packet')} left unchanged: the kernel refused the change "
                        "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")
         if r.maps is not None:
             typer.echo(f"{r.record.id}: custom program; maps: "
@@ -308,21 +320,23 @@ def status(
 def set_(
     spec: str = typer.Argument(..., metavar="SPEC", help="NAME=VALUE with the new value, e.g. psh-ratio=5 "
                                "(or NAME with --seed, --duration or new filters)."),
-    interface: str = typer.Argument(..., metavar="INTERFACE", help="The interface the fault is on."),
+    interface: Optional[str] = typer.Argument(None, metavar="[INTERFACE]", help="The interface the fault is on "
+                                              "(in whichever namespace has faults on it; or give --id alone)."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="A new seed."),
     duration: Optional[str] = typer.Option(None, help="A new deadline, counted from now."),
-    fault_id: Optional[str] = _id_opt("Which fault, when several match."),
+    fault_id: Optional[str] = _id_opt("Which fault (by id alone, or when several match)."),
     container: Optional[str] = ContainerOpt,
     pid: Optional[int] = PidOpt,
     netns_path: Optional[str] = NetnsPathOpt,
     runtime: Optional[str] = RuntimeOpt,
     as_json: bool = JsonOpt,
 ):
-    """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply."""
+    """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply, or
+    SPEC --id ID."""
     from .lifecycle import set_fault
 
-    if _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
+    if interface and _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
         spec, interface = interface, spec
         typer.echo(f"faultinj: note: 'set INTERFACE SPEC' is the old order and still works; say "
                    f"'faultinj set {spec} {interface}' (SPEC INTERFACE, as apply)", err=True)
@@ -340,7 +354,10 @@ def set_(
 def clear(
     interface: Optional[str] = typer.Argument(None, help="Clear every fault on this interface."),
     netns: Optional[str] = NetnsOpt,
-    all_: bool = typer.Option(False, "--all", help="Clear every fault faultinj applied."),
+    all_: bool = typer.Option(False, "--all", help="Clear every fault faultinj applied (every user's: says "
+                              "how many and whose; --mine for yours only)."),
+    mine: bool = typer.Option(False, "--mine", help="Only the faults you applied (the sudo user, else this "
+                              "user); alone: all of them."),
     fault_id: Optional[str] = _id_opt("Clear one fault by id."),
     container: Optional[str] = typer.Option(None, "--container", "-c", help="Clear the faults of this container "
                                             "(in it and on its veth peers; also after it is gone)."),
@@ -353,8 +370,10 @@ def clear(
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
     from .removal import clear as do_clear
 
+    from .removal import whose
+
     removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
-                       pid=pid, container=container, runtime=runtime)
+                       pid=pid, container=container, runtime=runtime, mine=mine)
     if as_json:
         _print_json([r.to_json() for r in removed])
         return
@@ -363,7 +382,10 @@ def clear(
     for r in removed:
         final = r.final_counters   # read after detaching: every packet it acted on
         typer.echo(f"cleared {r.id}: {r.spec} on {r.where}"
-                   + (f" (acted on {final['acted']} of {final['seen']} packets)" if final else ""))
+                   + (f" (acted on {final['acted']} of {_n(final['seen'], 'packet')})" if final else ""))
+    if removed and (all_ or mine):   # a shared machine: how many, and whose
+        typer.echo(f"cleared {_n(len(removed), 'fault')} ({whose(removed)})"
+                   + ("" if mine else "; 'faultinj clear --mine' clears only yours"))
 
 
 @app.command()
@@ -413,7 +435,7 @@ def journal(
             else:
                 for e in events:
                     typer.echo(str(e))
-                typer.echo(f"{len(events)} events from {len(reader.records)} faults", err=True)
+                typer.echo(f"{_n(len(events), 'event')} from {_n(len(reader.records), 'fault')}", err=True)
             for fid, n in lost.items():
                 typer.echo(f"{fid}: {n} older events overwritten (it keeps the last 4096): read with --follow "
                            "while traffic runs", err=True)
@@ -609,7 +631,7 @@ RepeatOpt = typer.Option(1, "--repeat", "-n", help="Run each side N times: each 
 @app.command()
 @_boundary
 def run(
-    files: list[str] = typer.Argument(..., help="Scenario files (YAML)."),
+    files: Optional[List[str]] = typer.Argument(None, help="Scenario files (YAML)."),
     pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
     junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here (with --kernel: one testsuite "
                                         "per kernel)."),
@@ -620,11 +642,22 @@ def run(
     kernel: Optional[List[str]] = KernelOpt,
     ovs: Optional[List[str]] = OvsOpt,
     repeat: int = RepeatOpt,
+    schema: bool = typer.Option(False, "--schema", help="Print the scenario file reference (every key, traffic "
+                                "and expectation kind; docs/scenarios.md) and exit."),
     as_json: bool = JsonOpt,
 ):
     """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown.
     With --kernel/--ovs/--repeat: a verdict matrix, one column per kernel (and OVS build), one row
-    per expectation; exit 0 only when every column passes every run."""
+    per expectation; exit 0 only when every column passes every run. --schema: what a scenario file
+    may hold."""
+    if schema:
+        from .scenario.reference import render
+
+        typer.echo(render(), nl=False)
+        return
+    if not files:
+        raise SpecError("give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' "
+                        "prints what they may hold)")
     from .scenario import load
     from .scenario import junit as junit_mod
     from .scenario.runner import run as run_scenario

@@ -147,6 +147,8 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
                         "--pcap-dir", str(out), "--report", str(report)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"report: {report}" in r.stderr
+    shown = report.read_text()   # a page shared (docs/report.png) shows no path of the machine it was made on
+    assert str(ROOT) not in shown and str(tmp_path) not in shown and "scenarios/report-tour.yaml" in shown
     page = browser.open_page(str(report), {
         "plots": "Array.from(document.querySelectorAll('figure.plot')).map(f => f.dataset.plot)",
         "drawn": "Array.from(document.querySelectorAll('figure.plot svg')).filter(s => s.getBBox().width > 100).length",

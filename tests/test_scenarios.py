@@ -272,9 +272,11 @@ def test_shipped_scenario_passes(path, tmp_path):
     if scn.lab.guest:   # the guest, its work directory and its lab record are gone
         from faultinj.inject import lab as lab_mod
 
-        assert not glob.glob(f"/tmp/faultinj-vm-{report.prefix}*")
-        assert not [d for d in lab_mod.recorded_labs() if d["prefix"] == report.prefix]
-        assert subprocess.run(["pgrep", "-f", f"{report.prefix}-lab"], capture_output=True).returncode == 1
+        holder = report.guest.removesuffix("-lab")   # this machine's name for the guest; the prefix is its lab's
+        assert holder and holder != report.prefix
+        assert not glob.glob(f"/tmp/faultinj-vm-{holder}*")
+        assert not [d for d in lab_mod.recorded_labs() if d["prefix"] == holder]
+        assert subprocess.run(["pgrep", "-f", report.guest], capture_output=True).returncode == 1
     if scn.trace:
         assert len(report.journeys) == scn.trace.count
     if scn.trace and scn.name == "bridge-lab":   # a ping request's journey, host -> bridge ports -> host

@@ -165,8 +165,15 @@ def open_for(ifname: str | None = None, *, netns_name: str | None = None, fault_
             return r.ifname == ifname and r.netns == netns_name
         return netns_name is None or r.netns == netns_name   # every fault, or every one in a namespace
 
+    from .. import which
+
     with state.locked(exclusive=False):
-        recs = [r for r in state.records() if wanted(r)]
+        records = state.records()
+        if fault_id is not None:   # by id alone; an interface or namespace beside it must be its own
+            which.by_id(fault_id, records, ifname, netns_name)
+        elif ifname is not None:   # without --netns: the one namespace with faults on ifname
+            netns_name = which.netns_of(ifname, netns_name, records)
+        recs = [r for r in records if wanted(r)]
     if not recs and (ifname or fault_id):
         what = f"fault {fault_id}" if fault_id else f"faults on {ifname}{' in ' + netns_name if netns_name else ''}"
         raise StateError(f"no {what}: see 'faultinj status'")

@@ -37,6 +37,22 @@ def is_path(netns: str | None) -> bool:
     return bool(netns) and netns.startswith("/")
 
 
+def command(netns: str | None, *argv: str) -> str:
+    """A shell command that runs argv in netns as printed (hints a user pastes): `ip -n NS ...`,
+    `tc -n NS ...`, `ip netns exec NS ethtool ...`; a namespace file through nsenter."""
+    import shlex
+
+    words = list(argv)
+    if netns is not None:
+        if is_path(netns):
+            words = ["nsenter", f"--net={netns}", *words]
+        elif words[0] in ("ip", "tc"):
+            words = [words[0], "-n", netns, *words[1:]]
+        else:
+            words = ["ip", "netns", "exec", netns, *words]
+    return " ".join(shlex.quote(w) for w in words)
+
+
 def _file(netns: str) -> str:
     return netns if is_path(netns) else os.path.join(NETNS_RUN_DIR, netns)
 

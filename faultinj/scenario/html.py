@@ -202,11 +202,25 @@ _DRAW = {"histogram": _histogram, "ratio": _ratio, "ratio_point": _ratio_point, 
 
 # ---- the page ---------------------------------------------------------------------------------
 
-def _report_section(svg: _Svg, i: int, r) -> str:
+def _shown(path: str, base: str | None = None) -> str:
+    """A path as the report shows it: relative to the report's directory (the captures beside it) or
+    to the current one (the scenario file as given), so that a page shared (docs/report.png) shows no
+    path of the machine it was made on; else as given."""
+    if not path:
+        return path
+    full = os.path.abspath(path)
+    for root in (base, os.getcwd()):
+        if root and full.startswith(os.path.join(os.path.abspath(root), "")):
+            return os.path.relpath(full, root)
+    return path
+
+
+def _report_section(svg: _Svg, i: int, r, base: str | None = None) -> str:
     ok = r.ok
     out = [f'<section class="scenario" id="s{i}"><h2>{_e(r.scenario)} '
            f'<span class="badge {"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span></h2>',
-           f'<p class="meta">{_e(r.path)} · {r.seconds:.1f} s · lab prefix <code>{_e(r.prefix)}</code> · '
+           f'<p class="meta">{_e(_shown(r.path, base))} · {r.seconds:.1f} s · lab prefix <code>{_e(r.prefix)}</code>'
+           + (f' in guest <code>{_e(r.guest)}</code>' if getattr(r, "guest", "") else "") + ' · '
            f'{sum(c.ok for c in r.checks)} of {len(r.checks)} checks passed</p>']
     if r.description:
         out.append(f"<p>{_e(r.description)}</p>")
@@ -264,7 +278,7 @@ def _report_section(svg: _Svg, i: int, r) -> str:
             out.append(f"<tr><td>{m['packets']}</td><td>{m['bytes']}</td><td class='mono'>{_e(m['flow'])}</td></tr>")
         out.append("</table>")
     if r.pcaps:
-        out.append("<h3>captures</h3><ul>" + "".join(f"<li>{_e(n)}: <code>{_e(p)}</code></li>"
+        out.append("<h3>captures</h3><ul>" + "".join(f"<li>{_e(n)}: <code>{_e(_shown(p, base))}</code></li>"
                                                      for n, p in r.pcaps.items()) + "</ul>")
     out.append("</section>")
     return "\n".join(out)
@@ -288,10 +302,12 @@ def _matrix_section(m) -> str:
     return "\n".join(out)
 
 
-def render(reports, matrices=()) -> str:
+def render(reports, matrices=(), base: str | None = None) -> str:
+    """The page; base: the directory it is written to (paths under it are shown relative to it)."""
     svg = _Svg()
     ok = all(r.ok for r in reports)
-    sections = [_matrix_section(m) for m in matrices] + [_report_section(svg, i, r) for i, r in enumerate(reports)]
+    sections = [_matrix_section(m) for m in matrices] + [_report_section(svg, i, r, base)
+                                                        for i, r in enumerate(reports)]
     title = f"faultinj report: {', '.join(r.scenario for r in reports)}"
     return "\n".join([
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -304,8 +320,8 @@ def render(reports, matrices=()) -> str:
 
 
 def write(reports, path: str, matrices=()) -> str:
-    text = render(reports, matrices)
     target = Path(path)
+    text = render(reports, matrices, str(target.resolve().parent))
     if target.parent and not target.parent.exists():
         os.makedirs(target.parent, exist_ok=True)
     target.write_text(text, encoding="utf-8")
