@@ -274,13 +274,14 @@ def status(
         typer.echo("no faults applied")
         return
     head = ("ID", "WHERE", "HOOK", "ATTACH", "SPEC", "SEED", "STATE", "LEFT", "SEEN", "MATCHED", "ACTED")
-    table = [head]
+    named = any(r.record.name for r in rows)   # faults applied under a name (a Chaos Mesh manifest's)
+    table = [head + (("NAME",) if named else ())]
     for r in rows:
         c = r.counters or {}
         rec = r.record
         table.append((rec.id, rec.where, rec.hook, rec.attach_kind, f"{rec.fault}={rec.value}{rec.filters}", str(rec.seed),
                       r.state, _fmt_remaining(rec), str(c.get("seen", "?")), str(c.get("matched", "?")),
-                      str(c.get("acted", "?"))))
+                      str(c.get("acted", "?"))) + ((rec.name or "-",) if named else ()))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -348,13 +349,15 @@ def clear(
     netns_path: Optional[str] = typer.Option(None, "--netns-path", help="Clear the faults in this namespace file's "
                                              "namespace."),
     runtime: Optional[str] = RuntimeOpt,
+    name: Optional[str] = typer.Option(None, "--name", help="Clear every fault applied under this name "
+                                       "(a Chaos Mesh manifest's metadata.name: see 'faultinj status')."),
     as_json: bool = JsonOpt,
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
     from .removal import clear as do_clear
 
     removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
-                       pid=pid, container=container, runtime=runtime)
+                       pid=pid, container=container, runtime=runtime, name=name)
     if as_json:
         _print_json([r.to_json() for r in removed])
         return
@@ -605,7 +608,21 @@ def run(
     keep: bool = typer.Option(False, "--keep", help="Keep the lab up afterwards (faultinj lab down FILE)."),
     as_json: bool = JsonOpt,
 ):
-    """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown."""
+    """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown.
+    A Chaos Mesh NetworkChaos manifest is applied to Docker containers instead (see 'Chaos Mesh manifests')."""
+    from .scenario import chaosmesh
+
+    if any(chaosmesh.is_network_chaos(f) for f in files):
+        if len(files) > 1:
+            raise SpecError("give one NetworkChaos manifest at a time (faultinj run chaos.yaml)")
+        applied = chaosmesh.run(chaosmesh.load(files[0]))
+        if as_json:
+            _print_json(applied.to_json())
+        else:
+            for line in applied.lines():
+                typer.echo(line)
+        return
+
     from .scenario import load
     from .scenario import junit as junit_mod
     from .scenario.runner import run as run_scenario

@@ -79,6 +79,9 @@ class Record:
     # unpinned, so they hold every packet it acted on (a status read before clear can miss the last)
     final_counters: dict | None = None
     final_journal_lost: int = 0      # and its journal events no longer kept then
+    # the name of what applied it, when one thing applied several faults (a Chaos Mesh manifest's
+    # metadata.name): status shows it, clear --name removes them together
+    name: str | None = None
 
     @property
     def filters(self) -> str:
