@@ -275,7 +275,8 @@ def status(
         return
     head = ("ID", "WHERE", "HOOK", "ATTACH", "SPEC", "SEED", "STATE", "LEFT", "SEEN", "MATCHED", "ACTED")
     named = any(r.record.name for r in rows)   # faults applied under a name (a Chaos Mesh manifest's)
-    table = [head + (("NAME",) if named else ())]
+    head += ("NAME",) if named else ()
+    table = [head]
     for r in rows:
         c = r.counters or {}
         rec = r.record

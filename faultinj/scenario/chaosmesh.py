@@ -247,7 +247,8 @@ def _selector(ctx: _Ctx, m: YMap, where: str, mode_m: YMap, default_ns: str | No
         if not ok:
             what = "a whole number of containers" if mode == "fixed" else "a percentage from 0 to 100"
             ctx.fail(mode_m.value_marks.get("value", mode_m.value_marks["mode"]),
-                     f"{where}.value: mode {mode} needs {what} (e.g. '1'), not {value!r}")
+                     f"{where}.value: mode {mode} needs {what} (e.g. value: '1')"
+                     + (f", not {value!r}" if value is not None else ""))
     return Selector({str(k): str(v) for k, v in labels.items()}, list(namespaces), mode, value)
 
 
