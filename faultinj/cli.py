@@ -616,6 +616,9 @@ def run(
     if any(chaosmesh.is_network_chaos(f) for f in files):
         if len(files) > 1:
             raise SpecError("give one NetworkChaos manifest at a time (faultinj run chaos.yaml)")
+        if junit or report or keep:
+            raise SpecError("--junit, --report and --keep go with scenario files: a NetworkChaos manifest applies "
+                            "its faults and returns (see them with 'faultinj status')")
         applied = chaosmesh.run(chaosmesh.load(files[0]))
         if as_json:
             _print_json(applied.to_json())

@@ -94,6 +94,7 @@ class Hosts:
                 KbdInteractiveAuthentication no
                 UsePAM no
                 StrictModes no
+                Subsystem sftp internal-sftp
                 SetEnv FAULTINJ_RUN_DIR={self.run_dir(h)} FAULTINJ_PIN_ROOT=/sys/fs/bpf/faultinj-ans-{self.tag}{h}
                 """))
             self.daemons.append(subprocess.Popen(["ip", "netns", "exec", ns, SSHD, "-D", "-e", "-f",
@@ -186,7 +187,8 @@ class Play:
 def _env(collection: Path, tmp: Path) -> dict:
     return {**os.environ, "ANSIBLE_COLLECTIONS_PATH": str(collection), "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_HOME": str(tmp / "ansible-home"), "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"),
-            "ANSIBLE_SSH_ARGS": "-o ControlMaster=no", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=no", "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_CALLBACK_RESULT_FORMAT": "json",
             "ANSIBLE_CALLBACK_FORMAT_PRETTY": "false", "ANSIBLE_NOCOLOR": "1", "ANSIBLE_RETRY_FILES_ENABLED": "0",
             "ANSIBLE_DEPRECATION_WARNINGS": "False"}
 

@@ -484,6 +484,7 @@ def run(m: Manifest, rng: random.Random | None = None) -> Applied:
 
     caps.require_privileges()
     rng = rng or random.SystemRandom()
+    api.reap()   # what every command does first: an expired run of this manifest is gone then
     if any(r.name == m.name for r in state.records()):
         raise StateError(f"NetworkChaos {m.name} is already applied: remove it with 'faultinj clear --name {m.name}' "
                          "first")
