@@ -378,7 +378,9 @@ selector:
     replies, _ = fleet.ping(who, fleet.boxes["db"]["ip"], count=n)
     (f,) = _named("web-loss30")
     c = f["counters"]
-    assert c["seen"] >= n and replies == n - c["acted"]      # every lost request is one the fault dropped
+    # every lost request is one the fault dropped; it may also have dropped some of the few other
+    # packets the container sent (ARP, IPv6 neighbour and router messages): loss takes all alike
+    assert c["seen"] >= n and 0 <= c["acted"] - (n - replies) <= c["seen"] - n, (replies, c)
     assert binomial_consistent(c["acted"], c["seen"], 0.30), c
     # a check that can fail: 30% is not 10%
     assert not binomial_consistent(c["acted"], c["seen"], 0.10)
@@ -469,3 +471,11 @@ def test_the_readme_manifest_works_as_printed(fleet, tmp_path, cleared):
     assert fleet.ping("web1", fleet.boxes["web2"]["ip"])[0] == 10
     assert invoke("clear", "--name", m.name).exit_code == 0
     assert fleet.ping("web1", fleet.boxes["db"]["ip"])[0] == 10
+
+
+def test_scenario_only_options_are_refused_with_a_manifest(tmp_path):
+    p = tmp_path / "chaos.yaml"
+    p.write_text(_manifest("action: partition\nmode: all\nselector: {labelSelectors: {app: web}}"))
+    r = invoke("run", str(p), "--junit", str(tmp_path / "j.xml"))
+    assert r.exit_code == 2 and "--junit" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "j.xml").exists()
