@@ -8,9 +8,10 @@ address on this machine's namespace). Each sshd gives its sessions faultinj stat
 its own: faultinj there is as on another machine. The kernel's own view of each host's eth0
 (BPF_PROG_QUERY and the tc filters) and pings between the hosts judge what the modules did.
 
-Costs (this machine, 2 cores shared): building and installing the collection ~3 s (once); the
-two sshds ~1 s; each ansible-playbook run 3-8 s (a dozen runs in all: ~70 s); the killed-playbook
-test ~15 s; the scenario test ~15 s.
+Costs (measured on this machine, 2 cores shared, load ~9): building and installing the
+collection and starting the two sshds ~6 s (once); each ansible-playbook run 4-7 s: the README
+playbook test (8 runs) ~56 s, the killed-playbook test ~16 s, the scenario test (3 runs, two of
+them building a lab) ~20 s; the whole file ~100 s.
 """
 
 from __future__ import annotations
