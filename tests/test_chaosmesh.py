@@ -189,21 +189,26 @@ class Fleet:
         run = lambda *c: subprocess.run(c, check=True, capture_output=True)  # noqa: E731
         name = f"fi-cm-{self.tag}-{key}"
         args = [a for k, v in {"fleet": self.tag, **labels}.items() for a in ("--label", f"{k}={v}")]
+        self.boxes[key] = {"name": name}   # removed at down() whatever happens next
         subprocess.run([self.docker, "run", "-d", "--network", "none", "--name", name, *args, IMAGE,
                         "/bin/sleep", "900"], check=True, capture_output=True)
         pid = int(subprocess.run([self.docker, "inspect", "-f", "{{.State.Pid}}", name], check=True,
                                  capture_output=True, text=True).stdout)
         ns = f"/proc/{pid}/ns/net"
-        i = len(self.boxes) + 2
+        i = len(self.boxes) + 1
         host_end, tmp = f"c{self.tag}{i}", f"t{self.tag}{i}"
         run("ip", "-n", self.lab, "link", "add", host_end, "type", "veth", "peer", "name", tmp)
         run("ip", "-n", self.lab, "link", "set", tmp, "netns", ns)
         run("ip", "-n", self.lab, "link", "set", host_end, "master", "br0", "up")
-        ip = f"10.{self.net}.0.{i}"
+        ip, ip6 = f"10.{self.net}.0.{i}", f"fd00:cb:{self.net:x}::{i}"
+        # Docker turns IPv6 off in a container's namespace: on again, to give eth0 an IPv6 address
+        run("nsenter", f"--net={ns}", "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=0",
+            "net.ipv6.conf.default.disable_ipv6=0")
         for cmd in (["link", "set", tmp, "name", "eth0"], ["addr", "add", f"{ip}/24", "dev", "eth0"],
+                    ["-6", "addr", "add", f"{ip6}/64", "dev", "eth0", "nodad"],
                     ["link", "set", "eth0", "up"], ["link", "set", "lo", "up"]):
             run("nsenter", f"--net={ns}", "ip", *cmd)
-        box = {"name": name, "ns": ns, "ip": ip}
+        box = {"name": name, "ns": ns, "ip": ip, "ip6": ip6}
         self.boxes[key] = box
         return box
 
@@ -281,31 +286,35 @@ target:
   selector:
     labelSelectors: {app: db, fleet: TAG}
 """, "web-db-cut")
-    db, web2 = fleet.boxes["db"]["ip"], fleet.boxes["web2"]["ip"]
-    assert fleet.ping("web1", db)[0] == 10          # before: the path works
+    db, db6, web2 = fleet.boxes["db"]["ip"], fleet.boxes["db"]["ip6"], fleet.boxes["web2"]["ip"]
+    assert fleet.ping("web1", db)[0] == 10 and fleet.ping("web1", db6)[0] == 10   # before: the path works
     cleared.append("web-db-cut")
     r = invoke("run", str(p), "--json")
     assert r.exit_code == 0, r.stderr
     out = json.loads(r.stdout)
     # namespace shop (the manifest's metadata.namespace): web1 and web2, not web9 of namespace other
     assert out["selected"] == [fleet.boxes["web1"]["name"], fleet.boxes["web2"]["name"]]
-    assert sorted(f["spec"] for f in out["faults"]) == [f"drop=1.0,dst={db}@tc-egress"] * 2
-    assert fleet.ping("web1", db) == (0, 0)             # cut
+    # one fault per target address: IPv4 and IPv6 (Chaos Mesh's own partition is IPv4 only, its #3425)
+    assert sorted(f["spec"] for f in out["faults"]) == sorted([f"drop=1.0,dst={db}@tc-egress",
+                                                               f"drop=1.0,dst={db6}@tc-egress"] * 2)
+    assert fleet.ping("web1", db) == (0, 0) and fleet.ping("web1", db6) == (0, 0)   # cut
     assert fleet.ping("web1", web2)[0] == 10            # another path: untouched
     assert fleet.ping("web9", db)[0] == 10              # a web container of another namespace: untouched
     faults = _named("web-db-cut")
-    assert len(faults) == 2 and {f["state"] for f in faults} == {"active"}
-    web1 = next(f for f in faults if f["target"] == f"container:{fleet.boxes['web1']['name']}")
-    assert web1["counters"]["acted"] == 10              # the ten requests web1 sent to db
+    assert len(faults) == 4 and {f["state"] for f in faults} == {"active"}
+    web1 = [f for f in faults if f["target"] == f"container:{fleet.boxes['web1']['name']}"]
+    assert sorted(f["counters"]["acted"] for f in web1) == [10, 10]   # the ten requests web1 sent each way
     table = invoke("status").stdout
-    assert "NAME" in table.splitlines()[0] and table.count("web-db-cut") == 2
+    assert "NAME" in table.splitlines()[0] and table.count("web-db-cut") == 4
     # running it again while applied: exit 5, nothing more applied
     again = invoke("run", str(p))
     assert again.exit_code == 5 and "already applied" in again.stderr
-    assert len(_named("web-db-cut")) == 2
+    assert len(_named("web-db-cut")) == 4
     r = invoke("clear", "--name", "web-db-cut")
-    assert r.exit_code == 0 and r.stdout.count("cleared") == 2, r.stdout
-    assert _named("web-db-cut") == [] and fleet.ping("web1", db)[0] == 10
+    assert r.exit_code == 0 and r.stdout.count("cleared") == 4, r.stdout
+    assert _named("web-db-cut") == [] and fleet.ping("web1", db)[0] == 10 and fleet.ping("web1", db6)[0] == 10
+    r = invoke("clear", "--name", "web-db-cut")
+    assert r.exit_code == 5 and "no faults named web-db-cut" in r.stderr
 
 
 @pytest.mark.parametrize("direction", ["from", "both"])
@@ -328,11 +337,12 @@ target:
     r = invoke("run", str(p), "--json")
     assert r.exit_code == 0, r.stderr
     hooks = sorted(f["hook"] for f in json.loads(r.stdout)["faults"])
-    assert hooks == (["tc-ingress"] if direction == "from" else ["tc-egress", "tc-ingress"])
+    # web9's two addresses (IPv4, IPv6): two faults a hook
+    assert hooks == (["tc-ingress"] * 2 if direction == "from" else ["tc-egress"] * 2 + ["tc-ingress"] * 2)
     web9 = fleet.boxes["web9"]["ip"]
     assert fleet.ping("web9", fleet.boxes["db"]["ip"]) == (0, 0)     # web9's requests die at db's ingress
     assert fleet.ping("web1", fleet.boxes["db"]["ip"])[0] == 10      # web1 is not the target
-    ingress = next(f for f in _named(name) if f["hook"] == "tc-ingress")
+    ingress = next(f for f in _named(name) if f["hook"] == "tc-ingress" and f"src={web9}@" in f["spec"])
     assert ingress["spec"] == f"drop=1.0,src={web9}@tc-ingress" and ingress["counters"]["acted"] == 10
 
 
