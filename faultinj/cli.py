@@ -286,13 +286,15 @@ def status(
         typer.echo("no faults applied")
         return
     head = ("ID", "WHERE", "HOOK", "ATTACH", "SPEC", "SEED", "STATE", "LEFT", "SEEN", "MATCHED", "ACTED")
+    named = any(r.record.name for r in rows)   # faults applied under a name (a Chaos Mesh manifest's)
+    head += ("NAME",) if named else ()
     table = [head]
     for r in rows:
         c = r.counters or {}
         rec = r.record
         table.append((rec.id, rec.where, rec.hook, rec.attach_kind, f"{rec.fault}={rec.value}{rec.filters}", str(rec.seed),
                       r.state, _fmt_remaining(rec), str(c.get("seen", "?")), str(c.get("matched", "?")),
-                      str(c.get("acted", "?"))))
+                      str(c.get("acted", "?"))) + ((rec.name or "-",) if named else ()))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -365,6 +367,8 @@ def clear(
     netns_path: Optional[str] = typer.Option(None, "--netns-path", help="Clear the faults in this namespace file's "
                                              "namespace."),
     runtime: Optional[str] = RuntimeOpt,
+    name: Optional[str] = typer.Option(None, "--name", help="Clear every fault applied under this name "
+                                       "(a Chaos Mesh manifest's metadata.name: see 'faultinj status')."),
     as_json: bool = JsonOpt,
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
@@ -373,7 +377,7 @@ def clear(
     from .removal import whose
 
     removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
-                       pid=pid, container=container, runtime=runtime, mine=mine)
+                       pid=pid, container=container, runtime=runtime, mine=mine, name=name)
     if as_json:
         _print_json([r.to_json() for r in removed])
         return
@@ -649,7 +653,8 @@ def run(
     """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown.
     With --kernel/--ovs/--repeat: a verdict matrix, one column per kernel (and OVS build), one row
     per expectation; exit 0 only when every column passes every run. --schema: what a scenario file
-    may hold."""
+    may hold. A Chaos Mesh NetworkChaos manifest is applied to Docker containers instead (see 'Chaos
+    Mesh manifests')."""
     if schema:
         from .scenario.reference import render
 
@@ -658,6 +663,22 @@ def run(
     if not files:
         raise SpecError("give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' "
                         "prints what they may hold)")
+    from .scenario import chaosmesh
+
+    if any(chaosmesh.is_network_chaos(f) for f in files):
+        if len(files) > 1:
+            raise SpecError("give one NetworkChaos manifest at a time (faultinj run chaos.yaml)")
+        if junit or report or keep or kernel or ovs or repeat != 1:
+            raise SpecError("--junit, --report, --keep, --kernel, --ovs and --repeat go with scenario files: a NetworkChaos manifest applies "
+                            "its faults and returns (see them with 'faultinj status')")
+        applied = chaosmesh.run(chaosmesh.load(files[0]))
+        if as_json:
+            _print_json(applied.to_json())
+        else:
+            for line in applied.lines():
+                typer.echo(line)
+        return
+
     from .scenario import load
     from .scenario import junit as junit_mod
     from .scenario.runner import run as run_scenario

@@ -42,7 +42,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
           hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
           container: str | None = None, runtime: str | None = None, peer_of: str | None = None,
           prio: int | None = None, attach_kind: str = "auto", first: bool = False, before: str | None = None,
-          after: str | None = None) -> state.Record:
+          after: str | None = None, name: str | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process.
 
     attach_kind: auto (tcx/XDP links where the kernel has them), link, or netlink (tc filter, XDP
@@ -53,6 +53,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
     attaches on the far end of that container's veth ifname (its peer, found from the veth's link).
     prio: the tc filter's priority (lower runs first; default: after every other filter on the hook).
+    name: a name shared by faults applied together (status shows it, clear(name=...) removes them).
     The record's warnings say what may keep the fault from acting (inject/advice.py)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     if not fs.fault.configurable:
@@ -68,7 +69,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     return _install(fs, ifname, target, seed, seconds, replace, tc_mode,
                     lambda deadline_ns, kind: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode,
                                                            tcx=kind == "tcx-link"),
-                    how=how)
+                    how=how, name=name)
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
@@ -155,7 +156,8 @@ def _check_prio(prio: int | None, hook: str) -> None:
 
 
 def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seconds: float | None,
-             replace: bool, tc_mode: str, load, how: _Placement = _Placement()) -> state.Record:
+             replace: bool, tc_mode: str, load, how: _Placement = _Placement(),
+             name: str | None = None) -> state.Record:
     """Load (load(deadline_ns, attach kind) -> LoadedObject), pin, attach and record one program, or undo it all.
     The root qdisc the fault needs (fq for time faults) is added first where it is not there."""
     netns_name, hook, qdisc = target.netns, fs.hook, fs.fault.qdisc
@@ -175,7 +177,7 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
             ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
             pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
-            target=target.label, container=target.container, netns_inode=target.inode,
+            target=target.label, container=target.container, netns_inode=target.inode, name=name,
             user=state.current_user(),
         )
         with ExitStack() as undo:

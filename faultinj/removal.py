@@ -48,11 +48,25 @@ def qdisc_sharers(rec: state.Record) -> list[state.Record]:
 
 def clear(ifname: str | None = None, *, netns_name: str | None = None, all_faults: bool = False,
           fault_id: str | None = None, netns_path: str | None = None, pid: int | None = None,
-          container: str | None = None, runtime: str | None = None, mine: bool = False) -> list[state.Record]:
+          container: str | None = None, runtime: str | None = None, mine: bool = False,
+          name: str | None = None) -> list[state.Record]:
     """Remove faults: on one interface, one by id, or all; or every fault of a container (its own
-    interfaces and its veth peers), process or namespace file. mine: only those this user applied
-    (state.current_user; alone: all of them). Returns what was removed (Record.user: whose)."""
+    interfaces and its veth peers), process or namespace file; or every fault applied under a name
+    (a Chaos Mesh manifest's). mine: only those this user applied (state.current_user; alone: all of
+    them). Returns what was removed (Record.user: whose)."""
     named = next((v for v in (container, pid, netns_path) if v is not None), None)
+    if name is not None:
+        if ifname or all_faults or fault_id or named is not None or netns_name is not None:
+            raise SpecError("--name clears every fault applied under that name: give it alone")
+        caps.require_privileges()
+        with Links() as links, state.locked():
+            reaped = [r for r in reap_now(links) if r.name == name]
+            recs = [r for r in state.records() if r.name == name]
+            if not recs and not reaped:
+                raise StateError(f"no faults named {name} (see 'faultinj status')")
+            for rec in recs:
+                _remove(links, rec)
+            return reaped + recs
     if mine and not (ifname or fault_id or named is not None):
         all_faults = True
     if not (ifname or all_faults or fault_id or named is not None):

@@ -81,6 +81,9 @@ class Record:
     final_journal_lost: int = 0      # and its journal events no longer kept then
     # who applied it (current_user(): the sudo user, else the uid's name); "" in records from before
     user: str = ""
+    # the name of what applied it, when one thing applied several faults (a Chaos Mesh manifest's
+    # metadata.name): status shows it, clear --name removes them together
+    name: str | None = None
 
     @property
     def filters(self) -> str:
