@@ -135,6 +135,11 @@ class _Server:
 
         return snmp(None)
 
+    def kernel_counters(self) -> dict:
+        from ..inject.traffic import kernel_counters
+
+        return kernel_counters(None)
+
     def shutdown(self) -> None:
         return None
 

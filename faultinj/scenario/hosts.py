@@ -72,6 +72,9 @@ class NamespaceHost:
     def csum_errors(self) -> int:
         return _csum_errors(traffic.snmp(self.netns))
 
+    def kernel_counters(self) -> dict[str, int]:
+        return traffic.kernel_counters(self.netns)
+
     def close(self) -> None:
         for reader in self._readers.values():
             reader.close()
@@ -173,6 +176,9 @@ class AgentHost:
 
     def csum_errors(self) -> int:
         return _csum_errors(self.agent.call("snmp"))
+
+    def kernel_counters(self) -> dict[str, int]:
+        return self.agent.call("kernel_counters")
 
     def close(self) -> None:
         pass

@@ -197,7 +197,56 @@ def _journeys(svg: _Svg, journeys: list[list[dict]]) -> str:
     return svg.svg(fig)
 
 
-_DRAW = {"histogram": _histogram, "ratio": _ratio, "ratio_point": _ratio_point, "loss": _loss}
+def _late_segments(svg: _Svg, plot: dict, title: str) -> str:
+    """Each connection's sequence numbers as they arrived (tcptrace's view), late segments in red,
+    late segments per connection beside; the late ones named in a table under it."""
+    fig = svg.figure(width=9.0, height=3.4)
+    a1, a2 = fig.subplots(1, 2, width_ratios=[3, 2])
+    for i, c in enumerate(plot["connections"]):
+        a1.plot(c["t"], c["seq"], ".", ms=2.5, color="#4c78a8", alpha=0.6,
+                label="data segments, in arrival order" if i == 0 else None)
+        if c["late"]:
+            xs, ys = zip(*c["late"])
+            a1.plot(xs, ys, "o", ms=6, mfc="none", color="#cf222e", label="late" if i == 0 else None)
+    a1.set_xlabel("ms since the connection's first data segment arrived")
+    a1.set_ylabel("sequence (kB from its first byte)")
+    a1.set_title(f"{len(plot['connections'])} connections ({plot['what']})", fontsize=9)
+    handles, labels = a1.get_legend_handles_labels()
+    if handles:
+        a1.legend(fontsize=7, loc="lower right")
+    per = plot["per_connection"]
+    a2.bar(range(1, len(per) + 1), per, color="#cf222e", alpha=0.8)
+    a2.set_xlabel("connection (in order of arrival)")
+    a2.set_ylabel("late data segments")
+    a2.set_title(title[:70], fontsize=8)
+    rows = "".join(f"<tr><td>{s['sport']}&gt;{s['dport']}</td><td>+{s['rel_seq']}</td><td>{s['length']}</td>"
+                   f"<td>{_e(s['flags'])}</td><td>{s['overtaken_by']}</td><td>{s['late_ms']:.1f}</td>"
+                   f"<td>{'yes' if s['first'] else 'no'}</td></tr>" for s in plot["late"])
+    table = ("<table class='late'><tr><th>ports</th><th>seq</th><th>length</th><th>flags</th>"
+             "<th>overtaken by</th><th>ms late</th><th>first data</th></tr>" + rows + "</table>") if rows else ""
+    return svg.svg(fig) + table
+
+
+def _throughput_ratio(svg: _Svg, plot: dict, title: str) -> str:
+    fig = svg.figure(width=7.5, height=3.0)
+    ax = fig.add_subplot()
+    for y, (what, xs, colour) in enumerate(((plot["control"], plot["controls"], "#54a24b"),
+                                            (plot["of"], plot["faulted"], "#cf222e"))):
+        ax.plot(xs, [y + (i % 5 - 2) * 0.04 for i in range(len(xs))], "o", color=colour, alpha=0.7,
+                label=f"{what}: {len(xs)} connections")
+        m = sum(xs) / len(xs)
+        ax.plot([m, m], [y - 0.25, y + 0.25], color=colour, lw=2)
+    ax.set_yticks([0, 1], [plot["control"], plot["of"]], fontsize=8)
+    ax.set_ylim(-0.6, 1.6)
+    ax.set_xlabel("Mbit/s per connection (bar: mean)")
+    ax.set_title(f"ratio of means {plot['ratio']:.3f}, {plot['confidence']:.1%} interval "
+                 f"[{plot['lo']:.3f}, {plot['hi']:.3f}]", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    return svg.svg(fig)
+
+
+_DRAW = {"histogram": _histogram, "ratio": _ratio, "ratio_point": _ratio_point, "loss": _loss,
+         "late_segments": _late_segments, "throughput_ratio": _throughput_ratio}
 
 
 # ---- the page ---------------------------------------------------------------------------------

@@ -278,8 +278,16 @@ EXPECT_KINDS = {
     "first_segments": ({"capture", "having"}, {"connections"}),
     # the packets of a capture showing an anomaly are exactly those the fault's journal recorded
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),
-    # TCP data segments that arrived after a later one of their connection (reordering)
-    "out_of_order": ({"capture"}, {"per_connection", "connections"}),
+    # TCP data segments that arrived after a later one of their connection (reordering), each named;
+    # of: which packets (e.g. dport == 5201); having: each late one is so (psh); first: each late one is
+    # its connection's first data segment
+    "out_of_order": ({"capture"}, {"per_connection", "connections", "of", "having", "first"}),
+    # per-connection throughput of `of` over that of `control` (same capture, same run): mean over mean,
+    # its interval (delta method) at confidence below max / above min
+    "throughput_ratio": ({"capture", "of", "control"}, {"max", "min", "confidence"}),
+    # how much a host's kernel counter (TcpExt.TCPOFOQueue, or nstat's TcpExtTCPOFOQueue) grew, over
+    # the named traffic entries (each one's own span) or over the whole run
+    "kernel_counter": ({"host", "counter"}, {"traffic", "equals", "min", "max"}),
     # ICMP echo requests in and their replies out at one capture (one host's clock): the time between
     # them fits the delay fault's distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms
     # reference: a delay fault without jitter on other replies at the same capture: how late the host
@@ -842,12 +850,41 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=(), traced: bool = 
                       ("bridge", "bridge"), ("at_least_acted", "fault"), ("reference", "fault")):
         if key == "host" and key in params:
             params[key] = refs["host"].ref(ctx, params, key, kind)
-        elif key in params:
+        elif key in params and not (kind == "kernel_counter" and key == "traffic"):   # there: one or a list
             ctx.ref(params, key, refs[what], what, kind)
     if kind in ("first_segments", "out_of_order") and "connections" in params:
         _pos_int(ctx, params, "connections", kind, 1, 1, 10**6)
     if kind == "out_of_order" and "per_connection" in params:
         _pos_int(ctx, params, "per_connection", kind, 1, 0, 10**6)
+    if kind == "out_of_order" and "first" in params:
+        ctx.typed(params, "first", bool, kind)
+    if kind == "throughput_ratio":
+        try:
+            compile_predicate(params["control"])
+        except SpecError as exc:
+            ctx.fail(params.value_marks["control"], f"{kind}.control: {exc}")
+        if "min" not in params and "max" not in params:
+            ctx.fail(params.mark, "throughput_ratio needs max (it fell: e.g. max: 0.9) or min")
+        for key in ("min", "max"):
+            if key in params and ctx.typed(params, key, (int, float), kind) <= 0:
+                ctx.fail(params.value_marks[key], f"{kind}.{key}: a ratio above 0, e.g. 0.9")
+    if kind == "kernel_counter":
+        counter = ctx.typed(params, "counter", str, kind)
+        if not re.match(r"^[A-Za-z][A-Za-z0-9]*\.?[A-Za-z0-9_]+$", counter):
+            ctx.fail(params.value_marks["counter"], f"{kind}.counter: a name like TcpExt.TCPOFOQueue "
+                     "(/proc/net/netstat, snmp, snmp6; nstat's TcpExtTCPOFOQueue too)")
+        spans = params.get("traffic")
+        if spans is not None:
+            names = [spans] if isinstance(spans, str) else spans
+            if not isinstance(names, list) or not names or not all(isinstance(t, str) for t in names):
+                ctx.fail(params.value_marks["traffic"], f"{kind}.traffic: a traffic entry's name or a list of them")
+            for t in names:
+                if t not in refs["traffic"]:
+                    ctx.fail(params.value_marks["traffic"], f"{kind}.traffic: no traffic '{t}'; known: "
+                             f"{', '.join(refs['traffic']) or 'none'}")
+        for key in ("equals", "min", "max"):
+            if key in params:
+                _pos_int(ctx, params, key, kind, 0, 0, 2**63)
     for key in ("of", "having"):
         if key in params:
             try:
