@@ -91,6 +91,8 @@ fi
 
 case "$what" in
   demo) exec "$VENV/bin/faultinj" demo "$@" ;;
-  test) exec "$VENV/bin/pytest" -q -p no:cacheprovider "$@" ;;
+  # two halves at once (tests/README.md): the host's tests one after another in one xdist worker,
+  # the guests (tests marked guest) in the other; -m 'not guest' is the quick host run
+  test) exec "$VENV/bin/pytest" -q -p no:cacheprovider -n 2 --dist loadgroup "$@" ;;
   bench) exec "$VENV/bin/python" bench/run.py "$@" ;;
 esac
