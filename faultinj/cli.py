@@ -716,13 +716,13 @@ def _sides(kernels_: list[str], ovs_dirs: list[str]) -> list[str]:
 
 
 def _run_matrix(scenarios, kernels_, ovs_dirs, repeat, pcap_dir, junit, report, keep, as_json):
-    from . import api
+    from . import scenario as scenario_api
     from .scenario import junit as junit_mod
 
     if keep:
         raise SpecError("--keep keeps one lab: it takes no --kernel, --ovs or --repeat")
     sides = _sides(kernels_, ovs_dirs)
-    matrices = [api.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
+    matrices = [scenario_api.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
                                progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True))
                 for scn in scenarios]
     verdicts = [v for m in matrices for v in m.verdicts()]
@@ -765,11 +765,11 @@ def compare(
     """Show that a fix holds: exit 0 iff the scenario FAILs before (N of N runs) and PASSes after
     (N of N). Exit 1 with the reason otherwise (both pass: the scenario does not catch the bug;
     both fail: the fix does not hold; mixed runs: not conclusive); 2 for bad input."""
-    from . import api
+    from . import scenario as scenario_api
     from .scenario import load
 
     scn = load(file)
-    c = api.compare(scn, before, after, repeat=repeat, pcap_dir=pcap_dir,
+    c = scenario_api.compare(scn, before, after, repeat=repeat, pcap_dir=pcap_dir,
                     progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
     if as_json:
         _print_json(c.to_json())
@@ -800,11 +800,11 @@ def bisect(
     --good and --bad (in Debian version order), both ends then about log2(n) guests. Exit 0 when it
     names the version; 1 when the ends give the same verdict or a verdict is mixed/an error
     between them; 2 for bad input (unknown package, different flavours, nothing between)."""
-    from . import api
+    from . import scenario as scenario_api
     from .scenario import load
 
     scn = load(file)
-    b = api.bisect(scn, good, bad, repeat=repeat, pcap_dir=pcap_dir,
+    b = scenario_api.bisect(scn, good, bad, repeat=repeat, pcap_dir=pcap_dir,
                    progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
     if as_json:
         _print_json(b.to_json())

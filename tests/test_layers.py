@@ -20,7 +20,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("faultinj._version", "faultinj.errors", "faultinj.values", "faultinj.packets", "faultinj.pcap",
               "faultinj.stats", "faultinj.journal", "faultinj.verdict")),
     ("faults", ("faultinj.faults",)),
-    ("kernel", ("faultinj.inject",)),
+    ("kernel", ("faultinj.inject", "faultinj.which")),
     ("api", ("faultinj.lifecycle", "faultinj.removal", "faultinj.faultstatus", "faultinj.api")),
     ("lab", ("faultinj.inject.lab", "faultinj.inject.traffic", "faultinj.inject.doctor", "faultinj.guest")),
     ("scenario", ("faultinj.scenario", "faultinj.demo", "faultinj.verify", "faultinj.metrics")),
@@ -67,7 +67,8 @@ def layer(module: str) -> int:
     best, found = -1, None
     for i, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if (module == p or module.startswith(p + ".")) and len(p) > best:
+            # the package itself names only itself: a new module at its top must be given a layer
+            if (module == p or (p != "faultinj" and module.startswith(p + "."))) and len(p) > best:
                 best, found = len(p), i
     assert found is not None, f"{module} is in no layer: add it to LAYERS"
     return found
