@@ -48,6 +48,8 @@ PARTS: dict[str, tuple[str, str, dict[str, str]]] = {
         "flows": "ovs-ofctl add-flow lines, each with actions=... (checked with ovs-ofctl where installed)",
         "protocols": "OpenFlow versions, e.g. OpenFlow13 or [OpenFlow10, OpenFlow13]",
         "other_config": "the bridge's other_config, {KEY: VALUE}",
+        "prefix": "an Open vSwitch build of one's own (make install DESTDIR=DIR, dpkg -x ...), relative to the "
+                  "file: its daemons and tools run the lab's ovs bridges (the same for every ovs bridge)",
     }),
     "port": ("lab.links[i].BRIDGE", "An OVS port's settings (the bridge's end of a link).", {
         "ofport": "its OpenFlow port number, 1..65279",
@@ -181,9 +183,23 @@ EXPECT: dict[str, tuple[str, dict[str, str]]] = {
         "fault": "the fault", "capture": "the capture",
         "having": "the anomaly, a packet predicate (required: e.g. bad_checksum, psh)", "of": _OF}),
     "out_of_order": ("TCP data segments at a capture that arrived after a later one of their connection "
-                     "(retransmissions not counted)", {
+                     "(retransmissions not counted), each named (ports, seq, how late, flags)", {
         "capture": "the capture", "per_connection": "late segments each connection has (default 1)",
-        "connections": "how many connections have them (default: as many as have, at least one)"}),
+        "connections": "how many connections have them (default: as many as have, at least one)",
+        "of": _OF + ", e.g. dport == 5201", "having": "a packet predicate each late segment must match (e.g. psh)",
+        "first": "true: each late segment is its connection's first data segment"}),
+    "throughput_ratio": ("per-connection throughput of the `of` packets over that of the `control` packets at "
+                         "one capture in one run: mean over mean, its interval (delta method) below max / "
+                         "above min", {
+        "capture": "the capture", "of": "the connections judged, a packet predicate",
+        "control": "the connections compared with (a predicate), e.g. an unfaulted flow beside",
+        "max": "the ratio's interval lies below this, e.g. 0.9 (it fell)", "min": "the interval lies above this",
+        "confidence": _CONF}),
+    "kernel_counter": ("how much a host's kernel counter grew (/proc/net/netstat, snmp, snmp6), over the named "
+                       "traffic entries' spans or the whole run", {
+        "host": "the host", "counter": "e.g. TcpExt.TCPOFOQueue (nstat's TcpExtTCPOFOQueue too)",
+        "traffic": "a traffic entry's name or a list of them: count over their spans only",
+        "equals": "exactly", "min": "at least", "max": "at most"}),
     "delay": ("ICMP echo replies a delay fault held, timed request-in to reply-out at one capture, fit its "
               "distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms", {
         "capture": "the replying host's capture (one clock)", "fault": "the delay fault",
