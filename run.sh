@@ -48,7 +48,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # a real (non-editable) install: the tests run against the wheel, bpf/ and scenarios/ included. Only
 # when what it is built from changed since the last one (a stamp in the venv), and the test extras
-# (pytest, virtme-ng, matplotlib) only for test and bench: the demo needs none of them.
+# (pyproject.toml's [test]) only for test and bench: the demo needs none of them.
 extras="[test]"
 [ "$what" = demo ] && extras=""
 built_from=$(find pyproject.toml faultinj bpf scenarios -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 |

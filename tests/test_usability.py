@@ -273,7 +273,10 @@ def test_the_readme_names_every_expectation_and_traffic_kind():
 
 # ---- 7. smaller things -------------------------------------------------------------------------
 
-DEMO_PACKAGES = "clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-linux python3-venv".split()
+def _demo_packages() -> list[str]:
+    """The apt packages run.sh checks for the demo (its first APT_PACKAGES line)."""
+    text = (Path(__file__).parent.parent / "run.sh").read_text()
+    return re.search(r'^APT_PACKAGES="([^"]+)"', text, re.M).group(1).split()
 
 
 def test_run_sh_demo_installs_only_what_changed_and_no_test_extras(tmp_path):
@@ -283,7 +286,7 @@ def test_run_sh_demo_installs_only_what_changed_and_no_test_extras(tmp_path):
     import os
     from pathlib import Path
 
-    if subprocess.run(["dpkg", "-s", *DEMO_PACKAGES], capture_output=True).returncode:
+    if subprocess.run(["dpkg", "-s", *_demo_packages()], capture_output=True).returncode:
         pytest.skip("the demo's apt packages are not all installed: run.sh would install them")
     venv, log = tmp_path / "venv", tmp_path / "log"
     (venv / "bin").mkdir(parents=True)
