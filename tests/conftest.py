@@ -51,6 +51,31 @@ def kernel_features(private_state) -> dict[str, bool]:
 
 
 @pytest.fixture
+def made_prefixes(monkeypatch) -> list[str]:
+    """The lab prefixes this test's runs draw (every topology's names start with one): a test
+    checks that nothing of its own is left by these, never by counting the machine's namespaces,
+    which the other half of the suite (and other people) make and remove meanwhile."""
+    from faultinj.inject import lab as lab_mod
+
+    drawn: list[str] = []
+    real = lab_mod.unique_prefix
+
+    def recording() -> str:
+        drawn.append(real())
+        return drawn[-1]
+
+    monkeypatch.setattr(lab_mod, "unique_prefix", recording)
+    monkeypatch.setattr("faultinj.scenario.runner.unique_prefix", recording)
+    return drawn
+
+
+def netns_of(prefixes) -> list[str]:
+    from faultinj.inject.netns import list_netns
+
+    return [ns for ns in list_netns() if ns.startswith(tuple(prefixes))] if prefixes else []
+
+
+@pytest.fixture
 def lab():
     from faultinj.inject.lab import Lab, LinkSettings
 
@@ -193,12 +218,45 @@ def foreign_tcx_link(host, obj, kernel_features):
         other.close()
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The checksum-state matrix's table (tests/test_csum_matrix.py), when its cells ran."""
-    import sys
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The two halves (tests/README.md): a test marked `guest` (it boots a guest under QEMU, one
+    core busy) is in xdist group "guest", every other test in group "host", so under
+    `-n 2 --dist loadgroup` (run.sh test) the host tests run one after another in one worker while
+    the guests boot in the other. A new test file lands in the host half unless it says `guest`.
+    The guest tests come first: the longest half starts at once."""
+    for item in items:
+        if not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group("guest" if item.get_closest_marker("guest") else "host"))
+    items.sort(key=lambda item: not item.get_closest_marker("guest"))   # stable: otherwise as collected
 
-    mod = sys.modules.get("test_csum_matrix")
-    rows = getattr(mod, "MATRIX_ROWS", None)
+
+def _properties(terminalreporter, name: str) -> list:
+    """Values tests recorded (record_property / user_properties): reports come back from xdist's
+    workers with them, where module globals of a worker never reach this process."""
+    import json
+
+    out = []
+    for key in ("passed", "failed"):
+        for rep in terminalreporter.stats.get(key, []):
+            if getattr(rep, "when", None) != "call":
+                continue
+            out += [json.loads(v) for k, v in getattr(rep, "user_properties", ()) if k == name]
+    return out
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The checksum-state matrix's table (tests/test_csum_matrix.py), when its cells ran; each
+    guest's boot and run times, when guests ran."""
+    rows = _properties(terminalreporter, "matrix_row")
     if rows:
+        from test_csum_matrix import format_table
+
         terminalreporter.write_sep("=", "checksum-state matrix")
-        terminalreporter.write_line(mod.format_table(rows))
+        terminalreporter.write_line(format_table(rows))
+    boots = {b["kernel"]: b for b in _properties(terminalreporter, "guest_boot")}
+    if boots:
+        terminalreporter.write_sep("=", "guest kernels (one boot each)")
+        for b in boots.values():
+            terminalreporter.write_line(f"{b['kernel']:<5} {b['release']:<28} boot {b['boot_s']:>6.1f} s  "
+                                        f"run {b['run_s']:>6.1f} s  {b['summary']}")
