@@ -209,6 +209,7 @@ def _readme_playbook(tmp: Path) -> Path:
     return p
 
 
+@pytest.mark.slow   # over ~30 s (tests/README.md)
 def test_the_readme_playbook_applies_sets_and_removes_faults_on_two_hosts(collection, hosts, tmp_path):
     book = _readme_playbook(tmp_path)
     assert hosts.progs("h1") == [] and hosts.progs("h2") == []
@@ -372,6 +373,7 @@ def adhoc(collection, hosts, host: str, args: str, *extra: str) -> tuple[str, di
     return m.group(2), json.loads(m.group(3))
 
 
+@pytest.mark.slow   # over ~30 s (tests/README.md)
 def test_a_fault_in_a_named_namespace_of_the_host(collection, hosts):
     inner = f"fians-in-{hosts.tag}"
     hosts.ssh("h1", f"ip netns add {inner} && ip -n {inner} link add d0 type veth peer name d1 "
