@@ -11,7 +11,8 @@ its own: faultinj there is as on another machine. The kernel's own view of each 
 Costs (measured on this machine, 2 cores shared, load ~9): building and installing the
 collection and starting the two sshds ~6 s (once); each ansible-playbook run 4-7 s: the README
 playbook test (8 runs) ~56 s, the killed-playbook test ~16 s, the scenario test (3 runs, two of
-them building a lab) ~20 s; the whole file ~100 s.
+them building a lab) ~20 s, the named-namespace test (4 `ansible` calls) ~30 s; the whole file
+~130 s.
 """
 
 from __future__ import annotations
@@ -208,6 +209,7 @@ def _readme_playbook(tmp: Path) -> Path:
     return p
 
 
+@pytest.mark.slow   # over ~30 s (tests/README.md)
 def test_the_readme_playbook_applies_sets_and_removes_faults_on_two_hosts(collection, hosts, tmp_path):
     book = _readme_playbook(tmp_path)
     assert hosts.progs("h1") == [] and hosts.progs("h2") == []
@@ -357,3 +359,41 @@ def test_the_scenario_module_returns_verdicts_and_fails_naming_the_failed_expect
     book.write_text(SCENARIO_PLAY.format(path=bad, pcaps=tmp_path / "pcaps"))
     play = playbook(collection, hosts, book, "--check")
     assert play.rc == 2 and play.first("h1")["msg"].startswith(f"{bad}:11:"), play.out
+
+
+ADHOC = re.compile(r"^(h\d) \| (\w+)!? => (\{.*\})$")
+
+
+def adhoc(collection, hosts, host: str, args: str, *extra: str) -> tuple[str, dict]:
+    """One module call with `ansible` (no playbook): its status word and result."""
+    r = subprocess.run([str(BIN / "ansible"), "-i", str(hosts.inventory()), host, "-m", "faultinj.net.fault", "-a",
+                        args, *extra], capture_output=True, text=True, timeout=300, env=_env(collection, hosts.tmp))
+    m = next((ADHOC.match(ln) for ln in r.stdout.splitlines() if ADHOC.match(ln)), None)
+    assert m, r.stdout + r.stderr
+    return m.group(2), json.loads(m.group(3))
+
+
+@pytest.mark.slow   # over ~30 s (tests/README.md)
+def test_a_fault_in_a_named_namespace_of_the_host(collection, hosts):
+    inner = f"fians-in-{hosts.tag}"
+    hosts.ssh("h1", f"ip netns add {inner} && ip -n {inner} link add d0 type veth peer name d1 "
+                    f"&& ip -n {inner} link set d0 up && ip -n {inner} link set d1 up")
+    try:
+        args = f"spec=drop=5%,proto=udp interface=d0 netns={inner} seed=3"
+        word, r = adhoc(collection, hosts, "h1", args)
+        assert word == "CHANGED" and r["action"] == "applied" and r["where"] == f"{inner}/d0", r
+        word, again = adhoc(collection, hosts, "h1", args)
+        assert word == "SUCCESS" and again["action"] == "none" and again["id"] == r["id"], again
+        # the namespace is part of what a fault is known by: absent on the host's own d0 (there is
+        # none) finds nothing to remove, and the fault in the namespace stays
+        word, other = adhoc(collection, hosts, "h1", "spec=drop interface=d0 state=absent")
+        assert word == "SUCCESS" and other["removed"] == [], other
+        assert [f["id"] for f in json.loads(hosts.faultinj("h1", "status", "--json").stdout)] == [r["id"]]
+        word, gone = adhoc(collection, hosts, "h1", f"spec=drop interface=d0 netns={inner} state=absent")
+        assert word == "CHANGED" and [g["id"] for g in gone["removed"]] == [r["id"]], gone
+        st = json.loads(hosts.faultinj("h1", "status", "--json").stdout)
+        assert st == [], st
+    finally:
+        hosts.ssh("h1", f"ip netns del {inner}", check=False)
+        if os.path.exists(f"/run/netns/{inner}"):
+            os.unlink(f"/run/netns/{inner}")
