@@ -218,17 +218,84 @@ def foreign_tcx_link(host, obj, kernel_features):
         other.close()
 
 
+# ---- the two halves under xdist (tests/README.md) ------------------------------------------------
+# A test marked `guest` (it boots a guest under QEMU: one core busy for minutes) is in group "guest",
+# every other test in group "host" (or the group its own xdist_group marker names). Under
+# `-n 2 --dist loadgroup` (run.sh test) a group runs in one worker, one test after another: the host
+# tests serially as ever in one worker, the guests in the other. A new test file lands in the host
+# half unless it says `guest`.
+#
+# The grouping is done here, not by xdist's own loadgroup: xdist 3.8 renames item._nodeid, which
+# pytest 9 no longer reads, so its groups silently become one test each. Each worker writes the
+# group of every test it collected to a file the controller's scheduler reads.
+
+_GROUPS: dict = {"path": None, "groups": None}
+
+
+def _groups_path() -> str:
+    if _GROUPS["path"] is None:
+        import tempfile
+
+        fd, _GROUPS["path"] = tempfile.mkstemp(prefix="faultinj-xdist-groups-", suffix=".json")
+        os.close(fd)
+    return _GROUPS["path"]
+
+
+def _group(item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    if mark:
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    return "guest" if item.get_closest_marker("guest") else "host"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Controller: tell each worker where to write its tests' groups."""
+    node.workerinput["faultinj_groups"] = _groups_path()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Halves(LoadScopeScheduling):
+        """loadgroup by our groups: a work unit per group, the largest (host) first."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            if _GROUPS["groups"] is None:
+                try:
+                    with open(_groups_path()) as f:
+                        _GROUPS["groups"] = json.load(f)
+                except (OSError, ValueError):
+                    return nodeid      # no worker wrote them (yet): a test is its own unit
+            return _GROUPS["groups"].get(nodeid, nodeid)
+
+    return Halves(config, log)
+
+
+def pytest_unconfigure(config):
+    if _GROUPS["path"] and not hasattr(config, "workerinput"):
+        with contextlib.suppress(OSError):
+            os.unlink(_GROUPS["path"])
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
-    """The two halves (tests/README.md): a test marked `guest` (it boots a guest under QEMU, one
-    core busy) is in xdist group "guest", every other test in group "host", so under
-    `-n 2 --dist loadgroup` (run.sh test) the host tests run one after another in one worker while
-    the guests boot in the other. A new test file lands in the host half unless it says `guest`.
-    The guest tests come first: the longest half starts at once."""
-    for item in items:
-        if not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group("guest" if item.get_closest_marker("guest") else "host"))
+    """The guest tests come first: the longest half starts at once. Under xdist, each test's group
+    goes to the controller (above)."""
+    import json
+
     items.sort(key=lambda item: not item.get_closest_marker("guest"))   # stable: otherwise as collected
+    path = getattr(config, "workerinput", {}).get("faultinj_groups")
+    if path:
+        tmp = f"{path}.{config.workerinput['workerid']}"
+        with open(tmp, "w") as f:
+            json.dump({item.nodeid: _group(item) for item in items}, f)
+        os.replace(tmp, path)
 
 
 def _properties(terminalreporter, name: str) -> list:
