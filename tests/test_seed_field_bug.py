@@ -8,7 +8,7 @@ import pytest
 
 from faultinj.packets import TCP_FLAGS, Packet
 from faultinj.scenario import ScenarioError, loads
-from faultinj.scenario.expect import RunData, evaluate, late_segments, ratio_of_means
+from faultinj.scenario.expect import RunData, evaluate, late_segments, throughput_ratio
 from faultinj.scenario.plots import plot_for
 from faultinj.scenario.schema import ExpectEntry
 
@@ -153,10 +153,14 @@ def test_a_ratio_too_noisy_to_tell_fails():
     assert not c.ok and c.ci[1] > 0.9
 
 
-def test_ratio_of_means_interval_is_the_delta_method():
-    r, lo, hi = ratio_of_means([1.0, 3.0], [2.0, 2.0, 2.0], 0.95)
-    # means 2 and 2; var(a)=2 over n=2 -> se = 1 * sqrt(2 / (2 * 4)) = 0.5
-    assert r == 1.0 and hi - r == pytest.approx(1.959964 * 0.5, rel=1e-4) and r - lo == pytest.approx(hi - r)
+def test_the_ratio_is_of_geometric_means_with_its_interval_on_the_logarithms():
+    import math
+
+    r, lo, hi = throughput_ratio([1.0, 4.0], [2.0, 2.0, 2.0], 0.95)
+    # log means: ln 2 and ln 2 -> ratio 1; variance of the logs of a: (ln 4)^2 / 2 over n=2; of b: 0
+    se = (math.log(4) ** 2 / 2 / 2) ** 0.5
+    assert r == pytest.approx(1.0) and hi == pytest.approx(math.exp(1.959964 * se), rel=1e-4)
+    assert lo * hi == pytest.approx(1.0)   # symmetric on the log scale
 
 
 def test_throughput_ratio_without_connections_on_a_side_fails():
@@ -211,6 +215,7 @@ def test_the_new_expectations_load():
 @pytest.mark.parametrize("old,new,message", [
     ("having: psh, first: true", "having: psh, first: yes please", "out_of_order.first must be true or false"),
     ("having: psh", "having: pish", "out_of_order.having: cannot read 'pish'"),
+    ("first: true}", "first: true, share: 1.5}", "out_of_order.share must be in (0, 1]"),
     ("control: dport == 5202, max: 0.9", "control: dport == 5202", "throughput_ratio needs max"),
     ("control: dport == 5202", "control: dport ~ 5202", "throughput_ratio.control: cannot read"),
     ("max: 0.9", "max: -1", "throughput_ratio.max: a ratio above 0"),
@@ -223,3 +228,43 @@ def test_the_new_expectations_errors_point_at_the_line(old, new, message):
     with pytest.raises(ScenarioError) as exc:
         loads(SCN.replace(old, new))
     assert message in str(exc.value) and ":1" in str(exc.value)
+
+
+# ---- the report -----------------------------------------------------------------------------
+
+def test_the_report_draws_the_late_segments_and_the_throughput_ratio():
+    pytest.importorskip("matplotlib")
+    from faultinj.scenario import html
+    from faultinj.scenario.runner import Report
+
+    data = _data(_connection(40001, 1000, late_index=0, delay=0.02), _connection(40002, 5000),
+                 *_transfers(5201, [0.2, 0.21, 0.19]), *_transfers(5202, [0.1, 0.11, 0.09]))
+    entries = [ExpectEntry("out_of_order", {"capture": "rx", "of": "dport == 5201", "per_connection": 1}, 1),
+               ExpectEntry("throughput_ratio", {"capture": "rx", "of": "dport == 5201", "control": "dport == 5202",
+                                                "max": 0.9}, 2)]
+    r = Report("seed", "seed.yaml", prefix="fi000")
+    for i, e in enumerate(entries):
+        r.checks.append(evaluate(e, data))
+        r.plots[i] = plot_for(e, data)
+    page = html.render([r])
+    assert 'data-plot="late_segments"' in page and 'data-plot="throughput_ratio"' in page
+    assert page.count("<svg") == 2
+    # the late segment named under its plot: ports, sequence, flags, how late
+    assert "<td>40001&gt;5201</td><td>+0</td><td>1448</td><td>P.</td><td>5</td><td>20.0</td><td>yes</td>" in page
+
+
+def test_share_lets_some_connections_have_none_but_never_another_count():
+    conns = [_connection(40001 + i, 1000 * i + 7, late_index=0) for i in range(7)]
+    conns += [_connection(40100, 99999)]                                   # one in order
+    data = _data(*conns)
+    kw = dict(capture="rx", per_connection=1, connections=8, having="psh", first=True)
+    assert not _eval(data, "out_of_order", **kw).ok                        # exact by default
+    c = _eval(data, "out_of_order", **kw, share=0.85)                       # 7 of 8 >= ceil(6.8)
+    assert c.ok and "(7 with 1)" in c.observed and "at least 7 of them" in c.expected
+    assert not _eval(data, "out_of_order", **kw, share=0.9).ok             # ceil(7.2) = 8
+    # a connection with two late ones fails whatever the share
+    pkts, times = _connection(40200, 5)
+    pkts = [pkts[0], pkts[3], pkts[1], pkts[2], *pkts[4:]]                   # the first two overtaken
+    data = _data(*conns[:7], (pkts, times))
+    assert [len(v) for v in late_segments(*(data.packets["rx"], data.times["rx"])).values()][-1] == 2
+    assert not _eval(data, "out_of_order", capture="rx", per_connection=1, connections=8, share=0.5).ok

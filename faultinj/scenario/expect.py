@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -165,14 +166,19 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         segs = [s for v in late.values() for s in v]
         # late ones that are not what was asked: without the flag, or not their connection's first
         wrong = [s for s in segs if (having and not having(s.packet)) or (prm.get("first") and not s.first)]
-        ok = len(late) == conns and conns > 0 and all(n == want for n in counts) and not wrong
+        # share < 1: at least that share of the connections have exactly `want`, every other none
+        share = float(prm.get("share", 1.0))
+        exact = sum(1 for n in counts if n == want)
+        ok = (len(late) == conns and conns > 0 and not wrong and all(n in (0, want) for n in counts)
+              and exact >= math.ceil(share * conns - 1e-9))
         told = "; ".join(s.describe() for s in segs[:3]) + (f"; +{len(segs) - 3} more" if len(segs) > 3 else "")
         return Check(f"out_of_order: {want} late data segment(s) per connection at {prm['capture']}"
                      + (f" among {prm['of']}" if "of" in prm else ""), ok,
-                     f"{len(late)} connections, late segments per connection: {counts[:20]}"
+                     f"{len(late)} connections ({exact} with {want}), late segments per connection: {counts[:40]}"
                      + (f"; {told}" if told else "")
                      + (f"; not as asked: {', '.join(s.describe() for s in wrong[:3])}" if wrong else ""),
                      f"{conns} connections, {want} each"
+                     + (f" (at least {math.ceil(share * conns - 1e-9)} of them; the others none)" if share < 1 else "")
                      + (f", each late one {prm['having']}" if having else "")
                      + (", each its connection's first data segment" if prm.get("first") else ""))
     if k == "throughput_ratio":
@@ -362,34 +368,35 @@ def connection_throughputs(data: RunData, capture: str, of: str) -> list[tuple[t
     return [(c, s[2] * 8 / (s[1] - s[0])) for c, s in span.items() if s[1] is not None and s[1] > s[0]]
 
 
-def ratio_of_means(a: list[float], b: list[float], confidence: float) -> tuple[float, float, float]:
-    """mean(a) / mean(b) and its confidence interval by the delta method (independent samples:
-    the relative variances of the two means add)."""
-    ma, mb = sum(a) / len(a), sum(b) / len(b)
-    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1)
-    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1)
-    r = ma / mb
-    se = r * (va / (len(a) * ma * ma) + vb / (len(b) * mb * mb)) ** 0.5
+def throughput_ratio(a: list[float], b: list[float], confidence: float) -> tuple[float, float, float]:
+    """The ratio of the geometric means of a and b, and its confidence interval: throughput noise is
+    multiplicative (a busy machine slows a transfer by a factor), so the means and their standard
+    errors are taken on the logarithms (independent samples: the two variances of the means add),
+    and the interval is brought back by exp."""
+    la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+    ma, mb = sum(la) / len(la), sum(lb) / len(lb)
+    va = sum((x - ma) ** 2 for x in la) / (len(la) - 1)
+    vb = sum((x - mb) ** 2 for x in lb) / (len(lb) - 1)
+    se = (va / len(la) + vb / len(lb)) ** 0.5
     z = stats.z_for(confidence)
-    return r, r - z * se, r + z * se
+    return math.exp(ma - mb), math.exp(ma - mb - z * se), math.exp(ma - mb + z * se)
 
 
 def throughput_ratio_check(prm: dict, faulted: list, control: list, conf: float) -> Check:
-    """The selected connections' mean throughput over the control's, with its confidence interval:
-    below max (it fell) / above min, the whole interval."""
-    a, b = [x for _, x in faulted], [x for _, x in control]
+    """The selected connections' throughput over the control's (geometric means), with its
+    confidence interval: the whole interval below max (it fell) / above min."""
+    a, b = [x for _, x in faulted if x > 0], [x for _, x in control if x > 0]
     name = f"throughput_ratio: per-connection throughput of {prm['of']} / of {prm['control']} at {prm['capture']}"
     want = " and ".join(([f"<= {prm['max']}"] if "max" in prm else []) + ([f">= {prm['min']}"] if "min" in prm else []))
     expected = f"the {conf:.1%} interval {want}, >= 2 connections each"
-    if len(a) < 2 or len(b) < 2 or not sum(b):
+    if len(a) < 2 or len(b) < 2:
         return Check(name, False, f"{len(a)} and {len(b)} connections with data", expected)
-    r, lo, hi = ratio_of_means(a, b, conf)
+    r, lo, hi = throughput_ratio(a, b, conf)
     ok = ("max" not in prm or hi <= prm["max"]) and ("min" not in prm or lo >= prm["min"])
 
     def told(xs):
-        m = sum(xs) / len(xs)
-        sd = (sum((x - m) ** 2 for x in xs) / (len(xs) - 1)) ** 0.5
-        return f"{m / 1e6:.1f}±{sd / 1e6:.1f} Mbit/s over {len(xs)}"
+        return (f"{math.exp(sum(math.log(x) for x in xs) / len(xs)) / 1e6:.1f} Mbit/s "
+                f"({min(xs) / 1e6:.1f}..{max(xs) / 1e6:.1f}) over {len(xs)}")
     return Check(name, ok, f"{r:.3f} [{lo:.3f}, {hi:.3f}] ({told(a)} / {told(b)})", expected, (lo, hi))
 
 

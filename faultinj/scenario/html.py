@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import os
 import time
 from pathlib import Path
@@ -234,12 +235,13 @@ def _throughput_ratio(svg: _Svg, plot: dict, title: str) -> str:
                                             (plot["of"], plot["faulted"], "#cf222e"))):
         ax.plot(xs, [y + (i % 5 - 2) * 0.04 for i in range(len(xs))], "o", color=colour, alpha=0.7,
                 label=f"{what}: {len(xs)} connections")
-        m = sum(xs) / len(xs)
+        m = math.exp(sum(math.log(x) for x in xs) / len(xs))
         ax.plot([m, m], [y - 0.25, y + 0.25], color=colour, lw=2)
     ax.set_yticks([0, 1], [plot["control"], plot["of"]], fontsize=8)
     ax.set_ylim(-0.6, 1.6)
-    ax.set_xlabel("Mbit/s per connection (bar: mean)")
-    ax.set_title(f"ratio of means {plot['ratio']:.3f}, {plot['confidence']:.1%} interval "
+    ax.set_xscale("log")
+    ax.set_xlabel("Mbit/s per connection (bar: geometric mean)")
+    ax.set_title(f"ratio of geometric means {plot['ratio']:.3f}, {plot['confidence']:.1%} interval "
                  f"[{plot['lo']:.3f}, {plot['hi']:.3f}]", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     return svg.svg(fig)

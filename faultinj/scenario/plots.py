@@ -8,7 +8,7 @@ from collections import Counter
 
 from .. import stats
 from ..verdict import CONFIDENCE
-from .expect import RunData, _p, _select, _select_timed, connection_throughputs, late_segments, ratio_of_means
+from .expect import RunData, _p, _select, _select_timed, connection_throughputs, late_segments, throughput_ratio
 from .predicates import compile_predicate
 from .schema import ExpectEntry
 
@@ -113,9 +113,9 @@ def plot_for(e: ExpectEntry, data: RunData) -> dict | None:
     if k == "throughput_ratio":
         a = connection_throughputs(data, prm["capture"], prm["of"])
         b = connection_throughputs(data, prm["capture"], prm["control"])
-        if len(a) < 2 or len(b) < 2 or not sum(x for _, x in b):
+        if len([x for _, x in a if x > 0]) < 2 or len([x for _, x in b if x > 0]) < 2:
             return None
-        r, lo, hi = ratio_of_means([x for _, x in a], [x for _, x in b], conf)
+        r, lo, hi = throughput_ratio([x for _, x in a if x > 0], [x for _, x in b if x > 0], conf)
         return {"kind": "throughput_ratio", "of": prm["of"], "control": prm["control"],
                 "faulted": [x / 1e6 for _, x in a], "controls": [x / 1e6 for _, x in b],
                 "ratio": r, "lo": lo, "hi": hi, "max": prm.get("max"), "min": prm.get("min"), "confidence": conf}

@@ -281,7 +281,8 @@ EXPECT_KINDS = {
     # TCP data segments that arrived after a later one of their connection (reordering), each named;
     # of: which packets (e.g. dport == 5201); having: each late one is so (psh); first: each late one is
     # its connection's first data segment
-    "out_of_order": ({"capture"}, {"per_connection", "connections", "of", "having", "first"}),
+    # share: at least that share of the connections have exactly per_connection, the others none
+    "out_of_order": ({"capture"}, {"per_connection", "connections", "of", "having", "first", "share"}),
     # per-connection throughput of `of` over that of `control` (same capture, same run): mean over mean,
     # its interval (delta method) at confidence below max / above min
     "throughput_ratio": ({"capture", "of", "control"}, {"max", "min", "confidence"}),
@@ -858,6 +859,10 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=(), traced: bool = 
         _pos_int(ctx, params, "per_connection", kind, 1, 0, 10**6)
     if kind == "out_of_order" and "first" in params:
         ctx.typed(params, "first", bool, kind)
+    if kind == "out_of_order" and "share" in params:
+        share = ctx.typed(params, "share", (int, float), kind)
+        if not 0 < share <= 1:
+            ctx.fail(params.value_marks["share"], f"{kind}.share must be in (0, 1]")
     if kind == "throughput_ratio":
         try:
             compile_predicate(params["control"])
