@@ -57,11 +57,12 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         having = compile_predicate(prm["having"])
         hit = sum(1 for p in base if having(p))
         return ratio_check(f"fraction: {prm['having']} among {prm.get('of', 'all')} at {prm['capture']}",
-                           hit, len(base), _p(prm), conf)
+                           hit, len(base), _p(prm), conf,
+                           f"no packet matched `{prm.get('of', 'all')}` at {prm['capture']}")
     if k == "fault_ratio":
         c = data.counters.get(prm["fault"], {})
         return ratio_check(f"fault_ratio: acted/matched of {prm['fault']}", c.get("acted", 0), c.get("matched", 0),
-                           _p(prm), conf)
+                           _p(prm), conf, f"{prm['fault']} matched no packet")
     if k == "uniform":
         lo, hi = prm["range"]
         values = [getattr(p, prm["field"]) for p in _select(data, prm)]
@@ -76,7 +77,7 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         r = data.traffic.get(prm["traffic"])
         sent = r.sent if r else 0
         lost = sent - len(r.received) if r else 0
-        return ratio_check(f"loss of {prm['traffic']}", lost, sent, _p(prm), conf)
+        return ratio_check(f"loss of {prm['traffic']}", lost, sent, _p(prm), conf, f"{prm['traffic']} sent nothing")
     if k == "tcp_intact":
         r = data.traffic.get(prm["traffic"])
         return Check(f"tcp_intact: {prm['traffic']}", bool(r and r.intact),

@@ -14,7 +14,7 @@ from ..errors import FaultinjError, SpecError, TargetError
 from ..inject import netns as netns_mod
 from ..inject import targets, traffic
 from ..inject.capture import Capture, Frame
-from ..inject.lab import netns_exec
+from ..inject.netns import netns_exec
 
 
 class NamespaceHost:

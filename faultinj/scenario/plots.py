@@ -88,6 +88,8 @@ def plot_for(e: ExpectEntry, data: RunData) -> dict | None:
     if k == "fault_ratio":
         c = data.counters.get(prm["fault"], {})
         acted, matched = c.get("acted", 0), c.get("matched", 0)
+        if not matched:   # nothing to draw: the check says so
+            return None
         lo, hi = stats.wilson_interval(acted, matched, conf)
         return {"kind": "ratio_point", "what": f"acted/matched of {prm['fault']}", "k": acted, "n": matched,
                 "lo": lo, "hi": hi, "p": _p(prm), "confidence": conf}

@@ -4,6 +4,7 @@ lab down (always, unless asked to keep it), then the verdicts."""
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Callable
 
 from .. import api
 from ..errors import FaultinjError, StateError
-from ..inject import caps, lab, state
+from ..inject import caps, lab, ovs, state
 from ..inject.capture import write_pcap
 from ..inject.lab import Topology, unique_prefix
 from ..packets import parse
@@ -54,6 +55,9 @@ class _ScenarioTrace(threading.Thread):
                 for hop in self.tracer.read(100):
                     if hop.key in journeys or len(journeys) < self.count:
                         journeys.setdefault(hop.key, []).append(hop)
+            for hop in self.tracer.settle():   # frees waiting for their copy's fate: delivered or dropped
+                if hop.key in journeys:
+                    journeys[hop.key].append(hop)
         except Exception as exc:   # reported, never fatal to the scenario
             self.error = exc
         finally:
@@ -163,12 +167,22 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     timers: list[threading.Timer] = []
     captures: dict[str, tuple] = {}   # name -> (host, its capture handle)
     tracer = None
+    switch = None   # an OVS build's own daemons (lab.ovs_prefix); inside a guest, guestside starts them
     try:
         progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}"
                  + (f"; outside it: {', '.join(scn.targets)}" if scn.targets else ""))
-        topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path),
-                                                                             "faults_outside": outside})
+        topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={
+            "file": os.path.abspath(scn.path), "faults_outside": outside,
+            **({"ovs_private": {"pids": switch.pids, "dir": switch.dir}} if switch else {})})
         topo.record()
+        if scn.lab.ovs_prefix and not os.environ.get(inguest.IN_GUEST):
+            switch = ovs.PrivateSwitch(scn.lab.ovs_prefix, f"{tempfile.gettempdir()}/faultinj-ovs-{topo.prefix}",
+                                       userspace=True)
+            topo.record()   # its directory, before a daemon exists
+            switch.start()
+            topo.record()
+            progress(f"Open vSwitch from {scn.lab.ovs_prefix}: {switch.version()} (userspace datapath, "
+                     f"run directory {switch.dir})")
         topo.up()
         hosts.update(hosts_of(topo))   # and those outside the lab, found before it went up
         for f in scn.faults:
@@ -247,6 +261,10 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 report.errors.append(f"clearing {name}: {exc}")
         for host in hosts.values():
             host.close()
+        if keep and switch:
+            report.errors.append("--keep: a lab on an OVS build's own switch is not kept (its daemons end with "
+                                 "this run)")
+            keep = False
         if keep and scn.lab.vms:
             report.errors.append("--keep: a lab with VM hosts is not kept (its VMs end with this run)")
             keep = False
@@ -255,6 +273,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             progress(f"lab kept: faultinj lab down {scn.path}")
         else:
             topo.down()
+            if switch:
+                switch.stop()
             lab.forget(topo)
             progress("lab removed")
         report.seconds = time.monotonic() - started
