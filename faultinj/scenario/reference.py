@@ -187,10 +187,12 @@ EXPECT: dict[str, tuple[str, dict[str, str]]] = {
         "capture": "the capture", "per_connection": "late segments each connection has (default 1)",
         "connections": "how many connections have them (default: as many as have, at least one)",
         "of": _OF + ", e.g. dport == 5201", "having": "a packet predicate each late segment must match (e.g. psh)",
-        "first": "true: each late segment is its connection's first data segment"}),
+        "first": "true: each late segment is its connection's first data segment",
+        "share": "at least this share of the connections have exactly per_connection, every other none "
+                 "(default 1: all)"}),
     "throughput_ratio": ("per-connection throughput of the `of` packets over that of the `control` packets at "
-                         "one capture in one run: mean over mean, its interval (delta method) below max / "
-                         "above min", {
+                         "one capture in one run: the ratio of their geometric means, its interval (on the "
+                         "logarithms: throughput noise is a factor) below max / above min", {
         "capture": "the capture", "of": "the connections judged, a packet predicate",
         "control": "the connections compared with (a predicate), e.g. an unfaulted flow beside",
         "max": "the ratio's interval lies below this, e.g. 0.9 (it fell)", "min": "the interval lies above this",

@@ -283,8 +283,8 @@ EXPECT_KINDS = {
     # its connection's first data segment
     # share: at least that share of the connections have exactly per_connection, the others none
     "out_of_order": ({"capture"}, {"per_connection", "connections", "of", "having", "first", "share"}),
-    # per-connection throughput of `of` over that of `control` (same capture, same run): mean over mean,
-    # its interval (delta method) at confidence below max / above min
+    # per-connection throughput of `of` over that of `control` (same capture, same run): the ratio of
+    # geometric means, its interval (on the logarithms) at confidence below max / above min
     "throughput_ratio": ({"capture", "of", "control"}, {"max", "min", "confidence"}),
     # how much a host's kernel counter (TcpExt.TCPOFOQueue, or nstat's TcpExtTCPOFOQueue) grew, over
     # the named traffic entries (each one's own span) or over the whole run
