@@ -576,7 +576,6 @@ def _cpu_of(pid: int) -> float:
 def tracer_vs_bpftrace(rounds: int, seconds: int) -> dict:
     """8c. Every packet traced by a process printing one line per hop, read through a pipe:
     `faultinj trace` against bpftrace on the same tracepoints, interleaved with no tracer."""
-    res = {}
     cases = {"no tracer": None, "faultinj trace (every hop, a line each)": FAULTINJ + ["trace", "--no-faults"]}
     if shutil.which("bpftrace"):
         script = Path(tempfile.mkdtemp(prefix="fibench-")) / "hops.bt"
@@ -588,6 +587,15 @@ def tracer_vs_bpftrace(rounds: int, seconds: int) -> dict:
             "[ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing; exec bpftrace \"$0\"",
             str(script)]
     ready = {"faultinj trace (every hop, a line each)": "tracing", "bpftrace, same tracepoints (a line each)": "Attaching"}
+    try:
+        return _tracers_side_by_side(cases, ready, rounds, seconds)
+    finally:
+        if len(cases) > 2:
+            shutil.rmtree(Path(cases["bpftrace, same tracepoints (a line each)"][-1]).parent, ignore_errors=True)
+
+
+def _tracers_side_by_side(cases: dict, ready: dict, rounds: int, seconds: int) -> dict:
+    res = {}
     with Lab().up() as lab:
         for udp in (False, True):
             vals = {c: [] for c in cases}

@@ -362,9 +362,13 @@ def test_missing_btf_is_one_clear_line(monkeypatch, tmp_path):
 
 
 def _cli_trace(args, stdout=subprocess.PIPE):
-    return subprocess.Popen([sys.executable, "-m", "faultinj.cli", "trace", "--icmp", "--dst", "10.77.0.0/24",
+    """`faultinj trace ...` once it says 'tracing' (every program attached: issue 25 item 9)."""
+    proc = subprocess.Popen([sys.executable, "-m", "faultinj.cli", "trace", "--icmp", "--dst", "10.77.0.0/24",
                              "--duration", "15s", *args], stdout=stdout, stderr=subprocess.PIPE, text=True,
                             env=os.environ.copy())
+    first = proc.stderr.readline()
+    assert first.startswith("tracing "), first + proc.stderr.read()
+    return proc
 
 
 def test_count_is_packets_each_with_all_its_hops(bridge_lab):
@@ -373,7 +377,6 @@ def test_count_is_packets_each_with_all_its_hops(bridge_lab):
     vm1 = bridge_lab.netns("vm1")
     proc = _cli_trace(["--count", "3", "--json"])
     try:
-        time.sleep(1.5)
         traffic.ping(vm1, "10.77.0.2", 4, interval=0.3)
         stdout, stderr = proc.communicate(timeout=30)
     finally:
@@ -396,7 +399,6 @@ def test_json_into_a_closed_pipe_ends_cleanly_and_writes_the_pcap(bridge_lab, tm
     out = tmp_path / "t.pcap"
     proc = _cli_trace(["--json", "--pcap", str(out)])
     try:
-        time.sleep(1.5)
         traffic.ping(vm1, "10.77.0.2", 1)
         lines = [proc.stdout.readline() for _ in range(2)]
         proc.stdout.close()                                      # what head does after its lines

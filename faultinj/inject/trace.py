@@ -561,7 +561,8 @@ class _Stop(Exception):
 
 def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: float | None = None,
           on_hop=None, with_faults: bool = True, settle: float = 0.3,
-          functions: dict | None = None, on_start=None, keep: bool = True) -> tuple[list[Hop], int]:
+          functions: dict | None = None, on_start=None, keep: bool = True,
+          on_batch=None) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
     `duration` passed, KeyboardInterrupt, or on_hop returned False. A packet is what its key names
     (Hop.key: addresses, protocol, ports or echo id, IP id, TCP or echo sequence; the frame's bytes
@@ -570,7 +571,9 @@ def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: f
     the hops and how many the kernel could not queue (this reader fell behind). on_start() is
     called once every program is attached and tracing (the duration counts from then).
     keep=False: the hops go to on_hop only (the list returned is empty): a long trace holds no
-    more memory than a read's batch (the packets counted are kept only with a count)."""
+    more memory than a read's batch (the packets counted are kept only with a count).
+    on_batch(): called after each read's hops went to on_hop (a printer flushes there); it may
+    return False to stop."""
     hops: list[Hop] = []
     packets: set = set()
 
@@ -594,6 +597,8 @@ def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: f
             while end is None or time.monotonic() < end:
                 for h in tracer.read(100):
                     take(h)
+                if on_batch and on_batch() is False:
+                    raise _Stop
                 if count is not None and len(packets) >= count:
                     end = min(end or float("inf"), time.monotonic() + settle)
         except KeyboardInterrupt:
@@ -605,6 +610,8 @@ def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: f
         try:
             for h in tracer.settle():
                 take(h)
+            if on_batch:
+                on_batch()
         except (_Stop, KeyboardInterrupt):
             pass
         lost = tracer.lost()
