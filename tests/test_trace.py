@@ -54,7 +54,7 @@ def test_ping_through_a_bridge_lists_every_hop_in_order(bridge_lab):
     t = bridge_lab
     vm1, vm2, sw = t.netns("vm1"), t.netns("vm2"), t.switch_ns
     p1, p2 = f"{t.prefix}p1", f"{t.prefix}p2"
-    hops = _traced(["proto=icmp", "src=10.77.0.0/24"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
+    hops = _traced(["proto=icmp", "src=10.77.0.0/24"], lambda: traffic.ping(vm1, "10.77.0.2", 1), lab=t)
     # ping (a raw socket as root) gets a clone of the reply; the kernel then frees the original as
     # NO_SOCKET (no ICMP datagram socket asked for it): a free after delivery, the last event
     if hops and hops[-1].direction == "done":
@@ -73,7 +73,7 @@ def test_ping_through_a_bridge_lists_every_hop_in_order(bridge_lab):
 def _ping_hops(t, bridge_ns):
     vm1 = t.netns("vm1")
     return _traced(["proto=icmp", "src=10.77.0.0/24"],
-                   lambda: traffic.ping(vm1, "10.77.0.2", 3, interval=0.2), settle=1.0)
+                   lambda: traffic.ping(vm1, "10.77.0.2", 3, interval=0.2), settle=1.0, lab=t)
 
 
 def test_a_free_after_delivery_to_ping_is_not_a_drop(bridge_lab):
@@ -699,7 +699,7 @@ def test_hops_keep_the_clock_of_the_machine_that_traced_them(bridge_lab, monkeyp
     would. The pcap the CLI writes uses the same wall time."""
     vm1 = bridge_lab.netns("vm1")
     before = time.time()
-    hops = _traced(["proto=icmp", "src=10.77.0.0/24"], lambda: traffic.ping(vm1, "10.77.0.2", 1))
+    hops = _traced(["proto=icmp", "src=10.77.0.0/24"], lambda: traffic.ping(vm1, "10.77.0.2", 1), lab=t)
     after = time.time()
     assert hops
     real = time.monotonic_ns
