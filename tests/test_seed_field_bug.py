@@ -148,6 +148,17 @@ def test_throughput_ratio_with_its_interval_falls_below_max():
     assert _eval(same, "throughput_ratio", capture="rx", of="dport == 5201", control="dport == 5202", min=0.8).ok
 
 
+def test_throughput_counts_from_the_handshakes_ack_not_the_syn():
+    from faultinj.scenario.expect import connection_throughputs
+
+    fast = _transfers(5201, [0.1])[0]
+    slow_syn = (list(fast[0]), list(fast[1]))
+    slow_syn[1][0] -= 5.0                      # the same transfer, its SYN 5 s earlier
+    for pkts, times in (fast, slow_syn):
+        [(_, bps)] = connection_throughputs(_data((pkts, times)), "rx", "tcp")
+        assert bps == pytest.approx(10 * MSS * 8 / 0.09)   # no ACK captured: from the first data segment
+
+
 def test_a_ratio_too_noisy_to_tell_fails():
     noisy = _data(*_transfers(5201, [0.05, 0.4, 0.1, 0.3]), *_transfers(5202, [0.1, 0.12, 0.11, 0.09]))
     c = _eval(noisy, "throughput_ratio", capture="rx", of="dport == 5201", control="dport == 5202", max=0.9)
