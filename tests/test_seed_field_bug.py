@@ -317,3 +317,39 @@ def test_the_seed_field_bug_scenario_fails_without_the_fault(tmp_path):
     # the control is judged as before: in order, nothing in vm2's out-of-order queue
     assert verdicts[("out_of_order", True)].ok and verdicts[("kernel_counter", True)].ok
     assert "0, 0, 0" in verdicts[("out_of_order", False)].observed
+
+
+COUNTERS = """name: counters
+lab:
+  hosts: [vm1, vm2]
+  links:
+    - ends: [vm1, vm2]
+      vm1: {ipv4: 10.29.0.1/24}
+      vm2: {ipv4: 10.29.0.2/24}
+traffic:
+  - {name: two, tcp: {from: vm1, to: vm2, bytes: 10kB, connections: 2}}
+  - {name: three, tcp: {from: vm1, to: vm2, bytes: 10kB, connections: 3, port: 5301}}
+expect:
+  - kernel_counter: {host: vm1, counter: Tcp.ActiveOpens, traffic: two, equals: 2}
+  - kernel_counter: {host: vm1, counter: TcpActiveOpens, traffic: three, equals: 3}
+  - kernel_counter: {host: vm2, counter: Tcp.PassiveOpens, equals: 5}
+  - kernel_counter: {host: vm2, counter: Tcp.PassiveOpens, traffic: [two, three], equals: 5}
+  - kernel_counter: {host: vm2, counter: TcpExt.TCPOFOQueue, equals: 0}
+"""
+
+
+@pytest.mark.kernel
+def test_kernel_counters_are_read_around_each_traffic_entry():
+    """On this machine's kernel, a namespace lab: each traffic entry's own connections, counted by
+    the hosts' kernels (about 2 s)."""
+    import os
+
+    from faultinj.scenario.runner import run
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root: it builds a lab")
+    report = run(loads(COUNTERS))
+    assert report.ok, [c.to_json() for c in report.checks] + report.errors
+    # a count the kernel did not see fails: two connections are not three
+    report = run(loads(COUNTERS.replace("traffic: two, equals: 2}", "traffic: two, equals: 3}")))
+    assert [c.ok for c in report.checks] == [False, True, True, True, True]
