@@ -93,8 +93,9 @@ def load_everything() -> dict:
                     last = exc
                     if exc.errno == 13:   # EACCES: the verifier refused the program itself
                         raise
-                    if exc.errno in (1, 95, 524):   # EPERM, EOPNOTSUPP, ENOTSUPP: no fentry here
+                    if exc.errno == 1:   # EPERM: this kernel refuses fentry altogether
                         return f"skip: this kernel refuses fentry ({os.strerror(exc.errno)})"
+                    # else (EOPNOTSUPP, ENOTSUPP, EINVAL): this function cannot be traced: the next
             return f"skip: no traceable function with the skb as argument {arg} ({str(last)[:200]})"
         _try(results, f"trace_func fi_fn_skb{arg} (fentry)", fentry)
     for o in keep.values():

@@ -531,13 +531,46 @@ def trace(
                        f"{r['direction']:<4} {r['point']:<18} {r['reason']}")
         return
 
+    # hops stream: printed, counted and written to the pcap as they come, never all kept (a trace
+    # of an hour holds flat memory); the pcap is written by a thread of its own
+    seen = {"hops": 0, "packets": set() if count else None}
+    frames: "queue.Queue | None" = None
+    writer = None
+    if pcap_out:
+        import queue
+        import threading
+
+        frames = queue.Queue(maxsize=100_000)
+        written: list = [0, None]   # frames written, what went wrong
+
+        def write_pcap():
+            try:
+                written[0] = pcap_mod.write(pcap_out, iter(frames.get, None))
+            except BaseException as exc:   # raised here once tracing ends
+                written[1] = exc
+                while frames.get() is not None:   # keep taking frames: the tracer never blocks
+                    pass
+
+        writer = threading.Thread(target=write_pcap, daemon=True)
+        writer.start()
+    printing = [True]
+
     def show(hop):
+        seen["hops"] += 1
+        if seen["packets"] is not None:
+            seen["packets"].add(hop.key)
+        if frames is not None and hop.frame:
+            # each hop carries its wall time (the journeys' and the journal's clock)
+            frames.put(pcap_mod.Record(hop.wall_ns, max(hop.length, len(hop.frame)), hop.frame))
+        if not printing[0]:
+            return True
         try:
             typer.echo(json.dumps(hop.to_json()) if as_json else str(hop))
         except BrokenPipeError:   # the reader left (`| head`): stop tracing, keep what was traced
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())   # nothing more for the closed pipe, not even at exit
             os.close(devnull)
+            printing[0] = False
             return False
         return True
 
@@ -547,16 +580,23 @@ def trace(
                        + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
                        err=True)
 
-    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns,
-                          on_start=started)
-    typer.echo(f"traced {len({h.key for h in hops})} packets ({len(hops)} hops)", err=True)
+    try:
+        _, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns,
+                           on_start=started, keep=False)
+    finally:
+        if writer is not None:
+            frames.put(None)
+            writer.join()
+    if seen["packets"] is not None:
+        typer.echo(f"traced {len(seen['packets'])} packets ({seen['hops']} hops)", err=True)
+    else:
+        typer.echo(f"traced {seen['hops']} hops", err=True)
     if lost:
         typer.echo(f"{lost} hops lost: the kernel's queue was full (filter more narrowly)", err=True)
     if pcap_out:
-        # each hop carries its wall time (the journeys' and the journal's clock)
-        n = pcap_mod.write(pcap_out, [pcap_mod.Record(h.wall_ns, max(h.length, len(h.frame)), h.frame)
-                                      for h in hops if h.frame])
-        typer.echo(f"{n} frames written to {pcap_out}", err=True)
+        if written[1] is not None:
+            raise written[1]
+        typer.echo(f"{written[0]} frames written to {pcap_out}", err=True)
 
 
 @app.command()

@@ -5,6 +5,7 @@ Cost: the name and range tests run in well under a second each (apt-cache's list
 
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import cli_runner
@@ -103,15 +104,43 @@ def test_kernel_range_is_apts_versions_in_order_one_flavour():
 
 # ---- bad input: one line, exit 2, nothing left (no QEMU, no work dir, no lab record) ---------------
 
-def _leftovers() -> tuple:
-    import glob
-    import tempfile
+def _descendants() -> set[int]:
+    """Processes this test process started (QEMU under vng, ovs daemons...): the machine is shared, so
+    other jobs' processes are not counted."""
+    import os
 
+    parent = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    parent[int(d)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    mine, todo = set(), [os.getpid()]
+    while todo:
+        p = todo.pop()
+        kids = {c for c, pp in parent.items() if pp == p} - mine
+        mine |= kids
+        todo += kids
+    return mine
+
+
+def _leftovers(tmp: Path) -> tuple:
+    """What a command could leave: a process of ours, a guest's or a private switch's work directory
+    (in this test's own temporary directory, see _private_tmp), a lab record (this session's own)."""
     from faultinj.inject import lab
 
-    qemu = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True).stdout.split()
-    return (set(qemu), set(glob.glob(f"{tempfile.gettempdir()}/faultinj-vm-*")),
-            {d["prefix"] for d in lab.recorded_labs()})
+    return _descendants(), sorted(p.name for p in tmp.glob("faultinj-*")), {d["prefix"] for d in lab.recorded_labs()}
+
+
+@pytest.fixture
+def private_tmp(tmp_path, monkeypatch):
+    """Work directories (vm.workdir, the private switch's) made in tmp_path, not the shared /tmp."""
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
 
 
 DROP = "scenarios/drop.yaml"
@@ -143,13 +172,13 @@ DROP = "scenarios/drop.yaml"
     (("bisect", DROP, "--good", "linux-image-6.1.0-47-amd64", "--bad", "linux-image-9.9.9-99-amd64"),
      "apt knows no kernel package"),
 ])
-def test_bad_input_across_kernels_is_one_line_exit_2_and_leaves_nothing(args, needle):
+def test_bad_input_across_kernels_is_one_line_exit_2_and_leaves_nothing(args, needle, private_tmp):
     if "bisect" in args and not shutil.which("apt-cache"):
         pytest.skip("no apt")
-    before = _leftovers()
+    before = _leftovers(private_tmp)
     r = runner.invoke(app, list(args))
     assert r.exit_code == 2 and needle in _one_error_line(r), r.output
-    assert _leftovers() == before
+    assert _leftovers(private_tmp) == before
     j = runner.invoke(app, [*args, "--json"])
     assert j.exit_code == 2 and __import__("json").loads(j.stdout)["exit_code"] == 2
 
@@ -334,15 +363,16 @@ def test_ovs_prefix_in_the_scenario_file(ovs_prefixes, tmp_path):
 
 # ---- on a real guest kernel ------------------------------------------------------------------
 
-def test_a_namespace_lab_given_a_kernel_runs_inside_a_guest_of_it(tmp_path):
+def test_a_namespace_lab_given_a_kernel_runs_inside_a_guest_of_it(private_tmp):
     """run drop.yaml --kernel linux-image-amd64 (a metapackage): the namespace lab is made inside a
     guest of Debian's current kernel; the verdict comes back (JSON from the guest), with its pcap,
     and nothing is left. Cost: one guest boot, ~2 min under TCG."""
     import json
     import os
 
+    tmp_path = private_tmp / "pcaps"
     release = kernels.resolve("linux-image-amd64").release
-    before = _leftovers()
+    before = _leftovers(private_tmp)
     r = runner.invoke(app, ["run", DROP, "--kernel", "linux-image-amd64", "--json", "--pcap-dir", str(tmp_path)])
     assert r.exit_code == 0, r.output
     (doc,) = json.loads(r.stdout)
@@ -352,7 +382,7 @@ def test_a_namespace_lab_given_a_kernel_runs_inside_a_guest_of_it(tmp_path):
     assert v["ok"] and v["faults"]["loss"]["vm"] and v["faults"]["loss"]["kernel"] == release
     assert os.path.getsize(v["pcaps"]["rx"]) > 24 and v["pcaps"]["rx"].startswith(str(tmp_path / "linux-image-amd64"))
     assert "[linux-image-amd64] guest up" in r.stderr and "[linux-image-amd64] [guest] lab up" in r.stderr
-    assert _leftovers() == before
+    assert _leftovers(private_tmp) == before
 
 
 def test_the_guest_sends_json_and_inguest_neither_imports_the_runner_nor_unpickles(tmp_path):

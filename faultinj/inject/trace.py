@@ -159,7 +159,13 @@ class Hop:
     _summary: str | None = None
 
     def _decode(self) -> None:
-        self._key, self._summary = summarise(self.frame, self.length)
+        # a packet's hops mostly carry the same bytes (a bridge, a veth pair): parsed once
+        got = _SUMMARIES.get((self.frame, self.length))
+        if got is None:
+            if len(_SUMMARIES) >= 4096:
+                _SUMMARIES.clear()
+            got = _SUMMARIES[(self.frame, self.length)] = summarise(self.frame, self.length)
+        self._key, self._summary = got
 
     @property
     def key(self) -> tuple:
@@ -213,6 +219,9 @@ def skb_functions(pattern: str, limit: int = MAX_FUNCTIONS) -> dict[str, int]:
         raise SpecError(f"--functions {pattern!r}: {len(found)} functions match, more than {limit} "
                         "(one fentry program each): narrow the pattern or raise --max-functions")
     return found
+
+
+_SUMMARIES: dict = {}   # (frame, length) -> summarise(): the last few thousand packets'
 
 
 def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
@@ -416,7 +425,7 @@ class Tracer:
             if name is None:
                 name = names[ifname] = ifname.split(b"\0")[0].decode(errors="replace")
             h = Hop(ts, netns, ns_names.get(netns) or self._ns_name(netns), name, HOPS.get(hop, "?"),
-                    HOP_POINTS.get(hop, "?"), length, frame[:snap], wall_ns=ts + to_wall, head=head)
+                    HOP_POINTS.get(hop, "?"), length, frame[:snap], "", "", "", 0, ts + to_wall, head)  # positional: cheaper
             if hop < FI_HOP_DROP:
                 append(h)
                 continue
@@ -552,16 +561,31 @@ class _Stop(Exception):
 
 def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: float | None = None,
           on_hop=None, with_faults: bool = True, settle: float = 0.3,
-          functions: dict | None = None, on_start=None) -> tuple[list[Hop], int]:
+          functions: dict | None = None, on_start=None, keep: bool = True) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
     `duration` passed, KeyboardInterrupt, or on_hop returned False. A packet is what its key names
     (Hop.key: addresses, protocol, ports or echo id, IP id, TCP or echo sequence; the frame's bytes
     when it is not IP): a ping's request and reply are two. It counts when its first hop is seen,
     and every later hop of a counted packet is kept. on_hop(hop) is called as hops come. Returns
     the hops and how many the kernel could not queue (this reader fell behind). on_start() is
-    called once every program is attached and tracing (the duration counts from then)."""
+    called once every program is attached and tracing (the duration counts from then).
+    keep=False: the hops go to on_hop only (the list returned is empty): a long trace holds no
+    more memory than a read's batch (the packets counted are kept only with a count)."""
     hops: list[Hop] = []
     packets: set = set()
+
+    def take(h: Hop) -> bool:
+        """Whether the hop is wanted (one of the counted packets'); on_hop may stop (_Stop)."""
+        if count is not None:
+            if len(packets) >= count and h.key not in packets:
+                return False
+            packets.add(h.key)
+        if keep:
+            hops.append(h)
+        if on_hop and on_hop(h) is False:
+            raise _Stop
+        return True
+
     with Tracer(match, with_faults, functions or {}) as tracer:
         if on_start:
             on_start()
@@ -569,26 +593,20 @@ def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: f
         try:
             while end is None or time.monotonic() < end:
                 for h in tracer.read(100):
-                    if count is not None and len(packets) >= count and h.key not in packets:
-                        continue
-                    packets.add(h.key)
-                    hops.append(h)
-                    if on_hop and on_hop(h) is False:
-                        raise _Stop
-
+                    take(h)
                 if count is not None and len(packets) >= count:
                     end = min(end or float("inf"), time.monotonic() + settle)
         except KeyboardInterrupt:
             pass
         except _Stop:
-            return hops + tracer.flush(), tracer.lost()
-        for h in tracer.settle():
-            if count is not None and h.key not in packets and len(packets) >= count:
-                continue
-            packets.add(h.key)
-            hops.append(h)
-            if on_hop and on_hop(h) is False:
-                break
+            if keep:
+                hops.extend(tracer.flush())
+            return hops, tracer.lost()
+        try:
+            for h in tracer.settle():
+                take(h)
+        except (_Stop, KeyboardInterrupt):
+            pass
         lost = tracer.lost()
     return hops, lost
 

@@ -71,16 +71,12 @@ def parse_side(text: str, what: str = "--kernel") -> Side:
         else:
             raise SpecError(f"{what} {text}: one kernel and at most one ovs=DIR, separated by a comma")
     if kernel:
-        check_kernel(kernel)
+        kernels.check(kernel)
     if ovs_dir is not None:
         from ..inject import ovs
 
         ovs_dir = ovs.check_prefix(ovs_dir)
     return Side(kernel, ovs_dir)
-
-
-def check_kernel(name: str) -> None:
-    kernels.check(name)
 
 
 def with_side(scn: Scenario, side: Side) -> Scenario:
@@ -374,10 +370,6 @@ class Bisection:
         return out
 
 
-def _signature(cell: Cell) -> str:
-    return cell.verdict
-
-
 def bisect(scn: Scenario, good: str, bad: str, repeat: int = 1, pcap_dir: str | None = None,
            progress: Callable[[str], None] = lambda m: None) -> Bisection:
     """Over apt's kernel packages from good to bad (one flavour, Debian version order), find the
@@ -403,7 +395,7 @@ def bisect(scn: Scenario, good: str, bad: str, repeat: int = 1, pcap_dir: str | 
         progress(f"[{i + 1}/{n}] {package} ({version})")
         cell = run_side(scn, Side(package), repeat, pcap_dir, progress)
         result.tried[i] = cell
-        return _signature(cell)
+        return cell.verdict
 
     lo_v, hi_v = trial(0), trial(n - 1)
     if MIXED in (lo_v, hi_v):
