@@ -352,12 +352,14 @@ def late_segments(packets: list[Packet], times: list[float] | None = None) -> di
 
 def connection_throughputs(data: RunData, capture: str, of: str) -> list[tuple[tuple, float]]:
     """Per TCP connection (one direction) of the selected packets at a capture: its data bits per
-    second, from its first packet there (the SYN, when captured) to its last data segment, data
-    counted once (a retransmission adds nothing). Connections in the order first seen."""
+    second, from its first packet there after its SYN (the handshake's ACK) to its last data
+    segment, data counted once (a retransmission adds nothing). The SYN is left out: every
+    connection's SYN can cost the same (an upcall in a switch, a slow first packet), which would
+    dilute what the data phase alone shows. Connections in the order first seen."""
     pred = compile_predicate(of)
     span: dict[tuple, list] = {}   # conn -> [first time, last data time, bytes, seqs seen]
     for p, t in zip(data.packets.get(capture, []), data.times.get(capture, [])):
-        if p.tcp_flags is None or not pred(p):
+        if p.tcp_flags is None or not pred(p) or p.tcp_flags & 0x02:
             continue
         conn = (p.src, p.dst, p.sport, p.dport)
         s = span.setdefault(conn, [t, None, 0, set()])

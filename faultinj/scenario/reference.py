@@ -191,7 +191,7 @@ EXPECT: dict[str, tuple[str, dict[str, str]]] = {
         "share": "at least this share of the connections have exactly per_connection, every other none "
                  "(default 1: all)"}),
     "throughput_ratio": ("per-connection throughput of the `of` packets over that of the `control` packets at "
-                         "one capture in one run: the ratio of their geometric means, its interval (on the "
+                         "one capture in one run (each from its handshake's ACK to its last data segment): the ratio of their geometric means, its interval (on the "
                          "logarithms: throughput noise is a factor) below max / above min", {
         "capture": "the capture", "of": "the connections judged, a packet predicate",
         "control": "the connections compared with (a predicate), e.g. an unfaulted flow beside",
