@@ -12,3 +12,4 @@ from .values import MAX_SEED, check_seed, parse_duration
 
 __all__ = ["FaultStatus", "MAX_SEED", "TC_MODES", "apply", "apply_program", "check_seed", "clear", "fault",
            "fault_status", "journal", "parse_duration", "reap", "set_fault", "status"]
+

@@ -190,10 +190,10 @@ def _spec_error(text):
 ], ids=["faultinj", "foreign", "bug"])
 def test_an_error_in_the_guest_comes_back_with_its_message_and_exit_code(raised, status, said, tmp_path,
                                                                           monkeypatch):
-    """The guest's side (inguest.main) writes what went wrong; this machine's side raises it again."""
+    """The guest's side (guestside.main) writes what went wrong; this machine's side raises it again."""
     import json
 
-    from faultinj.scenario import inguest, runner
+    from faultinj.scenario import guestside, inguest, runner
 
     copy = tmp_path / "scenario.yaml"
     copy.write_text(GOOD.replace("lab:\n", "lab:\n  guest: {kernel: linux-image-amd64}\n"))
@@ -202,7 +202,7 @@ def test_an_error_in_the_guest_comes_back_with_its_message_and_exit_code(raised,
         raise raised(str(copy))
 
     monkeypatch.setattr(runner, "run", fail)
-    assert inguest.main([str(copy), str(tmp_path)]) == 1
+    assert guestside.main([str(copy), str(tmp_path)]) == 1
     err = inguest._error_from(json.loads((tmp_path / "failure.json").read_text()), str(copy), "bad.yaml")
     assert str(err) == said and int(err.status) == status
 
@@ -299,9 +299,11 @@ def check_shipped_report(scn, report, in_guest: bool = False) -> None:
     if scn.lab.guest and not in_guest:   # the guest, its work directory and its lab record are gone
         from faultinj.inject import lab as lab_mod
 
-        assert not glob.glob(f"/tmp/faultinj-vm-{report.prefix}*")
-        assert not [d for d in lab_mod.recorded_labs() if d["prefix"] == report.prefix]
-        assert subprocess.run(["pgrep", "-f", f"{report.prefix}-lab"], capture_output=True).returncode == 1
+        holder = report.guest.removesuffix("-lab")   # this machine's name for the guest; the prefix is its lab's
+        assert holder and holder != report.prefix
+        assert not glob.glob(f"/tmp/faultinj-vm-{holder}*")
+        assert not [d for d in lab_mod.recorded_labs() if d["prefix"] == holder]
+        assert subprocess.run(["pgrep", "-f", report.guest], capture_output=True).returncode == 1
     if scn.trace:
         assert len(report.journeys) == scn.trace.count
     if scn.trace and scn.name == "bridge-lab":   # a ping request's journey, host -> bridge ports -> host

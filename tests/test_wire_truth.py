@@ -321,8 +321,8 @@ def test_gso_and_tx_checksum_offload_are_said_with_the_fix(offload_lab):
     a, b = offload_lab.a, offload_lab.b
     said, shown = offload_findings(offload_lab)
     assert longest_tcp_frame(offload_lab) > 1514
-    assert f"'ip link set {a.ifname} gso_max_segs 1'" in said[0]
-    assert f"'ethtool -K {a.ifname} tx off'" in said[1] and "tx-checksum-ip-generic" in said[1]
+    assert f"'ip -n {a.netns} link set {a.ifname} gso_max_segs 1'" in said[0]
+    assert f"'ip netns exec {a.netns} ethtool -K {a.ifname} tx off'" in said[1] and "tx-checksum-ip-generic" in said[1]
     assert len(shown) == 2 and "gso_max_segs 65535" in shown[0] and "the corruption is delivered" in shown[1]
     before = traffic.snmp(b.netns)["Udp"]
     traffic.udp_stream(a.netns, b.netns, b.ip4, 200)

@@ -259,3 +259,46 @@ def healthy(probes: list[Probe]) -> bool:
 
 
 __all__ = ["Probe", "run", "healthy"]
+
+
+def across(kernel_names: list[str], progress=lambda m: None) -> list[dict]:
+    """doctor's probes on this machine, then in a guest of each kernel (`doctor --kernel A --kernel B`):
+    one column each, {kernel, release, ok, accel, seconds, probes}. Every name is checked before the
+    first guest boots ('host' is this machine's column, given once)."""
+    import time
+
+    from ..guest import kernels
+    from ..guest.vm import probe_kernel
+
+    for name in kernel_names:
+        kernels.check(name)
+    started = time.monotonic()
+    here = run()
+    cols = [{"kernel": kernels.HOST, "release": os.uname().release, "ok": healthy(here), "accel": "",
+             "seconds": round(time.monotonic() - started, 1), "probes": [p.to_json() for p in here]}]
+    for name in kernel_names:
+        if name == kernels.HOST:
+            continue
+        started = time.monotonic()
+        g = probe_kernel(name, progress)
+        cols.append({"kernel": name, "release": g["release"], "ok": g.get("ok"), "accel": g.get("accel", ""),
+                     "seconds": round(time.monotonic() - started, 1), "probes": g["probes"]})
+        progress(f"{name}: probed in {cols[-1]['seconds']:.0f} s")
+    return cols
+
+
+def table(cols: list[dict]) -> list[list[str]]:
+    """The columns as text rows: a probe a row (yes / no, '-' for an optional probe that failed)."""
+    names: list[str] = []
+    for c in cols:
+        names += [p["name"] for p in c["probes"] if p["name"] not in names]
+    rows = [["probe", *[c["kernel"].removeprefix("linux-image-") for c in cols]], ["release", *[c["release"] for c in cols]]]
+    for n in names:
+        row = [n]
+        for c in cols:
+            p = next((p for p in c["probes"] if p["name"] == n), None)
+            row.append("?" if p is None else "yes" if p["ok"] else "no" if p.get("required", True) else "-")
+        rows.append(row)
+    rows.append(["default feature set", *["works" if c["ok"] else "does NOT work" for c in cols]])
+    rows.append(["probe time", *[f"{c['seconds']:.0f} s" for c in cols]])
+    return rows

@@ -7,12 +7,13 @@ tagged with a cookie when it has none, so its statistics can be found again in `
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
 
-from ..errors import FaultinjError
+from ..errors import FaultinjError, SpecError
 
 PROTOCOLS = ("OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 COOKIE_BASE = 0xFA110000   # rule i without a cookie of its own gets COOKIE_BASE + i + 1
@@ -24,6 +25,7 @@ class OvsBridgeSpec:
     flows: list[str] = field(default_factory=list)           # ovs-ofctl add-flow lines, in order
     protocols: list[str] = field(default_factory=list)       # e.g. [OpenFlow13]; empty: OVS's default
     other_config: dict[str, str] = field(default_factory=dict)
+    prefix: str | None = None   # an OVS build's install directory (None: the ovs-* on PATH)
 
 
 @dataclass
@@ -164,3 +166,174 @@ def dump(br: str, name: str, spec: OvsBridgeSpec) -> dict:
     return {"bridge": br, "protocols": spec.protocols, "rules": rules, "table": table,
             "megaflows": parse_megaflows(mega_text),
             "megaflows_error": None if proc.returncode == 0 else proc.stderr.strip()}
+
+
+# ---- an OVS build of one's own (a prefix: bridges' `prefix`, --ovs DIR) ---------------------------
+
+DAEMONS = ("ovsdb-server", "ovs-vswitchd")
+TOOLS = ("ovs-vsctl", "ovs-ofctl", "ovs-appctl", "ovsdb-tool")
+
+
+BIN_DIRS = ("usr/local/sbin", "usr/local/bin", "usr/sbin", "usr/bin", "sbin", "bin",
+            "usr/lib/openvswitch-switch")   # the last: Debian's ovs-vswitchd (an alternatives target)
+
+
+def prefix_bin(prefix: str, name: str) -> str | None:
+    """DIR/{usr/,}{s,}bin/NAME (an install with --prefix=DIR, or a package unpacked with dpkg -x)."""
+    for sub in BIN_DIRS:
+        p = os.path.join(prefix, sub, name)
+        if os.access(p, os.X_OK):
+            return p
+    return None
+
+
+def prefix_schema(prefix: str) -> str | None:
+    for sub in ("usr/local/share/openvswitch", "usr/share/openvswitch", "share/openvswitch"):
+        p = os.path.join(prefix, sub, "vswitch.ovsschema")
+        if os.path.isfile(p):
+            return p
+    return None
+
+
+def check_prefix(prefix: str) -> str:
+    """The prefix as an absolute path, when it holds an OVS build (its daemons, tools and schema);
+    SpecError (exit 2) naming what is missing otherwise."""
+    p = os.path.abspath(os.path.expanduser(prefix))
+    if not os.path.isdir(p):
+        raise SpecError(f"OVS prefix {prefix} is not a directory: give where an Open vSwitch build is installed "
+                        "(make install DESTDIR=DIR, or dpkg -x openvswitch-switch_*.deb DIR)")
+    missing = [n for n in (*DAEMONS, *TOOLS) if not prefix_bin(p, n)]
+    if not prefix_schema(p):
+        missing.append("vswitch.ovsschema")
+    if missing:
+        raise SpecError(f"OVS prefix {prefix} lacks {', '.join(missing)}: it must hold ovs-vswitchd, ovsdb-server, "
+                        "the ovs-* tools and share/openvswitch/vswitch.ovsschema (Debian: openvswitch-switch "
+                        "and openvswitch-common)")
+    return p
+
+
+# set while a private switch runs on a machine whose kernel datapath (if any) is the machine's own
+# switch's: its bridges take the userspace datapath
+USERSPACE_ENV = "FAULTINJ_OVS_USERSPACE"
+
+
+class PrivateSwitch:
+    """An ovsdb-server and ovs-vswitchd of their own for one run, from an OVS build's prefix (or the
+    ovs-* on PATH when prefix is None), with a private run/db/log directory. While it runs, this
+    process's environment points every ovs-* command at it (PATH first, OVS_RUNDIR and the rest),
+    so the lab's own ovs-vsctl/ovs-ofctl/ovs-appctl calls reach it and not the machine's switch.
+    `stop()` ends both daemons, removes the directory and restores the environment."""
+
+    ENV = ("PATH", "OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR", "OVS_PKGDATADIR", USERSPACE_ENV)
+
+    def __init__(self, prefix: str | None, rundir: str, userspace: bool):
+        self.prefix, self.dir, self.userspace = prefix, rundir, userspace
+        self._saved: dict[str, str | None] | None = None
+        self.pids: list[int] = []
+
+    def _bin(self, name: str) -> str:
+        found = prefix_bin(self.prefix, name) if self.prefix else shutil.which(name)
+        if not found:
+            raise SpecError(f"no {name} in {self.prefix or 'PATH'}: install Open vSwitch (openvswitch-switch)")
+        return found
+
+    def start(self) -> "PrivateSwitch":
+        schema = prefix_schema(self.prefix) if self.prefix else "/usr/share/openvswitch/vswitch.ovsschema"
+        d = self.dir
+        os.makedirs(d, mode=0o700, exist_ok=True)
+        self._saved = {k: os.environ.get(k) for k in self.ENV}
+        bins = [os.path.join(self.prefix, sub) for sub in BIN_DIRS] if self.prefix else []
+        os.environ.update(OVS_RUNDIR=d, OVS_DBDIR=d, OVS_LOGDIR=d, OVS_SYSCONFDIR=d,
+                          PATH=os.pathsep.join([*bins, os.environ.get("PATH", "")]))
+        if self.prefix:
+            os.environ["OVS_PKGDATADIR"] = os.path.dirname(schema)
+        if self.userspace:
+            os.environ[USERSPACE_ENV] = "1"
+        try:
+            for argv in ([self._bin("ovsdb-tool"), "create", f"{d}/conf.db", schema],
+                         [self._bin("ovsdb-server"), f"{d}/conf.db", f"--remote=punix:{d}/db.sock",
+                          f"--pidfile={d}/ovsdb-server.pid", "--detach", f"--log-file={d}/ovsdb-server.log"],
+                         [self._bin("ovs-vsctl"), "--no-wait", "init"],
+                         [self._bin("ovs-vswitchd"), f"unix:{d}/db.sock", f"--pidfile={d}/ovs-vswitchd.pid",
+                          "--detach", f"--log-file={d}/ovs-vswitchd.log"]):
+                proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+                if proc.returncode:
+                    raise FaultinjError(f"starting Open vSwitch from {self.prefix or 'PATH'}: "
+                                        f"'{os.path.basename(argv[0])}' failed: {proc.stderr.strip()[-300:]}")
+                pid = _read_pid(argv[0], d)
+                if pid:
+                    self.pids.append(pid)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def version(self) -> str:
+        proc = subprocess.run([self._bin("ovs-vswitchd"), "--version"], capture_output=True, text=True)
+        return (proc.stdout.splitlines() or ["?"])[0]
+
+    def stop(self) -> None:
+        """Best effort, always complete: never in the way of the run's own outcome. Each daemon is
+        told to exit through its own control socket in the private directory (never `-t NAME`,
+        which would find the machine's switch once the environment is restored)."""
+        import signal
+        import time
+
+        for name in ("ovs-vswitchd", "ovsdb-server"):
+            pid = _read_pid(name, self.dir)
+            ctl = f"{self.dir}/{name}.{pid}.ctl"
+            if pid and os.path.exists(ctl):
+                try:
+                    subprocess.run([self._bin("ovs-appctl"), "-t", ctl, "exit"], capture_output=True, timeout=10)
+                except Exception:
+                    pass
+        end = time.monotonic() + 5
+        for pid in self.pids:
+            while _alive(pid, self.dir) and time.monotonic() < end:
+                time.sleep(0.05)
+            if _alive(pid, self.dir):
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        if self._saved is not None:
+            for k, v in self._saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+            self._saved = None
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _read_pid(binary: str, d: str) -> int | None:
+    name = os.path.basename(binary)
+    if name not in DAEMONS:
+        return None
+    try:
+        with open(f"{d}/{name}.pid") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int, rundir: str) -> bool:
+    """Is pid still one of this switch's daemons (its command line names the run directory)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return rundir.encode() in f.read()
+    except OSError:
+        return False
+
+
+def kill_private(pids: list[int], rundir: str) -> None:
+    """A killed run's private switch (its lab record names it): its daemons, its directory."""
+    import signal
+
+    for pid in pids:
+        if _alive(pid, rundir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    shutil.rmtree(rundir, ignore_errors=True)

@@ -4,33 +4,43 @@ runs on the kernel's own datapath (openvswitch.ko), with a private ovsdb-server 
 started in the guest for the run.
 
 This machine boots the guest and runs the scenario in it through the agent (the guest sees this
-machine's files, read-only but for the VM's work directory). The guest writes its verdict and
-pcaps there; they are brought back here, the pcaps into the run's pcap directory."""
+machine's files, read-only but for the VM's work directory). The guest's side
+(scenario/guestside.py) writes its verdict (report.json) or its error (failure.json) and pcaps
+there; they are brought back here, the pcaps into the run's pcap directory. Both are JSON, read as
+data: a guest may run the user's own kernel, and nothing it writes is ever unpickled here.
+
+This module is the host's side only: it imports no runner (runner calls it for lab.guest), and
+the guest's side imports the runner; neither imports the other back."""
 
 from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
-import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Callable
 
-from ..errors import EnvironmentProblem, ExitStatus, FaultinjError, StateError, from_foreign
+from ..errors import ExitStatus, FaultinjError, StateError
+from ..guest import kernels, vm
+from ..inject import caps, lab
+from ..inject.lab import Topology, TopologySpec
+from ..verdict import Verdict
 
 # set in the guest's run: the lab is made there, not in another guest
 IN_GUEST = "FAULTINJ_LAB_IN_GUEST"
 
 
-def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str], None]):
-    from ..guest import kernels, vm
-    from ..inject import caps, lab
-    from ..inject.lab import Topology, TopologySpec
+def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str], None]) -> Verdict:
+    return runs_in_guest(scn, pcap_dir, keep, progress, 1)[0]
 
+
+def runs_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str], None],
+                  repeat: int) -> list[Verdict]:
+    """The scenario `repeat` times in one guest (one boot): each run's verdict, in order; run i's
+    pcaps go to pcap_dir/run-i when repeated."""
     if keep:
         raise StateError(f"{scn.path}: --keep: a lab made inside a guest (lab.guest) lives only while "
                          "'faultinj run' runs it; run it without --keep")
@@ -60,31 +70,37 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
         # command: traffic mean what they mean here; the guest cannot write there)
         copy = work / "scenario.yaml"
         shutil.copyfile(scn.path, copy)
-        argv = ["env", f"{IN_GUEST}=1", sys.executable, "-m", "faultinj.scenario.inguest", str(copy), str(work)]
+        ovs_prefix = [f"FAULTINJ_OVS_PREFIX={scn.lab.ovs_prefix}"] if scn.lab.ovs_prefix else []   # guestside's
+        argv = ["env", f"{IN_GUEST}=1", *ovs_prefix, sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work), str(repeat)]
         out = agent.call("exec", _timeout=7200, timeout=7000, cwd=os.getcwd(), argv=argv)
         stop_tail.set()
         tail.join()
         failure = work / "failure.json"
         if failure.exists():
             raise _error_from(json.loads(failure.read_text()), str(copy), scn.path)
-        if out["returncode"] != 0 or not (work / "report.pickle").exists():
+        if out["returncode"] != 0 or not (work / "report.json").exists():
             said = (out["stderr"].strip() or out["stdout"].strip()).splitlines()
             raise FaultinjError(f"the run inside the guest failed (exit {out['returncode']}): "
                                 f"{said[-1] if said else 'no output'}")
-        report = pickle.loads((work / "report.pickle").read_bytes())
-        report.path, report.prefix = scn.path, holder.prefix   # this machine's: its records, its work dir
-        report.seconds = time.monotonic() - started            # the boot too
-        for f in report.faults.values():
-            f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
-        if pcap_dir:
-            os.makedirs(pcap_dir, exist_ok=True)
-            for name, path in list(report.pcaps.items()):
-                dest = os.path.join(pcap_dir, os.path.basename(path))
-                shutil.copyfile(path, dest)
-                report.pcaps[name] = dest
-        else:
-            report.pcaps = {}
-        return report
+        reports = read_reports(work / "report.json")
+        if len(reports) != repeat:
+            raise FaultinjError(f"the guest sent {len(reports)} verdicts for {repeat} runs")
+        for i, report in enumerate(reports, 1):
+            # the lab prefix stays the guest's (the one its namespaces, journeys and progress show)
+            as_here(report, scn.path, f"{holder.prefix}-lab",
+                    time.monotonic() - started if repeat == 1 else report.seconds)   # the boot too
+            for f in report.faults.values():
+                f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
+            if pcap_dir:
+                where = os.path.join(pcap_dir, f"run-{i}") if repeat > 1 else pcap_dir
+                os.makedirs(where, exist_ok=True)
+                for name, path in list(report.pcaps.items()):
+                    dest = os.path.join(where, os.path.basename(path))
+                    shutil.copyfile(path, dest)
+                    report.pcaps[name] = dest
+            else:
+                report.pcaps = {}
+        return reports
     finally:
         stop_tail.set()
         holder.down()   # the guest, and its work directory
@@ -93,13 +109,34 @@ def run_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str]
         progress("guest stopped")
 
 
+def read_reports(path: Path) -> list[Verdict]:
+    """The guest's verdicts, one per run: JSON, checked to be verdicts' shape (a guest's files are data)."""
+    try:
+        d = json.loads(path.read_text())
+        if not isinstance(d, list) or not all(isinstance(x, dict) for x in d):
+            raise ValueError("not a list of objects")
+        return [Verdict.from_json(x) for x in d]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise FaultinjError(f"the guest's verdict ({path.name}) is not a verdict: {exc}") from None
+
+
+def as_here(report, path: str, guest: str, seconds: float):
+    """The guest's report as this machine shows it: its scenario file, the whole time, the guest it
+    ran in; the lab prefix stays the guest's (the one its namespaces, journeys and progress show)."""
+    report.path, report.guest, report.seconds = path, guest, seconds
+    return report
+
+
 def _error_from(d: dict, copy: str, path: str) -> FaultinjError:
     """The guest's error, as it would have been raised here: its message (naming the scenario
     file, not the guest's copy of it), its exit status."""
-    err = FaultinjError(d["message"].replace(copy, path))
-    err.status = ExitStatus(d["status"])
+    err = FaultinjError(str(d["message"]).replace(copy, path))
+    try:
+        err.status = ExitStatus(int(d["status"]))
+    except (ValueError, TypeError, KeyError):
+        err.status = ExitStatus.FAILED
     if d.get("all_lines"):
-        err.all_lines = [ln.replace(copy, path) for ln in d["all_lines"]]
+        err.all_lines = [str(ln).replace(copy, path) for ln in d["all_lines"]]
     return err
 
 
@@ -121,74 +158,3 @@ def _follow(path: Path, progress, stop: threading.Event) -> None:
             progress(f"[guest] {line}")
         if done:
             return
-
-
-# ---- inside the guest ----------------------------------------------------------------------
-
-def _start_ovs(d: Path) -> None:
-    """A private ovsdb-server and ovs-vswitchd for this run, on the guest kernel's datapath.
-    OVS_RUNDIR etc. point every ovs-* command this process runs at them."""
-    if subprocess.run(["modprobe", "openvswitch"], capture_output=True).returncode:
-        raise EnvironmentProblem("the guest's kernel has no openvswitch module: an ovs bridge inside the "
-                                 "guest needs it (use kind: linux, or another kernel)")
-    if not shutil.which("ovsdb-server"):
-        raise EnvironmentProblem("an ovs bridge needs Open vSwitch: install openvswitch-switch")
-    d.mkdir(parents=True, exist_ok=True)
-    os.environ.update(OVS_RUNDIR=str(d), OVS_LOGDIR=str(d), OVS_DBDIR=str(d), OVS_SYSCONFDIR=str(d))
-    schema = "/usr/share/openvswitch/vswitch.ovsschema"
-    for argv in (["ovsdb-tool", "create", f"{d}/conf.db", schema],
-                 ["ovsdb-server", f"{d}/conf.db", f"--remote=punix:{d}/db.sock", "--pidfile", "--detach",
-                  "--log-file"],
-                 ["ovs-vswitchd", f"unix:{d}/db.sock", "--pidfile", "--detach", "--log-file"]):
-        proc = subprocess.run(argv, capture_output=True, text=True)
-        if proc.returncode:
-            raise EnvironmentProblem(f"starting Open vSwitch in the guest: '{argv[0]}' failed: "
-                                     f"{proc.stderr.strip()[-300:]}")
-
-
-def _stop_ovs() -> None:
-    """Best effort (the guest ends with the run anyway): never in the way of the run's own outcome."""
-    if not shutil.which("ovs-appctl"):
-        return
-    for daemon in ("ovs-vswitchd", "ovsdb-server"):
-        try:
-            subprocess.run(["ovs-appctl", "-t", daemon, "exit"], capture_output=True, timeout=30)
-        except Exception:
-            pass
-
-
-def main(argv: list[str]) -> int:
-    from .runner import run
-    from .schema import load
-
-    path, work = argv[0], Path(argv[1])
-    log = open(work / "progress.log", "a", buffering=1)
-    try:
-        scn = load(path)
-        ovs_dir = Path("/run/faultinj-ovs")
-        wants_ovs = any(kind == "ovs" for kind in scn.lab.bridges.values())
-        try:
-            if wants_ovs:
-                _start_ovs(ovs_dir)
-                log.write("Open vSwitch started (kernel datapath)\n")
-            report = run(scn, pcap_dir=str(work / "pcaps"), progress=lambda m: log.write(m + "\n"))
-        finally:
-            if wants_ovs:
-                _stop_ovs()
-    except Exception as exc:   # the host raises it again: same message, same exit code
-        import traceback
-
-        err = exc if isinstance(exc, FaultinjError) else from_foreign(exc)
-        if err is None:
-            last = traceback.format_exc().strip().splitlines()[-1]
-            err = FaultinjError(f"unexpected error in the guest's run (a bug: please report it): {last}")
-        (work / "failure.json").write_text(json.dumps({
-            "kind": type(err).__name__, "message": str(err), "status": int(err.status),
-            "all_lines": getattr(err, "all_lines", None)}))
-        return 1
-    (work / "report.pickle").write_bytes(pickle.dumps(report))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

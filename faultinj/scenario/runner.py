@@ -4,6 +4,7 @@ lab down (always, unless asked to keep it), then the verdicts."""
 from __future__ import annotations
 
 import os
+import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -11,7 +12,7 @@ from typing import Callable
 
 from .. import api
 from ..errors import FaultinjError, StateError
-from ..inject import caps, lab, state
+from ..inject import caps, lab, ovs, state
 from ..inject.capture import write_pcap
 from ..inject.lab import Topology, unique_prefix
 from ..packets import parse
@@ -54,6 +55,9 @@ class _ScenarioTrace(threading.Thread):
                 for hop in self.tracer.read(100):
                     if hop.key in journeys or len(journeys) < self.count:
                         journeys.setdefault(hop.key, []).append(hop)
+            for hop in self.tracer.settle():   # frees waiting for their copy's fate: delivered or dropped
+                if hop.key in journeys:
+                    journeys[hop.key].append(hop)
         except Exception as exc:   # reported, never fatal to the scenario
             self.error = exc
         finally:
@@ -163,12 +167,22 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
     timers: list[threading.Timer] = []
     captures: dict[str, tuple] = {}   # name -> (host, its capture handle)
     tracer = None
+    switch = None   # an OVS build's own daemons (lab.ovs_prefix); inside a guest, guestside starts them
     try:
         progress(f"lab up: {len(scn.lab.hosts)} hosts, {len(scn.lab.links)} links, prefix {topo.prefix}"
                  + (f"; outside it: {', '.join(scn.targets)}" if scn.targets else ""))
-        topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={"file": os.path.abspath(scn.path),
-                                                                             "faults_outside": outside})
+        topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={
+            "file": os.path.abspath(scn.path), "faults_outside": outside,
+            **({"ovs_private": {"pids": switch.pids, "dir": switch.dir}} if switch else {})})
         topo.record()
+        if scn.lab.ovs_prefix and not os.environ.get(inguest.IN_GUEST):
+            switch = ovs.PrivateSwitch(scn.lab.ovs_prefix, f"{tempfile.gettempdir()}/faultinj-ovs-{topo.prefix}",
+                                       userspace=True)
+            topo.record()   # its directory, before a daemon exists
+            switch.start()
+            topo.record()
+            progress(f"Open vSwitch from {scn.lab.ovs_prefix}: {switch.version()} (userspace datapath, "
+                     f"run directory {switch.dir})")
         topo.up()
         hosts.update(hosts_of(topo))   # and those outside the lab, found before it went up
         for f in scn.faults:
@@ -178,6 +192,9 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             captures[c.name] = (hosts[c.host], hosts[c.host].capture_start(c.interface, c.snaplen, c.direction))
         csum_hosts = {e.params["host"] for e in scn.expect if e.kind == "checksum_errors"}
         csum_before = {h: hosts[h].csum_errors() for h in csum_hosts}
+        # kernel counters of the hosts kernel_counter names: at the start, around each traffic entry
+        counted = {e.params["host"] for e in scn.expect if e.kind == "kernel_counter"}
+        counters_at_start = {h: hosts[h].kernel_counters() for h in counted}
         for f in scn.faults:
             if f.at:
                 timers.append(threading.Timer(f.at, phase, (apply_fault, f)))
@@ -191,7 +208,10 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             tracer = _start_trace(scn, report, progress)
         for i, t in enumerate(scn.traffic, 1):
             progress(f"traffic [{i}/{len(scn.traffic)}] {t.name}: {t.kind} from {t.host}")
+            before = {h: hosts[h].kernel_counters() for h in counted}
             data.traffic[t.name] = run_traffic(t, scn, hosts)
+            for h, was in before.items():
+                data.kernel_counters[(h, t.name)] = _grown(was, hosts[h].kernel_counters())
         if tracer:
             time.sleep(0.3)   # the last packets' later hops
             tracer.stop()
@@ -218,6 +238,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 write_pcap(path, frames, snaplens[name])
                 report.pcaps[name] = path
         data.csum_errors = {h: hosts[h].csum_errors() - before for h, before in csum_before.items()}
+        for h, was in counters_at_start.items():
+            data.kernel_counters[(h, None)] = _grown(was, hosts[h].kernel_counters())
     except Exception as exc:
         report.errors.append(str(exc))
         raise
@@ -239,6 +261,10 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 report.errors.append(f"clearing {name}: {exc}")
         for host in hosts.values():
             host.close()
+        if keep and switch:
+            report.errors.append("--keep: a lab on an OVS build's own switch is not kept (its daemons end with "
+                                 "this run)")
+            keep = False
         if keep and scn.lab.vms:
             report.errors.append("--keep: a lab with VM hosts is not kept (its VMs end with this run)")
             keep = False
@@ -247,6 +273,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             progress(f"lab kept: faultinj lab down {scn.path}")
         else:
             topo.down()
+            if switch:
+                switch.stop()
             lab.forget(topo)
             progress("lab removed")
         report.seconds = time.monotonic() - started
@@ -265,6 +293,10 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         if plot:
             report.plots[len(report.checks) - 1] = plot
     return report
+
+
+def _grown(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
 # ---- labs kept for interactive work ------------------------------------------------------
