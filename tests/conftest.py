@@ -293,6 +293,17 @@ def pytest_collection_modifyitems(config, items):
     import json
 
     items.sort(key=lambda item: not item.get_closest_marker("guest"))   # stable: otherwise as collected
+    if not os.environ.get("FAULTINJ_LAB_IN_GUEST"):
+        # a guest test listed in a kernel's selection (tests/guests.py) runs in that boot only,
+        # not again here booting a guest of its own
+        from guests import SELECTIONS
+
+        listed = {e for sel in SELECTIONS.values() for e in sel}
+        inboot = [i for i in items if i.get_closest_marker("guest")
+                  and (i.nodeid in listed or i.nodeid.split("[", 1)[0] in listed)]
+        if inboot:
+            config.hook.pytest_deselected(items=inboot)
+            items[:] = [i for i in items if i not in inboot]
     path = getattr(config, "workerinput", {}).get("faultinj_groups")
     if path:
         tmp = f"{path}.{config.workerinput['workerid']}"
