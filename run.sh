@@ -2,7 +2,7 @@
 # Set up everything faultinj needs on a fresh Debian/Ubuntu machine, then
 #   ./run.sh demo   — replay the built-in demo in its own network namespaces
 #   ./run.sh test   — run the test suite (real kernel: needs root)
-#   ./run.sh bench  — the benchmarks (bench/run.py; also installs iperf3, nftables)
+#   ./run.sh bench  — the benchmarks (bench/run.py; also installs iperf3, nftables, bpftrace)
 # System packages come from apt, Python ones into ./.venv.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -20,7 +20,7 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 APT_PACKAGES="clang llvm libbpf-dev libbpf1 iproute2 ethtool iputils-ping util-linux python3-venv"
-[ "$what" = bench ] && APT_PACKAGES="$APT_PACKAGES iperf3 nftables"
+[ "$what" = bench ] && APT_PACKAGES="$APT_PACKAGES iperf3 nftables bpftrace"
 # the tests also run the OVS scenario through a real Open vSwitch bridge (userspace datapath)
 [ "$what" = test ] && APT_PACKAGES="$APT_PACKAGES openvswitch-switch"
 # ... and containers as targets against a real Docker daemon (tests/test_containers.py)
@@ -42,12 +42,27 @@ if [ -n "$missing" ]; then
 fi
 
 PY=${PYTHON:-python3}
-if [ ! -x .venv/bin/python ]; then
-  "$PY" -m venv .venv
+VENV=${FAULTINJ_VENV:-.venv}
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PY" -m venv "$VENV"
 fi
-.venv/bin/python -m pip install -q --upgrade pip >/dev/null
-# a real (non-editable) install: the tests run against the wheel, bpf/ included
-.venv/bin/python -m pip install -q ".[test]"
+# a real (non-editable) install: the tests run against the wheel, bpf/ and scenarios/ included. Only
+# when what it is built from changed since the last one (a stamp in the venv), and the test extras
+# (pyproject.toml's [test]) only for test and bench: the demo needs none of them.
+extras="[test]"
+[ "$what" = demo ] && extras=""
+built_from=$(find pyproject.toml faultinj bpf scenarios -type f ! -name '*.pyc' ! -path '*/__pycache__/*' -print0 |
+  LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-16)
+stamp="$VENV/.faultinj-installed"
+installed=$(cat "$stamp" 2>/dev/null || true)
+if [ "$installed" = "$built_from$extras" ] || [ "$installed" = "$built_from[test]" ]; then
+  echo "faultinj is installed and up to date in $VENV" >&2
+else
+  echo "installing faultinj$extras into $VENV" >&2
+  "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null
+  "$VENV/bin/python" -m pip install -q ".$extras"
+  echo "$built_from$extras" >"$stamp"
+fi
 
 if [ "$what" = test ] && ! ovs-vsctl --timeout=3 show >/dev/null 2>&1; then
   # ovsdb-server + ovs-vswitchd; --no-mlockall: containers may not raise the memlock limit
@@ -75,7 +90,9 @@ if [ "$what" = test ]; then
 fi
 
 case "$what" in
-  demo) exec .venv/bin/faultinj demo "$@" ;;
-  test) exec .venv/bin/pytest -q -p no:cacheprovider "$@" ;;
-  bench) exec .venv/bin/python bench/run.py "$@" ;;
+  demo) exec "$VENV/bin/faultinj" demo "$@" ;;
+  # two halves at once (tests/README.md): the host's tests one after another in one xdist worker,
+  # the guests (tests marked guest) in the other; -m 'not guest' is the quick host run
+  test) exec "$VENV/bin/pytest" -q -p no:cacheprovider -n 2 --dist loadgroup "$@" ;;
+  bench) exec "$VENV/bin/python" bench/run.py "$@" ;;
 esac

@@ -425,6 +425,199 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
     return res
 
 
+def _enable_bpf_stats() -> int:
+    """BPF_ENABLE_STATS (5.8+): every program's run time and count are kept while the returned fd
+    is open (closed: as before). What each of the tracer's programs costs per call, in the kernel."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    attr = ctypes.create_string_buffer(128)   # union bpf_attr: enable_stats.type = BPF_STATS_RUN_TIME (0)
+    fd = libc.syscall(321, 32, attr, 128)     # __NR_bpf (x86-64), BPF_ENABLE_STATS
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "BPF_ENABLE_STATS")
+    return fd
+
+
+def _prog_runs(objs) -> dict[str, tuple[int, int]]:
+    """{program: (run_time_ns, run_cnt)} of the loaded tracing objects' programs (bpf_prog_info)."""
+    import struct as _s
+
+    from faultinj.inject.libbpf.ffi import _obj_info, lib
+    from faultinj.inject.libbpf.objects import _programs
+
+    out = {}
+    for o in objs:
+        for prog, name, _ in _programs(o._obj):
+            info = _obj_info(lib().bpf_program__fd(prog), name)
+            out[name] = _s.unpack_from("<QQ", info, 192)   # run_time_ns, run_cnt
+    return out
+
+
+def tracer_bpf_cost(rounds: int, seconds: int) -> dict:
+    """8d. The tracer's programs' own cost per call (BPF run-time stats, not throughput: less
+    sensitive to a shared machine), on a 64-byte UDP flood: filter matching nothing, every hop an
+    event (read by a thread), every hop counted (--stats)."""
+    import threading
+
+    from faultinj.faults.match import parse_match
+    from faultinj.inject.trace import Tracer
+
+    cases = {"filter matching nothing": (["dst=192.0.2.99"], {}), "every hop an event": ([], {}),
+             "every hop counted (--stats)": ([], {"count_only": True})}
+    ns = {c: [] for c in cases}
+    calls = {c: [] for c in cases}
+    fd = _enable_bpf_stats()
+    try:
+        with Lab().up() as lab:
+            for _ in range(rounds):
+                for c, (words, kw) in cases.items():
+                    tracer = Tracer(parse_match(words), with_faults=False, **kw).start()
+                    stop = threading.Event()
+
+                    def drain(t=tracer, counting=bool(kw)):
+                        while not stop.is_set():
+                            if counting:
+                                stop.wait(0.1)
+                            else:
+                                t.read(50)
+                    th = threading.Thread(target=drain, daemon=True)
+                    th.start()
+                    try:
+                        before = _prog_runs([tracer._obj])
+                        _iperf(lab, True, seconds)
+                        after = _prog_runs([tracer._obj])
+                    finally:
+                        stop.set()
+                        th.join()
+                        tracer.close()
+                    t_ns = sum(after[p][0] - before[p][0] for p in after)
+                    n = sum(after[p][1] - before[p][1] for p in after)
+                    ns[c].append(t_ns / max(n, 1))
+                    calls[c].append(n / seconds)
+    finally:
+        os.close(fd)
+    table("8d. The tracer's programs, cost per call in the kernel (UDP 64-byte flood; BPF run-time stats)",
+          ["case", "ns per call, median (min–max)", "calls/s"],
+          [(c, f"{med(ns[c])[0]:.0f} ({min(ns[c]):.0f}–{max(ns[c]):.0f})", f"{med(calls[c])[0] / 1e3:.0f}k")
+           for c in cases])
+    return {"ns_per_call": ns, "calls_per_s": calls}
+
+
+# bpftrace on the tracepoints faultinj's tracer uses, one line per hop (its printf goes through a
+# perf buffer per CPU, read and formatted by bpftrace): the side-by-side reference of issue 23
+BPFTRACE = """
+tracepoint:net:net_dev_queue, tracepoint:net:netif_rx, tracepoint:net:netif_receive_skb_entry,
+tracepoint:net:napi_gro_receive_entry
+{ printf("%s %s %u %llx\\n", probe, str(args->name), args->len, args->skbaddr); }
+tracepoint:skb:kfree_skb { printf("%s %llx %u\\n", probe, args->skbaddr, args->reason); }
+tracepoint:skb:skb_copy_datagram_iovec { printf("%s %llx %d\\n", probe, args->skbaddr, args->len); }
+"""
+
+
+def _lines_while_iperf(lab, udp: bool, seconds: int, argv: list[str], ready: str) -> tuple[float, float, int, float]:
+    """A tracing process (bpftrace, or `faultinj trace`) whose lines this process reads and drops
+    while iperf3 runs: (iperf's result, lines/s, events the tracer said it lost, its CPU share)."""
+    import re
+    import signal
+    import threading
+
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1 << 20)
+    said: list[str] = []
+    n = [0]
+    up = threading.Event()
+
+    def out():
+        for line in proc.stdout:
+            n[0] += 1
+            if ready in line:
+                up.set()
+            if "Lost" in line:
+                said.append(line)
+
+    def err():
+        for line in proc.stderr:
+            said.append(line)
+            if ready in line:
+                up.set()
+
+    ts = [threading.Thread(target=f, daemon=True) for f in (out, err)]
+    for t in ts:
+        t.start()
+    if not up.wait(120):
+        proc.kill()
+        raise RuntimeError(f"{argv[0]} did not start: {''.join(said)[-500:]}")
+    time.sleep(0.5)
+    cpu0 = _cpu_of(proc.pid)
+    n0 = n[0]
+    val = _iperf(lab, udp, seconds)
+    lines = (n[0] - n0) / seconds
+    cpu = (_cpu_of(proc.pid) - cpu0) / seconds
+    proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    for t in ts:
+        t.join(5)
+    text = "".join(said)
+    lost = sum(int(x) for x in re.findall(r"Lost (\d+) events", text))
+    lost += sum(int(x) for x in re.findall(r"(\d+) hops lost", text))
+    return val, lines, lost, cpu
+
+
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def tracer_vs_bpftrace(rounds: int, seconds: int) -> dict:
+    """8c. Every packet traced by a process printing one line per hop, read through a pipe:
+    `faultinj trace` against bpftrace on the same tracepoints, interleaved with no tracer."""
+    res = {}
+    cases = {"no tracer": None, "faultinj trace (every hop, a line each)": FAULTINJ + ["trace", "--no-faults"]}
+    if shutil.which("bpftrace"):
+        script = Path(tempfile.mkdtemp(prefix="fibench-")) / "hops.bt"
+        script.write_text(BPFTRACE)
+        # bpftrace's tracepoints need tracefs: mounted in a mount namespace of its own (where the
+        # machine has none mounted, nothing of it changes); unshare and sh exec bpftrace (one pid)
+        cases["bpftrace, same tracepoints (a line each)"] = [
+            "unshare", "-m", "--propagation", "private", "sh", "-c",
+            "[ -d /sys/kernel/tracing/events ] || mount -t tracefs nodev /sys/kernel/tracing; exec bpftrace \"$0\"",
+            str(script)]
+    ready = {"faultinj trace (every hop, a line each)": "tracing", "bpftrace, same tracepoints (a line each)": "Attaching"}
+    with Lab().up() as lab:
+        for udp in (False, True):
+            vals = {c: [] for c in cases}
+            lines = {c: [] for c in cases}
+            lost = {c: [] for c in cases}
+            cpu = {c: [] for c in cases}
+            for _ in range(rounds):
+                for c, argv in cases.items():
+                    if argv is None:
+                        vals[c].append(_iperf(lab, udp, seconds))
+                        continue
+                    v, n, lo, cp = _lines_while_iperf(lab, udp, seconds, argv, ready[c])
+                    vals[c].append(v)
+                    lines[c].append(n)
+                    lost[c].append(lo / seconds)
+                    cpu[c].append(cp)
+            base = vals["no tracer"]
+            unit = (lambda v: f"{v / 1e9:.2f} Gbit/s") if not udp else (lambda v: f"{v / 1e3:.0f} kpps")
+            table("8c. Tracing every hop, a line each, faultinj beside bpftrace" +
+                  (" (UDP 64-byte)" if udp else " (TCP, one stream)"),
+                  ["case", "median", "ratio to no tracer, median (min–max)", "lines/s", "lost/s", "tracer CPU"],
+                  [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)]),
+                    f"{med(lines[c])[0] / 1e3:.0f}k" if lines[c] else "",
+                    f"{med(lost[c])[0] / 1e3:.1f}k" if lost[c] else "",
+                    f"{med(cpu[c])[0]:.0%}" if cpu[c] else "") for c in cases])
+            key = "udp" if udp else "tcp"
+            res[f"vs_bpftrace_{key}"] = {"rate": vals, "lines_per_s": lines, "lost_per_s": lost, "cpu": cpu}
+    return res
+
+
 # 9 ---------------------------------------------------------------------------------------
 def vm_kernels(rounds: int, quick: bool, host_per_packet: dict | None) -> dict:
     """Boot-to-ready of a guest (QEMU via virtme-ng, the agent answering), and section 1 run inside
@@ -628,7 +821,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, shorter runs")
     ap.add_argument("--json", default=str(HERE / "results.json"))
-    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10,11,12", help="sections to run (3 runs with 2)")
+    ap.add_argument("--only", default="1,2,4,5,6,7,8,9,10,11,12,13,14", help="sections to run (3 runs with 2)")
     ap.add_argument("--rounds", type=int, help="rounds (default 7, 3 with --quick)")
     ap.add_argument("--seconds", type=int, help="seconds per live run (section 10; default 4, 2 with --quick)")
     args = ap.parse_args()
@@ -636,7 +829,7 @@ def main() -> int:
         print("bench: run as root (loads BPF programs, builds namespaces)", file=sys.stderr)
         return 3
     only = {int(x) for x in args.only.split(",")}
-    needed = ("iperf3", "nft") if only & {2, 3, 8, 10, 11} else ()
+    needed = ("iperf3", "nft") if only & {2, 3, 8, 10, 11, 13, 14} else ()
     for tool in needed + ("tc", "clang"):
         if not shutil.which(tool):
             print(f"bench: {tool} not found: apt-get install iperf3 nftables iproute2 clang", file=sys.stderr)
@@ -644,9 +837,10 @@ def main() -> int:
     only = {int(x) for x in args.only.split(",")}
     rounds = args.rounds or (3 if args.quick else 7)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT).stdout.strip()
-    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "kernel": platform.release()}
+    meta = {"date": time.strftime("%Y-%m-%d"), "commit": commit, "cores": os.cpu_count(), "kernel": platform.release(),
+            "loadavg": os.getloadavg()}
     print(f"faultinj bench — {meta['date']}, commit {commit}, {meta['cores']} cores, kernel {meta['kernel']}, "
-          f"{rounds} rounds interleaved")
+          f"{rounds} rounds interleaved, load average {' '.join(f'{x:.1f}' for x in meta['loadavg'])}")
     out = {"meta": meta}
     if 1 in only:
         out["per_packet"] = per_packet(rounds, 200_000 if args.quick else 1_000_000)
@@ -662,6 +856,10 @@ def main() -> int:
         out["run_rss"] = run_rss()
     if 8 in only:
         out["journal_tracer"] = journal_and_tracer(rounds, 2 if args.quick else 4)
+    if 14 in only:
+        out["tracer_bpf"] = tracer_bpf_cost(rounds, 2 if args.quick else 4)
+    if 13 in only:
+        out["vs_bpftrace"] = tracer_vs_bpftrace(rounds, 2 if args.quick else 4)
     if 11 in only:
         out["attach_kinds"] = attach_kinds(rounds, args.seconds or (2 if args.quick else 4))
     if 12 in only:

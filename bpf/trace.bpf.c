@@ -54,14 +54,22 @@ int BPF_PROG(fi_kfree_skb, struct sk_buff *skb, void *location, int reason)
 SEC("tp_btf/skb_copy_datagram_iovec")
 int BPF_PROG(fi_skb_copy_datagram_iovec, const struct sk_buff *skb, int len)
 {
-	__u64 head = (__u64)(long)skb->head;
-	struct fi_trace_event *e;
-	struct sock *sk = skb->sk;
-	__u32 kind = sk ? (__u32)sk->__sk_common.skc_family << 16 | sk->sk_type : 0, key = 0;
 	struct fi_trace_config *cfg;
+	struct fi_trace_event *e;
+	struct sock *sk;
+	__u32 kind, key = 0;
+	__u64 head;
 
-	if (fi_dataref(skb) > 1)   /* its original still lives: say so when it is freed */
+	if (!skb)   /* possibly NULL to the verifier of newer kernels (lib/trace.h) */
+		return 0;
+	head = (__u64)(long)skb->head;
+	sk = skb->sk;
+	kind = sk ? (__u32)sk->__sk_common.skc_family << 16 | sk->sk_type : 0;
+
+	if (fi_dataref(skb) > 1) {   /* its original still lives: say so when it is freed */
 		bpf_map_update_elem(&fi_trace_delivered, &head, &kind, BPF_ANY);
+		fi_full_fence();   /* a free on another CPU sees this mark, or this read its 'shared' */
+	}
 	if (!bpf_map_lookup_elem(&fi_trace_shared, &head))
 		return 0;
 	bpf_map_delete_elem(&fi_trace_shared, &head);

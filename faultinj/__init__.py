@@ -6,14 +6,16 @@
     faultinj.clear("veth0", netns_name="lab1")
 """
 
-__version__ = "0.1.0"
+from ._version import __version__  # noqa: E402,F401
 
 from .errors import FaultinjError  # noqa: E402
 
 # The API is imported when first used (PEP 562): `faultinj --help` or `faultinj.errors` need not load
 # the catalogue, libbpf's binding and the kernel code (a command answers sooner).
 _LAZY = {"apply": "api", "apply_program": "api", "clear": "api", "fault": "api", "reap": "api", "set_fault": "api",
-         "status": "api", "CATALOGUE": "faults", "parse_spec": "faults"}
+         "status": "api", "CATALOGUE": "faults", "parse_spec": "faults",
+         # one scenario across kernels and OVS builds (scenario/matrix.py)
+         "run_matrix": "scenario", "compare": "scenario", "bisect": "scenario"}
 
 
 def __getattr__(name: str):
@@ -25,7 +27,7 @@ def __getattr__(name: str):
         return value
     raise AttributeError(f"module 'faultinj' has no attribute {name!r}")
 
-__all__ = ["apply", "apply_program", "clear", "fault", "lab", "reap", "set_fault", "status", "FaultinjError", "CATALOGUE", "parse_spec",
+__all__ = ["apply", "apply_program", "bisect", "clear", "compare", "run_matrix", "fault", "lab", "reap", "set_fault", "status", "FaultinjError", "CATALOGUE", "parse_spec",
            "__version__"]
 
 

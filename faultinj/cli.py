@@ -72,6 +72,12 @@ NetnsPathOpt = typer.Option(None, "--netns-path", help="Work in the network name
 HOOKS_SHOWN = "[xdp|ingress|egress]"          # and tc-ingress, tc-egress: the same hooks, long names
 TC_MODES_SHOWN = "[cls_bpf|matchall]"
 DIRECTIONS = ("in", "out", "any")
+# every filter key of faults/match.py (KEYS), as apply --help shows it (a test checks none is left out)
+FILTERS_SHOWN = ("src=, dst= (an address or CIDR); proto= (tcp, udp, icmp, icmpv6 or a number); sport=, "
+                 "dport= (a port or a range 1024-2047); flags= (TCP flags present/absent, e.g. +syn-ack); vlan= "
+                 "(the outer tag's id); mark=VALUE[/MASK] (the skb mark; tc hooks); p=P or ratio=N (how often, "
+                 "for a fault whose value is not a rate: ttl=, dscp=, truncate=, delay=, ...); nth=K (only the Kth packet "
+                 "of each flow); journal=off (record no journal events; default on)")
 
 
 def _id_opt(help: str):
@@ -164,6 +170,11 @@ def _names_a_fault(word: str) -> bool:
     return re.split(r"[=,@]", word, maxsplit=1)[0].strip() in CATALOGUE
 
 
+def _n(count: int, word: str) -> str:
+    """'1 fault', '2 faults'."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
 def _print_json(data) -> None:
     typer.echo(json.dumps(data, indent=2, sort_keys=True))
 
@@ -179,8 +190,9 @@ def _fmt_remaining(rec) -> str:
 @_boundary
 def apply(
     spec: Optional[str] = typer.Argument(None, metavar="SPEC", help="NAME[=VALUE][,FILTER=V...][@HOOK], e.g. "
-                                         "psh-ratio=10, drop=5%,proto=udp,dport=53@ingress, ttl-pong. Filters: "
-                                         "src dst proto sport dport flags vlan. Left out with --program."),
+                                         "psh-ratio=10, drop=5%,proto=udp,dport=53@ingress, ttl-pong. Filters "
+                                         "(every fault; 'faultinj set' changes them live): " + FILTERS_SHOWN
+                                         + ". Left out with --program."),
     interface: Optional[str] = typer.Argument(None, metavar="INTERFACE", help="The interface to attach to."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="Seed for reproducible decisions (default: random, shown)."),
@@ -274,13 +286,15 @@ def status(
         typer.echo("no faults applied")
         return
     head = ("ID", "WHERE", "HOOK", "ATTACH", "SPEC", "SEED", "STATE", "LEFT", "SEEN", "MATCHED", "ACTED")
+    named = any(r.record.name for r in rows)   # faults applied under a name (a Chaos Mesh manifest's)
+    head += ("NAME",) if named else ()
     table = [head]
     for r in rows:
         c = r.counters or {}
         rec = r.record
         table.append((rec.id, rec.where, rec.hook, rec.attach_kind, f"{rec.fault}={rec.value}{rec.filters}", str(rec.seed),
                       r.state, _fmt_remaining(rec), str(c.get("seen", "?")), str(c.get("matched", "?")),
-                      str(c.get("acted", "?"))))
+                      str(c.get("acted", "?"))) + ((rec.name or "-",) if named else ()))
     widths = [max(len(row[i]) for row in table) for i in range(len(head))]
     for row in table:
         typer.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
@@ -295,7 +309,7 @@ def status(
         for w in r.warnings or ():
             typer.echo(f"{r.record.id}: {w}")
         if r.refused:
-            typer.echo(f"{r.record.id}: {r.refused} packets left unchanged: the kernel refused the change "
+            typer.echo(f"{r.record.id}: {_n(r.refused, 'packet')} left unchanged: the kernel refused the change "
                        "(truncate: tc keeps the headers up to the L4 checksum; cut longer, or truncate at xdp)")
         if r.maps is not None:
             typer.echo(f"{r.record.id}: custom program; maps: "
@@ -308,21 +322,23 @@ def status(
 def set_(
     spec: str = typer.Argument(..., metavar="SPEC", help="NAME=VALUE with the new value, e.g. psh-ratio=5 "
                                "(or NAME with --seed, --duration or new filters)."),
-    interface: str = typer.Argument(..., metavar="INTERFACE", help="The interface the fault is on."),
+    interface: Optional[str] = typer.Argument(None, metavar="[INTERFACE]", help="The interface the fault is on "
+                                              "(in whichever namespace has faults on it; or give --id alone)."),
     netns: Optional[str] = NetnsOpt,
     seed: Optional[int] = typer.Option(None, help="A new seed."),
     duration: Optional[str] = typer.Option(None, help="A new deadline, counted from now."),
-    fault_id: Optional[str] = _id_opt("Which fault, when several match."),
+    fault_id: Optional[str] = _id_opt("Which fault (by id alone, or when several match)."),
     container: Optional[str] = ContainerOpt,
     pid: Optional[int] = PidOpt,
     netns_path: Optional[str] = NetnsPathOpt,
     runtime: Optional[str] = RuntimeOpt,
     as_json: bool = JsonOpt,
 ):
-    """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply."""
+    """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply, or
+    SPEC --id ID."""
     from .lifecycle import set_fault
 
-    if _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
+    if interface and _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
         spec, interface = interface, spec
         typer.echo(f"faultinj: note: 'set INTERFACE SPEC' is the old order and still works; say "
                    f"'faultinj set {spec} {interface}' (SPEC INTERFACE, as apply)", err=True)
@@ -340,7 +356,10 @@ def set_(
 def clear(
     interface: Optional[str] = typer.Argument(None, help="Clear every fault on this interface."),
     netns: Optional[str] = NetnsOpt,
-    all_: bool = typer.Option(False, "--all", help="Clear every fault faultinj applied."),
+    all_: bool = typer.Option(False, "--all", help="Clear every fault faultinj applied (every user's: says "
+                              "how many and whose; --mine for yours only)."),
+    mine: bool = typer.Option(False, "--mine", help="Only the faults you applied (the sudo user, else this "
+                              "user); alone: all of them."),
     fault_id: Optional[str] = _id_opt("Clear one fault by id."),
     container: Optional[str] = typer.Option(None, "--container", "-c", help="Clear the faults of this container "
                                             "(in it and on its veth peers; also after it is gone)."),
@@ -348,13 +367,17 @@ def clear(
     netns_path: Optional[str] = typer.Option(None, "--netns-path", help="Clear the faults in this namespace file's "
                                              "namespace."),
     runtime: Optional[str] = RuntimeOpt,
+    name: Optional[str] = typer.Option(None, "--name", help="Clear every fault applied under this name "
+                                       "(a Chaos Mesh manifest's metadata.name: see 'faultinj status')."),
     as_json: bool = JsonOpt,
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
     from .removal import clear as do_clear
 
+    from .removal import whose
+
     removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
-                       pid=pid, container=container, runtime=runtime)
+                       pid=pid, container=container, runtime=runtime, mine=mine, name=name)
     if as_json:
         _print_json([r.to_json() for r in removed])
         return
@@ -363,7 +386,10 @@ def clear(
     for r in removed:
         final = r.final_counters   # read after detaching: every packet it acted on
         typer.echo(f"cleared {r.id}: {r.spec} on {r.where}"
-                   + (f" (acted on {final['acted']} of {final['seen']} packets)" if final else ""))
+                   + (f" (acted on {final['acted']} of {_n(final['seen'], 'packet')})" if final else ""))
+    if removed and (all_ or mine):   # a shared machine: how many, and whose
+        typer.echo(f"cleared {_n(len(removed), 'fault')} ({whose(removed)})"
+                   + ("" if mine else "; 'faultinj clear --mine' clears only yours"))
 
 
 @app.command()
@@ -413,7 +439,7 @@ def journal(
             else:
                 for e in events:
                     typer.echo(str(e))
-                typer.echo(f"{len(events)} events from {len(reader.records)} faults", err=True)
+                typer.echo(f"{_n(len(events), 'event')} from {_n(len(reader.records), 'fault')}", err=True)
             for fid, n in lost.items():
                 typer.echo(f"{fid}: {n} older events overwritten (it keeps the last 4096): read with --follow "
                            "while traffic runs", err=True)
@@ -505,29 +531,72 @@ def trace(
                        f"{r['direction']:<4} {r['point']:<18} {r['reason']}")
         return
 
+    # hops stream: printed, counted and written to the pcap as they come, never all kept (a trace
+    # of an hour holds flat memory); the pcap is written by a thread of its own
+    seen = {"hops": 0, "packets": set() if count else None}
+    frames: "queue.Queue | None" = None
+    writer = None
+    if pcap_out:
+        import queue
+        import threading
+
+        frames = queue.Queue(maxsize=100_000)
+        written: list = [0, None]   # frames written, what went wrong
+
+        def write_pcap():
+            try:
+                written[0] = pcap_mod.write(pcap_out, iter(frames.get, None))
+            except BaseException as exc:   # raised here once tracing ends
+                written[1] = exc
+                while frames.get() is not None:   # keep taking frames: the tracer never blocks
+                    pass
+
+        writer = threading.Thread(target=write_pcap, daemon=True)
+        writer.start()
+    printing = [True]
+
     def show(hop):
+        seen["hops"] += 1
+        if seen["packets"] is not None:
+            seen["packets"].add(hop.key)
+        if frames is not None and hop.frame:
+            # each hop carries its wall time (the journeys' and the journal's clock)
+            frames.put(pcap_mod.Record(hop.wall_ns, max(hop.length, len(hop.frame)), hop.frame))
+        if not printing[0]:
+            return True
         try:
             typer.echo(json.dumps(hop.to_json()) if as_json else str(hop))
         except BrokenPipeError:   # the reader left (`| head`): stop tracing, keep what was traced
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())   # nothing more for the closed pipe, not even at exit
             os.close(devnull)
+            printing[0] = False
             return False
         return True
 
-    if not as_json:
-        typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
-                   + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
-                   err=True)
-    hops, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns)
-    typer.echo(f"traced {len({h.key for h in hops})} packets ({len(hops)} hops)", err=True)
+    def started():   # every program attached: from now on each packet is seen by all of them
+        if not as_json:
+            typer.echo(f"tracing {', '.join(words) or 'every packet'}" + (f" for {duration}" if duration else "")
+                       + (f", {count} packets" if count else "") + ("" if duration or count else " (Ctrl-C stops)"),
+                       err=True)
+
+    try:
+        _, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns,
+                           on_start=started, keep=False)
+    finally:
+        if writer is not None:
+            frames.put(None)
+            writer.join()
+    if seen["packets"] is not None:
+        typer.echo(f"traced {len(seen['packets'])} packets ({seen['hops']} hops)", err=True)
+    else:
+        typer.echo(f"traced {seen['hops']} hops", err=True)
     if lost:
         typer.echo(f"{lost} hops lost: the kernel's queue was full (filter more narrowly)", err=True)
     if pcap_out:
-        to_wall = time.time_ns() - time.monotonic_ns()   # the hops are stamped on CLOCK_MONOTONIC
-        n = pcap_mod.write(pcap_out, [pcap_mod.Record(h.ts_ns + to_wall, max(h.length, len(h.frame)), h.frame)
-                                      for h in hops if h.frame])
-        typer.echo(f"{n} frames written to {pcap_out}", err=True)
+        if written[1] is not None:
+            raise written[1]
+        typer.echo(f"{written[0]} frames written to {pcap_out}", err=True)
 
 
 @app.command()
@@ -606,7 +675,7 @@ RepeatOpt = typer.Option(1, "--repeat", "-n", help="Run each side N times: each 
 @app.command()
 @_boundary
 def run(
-    files: list[str] = typer.Argument(..., help="Scenario files (YAML)."),
+    files: Optional[List[str]] = typer.Argument(None, help="Scenario files (YAML)."),
     pcap_dir: str = typer.Option("faultinj-captures", help="Where every capture is saved as pcap."),
     junit: Optional[str] = typer.Option(None, help="Write a JUnit XML report here (with --kernel: one testsuite "
                                         "per kernel)."),
@@ -617,11 +686,39 @@ def run(
     kernel: Optional[List[str]] = KernelOpt,
     ovs: Optional[List[str]] = OvsOpt,
     repeat: int = RepeatOpt,
+    schema: bool = typer.Option(False, "--schema", help="Print the scenario file reference (every key, traffic "
+                                "and expectation kind; docs/scenarios.md) and exit."),
     as_json: bool = JsonOpt,
 ):
     """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown.
     With --kernel/--ovs/--repeat: a verdict matrix, one column per kernel (and OVS build), one row
-    per expectation; exit 0 only when every column passes every run."""
+    per expectation; exit 0 only when every column passes every run. --schema: what a scenario file
+    may hold. A Chaos Mesh NetworkChaos manifest is applied to Docker containers instead (see 'Chaos
+    Mesh manifests')."""
+    if schema:
+        from .scenario.reference import render
+
+        typer.echo(render(), nl=False)
+        return
+    if not files:
+        raise SpecError("give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' "
+                        "prints what they may hold)")
+    from .scenario import chaosmesh
+
+    if any(chaosmesh.is_network_chaos(f) for f in files):
+        if len(files) > 1:
+            raise SpecError("give one NetworkChaos manifest at a time (faultinj run chaos.yaml)")
+        if junit or report or keep or kernel or ovs or repeat != 1:
+            raise SpecError("--junit, --report, --keep, --kernel, --ovs and --repeat go with scenario files: a NetworkChaos manifest applies "
+                            "its faults and returns (see them with 'faultinj status')")
+        applied = chaosmesh.run(chaosmesh.load(files[0]))
+        if as_json:
+            _print_json(applied.to_json())
+        else:
+            for line in applied.lines():
+                typer.echo(line)
+        return
+
     from .scenario import load
     from .scenario import junit as junit_mod
     from .scenario.runner import run as run_scenario
@@ -659,13 +756,13 @@ def _sides(kernels_: list[str], ovs_dirs: list[str]) -> list[str]:
 
 
 def _run_matrix(scenarios, kernels_, ovs_dirs, repeat, pcap_dir, junit, report, keep, as_json):
-    from . import api
+    from . import scenario as scenario_api
     from .scenario import junit as junit_mod
 
     if keep:
         raise SpecError("--keep keeps one lab: it takes no --kernel, --ovs or --repeat")
     sides = _sides(kernels_, ovs_dirs)
-    matrices = [api.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
+    matrices = [scenario_api.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
                                progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True))
                 for scn in scenarios]
     verdicts = [v for m in matrices for v in m.verdicts()]
@@ -708,11 +805,11 @@ def compare(
     """Show that a fix holds: exit 0 iff the scenario FAILs before (N of N runs) and PASSes after
     (N of N). Exit 1 with the reason otherwise (both pass: the scenario does not catch the bug;
     both fail: the fix does not hold; mixed runs: not conclusive); 2 for bad input."""
-    from . import api
+    from . import scenario as scenario_api
     from .scenario import load
 
     scn = load(file)
-    c = api.compare(scn, before, after, repeat=repeat, pcap_dir=pcap_dir,
+    c = scenario_api.compare(scn, before, after, repeat=repeat, pcap_dir=pcap_dir,
                     progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
     if as_json:
         _print_json(c.to_json())
@@ -743,11 +840,11 @@ def bisect(
     --good and --bad (in Debian version order), both ends then about log2(n) guests. Exit 0 when it
     names the version; 1 when the ends give the same verdict or a verdict is mixed/an error
     between them; 2 for bad input (unknown package, different flavours, nothing between)."""
-    from . import api
+    from . import scenario as scenario_api
     from .scenario import load
 
     scn = load(file)
-    b = api.bisect(scn, good, bad, repeat=repeat, pcap_dir=pcap_dir,
+    b = scenario_api.bisect(scn, good, bad, repeat=repeat, pcap_dir=pcap_dir,
                    progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
     if as_json:
         _print_json(b.to_json())
@@ -924,7 +1021,7 @@ def agent(stdio: bool = typer.Option(True, "--stdio", help="Serve on stdin/stdou
                                            help="Serve on the virtio-serial port of a VM faultinj booted.")):
     """Serve faultinj to another machine, one JSON request a line: how scenarios drive VM hosts
     and machines reached through ssh (lab.remote: ssh: HOST, command: 'faultinj agent --stdio')."""
-    from .guest.agent import main as agent_main
+    from .guest.server import main as agent_main
 
     agent_main(["--virtio-port"] if virtio_port else ["--stdio"])
 

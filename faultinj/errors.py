@@ -99,8 +99,16 @@ def from_foreign(exc: BaseException) -> FaultinjError | None:
         return FaultinjError(f"'{cmd[:120]}' did not finish within {exc.timeout:.3g}s: is the machine or the lab "
                              "overloaded? try again or with a longer duration")
     if isinstance(exc, FileNotFoundError):
-        return SpecError(f"no such file: {exc.filename}: check the path")
+        return SpecError(missing_path(exc.filename))
     if isinstance(exc, PermissionError):
         return EnvironmentProblem(f"permission denied: {exc.filename or exc}: check its permissions (faultinj runs "
                                   "as root)")
     return None
+
+
+def missing_path(path) -> str:
+    """What is missing: the file, or the directory it was to be in (an output path: --out, --pcap)."""
+    parent = os.path.dirname(os.path.abspath(str(path))) if path is not None else ""
+    if parent and not os.path.isdir(parent):
+        return f"no such directory: {os.path.dirname(str(path)) or parent} (for {path}): create it first"
+    return f"no such file: {path}: check the path"

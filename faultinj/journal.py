@@ -29,6 +29,12 @@ def clock(ts_ns: int) -> str:
     return _hms(us // 1_000_000) + f".{us % 1_000_000:06d}"
 
 
+def wall_clock(wall_ns: int) -> str:
+    """A wall-clock stamp (ns since the epoch) as local HH:MM:SS.microseconds."""
+    us = wall_ns // 1000
+    return _hms(us // 1_000_000) + f".{us % 1_000_000:06d}"
+
+
 @functools.lru_cache(maxsize=64)
 def _hms(second: int) -> str:
     return time.strftime("%H:%M:%S", time.localtime(second))

@@ -42,7 +42,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
           hook: str | None = None, netns_path: str | None = None, pid: int | None = None,
           container: str | None = None, runtime: str | None = None, peer_of: str | None = None,
           prio: int | None = None, attach_kind: str = "auto", first: bool = False, before: str | None = None,
-          after: str | None = None) -> state.Record:
+          after: str | None = None, name: str | None = None) -> state.Record:
     """Attach a fault and return its record. The fault outlives this process.
 
     attach_kind: auto (tcx/XDP links where the kernel has them), link, or netlink (tc filter, XDP
@@ -53,6 +53,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     namespace of process pid, or of a container (Docker or Podman, by name or id). peer_of=CONTAINER
     attaches on the far end of that container's veth ifname (its peer, found from the veth's link).
     prio: the tc filter's priority (lower runs first; default: after every other filter on the hook).
+    name: a name shared by faults applied together (status shows it, clear(name=...) removes them).
     The record's warnings say what may keep the fault from acting (inject/advice.py)."""
     fs = spec if isinstance(spec, FaultSpec) else parse_spec(spec, hook)
     if not fs.fault.configurable:
@@ -68,7 +69,7 @@ def apply(spec: str | FaultSpec, ifname: str, *, netns_name: str | None = None, 
     return _install(fs, ifname, target, seed, seconds, replace, tc_mode,
                     lambda deadline_ns, kind: program.load(fs, seed=seed, deadline_ns=deadline_ns, tc_mode=tc_mode,
                                                            tcx=kind == "tcx-link"),
-                    how=how)
+                    how=how, name=name)
 
 
 def apply_program(source: str, ifname: str, *, section: str | None = None, hook: str | None = None,
@@ -155,7 +156,8 @@ def _check_prio(prio: int | None, hook: str) -> None:
 
 
 def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seconds: float | None,
-             replace: bool, tc_mode: str, load, how: _Placement = _Placement()) -> state.Record:
+             replace: bool, tc_mode: str, load, how: _Placement = _Placement(),
+             name: str | None = None) -> state.Record:
     """Load (load(deadline_ns, attach kind) -> LoadedObject), pin, attach and record one program, or undo it all.
     The root qdisc the fault needs (fq for time faults) is added first where it is not there."""
     netns_name, hook, qdisc = target.netns, fs.hook, fs.fault.qdisc
@@ -175,7 +177,8 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
             ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
             pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
-            target=target.label, container=target.container, netns_inode=target.inode,
+            target=target.label, container=target.container, netns_inode=target.inode, name=name,
+            user=state.current_user(),
         )
         with ExitStack() as undo:
             state.save(rec)  # the intent, before anything changes in the kernel
@@ -251,7 +254,7 @@ def _attach(ipr, rec: state.Record, prog_fd: int, how: _Placement, replace: bool
         undo.callback(attach.remove_clsact_if_empty, ipr, ifindex)
     rec.attach_mode = "matchall" if kind == "tc-matchall" else "cls_bpf"
     rec.tc_prio = attach.next_prio(ipr, ifindex, hook) if how.prio is None else attach.free_prio(
-        ipr, ifindex, hook, how.prio, rec.ifname)
+        ipr, ifindex, hook, how.prio, rec.ifname, rec.netns)
     if kind == "tc-matchall":   # libbpf has no API for a BPF action: pyroute2, found by our name
         rec.filter_name = f"faultinj:{rec.id}:{rec.fault}"
         state.save(rec)
@@ -308,7 +311,7 @@ def _ensure_qdisc(ipr, rec: state.Record, kind: str, undo: ExitStack, replace: b
         raise StateError(f"{rec.ifname} has a root qdisc '{current}' that another tool installed; a time fault "
                          f"needs {kind} there: give --replace to put {kind} in its place (faultinj puts '{current}' "
                          f"back, options and all, at clear), or remove it yourself "
-                         f"('tc qdisc del dev {rec.ifname} root')")
+                         f"('{netns.command(rec.netns, 'tc', 'qdisc', 'del', 'dev', rec.ifname, 'root')}')")
     if foreign:
         rec.qdisc_saved = attach.save_root_qdisc(rec.netns, rec.ifindex, rec.ifname)
     rec.qdisc = "adding"
@@ -352,29 +355,49 @@ def fault(spec: str | FaultSpec, ifname: str, **kwargs) -> Iterator[state.Record
         clear(fault_id=rec.id)
 
 
-def set_fault(ifname: str, spec: str, *, netns_name: str | None = None, seed: int | None = None,
+def set_fault(ifname: str | None, spec: str, *, netns_name: str | None = None, seed: int | None = None,
               duration: str | float | None = None, fault_id: str | None = None, netns_path: str | None = None,
               pid: int | None = None, container: str | None = None, runtime: str | None = None) -> state.Record:
-    """Change a running fault's value, filters (and seed, deadline) with a map write: no reload."""
+    """Change a running fault's value, filters (and seed, deadline) with a map write: no reload.
+    Which fault: fault_id alone, or ifname (without a namespace: see which.netns_of)."""
+    from . import which
+
     change = parse_change(spec)
     ftype, hook = change.fault, change.hook
     if change.value is None and change.filters is None and seed is None and duration is None:
         raise SpecError(f"nothing to change: give {ftype.name}={ftype.value.name}, filters, --seed or --duration")
+    if ifname is None and fault_id is None:
+        raise SpecError(f"say which fault: faultinj set {spec} INTERFACE, or --id ID (see 'faultinj status')")
     seconds = parse_duration(duration)
     if seed is not None:
         check_seed(seed)
     caps.require_privileges()
-    target, _ = _target(ifname, netns_name, netns_path, pid, container, runtime)
-    netns_name = target.netns
+    named = any(v is not None for v in (netns_path, pid, container))
+    target = _target(ifname, netns_name, netns_path, pid, container, runtime)[0] if named else None
+
+    def kind(r: state.Record) -> bool:
+        return r.fault == ftype.name and (hook is None or r.hook == hook)
+
     with Links() as links, state.locked():
         reap_now(links)
-        cands = [r for r in state.records() if r.ifname == ifname and r.netns == netns_name
-                 and r.fault == ftype.name and (hook is None or r.hook == hook)
-                 and (fault_id is None or r.id == fault_id)]
+        records = state.records()
+        if fault_id is not None:
+            rec = which.by_id(fault_id, records, ifname, target.netns if target else netns_name)
+            if rec is None:
+                raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
+            if not kind(rec):
+                raise StateError(f"fault {fault_id} is {rec.spec}, not {ftype.name}{'@' + hook if hook else ''}: "
+                                 f"give its own name, e.g. faultinj set {rec.fault}=... --id {fault_id}")
+            cands = [rec]
+        else:
+            ns = target.netns if target else which.netns_of(ifname, netns_name, records, kind)
+            cands = [r for r in records if r.ifname == ifname and r.netns == ns and kind(r)]
         if not cands:
-            netns.link_index(netns_name, ifname, target.label)  # says so if the interface is unknown
-            raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + target.where if netns_name else ''}: "
-                             f"apply one with 'faultinj apply {spec.partition('@')[0]} {ifname}'")
+            where = target.where if target else ns
+            netns.link_index(ns, ifname, target.label if target else None)  # says so if the interface is unknown
+            raise StateError(f"no {ftype.name} fault on {ifname}{' in ' + where if where else ''}: "
+                             f"apply one with 'faultinj apply {spec.partition('@')[0]} {ifname}"
+                             f"{' --netns ' + ns if ns and not target else ''}'")
         if len(cands) > 1:
             raise StateError(f"{len(cands)} {ftype.name} faults on {ifname} ({', '.join(r.id for r in cands)}): "
                              "choose one with --id")

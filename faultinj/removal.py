@@ -9,7 +9,7 @@ import os
 import time
 
 from .errors import FaultinjError, SpecError, StateError, TargetError
-from .inject import attach, caps, libbpf, maps, netns, state, targets
+from .inject import attach, caps, labrecords, libbpf, maps, netns, state, targets
 from .inject import links as kernel_links
 from .inject.netns import Links
 
@@ -48,20 +48,41 @@ def qdisc_sharers(rec: state.Record) -> list[state.Record]:
 
 def clear(ifname: str | None = None, *, netns_name: str | None = None, all_faults: bool = False,
           fault_id: str | None = None, netns_path: str | None = None, pid: int | None = None,
-          container: str | None = None, runtime: str | None = None) -> list[state.Record]:
+          container: str | None = None, runtime: str | None = None, mine: bool = False,
+          name: str | None = None) -> list[state.Record]:
     """Remove faults: on one interface, one by id, or all; or every fault of a container (its own
-    interfaces and its veth peers), process or namespace file. Returns what was removed."""
+    interfaces and its veth peers), process or namespace file; or every fault applied under a name
+    (a Chaos Mesh manifest's). mine: only those this user applied (state.current_user; alone: all of
+    them). Returns what was removed (Record.user: whose)."""
     named = next((v for v in (container, pid, netns_path) if v is not None), None)
+    if name is not None:
+        if ifname or all_faults or fault_id or named is not None or netns_name is not None:
+            raise SpecError("--name clears every fault applied under that name: give it alone")
+        caps.require_privileges()
+        with Links() as links, state.locked():
+            reaped = [r for r in reap_now(links) if r.name == name]
+            recs = [r for r in state.records() if r.name == name]
+            if not recs and not reaped:
+                raise StateError(f"no faults named {name} (see 'faultinj status')")
+            for rec in recs:
+                _remove(links, rec)
+            return reaped + recs
+    if mine and not (ifname or fault_id or named is not None):
+        all_faults = True
     if not (ifname or all_faults or fault_id or named is not None):
-        raise SpecError("say what to clear: an interface, --id ID, --container NAME, or --all")
+        raise SpecError("say what to clear: an interface, --id ID, --container NAME, --all or --mine")
     caps.require_privileges()
+    me = state.current_user()
+
+    def allowed(r: state.Record) -> bool:
+        return not mine or r.user == me
     if named is not None:
         if netns_name is not None:
             raise SpecError("give --netns or --container/--pid/--netns-path, not both")
         wanted, unknown = _records_of(netns_path, pid, container, runtime)
         with Links() as links, state.locked():
             reaped = [r for r in reap_now(links) if wanted(r) and (not ifname or r.ifname == ifname)]
-            recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname)]
+            recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname) and allowed(r)]
             if not recs and not reaped and unknown is not None:
                 raise unknown
             if not recs and not reaped:
@@ -71,6 +92,8 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
                 _remove(links, rec)
             return reaped + recs
 
+    from . import which
+
     def wanted(r: state.Record) -> bool:
         if fault_id:
             return r.id == fault_id
@@ -79,8 +102,12 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
         return netns_name is None or r.netns == netns_name
 
     with Links() as links, state.locked():
+        if fault_id:   # by id alone; an interface or namespace beside it must be its own
+            which.by_id(fault_id, state.records(), ifname, netns_name)
+        elif ifname:   # without --netns: the one namespace with faults on ifname
+            netns_name = which.netns_of(ifname, netns_name, state.records())
         reaped = [r for r in reap_now(links) if wanted(r)]   # what killed commands left: finished first
-        recs = [r for r in state.records() if wanted(r)]
+        recs = [r for r in state.records() if wanted(r) and allowed(r)]
         if fault_id and not recs and not reaped:
             raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
         if ifname and not fault_id and not recs and not reaped:
@@ -166,9 +193,7 @@ def reap_now(links: Links, leftovers_only: bool = False) -> list[state.Record]:
     """Finish what killed processes left (see Record.pending, and labs of a killed run), remove faults
     past their deadline (their programs already pass everything) and faults whose namespace or
     interface is gone; each said as a note. leftovers_only: only what killed processes left."""
-    from .inject import lab
-
-    dead_namespaces = set(lab.reap_orphans())
+    dead_namespaces = set(labrecords.reap_orphans())
     now = time.monotonic_ns()
     done = []
     for rec in state.records():
@@ -208,3 +233,14 @@ def reap() -> list[state.Record]:
     caps.require_privileges()
     with Links() as links, state.locked():
         return reap_now(links)
+
+
+def whose(removed: list[state.Record]) -> str:
+    """Whose faults these are, for a shared machine: '2 yours, 1 bob's'."""
+    me = state.current_user()
+    counts: dict[str, int] = {}
+    for r in removed:
+        counts[r.user] = counts.get(r.user, 0) + 1
+    said = {me: "yours", "": "applied before faultinj recorded who"}
+    return ", ".join(f"{counts[u]} {said.get(u, u + chr(39) + 's')}"
+                     for u in sorted(counts, key=lambda u: (u != me, u == "", u)))

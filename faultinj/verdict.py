@@ -57,7 +57,8 @@ class Verdict:
     counters: dict[str, dict] = field(default_factory=dict)   # fault -> its counters
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
-    prefix: str = ""                 # the lab's namespace prefix
+    prefix: str = ""                 # the lab's namespace prefix (a lab.guest run: the guest's, as its namespaces)
+    guest: str = ""                  # lab.guest: the VM the lab ran in (this machine's name for it)
     journeys: list[list] = field(default_factory=list)   # trace: each sampled packet's hops, in order
     faults: dict[str, dict] = field(default_factory=dict)  # fault -> where it ran: host, kernel, hook, attach mode
     ovs: dict[str, dict] = field(default_factory=dict)     # OVS bridge -> its rules' statistics and megaflows
@@ -72,7 +73,7 @@ class Verdict:
     def to_json(self) -> dict:
         return {"scenario": self.scenario, "path": self.path, "ok": self.ok, "seconds": round(self.seconds, 3),
                 "checks": [c.to_json() for c in self.checks], "pcaps": self.pcaps, "counters": self.counters,
-                "errors": self.errors, "lab_prefix": self.prefix, "faults": self.faults,
+                "errors": self.errors, "lab_prefix": self.prefix, **({"guest": self.guest} if self.guest else {}), "faults": self.faults,
                 "journeys": [[h.to_json() for h in j] for j in self.journeys], "ovs": self.ovs, "facts": self.facts}
 
     def to_wire(self) -> dict:
@@ -83,20 +84,26 @@ class Verdict:
     @classmethod
     def from_json(cls, d: dict) -> "Verdict":
         """The verdict to_wire (or to_json) wrote (data only: nothing in it is code, whoever wrote it)."""
-        return cls(str(d["scenario"]), str(d.get("path", "")), [Check.from_json(c) for c in d.get("checks", [])],
-                   {str(k): str(v) for k, v in (d.get("pcaps") or {}).items()}, dict(d.get("counters") or {}),
-                   [str(e) for e in d.get("errors") or []], float(d.get("seconds") or 0), str(d.get("lab_prefix", "")),
-                   [[HopRecord(h) for h in j] for j in d.get("journeys") or []], dict(d.get("faults") or {}),
-                   dict(d.get("ovs") or {}), {int(k): v for k, v in (d.get("plots") or {}).items()},
-                   str(d.get("description", "")), dict(d.get("facts") or {}))
+        return cls(scenario=str(d["scenario"]), path=str(d.get("path", "")),
+                   checks=[Check.from_json(c) for c in d.get("checks", [])],
+                   pcaps={str(k): str(v) for k, v in (d.get("pcaps") or {}).items()},
+                   counters=dict(d.get("counters") or {}), errors=[str(e) for e in d.get("errors") or []],
+                   seconds=float(d.get("seconds") or 0), prefix=str(d.get("lab_prefix", "")),
+                   guest=str(d.get("guest", "")), journeys=[[HopRecord(h) for h in j] for j in d.get("journeys") or []],
+                   faults=dict(d.get("faults") or {}), ovs=dict(d.get("ovs") or {}),
+                   plots={int(k): v for k, v in (d.get("plots") or {}).items()},
+                   description=str(d.get("description", "")), facts=dict(d.get("facts") or {}))
 
 
-def ratio_check(name: str, k: int, n: int, p: float, confidence: float = CONFIDENCE) -> Check:
-    """Is probability p inside the Wilson interval of k successes in n?"""
+def ratio_check(name: str, k: int, n: int, p: float, confidence: float = CONFIDENCE,
+                nothing: str = "nothing counted") -> Check:
+    """Is probability p inside the Wilson interval of k successes in n? n = 0: a failure that says
+    so (nothing: what was empty, e.g. "no packet matched `tcp and data` at rx"), not a NaN."""
+    expected = f"{p:.4f} within {confidence:.1%} CI"
+    if not n:
+        return Check(name, False, nothing, expected)
     lo, hi = stats.wilson_interval(k, n, confidence)
-    frac = k / n if n else float("nan")
-    return Check(name, n > 0 and lo <= p <= hi, f"{k}/{n} = {frac:.4f}", f"{p:.4f} within {confidence:.1%} CI",
-                 (lo, hi))
+    return Check(name, lo <= p <= hi, f"{k}/{n} = {k / n:.4f}", expected, (lo, hi))
 
 
 def equal_check(name: str, observed, expected) -> Check:

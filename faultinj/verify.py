@@ -41,15 +41,16 @@ def verify(ifname: str, *, netns_name: str | None = None, duration: str | float 
             time.sleep(0.2)
     finally:
         cap.stop()
-    data = RunData(packets={"cap": [parse(f.data, f.length) for f in cap.frames]})
-    params = {"capture": "cap", "of": of, "having": having, "confidence": confidence}
+    where = f"{netns_name}/{ifname}" if netns_name else ifname   # the verdict's lines say which capture
+    data = RunData(packets={where: [parse(f.data, f.length) for f in cap.frames]})
+    params = {"capture": where, "of": of, "having": having, "confidence": confidence}
     params.update({"p": p} if p is not None else {"ratio": ratio})
     result = Verdict("verify", facts={"packets captured": len(cap.frames)})
     result.checks.append(evaluate(ExpectEntry("fraction", params, 0), data))
     if fault_id:
         after = _counters(fault_id)
-        data.counters["f"] = {k: after[k] - before.get(k, 0) for k in after}
-        fparams = {"fault": "f", "confidence": confidence, **({"p": p} if p is not None else {"ratio": ratio})}
+        data.counters[fault_id] = {k: after[k] - before.get(k, 0) for k in after}
+        fparams = {"fault": fault_id, "confidence": confidence, **({"p": p} if p is not None else {"ratio": ratio})}
         result.checks.append(evaluate(ExpectEntry("fault_ratio", fparams, 0), data))
     if cap.kernel_drops:
         result.checks.append(Check("capture lost nothing", False, str(cap.kernel_drops), "0"))

@@ -51,6 +51,31 @@ def kernel_features(private_state) -> dict[str, bool]:
 
 
 @pytest.fixture
+def made_prefixes(monkeypatch) -> list[str]:
+    """The lab prefixes this test's runs draw (every topology's names start with one): a test
+    checks that nothing of its own is left by these, never by counting the machine's namespaces,
+    which the other half of the suite (and other people) make and remove meanwhile."""
+    from faultinj.inject import lab as lab_mod
+
+    drawn: list[str] = []
+    real = lab_mod.unique_prefix
+
+    def recording() -> str:
+        drawn.append(real())
+        return drawn[-1]
+
+    monkeypatch.setattr(lab_mod, "unique_prefix", recording)
+    monkeypatch.setattr("faultinj.scenario.runner.unique_prefix", recording)
+    return drawn
+
+
+def netns_of(prefixes) -> list[str]:
+    from faultinj.inject.netns import list_netns
+
+    return [ns for ns in list_netns() if ns.startswith(tuple(prefixes))] if prefixes else []
+
+
+@pytest.fixture
 def lab():
     from faultinj.inject.lab import Lab, LinkSettings
 
@@ -193,12 +218,112 @@ def foreign_tcx_link(host, obj, kernel_features):
         other.close()
 
 
-def pytest_terminal_summary(terminalreporter):
-    """The checksum-state matrix's table (tests/test_csum_matrix.py), when its cells ran."""
-    import sys
+# ---- the two halves under xdist (tests/README.md) ------------------------------------------------
+# A test marked `guest` (it boots a guest under QEMU: one core busy for minutes) is in group "guest",
+# every other test in group "host" (or the group its own xdist_group marker names). Under
+# `-n 2 --dist loadgroup` (run.sh test) a group runs in one worker, one test after another: the host
+# tests serially as ever in one worker, the guests in the other. A new test file lands in the host
+# half unless it says `guest`.
+#
+# The grouping is done here, not by xdist's own loadgroup: xdist 3.8 renames item._nodeid, which
+# pytest 9 no longer reads, so its groups silently become one test each. Each worker writes the
+# group of every test it collected to a file the controller's scheduler reads.
 
-    mod = sys.modules.get("test_csum_matrix")
-    rows = getattr(mod, "MATRIX_ROWS", None)
+_GROUPS: dict = {"path": None, "groups": None}
+
+
+def _groups_path() -> str:
+    if _GROUPS["path"] is None:
+        import tempfile
+
+        fd, _GROUPS["path"] = tempfile.mkstemp(prefix="faultinj-xdist-groups-", suffix=".json")
+        os.close(fd)
+    return _GROUPS["path"]
+
+
+def _group(item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    if mark:
+        return str(mark.args[0] if mark.args else mark.kwargs.get("name", "default"))
+    return "guest" if item.get_closest_marker("guest") else "host"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """Controller: tell each worker where to write its tests' groups."""
+    node.workerinput["faultinj_groups"] = _groups_path()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    if config.getvalue("dist") != "loadgroup":
+        return None
+    import json
+
+    from xdist.scheduler import LoadScopeScheduling
+
+    class Halves(LoadScopeScheduling):
+        """loadgroup by our groups: a work unit per group, the largest (host) first."""
+
+        def _split_scope(self, nodeid: str) -> str:
+            if _GROUPS["groups"] is None:
+                try:
+                    with open(_groups_path()) as f:
+                        _GROUPS["groups"] = json.load(f)
+                except (OSError, ValueError):
+                    return nodeid      # no worker wrote them (yet): a test is its own unit
+            return _GROUPS["groups"].get(nodeid, nodeid)
+
+    return Halves(config, log)
+
+
+def pytest_unconfigure(config):
+    if _GROUPS["path"] and not hasattr(config, "workerinput"):
+        with contextlib.suppress(OSError):
+            os.unlink(_GROUPS["path"])
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """The guest tests come first: the longest half starts at once. Under xdist, each test's group
+    goes to the controller (above)."""
+    import json
+
+    items.sort(key=lambda item: not item.get_closest_marker("guest"))   # stable: otherwise as collected
+    path = getattr(config, "workerinput", {}).get("faultinj_groups")
+    if path:
+        tmp = f"{path}.{config.workerinput['workerid']}"
+        with open(tmp, "w") as f:
+            json.dump({item.nodeid: _group(item) for item in items}, f)
+        os.replace(tmp, path)
+
+
+def _properties(terminalreporter, name: str) -> list:
+    """Values tests recorded (record_property / user_properties): reports come back from xdist's
+    workers with them, where module globals of a worker never reach this process."""
+    import json
+
+    out = []
+    for key in ("passed", "failed"):
+        for rep in terminalreporter.stats.get(key, []):
+            if getattr(rep, "when", None) != "call":
+                continue
+            out += [json.loads(v) for k, v in getattr(rep, "user_properties", ()) if k == name]
+    return out
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The checksum-state matrix's table (tests/test_csum_matrix.py), when its cells ran; each
+    guest's boot and run times, when guests ran."""
+    rows = _properties(terminalreporter, "matrix_row")
     if rows:
+        from test_csum_matrix import format_table
+
         terminalreporter.write_sep("=", "checksum-state matrix")
-        terminalreporter.write_line(mod.format_table(rows))
+        terminalreporter.write_line(format_table(rows))
+    boots = {b["kernel"]: b for b in _properties(terminalreporter, "guest_boot")}
+    if boots:
+        terminalreporter.write_sep("=", "guest kernels (one boot each)")
+        for b in boots.values():
+            terminalreporter.write_line(f"{b['kernel']:<5} {b['release']:<28} boot {b['boot_s']:>6.1f} s  "
+                                        f"run {b['run_s']:>6.1f} s  {b['summary']}")

@@ -519,11 +519,13 @@ def ping_ok(a, b) -> bool:
     return r.received == 20
 
 
-def test_the_demo_the_readme_runs_passes_and_leaves_nothing(private_state):
-    """`./run.sh demo` is the main job: every experiment's checks hold, the lab is gone after."""
+def test_the_demo_the_readme_runs_passes_and_leaves_nothing(private_state, tmp_path):
+    """`./run.sh demo` is the main job: every experiment's checks hold, the lab is gone after.
+    The only run of these shipped scenarios in the suite (test_scenarios.py leaves them to this
+    test): what test_shipped_scenario_passes holds each scenario to is held here too."""
     from faultinj.inject.netns import list_netns
 
-    r = cli("demo", "--json")
+    r = cli("demo", "--json", "--pcap-dir", str(tmp_path))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
     doc = json.loads(r.stdout)
     assert doc["ok"] and [e["scenario"] for e in doc["scenarios"]] == ["ttl-pong", "psh-ratio", "drop",
@@ -532,7 +534,12 @@ def test_the_demo_the_readme_runs_passes_and_leaves_nothing(private_state):
     from faultinj.scenario import load
 
     for e in doc["scenarios"]:   # the checks are the shipped files' expectations, one for one
-        assert len(e["checks"]) == len(load(ROOT / "scenarios" / f"{e['scenario']}.yaml").expect)
+        scn = load(ROOT / "scenarios" / f"{e['scenario']}.yaml")
+        assert len(e["checks"]) == len(scn.expect)
+        assert e["pcaps"] and all(os.path.getsize(p) > 24 for p in e["pcaps"].values())
+        assert all(not f["vm"] and f["kernel"] == os.uname().release for f in e["faults"].values())
+        if scn.trace:
+            assert len(e["journeys"]) == scn.trace.count
     prefixes = [e["lab_prefix"] for e in doc["scenarios"]]
     assert all(prefixes) and not [ns for ns in list_netns() if ns.startswith(tuple(prefixes))]
     assert_clean(private_state)

@@ -1,13 +1,15 @@
-"""The suite on a second kernel: a Debian guest (6.1 by default: act_bpf, cls_matchall, netem, fq
-as modules, no tcx) boots once under QEMU and runs the program tests, doctor, and
-apply/status/set/clear on both tc modes and XDP, with this same tree. Each guest test's outcome
-is a test here, named after it, so both kernels' results are in the pytest output.
+"""The suite on other kernels: each guest in tests/guests.py (Debian 6.1, 6.12) boots once under
+QEMU and runs there, with this same tree, its selection of this suite's tests and the lab.guest
+scenarios listed for it. Each guest test's outcome is a test here, named after the kernel
+(test_on_the_guest_kernel[6.1-tests/test_programs.py::...]), so every kernel's results are in the
+pytest output; the guest's own junit says what ran, no collection is done here.
 
-FAULTINJ_TEST_KERNEL picks the guest kernel (a Debian package name, or linux-image-amd64 for the
-one Debian ships now, or a vmlinuz path)."""
+Everything that boots a guest is marked `guest` (tests/README.md): `-m 'not guest'` is the quick
+host run, and under xdist the guest tests run in one worker beside the host's."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -19,64 +21,64 @@ from pathlib import Path
 
 import pytest
 
+from guests import KERNELS, SCENARIOS, SELECTIONS
+
 ROOT = Path(__file__).resolve().parent.parent
-KERNEL = os.environ.get("FAULTINJ_TEST_KERNEL", "linux-image-amd64")
-# what runs in the guest: under software emulation Python is 20-40x slower, so a choice of the
-# program tests (each fault's core case; the exhaustive ones and the fuzzers stay on this machine's
-# kernel), the time faults (their traffic tests need fq: guests have it), and the lifecycle on cls_bpf,
-# matchall and XDP
-GUEST_SELECTION = [
-    "tests/test_programs.py::test_psh_ratio_1_sets_psh_with_valid_checksum",
-    "tests/test_programs.py::test_drop_probability_and_counters",
-    "tests/test_programs.py::test_ttl_pong_ipv6_hop_limit",
-    "tests/test_programs.py::test_past_deadline_or_switched_off_passes_everything_and_counts_nothing",
-    "tests/test_time_faults.py",
-    # the link cases: on 6.1 (no tcx) a refusal of --attach link, then auto falling back to a tc filter;
-    # XDP links (5.9+) for real
-    "tests/test_e2e.py::test_apply_status_set_clear_lifecycle[tcx-link]",
-    "tests/test_e2e.py::test_matchall_mode_where_the_kernel_has_it_else_a_clear_refusal",
-    "tests/test_e2e.py::test_second_xdp_fault_refused_unless_replace[xdp-link]",
-    "tests/test_e2e.py::test_tcx_link_takes_the_place_asked",
-    # duplicate's copy tagged in tc_index, its id drawn with a cmpxchg on .bss: 6.1 as well (~75 s here)
-    "tests/test_wire_truth.py::test_duplicate_copy_passes_only_the_faults_after_it_and_replay_agrees[egress]",
-    "tests/test_reliability.py::test_doctor_reports_a_working_default_feature_set",
-    # fentry, which this machine's kernel refuses: the function path runs for real only here
-    "tests/test_trace.py::test_functions_taking_an_skb_are_found_from_btf",
-    "tests/test_trace.py::test_functions_path_of_a_ping_across_two_namespaces",
-    # Open vSwitch's kernel datapath (openvswitch.ko), which this machine's kernel lacks
-    "tests/test_trace.py::test_a_psh_segment_injected_by_a_fault_then_its_upcall_and_the_datapaths_action",
-]
+KERNEL = KERNELS["6.1"]    # the refusal tests below boot (or fail to boot) this one
+IN_GUEST = "FAULTINJ_LAB_IN_GUEST"
+SCENARIO_TEST = "tests/test_guest.py::test_lab_guest_scenario_in_this_boot"
 
 
-def _guest_test_ids() -> list[str]:
-    """The guest's tests, collected here (same tree, same ids)."""
-    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
-                           *GUEST_SELECTION], cwd=ROOT, capture_output=True, text=True)
-    return [ln.strip() for ln in proc.stdout.splitlines() if "::" in ln]
+def _scenario_id(path: str) -> str:
+    return f"{SCENARIO_TEST}[{os.path.basename(path)}]"
+
+
+def _entries(kernel: str) -> list[str]:
+    return [*SELECTIONS[kernel], *(_scenario_id(p) for p in SCENARIOS[kernel])]
+
+
+class _Boots:
+    """Each kernel's one boot, made when its first test asks for it."""
+
+    def __init__(self):
+        self.done: dict[str, dict] = {}
+
+    def get(self, name: str) -> dict:
+        if name not in self.done:
+            self.done[name] = _boot_and_run(name)
+        return self.done[name]
 
 
 @pytest.fixture(scope="module")
-def guest_results(tmp_path_factory):
+def guest_boots():
+    return _Boots()
+
+
+def _boot_and_run(name: str) -> dict:
     from faultinj.guest import kernels, vm
 
-    kernel = kernels.resolve(KERNEL)
-    work = vm.workdir(f"t{os.getpid()}", "suite")
+    started = time.monotonic()
+    kernel = kernels.resolve(KERNELS[name])
+    work = vm.workdir(f"t{os.getpid()}", f"suite{name.replace('.', '')}")
     # one vCPU: with two, veth delivers through each CPU's backlog and the kernel itself may reorder
     # a stream, which the reorder test would take for the fault's doing
-    guest = vm.Guest(vm.VMSpec("fisuite", kernel, memory="2G", cpus=1), work).start()
+    guest = vm.Guest(vm.VMSpec(f"fisuite{name.replace('.', '')}", kernel, memory="2G", cpus=1), work).start()
     try:
         agent = guest.wait_ready()
+        booted = time.monotonic()
         junit = work / "guest.xml"
         log = work / "pytest.log"   # follow it while the guest works: tail -f
-        argv = [sys.executable, "-u", "-m", "pytest", "-v", "-p", "no:cacheprovider", f"--junitxml={junit}",
-                "--durations=15", "--rootdir", str(ROOT), *GUEST_SELECTION]
+        argv = ["env", f"{IN_GUEST}=1", sys.executable, "-u", "-m", "pytest", "-v", "-p", "no:cacheprovider",
+                "-p", "no:xdist", f"--junitxml={junit}", "--durations=15", "--rootdir", str(ROOT),
+                *_entries(name)]
         agent.call("exec", timeout=3600, cwd=str(ROOT), argv=[
             "sh", "-c", " ".join(shlex.quote(a) for a in argv) + f" > {shlex.quote(str(log))} 2>&1; echo $?"])
-        print(log.read_text()[-3000:])
-        results = _parse_junit(junit)
-        results["_release"] = agent.info["release"]
-        results["_summary"] = (log.read_text().strip().splitlines() or [""])[-1]
-        return results
+        text = log.read_text() if log.exists() else ""
+        print(text[-3000:])
+        results = _parse_junit(junit) if junit.exists() else {}
+        return {"results": results, "release": agent.info["release"],
+                "summary": (text.strip().splitlines() or ["no output"])[-1],
+                "boot_s": round(booted - started, 1), "run_s": round(time.monotonic() - booted, 1)}
     finally:
         guest.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -90,19 +92,57 @@ def _parse_junit(path: Path) -> dict:
         bad = case.find("failure") if case.find("failure") is not None else case.find("error")
         skipped = case.find("skipped") is not None
         out[node] = ("failed", (bad.get("message") or "")[:2000]) if bad is not None else \
-            ("skipped", "") if skipped else ("passed", "")
+            ("skipped", (case.find("skipped").get("message") or "")[:300]) if skipped else \
+            ("passed", float(case.get("time") or 0))
     return out
 
 
-@pytest.mark.parametrize("test_id", _guest_test_ids())
-def test_on_the_guest_kernel(guest_results, test_id):
-    release = guest_results["_release"]
+def _outcomes(results: dict, entry: str) -> dict:
+    """The guest's results an entry covers: a test id and its parametrized cases, or a file's tests."""
+    if "::" in entry:
+        return {k: v for k, v in results.items() if k == entry or k.startswith(entry + "[")}
+    return {k: v for k, v in results.items() if k.split("::", 1)[0] == entry}
+
+
+@pytest.mark.guest
+@pytest.mark.slow
+@pytest.mark.parametrize("kernel,entry", [(k, e) for k in KERNELS for e in _entries(k)],
+                         ids=[f"{k}-{e}" for k in KERNELS for e in _entries(k)])
+def test_on_the_guest_kernel(guest_boots, kernel, entry, record_property):
+    run = guest_boots.get(kernel)
+    release = run["release"]
+    record_property("guest_boot", json.dumps({k: run[k] for k in ("release", "boot_s", "run_s", "summary")}
+                                             | {"kernel": kernel}))
     assert release != os.uname().release, "the guest must run another kernel than this machine's"
-    assert test_id in guest_results, f"{test_id} did not run in the guest ({guest_results['_summary']})"
-    outcome, message = guest_results[test_id]
-    assert outcome == "passed", f"on {release}: {outcome}: {message}"
+    got = _outcomes(run["results"], entry)
+    assert got, f"{entry} did not run in the {release} guest ({run['summary']})"
+    bad = {k: v for k, v in got.items() if v[0] != "passed"}
+    assert not bad, f"on {release}: " + "; ".join(f"{k}: {o}: {m}" for k, (o, m) in bad.items())
+    record_property("guest_seconds", round(sum(v[1] for v in got.values()), 1))
 
 
+if os.environ.get(IN_GUEST):
+    # inside a guest's boot only (test_on_the_guest_kernel names these): a lab.guest scenario made
+    # directly on this kernel, as `faultinj run` does it inside the guest it boots
+    @pytest.mark.parametrize("path", sorted({p for ps in SCENARIOS.values() for p in ps}),
+                             ids=lambda p: os.path.basename(p))
+    def test_lab_guest_scenario_in_this_boot(path, tmp_path):
+        import pickle
+
+        from faultinj.scenario import inguest, load
+        from test_scenarios import check_shipped_report
+
+        copy = tmp_path / "scenario.yaml"
+        shutil.copyfile(ROOT / path, copy)
+        rc = inguest.main([str(copy), str(tmp_path)])
+        failure = tmp_path / "failure.json"
+        assert rc == 0, json.loads(failure.read_text()) if failure.exists() else rc
+        report = pickle.loads((tmp_path / "report.pickle").read_bytes())
+        check_shipped_report(load(ROOT / path), report, in_guest=True)
+
+
+@pytest.mark.guest
+@pytest.mark.slow
 def test_seed_vm_lab_fails_without_the_fault(tmp_path):
     """scenarios/seed-vms-ovs.yaml passes in tests/test_scenarios.py (every shipped scenario runs
     there); here the same lab with a fault that (almost) never acts: its verdicts must fail."""
@@ -127,16 +167,28 @@ def _cli(*args, env=None, timeout=600):
                           timeout=timeout, env={**os.environ, **(env or {})})
 
 
-def _qemu_pids() -> set[int]:
-    out = subprocess.run(["pgrep", "-f", "qemu-system"], capture_output=True, text=True).stdout
+@pytest.fixture
+def short_tmp():
+    """A TMPDIR of this test's own, short: a VM's agent socket lives in it (108 bytes at most)."""
+    import tempfile
+
+    d = tempfile.mkdtemp(prefix="fiq")
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+def _qemu_pids(mark: str) -> set[int]:
+    """QEMU processes whose command line holds `mark` (their work directory's): this test's own,
+    never the other half's or other people's guests."""
+    out = subprocess.run(["pgrep", "-f", f"qemu-system.*{mark}"], capture_output=True, text=True).stdout
     return {int(p) for p in out.split()}
 
 
-def _no_new_qemu(before: set[int], wait: float = 15.0) -> bool:
+def _no_qemu_left(mark: str, wait: float = 15.0) -> bool:
     end = time.monotonic() + wait
-    while _qemu_pids() - before and time.monotonic() < end:
+    while _qemu_pids(mark) and time.monotonic() < end:
         time.sleep(0.2)
-    return not (_qemu_pids() - before)
+    return not _qemu_pids(mark)
 
 
 def _error_line(r) -> str:
@@ -160,11 +212,12 @@ def test_missing_qemu_is_an_environment_problem(tmp_path):
     assert r.returncode == 3 and "apt-get install qemu-system-x86" in _error_line(r)
 
 
-def test_a_guest_that_does_not_come_up_in_time_is_stopped():
-    before = _qemu_pids()
-    r = _cli("doctor", "--kernel", KERNEL, env={"FAULTINJ_VM_BOOT_TIMEOUT": "3"})
+@pytest.mark.guest
+def test_a_guest_that_does_not_come_up_in_time_is_stopped(short_tmp):
+    # its VM's work directory, in QEMU's command line, under this test's own TMPDIR
+    r = _cli("doctor", "--kernel", KERNEL, env={"FAULTINJ_VM_BOOT_TIMEOUT": "3", "TMPDIR": short_tmp})
     assert r.returncode == 3 and "did not come up" in _error_line(r)
-    assert _no_new_qemu(before)
+    assert _no_qemu_left(short_tmp)
 
 
 def test_commands_that_cannot_take_a_vm_lab_say_so(tmp_path):
@@ -172,14 +225,17 @@ def test_commands_that_cannot_take_a_vm_lab_say_so(tmp_path):
     assert r.returncode == 5 and "VM hosts" in _error_line(r)
 
 
-def test_a_killed_run_leaves_nothing_that_reap_does_not_remove():
+@pytest.mark.guest
+@pytest.mark.slow
+def test_a_killed_run_leaves_nothing_that_reap_does_not_remove(short_tmp):
     """SIGKILL `faultinj run` once its VMs are up: QEMU, taps and the OVS bridge stay until the next
     faultinj command, which removes them (the lab record names the QEMU process groups and taps)."""
     import signal
 
-    before = _qemu_pids()
+    mark = short_tmp   # TMPDIR: the VMs' work directories, in their QEMU command lines
+    env = {**os.environ, "TMPDIR": mark}
     proc = subprocess.Popen([sys.executable, "-m", "faultinj.cli", "run", str(ROOT / "scenarios" / "seed-vms-ovs.yaml")],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
     prefix = None
     try:
         for line in proc.stderr:
@@ -188,19 +244,18 @@ def test_a_killed_run_leaves_nothing_that_reap_does_not_remove():
             if "VM vm2: up" in line:
                 break
         assert prefix, "the run never said its prefix"
-        assert _qemu_pids() - before, "no QEMU running"
+        assert _qemu_pids(mark), "no QEMU running"
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert _qemu_pids() - before, "QEMU went with the run: nothing left to reap (the check could not fail)"
-    r = _cli("reap")
+    assert _qemu_pids(mark), "QEMU went with the run: nothing left to reap (the check could not fail)"
+    r = _cli("reap", env={"TMPDIR": mark})
     assert r.returncode == 0, r.stderr
-    assert _no_new_qemu(before)
+    assert _no_qemu_left(mark)
     links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
     assert prefix not in links
     bridges = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout
     assert prefix not in bridges
     import glob
-    import tempfile
 
-    assert not glob.glob(f"{tempfile.gettempdir()}/faultinj-vm-{prefix}-*")   # the VMs' work directories
+    assert not glob.glob(f"{mark}/faultinj-vm-{prefix}-*")   # the VMs' work directories

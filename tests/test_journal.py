@@ -19,7 +19,7 @@ from faultinj.cli import app
 from faultinj.faults import parse_spec
 from faultinj.inject import libbpf, maps, program, traffic
 from faultinj.inject.journal import JournalLog
-from faultinj.journal import decode
+from faultinj.journal import EVENT_FORMAT, decode
 from faultinj.packets import parse
 from faultinj.scenario.expect import RunData, evaluate
 from faultinj.scenario.schema import ExpectEntry
@@ -85,6 +85,42 @@ def test_the_journal_keeps_the_newest_and_journal_off_records_nothing():
     try:
         libbpf.test_run(obj.prog_fd, frame)
         assert _events(obj) == [] and maps.read_counters(obj.map_fds["fi_counters"])["acted"] == 1
+    finally:
+        obj.close()
+
+
+def test_an_event_completed_between_two_looks_at_its_slot_is_read_not_missed():
+    """The reader's race (issue 22): a slot still being written (index 0) when first looked at, and
+    complete by the next look, is whole: a later read returns it, and nothing is counted missed. The
+    writer is played through the map itself: the slot is written with index 0 just before the
+    reader's first look, and the complete event put back right after it."""
+    frame = bytes(Ether(**E) / IP(src="10.0.0.1", dst="10.0.0.2", id=7) / UDP(sport=1, dport=2) / b"x")
+    obj = program.load(parse_spec("drop=1@xdp"), seed=1)
+    try:
+        libbpf.test_run(obj.prog_fd, frame)
+        fd, slot0 = obj.map_fds["fi_journal"], b"\0\0\0\0"
+        whole = libbpf.map_lookup(fd, slot0, EVENT_FORMAT.size)
+        assert int.from_bytes(whole[:8], "little") == 1
+
+        class Racing(JournalLog):
+            looks = 0
+
+            def _index(self, off):
+                self.looks += 1
+                if self.looks > 1:
+                    return super()._index(off)
+                libbpf.map_update(fd, slot0, bytes(8) + whole[8:])   # being written...
+                idx = super()._index(off)
+                libbpf.map_update(fd, slot0, whole)                  # ...and complete
+                return idx
+
+        log = Racing(fd, obj.map_fds["fi_journal_head"])
+        try:
+            first, second = log.read(), log.read()
+            assert log.looks > 1 and (len(first), len(second), log.missed) == (0, 1, 0)
+            assert decode(second[0], "f1", "x", "ns/if", "hook").ip_id == 7
+        finally:
+            log.close()
     finally:
         obj.close()
 

@@ -282,8 +282,8 @@ def test_two_ovs_builds_side_by_side_on_private_switches(ovs_prefixes, tmp_path)
             private = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True, text=True).stdout.split()
             seen.append((set(private), _machine_switch_bridges(), os.environ.get("OVS_RUNDIR")))
 
-    from faultinj import api
-    m = api.run_matrix(OVS_SCENARIO, [f"host,ovs={a}", f"host,ovs={b}"], pcap_dir=str(tmp_path / "p"),
+    from faultinj import scenario as scenario_api
+    m = scenario_api.run_matrix(OVS_SCENARIO, [f"host,ovs={a}", f"host,ovs={b}"], pcap_dir=str(tmp_path / "p"),
                        progress=progress)
     assert [c.verdict for c in m.cells] == ["PASS", "PASS"], m.table()
     assert len(seen) == 2

@@ -62,7 +62,7 @@ def ssh_lab(tmp_path, private_state):
 def _remote(host, key, tag: str) -> dict:
     # the remote faultinj: this tree's, with state of its own (as on another machine)
     cmd = (f"env FAULTINJ_RUN_DIR=/run/faultinj-ssh-{tag} FAULTINJ_PIN_ROOT=/sys/fs/bpf/faultinj-ssh-{tag} "
-           f"{sys.executable} -m faultinj.guest.agent --stdio")
+           f"{sys.executable} -m faultinj.guest.server --stdio")
     opts = ["-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "LogLevel=ERROR", "-o", f"ProxyCommand=ip netns exec {host.netns} socat - TCP:127.0.0.1:2222"]
     return {"ssh": f"root@{host.netns}", "options": opts, "command": cmd,

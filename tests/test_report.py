@@ -147,6 +147,8 @@ def test_report_of_a_real_run_in_headless_chromium(tmp_path):
                         "--pcap-dir", str(out), "--report", str(report)], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert f"report: {report}" in r.stderr
+    shown = report.read_text()   # a page shared (docs/report.png) shows no path of the machine it was made on
+    assert str(ROOT) not in shown and str(tmp_path) not in shown and "scenarios/report-tour.yaml" in shown
     page = browser.open_page(str(report), {
         "plots": "Array.from(document.querySelectorAll('figure.plot')).map(f => f.dataset.plot)",
         "drawn": "Array.from(document.querySelectorAll('figure.plot svg')).filter(s => s.getBBox().width > 100).length",
@@ -179,3 +181,13 @@ def test_without_matplotlib_report_says_what_to_install_before_any_lab(monkeypat
     assert r.exit_code == ExitStatus.ENVIRONMENT
     assert "faultinj[report]" in r.stderr and "[drop] lab up" not in r.stderr
     assert not (tmp_path / "r.html").exists()
+
+
+def test_journey_boxes_name_the_ovs_datapath_step():
+    """An OVS kernel-datapath hop says which step (upcall, exec output:3), not just 'ovs' (issue 25 #6)."""
+    from faultinj.scenario.html import _hop_label
+
+    hop = {"ts_ns": 1, "netns_name": "guest fi1-lab", "ifname": "ovs-system", "direction": "ovs", "reason": ""}
+    assert _hop_label({**hop, "point": "upcall"}).splitlines()[-1] == "upcall"
+    assert _hop_label({**hop, "point": "exec output:3"}).splitlines()[-1] == "exec output:3"
+    assert _hop_label({**hop, "direction": "in", "point": "netif_receive_skb"}).splitlines()[-1] == "in"

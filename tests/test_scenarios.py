@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
+import yaml
 
 import faultinj
 from faultinj.errors import StateError
@@ -255,26 +256,52 @@ def test_missing_file_is_a_clear_error():
         load("/nonexistent/x.yaml")
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[os.path.basename(p) for p in SHIPPED])
+def _shipped_params():
+    """Every shipped scenario, once in the suite: here, unless the demo test runs it (test_e2e.py:
+    `faultinj demo` replays those through the CLI) or a guest's one boot does (tests/guests.py:
+    SCENARIOS). Those booting VMs of their own are marked guest."""
+    from faultinj.demo import STEPS
+    from guests import in_a_boot
+
+    elsewhere = {f for f, _ in STEPS} | in_a_boot()
+    out = []
+    for path in SHIPPED:
+        name = os.path.basename(path)
+        if name in elsewhere:
+            continue
+        lab = (yaml.safe_load(Path(path).read_text()) or {}).get("lab") or {}
+        marks = [pytest.mark.guest, pytest.mark.slow] if lab.get("vms") or lab.get("guest") else []
+        out.append(pytest.param(path, id=name, marks=marks))
+    return out
+
+
+@pytest.mark.parametrize("path", _shipped_params())
 def test_shipped_scenario_passes(path, tmp_path):
-    report = run(load(path), pcap_dir=str(tmp_path))
+    check_shipped_report(load(path), run(load(path), pcap_dir=str(tmp_path)))
+
+
+def check_shipped_report(scn, report, in_guest: bool = False) -> None:
+    """A shipped scenario's run: every check held, captures saved, nothing of its lab left, and what
+    each scenario shows. in_guest: run directly inside a guest's boot (tests/test_guest.py)."""
+    path = scn.path
     failed = [f"{c.name}: {c.observed} vs {c.expected}" for c in report.checks if not c.ok]
     assert report.ok, failed + report.errors
     assert report.pcaps and all(os.path.getsize(p) > 24 for p in report.pcaps.values())
     assert not [ns for ns in list_netns() if ns.startswith(report.prefix)]
-    scn = load(path)
     for name, f in report.faults.items():   # VM hosts: the fault ran in the guest, on its kernel
-        assert f["vm"] == (f["host"] in scn.lab.vms or scn.lab.guest is not None)
+        assert f["vm"] == (f["host"] in scn.lab.vms or (scn.lab.guest is not None and not in_guest))
         if f["vm"]:
             assert f["kernel"] != os.uname().release
     if "seed-vms-ovs" in path:   # the seed article's attach: matchall + act_bpf inside vm1
         assert report.faults["psh"]["attach_mode"] == "matchall" and report.counters["psh"]["acted"] > 0
-    if scn.lab.guest:   # the guest, its work directory and its lab record are gone
+    if scn.lab.guest and not in_guest:   # the guest, its work directory and its lab record are gone
         from faultinj.inject import lab as lab_mod
 
-        assert not glob.glob(f"/tmp/faultinj-vm-{report.prefix}*")
-        assert not [d for d in lab_mod.recorded_labs() if d["prefix"] == report.prefix]
-        assert subprocess.run(["pgrep", "-f", f"{report.prefix}-lab"], capture_output=True).returncode == 1
+        holder = report.guest.removesuffix("-lab")   # this machine's name for the guest; the prefix is its lab's
+        assert holder and holder != report.prefix
+        assert not glob.glob(f"/tmp/faultinj-vm-{holder}*")
+        assert not [d for d in lab_mod.recorded_labs() if d["prefix"] == holder]
+        assert subprocess.run(["pgrep", "-f", report.guest], capture_output=True).returncode == 1
     if scn.trace:
         assert len(report.journeys) == scn.trace.count
     if scn.trace and scn.name == "bridge-lab":   # a ping request's journey, host -> bridge ports -> host
@@ -338,14 +365,15 @@ def test_junit_structure(tmp_path):
     assert suite.findall("testcase")[2].find("error").get("message") == "boom"
 
 
-def test_failure_mid_run_tears_everything_down(tmp_path, private_state):
+def test_failure_mid_run_tears_everything_down(tmp_path, private_state, made_prefixes):
+    from conftest import netns_of
+
     text = GOOD.replace("faults:\n", "faults:\n  - {name: x1, spec: ttl-pong, host: vm1, interface: eth0}\n"
                                       "  - {name: x2, spec: drop=1%@xdp, host: vm1, interface: eth0}\n")
     scn = loads(text, "fail.yaml")
-    before = set(list_netns())
     with pytest.raises(StateError, match="already has faultinj fault"):
         run(scn, pcap_dir=str(tmp_path))
-    assert set(list_netns()) == before
+    assert made_prefixes and not netns_of(made_prefixes)
     assert os.listdir(private_state["pin_root"]) == []
     assert os.listdir(private_state["run_dir"] / "faults") == []
 
@@ -440,7 +468,9 @@ def test_fault_phases_switch_on_and_off_during_traffic(tmp_path):
     assert 300 <= captured + acted <= 305
 
 
-def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path):
+def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path, made_prefixes):
+    from conftest import netns_of
+
     import shutil as sh
 
     from faultinj.errors import EnvironmentProblem
@@ -448,10 +478,9 @@ def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path)
     real_which = sh.which
     monkeypatch.setattr("faultinj.inject.lab.shutil.which", lambda n: None if n == "ovs-vsctl" else real_which(n))
     text = GOOD.replace("  links:\n    - ends: [vm1, vm2]\n", "  bridges: {br0: ovs}\n  links:\n    - ends: [vm1, vm2]\n")
-    before = set(list_netns())
     with pytest.raises(EnvironmentProblem, match="Open vSwitch"):
         run(loads(text, "ovs.yaml"), pcap_dir=str(tmp_path))
-    assert set(list_netns()) == before
+    assert not netns_of(made_prefixes)
 
 
 def test_first_segments_check_fails_without_the_fault(tmp_path):

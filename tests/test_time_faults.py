@@ -4,6 +4,8 @@ the clear refusal where it does not (this machine's kernel)."""
 
 from __future__ import annotations
 
+import functools
+
 import json
 import os
 import re
@@ -54,11 +56,14 @@ def _delays_us(spec: str, frames, seed: int = 1) -> list[int]:
         obj.close()
 
 
-FRAMES = [_frame(1024 + i) for i in range(3000)]   # 3000 flows: one draw each
+@functools.cache
+def _flows() -> list[bytes]:
+    """3000 flows: one draw each (built on first use, not at collection: ~3 s of scapy)."""
+    return [_frame(1024 + i) for i in range(3000)]
 
 
 def test_uniform_jitter_is_uniform_in_delay_plus_minus_jitter():
-    d = _delays_us("delay=20ms,jitter=5ms", FRAMES)
+    d = _delays_us("delay=20ms,jitter=5ms", _flows())
     assert len(d) == 3000 and 15000 <= min(d) and max(d) < 25000
     ks = stats.ks_statistic(d, lambda x: min(1.0, max(0.0, (x + 1 - 15000) / 10000)))
     assert ks < stats.ks_critical(len(d)), ks
@@ -67,7 +72,7 @@ def test_uniform_jitter_is_uniform_in_delay_plus_minus_jitter():
 @pytest.mark.parametrize("dist", ["normal", "pareto", "paretonormal"])
 def test_table_jitter_follows_netems_table(dist):
     """Against the distribution netem itself draws from: mu + sigma * table[i] / 8192, i uniform."""
-    d = _delays_us(f"delay=50ms,jitter=10ms,dist={dist}", FRAMES)
+    d = _delays_us(f"delay=50ms,jitter=10ms,dist={dist}", _flows())
     mu, sigma = 50_000, 10_000
     target = sorted(max(0, mu + sigma * t / 8192) for t in dist_table(dist))
     ks = stats.ks_statistic(d, lambda x: bisect_right(target, x + 0.999) / len(target))
@@ -78,9 +83,9 @@ def test_table_jitter_follows_netems_table(dist):
 
 
 def test_seeded_delays_repeat_packet_for_packet():
-    a = _delays_us("delay=20ms,jitter=5ms,dist=normal", FRAMES[:500], seed=7)
-    b = _delays_us("delay=20ms,jitter=5ms,dist=normal", FRAMES[:500], seed=7)
-    c = _delays_us("delay=20ms,jitter=5ms,dist=normal", FRAMES[:500], seed=8)
+    a = _delays_us("delay=20ms,jitter=5ms,dist=normal", _flows()[:500], seed=7)
+    b = _delays_us("delay=20ms,jitter=5ms,dist=normal", _flows()[:500], seed=7)
+    c = _delays_us("delay=20ms,jitter=5ms,dist=normal", _flows()[:500], seed=8)
     assert a == b and a != c
 
 

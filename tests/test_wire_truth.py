@@ -130,15 +130,22 @@ def test_corrupt_bad_checksum_is_dropped_when_the_checksum_was_trusted(offload_l
 
 def test_corrupt_bad_checksum_tcp_with_offload_at_ingress(offload_lab):
     """TCP too (GSO packets from the veth peer, CHECKSUM_PARTIAL): every corrupted packet is
-    counted by the receiver as a checksum error, and the retransmissions bring the data intact."""
+    counted by the receiver as a checksum error, and the retransmissions bring the data intact.
+
+    A 1 MB transfer reaches tc ingress as few GSO super-packets: 22 to 103 matched units in 30
+    transfers measured (issue 21), so at 20% one transfer leaves the fault idle with 0.8^22 = 0.7%
+    at worst (seen: acted 0 of 22). Up to five transfers, until it acted: 0.8^110 = 2e-11."""
     a, b = offload_lab.a, offload_lab.b
     faultinj.apply("corrupt=20%,csum=bad,proto=tcp@ingress", b.ifname, netns_name=b.netns, seed=6)
     before = traffic.snmp(b.netns)["Tcp"]["InCsumErrors"]
-    res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 1_000_000, timeout=30)
+    for _ in range(5):
+        res = traffic.tcp_transfer(a.netns, b.netns, b.ip4, 1_000_000, timeout=30)
+        assert res.intact
+        [st] = [s for s in faultinj.status() if s.record.netns == b.netns]
+        if st.counters["acted"]:
+            break
     errors = traffic.snmp(b.netns)["Tcp"]["InCsumErrors"] - before
-    [st] = faultinj.status()
-    assert res.intact
-    assert st.counters["acted"] > 0
+    assert st.counters["acted"] > 0, st.counters
     assert errors == st.counters["acted"]
 
 
@@ -314,8 +321,8 @@ def test_gso_and_tx_checksum_offload_are_said_with_the_fix(offload_lab):
     a, b = offload_lab.a, offload_lab.b
     said, shown = offload_findings(offload_lab)
     assert longest_tcp_frame(offload_lab) > 1514
-    assert f"'ip link set {a.ifname} gso_max_segs 1'" in said[0]
-    assert f"'ethtool -K {a.ifname} tx off'" in said[1] and "tx-checksum-ip-generic" in said[1]
+    assert f"'ip -n {a.netns} link set {a.ifname} gso_max_segs 1'" in said[0]
+    assert f"'ip netns exec {a.netns} ethtool -K {a.ifname} tx off'" in said[1] and "tx-checksum-ip-generic" in said[1]
     assert len(shown) == 2 and "gso_max_segs 65535" in shown[0] and "the corruption is delivered" in shown[1]
     before = traffic.snmp(b.netns)["Udp"]
     traffic.udp_stream(a.netns, b.netns, b.ip4, 200)

@@ -127,9 +127,10 @@ static __always_inline int fi_csum_distrust(fi_ctx_t *ctx, __u32 l3_off, __u32 l
 	/* taken out from ETH_HLEN on: puts the checksum start before skb->data */
 	n = l4_off + 2;
 	asm volatile("" : "+r"(n));  /* the verifier wants the bound on the register the helper gets */
-	n &= FI_DISTRUST_MAX - 1;
-	if (n == 0)
-		return -1;
+	/* the same n (2 .. FI_DISTRUST_MAX - 1 here), in a form whose lower bound
+	 * (1) the verifier sees: 6.1's learns nothing from 'if (n == 0)' and
+	 * refused the read as possibly zero-sized */
+	n = ((n - 1) & (FI_DISTRUST_MAX - 1)) + 1;
 	if (bpf_skb_load_bytes(ctx, ETH_HLEN, saved, n))
 		return -1;
 	/* FIXED_GSO: a GSO packet keeps its segment size (the room comes back) */

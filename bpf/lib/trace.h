@@ -138,6 +138,24 @@ static __always_inline void fi_trace_lost_one(void)
 		__sync_fetch_and_add(lost, 1);
 }
 
+/* A full memory barrier: a fetching atomic (BPF_FETCH: a locked instruction
+ * on x86, fully ordered on arm64) on a word every object has. A free and a
+ * socket's read on two CPUs each write one map then read the other's
+ * (fi_drop_flags, skb_copy_datagram_iovec): without a barrier between the
+ * write and the read, both reads may miss (a store may wait in its CPU's
+ * store buffer past a later load, which x86 allows), and a delivered reply
+ * is shown as a drop (issue 25 item 8). */
+static __always_inline void fi_full_fence(void)
+{
+	__u32 key = 0;
+	__u64 *word = bpf_map_lookup_elem(&fi_trace_lost, &key), old;
+
+	if (word) {
+		old = __sync_fetch_and_add(word, 0);
+		asm volatile("" : : "r"(old));   /* used: the fetching form, not a plain add */
+	}
+}
+
 #define FI_HDR 72       /* QinQ + IPv6 + ports: read in one helper call */
 
 static __always_inline __u16 fi_be16(const __u8 *b)
@@ -244,6 +262,7 @@ static __always_inline __u8 fi_drop_flags(__u64 head, __u32 *sock, int shared)
 
 	if (!kind && shared) {
 		bpf_map_update_elem(&fi_trace_shared, &head, &one, BPF_ANY);
+		fi_full_fence();   /* the write above is seen before the read below (see there) */
 		kind = bpf_map_lookup_elem(&fi_trace_delivered, &head);  /* read meanwhile? */
 		if (!kind)
 			return FI_DROP_SHARED;
@@ -304,6 +323,11 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 	__u32 key = 0, len;
 	__u16 mac, proto;
 
+	/* Newer kernels (6.12 for OVS's tracepoints and others) type some
+	 * tracepoint arguments as possibly NULL (trusted_ptr_or_null_): the
+	 * verifier refuses a field load before this check */
+	if (!skb)
+		return;
 	cfg = bpf_map_lookup_elem(&fi_trace_config, &key);
 	if (!cfg || !cfg->active)
 		return;
@@ -332,6 +356,15 @@ static __always_inline void fi_trace_func(const struct sk_buff *skb, __u8 hop, _
 	pkt.mark = skb->mark;
 	if (!fi_trace_match(cfg, &pkt))
 		return;
+	if (hop <= FI_HOP_GRO) {
+		/* a device hop: whatever a socket read of this data before is not this
+		 * packet's fate any more (the data's address is reused once freed, and a
+		 * copy read while its original was consumed leaves a mark nobody takes) */
+		__u64 head = (__u64)(long)skb->head;
+
+		if (bpf_map_lookup_elem(&fi_trace_delivered, &head))
+			bpf_map_delete_elem(&fi_trace_delivered, &head);
+	}
 	if (cfg->active == FI_TRACE_COUNT) {
 		fi_trace_count(skb, hop, reason);
 		return;

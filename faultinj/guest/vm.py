@@ -11,14 +11,13 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import EnvironmentProblem
+from ..inject.labrecords import kill_group, remove_workdirs, workdir  # noqa: F401 (guests' API)
 from .agent import PORT_NAME, Agent
 from .kernels import Kernel
 
@@ -108,7 +107,7 @@ class Guest:
             f"cd {shlex.quote(str(self.workdir))}\n"
             # virtme-ng loads no NIC driver unless it made the network itself
             "modprobe -q virtio_net 2>/dev/null || true\n"
-            f"exec {shlex.quote(sys.executable)} -m faultinj.guest.agent --virtio-port "
+            f"exec {shlex.quote(sys.executable)} -m faultinj.guest.server --virtio-port "
             f"> {shlex.quote(str(self.workdir / 'agent.log'))} 2>&1\n")
         cmd = [vng, "-r", str(k.vmlinuz), "--name", self.spec.name, "--memory", self.spec.memory,
                "--cpus", str(self.spec.cpus), "--rwdir", str(self.workdir), "--rwdir", str(cache),
@@ -170,32 +169,7 @@ class Guest:
             self.proc = None
 
 
-def kill_group(pid: int, wait: float = 10.0) -> None:
-    """SIGKILL a VM's process group (vng, virtme-run, QEMU) and wait until it is empty."""
-    import time
 
-    try:
-        os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        return
-    end = time.monotonic() + wait
-    while time.monotonic() < end:
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
-            return
-        time.sleep(0.1)
-
-
-def remove_workdirs(prefix: str) -> None:
-    for d in Path(tempfile.gettempdir()).glob(f"faultinj-vm-{prefix}-*"):
-        shutil.rmtree(d, ignore_errors=True)
-
-
-def workdir(prefix: str, name: str) -> Path:
-    d = Path(tempfile.gettempdir()) / f"faultinj-vm-{prefix}-{name}"
-    d.mkdir(mode=0o700, parents=True, exist_ok=True)
-    return d
 
 
 def probe_kernel(name: str, progress=lambda m: None) -> dict:

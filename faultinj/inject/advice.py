@@ -92,15 +92,17 @@ def offload_warnings(rec, feats: dict[str, bool], gso_max_segs: int | None, kind
     out = []
     if rec.fault in _PER_SEGMENT and rec.hook == "tc-egress" and (gso_max_segs or 0) > 1:
         out.append(f"{rec.ifname} hands tc egress GSO super-packets (gso_max_segs {gso_max_segs}): {rec.fault} "
-                   f"counts those, not wire segments; fix: 'ip link set {rec.ifname} gso_max_segs 1' "
-                   f"(or 'ethtool -K {rec.ifname} tso off gso off')")
+                   f"counts those, not wire segments; fix: "
+                   f"'{netns.command(rec.netns, 'ip', 'link', 'set', rec.ifname, 'gso_max_segs', '1')}' "
+                   f"(or '{netns.command(rec.netns, 'ethtool', '-K', rec.ifname, 'tso', 'off', 'gso', 'off')}')")
     csum_bad = rec.fault == "corrupt" and ["csum", "bad"] in [list(w) for w in rec.match]
     tx_csum = [k for k, on in feats.items() if on and k.startswith("tx-checksum")]
     if csum_bad and rec.hook == "tc-egress" and tx_csum and kind == "veth":
         # a NIC completes the checksum (wrong, as corrupt leaves it); a veth hands the skb over as it is
         out.append(f"{rec.ifname} is a veth with tx checksum offload on ({', '.join(sorted(tx_csum))}): csum=bad "
                    f"packets leave with their checksum left to the offload, which the peer trusts unchecked, so "
-                   f"the corruption is delivered; fix: 'ethtool -K {rec.ifname} tx off' (or corrupt at the "
+                   f"the corruption is delivered; fix: '{netns.command(rec.netns, 'ethtool', '-K', rec.ifname, 'tx', 'off')}' "
+                   "(or corrupt at the "
                    "receiver's tc ingress)")
     return out
 

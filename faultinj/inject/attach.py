@@ -15,6 +15,7 @@ import socket
 import struct
 
 from ..errors import FaultinjError, KernelFeatureMissing, StateError
+from . import netns as _netns
 
 TC_PARENTS = {"tc-ingress": 0xFFFFFFF2, "tc-egress": 0xFFFFFFF3}
 CLSACT_HANDLE = 0xFFFF0000
@@ -68,7 +69,7 @@ def next_prio(ipr, ifindex: int, hook: str) -> int:
     return max(mine) + 1 if mine else FIRST_PRIO
 
 
-def free_prio(ipr, ifindex: int, hook: str, prio: int, ifname: str) -> int:
+def free_prio(ipr, ifindex: int, hook: str, prio: int, ifname: str, netns_name: str | None = None) -> int:
     """The user's --prio, refused when a filter (ours or another tool's) holds it already."""
     held = [f for f in filters(ipr, ifindex, hook) if filter_prio(f) == prio]
     if held:
@@ -77,7 +78,7 @@ def free_prio(ipr, ifindex: int, hook: str, prio: int, ifname: str) -> int:
         who = (f"faultinj's {name.split(':')[1]}" if (name or "").startswith("faultinj:")
                else f"{kind} filter '{name}'" if name else f"a {kind} filter")
         raise StateError(f"prio {prio} on {ifname} {hook} is taken by {who}: choose another --prio "
-                         f"(see 'tc filter show dev {ifname} {hook.removeprefix('tc-')}')")
+                         f"(see '{_netns.command(netns_name, 'tc', 'filter', 'show', 'dev', ifname, hook.removeprefix('tc-'))}')")
     return prio
 
 
@@ -282,7 +283,7 @@ def save_root_qdisc(netns: str | None, ifindex: int, ifname: str) -> dict:
     if kind not in RESTORABLE:
         raise StateError(f"faultinj cannot put back a '{kind}' root qdisc exactly (it can: "
                          f"{', '.join(sorted(RESTORABLE))}), so it does not replace it even with --replace: "
-                         f"remove it yourself ('tc qdisc del dev {ifname} root') and add it again after 'faultinj clear'")
+                         f"remove it yourself ('{_netns.command(netns, 'tc', 'qdisc', 'del', 'dev', ifname, 'root')}') and add it again after 'faultinj clear'")
     children = [h for h, parent, _a in qdiscs if parent not in (TC_H_ROOT, TC_H_INGRESS) and
                 parent >> 16 == handle >> 16 and h]
     try:
@@ -292,7 +293,7 @@ def save_root_qdisc(netns: str | None, ifindex: int, ifname: str) -> dict:
     if children or classes:
         raise StateError(f"{ifname}'s root qdisc '{kind}' has classes or qdiscs under it: faultinj restores only "
                          f"a classless root qdisc, so it does not replace this one even with --replace; remove it "
-                         f"yourself ('tc qdisc del dev {ifname} root') and put it back after 'faultinj clear'")
+                         f"yourself ('{_netns.command(netns, 'tc', 'qdisc', 'del', 'dev', ifname, 'root')}') and put it back after 'faultinj clear'")
     return {"kind": kind, "handle": handle,
             "attrs": {str(k): base64.b64encode(attrs[k]).decode() for k in (TCA_KIND, TCA_OPTIONS, TCA_STAB)
                       if k in attrs}}

@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass
 
 from ..errors import SpecError, TargetError
+from .netns import command as netns_command
 from .netns import entered
 
 ETH_P_ALL = 0x0003
@@ -57,7 +58,7 @@ class Capture:
             except OSError as exc:
                 where = f" in namespace {self.netns}" if self.netns else ""
                 raise TargetError(f"cannot capture on {self.ifname}{where} ({exc.strerror}): "
-                                  "see 'ip link' for its interfaces") from None
+                                  f"see '{netns_command(self.netns, 'ip', 'link')}' for its interfaces") from None
             sock.settimeout(0.1)
             self._sock = sock
             self._stats()  # reading resets the kernel's counters: start from zero

@@ -38,6 +38,10 @@ class JournalLog:
     def head(self) -> int:
         return _IDX.unpack_from(self._head, 0)[0]
 
+    def _index(self, off: int) -> int:
+        """The index word of the slot at off: its event's number + 1 once complete, 0 while written."""
+        return _IDX.unpack_from(self._log, off)[0]
+
     def read(self, everything: bool = False) -> list[bytes]:
         """The new events' bytes, oldest first: those for the journal, or with everything, also
         those logged only for a tracer (journal=off while one watched)."""
@@ -47,15 +51,16 @@ class JournalLog:
             self.next = head - maps.JOURNAL_SIZE
         while self.next < head:
             off = (self.next % maps.JOURNAL_SIZE) * size
-            if _IDX.unpack_from(self._log, off)[0] != self.next + 1:
-                if _IDX.unpack_from(self._log, off)[0] == 0 or \
-                        _IDX.unpack_from(self._log, off)[0] < self.next + 1:
-                    break              # still being written: the next read gets it
+            # one look decides: a writer may complete the slot between two (issue 22)
+            idx = self._index(off)
+            if idx == 0 or idx < self.next + 1:
+                break                  # still being written: the next read gets it
+            if idx != self.next + 1:
                 self.missed += 1       # overwritten already
                 self.next += 1
                 continue
             raw = self._log[off:off + size]
-            if _IDX.unpack_from(self._log, off)[0] != self.next + 1:   # overwritten while copied
+            if self._index(off) != self.next + 1:   # overwritten while copied
                 self.missed += 1
             elif everything or raw[_JOURNAL_FLAG]:
                 out.append(raw)
@@ -160,8 +165,15 @@ def open_for(ifname: str | None = None, *, netns_name: str | None = None, fault_
             return r.ifname == ifname and r.netns == netns_name
         return netns_name is None or r.netns == netns_name   # every fault, or every one in a namespace
 
+    from .. import which
+
     with state.locked(exclusive=False):
-        recs = [r for r in state.records() if wanted(r)]
+        records = state.records()
+        if fault_id is not None:   # by id alone; an interface or namespace beside it must be its own
+            which.by_id(fault_id, records, ifname, netns_name)
+        elif ifname is not None:   # without --netns: the one namespace with faults on ifname
+            netns_name = which.netns_of(ifname, netns_name, records)
+        recs = [r for r in records if wanted(r)]
     if not recs and (ifname or fault_id):
         what = f"fault {fault_id}" if fault_id else f"faults on {ifname}{' in ' + netns_name if netns_name else ''}"
         raise StateError(f"no {what}: see 'faultinj status'")

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import dataclasses
-import logging
 import os
 import secrets
 import shutil
@@ -20,7 +19,9 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..errors import EnvironmentProblem, FaultinjError
-from . import ovs
+from . import labrecords, ovs
+from .labrecords import forget, reap_orphans, recorded_labs, remove_recorded  # noqa: F401 (the lab's API)
+from .netns import netns_exec  # noqa: F401 (the lab's API)
 from .ovs import OvsBridgeSpec, OvsPortSpec
 
 
@@ -32,12 +33,6 @@ def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
     if check and proc.returncode != 0:
         raise FaultinjError(f"'{' '.join(cmd)}' failed: {proc.stderr.strip()}")
     return proc
-
-
-def netns_exec(netns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """cmd (this machine's) in network namespace netns: a name, or a file such as /proc/PID/ns/net."""
-    enter = ["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]
-    return subprocess.run([*enter, *cmd], capture_output=True, text=True, timeout=timeout)
 
 
 def unique_prefix() -> str:
@@ -395,107 +390,14 @@ class Topology:
 
 
 # ---- lab records: labs kept for interactive work, and labs of a running `faultinj run`
-# A run records its lab before building it; if the run is killed, the next
-# faultinj command finds the record with a dead owner and removes the lab.
-
-def _labs_dir():
-    from . import state
-
-    state.ensure_dirs()
-    d = state.run_dir() / "labs"
-    d.mkdir(mode=0o700, exist_ok=True)
-    return d
-
-
 def remember(name: str, topo: Topology, kept: bool, extra: dict | None = None) -> dict:
-    import json
-
     nss, bridges = topo.planned()
     taps = [topo.tap_name(n) for n, link in enumerate(topo.spec.links, 1) if link.a.host in topo.spec.vms]
     data = {"name": name, "prefix": topo.prefix, "namespaces": nss, "ovs_bridges": bridges, "taps": taps,
             "vm_pids": [g.proc.pid for g in topo.guests.values() if g.proc],
             "hosts": {h: topo.netns(h) for h in topo.spec.hosts}, "kept": kept, "owner_pid": os.getpid(),
             **(extra or {})}
-    path = _labs_dir() / f"{topo.prefix}.json"
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1))
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-    return data
-
-
-def forget(topo_or_prefix) -> None:
-    prefix = getattr(topo_or_prefix, "prefix", topo_or_prefix)
-    try:
-        os.unlink(_labs_dir() / f"{prefix}.json")
-    except FileNotFoundError:
-        pass
-
-
-def recorded_labs() -> list[dict]:
-    import json
-
-    return [json.loads(p.read_text()) for p in sorted(_labs_dir().glob("*.json"))]
-
-
-def remove_recorded(data: dict) -> None:
-    from ..guest.vm import kill_group
-
-    for pid in data.get("vm_pids", []):   # each QEMU leads its own process group
-        kill_group(pid)
-    if data.get("ovs_private"):   # an OVS build's own daemons: their bridges end with them
-        ovs.kill_private(data["ovs_private"]["pids"], data["ovs_private"]["dir"])
-    if data.get("vm_pids"):
-        from ..guest.vm import remove_workdirs
-
-        remove_workdirs(data["prefix"])
-    for tap in data.get("taps", []):
-        _run("ip", "link", "del", tap, check=False)
-    for br in data.get("ovs_bridges", []):
-        _run("ovs-vsctl", "--if-exists", "del-br", br, check=False)
-    for ns in reversed(data.get("namespaces", [])):
-        _run("ip", "netns", "del", ns, check=False)
-    _clear_outside(data)
-    forget(data["prefix"])
-
-
-def _clear_outside(data: dict) -> None:
-    """The faults a dead run applied outside its lab (in containers) did not go with its namespaces:
-    mark them as being cleared, which the reaper that called us then finishes."""
-    ids = set(data.get("faults_outside", []))
-    if not ids:
-        return
-    from . import state
-
-    for rec in state.records():
-        if rec.id in ids and rec.pending is None:
-            rec.pending, rec.pid = "clear", data.get("owner_pid")
-            state.save(rec)
-
-
-def _alive(pid: int | None) -> bool:
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def reap_orphans() -> list[str]:
-    """Remove labs whose `faultinj run` died; returns their namespaces."""
-    gone = []
-    for data in recorded_labs():
-        if not data.get("kept") and not _alive(data.get("owner_pid")):
-            remove_recorded(data)
-            logging.getLogger("faultinj").warning(
-                "removed lab %s that a killed 'faultinj run' (pid %s) left: namespaces %s", data.get("name"),
-                data.get("owner_pid"), ", ".join(data.get("namespaces", [])) or "none")
-            gone.extend(data.get("namespaces", []))
-    return gone
+    return labrecords.write(data)
 
 
 def _same_subnet(cidr: str, addr: str) -> bool:

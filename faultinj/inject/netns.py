@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import subprocess
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -34,6 +35,22 @@ def list_netns() -> list[str]:
 
 def is_path(netns: str | None) -> bool:
     return bool(netns) and netns.startswith("/")
+
+
+def command(netns: str | None, *argv: str) -> str:
+    """A shell command that runs argv in netns as printed (hints a user pastes): `ip -n NS ...`,
+    `tc -n NS ...`, `ip netns exec NS ethtool ...`; a namespace file through nsenter."""
+    import shlex
+
+    words = list(argv)
+    if netns is not None:
+        if is_path(netns):
+            words = ["nsenter", f"--net={netns}", *words]
+        elif words[0] in ("ip", "tc"):
+            words = [words[0], "-n", netns, *words[1:]]
+        else:
+            words = ["ip", "netns", "exec", netns, *words]
+    return " ".join(shlex.quote(w) for w in words)
 
 
 def _file(netns: str) -> str:
@@ -174,3 +191,9 @@ class Links:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def netns_exec(netns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    """cmd (this machine's) in network namespace netns: a name, or a file such as /proc/PID/ns/net."""
+    enter = ["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]
+    return subprocess.run([*enter, *cmd], capture_output=True, text=True, timeout=timeout)

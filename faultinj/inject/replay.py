@@ -6,10 +6,12 @@ drops reaches none after it."""
 
 from __future__ import annotations
 
+import os
 import secrets
 from dataclasses import dataclass, field
 
 from .. import pcap
+from ..errors import SpecError, missing_path
 from ..faults import FaultSpec, parse_spec
 from . import libbpf, maps, program
 
@@ -36,6 +38,8 @@ def replay(in_path: str, specs: list[str | FaultSpec], out_path: str, seed: int 
     parsed = [s if isinstance(s, FaultSpec) else parse_spec(s) for s in specs]
     seed = secrets.randbits(64) if seed is None else seed
     records = list(pcap.read(in_path))  # read (and fail on a bad file) before loading anything
+    if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
+        raise SpecError(missing_path(out_path))
     loaded = []
     try:
         for spec in parsed:

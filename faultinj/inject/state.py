@@ -15,7 +15,7 @@ import os
 import shutil
 import time
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -79,6 +79,11 @@ class Record:
     # unpinned, so they hold every packet it acted on (a status read before clear can miss the last)
     final_counters: dict | None = None
     final_journal_lost: int = 0      # and its journal events no longer kept then
+    # who applied it (current_user(): the sudo user, else the uid's name); "" in records from before
+    user: str = ""
+    # the name of what applied it, when one thing applied several faults (a Chaos Mesh manifest's
+    # metadata.name): status shows it, clear --name removes them together
+    name: str | None = None
 
     @property
     def filters(self) -> str:
@@ -116,7 +121,8 @@ class Record:
     def from_json(cls, d: dict) -> "Record":
         d = dict(d)
         d.pop("spec", None)
-        rec = cls(**d)
+        known = {f.name for f in fields(cls)}
+        rec = cls(**{k: v for k, v in d.items() if k in known})   # a newer version's record: its extra keys left
         if not rec.attach_kind:   # a record written before attach kinds: what that version made
             rec.attach_kind = ("xdp" if rec.hook == "xdp" else
                                "tc-matchall" if rec.attach_mode == "matchall" else "tc-filter")
@@ -168,6 +174,18 @@ def _write_json(path: Path, data: dict) -> None:
     with os.fdopen(fd, "w") as f:
         json.dump(data, f, indent=1, sort_keys=True)
     os.replace(tmp, path)  # a reader sees the old record or the new, never half
+
+
+def current_user() -> str:
+    """Who runs faultinj: the user behind sudo (faultinj runs as root), else the uid's name."""
+    import pwd
+
+    if os.environ.get("SUDO_USER") and os.getuid() == 0:
+        return os.environ["SUDO_USER"]
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def records() -> list[Record]:

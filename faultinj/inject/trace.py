@@ -27,6 +27,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import socket
 import struct
 import threading
 import time
@@ -34,7 +35,7 @@ from dataclasses import dataclass, field
 
 from ..errors import KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match
-from ..journal import clock, wall_time
+from ..journal import clock, wall_clock, wall_time
 from ..packets import parse
 from . import build, layout, libbpf, state
 
@@ -64,8 +65,13 @@ FI_HOP_DROP = 5
 HOP_DELIVERED = 6                    # FI_HOP_DELIVERED: a socket read a copy of a frame freed while shared
 DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
 # How long a free whose data another skb still held waits for that copy's fate (read by a socket:
-# a delivery; else a drop). ping and OVS read their copies within microseconds.
-SHARED_GRACE_NS = 200_000_000
+# a delivery; else a drop), counted from when this reader got the free (a tracer that reads late
+# must not give up on a copy at once). ping and OVS read their copies within microseconds on a
+# quiet machine; on a loaded one a reader may be scheduled hundreds of ms later (issue 25 item 8:
+# with 200 ms counted from the kernel's stamp, ping's replies were shown as drops). A copy read
+# through a mapped ring (tcpdump's TPACKET) is never read by recvmsg: its free waits out the grace.
+SHARED_GRACE_NS = 2_000_000_000
+IN_GUEST = "FAULTINJ_LAB_IN_GUEST"      # scenario/inguest.py sets it in the guest's run
 WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
 AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
@@ -100,11 +106,20 @@ def ovs_actions(path: str | None = None) -> dict[int, str]:
     return {v: n.removeprefix("OVS_ACTION_ATTR_").lower() for v, n in names.items()}
 
 
+def root_label() -> str:
+    """What the namespace faultinj runs in is called in hops: 'host', or, in a lab made inside a
+    guest (lab.guest), the guest's name (its hostname): its root namespace is not this machine's."""
+    if os.environ.get(IN_GUEST):
+        return f"guest {socket.gethostname()}"
+    return "host"
+
+
 def netns_names() -> dict[int, str]:
-    """Namespace inode -> name: the named ones (/run/netns), 'host' (the one faultinj runs in) and
-    'init' (pid 1's, where that is another: faultinj in a container)."""
+    """Namespace inode -> name: the named ones (/run/netns), 'host' (the one faultinj runs in: the
+    guest's name in a guest, root_label) and 'init' (pid 1's, where that is another: faultinj in a
+    container)."""
     out = {}
-    for path, name in (("/proc/1/ns/net", "init"), ("/proc/self/ns/net", "host")):
+    for path, name in (("/proc/1/ns/net", "init"), ("/proc/self/ns/net", root_label())):
         try:
             out[os.stat(path).st_ino] = name
         except OSError:
@@ -134,13 +149,23 @@ class Hop:
     fault: str = ""         # a faultinj fault acted here: its id and spec
     delivered: str = ""     # done: the socket that had read the frame (raw socket, packet socket, ...)
     since_ns: int = 0       # fn: time since this packet's previous hop
+    # ts_ns on the wall clock of the machine that traced it (a guest's, in a lab.guest run: its
+    # monotonic clock means nothing here); 0: this machine's, converted when shown
+    wall_ns: int = 0
+    head: int = 0           # the data's address (clones share it; reused once the data is freed)
     # the packet (packets.Packet.journal_key) and its one-line description: from the frame when
     # first asked for (a tracer reading every packet decodes only what its user looks at)
     _key: tuple | None = None
     _summary: str | None = None
 
     def _decode(self) -> None:
-        self._key, self._summary = summarise(self.frame, self.length)
+        # a packet's hops mostly carry the same bytes (a bridge, a veth pair): parsed once
+        got = _SUMMARIES.get((self.frame, self.length))
+        if got is None:
+            if len(_SUMMARIES) >= 4096:
+                _SUMMARIES.clear()
+            got = _SUMMARIES[(self.frame, self.length)] = summarise(self.frame, self.length)
+        self._key, self._summary = got
 
     @property
     def key(self) -> tuple:
@@ -157,21 +182,25 @@ class Hop:
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in ("ts_ns", "netns", "netns_name", "ifname", "direction", "point",
                                            "length", "reason", "fault", "delivered", "since_ns", "summary")}
-        d["time"] = wall_time(self.ts_ns)
+        d["time"] = self.wall_ns / 1e9 if self.wall_ns else wall_time(self.ts_ns)
         d["key"] = list(self.key)
         return d
+
+    def clock(self) -> str:
+        """HH:MM:SS.microseconds on the clock of the machine that traced it."""
+        return clock(self.ts_ns) if not self.wall_ns else wall_clock(self.wall_ns)
 
     def __str__(self) -> str:
         tail = f" reason={self.reason}" if self.reason else ""
         tail += f", after delivery to a {self.delivered}" if self.delivered else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
         if self.direction == "ovs":   # Open vSwitch's kernel datapath: an upcall, or an action it executed
-            return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} ovs  "
+            return (f"{self.clock()} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} ovs  "
                     f"{self.point:<16} {self.summary}{tail}")
         if self.direction == "fn":
-            return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} fn   "
+            return (f"{self.clock()} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} fn   "
                     f"{self.point:<28} +{self.since_ns / 1000:7.1f}us {self.summary}")
-        return (f"{clock(self.ts_ns)} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
+        return (f"{self.clock()} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
                 f"{self.direction:<4} {self.summary}{tail}")
 
 
@@ -190,6 +219,9 @@ def skb_functions(pattern: str, limit: int = MAX_FUNCTIONS) -> dict[str, int]:
         raise SpecError(f"--functions {pattern!r}: {len(found)} functions match, more than {limit} "
                         "(one fentry program each): narrow the pattern or raise --max-functions")
     return found
+
+
+_SUMMARIES: dict = {}   # (frame, length) -> summarise(): the last few thousand packets'
 
 
 def summarise(frame: bytes, wire_len: int) -> tuple[tuple, str]:
@@ -236,9 +268,13 @@ class Tracer:
     _ovs: object = None                             # bpf/trace_ovs.bpf.c, where openvswitch.ko is loaded
     _ovs_actions: dict = field(default_factory=dict)
     _unnamed: dict = field(default_factory=dict)    # namespace inode without a name -> last looked for
+    # CLOCK_MONOTONIC (the programs' stamps) -> the wall clock, on this machine: each hop carries its
+    # wall time, so that hops traced in a guest read on the guest's clock wherever they are shown
+    _to_wall: int = 0
 
     def start(self) -> "Tracer":
         path = check_btf()
+        self._to_wall = time.time_ns() - time.monotonic_ns()
         self._reasons = drop_reasons(path)
         self._names = netns_names()
         obj_path = build.compile_program("trace", "trace")
@@ -246,7 +282,7 @@ class Tracer:
             self._obj = libbpf.TracingObject(str(obj_path), SHARED_MAPS)
             # struct fi_trace_config: the mode, the filters (an 'or' of up to layout.TRACE_SLOTS)
             slots = self.filters()
-            cfg = layout.FiTraceConfig(active=MODE_COUNT if self.count_only else MODE_EVENTS, slots=len(slots))
+            cfg = layout.FiTraceConfig(active=0, slots=len(slots))   # FI_TRACE_OFF until all is attached
             for i, m in enumerate(slots):
                 cfg.match[i] = layout.match_struct(m)
             libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", bytes(cfg))
@@ -266,7 +302,12 @@ class Tracer:
                 self._journal = JournalReader(state.records(), from_start=False, everything=True)
                 self._watch()
                 for r in self._journal.records:   # where each fault is, looked up once
-                    self._fault_at[r.id] = (r.target or r.netns or "host", self._ns_inum(r.netns), r.ifname)
+                    self._fault_at[r.id] = (r.target or r.netns or root_label(), self._ns_inum(r.netns), r.ifname)
+            # every program is attached (fentry on many functions takes seconds in a slow guest), the
+            # journals read from here: only now do the programs trace, so that no packet is seen by
+            # some of them and not by the others
+            cfg.active = MODE_COUNT if self.count_only else MODE_EVENTS
+            libbpf.map_update(self._obj.map_fds["fi_trace_config"], b"\0\0\0\0", bytes(cfg))
         except BaseException:
             self.close()
             raise
@@ -347,7 +388,7 @@ class Tracer:
                 what = {"drop": "DROP", "duplicate": "DUP"}.get(e.action, "ACT")
                 hops.append(Hop(e.ts_ns, inum, ns_name, ifname, what, e.hook, 0, b"",
                                 reason="faultinj" if e.action == "drop" else "",
-                                fault=f"{e.fault} {e.fault_id}", _key=e.key(),
+                                fault=f"{e.fault} {e.fault_id}", wall_ns=e.ts_ns + self._to_wall, _key=e.key(),
                                 _summary=_event_summary(e)))
                 if e.action == "drop":
                     if len(self._fault_drops) > 100_000:
@@ -372,18 +413,19 @@ class Tracer:
         fields are read only when asked for (Hop.key, Hop.summary)."""
         hops = []
         append, names, ns_names, held = hops.append, self._ifnames, self._names, self._held
+        to_wall, now = self._to_wall, time.monotonic_ns()
         for (_len, _pg, ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags,
              ifname, frame) in RECORD.iter_unpack(batch):
             if hop == HOP_DELIVERED:
                 h = held.pop(head, None)
                 if h is not None:
-                    append(_delivered(h, sock))
+                    append(_delivered(h[0], sock))
                 continue
             name = names.get(ifname)
             if name is None:
                 name = names[ifname] = ifname.split(b"\0")[0].decode(errors="replace")
             h = Hop(ts, netns, ns_names.get(netns) or self._ns_name(netns), name, HOPS.get(hop, "?"),
-                    HOP_POINTS.get(hop, "?"), length, frame[:snap])
+                    HOP_POINTS.get(hop, "?"), length, frame[:snap], "", "", "", 0, ts + to_wall, head)  # positional: cheaper
             if hop < FI_HOP_DROP:
                 append(h)
                 continue
@@ -392,7 +434,7 @@ class Tracer:
                 if flags & DROP_DELIVERED:
                     h = _delivered(h, sock)
                 elif flags & DROP_SHARED:
-                    held[head] = h
+                    held[head] = (h, now)
                     continue
             elif hop == HOP_OVS_EXEC:
                 action = self._ovs_actions.get(reason, str(reason))
@@ -433,12 +475,21 @@ class Tracer:
         return out
 
     def flush(self, before_ns: int | None = None) -> list[Hop]:
-        """Frees held for their copy's fate since before before_ns (all: None): nobody read the copy,
-        so they were drops after all."""
-        out = {k: h for k, h in self._held.items() if before_ns is None or h.ts_ns < before_ns}
+        """Frees held for their copy's fate that this reader got before before_ns (all: None; on
+        CLOCK_MONOTONIC): nobody read the copy, so they were drops after all."""
+        out = {k: h for k, (h, got) in self._held.items() if before_ns is None or got < before_ns}
         for k in out:
             del self._held[k]
         return list(out.values())
+
+    def settle(self) -> list[Hop]:
+        """At the end: the hops still to come while frees wait for their copies' fate (at most the
+        grace), then the frees whose copy nobody read, as drops."""
+        hops = []
+        end = time.monotonic_ns() + SHARED_GRACE_NS
+        while self._held and time.monotonic_ns() < end:
+            hops.extend(self.read(20))
+        return hops + self.flush()
 
     def lost(self) -> int:
         """Events the kernel could not queue (the reader fell behind)."""
@@ -510,40 +561,52 @@ class _Stop(Exception):
 
 def trace(match: Match | tuple = NO_MATCH, count: int | None = None, duration: float | None = None,
           on_hop=None, with_faults: bool = True, settle: float = 0.3,
-          functions: dict | None = None) -> tuple[list[Hop], int]:
+          functions: dict | None = None, on_start=None, keep: bool = True) -> tuple[list[Hop], int]:
     """Trace until `count` packets were seen (then `settle` more seconds for their later hops),
     `duration` passed, KeyboardInterrupt, or on_hop returned False. A packet is what its key names
     (Hop.key: addresses, protocol, ports or echo id, IP id, TCP or echo sequence; the frame's bytes
     when it is not IP): a ping's request and reply are two. It counts when its first hop is seen,
     and every later hop of a counted packet is kept. on_hop(hop) is called as hops come. Returns
-    the hops and how many the kernel could not queue (this reader fell behind)."""
+    the hops and how many the kernel could not queue (this reader fell behind). on_start() is
+    called once every program is attached and tracing (the duration counts from then).
+    keep=False: the hops go to on_hop only (the list returned is empty): a long trace holds no
+    more memory than a read's batch (the packets counted are kept only with a count)."""
     hops: list[Hop] = []
     packets: set = set()
-    end = None if duration is None else time.monotonic() + duration
+
+    def take(h: Hop) -> bool:
+        """Whether the hop is wanted (one of the counted packets'); on_hop may stop (_Stop)."""
+        if count is not None:
+            if len(packets) >= count and h.key not in packets:
+                return False
+            packets.add(h.key)
+        if keep:
+            hops.append(h)
+        if on_hop and on_hop(h) is False:
+            raise _Stop
+        return True
+
     with Tracer(match, with_faults, functions or {}) as tracer:
+        if on_start:
+            on_start()
+        end = None if duration is None else time.monotonic() + duration
         try:
             while end is None or time.monotonic() < end:
                 for h in tracer.read(100):
-                    if count is not None and len(packets) >= count and h.key not in packets:
-                        continue
-                    packets.add(h.key)
-                    hops.append(h)
-                    if on_hop and on_hop(h) is False:
-                        raise _Stop
-
+                    take(h)
                 if count is not None and len(packets) >= count:
                     end = min(end or float("inf"), time.monotonic() + settle)
         except KeyboardInterrupt:
             pass
         except _Stop:
-            return hops + tracer.flush(), tracer.lost()
-        for h in tracer.flush():
-            if count is not None and h.key not in packets and len(packets) >= count:
-                continue
-            packets.add(h.key)
-            hops.append(h)
-            if on_hop and on_hop(h) is False:
-                break
+            if keep:
+                hops.extend(tracer.flush())
+            return hops, tracer.lost()
+        try:
+            for h in tracer.settle():
+                take(h)
+        except (_Stop, KeyboardInterrupt):
+            pass
         lost = tracer.lost()
     return hops, lost
 

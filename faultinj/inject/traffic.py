@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .lab import netns_exec
+from .netns import netns_exec
 from .netns import entered
 
 SO_RCVBUFFORCE = 33

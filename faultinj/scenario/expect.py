@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -26,6 +27,8 @@ class RunData:
     ovs: dict[str, dict] = field(default_factory=dict)                  # OVS bridge -> rules' stats, megaflows
     journeys: list[list] = field(default_factory=list)                  # trace: each traced packet's hops
     fault_ids: dict[str, str] = field(default_factory=dict)             # fault -> its id (journey labels)
+    # (host, traffic name or None for the whole run) -> how much each kernel counter grew meanwhile
+    kernel_counters: dict[tuple, dict[str, int]] = field(default_factory=dict)
 
 
 def _p(params: dict) -> float:
@@ -37,6 +40,15 @@ def _select(data: RunData, params: dict, key: str = "of") -> list[Packet]:
     return [p for p in data.packets.get(params["capture"], []) if pred(p)]
 
 
+def _select_timed(data: RunData, params: dict) -> tuple[list[Packet], list[float]]:
+    """The selected packets of a capture and their arrival times (s)."""
+    pred = compile_predicate(params.get("of", "all"))
+    pkts = data.packets.get(params["capture"], [])
+    times = data.times.get(params["capture"]) or [0.0] * len(pkts)
+    sel = [(p, t) for p, t in zip(pkts, times) if pred(p)]
+    return [p for p, _ in sel], [t for _, t in sel]
+
+
 def evaluate(e: ExpectEntry, data: RunData) -> Check:
     k, prm = e.kind, e.params
     conf = float(prm.get("confidence", CONFIDENCE))
@@ -45,11 +57,12 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         having = compile_predicate(prm["having"])
         hit = sum(1 for p in base if having(p))
         return ratio_check(f"fraction: {prm['having']} among {prm.get('of', 'all')} at {prm['capture']}",
-                           hit, len(base), _p(prm), conf)
+                           hit, len(base), _p(prm), conf,
+                           f"no packet matched `{prm.get('of', 'all')}` at {prm['capture']}")
     if k == "fault_ratio":
         c = data.counters.get(prm["fault"], {})
         return ratio_check(f"fault_ratio: acted/matched of {prm['fault']}", c.get("acted", 0), c.get("matched", 0),
-                           _p(prm), conf)
+                           _p(prm), conf, f"{prm['fault']} matched no packet")
     if k == "uniform":
         lo, hi = prm["range"]
         values = [getattr(p, prm["field"]) for p in _select(data, prm)]
@@ -64,7 +77,7 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
         r = data.traffic.get(prm["traffic"])
         sent = r.sent if r else 0
         lost = sent - len(r.received) if r else 0
-        return ratio_check(f"loss of {prm['traffic']}", lost, sent, _p(prm), conf)
+        return ratio_check(f"loss of {prm['traffic']}", lost, sent, _p(prm), conf, f"{prm['traffic']} sent nothing")
     if k == "tcp_intact":
         r = data.traffic.get(prm["traffic"])
         return Check(f"tcp_intact: {prm['traffic']}", bool(r and r.intact),
@@ -144,14 +157,35 @@ def evaluate(e: ExpectEntry, data: RunData) -> Check:
                      f"{hit} of {len(first)} connections", f"all {want}")
     if k == "out_of_order":
         # per TCP connection (one direction), the data segments that arrived after a later one
-        late = out_of_order(data.packets.get(prm["capture"], []))
+        pkts, times = _select_timed(data, prm)
+        late = late_segments(pkts, times)
         want = prm.get("per_connection", 1)
         conns = prm.get("connections", len(late))
-        counts = sorted(Counter({c: len(v) for c, v in late.items()}).values())
-        ok = len(late) == conns and conns > 0 and all(n == want for n in counts)
-        return Check(f"out_of_order: {want} late data segment(s) per connection at {prm['capture']}", ok,
-                     f"{len(late)} connections, late segments per connection: {counts[:20]}",
-                     f"{conns} connections, {want} each")
+        having = compile_predicate(prm["having"]) if "having" in prm else None
+        counts = [len(v) for v in late.values()]
+        segs = [s for v in late.values() for s in v]
+        # late ones that are not what was asked: without the flag, or not their connection's first
+        wrong = [s for s in segs if (having and not having(s.packet)) or (prm.get("first") and not s.first)]
+        # share < 1: at least that share of the connections have exactly `want`, every other none
+        share = float(prm.get("share", 1.0))
+        exact = sum(1 for n in counts if n == want)
+        ok = (len(late) == conns and conns > 0 and not wrong and all(n in (0, want) for n in counts)
+              and exact >= math.ceil(share * conns - 1e-9))
+        told = "; ".join(s.describe() for s in segs[:3]) + (f"; +{len(segs) - 3} more" if len(segs) > 3 else "")
+        return Check(f"out_of_order: {want} late data segment(s) per connection at {prm['capture']}"
+                     + (f" among {prm['of']}" if "of" in prm else ""), ok,
+                     f"{len(late)} connections ({exact} with {want}), late segments per connection: {counts[:40]}"
+                     + (f"; {told}" if told else "")
+                     + (f"; not as asked: {', '.join(s.describe() for s in wrong[:3])}" if wrong else ""),
+                     f"{conns} connections, {want} each"
+                     + (f" (at least {math.ceil(share * conns - 1e-9)} of them; the others none)" if share < 1 else "")
+                     + (f", each late one {prm['having']}" if having else "")
+                     + (", each its connection's first data segment" if prm.get("first") else ""))
+    if k == "throughput_ratio":
+        return throughput_ratio_check(prm, connection_throughputs(data, prm["capture"], prm["of"]),
+                                      connection_throughputs(data, prm["capture"], prm["control"]), conf)
+    if k == "kernel_counter":
+        return kernel_counter_check(prm, data.kernel_counters)
     if k == "journal_matches":
         having = compile_predicate(prm["having"])
         seen = Counter(p.journal_key() for p in _select(data, prm) if having(p))
@@ -245,25 +279,147 @@ def delay_check(prm: dict, pairs: list[tuple[float, Packet]], journal: list, con
 
 def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
     """Per TCP connection (one direction), the data segments that arrived after a segment with a
-    later sequence number (retransmissions of what already arrived are not late: they start below
-    the highest end seen but were sent again, so count only segments never seen before)."""
+    later sequence number."""
+    return {c: [s.packet for s in v] for c, v in late_segments(packets).items()}
+
+
+_FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("U", 0x20), ("E", 0x40), ("W", 0x80),
+                 (".", 0x10))
+
+
+def flags_text(flags: int | None) -> str:
+    """TCP flags as tcpdump writes them: P. is PSH+ACK, S SYN, . ACK."""
+    return "".join(ch for ch, bit in _FLAG_LETTERS if (flags or 0) & bit) or "none"
+
+
+@dataclass
+class LateSegment:
+    """A data segment that arrived after a later one of its connection."""
+    packet: Packet
+    sport: int
+    dport: int
+    seq: int            # as on the wire
+    rel_seq: int        # from the connection's first data byte seen
+    length: int
+    flags: str          # tcpdump's letters
+    overtaken_by: int   # new segments of later sequence that arrived before it
+    late_ms: float      # after the first of those
+    first: bool         # it is its connection's first data segment (the lowest sequence number)
+
+    def describe(self) -> str:
+        return (f"{self.sport}>{self.dport} seq +{self.rel_seq} len {self.length} [{self.flags}] "
+                f"after {self.overtaken_by} later, {self.late_ms:.1f} ms late"
+                + (" (first data)" if self.first else ""))
+
+    def to_json(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "packet"}
+
+
+def late_segments(packets: list[Packet], times: list[float] | None = None) -> dict[tuple, list[LateSegment]]:
+    """Per TCP connection (one direction, in the order connections were first seen), the data
+    segments that arrived after a segment with a later sequence number. Retransmissions of what
+    already arrived are not late: they start below the highest end seen but were sent again, so
+    only segments never seen before count. A connection whose segments all came in order is
+    there with an empty list."""
+    times = times if times is not None else [0.0] * len(packets)
     top: dict[tuple, int] = {}
     seen: dict[tuple, set] = {}
-    late: dict[tuple, list[Packet]] = {}
-    for p in packets:
+    arrived: dict[tuple, list[tuple[int, float]]] = {}   # new segments: (seq, time)
+    lowest: dict[tuple, int] = {}
+    found: dict[tuple, list[tuple[Packet, float, list]]] = {}
+    for p, t in zip(packets, times):
         if p.tcp_flags is None or not p.payload_len:
             continue
         conn = (p.src, p.dst, p.sport, p.dport)
-        late.setdefault(conn, [])
+        found.setdefault(conn, [])
+        if conn not in lowest or _seq_before(p.seq, lowest[conn]):
+            lowest[conn] = p.seq
         if p.seq in seen.setdefault(conn, set()):
             continue   # a retransmission
         seen[conn].add(p.seq)
         end = (p.seq + p.payload_len) & 0xFFFFFFFF
         if conn in top and _seq_before(p.seq, top[conn]):
-            late[conn].append(p)
+            found[conn].append((p, t, [u for s, u in arrived[conn] if _seq_before(p.seq, s)]))
+        arrived.setdefault(conn, []).append((p.seq, t))
         if conn not in top or _seq_before(top[conn], end):
             top[conn] = end
-    return late
+    return {conn: [LateSegment(p, p.sport, p.dport, p.seq, (p.seq - lowest[conn]) & 0xFFFFFFFF, p.payload_len,
+                               flags_text(p.tcp_flags), len(over), (t - min(over)) * 1e3 if over else 0.0,
+                               p.seq == lowest[conn])
+                   for p, t, over in v]
+            for conn, v in found.items()}
+
+
+def connection_throughputs(data: RunData, capture: str, of: str) -> list[tuple[tuple, float]]:
+    """Per TCP connection (one direction) of the selected packets at a capture: its data bits per
+    second, from its first packet there (the SYN, when captured) to its last data segment, data
+    counted once (a retransmission adds nothing). Connections in the order first seen."""
+    pred = compile_predicate(of)
+    span: dict[tuple, list] = {}   # conn -> [first time, last data time, bytes, seqs seen]
+    for p, t in zip(data.packets.get(capture, []), data.times.get(capture, [])):
+        if p.tcp_flags is None or not pred(p):
+            continue
+        conn = (p.src, p.dst, p.sport, p.dport)
+        s = span.setdefault(conn, [t, None, 0, set()])
+        if p.payload_len and p.seq not in s[3]:
+            s[3].add(p.seq)
+            s[2] += p.payload_len
+            s[1] = t
+    return [(c, s[2] * 8 / (s[1] - s[0])) for c, s in span.items() if s[1] is not None and s[1] > s[0]]
+
+
+def throughput_ratio(a: list[float], b: list[float], confidence: float) -> tuple[float, float, float]:
+    """The ratio of the geometric means of a and b, and its confidence interval: throughput noise is
+    multiplicative (a busy machine slows a transfer by a factor), so the means and their standard
+    errors are taken on the logarithms (independent samples: the two variances of the means add),
+    and the interval is brought back by exp."""
+    la, lb = [math.log(x) for x in a], [math.log(x) for x in b]
+    ma, mb = sum(la) / len(la), sum(lb) / len(lb)
+    va = sum((x - ma) ** 2 for x in la) / (len(la) - 1)
+    vb = sum((x - mb) ** 2 for x in lb) / (len(lb) - 1)
+    se = (va / len(la) + vb / len(lb)) ** 0.5
+    z = stats.z_for(confidence)
+    return math.exp(ma - mb), math.exp(ma - mb - z * se), math.exp(ma - mb + z * se)
+
+
+def throughput_ratio_check(prm: dict, faulted: list, control: list, conf: float) -> Check:
+    """The selected connections' throughput over the control's (geometric means), with its
+    confidence interval: the whole interval below max (it fell) / above min."""
+    a, b = [x for _, x in faulted if x > 0], [x for _, x in control if x > 0]
+    name = f"throughput_ratio: per-connection throughput of {prm['of']} / of {prm['control']} at {prm['capture']}"
+    want = " and ".join(([f"<= {prm['max']}"] if "max" in prm else []) + ([f">= {prm['min']}"] if "min" in prm else []))
+    expected = f"the {conf:.1%} interval {want}, >= 2 connections each"
+    if len(a) < 2 or len(b) < 2:
+        return Check(name, False, f"{len(a)} and {len(b)} connections with data", expected)
+    r, lo, hi = throughput_ratio(a, b, conf)
+    ok = ("max" not in prm or hi <= prm["max"]) and ("min" not in prm or lo >= prm["min"])
+
+    def told(xs):
+        return (f"{math.exp(sum(math.log(x) for x in xs) / len(xs)) / 1e6:.1f} Mbit/s "
+                f"({min(xs) / 1e6:.1f}..{max(xs) / 1e6:.1f}) over {len(xs)}")
+    return Check(name, ok, f"{r:.3f} [{lo:.3f}, {hi:.3f}] ({told(a)} / {told(b)})", expected, (lo, hi))
+
+
+def counter_value(counters: dict[str, int], name: str) -> int | None:
+    """A kernel counter by its dotted name (TcpExt.TCPOFOQueue) or nstat's (TcpExtTCPOFOQueue)."""
+    if name in counters:
+        return counters[name]
+    return next((v for k, v in counters.items() if k.replace(".", "") == name), None)
+
+
+def kernel_counter_check(prm: dict, grown: dict[tuple, dict[str, int]]) -> Check:
+    """How much a host's kernel counter grew over the named traffic (each entry's own span, added),
+    or over the whole run."""
+    spans = prm.get("traffic")
+    spans = [None] if spans is None else [spans] if isinstance(spans, str) else list(spans)
+    values = [counter_value(grown.get((prm["host"], t), {}), prm["counter"]) for t in spans]
+    total = None if any(v is None for v in values) else sum(values)
+    during = f" during {', '.join(spans)}" if spans != [None] else ""
+    check = bounds_check(f"kernel_counter: {prm['counter']} at {prm['host']}{during}", total,
+                         prm.get("equals"), prm.get("min"), prm.get("max"))
+    if total is None:
+        check.observed = "no such counter (or not read)"
+    return check
 
 
 def _seq_before(a: int, b: int) -> bool:

@@ -14,7 +14,7 @@ from ..errors import FaultinjError, SpecError, TargetError
 from ..inject import netns as netns_mod
 from ..inject import targets, traffic
 from ..inject.capture import Capture, Frame
-from ..inject.lab import netns_exec
+from ..inject.netns import netns_exec
 
 
 class NamespaceHost:
@@ -71,6 +71,9 @@ class NamespaceHost:
 
     def csum_errors(self) -> int:
         return _csum_errors(traffic.snmp(self.netns))
+
+    def kernel_counters(self) -> dict[str, int]:
+        return traffic.kernel_counters(self.netns)
 
     def close(self) -> None:
         for reader in self._readers.values():
@@ -173,6 +176,9 @@ class AgentHost:
 
     def csum_errors(self) -> int:
         return _csum_errors(self.agent.call("snmp"))
+
+    def kernel_counters(self) -> dict[str, int]:
+        return self.agent.call("kernel_counters")
 
     def close(self) -> None:
         pass

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import html
 import io
+import math
 import os
 import time
 from pathlib import Path
@@ -157,13 +158,25 @@ def _loss(svg: _Svg, plot: dict, title: str) -> str:
     return svg.svg(fig)
 
 
-_HOP_COLOURS = {"out": "#4c78a8", "in": "#54a24b", "DROP": "#cf222e", "ACT": "#f58518"}
+_HOP_COLOURS = {"out": "#4c78a8", "in": "#54a24b", "DROP": "#cf222e", "ACT": "#f58518", "DUP": "#f58518",
+                "done": "#2da44e", "ovs": "#8250df", "fn": "#6e7781"}
+
+
+def _hop_label(hop: dict) -> str:
+    """Where, then what: an OVS datapath hop says which (upcall, exec output:3), a function its name."""
+    what = hop["direction"]
+    if what in ("ovs", "fn", "ACT", "DUP") and hop.get("point"):
+        what = hop["point"] if what != "ACT" else f"ACT {hop['point']}"
+    label = f"{hop['netns_name'].rsplit('-', 1)[-1]}\n{hop['ifname']}\n{what}"[:60]
+    if hop.get("reason"):
+        label += f"\n{hop['reason']}"[:28]
+    return label
 
 
 def _journeys(svg: _Svg, journeys: list[list[dict]]) -> str:
     rows = len(journeys)
     longest = max(len(j) for j in journeys)
-    fig = svg.figure(width=max(6.0, 1.9 * longest), height=0.9 + 1.0 * rows)
+    fig = svg.figure(width=max(6.0, 2.1 * longest), height=0.9 + 1.25 * rows)
     ax = fig.add_subplot()
     for r, journey in enumerate(journeys):
         y = rows - 1 - r
@@ -173,14 +186,11 @@ def _journeys(svg: _Svg, journeys: list[list[dict]]) -> str:
             if i:
                 ax.annotate("", xy=(i - 0.42, y), xytext=(i - 0.58, y),
                             arrowprops={"arrowstyle": "->", "color": "#57606a"})
-            label = f"{hop['netns_name'].rsplit('-', 1)[-1]}\n{hop['ifname']}\n{hop['direction']}"
-            if hop.get("reason"):
-                label += f"\n{hop['reason']}"[:28]
-            ax.text(i, y, label, ha="center", va="center", fontsize=7, color="white",
+            ax.text(i, y, _hop_label(hop), ha="center", va="center", fontsize=9, color="white",
                     bbox={"boxstyle": "round,pad=0.35", "fc": colour, "ec": colour})
-            ax.text(i, y - 0.42, f"+{(hop['ts_ns'] - t0) / 1000:.0f} µs", ha="center", fontsize=6.5,
+            ax.text(i, y - 0.47, f"+{(hop['ts_ns'] - t0) / 1000:.0f} µs", ha="center", fontsize=8.5,
                     color="#57606a")
-        ax.text(-0.55, y, f"#{r + 1}", ha="right", va="center", fontsize=8)
+        ax.text(-0.55, y, f"#{r + 1}", ha="right", va="center", fontsize=10)
     ax.set_xlim(-0.9, longest - 0.4)
     ax.set_ylim(-0.8, rows - 0.3)
     ax.axis("off")
@@ -188,16 +198,80 @@ def _journeys(svg: _Svg, journeys: list[list[dict]]) -> str:
     return svg.svg(fig)
 
 
-_DRAW = {"histogram": _histogram, "ratio": _ratio, "ratio_point": _ratio_point, "loss": _loss}
+def _late_segments(svg: _Svg, plot: dict, title: str) -> str:
+    """Each connection's sequence numbers as they arrived (tcptrace's view), late segments in red,
+    late segments per connection beside; the late ones named in a table under it."""
+    fig = svg.figure(width=9.0, height=3.4)
+    a1, a2 = fig.subplots(1, 2, width_ratios=[3, 2])
+    for i, c in enumerate(plot["connections"]):
+        a1.plot(c["t"], c["seq"], ".", ms=2.5, color="#4c78a8", alpha=0.6,
+                label="data segments, in arrival order" if i == 0 else None)
+        if c["late"]:
+            xs, ys = zip(*c["late"])
+            a1.plot(xs, ys, "o", ms=6, mfc="none", color="#cf222e", label="late" if i == 0 else None)
+    a1.set_xlabel("ms since the connection's first data segment arrived")
+    a1.set_ylabel("sequence (kB from its first byte)")
+    a1.set_title(f"{len(plot['connections'])} connections ({plot['what']})", fontsize=9)
+    handles, labels = a1.get_legend_handles_labels()
+    if handles:
+        a1.legend(fontsize=7, loc="lower right")
+    per = plot["per_connection"]
+    a2.bar(range(1, len(per) + 1), per, color="#cf222e", alpha=0.8)
+    a2.set_xlabel("connection (in order of arrival)")
+    a2.set_ylabel("late data segments")
+    a2.set_title(title[:70], fontsize=8)
+    rows = "".join(f"<tr><td>{s['sport']}&gt;{s['dport']}</td><td>+{s['rel_seq']}</td><td>{s['length']}</td>"
+                   f"<td>{_e(s['flags'])}</td><td>{s['overtaken_by']}</td><td>{s['late_ms']:.1f}</td>"
+                   f"<td>{'yes' if s['first'] else 'no'}</td></tr>" for s in plot["late"])
+    table = ("<table class='late'><tr><th>ports</th><th>seq</th><th>length</th><th>flags</th>"
+             "<th>overtaken by</th><th>ms late</th><th>first data</th></tr>" + rows + "</table>") if rows else ""
+    return svg.svg(fig) + table
+
+
+def _throughput_ratio(svg: _Svg, plot: dict, title: str) -> str:
+    fig = svg.figure(width=7.5, height=3.0)
+    ax = fig.add_subplot()
+    for y, (what, xs, colour) in enumerate(((plot["control"], plot["controls"], "#54a24b"),
+                                            (plot["of"], plot["faulted"], "#cf222e"))):
+        ax.plot(xs, [y + (i % 5 - 2) * 0.04 for i in range(len(xs))], "o", color=colour, alpha=0.7,
+                label=f"{what}: {len(xs)} connections")
+        m = math.exp(sum(math.log(x) for x in xs) / len(xs))
+        ax.plot([m, m], [y - 0.25, y + 0.25], color=colour, lw=2)
+    ax.set_yticks([0, 1], [plot["control"], plot["of"]], fontsize=8)
+    ax.set_ylim(-0.6, 1.6)
+    ax.set_xscale("log")
+    ax.set_xlabel("Mbit/s per connection (bar: geometric mean)")
+    ax.set_title(f"ratio of geometric means {plot['ratio']:.3f}, {plot['confidence']:.1%} interval "
+                 f"[{plot['lo']:.3f}, {plot['hi']:.3f}]", fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    return svg.svg(fig)
+
+
+_DRAW = {"histogram": _histogram, "ratio": _ratio, "ratio_point": _ratio_point, "loss": _loss,
+         "late_segments": _late_segments, "throughput_ratio": _throughput_ratio}
 
 
 # ---- the page ---------------------------------------------------------------------------------
 
-def _report_section(svg: _Svg, i: int, r) -> str:
+def _shown(path: str, base: str | None = None) -> str:
+    """A path as the report shows it: relative to the report's directory (the captures beside it) or
+    to the current one (the scenario file as given), so that a page shared (docs/report.png) shows no
+    path of the machine it was made on; else as given."""
+    if not path:
+        return path
+    full = os.path.abspath(path)
+    for root in (base, os.getcwd()):
+        if root and full.startswith(os.path.join(os.path.abspath(root), "")):
+            return os.path.relpath(full, root)
+    return path
+
+
+def _report_section(svg: _Svg, i: int, r, base: str | None = None) -> str:
     ok = r.ok
     out = [f'<section class="scenario" id="s{i}"><h2>{_e(r.scenario)} '
            f'<span class="badge {"pass" if ok else "fail"}">{"PASS" if ok else "FAIL"}</span></h2>',
-           f'<p class="meta">{_e(r.path)} · {r.seconds:.1f} s · lab prefix <code>{_e(r.prefix)}</code> · '
+           f'<p class="meta">{_e(_shown(r.path, base))} · {r.seconds:.1f} s · lab prefix <code>{_e(r.prefix)}</code>'
+           + (f' in guest <code>{_e(r.guest)}</code>' if getattr(r, "guest", "") else "") + ' · '
            f'{sum(c.ok for c in r.checks)} of {len(r.checks)} checks passed</p>']
     if r.description:
         out.append(f"<p>{_e(r.description)}</p>")
@@ -255,7 +329,7 @@ def _report_section(svg: _Svg, i: int, r) -> str:
             out.append(f"<tr><td>{m['packets']}</td><td>{m['bytes']}</td><td class='mono'>{_e(m['flow'])}</td></tr>")
         out.append("</table>")
     if r.pcaps:
-        out.append("<h3>captures</h3><ul>" + "".join(f"<li>{_e(n)}: <code>{_e(p)}</code></li>"
+        out.append("<h3>captures</h3><ul>" + "".join(f"<li>{_e(n)}: <code>{_e(_shown(p, base))}</code></li>"
                                                      for n, p in r.pcaps.items()) + "</ul>")
     out.append("</section>")
     return "\n".join(out)
@@ -279,10 +353,12 @@ def _matrix_section(m) -> str:
     return "\n".join(out)
 
 
-def render(reports, matrices=()) -> str:
+def render(reports, matrices=(), base: str | None = None) -> str:
+    """The page; base: the directory it is written to (paths under it are shown relative to it)."""
     svg = _Svg()
     ok = all(r.ok for r in reports)
-    sections = [_matrix_section(m) for m in matrices] + [_report_section(svg, i, r) for i, r in enumerate(reports)]
+    sections = [_matrix_section(m) for m in matrices] + [_report_section(svg, i, r, base)
+                                                        for i, r in enumerate(reports)]
     title = f"faultinj report: {', '.join(r.scenario for r in reports)}"
     return "\n".join([
         "<!doctype html>", '<html lang="en"><head><meta charset="utf-8">',
@@ -295,8 +371,8 @@ def render(reports, matrices=()) -> str:
 
 
 def write(reports, path: str, matrices=()) -> str:
-    text = render(reports, matrices)
     target = Path(path)
+    text = render(reports, matrices, str(target.resolve().parent))
     if target.parent and not target.parent.exists():
         os.makedirs(target.parent, exist_ok=True)
     target.write_text(text, encoding="utf-8")

@@ -86,9 +86,9 @@ def runs_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str
         if len(reports) != repeat:
             raise FaultinjError(f"the guest sent {len(reports)} verdicts for {repeat} runs")
         for i, report in enumerate(reports, 1):
-            report.path, report.prefix = scn.path, holder.prefix   # this machine's: its records, its work dir
-            if repeat == 1:
-                report.seconds = time.monotonic() - started        # the boot too
+            # the lab prefix stays the guest's (the one its namespaces, journeys and progress show)
+            as_here(report, scn.path, f"{holder.prefix}-lab",
+                    time.monotonic() - started if repeat == 1 else report.seconds)   # the boot too
             for f in report.faults.values():
                 f["vm"] = True   # host.kernel in there was the guest's own: its release is the kernel
             if pcap_dir:
@@ -118,6 +118,13 @@ def read_reports(path: Path) -> list[Verdict]:
         return [Verdict.from_json(x) for x in d]
     except (ValueError, KeyError, TypeError) as exc:
         raise FaultinjError(f"the guest's verdict ({path.name}) is not a verdict: {exc}") from None
+
+
+def as_here(report, path: str, guest: str, seconds: float):
+    """The guest's report as this machine shows it: its scenario file, the whole time, the guest it
+    ran in; the lab prefix stays the guest's (the one its namespaces, journeys and progress show)."""
+    report.path, report.guest, report.seconds = path, guest, seconds
+    return report
 
 
 def _error_from(d: dict, copy: str, path: str) -> FaultinjError:

@@ -8,7 +8,7 @@ from collections import Counter
 
 from .. import stats
 from ..verdict import CONFIDENCE
-from .expect import RunData, _p, _select
+from .expect import RunData, _p, _select, _select_timed, connection_throughputs, late_segments, throughput_ratio
 from .predicates import compile_predicate
 from .schema import ExpectEntry
 
@@ -88,6 +88,8 @@ def plot_for(e: ExpectEntry, data: RunData) -> dict | None:
     if k == "fault_ratio":
         c = data.counters.get(prm["fault"], {})
         acted, matched = c.get("acted", 0), c.get("matched", 0)
+        if not matched:   # nothing to draw: the check says so
+            return None
         lo, hi = stats.wilson_interval(acted, matched, conf)
         return {"kind": "ratio_point", "what": f"acted/matched of {prm['fault']}", "k": acted, "n": matched,
                 "lo": lo, "hi": hi, "p": _p(prm), "confidence": conf}
@@ -106,4 +108,52 @@ def plot_for(e: ExpectEntry, data: RunData) -> dict | None:
         expected = [total * (1 - p) * p ** (L - 1) for L in range(1, longest + 1)]
         return {"kind": "loss", "what": f"loss of {prm['traffic']}", "xlabel": "datagram",
                 **curve, "bursts": [bursts.get(L, 0) for L in range(1, longest + 1)], "bursts_expected": expected}
+    if k == "out_of_order":
+        return _late_plot(data, prm)
+    if k == "throughput_ratio":
+        a = connection_throughputs(data, prm["capture"], prm["of"])
+        b = connection_throughputs(data, prm["capture"], prm["control"])
+        if len([x for _, x in a if x > 0]) < 2 or len([x for _, x in b if x > 0]) < 2:
+            return None
+        r, lo, hi = throughput_ratio([x for _, x in a if x > 0], [x for _, x in b if x > 0], conf)
+        return {"kind": "throughput_ratio", "of": prm["of"], "control": prm["control"],
+                "faulted": [x / 1e6 for _, x in a], "controls": [x / 1e6 for _, x in b],
+                "ratio": r, "lo": lo, "hi": hi, "max": prm.get("max"), "min": prm.get("min"), "confidence": conf}
     return None
+
+
+MAX_CONNECTIONS = 40   # a sequence plot's connections
+
+
+def _late_plot(data: RunData, prm: dict) -> dict | None:
+    """Each connection's data segments as they arrived (time since its first, sequence number from
+    its lowest, in kB), its late ones marked and named."""
+    pkts, times = _select_timed(data, prm)
+    late = late_segments(pkts, times)
+    if not late:
+        return None
+    named = {id(s.packet): s for v in late.values() for s in v}
+    conns: dict[tuple, dict] = {}
+    for p, t in zip(pkts, times):
+        conn = (p.src, p.dst, p.sport, p.dport)
+        if conn not in late or not p.payload_len or (conn not in conns and len(conns) >= MAX_CONNECTIONS):
+            continue
+        c = conns.setdefault(conn, {"port": p.sport, "t0": t, "seq0": p.seq, "t": [], "seq": [], "late": []})
+        rel = (p.seq - c["seq0"]) & 0xFFFFFFFF
+        rel = rel - (1 << 32) if rel > 0x7FFFFFFF else rel   # signed: a late one is below the first seen
+        c["t"].append((t - c["t0"]) * 1e3)
+        c["seq"].append(rel)
+        if id(p) in named:
+            c["late"].append(len(c["t"]) - 1)
+    for c in conns.values():
+        low = min(c["seq"])
+        c["seq"] = [(x - low) / 1e3 for x in c["seq"]]
+        c["late"] = [[c["t"][i], c["seq"][i]] for i in c["late"]]
+        n = len(c["t"])
+        if n > MAX_POINTS:
+            keep = _checkpoints(n)
+            c["t"], c["seq"] = [c["t"][i - 1] for i in keep], [c["seq"][i - 1] for i in keep]
+        del c["t0"], c["seq0"]
+    return {"kind": "late_segments", "what": prm.get("of", "all"), "connections": list(conns.values()),
+            "per_connection": [len(v) for v in late.values()],
+            "late": [s.to_json() for v in late.values() for s in v][:200]}

@@ -55,6 +55,9 @@ class _ScenarioTrace(threading.Thread):
                 for hop in self.tracer.read(100):
                     if hop.key in journeys or len(journeys) < self.count:
                         journeys.setdefault(hop.key, []).append(hop)
+            for hop in self.tracer.settle():   # frees waiting for their copy's fate: delivered or dropped
+                if hop.key in journeys:
+                    journeys[hop.key].append(hop)
         except Exception as exc:   # reported, never fatal to the scenario
             self.error = exc
         finally:
@@ -189,6 +192,9 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             captures[c.name] = (hosts[c.host], hosts[c.host].capture_start(c.interface, c.snaplen, c.direction))
         csum_hosts = {e.params["host"] for e in scn.expect if e.kind == "checksum_errors"}
         csum_before = {h: hosts[h].csum_errors() for h in csum_hosts}
+        # kernel counters of the hosts kernel_counter names: at the start, around each traffic entry
+        counted = {e.params["host"] for e in scn.expect if e.kind == "kernel_counter"}
+        counters_at_start = {h: hosts[h].kernel_counters() for h in counted}
         for f in scn.faults:
             if f.at:
                 timers.append(threading.Timer(f.at, phase, (apply_fault, f)))
@@ -202,7 +208,10 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
             tracer = _start_trace(scn, report, progress)
         for i, t in enumerate(scn.traffic, 1):
             progress(f"traffic [{i}/{len(scn.traffic)}] {t.name}: {t.kind} from {t.host}")
+            before = {h: hosts[h].kernel_counters() for h in counted}
             data.traffic[t.name] = run_traffic(t, scn, hosts)
+            for h, was in before.items():
+                data.kernel_counters[(h, t.name)] = _grown(was, hosts[h].kernel_counters())
         if tracer:
             time.sleep(0.3)   # the last packets' later hops
             tracer.stop()
@@ -229,6 +238,8 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 write_pcap(path, frames, snaplens[name])
                 report.pcaps[name] = path
         data.csum_errors = {h: hosts[h].csum_errors() - before for h, before in csum_before.items()}
+        for h, was in counters_at_start.items():
+            data.kernel_counters[(h, None)] = _grown(was, hosts[h].kernel_counters())
     except Exception as exc:
         report.errors.append(str(exc))
         raise
@@ -282,6 +293,10 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         if plot:
             report.plots[len(report.checks) - 1] = plot
     return report
+
+
+def _grown(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {k: v - before.get(k, 0) for k, v in after.items()}
 
 
 # ---- labs kept for interactive work ------------------------------------------------------

@@ -278,8 +278,17 @@ EXPECT_KINDS = {
     "first_segments": ({"capture", "having"}, {"connections"}),
     # the packets of a capture showing an anomaly are exactly those the fault's journal recorded
     "journal_matches": ({"fault", "capture", "having"}, {"of"}),
-    # TCP data segments that arrived after a later one of their connection (reordering)
-    "out_of_order": ({"capture"}, {"per_connection", "connections"}),
+    # TCP data segments that arrived after a later one of their connection (reordering), each named;
+    # of: which packets (e.g. dport == 5201); having: each late one is so (psh); first: each late one is
+    # its connection's first data segment
+    # share: at least that share of the connections have exactly per_connection, the others none
+    "out_of_order": ({"capture"}, {"per_connection", "connections", "of", "having", "first", "share"}),
+    # per-connection throughput of `of` over that of `control` (same capture, same run): the ratio of
+    # geometric means, its interval (on the logarithms) at confidence below max / above min
+    "throughput_ratio": ({"capture", "of", "control"}, {"max", "min", "confidence"}),
+    # how much a host's kernel counter (TcpExt.TCPOFOQueue, or nstat's TcpExtTCPOFOQueue) grew, over
+    # the named traffic entries (each one's own span) or over the whole run
+    "kernel_counter": ({"host", "counter"}, {"traffic", "equals", "min", "max"}),
     # ICMP echo requests in and their replies out at one capture (one host's clock): the time between
     # them fits the delay fault's distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms
     # reference: a delay fault without jitter on other replies at the same capture: how late the host
@@ -297,6 +306,15 @@ TRAFFIC_KINDS = {
     "command": ({"host", "run"}, {"timeout"}),
 }
 TARGET_KINDS = ("container", "pid", "netns_path")
+# the keys of each part of a file: (required, optional); docs/scenarios.md documents every one
+# (scenario/reference.py, checked by tests/test_usability.py)
+TOP_KEYS = ({"name"}, {"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
+LAB_KEYS = ({"hosts"}, {"bridges", "vms", "remote", "links", "guest"})
+VM_KEYS = ({"kernel"}, {"memory", "cpus"})
+REMOTE_KEYS = ({"ssh", "interfaces"}, {"options", "command"})
+FAULT_KEYS = ({"spec", "host", "interface"}, {"name", "seed", "at", "for", "hook", "tc_mode"})
+CAPTURE_KEYS = ({"host", "interface"}, {"name", "direction", "snaplen"})
+TRACE_KEYS = (set(), {"filter", "count"})
 END_KEYS = {"name", "ipv4", "ipv6", "mtu", "gso_max_segs", "tx_checksum"}
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,11}$")
 
@@ -325,8 +343,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         raise ScenarioError(f"{path}: YAML: {exc}") from None
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
-    ctx.part(ctx.keys, doc, "the scenario", {"name"},
-             {"lab", "description", "faults", "traffic", "capture", "expect", "trace"})
+    ctx.part(ctx.keys, doc, "the scenario", *TOP_KEYS)
     name = ctx.part(ctx.typed, doc, "name", str, "scenario")
     description = ctx.part(ctx.typed, doc, "description", str, "scenario", "")
     if "lab" in doc:
@@ -350,7 +367,7 @@ def loads(text: str, path: str = "<scenario>") -> Scenario:
         return out, names
 
     faults, fault_names = entries("faults", _fault, hosts, interfaces)
-    traffic, traffic_names = entries("traffic", _traffic, hosts)
+    traffic, traffic_names = entries("traffic", _traffic, hosts, lab)
     captures, capture_names = entries("capture", _capture, hosts, interfaces)
     if not ctx.mistakes:   # positions of the entries as written
         ctx.part(_unique, ctx, doc, "faults", [f.name for f in faults])
@@ -419,7 +436,7 @@ class _Hosts(list):
 
 
 def _trace(ctx, t) -> TraceEntry:
-    ctx.keys(t, "trace", optional={"filter", "count"})
+    ctx.keys(t, "trace", *TRACE_KEYS)
     text = ctx.typed(t, "filter", str, "trace", "")
     try:
         parse_match([w for w in text.split(",") if w.strip()])
@@ -446,7 +463,7 @@ def _unique(ctx, doc, key, names) -> None:
 
 
 def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
-    ctx.keys(lab, "lab", required={"hosts"}, optional={"bridges", "vms", "remote", "links", "guest"})
+    ctx.keys(lab, "lab", *LAB_KEYS)
     hosts = ctx.typed(lab, "hosts", list, "lab")
     for i, h in enumerate(hosts):
         if not isinstance(h, str) or not NAME.match(h):
@@ -485,7 +502,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
             ctx.fail(lab["remote"].key_marks[h], f"lab.remote: '{h}' must be one of the hosts, and not a VM")
         if not isinstance(conf, YMap):
             ctx.fail(lab["remote"].value_marks[h], f"{w}: give ssh (user@host) and interfaces")
-        ctx.keys(conf, w, required={"ssh", "interfaces"}, optional={"options", "command"})
+        ctx.keys(conf, w, *REMOTE_KEYS)
         opts = ctx.typed(conf, "options", list, w, []) or []
         if not all(isinstance(o, str) for o in opts):
             ctx.fail(conf.value_marks["options"], f"{w}.options: a list of ssh arguments (strings)")
@@ -500,6 +517,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                                    ctx.typed(conf, "command", str, w, "faultinj agent --stdio"), dict(ifaces))
     links = []
     interfaces: dict[str, list[str]] = {h: list(remote[h].interfaces) if h in remote else [] for h in hosts}
+    addresses: dict[Any, str] = {}   # (segment or host, address) -> which end has it: no two alike
     for i, link in enumerate(ctx.typed(lab, "links", list, "lab", YList()) or []):
         where = f"lab.links[{i}]"
         if not isinstance(link, YMap):
@@ -550,6 +568,13 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
                         ctx.fail(conf.value_marks[fam], f"{where}.{host}.{fam}: give an {fam} address with a "
                                                         f"prefix length, e.g. {'10.0.0.1/24' if fam == 'ipv4' else 'fd00::1/64'}")
                 addrs[fam] = v
+                segment = ends[1] if ends[1] in bridges else f"link{i}"   # one layer-2 segment
+                for key in ((segment, iface.ip), (host, iface.ip)) if v is not None else ():
+                    if key in addresses:
+                        ctx.fail(conf.value_marks[fam], f"{where}.{host}.{fam}: {iface.ip} is already "
+                                 f"{addresses[key]}'s address{' on ' + ends[1] if ends[1] in bridges else ''}: "
+                                 "give each end its own")
+                    addresses[key] = f"{where}.{host}"
             gso = ctx.typed(conf, "gso_max_segs", int, f"{where}.{host}")
             mtu = ctx.typed(conf, "mtu", int, f"{where}.{host}")
             if gso is not None and not 1 <= gso <= 65535:
@@ -580,7 +605,7 @@ def _lab(ctx, lab) -> tuple[TopologySpec, dict[str, list[str]]]:
 
 def _vm(ctx, conf, where: str) -> VMHostSpec:
     """A VM's kernel, memory and CPUs (lab.vms.HOST, lab.guest)."""
-    ctx.keys(conf, where, required={"kernel"}, optional={"memory", "cpus"})
+    ctx.keys(conf, where, *VM_KEYS)
     memory = str(ctx.typed(conf, "memory", (str, int), where, "1G"))
     if not re.match(r"^\d+[MG]?$", memory):
         ctx.fail(conf.value_marks["memory"], f"{where}.memory: e.g. 1G or 512M")
@@ -690,8 +715,7 @@ def _duration(ctx, m, key, where):
 
 def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
     where = f"faults[{i}]"
-    ctx.keys(f, where, required={"spec", "host", "interface"},
-             optional={"name", "seed", "at", "for", "hook", "tc_mode"})
+    ctx.keys(f, where, *FAULT_KEYS)
     host = hosts.ref(ctx, f, "host", where)
     iface = hosts.interface(ctx, f, host, interfaces, where)
     try:
@@ -709,7 +733,41 @@ def _fault(ctx, f, i, hosts, interfaces) -> FaultEntry:
                       tc_mode)
 
 
-def _traffic(ctx, t, i, hosts) -> TrafficEntry:
+def _segments(lab: TopologySpec) -> dict[str, list[tuple[str, Any]]]:
+    """Each layer-2 segment of the lab (a bridge, or a host-to-host link): its ends' (host, address)."""
+    out: dict[str, list[tuple[str, Any]]] = {}
+    for i, link in enumerate(lab.links):
+        seg = link.b.host if link.b.host in lab.bridges else f"link{i}"
+        for end in (link.a, link.b):
+            for cidr in (end.ipv4, end.ipv6):
+                if cidr:
+                    out.setdefault(seg, []).append((end.host, ipaddress.ip_interface(cidr)))
+    return out
+
+
+def _reachable(ctx, params, w: str, lab: TopologySpec, src: str, dst: str, v6: bool) -> None:
+    """The lab has no routes: traffic goes to dst's first address of its family (Scenario.address),
+    which src reaches only from an address of its own in that subnet on the same segment."""
+    if src in lab.remote or dst in lab.remote or src not in lab.hosts or dst not in lab.hosts:
+        return   # remote hosts and namespaces outside the lab have routes of their own
+    fam = "ipv6" if v6 else "ipv4"
+    segs = _segments(lab)
+    to = next(((seg, a) for link in lab.links for end in (link.a, link.b) if end.host == dst
+               and (end.ipv6 if v6 else end.ipv4)
+               for seg, ends in segs.items() for h, a in ends if h == dst and str(a) == (end.ipv6 if v6 else end.ipv4)),
+              None)
+    mark = params.value_marks.get("to", params.mark)
+    if to is None:
+        ctx.fail(mark, f"{w}.to: {dst} has no {fam} address (give one in lab.links)")
+    seg, addr = to
+    if not any(h == src and a.version == addr.version and addr.ip in a.network for h, a in segs[seg]):
+        mine = [str(a) for ends in segs.values() for h, a in ends if h == src and a.version == addr.version]
+        ctx.fail(mark, f"{w}.to: {dst}'s {addr} is not in a subnet {src} has on the same link or bridge "
+                 f"({src}: {', '.join(mine) or 'no ' + fam + ' address'}); the lab has no routes: put them "
+                 f"in one subnet")
+
+
+def _traffic(ctx, t, i, hosts, lab: TopologySpec | None = None) -> TrafficEntry:
     where = f"traffic[{i}]"
     ctx.keys(t, where, optional={"name", *TRAFFIC_KINDS})
     kinds = [k for k in TRAFFIC_KINDS if k in t]
@@ -751,6 +809,8 @@ def _traffic(ctx, t, i, hosts) -> TrafficEntry:
     else:
         out["run"] = ctx.typed(params, "run", (str, list), w)
         out["timeout"] = float(ctx.typed(params, "timeout", (int, float), w, 60))
+    if kind != "command" and lab is not None:
+        _reachable(ctx, params, w, lab, host, out["to"], out["v6"])
     name = ctx.typed(t, "name", str, where, f"{kind}{i}")
     return TrafficEntry(name, kind, host, out)
 
@@ -764,7 +824,7 @@ def _pos_int(ctx, m, key, where, default, lo, hi) -> int:
 
 def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
     where = f"capture[{i}]"
-    ctx.keys(c, where, required={"host", "interface"}, optional={"name", "direction", "snaplen"})
+    ctx.keys(c, where, *CAPTURE_KEYS)
     host = hosts.ref(ctx, c, "host", where)
     iface = hosts.interface(ctx, c, host, interfaces, where)
     direction = ctx.typed(c, "direction", str, where, "any")
@@ -791,12 +851,45 @@ def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=(), traced: bool = 
                       ("bridge", "bridge"), ("at_least_acted", "fault"), ("reference", "fault")):
         if key == "host" and key in params:
             params[key] = refs["host"].ref(ctx, params, key, kind)
-        elif key in params:
+        elif key in params and not (kind == "kernel_counter" and key == "traffic"):   # there: one or a list
             ctx.ref(params, key, refs[what], what, kind)
     if kind in ("first_segments", "out_of_order") and "connections" in params:
         _pos_int(ctx, params, "connections", kind, 1, 1, 10**6)
     if kind == "out_of_order" and "per_connection" in params:
         _pos_int(ctx, params, "per_connection", kind, 1, 0, 10**6)
+    if kind == "out_of_order" and "first" in params:
+        ctx.typed(params, "first", bool, kind)
+    if kind == "out_of_order" and "share" in params:
+        share = ctx.typed(params, "share", (int, float), kind)
+        if not 0 < share <= 1:
+            ctx.fail(params.value_marks["share"], f"{kind}.share must be in (0, 1]")
+    if kind == "throughput_ratio":
+        try:
+            compile_predicate(params["control"])
+        except SpecError as exc:
+            ctx.fail(params.value_marks["control"], f"{kind}.control: {exc}")
+        if "min" not in params and "max" not in params:
+            ctx.fail(params.mark, "throughput_ratio needs max (it fell: e.g. max: 0.9) or min")
+        for key in ("min", "max"):
+            if key in params and ctx.typed(params, key, (int, float), kind) <= 0:
+                ctx.fail(params.value_marks[key], f"{kind}.{key}: a ratio above 0, e.g. 0.9")
+    if kind == "kernel_counter":
+        counter = ctx.typed(params, "counter", str, kind)
+        if not re.match(r"^[A-Za-z][A-Za-z0-9]*\.?[A-Za-z0-9_]+$", counter):
+            ctx.fail(params.value_marks["counter"], f"{kind}.counter: a name like TcpExt.TCPOFOQueue "
+                     "(/proc/net/netstat, snmp, snmp6; nstat's TcpExtTCPOFOQueue too)")
+        spans = params.get("traffic")
+        if spans is not None:
+            names = [spans] if isinstance(spans, str) else spans
+            if not isinstance(names, list) or not names or not all(isinstance(t, str) for t in names):
+                ctx.fail(params.value_marks["traffic"], f"{kind}.traffic: a traffic entry's name or a list of them")
+            for t in names:
+                if t not in refs["traffic"]:
+                    ctx.fail(params.value_marks["traffic"], f"{kind}.traffic: no traffic '{t}'; known: "
+                             f"{', '.join(refs['traffic']) or 'none'}")
+        for key in ("equals", "min", "max"):
+            if key in params:
+                _pos_int(ctx, params, key, kind, 0, 0, 2**63)
     for key in ("of", "having"):
         if key in params:
             try:
