@@ -68,6 +68,14 @@ class Kernel:
                 "version": self.version}
 
 
+def short_name(name: str) -> str:
+    """A column's heading: a versioned package by its ABI and flavour (6.1.0-57-amd64), a path by its
+    file name, anything else (a metapackage, 'host') as given."""
+    if is_path(name):
+        return os.path.basename(name.partition(":")[0])
+    return name.removeprefix("linux-image-") if _PACKAGE.match(name) else name
+
+
 def _cache() -> Path:
     from ..inject.build import cache_dir
 

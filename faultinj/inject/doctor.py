@@ -292,7 +292,9 @@ def table(cols: list[dict]) -> list[list[str]]:
     names: list[str] = []
     for c in cols:
         names += [p["name"] for p in c["probes"] if p["name"] not in names]
-    rows = [["probe", *[c["kernel"].removeprefix("linux-image-") for c in cols]], ["release", *[c["release"] for c in cols]]]
+    from ..guest.kernels import short_name
+
+    rows = [["probe", *[short_name(c["kernel"]) for c in cols]], ["release", *[c["release"] for c in cols]]]
     for n in names:
         row = [n]
         for c in cols:

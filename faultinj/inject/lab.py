@@ -120,6 +120,8 @@ class Topology:
         self.prefix = prefix or unique_prefix()
         self.namespaces: list[str] = []
         self.ovs_bridges: list[str] = []
+        # a private ovs-vswitchd (an OVS build's prefix) runs in a namespace of its own: its ports go there
+        self.ovs_netns: str | None = None
         self.ends: dict[tuple[str, str], Host] = {}  # (host, ifname) -> Host
         self.taps: dict[str, str | None] = {}   # tap -> the namespace it was moved to (None: ours)
         self.guests: dict = {}                          # VM host -> faultinj.guest.vm.Guest
@@ -196,17 +198,17 @@ class Topology:
             if link.b.host in bridges:
                 kind = bridges[link.b.host]
                 port = f"{self.prefix}p{n}"
-                b_ns = self.switch_ns if kind == "linux" else None
+                b_ns = self.switch_ns if kind == "linux" else self.ovs_netns
                 peer = ["peer", "name", port] + (["netns", b_ns] if b_ns else [])
                 _run("ip", "link", "add", link.a.ifname, "netns", a_ns, "address", a_mac, "type", "veth", *peer)
                 if kind == "linux":
                     _run("ip", "-n", b_ns, "link", "set", port, "master", link.b.host)
                     _run("ip", "-n", b_ns, "link", "set", port, "up")
                 else:
-                    _run("ip", "link", "set", port, "up")
+                    _run("ip", *(["-n", b_ns] if b_ns else []), "link", "set", port, "up")
                     self._ovs_add_port(link.b, port)
                 seg_of[n] = link.b.host
-                if kind == "ovs" and not os.path.isdir("/sys/module/openvswitch"):
+                if kind == "ovs" and (not os.path.isdir("/sys/module/openvswitch") or os.environ.get(ovs.USERSPACE_ENV)):
                     # the userspace datapath does not finish partial checksums: a host whose
                     # offload is on would send TCP the other end drops (DESIGN.md)
                     link.a.settings = dataclasses.replace(link.a.settings, tx_checksum=False)
@@ -362,7 +364,7 @@ class Topology:
             args += ["--", "set", "bridge", br, "datapath_type=netdev"]
         self.ovs_bridges.append(br)   # before it exists: a failed add-br leaves nothing half made
         _run(*args, *ovs.bridge_settings(br, self.spec.ovs.get(name) or OvsBridgeSpec()))
-        _run("ip", "link", "set", br, "up", check=False)
+        _run("ip", *(["-n", self.ovs_netns] if self.ovs_netns else []), "link", "set", br, "up", check=False)
 
     def down(self) -> None:
         for agent in self.remotes.values():

@@ -84,7 +84,7 @@ def remove_recorded(data: dict) -> None:
     for pid in data.get("vm_pids", []):   # each QEMU leads its own process group
         kill_group(pid)
     if data.get("ovs_private"):   # an OVS build's own daemons: their bridges end with them
-        ovs.kill_private(data["ovs_private"]["pids"], data["ovs_private"]["dir"])
+        ovs.kill_private(data["ovs_private"]["pids"], data["ovs_private"]["dir"], data["ovs_private"].get("netns"))
     if data.get("vm_pids"):
         remove_workdirs(data["prefix"])
     for tap in data.get("taps", []):

@@ -226,8 +226,10 @@ class PrivateSwitch:
 
     ENV = ("PATH", "OVS_RUNDIR", "OVS_DBDIR", "OVS_LOGDIR", "OVS_SYSCONFDIR", "OVS_PKGDATADIR", USERSPACE_ENV)
 
-    def __init__(self, prefix: str | None, rundir: str, userspace: bool):
-        self.prefix, self.dir, self.userspace = prefix, rundir, userspace
+    def __init__(self, prefix: str | None, rundir: str, userspace: bool, netns: str | None = None):
+        # netns: ovs-vswitchd runs in this namespace, made for it (and removed by stop): a userspace
+        # datapath owns a device named ovs-netdev, which the machine's own switch may hold already
+        self.prefix, self.dir, self.userspace, self.netns = prefix, rundir, userspace, netns
         self._saved: dict[str, str | None] | None = None
         self.pids: list[int] = []
 
@@ -249,18 +251,25 @@ class PrivateSwitch:
             os.environ["OVS_PKGDATADIR"] = os.path.dirname(schema)
         if self.userspace:
             os.environ[USERSPACE_ENV] = "1"
+        in_ns = ["ip", "netns", "exec", self.netns] if self.netns else []
         try:
-            for argv in ([self._bin("ovsdb-tool"), "create", f"{d}/conf.db", schema],
-                         [self._bin("ovsdb-server"), f"{d}/conf.db", f"--remote=punix:{d}/db.sock",
-                          f"--pidfile={d}/ovsdb-server.pid", "--detach", f"--log-file={d}/ovsdb-server.log"],
-                         [self._bin("ovs-vsctl"), "--no-wait", "init"],
-                         [self._bin("ovs-vswitchd"), f"unix:{d}/db.sock", f"--pidfile={d}/ovs-vswitchd.pid",
-                          "--detach", f"--log-file={d}/ovs-vswitchd.log"]):
-                proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+            if self.netns:
+                _sh(["ip", "netns", "add", self.netns], "making the switch's namespace")
+                _sh(["ip", "-n", self.netns, "link", "set", "lo", "up"], "making the switch's namespace")
+            for prefix_, binary, args in (
+                    ([], "ovsdb-tool", ["create", f"{d}/conf.db", schema]),
+                    ([], "ovsdb-server", [f"{d}/conf.db", f"--remote=punix:{d}/db.sock",
+                                          f"--pidfile={d}/ovsdb-server.pid", "--detach",
+                                          f"--log-file={d}/ovsdb-server.log"]),
+                    ([], "ovs-vsctl", ["--no-wait", "init"]),
+                    (in_ns, "ovs-vswitchd", [f"unix:{d}/db.sock", f"--pidfile={d}/ovs-vswitchd.pid", "--detach",
+                                             f"--log-file={d}/ovs-vswitchd.log"])):
+                proc = subprocess.run([*prefix_, self._bin(binary), *args], capture_output=True, text=True,
+                                      timeout=60)
                 if proc.returncode:
                     raise FaultinjError(f"starting Open vSwitch from {self.prefix or 'PATH'}: "
-                                        f"'{os.path.basename(argv[0])}' failed: {proc.stderr.strip()[-300:]}")
-                pid = _read_pid(argv[0], d)
+                                        f"'{binary}' failed: {proc.stderr.strip()[-300:]}")
+                pid = _read_pid(binary, d)
                 if pid:
                     self.pids.append(pid)
         except BaseException:
@@ -296,6 +305,8 @@ class PrivateSwitch:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        if self.netns:
+            subprocess.run(["ip", "netns", "del", self.netns], capture_output=True)
         if self._saved is not None:
             for k, v in self._saved.items():
                 if v is None:
@@ -304,6 +315,12 @@ class PrivateSwitch:
                     os.environ[k] = v
             self._saved = None
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _sh(argv: list[str], what: str) -> None:
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    if proc.returncode:
+        raise FaultinjError(f"{what}: '{' '.join(argv)}' failed: {proc.stderr.strip()}")
 
 
 def _read_pid(binary: str, d: str) -> int | None:
@@ -326,8 +343,8 @@ def _alive(pid: int, rundir: str) -> bool:
         return False
 
 
-def kill_private(pids: list[int], rundir: str) -> None:
-    """A killed run's private switch (its lab record names it): its daemons, its directory."""
+def kill_private(pids: list[int], rundir: str, netns: str | None = None) -> None:
+    """A killed run's private switch (its lab record names it): its daemons, its namespace, its directory."""
     import signal
 
     for pid in pids:
@@ -336,4 +353,6 @@ def kill_private(pids: list[int], rundir: str) -> None:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+    if netns:
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
     shutil.rmtree(rundir, ignore_errors=True)

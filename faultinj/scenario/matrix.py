@@ -41,11 +41,7 @@ class Side:
     def label(self) -> str:
         parts = []
         if self.kernel:
-            k = self.kernel
-            if kernels.is_path(k):
-                k = os.path.basename(k.partition(":")[0])
-            # a versioned package by its ABI and flavour; a metapackage by its whole name
-            parts.append(k.removeprefix("linux-image-") if kernels._PACKAGE.match(k) else k)
+            parts.append(kernels.short_name(self.kernel))
         if self.ovs:
             parts.append(f"ovs={self.ovs}")
         return ",".join(parts) or "default"

@@ -173,11 +173,12 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                  + (f"; outside it: {', '.join(scn.targets)}" if scn.targets else ""))
         topo.record = lambda: lab.remember(scn.name, topo, kept=False, extra={
             "file": os.path.abspath(scn.path), "faults_outside": outside,
-            **({"ovs_private": {"pids": switch.pids, "dir": switch.dir}} if switch else {})})
+            **({"ovs_private": {"pids": switch.pids, "dir": switch.dir, "netns": switch.netns}} if switch else {})})
         topo.record()
         if scn.lab.ovs_prefix and not os.environ.get(inguest.IN_GUEST):
             switch = ovs.PrivateSwitch(scn.lab.ovs_prefix, f"{tempfile.gettempdir()}/faultinj-ovs-{topo.prefix}",
-                                       userspace=True)
+                                       userspace=True, netns=f"{topo.prefix}ovs")
+            topo.ovs_netns = switch.netns
             topo.record()   # its directory, before a daemon exists
             switch.start()
             topo.record()
