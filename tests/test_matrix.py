@@ -135,12 +135,18 @@ def _leftovers(tmp: Path) -> tuple:
 
 
 @pytest.fixture
-def private_tmp(tmp_path, monkeypatch):
-    """Work directories (vm.workdir, the private switch's) made in tmp_path, not the shared /tmp."""
+def private_tmp(monkeypatch):
+    """Work directories (vm.workdir, the private switch's) made in a directory of this test's own,
+    not the shared /tmp; short, since a VM's agent socket lives in it (108 bytes at most: pytest's
+    tmp_path under an xdist worker is longer)."""
+    import shutil
     import tempfile
+    from pathlib import Path
 
-    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    return tmp_path
+    d = tempfile.mkdtemp(prefix="fim")
+    monkeypatch.setattr(tempfile, "tempdir", d)
+    yield Path(d)
+    shutil.rmtree(d, ignore_errors=True)
 
 
 DROP = "scenarios/drop.yaml"
