@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import EnvironmentProblem, StateError, TargetError
-from .schema import ScenarioError, YMap, _Ctx, _Loader, _pos
+from .schema import ScenarioError, YMap, _Ctx, parse_marked
 
 API = "chaos-mesh.org/v1alpha1"
 KIND = "NetworkChaos"
@@ -314,17 +314,7 @@ def _action(ctx: _Ctx, spec: YMap, action: str, m: Manifest) -> str:
 
 def loads(text: str, path: str = "<manifest>") -> Manifest:
     ctx = _Ctx(path)
-    try:
-        loader = _Loader(text)
-        loader.name = path
-        try:
-            doc = loader.get_single_data()
-        finally:
-            loader.dispose()
-    except yaml.MarkedYAMLError as exc:
-        raise ScenarioError(f"{_pos(exc.problem_mark)}: YAML: {exc.problem}") from None
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: YAML: {exc}") from None
+    doc = parse_marked(text, path)
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a NetworkChaos manifest is a mapping with apiVersion, kind, metadata, spec")
     ctx.part(_keys, ctx, doc, "the manifest", "top", ("apiVersion", "kind", "metadata", "spec"))

@@ -328,19 +328,25 @@ def load(path: str | Path) -> Scenario:
     return loads(text, path)
 
 
-def loads(text: str, path: str = "<scenario>") -> Scenario:
-    ctx = _Ctx(path)
+def parse_marked(text: str, path: str):
+    """YAML text as maps and lists that remember each key's and value's file:line:col (YMap); a YAML
+    error as one ScenarioError at its position. Scenario files and NetworkChaos manifests share it."""
     try:
         loader = _Loader(text)
         loader.name = path
         try:
-            doc = loader.get_single_data()
+            return loader.get_single_data()
         finally:
             loader.dispose()
     except yaml.MarkedYAMLError as exc:
         raise ScenarioError(f"{_pos(exc.problem_mark)}: YAML: {exc.problem}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: YAML: {exc}") from None
+
+
+def loads(text: str, path: str = "<scenario>") -> Scenario:
+    ctx = _Ctx(path)
+    doc = parse_marked(text, path)
     if not isinstance(doc, YMap):
         raise ScenarioError(f"{path}:1:1: a scenario is a mapping with name, lab, faults, traffic, capture, expect")
     ctx.part(ctx.keys, doc, "the scenario", *TOP_KEYS)
