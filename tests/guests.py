@@ -17,11 +17,9 @@ import os
 # 6.1: act_bpf, cls_matchall, netem, fq, openvswitch.ko as modules, no tcx.
 # 6.12: tcx and XDP links, openvswitch.ko; the kernel the fix-validation work targets.
 # FAULTINJ_TEST_KERNEL / FAULTINJ_TEST_KERNEL_612: a Debian package name or a vmlinuz path.
-_K612_UNPACKED = "/tmp/k612/root/boot/vmlinuz-6.12.118+deb12-amd64"
 KERNELS = {
     "6.1": os.environ.get("FAULTINJ_TEST_KERNEL", "linux-image-amd64"),
-    "6.12": os.environ.get("FAULTINJ_TEST_KERNEL_612")
-    or (_K612_UNPACKED if os.path.exists(_K612_UNPACKED) else "linux-image-6.12.118+deb12-amd64"),
+    "6.12": os.environ.get("FAULTINJ_TEST_KERNEL_612", "linux-image-6.12.118+deb12-amd64"),
 }
 
 _PROGRAMS = [
