@@ -536,16 +536,24 @@ def test_a_psh_segment_injected_by_a_fault_then_its_upcall_and_the_datapaths_act
     with Tracer(compile_filter("tcp and dst host 10.78.0.2 and dst port 5201")) as tracer:
         assert tracer._ovs is not None
         result = traffic.tcp_transfer(lab["vm1"], lab["vm2"], "10.78.0.2", 20_000)
-        end, hops = time.monotonic() + 2, []
-        while time.monotonic() < end:
+
+        def journeys_of(hops):
+            by_packet: dict = {}
+            for h in hops:
+                by_packet.setdefault(h.key, []).append(h)
+            return [js for js in by_packet.values()
+                    if any(h.direction == "ACT" and rec.id in h.fault for h in js)
+                    and any(h.point == "upcall" for h in js)
+                    and any(h.direction == "in" and h.netns_name == lab["vm2"] for h in js)]
+
+        # under emulation the tracer's reads (and the fault's journal) may trail the transfer by
+        # seconds: read until a whole journey is in, for at most 20 s, then what is still held
+        end, hops = time.monotonic() + 20, []
+        while time.monotonic() < end and not journeys_of(hops):
             hops += tracer.read(100)
+        hops += tracer.settle()
     assert result.intact
-    by_packet: dict = {}
-    for h in hops:
-        by_packet.setdefault(h.key, []).append(h)
-    journeys = [js for js in by_packet.values()
-                if any(h.direction == "ACT" and rec.id in h.fault for h in js)
-                and any(h.point == "upcall" for h in js)]
+    journeys = journeys_of(hops)
     assert journeys, "\n".join(map(str, hops))
     js = journeys[0]
     print("\n".join(map(str, js)))   # the README's journey (pytest -s)
