@@ -88,6 +88,20 @@ def lab():
         lab.down()
 
 
+@pytest.fixture
+def offload_lab():
+    """A veth as it comes (GSO up to 65535 segments, tx checksum offload on), in namespaces."""
+    from faultinj.inject.lab import Lab, LinkSettings
+
+    lab = Lab()
+    try:
+        lab.up(a_settings=LinkSettings(tx_checksum=True))
+        yield lab
+    finally:
+        _clear_quietly(lab)
+        lab.down()
+
+
 def _clear_quietly(lab) -> None:
     import faultinj
 

@@ -79,21 +79,6 @@ def test_set_without_interface_nor_id_says_what_to_give():
 
 # ---- 3. every hint names the namespace and works as printed --------------------------------
 
-@pytest.fixture
-def offload_lab():
-    """A veth as it comes (GSO up to 65535 segments, tx checksum offload on), in namespaces."""
-    from conftest import _clear_quietly
-    from faultinj.inject.lab import Lab, LinkSettings
-
-    lab = Lab()
-    try:
-        lab.up(a_settings=LinkSettings(tx_checksum=True))
-        yield lab
-    finally:
-        _clear_quietly(lab)
-        lab.down()
-
-
 def _quoted_commands(line: str) -> list[str]:
     return [c for c in re.findall(r"'([^']+)'", line) if c.split()[0] in ("ip", "tc", "ethtool", "nsenter")]
 

@@ -97,21 +97,6 @@ def test_truncate_acted_equals_the_cut_frames_the_receiver_sees(lab, length):
 
 # ---- 3. csum=bad reaches the receiver's checksum check in every state --------------------
 
-@pytest.fixture
-def offload_lab():
-    """A lab whose sender keeps tx checksum offload on (the default of a veth)."""
-    from conftest import _clear_quietly
-    from faultinj.inject.lab import Lab, LinkSettings
-
-    lab = Lab()
-    try:
-        lab.up(a_settings=LinkSettings(tx_checksum=True))
-        yield lab
-    finally:
-        _clear_quietly(lab)
-        lab.down()
-
-
 def test_corrupt_bad_checksum_is_dropped_when_the_checksum_was_trusted(offload_lab):
     """With the sender's offload on, the skb reaching b's tc ingress is CHECKSUM_PARTIAL: the
     receiver would deliver it unchecked. A datagram corrupted with csum=bad must still fail the

@@ -28,7 +28,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import EnvironmentProblem, StateError, TargetError
-from .schema import ScenarioError, YMap, _Ctx, parse_marked
+from .schema import ScenarioError, YMap, _Ctx, parse_marked, read_file
 
 API = "chaos-mesh.org/v1alpha1"
 KIND = "NetworkChaos"
@@ -140,11 +140,7 @@ def is_network_chaos(path: str) -> bool:
 
 def load(path: str | Path) -> Manifest:
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ScenarioError(f"cannot read manifest {path}: {exc.strerror}") from None
-    return loads(text, path)
+    return loads(read_file(path, "manifest"), path)
 
 
 def _keys(ctx: _Ctx, m, where: str, part: str, required=()) -> None:

@@ -319,13 +319,17 @@ END_KEYS = {"name", "ipv4", "ipv6", "mtu", "gso_max_segs", "tx_checksum"}
 NAME = re.compile(r"^[a-z][a-z0-9_]{0,11}$")
 
 
+def read_file(path: str, what: str) -> str:
+    """A scenario file's (or manifest's) text; what it could not read as one ScenarioError."""
+    try:
+        return Path(path).read_text()
+    except OSError as exc:
+        raise ScenarioError(f"cannot read {what} {path}: {exc.strerror}") from None
+
+
 def load(path: str | Path) -> Scenario:
     path = str(path)
-    try:
-        text = Path(path).read_text()
-    except OSError as exc:
-        raise ScenarioError(f"cannot read scenario {path}: {exc.strerror}") from None
-    return loads(text, path)
+    return loads(read_file(path, "scenario"), path)
 
 
 def parse_marked(text: str, path: str):
