@@ -332,27 +332,3 @@ def _read_pid(binary: str, d: str) -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int, rundir: str) -> bool:
-    """Is pid still one of this switch's daemons (its command line names the run directory)?"""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return rundir.encode() in f.read()
-    except OSError:
-        return False
-
-
-def kill_private(pids: list[int], rundir: str, netns: str | None = None) -> None:
-    """A killed run's private switch (its lab record names it): its daemons, its namespace, its directory."""
-    import signal
-
-    for pid in pids:
-        if _alive(pid, rundir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    if netns:
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-    shutil.rmtree(rundir, ignore_errors=True)
