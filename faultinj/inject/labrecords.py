@@ -134,7 +134,7 @@ def reap_orphans() -> list[str]:
     return gone
 
 
-def _daemon_of(pid: int, rundir: str) -> bool:
+def daemon_of(pid: int, rundir: str) -> bool:
     """Is pid still one of this switch's daemons (its command line names the run directory)?"""
     try:
         with open(f"/proc/{pid}/cmdline", "rb") as f:
@@ -146,7 +146,7 @@ def _daemon_of(pid: int, rundir: str) -> bool:
 def kill_private(pids: list[int], rundir: str, netns: str | None = None) -> None:
     """A killed run's private switch (its lab record names it): its daemons, its namespace, its directory."""
     for pid in pids:
-        if _daemon_of(pid, rundir):
+        if daemon_of(pid, rundir):
             try:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:

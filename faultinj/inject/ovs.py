@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..errors import FaultinjError, SpecError
+from .labrecords import daemon_of
 
 PROTOCOLS = ("OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 COOKIE_BASE = 0xFA110000   # rule i without a cookie of its own gets COOKIE_BASE + i + 1
@@ -298,9 +299,9 @@ class PrivateSwitch:
                     pass
         end = time.monotonic() + 5
         for pid in self.pids:
-            while _alive(pid, self.dir) and time.monotonic() < end:
+            while daemon_of(pid, self.dir) and time.monotonic() < end:
                 time.sleep(0.05)
-            if _alive(pid, self.dir):
+            if daemon_of(pid, self.dir):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
