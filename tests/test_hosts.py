@@ -177,3 +177,23 @@ def test_every_verb_through_a_real_agent_as_on_a_namespace_host(lab, private_sta
     finally:
         agent.close()
     assert called == set(VERBS)
+
+
+def test_an_agent_of_another_protocol_is_refused_in_one_line():
+    """An ssh host's faultinj of another version (its hello names another protocol, or none, as
+    before this one): refused when it connects, saying what to do (exit 3), not a verb failing
+    later. The agent here is a few lines answering as an older faultinj did. Cost: ~0.1 s."""
+    from faultinj.errors import EnvironmentProblem, ExitStatus
+    from faultinj.guest.agent import Agent
+
+    older = ('import json, sys\n'
+             'print(json.dumps({"id": 0, "result": "ready"}), flush=True)\n'
+             'for line in sys.stdin:\n'
+             '    req = json.loads(line)\n'
+             '    print(json.dumps({"id": req["id"], "result": {"release": "6.1.0", "version": "0.9.0",'
+             ' "pid": 1, "links": []}}), flush=True)\n')
+    with pytest.raises(EnvironmentProblem) as exc:
+        Agent.process([sys.executable, "-c", older], "host m1 (root@m1)", timeout=30)
+    assert str(exc.value).startswith("host m1 (root@m1): its faultinj (0.9.0) speaks another agent protocol")
+    assert "install the same version there" in str(exc.value) and "\n" not in str(exc.value)
+    assert exc.value.status == ExitStatus.ENVIRONMENT
