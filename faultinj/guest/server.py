@@ -16,7 +16,6 @@ import time
 from typing import IO
 
 from ..errors import EnvironmentProblem, ExitStatus, FaultinjError
-from ..scenario import hosts
 from .agent import PORT_NAME, PROTOCOL
 
 
@@ -26,7 +25,7 @@ class _Server:
     shutdown."""
 
     def __init__(self):
-        self.host = hosts.NamespaceHost(platform.node(), None)
+        self.host = None   # made by the first verb: hello answers before the library is imported
         # a verb's Handle result (a capture, a TCP receiver) stays here; the caller gets its number
         self._handles: dict[int, object] = {}
         self._next = 0
@@ -34,6 +33,8 @@ class _Server:
     def answer(self, method: str, params: dict):
         if method in ("hello", "doctor", "shutdown"):
             return getattr(self, method)(**params)
+        from ..scenario import hosts
+
         if method not in hosts.VERBS:
             raise FaultinjError(f"unknown agent method '{method}' (agent and caller differ in version?)")
         sig, hints = hosts.annotations(method)
@@ -43,6 +44,7 @@ class _Server:
                 raise FaultinjError(f"agent method '{method}' has no parameter '{name}'")
             args[name] = self._handles.pop(value) if hints.get(name) is hosts.Handle else \
                 hosts.from_json(value, hints.get(name))
+        self.host = self.host or hosts.NamespaceHost(platform.node(), None)
         result = getattr(self.host, method)(**args)
         if hints["return"] is hosts.Handle:
             self._next += 1
@@ -75,7 +77,8 @@ class _Server:
         return None
 
     def close(self) -> None:
-        self.host.close()
+        if self.host:
+            self.host.close()
 
 
 def serve(rfile: IO[bytes], wfile: IO[bytes]) -> None:
