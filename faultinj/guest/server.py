@@ -44,7 +44,8 @@ class _Server:
                 raise FaultinjError(f"agent method '{method}' has no parameter '{name}'")
             args[name] = self._handles.pop(value) if hints.get(name) is hosts.Handle else \
                 hosts.from_json(value, hints.get(name))
-        self.host = self.host or hosts.NamespaceHost(platform.node(), None)
+        if self.host is None:
+            self.host = hosts.NamespaceHost(platform.node(), None)
         result = getattr(self.host, method)(**args)
         if hints["return"] is hosts.Handle:
             self._next += 1
