@@ -1,7 +1,7 @@
 """One Host protocol (faultinj/scenario/hosts.py): each verb written once, done by a namespace host
 here and sent by the agent's client to an agent, whose server (faultinj/guest/server.py) answers
 it with a namespace host of its own. The first test reads the code (no root, milliseconds); the
-second drives every verb through a real agent in a lab namespace, on real traffic (a few seconds)."""
+second drives every verb through a real agent in a lab namespace, on real traffic (~2.5 s)."""
 
 from __future__ import annotations
 
@@ -94,26 +94,27 @@ def test_each_host_verb_is_written_once_and_crosses_the_wire_by_its_annotations(
     assert not set(VERBS) & _defined_in(Path(hosts.__file__), "AgentHost")
     assert not set(VERBS) & _defined_in(Path(server.__file__), None)
 
+    samples = dict(SAMPLES)   # a handle's number is known once its verb answered
     srv = server._Server()
     srv.host = _Recorder()
     client = AgentHost("vm", _Wire(srv))
     assert client.kernel == "6.1.0-test"
     for verb in VERBS:
-        args, kwargs, answer = SAMPLES[verb]
+        args, kwargs, answer = samples[verb]
         got = getattr(client, verb)(*args, **kwargs)
         sig = inspect.signature(getattr(Host, verb))
         bound = sig.bind(None, *args, **kwargs)
         bound.apply_defaults()
         given = dict(list(bound.arguments.items())[1:])
         if verb in ("capture_stop", "tcp_result"):   # the handle's object, as its verb made it
-            given["handle"] = SAMPLES[{"capture_stop": "capture_start", "tcp_result": "tcp_listen"}[verb]][2]
+            given["handle"] = samples[{"capture_stop": "capture_start", "tcp_result": "tcp_listen"}[verb]][2]
         assert srv.host.got[verb] == given, verb
         if sig.return_annotation == "Handle":
             assert isinstance(got, int) and got in srv._handles, verb   # a number standing for it
             if verb == "capture_start":
-                SAMPLES["capture_stop"] = ((got,), *SAMPLES["capture_stop"][1:])
+                samples["capture_stop"] = ((got,), *samples["capture_stop"][1:])
             else:
-                SAMPLES["tcp_result"] = ((got,), *SAMPLES["tcp_result"][1:])
+                samples["tcp_result"] = ((got,), *samples["tcp_result"][1:])
         else:
             assert type(got) is type(answer) and got == answer, verb
     assert not srv._handles   # each handle is given back once
@@ -124,7 +125,7 @@ def test_each_host_verb_is_written_once_and_crosses_the_wire_by_its_annotations(
 def test_every_verb_through_a_real_agent_as_on_a_namespace_host(lab, private_state):
     """An agent (`python -m faultinj.guest.server --stdio`) in host a's namespace, driven through
     AgentHost; host b a NamespaceHost here. Every verb of Host is called through the agent, on
-    real traffic, and answers with the type a namespace host gives. Cost: ~5 s."""
+    real traffic, and answers with the type a namespace host gives. Cost: ~2.5 s."""
     from faultinj.guest.agent import Agent
 
     agent = Agent.process(["ip", "netns", "exec", lab.a.netns, sys.executable, "-m", "faultinj.guest.server",
