@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def _libbpf_include() -> Path:
 
 def _key(source: Path, src_dir: Path, flags: tuple[str, ...], clang: str, inc: Path) -> str:
     h = hashlib.sha256()
-    # layout.py: an object is checked against it when built, so a change there builds anew
-    files = [source, *sorted((src_dir / "lib").glob("*.h")), Path(__file__).with_name("layout.py")] + \
+    # layouts.py, layout.py: an object is checked against them when built, so a change there builds anew
+    files = [source, *sorted((src_dir / "lib").glob("*.h")), Path(__file__).with_name("layout.py"),
+             Path(layout.layouts.__file__)] + \
         [inc / n for n in LIBBPF_HEADERS]
     for f in files:
         h.update(f.name.encode() + b"\0")
@@ -93,23 +95,53 @@ def compile_program(program: str, hook: str, source: Path | None = None, act: bo
         return obj
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(prefix="faultinj-build-") as tmp:
-        work = Path(tmp)
-        shutil.copytree(src_dir / "lib", work / "lib")
-        shutil.copy2(source, work / source.name)
-        tmp_obj = work / "out.o"
-        cmd = [clang, *flags, "-I", str(work), "-I", str(inc.parent), "-c", str(work / source.name),
-               "-o", str(tmp_obj)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
-        if proc.returncode != 0:
-            msg = proc.stderr.replace(str(work) + "/", "").strip()
-            first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
-            raise BuildError(f"clang failed to compile {source.name} for {hook}: {first}\n{msg}")
-        layout.check(str(tmp_obj), source.name)   # C and Python agree on every shared struct, or no object
+        tmp_obj = _clang_compile(clang, flags, inc, src_dir, source, hook, Path(tmp))
+        # C and Python agree on every shared struct and enum, or no object
+        layout.check(str(tmp_obj), source.name, anchored=program == layout.ANCHOR)
+        if program != layout.ANCHOR:   # the enums no program's BTF carries: bpf/lib/layouts.c's (cached)
+            compile_program(layout.ANCHOR, "tc-egress", src_dir / "lib" / f"{layout.ANCHOR}.c")
         fd, staged = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".o")
         os.close(fd)
         shutil.copyfile(tmp_obj, staged)
         os.replace(staged, obj)  # atomic: a concurrent build never sees half a file
     return obj
+
+
+def _clang_compile(clang: str, flags: tuple[str, ...], inc: Path, src_dir: Path, source: Path, hook: str,
+                   work: Path) -> Path:
+    """Compile source (with a copy of bpf/lib) in the directory work: work/out.o."""
+    shutil.copytree(src_dir / "lib", work / "lib")
+    shutil.copy2(source, work / source.name)
+    tmp_obj = work / "out.o"
+    cmd = [clang, *flags, "-I", str(work), "-I", str(inc.parent), "-c", str(work / source.name), "-o", str(tmp_obj)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    if proc.returncode != 0:
+        msg = proc.stderr.replace(str(work) + "/", "").strip()
+        first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
+        raise BuildError(f"clang failed to compile {source.name} for {hook}: {first}\n{msg}")
+    return tmp_obj
+
+
+def write_layouts(argv: list[str]) -> int:
+    """`python -m faultinj.inject.build layouts [--write]`: faultinj/layouts.py as the BTF of
+    bpf/lib/layouts.c says (compiled unchecked, not cached); --write rewrites it, else says whether
+    it agrees (exit 1 when not)."""
+    src_dir = bpf_dir()
+    with tempfile.TemporaryDirectory(prefix="faultinj-layouts-") as tmp:
+        obj = _clang_compile(_clang(), CFLAGS + (HOOK_DEFINES["tc-egress"],), _libbpf_include(), src_dir,
+                             src_dir / "lib" / f"{layout.ANCHOR}.c", "tc-egress", Path(tmp))
+        text = layout.generated_text(str(obj))
+    path = Path(layout.layouts.__file__)
+    if "--write" in argv:
+        path.write_text(text)
+        print(f"wrote {path}")
+        return 0
+    if path.read_text() != text:
+        print(f"{path} differs from the BTF of bpf/lib/{layout.ANCHOR}.c: run `{layout.REGENERATE}`",
+              file=sys.stderr)
+        return 1
+    print(f"{path} agrees with the BTF of bpf/lib/{layout.ANCHOR}.c")
+    return 0
 
 
 def _multiarch_include() -> list[str]:
@@ -142,3 +174,7 @@ def compile_custom(source: Path, function_sections: bool = False) -> Path:
         first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
         raise ProgramError(f"clang failed to compile {source}: {first}\n{msg}")
     return obj
+
+
+if __name__ == "__main__":
+    sys.exit(write_layouts(sys.argv[1:]) if sys.argv[1:2] == ["layouts"] else 2)
