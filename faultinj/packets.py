@@ -13,6 +13,25 @@ import struct
 from array import array
 from dataclasses import dataclass
 
+# The IP protocols faultinj names (match=proto=, pcap-filter expressions, the journal, the
+# tracer): the one table of them. pcap-filter calls ICMPv6 icmp6, and so may a filter here.
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+PROTOCOL_ALIASES = {"icmp6": 58}
+PROTOCOL_NAMES = {n: name for name, n in PROTOCOLS.items()}     # 6 -> 'tcp'
+PORTED = (6, 17, 132)          # protocols whose flows have ports (a journal event shows them)
+
+
+def protocol_number(name: str) -> int | None:
+    """A protocol's number by its name (tcp, icmp6, ...), in any case; None for a name not known."""
+    name = name.lower()
+    return PROTOCOLS.get(name, PROTOCOL_ALIASES.get(name))
+
+
+def protocol_name(number: int) -> str | int:
+    """'tcp' for 6; the number itself for a protocol without a name here."""
+    return PROTOCOL_NAMES.get(number, number)
+
+
 TCP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
 
 
