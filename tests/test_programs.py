@@ -355,6 +355,21 @@ def test_layouts_py_is_what_the_btf_of_layouts_c_says(capsys):
     assert build.write_layouts([]) == 0, capsys.readouterr().err
 
 
+def test_the_tracers_formats_and_hop_ids_are_the_btfs():
+    """inject/trace.py still keeps its event and count-key formats, its hop ids and modes by hand
+    (until it reads faultinj/layouts.py): they agree with the BTF of bpf/lib/trace.h's types."""
+    from faultinj.inject import trace
+
+    assert trace.EVENT.format == layouts.record("fi_trace_event")[0].format
+    assert trace.COUNT_KEY.format == layouts.record("fi_trace_count_key")[0].format
+    hop = layouts.enum("fi_hop")
+    assert (trace.FI_HOP_DROP, trace.HOP_DELIVERED, trace.HOP_FUNC, trace.HOP_OVS_UPCALL, trace.HOP_OVS_EXEC) == \
+        tuple(hop[f"FI_HOP_{n}"] for n in ("DROP", "DELIVERED", "FUNC", "OVS_UPCALL", "OVS_EXEC"))
+    assert set(trace.HOP_POINTS) <= set(hop.values()) and set(trace.HOPS) <= set(hop.values())
+    mode = layouts.enum("fi_trace_mode")
+    assert (trace.MODE_EVENTS, trace.MODE_COUNT) == (mode["FI_TRACE_EVENTS"], mode["FI_TRACE_COUNT"])
+
+
 def _tree_with(tmp_path, edit) -> Path:
     """A copy of bpf/ with one header edited: edit(fault_h_text) -> new text."""
     tree = tmp_path / "bpf"
