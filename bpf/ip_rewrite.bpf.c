@@ -5,10 +5,14 @@
 #include "lib/fault.h"
 #include "lib/csum.h"
 
-#define FI_RW_TTL_SET 1   /* TTL / hop limit := value */
-#define FI_RW_TTL_DEC 2   /* TTL / hop limit -= value, not below 0 */
-#define FI_RW_ECN_CE 3    /* ECN := CE (11), on ECN-capable packets only */
-#define FI_RW_DSCP 4      /* DSCP := value, ECN kept */
+enum fi_rewrite_mode {   /* param >> 24 */
+	FI_RW_TTL_SET = 1,   /* TTL / hop limit := value */
+	FI_RW_TTL_DEC = 2,   /* TTL / hop limit -= value, not below 0 */
+	FI_RW_ECN_CE = 3,    /* ECN := CE (11), on ECN-capable packets only */
+	FI_RW_DSCP = 4,      /* DSCP := value, ECN kept */
+};
+
+FI_LAYOUT(ip_rewrite, enum fi_rewrite_mode mode);
 
 static __always_inline __u8 fi_new_ttl(__u32 mode, __u32 value, __u8 ttl)
 {

@@ -1,10 +1,11 @@
 """Every C structure, enum and constant user space reads, as the BTF says it.
 
 The data at the end of this file is generated, not written: `python -m faultinj.inject.build
-layouts --write` compiles bpf/lib/layouts.c (one member per structure and enum Python reads) and writes
-what that object's BTF says. The build compares every program's BTF (and that object's) with it
-and refuses an object that differs (inject/layout.py), so a field or an action added in C is a
-rebuild and that command, nothing by hand. Everything here is pure data and stdlib: the journal
+layouts --write` compiles bpf/lib/layouts.c (one member per structure and enum Python reads) and
+each bpf/X.bpf.c naming its own (FI_LAYOUT, built with -DFI_LAYOUTS), and writes what their BTF
+says. The build compares every program's BTF (and those objects') with it and refuses an object
+that differs (inject/layout.py), so a field or an action added in C is a rebuild and that
+command, nothing by hand. Everything here is pure data and stdlib: the journal
 decodes without the kernel layer, and the tracer and the config writer build their ctypes from it
 (inject/layout.py).
 """
@@ -22,8 +23,8 @@ def enum(name: str) -> dict[str, int]:
     try:
         return ENUMS[name]
     except KeyError:
-        raise KeyError(f"enum {name} is not in faultinj/layouts.py: add a member of that type to struct "
-                       "fi_layouts (bpf/lib/layouts.c) and run python -m faultinj.inject.build layouts --write") from None
+        raise KeyError(f"enum {name} is not in faultinj/layouts.py: name it in struct fi_layouts (bpf/lib/layouts.c) "
+                       "or FI_LAYOUT (a fault's own), run python -m faultinj.inject.build layouts --write") from None
 
 
 def enum_names(name: str, prefix: str) -> dict[int, str]:
@@ -193,6 +194,10 @@ ENUMS: dict[str, dict[str, int]] = {
         'FI_CFG_DRY_RUN': 4,
         'FI_CFG_JOURNAL': 8,
     },
+    'fi_corrupt_param': {
+        'FI_CORRUPT_MAX_BITS': 64,
+        'FI_CORRUPT_BAD_CSUM': 256,
+    },
     'fi_counter': {
         'FI_SEEN': 0,
         'FI_MATCHED': 1,
@@ -200,6 +205,11 @@ ENUMS: dict[str, dict[str, int]] = {
         'FI_LOST': 3,
         'FI_REFUSED': 4,
         'FI_NR_COUNTERS': 5,
+    },
+    'fi_dist': {
+        'FI_DIST_SHIFT': 13,
+        'FI_DIST_SIZE': 4096,
+        'FI_DIST_SCALE': 8192,
     },
     'fi_hop': {
         'FI_HOP_QUEUE': 1,
@@ -227,9 +237,58 @@ ENUMS: dict[str, dict[str, int]] = {
         'FI_M_VLAN': 256,
         'FI_M_MARK': 512,
     },
+    'fi_parse_limit': {
+        'FI_MAX_VLAN': 2,
+        'FI_MAX_IPV6_EXT': 4,
+    },
+    'fi_rewrite_mode': {
+        'FI_RW_TTL_SET': 1,
+        'FI_RW_TTL_DEC': 2,
+        'FI_RW_ECN_CE': 3,
+        'FI_RW_DSCP': 4,
+    },
+    'fi_threshold': {
+        'FI_ALWAYS_SHIFT': 32,
+    },
+    'fi_time_fault': {
+        'FI_TIME_DELAY': 0,
+        'FI_TIME_REORDER': 1,
+        'FI_TIME_RATE': 2,
+    },
     'fi_trace_mode': {
         'FI_TRACE_OFF': 0,
         'FI_TRACE_EVENTS': 1,
         'FI_TRACE_COUNT': 2,
     },
+}
+# which object's BTF says each: bpf/lib/layouts.c ('layouts'), bpf/<program>.bpf.c (FI_LAYOUT)
+ANCHORS: dict[str, tuple[str, ...]] = {
+    'corrupt': (
+        'fi_corrupt_param',
+    ),
+    'delay': (
+        'fi_dist',
+        'fi_time_fault',
+    ),
+    'ip_rewrite': (
+        'fi_rewrite_mode',
+    ),
+    'layouts': (
+        'fi_action',
+        'fi_cfg_flag',
+        'fi_config',
+        'fi_counter',
+        'fi_event',
+        'fi_hop',
+        'fi_journal_size',
+        'fi_match',
+        'fi_match_field',
+        'fi_parse_limit',
+        'fi_threshold',
+        'fi_trace_config',
+        'fi_trace_count',
+        'fi_trace_count_key',
+        'fi_trace_event',
+        'fi_trace_mode',
+    ),
 }

@@ -13,6 +13,8 @@ import struct
 from array import array
 from dataclasses import dataclass
 
+from . import layouts
+
 # The IP protocols faultinj names (match=proto=, pcap-filter expressions, the journal, the
 # tracer): the one table of them. pcap-filter calls ICMPv6 icmp6, and so may a filter here.
 PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
@@ -89,8 +91,9 @@ class Packet:
                 self.seq if self.proto == 6 and self.seq is not None else 0)
 
 
-MAX_VLAN = 2          # as bpf/lib/parse.h FI_MAX_VLAN: a third tag is "another ethertype"
-MAX_IPV6_EXT = 4      # as FI_MAX_IPV6_EXT
+# as far as bpf/lib/parse.h parses (enum fi_parse_limit): a third tag is "another ethertype"
+_LIMIT = layouts.enum("fi_parse_limit")
+MAX_VLAN, MAX_IPV6_EXT = _LIMIT["FI_MAX_VLAN"], _LIMIT["FI_MAX_IPV6_EXT"]
 IPV6_EXT = (0, 43, 60, 44, 51)   # hop-by-hop, routing, destination options, fragment, AH
 
 

@@ -350,8 +350,8 @@ def test_python_layouts_equal_the_objects_btf(program, hook):
 
 
 def test_layouts_py_is_what_the_btf_of_layouts_c_says(capsys):
-    """faultinj/layouts.py's generated part is current: regenerated from bpf/lib/layouts.c's BTF it
-    is the same text. Cost: one clang run (~0.5 s)."""
+    """faultinj/layouts.py's generated part is current: regenerated from the BTF of bpf/lib/layouts.c
+    and of each program naming its own types (FI_LAYOUT) it is the same text. Cost: 4 clang runs (~1.5 s)."""
     assert build.write_layouts([]) == 0, capsys.readouterr().err
 
 
@@ -370,49 +370,56 @@ def test_the_tracers_formats_and_hop_ids_are_the_btfs():
     assert (trace.MODE_EVENTS, trace.MODE_COUNT) == (mode["FI_TRACE_EVENTS"], mode["FI_TRACE_COUNT"])
 
 
-def _tree_with(tmp_path, edit) -> Path:
-    """A copy of bpf/ with one header edited: edit(fault_h_text) -> new text."""
+def _tree_with(tmp_path, path: str, old: str, new: str) -> Path:
+    """A copy of bpf/ with one file (path, inside bpf/) edited."""
     tree = tmp_path / "bpf"
     shutil.copytree(build.bpf_dir(), tree)
-    fault_h = tree / "lib" / "fault.h"
-    text = fault_h.read_text()
-    fault_h.write_text(edit(text))
-    assert fault_h.read_text() != text
+    f = tree / path
+    text = f.read_text()
+    assert old in text
+    f.write_text(text.replace(old, new))
     return tree
 
 
-# a field added to the journal event, in C only
-_NEW_FIELD = ("\t__u32 gen;           /* fi_config.gen", "\t__u32 hops;\n\t__u32 gen;           /* fi_config.gen")
-# an action added, in C only: no program's BTF carries enum fi_action (drop uses FI_A_DROP as a constant)
-_NEW_ACTION = ("\tFI_A_DELAY,", "\tFI_A_DELAY,\n\tFI_A_REORDER,")
+_DRIFTS = {
+    # a field added to the journal event, in C only
+    "field": ("drop", "lib/fault.h", "\t__u32 gen;           /* fi_config.gen",
+              "\t__u32 hops;\n\t__u32 gen;           /* fi_config.gen",
+              r"struct fi_event\.hops: .* in C, None in faultinj/layouts\.py"),
+    # an action added, in C only: no loaded program's BTF carries enum fi_action (only its constants)
+    "action": ("drop", "lib/fault.h", "\tFI_A_DELAY,", "\tFI_A_DELAY,\n\tFI_A_REORDER,", r"enum fi_action: .*FI_A_REORDER"),
+    # a fault's own constant changed (FI_LAYOUT in bpf/corrupt.bpf.c)
+    "fault's own enum": ("corrupt", "corrupt.bpf.c", "FI_CORRUPT_BAD_CSUM = 1 << 8,", "FI_CORRUPT_BAD_CSUM = 1 << 9,",
+                         r"corrupt\.bpf\.c: .*enum fi_corrupt_param: .*FI_CORRUPT_BAD_CSUM"),
+}
 
 
-@pytest.mark.parametrize("edit,says", [(_NEW_FIELD, r"struct fi_event\.hops: .* in C, None in faultinj/layouts\.py"),
-                                       (_NEW_ACTION, r"enum fi_action: .*FI_A_REORDER")], ids=["field", "action"])
-def test_a_layout_drift_refuses_the_build(monkeypatch, tmp_path, edit, says):
+@pytest.mark.parametrize("drift", list(_DRIFTS))
+def test_a_layout_drift_refuses_the_build(monkeypatch, tmp_path, drift):
     """A program whose struct (or an enum Python reads) differs from faultinj/layouts.py is not built:
     the error names the member and the command that regenerates layouts.py; nothing is cached. Then
     that command alone (layouts.py regenerated from the new BTF) makes the build pass: nothing in
-    Python changes by hand. Cost: ~4 clang runs (~2 s)."""
-    tree = _tree_with(tmp_path, lambda text: text.replace(*edit))
+    Python changes by hand. Cost: ~8 clang runs (~3 s)."""
+    program, path, old, new, says = _DRIFTS[drift]
+    tree = _tree_with(tmp_path, path, old, new)
     monkeypatch.setattr(build, "bpf_dir", lambda: tree)
     monkeypatch.setenv("FAULTINJ_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(BuildError, match=says) as err:
-        build.compile_program("drop", "xdp")
+        build.compile_program(program, "tc-egress")
     assert "python -m faultinj.inject.build layouts --write" in str(err.value)
-    assert not list((tmp_path / "cache").glob("drop.*.o"))
-    # what `python -m faultinj.inject.build layouts --write` would write, from the edited tree
-    anchor = build._clang_compile(build._clang(), build.CFLAGS + ("-DFI_HOOK_TC",), build._libbpf_include(), tree,
-                                  tree / "lib" / "layouts.c", "tc-egress", tmp_path / "gen")
-    structs, enums = layout.read_btf(str(anchor))
-    monkeypatch.setattr(layouts, "STRUCTS", structs)
-    monkeypatch.setattr(layouts, "ENUMS", enums)
-    assert layout.mismatches(str(build.compile_program("drop", "xdp"))) == []
-    if edit is _NEW_ACTION:
+    assert not list((tmp_path / "cache").glob(f"{program}.tc.*.o"))
+    generated: dict = {}   # what `python -m faultinj.inject.build layouts --write` writes, from the edited tree
+    exec(build.layouts_text(tree), generated)
+    for name in ("STRUCTS", "ENUMS", "ANCHORS"):
+        monkeypatch.setattr(layouts, name, generated[name])
+    assert layout.mismatches(str(build.compile_program(program, "tc-egress"))) == []
+    if drift == "action":
         assert layouts.enum_names("fi_action", "FI_A_")[5] == "reorder"
-    else:
+    elif drift == "field":
         fmt, names = layouts.record("fi_event")
         assert "hops" in names and fmt.size == layouts.size("fi_event") > 80
+    else:
+        assert layouts.enum("fi_corrupt_param")["FI_CORRUPT_BAD_CSUM"] == 1 << 9
 
 
 # ---- load errors -------------------------------------------------------------------------

@@ -9,6 +9,17 @@
 #include "match.h"
 #include "parse.h"
 
+/* A program's own types user space reads (its enums: corrupt's param bits,
+ * ip_rewrite's modes): FI_LAYOUT(program, enum fi_x a; ...) in bpf/<program>.bpf.c
+ * puts them in the BTF of the object built with -DFI_LAYOUTS, which is never
+ * loaded (faultinj/layouts.py is generated from it, and the build checks it);
+ * in the object that is loaded it is nothing. */
+#ifdef FI_LAYOUTS
+#define FI_LAYOUT(program, ...) struct fi_layouts_##program { __VA_ARGS__; } fi_layouts_##program
+#else
+#define FI_LAYOUT(program, ...)
+#endif
+
 /* The layout user space writes: faultinj/inject/layout.py describes it, and
  * the build checks that description against this object's BTF (sizes and
  * offsets), so the two cannot drift. */
@@ -148,7 +159,12 @@ struct {
 	__type(value, __u64);
 } fi_watch SEC(".maps");
 
-#define FI_ALWAYS (1ULL << 32)
+/* fi_config.threshold of a fault that acts on every packet: 1 << 32 (a shift:
+ * this clang's BTF keeps 32 bits of an enum constant) */
+enum fi_threshold {
+	FI_ALWAYS_SHIFT = 32,
+};
+#define FI_ALWAYS (1ULL << FI_ALWAYS_SHIFT)
 
 static __always_inline void fi_count(__u32 which)
 {

@@ -21,6 +21,8 @@ struct fi_layouts {
 	enum fi_action action;
 	enum fi_journal_size journal_size;
 	enum fi_match_field match_field;
+	enum fi_threshold threshold;
+	enum fi_parse_limit parse_limit;
 	enum fi_hop hop;
 	enum fi_trace_mode trace_mode;
 } fi_layouts;

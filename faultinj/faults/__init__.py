@@ -40,8 +40,8 @@ PROGRAM = FaultType(name="program", summary="a user's own BPF C program (faultin
                                                          lambda _name, text: text.strip()),
                     unit="", threshold=None, configurable=False)
 
-__all__ = ["CATALOGUE", "PROGRAM", "Change", "discover", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec",
-           "parse_change", "get_fault", "parse_hook", "rate_threshold"]
+__all__ = ["CATALOGUE", "PROGRAM", "Change", "discover", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match",
+           "parse_spec", "parse_change", "get_fault", "parse_hook", "rate_threshold"]
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,12 @@
 """ttl, ecn-ce, dscp: one program (bpf/ip_rewrite.bpf.c) rewriting one IP header field."""
 
+from .. import layouts
 from ..errors import SpecError
 from .base import FaultType, Value, parse_probability, probability_threshold, whole_number
 
-TTL_SET, TTL_DEC, ECN_CE, DSCP = 1, 2, 3, 4
+# param >> 24: enum fi_rewrite_mode (bpf/ip_rewrite.bpf.c), as the BTF says
+TTL_SET, TTL_DEC, ECN_CE, DSCP = (layouts.enum("fi_rewrite_mode")[f"FI_RW_{n}"] for n in ("TTL_SET", "TTL_DEC",
+                                                                                      "ECN_CE", "DSCP"))
 
 
 def parse_ttl(fault: str, text: str) -> int:

@@ -151,10 +151,16 @@ class _Btf:
         enums[name] = {self.name(off): v for off, v in vals}
 
 
+def anchor_struct(anchor: str) -> str:
+    """The struct naming an anchor's types: fi_layouts (bpf/lib/layouts.c), fi_layouts_<program>
+    (FI_LAYOUT in bpf/<program>.bpf.c, built with -DFI_LAYOUTS)."""
+    return "fi_layouts" if anchor == ANCHOR else f"fi_layouts_{anchor}"
+
+
 def read_btf(obj_path: str, anchor: str | None = "fi_layouts", names: tuple[str, ...] = ()) -> tuple[dict, dict]:
     """(structs, enums) as layouts.py holds them, from the BTF of the object at obj_path: every
     type struct `anchor`'s members name (and what those name), and the structs and enums in names
-    that the object has (None where it has not)."""
+    that the object has."""
     from .libbpf.btf import _btf
 
     structs: dict = {}
@@ -165,8 +171,7 @@ def read_btf(obj_path: str, anchor: str | None = "fi_layouts", names: tuple[str,
             tid = btf.find(anchor, _STRUCT)
             if tid is None:
                 raise BuildError(f"{obj_path} has no struct {anchor} in its BTF")
-            _, _, _, vlen, _, _ = btf.header(tid)
-            addr = btf.header(tid)[0]
+            addr, _, _, vlen, _, _ = btf.header(tid)
             for i in range(vlen):
                 name_off, mtype, _ = struct.unpack_from("<III", ctypes.string_at(addr + 12 + 12 * i, 12))
                 btf.type_name(mtype, f"struct {anchor}.{btf.name(name_off)}", structs, enums)
@@ -180,15 +185,17 @@ def read_btf(obj_path: str, anchor: str | None = "fi_layouts", names: tuple[str,
     return structs, enums
 
 
-def mismatches(obj_path: str, anchored: bool = False) -> list[str]:
+def mismatches(obj_path: str, anchor: str | None = None) -> list[str]:
     """How the object's BTF disagrees with faultinj/layouts.py: one line per difference, none when
-    equal. Every struct and enum layouts.py holds that the object has is compared; anchored (the
-    object of bpf/lib/layouts.c): also what layouts.py lacks or holds beyond struct fi_layouts."""
-    structs, enums = read_btf(obj_path, "fi_layouts" if anchored else None,
-                              tuple(layouts.STRUCTS) + tuple(layouts.ENUMS))
+    equal. Every struct and enum layouts.py holds that the object has is compared; with anchor (the
+    object of bpf/lib/layouts.c, ANCHOR, or a program's built with -DFI_LAYOUTS, its name): also
+    what the anchor names that layouts.py lacks, and what layouts.py says it names that it lacks."""
+    known = tuple(layouts.STRUCTS) + tuple(layouts.ENUMS)
+    structs, enums = read_btf(obj_path, anchor_struct(anchor) if anchor else None, known)
+    owned = set(layouts.ANCHORS.get(anchor, ())) if anchor else set()
     out = []
     for kind, c_side, py_side in (("struct", structs, layouts.STRUCTS), ("enum", enums, layouts.ENUMS)):
-        for name in sorted(set(c_side) | (set(py_side) if anchored else set())):
+        for name in sorted(set(c_side) | (owned & set(py_side))):
             c, py = c_side.get(name), py_side.get(name)
             if c == py:
                 continue
@@ -214,17 +221,28 @@ def mismatches(obj_path: str, anchored: bool = False) -> list[str]:
     return out
 
 
-def check(obj_path: str, source: str, anchored: bool = False) -> None:
+def check(obj_path: str, source: str, anchor: str | None = None) -> None:
     """Refuse an object whose shared structs and enums differ from faultinj/layouts.py."""
-    bad = mismatches(obj_path, anchored)
+    bad = mismatches(obj_path, anchor)
     if bad:
-        raise BuildError(f"{source}: the C layouts differ from faultinj/layouts.py (after changing bpf/lib, run "
+        raise BuildError(f"{source}: the C layouts differ from faultinj/layouts.py (after changing bpf/, run "
                          f"`{REGENERATE}`): " + "; ".join(bad))
 
 
-def generated_text(obj_path: str) -> str:
-    """faultinj/layouts.py with its generated part read from the BTF of bpf/lib/layouts.c's object."""
-    structs, enums = read_btf(obj_path)
+def generated_text(objects: dict[str, str]) -> str:
+    """faultinj/layouts.py with its generated part read from the BTF of the anchors' objects:
+    {ANCHOR: bpf/lib/layouts.c's, program: bpf/<program>.bpf.c's built with -DFI_LAYOUTS}."""
+    structs: dict = {}
+    enums: dict = {}
+    anchors: dict = {}
+    for anchor, obj_path in sorted(objects.items()):
+        s, e = read_btf(obj_path, anchor_struct(anchor))
+        for mine, theirs, kind in ((structs, s, "struct"), (enums, e, "enum")):
+            for name, value in theirs.items():
+                if mine.get(name, value) != value:
+                    raise BuildError(f"{kind} {name}: two different ones (one in {anchor}'s BTF): give them two names")
+                mine[name] = value
+        anchors[anchor] = tuple(sorted(set(s) | set(e)))
     path = Path(layouts.__file__)
     text = path.read_text()
     marker = text.index("# ---- generated below")
@@ -241,5 +259,12 @@ def generated_text(obj_path: str) -> str:
         lines.append(f"    {name!r}: {{")
         lines.extend(f"        {c!r}: {v}," for c, v in sorted(enums[name].items(), key=lambda kv: kv[1]))
         lines.append("    },")
+    lines.append("}")
+    lines.append("# which object's BTF says each: bpf/lib/layouts.c ('layouts'), bpf/<program>.bpf.c (FI_LAYOUT)")
+    lines.append("ANCHORS: dict[str, tuple[str, ...]] = {")
+    for a, names in sorted(anchors.items()):
+        lines.append(f"    {a!r}: (")
+        lines.extend(f"        {n!r}," for n in names)
+        lines.append("    ),")
     lines.append("}")
     return head + "\n".join(lines) + "\n"
