@@ -247,6 +247,12 @@ ENUMS: dict[str, dict[str, int]] = {
         'FI_RW_ECN_CE': 3,
         'FI_RW_DSCP': 4,
     },
+    'fi_rewrite_param': {
+        'FI_RW_MODE_SHIFT': 24,
+    },
+    'fi_tcp_flags_param': {
+        'FI_TF_SET_SHIFT': 8,
+    },
     'fi_threshold': {
         'FI_ALWAYS_SHIFT': 32,
     },
@@ -272,6 +278,7 @@ ANCHORS: dict[str, tuple[str, ...]] = {
     ),
     'ip_rewrite': (
         'fi_rewrite_mode',
+        'fi_rewrite_param',
     ),
     'layouts': (
         'fi_action',
@@ -290,5 +297,8 @@ ANCHORS: dict[str, tuple[str, ...]] = {
         'fi_trace_count_key',
         'fi_trace_event',
         'fi_trace_mode',
+    ),
+    'tcp_flags': (
+        'fi_tcp_flags_param',
     ),
 }
