@@ -23,8 +23,12 @@
 #include "lib/fault.h"
 #include "lib/csum.h"
 
-#define FI_CORRUPT_BAD_CSUM (1 << 8)
-#define FI_CORRUPT_MAX_BITS 64
+enum fi_corrupt_param {
+	FI_CORRUPT_BAD_CSUM = 1 << 8,   /* param: leave the checksum wrong */
+	FI_CORRUPT_MAX_BITS = 64,       /* param's low bits: bits flipped, 1..this */
+};
+
+FI_LAYOUT(corrupt, enum fi_corrupt_param param);
 
 SEC(FI_SEC)
 int corrupt(fi_ctx_t *ctx)

@@ -7,13 +7,19 @@
  * in time order. Packets not chosen leave at once. */
 #include "lib/fault.h"
 
-#define FI_TIME_DELAY 0     /* param: which fault */
-#define FI_TIME_REORDER 1
-#define FI_TIME_RATE 2
+enum fi_time_fault {      /* param: which fault */
+	FI_TIME_DELAY = 0,
+	FI_TIME_REORDER = 1,
+	FI_TIME_RATE = 2,
+};
 
-#define FI_DIST_SIZE 4096
-#define FI_DIST_SCALE 8192  /* netem's NETEM_DIST_SCALE: a table entry of 8192 is one sigma */
-#define FI_DIST_SHIFT 13
+enum fi_dist {
+	FI_DIST_SIZE = 4096,
+	FI_DIST_SCALE = 8192,   /* netem's NETEM_DIST_SCALE: a table entry of 8192 is one sigma */
+	FI_DIST_SHIFT = 13,
+};
+
+FI_LAYOUT(delay, enum fi_time_fault fault; enum fi_dist dist);
 
 /* The jitter's distribution as netem has it (iproute2's normal/pareto/paretonormal
  * .dist tables, loaded by user space); unused for uniform jitter. */

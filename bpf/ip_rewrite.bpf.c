@@ -5,10 +5,18 @@
 #include "lib/fault.h"
 #include "lib/csum.h"
 
-#define FI_RW_TTL_SET 1   /* TTL / hop limit := value */
-#define FI_RW_TTL_DEC 2   /* TTL / hop limit -= value, not below 0 */
-#define FI_RW_ECN_CE 3    /* ECN := CE (11), on ECN-capable packets only */
-#define FI_RW_DSCP 4      /* DSCP := value, ECN kept */
+enum fi_rewrite_param {
+	FI_RW_MODE_SHIFT = 24,   /* param: mode << FI_RW_MODE_SHIFT | value */
+};
+
+enum fi_rewrite_mode {   /* param >> FI_RW_MODE_SHIFT */
+	FI_RW_TTL_SET = 1,   /* TTL / hop limit := value */
+	FI_RW_TTL_DEC = 2,   /* TTL / hop limit -= value, not below 0 */
+	FI_RW_ECN_CE = 3,    /* ECN := CE (11), on ECN-capable packets only */
+	FI_RW_DSCP = 4,      /* DSCP := value, ECN kept */
+};
+
+FI_LAYOUT(ip_rewrite, enum fi_rewrite_param param; enum fi_rewrite_mode mode);
 
 static __always_inline __u8 fi_new_ttl(__u32 mode, __u32 value, __u8 ttl)
 {
@@ -36,7 +44,7 @@ int ip_rewrite(fi_ctx_t *ctx)
 	cfg = fi_config_get(ctx);
 	if (!cfg)
 		return FI_PASS;
-	mode = cfg->param >> 24;
+	mode = cfg->param >> FI_RW_MODE_SHIFT;
 	value = cfg->param & 0xFFFF;
 	parsed = fi_parse(ctx, &pkt);
 	/* a non-first fragment (parsed == 1) still has an IP header to rewrite */

@@ -1,5 +1,6 @@
 """The journal of injected packets: one event per action a fault took, as
-the program recorded it (bpf/lib/fault.h struct fi_event). Pure decoding;
+the program recorded it (bpf/lib/fault.h struct fi_event, its layout and
+enum fi_action read from the BTF: faultinj/layouts.py). Pure decoding;
 faultinj/inject/journal.py reads the rings."""
 
 from __future__ import annotations
@@ -8,13 +9,16 @@ import functools
 import ipaddress
 import struct
 import time
+from collections import namedtuple
 from dataclasses import dataclass
 
-# struct fi_event: u64 idx, ts; u32 ifindex, seq; u32 saddr[4], daddr[4]; u16 l3, sport, dport, ip_id;
-# u8 l4, action, journal, pad; u32 value, gen, pad2
-EVENT_FORMAT = struct.Struct("<QQII16s16sHHHHBBBxII4x")
-ACTIONS = {1: "drop", 2: "modify", 3: "duplicate", 4: "delay"}
-PROTOS = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
+from . import layouts
+from .packets import PORTED, protocol_name
+
+# struct fi_event: numbers, and its addresses as bytes; pads skipped (layouts.record)
+EVENT_FORMAT, EVENT_FIELDS = layouts.record("fi_event")
+_Raw = namedtuple("_Raw", EVENT_FIELDS)
+ACTIONS = layouts.enum_names("fi_action", "FI_A_")     # {1: 'drop', 2: 'modify', ...}
 ETH_P_IP, ETH_P_IPV6 = 0x0800, 0x86DD
 
 
@@ -67,13 +71,13 @@ class Event:
 
     def to_json(self) -> dict:
         d = {k: getattr(self, k) for k in self.__dataclass_fields__}
-        d["proto"] = PROTOS.get(self.l4_proto, self.l4_proto)
+        d["proto"] = protocol_name(self.l4_proto)
         d["time"] = wall_time(self.ts_ns)
         return d
 
     def __str__(self) -> str:
-        proto = PROTOS.get(self.l4_proto, str(self.l4_proto) if self.src else f"ethertype 0x{self.l3_proto:04x}")
-        ports = f":{self.sport} -> {self.dst}:{self.dport}" if self.l4_proto in (6, 17, 132) else f" -> {self.dst}"
+        proto = str(protocol_name(self.l4_proto)) if self.src else f"ethertype 0x{self.l3_proto:04x}"
+        ports = f":{self.sport} -> {self.dst}:{self.dport}" if self.l4_proto in PORTED else f" -> {self.dst}"
         flow = f"{proto} {self.src}{ports}" if self.src else proto
         ids = (f" id={self.ip_id}" if self.l3_proto == ETH_P_IP else "") + (f" seq={self.seq}"
                                                                              if self.l4_proto in (1, 6, 58) else "")
@@ -92,8 +96,8 @@ def _addr(l3: int, raw: bytes) -> str | None:
 
 def decode(raw: bytes, fault_id: str, fault, where: str, hook: str) -> Event:
     """fault: the spec, or a function of the event's configuration generation giving it."""
-    _idx, ts, ifindex, seq, saddr, daddr, l3, sport, dport, ip_id, l4, action, _journal, value, gen = \
-        EVENT_FORMAT.unpack_from(raw)
-    return Event(fault_id, fault(gen) if callable(fault) else fault, where, hook, ts, ifindex, l3, l4,
-                 _addr(l3, saddr), _addr(l3, daddr), sport, dport, ip_id, seq, ACTIONS.get(action, str(action)),
-                 value, gen)
+    e = _Raw._make(EVENT_FORMAT.unpack_from(raw))
+    l3 = e.l3_proto
+    return Event(fault_id, fault(e.gen) if callable(fault) else fault, where, hook, e.ts_ns, e.ifindex, l3,
+                 e.l4_proto, _addr(l3, e.saddr), _addr(l3, e.daddr), e.sport, e.dport, e.ip_id, e.seq,
+                 ACTIONS.get(e.action, str(e.action)), e.value, e.gen)

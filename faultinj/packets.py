@@ -13,6 +13,27 @@ import struct
 from array import array
 from dataclasses import dataclass
 
+from . import layouts
+
+# The IP protocols faultinj names (match=proto=, pcap-filter expressions, the journal, the
+# tracer): the one table of them. pcap-filter calls ICMPv6 icmp6, and so may a filter here.
+PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+PROTOCOL_ALIASES = {"icmp6": 58}
+PROTOCOL_NAMES = {n: name for name, n in PROTOCOLS.items()}     # 6 -> 'tcp'
+PORTED = (6, 17, 132)          # protocols whose flows have ports (a journal event shows them)
+
+
+def protocol_number(name: str) -> int | None:
+    """A protocol's number by its name (tcp, icmp6, ...), in any case; None for a name not known."""
+    name = name.lower()
+    return PROTOCOLS.get(name, PROTOCOL_ALIASES.get(name))
+
+
+def protocol_name(number: int) -> str | int:
+    """'tcp' for 6; the number itself for a protocol without a name here."""
+    return PROTOCOL_NAMES.get(number, number)
+
+
 TCP_FLAGS = {"F": 0x01, "S": 0x02, "R": 0x04, "P": 0x08, "A": 0x10, "U": 0x20, "E": 0x40, "C": 0x80}
 
 
@@ -70,8 +91,9 @@ class Packet:
                 self.seq if self.proto == 6 and self.seq is not None else 0)
 
 
-MAX_VLAN = 2          # as bpf/lib/parse.h FI_MAX_VLAN: a third tag is "another ethertype"
-MAX_IPV6_EXT = 4      # as FI_MAX_IPV6_EXT
+# as far as bpf/lib/parse.h parses (enum fi_parse_limit): a third tag is "another ethertype"
+_LIMIT = layouts.enum("fi_parse_limit")
+MAX_VLAN, MAX_IPV6_EXT = _LIMIT["FI_MAX_VLAN"], _LIMIT["FI_MAX_IPV6_EXT"]
 IPV6_EXT = (0, 43, 60, 44, 51)   # hop-by-hop, routing, destination options, fragment, AH
 
 

@@ -6,9 +6,9 @@ import pytest
 
 from faultinj.api import check_seed, parse_duration
 from faultinj.errors import ExitStatus, SpecError
-from faultinj.faults import CATALOGUE, parse_match, parse_spec
+from faultinj.faults import CATALOGUE, discover, parse_match, parse_spec
 from faultinj.faults.base import ALWAYS
-from faultinj.inject import layout
+from faultinj.inject import build, layout
 
 
 @pytest.mark.parametrize("text,name,value,hook", [
@@ -73,6 +73,39 @@ def test_catalogue_describes_every_fault():
         d = fault.describe()
         assert d["default_hook"] in d["hooks"]
         assert d["program"].startswith("bpf/") and d["unit"]
+
+
+def test_every_fault_program_has_its_source_and_every_source_its_fault():
+    """A fault is bpf/X.bpf.c and faults/X.py: each catalogue fault's program is a source in bpf/, and
+    each source in bpf/ (but the tracer's) is some fault's program, so neither half is forgotten."""
+    sources = {p.name.removesuffix(".bpf.c") for p in build.bpf_dir().glob("*.bpf.c")
+               if not p.name.startswith("trace")}
+    programs = {f.program for f in CATALOGUE.values()}
+    assert programs == sources, (programs - sources, sources - programs)
+
+
+def test_a_module_with_a_fault_is_discovered(tmp_path, monkeypatch):
+    """faults/X.py naming FAULT (or FAULTS) is in the catalogue with no list to edit: a package of two
+    such modules and one without, discovered; a second fault of one name refused."""
+    pkg = tmp_path / "morefaults"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "reorder2.py").write_text(
+        "from dataclasses import replace\nfrom faultinj.faults.drop import FAULT as _DROP\n"
+        "FAULT = replace(_DROP, name='reorder2', program='reorder2')\n")
+    (pkg / "pair.py").write_text(
+        "from dataclasses import replace\nfrom faultinj.faults.drop import FAULT as _DROP\n"
+        "FAULTS = [replace(_DROP, name='pair-a'), replace(_DROP, name='pair-b')]\n")
+    (pkg / "helpers.py").write_text("X = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    found = discover([str(pkg)], "morefaults")
+    assert list(found) == ["pair-a", "pair-b", "reorder2"] and found["reorder2"].program == "reorder2"
+    (pkg / "same.py").write_text(
+        "from dataclasses import replace\nfrom faultinj.faults.drop import FAULT as _DROP\n"
+        "FAULT = replace(_DROP, name='pair-a')\n")
+    with pytest.raises(ImportError, match="pair-a is in the catalogue already"):
+        discover([str(pkg)], "morefaults")
+    assert set(CATALOGUE) >= {"drop", "ttl-pong", "delay", "ttl"}   # the real package, through the same path
 
 
 @pytest.mark.parametrize("text", ["drop=5%,proto=udp,dport=53@ingress", "psh-ratio=10", "ttl=5,p=0.3,nth=2",

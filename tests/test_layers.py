@@ -18,6 +18,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "faultinj"
 # lowest first; a module belongs to the layer of its longest matching prefix
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("faultinj._version", "faultinj.errors", "faultinj.values", "faultinj.packets", "faultinj.pcap",
+              "faultinj.layouts",
               "faultinj.stats", "faultinj.journal", "faultinj.verdict")),
     ("faults", ("faultinj.faults",)),
     ("kernel", ("faultinj.inject", "faultinj.which")),

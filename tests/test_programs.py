@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ctypes
-
+import shutil
 from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,7 +15,7 @@ from scapy.layers.inet6 import (ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6Ex
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import Padding
 
-from faultinj import stats
+from faultinj import layouts, stats
 from faultinj.errors import BuildError, EnvironmentProblem, VerifierError
 from faultinj.faults import CATALOGUE, parse_spec
 from faultinj.inject import build, layout, libbpf, maps, program
@@ -334,33 +334,92 @@ PROGRAMS = sorted({(f.program, f.default_hook) for f in CATALOGUE.values()}) + [
 
 @pytest.mark.parametrize("program,hook", PROGRAMS)
 def test_python_layouts_equal_the_objects_btf(program, hook):
-    """Every struct user space writes or reads (config, filter, journal event, tracer config) has the
-    same size and member offsets in Python as in the compiled object's BTF."""
+    """Every struct and enum user space writes or reads (config, filter, journal event, tracer config,
+    actions, counters) is in faultinj/layouts.py as the compiled object's BTF says it, and the ctypes
+    structures built from it lay out as C does."""
     obj_path = build.compile_program(program, hook)
-    found = {name: libbpf.btf_struct(str(obj_path), name) for name in layout.STRUCTS}
-    assert found["fi_match"] is not None        # every program filters
-    for name, btf in found.items():
-        if btf is not None:
-            size, members = layout.describe(layout.STRUCTS[name])
-            assert btf == (size, members), name
+    structs, enums = layout.read_btf(str(obj_path), None, tuple(layouts.STRUCTS) + tuple(layouts.ENUMS))
+    assert "fi_match" in structs                 # every program filters
+    assert "fi_event" in structs or program == "trace"
+    for name, c in structs.items():
+        assert c == layouts.STRUCTS[name], name
+        assert ctypes.sizeof(layout.struct_type(name)) == c[0]
+    for name, c in enums.items():
+        assert c == layouts.ENUMS[name], name
     assert layout.mismatches(str(obj_path)) == []
 
 
-class _PerturbedConfig(ctypes.Structure):
-    """fi_config with param and flags swapped in the wrong order and widened: a drift to catch."""
-    _fields_ = [(n, t) for n, t in layout.FiConfig._fields_ if n not in ("param", "flags")][:3] + \
-        [("flags", layout.u64)] + [(n, t) for n, t in layout.FiConfig._fields_][5:]
+def test_layouts_py_is_what_the_btf_of_layouts_c_says(capsys):
+    """faultinj/layouts.py's generated part is current: regenerated from the BTF of bpf/lib/layouts.c
+    and of each program naming its own types (FI_LAYOUT) it is the same text. Cost: 4 clang runs (~1.5 s)."""
+    assert build.write_layouts([]) == 0, capsys.readouterr().err
 
 
-def test_a_layout_drift_refuses_the_build(monkeypatch, tmp_path):
-    monkeypatch.setenv("FAULTINJ_CACHE_DIR", str(tmp_path))
-    obj_path = build.compile_program("drop", "xdp")   # built before the drift
-    monkeypatch.setitem(layout.STRUCTS, "fi_config", _PerturbedConfig)
-    assert any("fi_config.param" in m for m in layout.mismatches(str(obj_path)))
-    monkeypatch.setattr(build, "_key", lambda *a: "drifted")   # as if layout.py had changed
-    with pytest.raises(BuildError, match=r"layouts differ.*fi_config\.flags"):
-        build.compile_program("drop", "xdp")
-    assert not list(tmp_path.glob("drop.xdp.drifted.o"))
+def test_the_tracers_formats_and_hop_ids_are_the_btfs():
+    """inject/trace.py still keeps its event and count-key formats, its hop ids and modes by hand
+    (until it reads faultinj/layouts.py): they agree with the BTF of bpf/lib/trace.h's types."""
+    from faultinj.inject import trace
+
+    assert trace.EVENT.format == layouts.record("fi_trace_event")[0].format
+    assert trace.COUNT_KEY.format == layouts.record("fi_trace_count_key")[0].format
+    hop = layouts.enum("fi_hop")
+    assert (trace.FI_HOP_DROP, trace.HOP_DELIVERED, trace.HOP_FUNC, trace.HOP_OVS_UPCALL, trace.HOP_OVS_EXEC) == \
+        tuple(hop[f"FI_HOP_{n}"] for n in ("DROP", "DELIVERED", "FUNC", "OVS_UPCALL", "OVS_EXEC"))
+    assert set(trace.HOP_POINTS) <= set(hop.values()) and set(trace.HOPS) <= set(hop.values())
+    mode = layouts.enum("fi_trace_mode")
+    assert (trace.MODE_EVENTS, trace.MODE_COUNT) == (mode["FI_TRACE_EVENTS"], mode["FI_TRACE_COUNT"])
+
+
+def _tree_with(tmp_path, path: str, old: str, new: str) -> Path:
+    """A copy of bpf/ with one file (path, inside bpf/) edited."""
+    tree = tmp_path / "bpf"
+    shutil.copytree(build.bpf_dir(), tree)
+    f = tree / path
+    text = f.read_text()
+    assert old in text
+    f.write_text(text.replace(old, new))
+    return tree
+
+
+_DRIFTS = {
+    # a field added to the journal event, in C only
+    "field": ("drop", "lib/fault.h", "\t__u32 gen;           /* fi_config.gen",
+              "\t__u32 hops;\n\t__u32 gen;           /* fi_config.gen",
+              r"struct fi_event\.hops: .* in C, None in faultinj/layouts\.py"),
+    # an action added, in C only: no loaded program's BTF carries enum fi_action (only its constants)
+    "action": ("drop", "lib/fault.h", "\tFI_A_DELAY,", "\tFI_A_DELAY,\n\tFI_A_REORDER,", r"enum fi_action: .*FI_A_REORDER"),
+    # a fault's own constant changed (FI_LAYOUT in bpf/corrupt.bpf.c)
+    "fault's own enum": ("corrupt", "corrupt.bpf.c", "FI_CORRUPT_BAD_CSUM = 1 << 8,", "FI_CORRUPT_BAD_CSUM = 1 << 9,",
+                         r"corrupt\.bpf\.c: .*enum fi_corrupt_param: .*FI_CORRUPT_BAD_CSUM"),
+}
+
+
+@pytest.mark.parametrize("drift", list(_DRIFTS))
+def test_a_layout_drift_refuses_the_build(monkeypatch, tmp_path, drift):
+    """A program whose struct (or an enum Python reads) differs from faultinj/layouts.py is not built:
+    the error names the member and the command that regenerates layouts.py; nothing is cached. Then
+    that command alone (layouts.py regenerated from the new BTF) makes the build pass: nothing in
+    Python changes by hand. Cost: ~8 clang runs (~3 s)."""
+    program, path, old, new, says = _DRIFTS[drift]
+    tree = _tree_with(tmp_path, path, old, new)
+    monkeypatch.setattr(build, "bpf_dir", lambda: tree)
+    monkeypatch.setenv("FAULTINJ_CACHE_DIR", str(tmp_path / "cache"))
+    with pytest.raises(BuildError, match=says) as err:
+        build.compile_program(program, "tc-egress")
+    assert "python -m faultinj.inject.build layouts --write" in str(err.value)
+    assert not list((tmp_path / "cache").glob(f"{program}.tc.*.o"))
+    generated: dict = {}   # what `python -m faultinj.inject.build layouts --write` writes, from the edited tree
+    exec(build.layouts_text(tree), generated)
+    for name in ("STRUCTS", "ENUMS", "ANCHORS"):
+        monkeypatch.setattr(layouts, name, generated[name])
+    assert layout.mismatches(str(build.compile_program(program, "tc-egress"))) == []
+    if drift == "action":
+        assert layouts.enum_names("fi_action", "FI_A_")[5] == "reorder"
+    elif drift == "field":
+        fmt, names = layouts.record("fi_event")
+        assert "hops" in names and fmt.size == layouts.size("fi_event") > 80
+    else:
+        assert layouts.enum("fi_corrupt_param")["FI_CORRUPT_BAD_CSUM"] == 1 << 9
 
 
 # ---- load errors -------------------------------------------------------------------------

@@ -9,6 +9,17 @@
 #include "match.h"
 #include "parse.h"
 
+/* A program's own types user space reads (its enums: corrupt's param bits,
+ * ip_rewrite's modes): FI_LAYOUT(program, enum fi_x a; ...) in bpf/<program>.bpf.c
+ * puts them in the BTF of the object built with -DFI_LAYOUTS, which is never
+ * loaded (faultinj/layouts.py is generated from it, and the build checks it);
+ * in the object that is loaded it is nothing. */
+#ifdef FI_LAYOUTS
+#define FI_LAYOUT(program, ...) struct fi_layouts_##program { __VA_ARGS__; } fi_layouts_##program
+#else
+#define FI_LAYOUT(program, ...)
+#endif
+
 /* The layout user space writes: faultinj/inject/layout.py describes it, and
  * the build checks that description against this object's BTF (sizes and
  * offsets), so the two cannot drift. */
@@ -24,12 +35,16 @@ struct fi_config {
 	__u32 pad;
 };
 
-#define FI_CFG_ACTIVE 1
-#define FI_CFG_INGRESS 2   /* the program runs at tc ingress (duplicate re-injects there) */
-#define FI_CFG_DRY_RUN 4   /* decide and count, but send nothing (replay, program tests) */
-#define FI_CFG_JOURNAL 8   /* record each action in the fi_journal log */
+/* fi_config.flags. Enums, not #defines: user space reads their values from
+ * the BTF (faultinj/layouts.py, generated from bpf/lib/layouts.c). */
+enum fi_cfg_flag {
+	FI_CFG_ACTIVE = 1,
+	FI_CFG_INGRESS = 2,   /* the program runs at tc ingress (duplicate re-injects there) */
+	FI_CFG_DRY_RUN = 4,   /* decide and count, but send nothing (replay, program tests) */
+	FI_CFG_JOURNAL = 8,   /* record each action in the fi_journal log */
+};
 
-/* Outcomes, counted per CPU; faultinj/inject/maps.py names them. */
+/* Outcomes, counted per CPU; faultinj/inject/maps.py names them from the BTF. */
 enum fi_counter {
 	FI_SEEN = 0,    /* packets at the hook while the fault is live */
 	FI_MATCHED,     /* packets the fault could act on */
@@ -84,8 +99,8 @@ struct {
  * FI_JOURNAL_SIZE events and overwrites the oldest. Nobody consumes it:
  * every reader (`faultinj journal`, scenario runs, the tracer) maps it
  * read-only and keeps its own place, so each sees every event, and one that
- * falls more than FI_JOURNAL_SIZE behind counts its own losses. Mirrors
- * faultinj/journal.py EVENT_FORMAT. */
+ * falls more than FI_JOURNAL_SIZE behind counts its own losses.
+ * faultinj/journal.py decodes it by the layout read from the BTF. */
 struct fi_event {
 	__u64 idx;           /* its number in the log + 1, written last; 0 while being written */
 	__u64 ts_ns;         /* bpf_ktime_get_ns(): CLOCK_MONOTONIC */
@@ -105,12 +120,17 @@ struct fi_event {
 	__u32 pad2;
 };
 
-#define FI_A_DROP 1
-#define FI_A_MODIFY 2
-#define FI_A_DUPLICATE 3
-#define FI_A_DELAY 4     /* value: the delay given, in microseconds */
+/* fi_event.action; the journal names an action by its name here, lower case */
+enum fi_action {
+	FI_A_DROP = 1,
+	FI_A_MODIFY,
+	FI_A_DUPLICATE,
+	FI_A_DELAY,      /* value: the delay given, in microseconds */
+};
 
-#define FI_JOURNAL_SIZE 4096   /* a power of two; 320 KiB */
+enum fi_journal_size {
+	FI_JOURNAL_SIZE = 4096,   /* a power of two; 320 KiB */
+};
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -139,7 +159,12 @@ struct {
 	__type(value, __u64);
 } fi_watch SEC(".maps");
 
-#define FI_ALWAYS (1ULL << 32)
+/* fi_config.threshold of a fault that acts on every packet: 1 << 32 (a shift:
+ * this clang's BTF keeps 32 bits of an enum constant) */
+enum fi_threshold {
+	FI_ALWAYS_SHIFT = 32,
+};
+#define FI_ALWAYS (1ULL << FI_ALWAYS_SHIFT)
 
 static __always_inline void fi_count(__u32 which)
 {

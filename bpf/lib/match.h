@@ -26,16 +26,18 @@ struct fi_match {
 	__u32 mark, mark_mask;     /* skb->mark & mark_mask == mark (FI_M_MARK; tc and the tracer) */
 };
 
-#define FI_M_SRC4 (1 << 0)
-#define FI_M_SRC6 (1 << 1)
-#define FI_M_DST4 (1 << 2)
-#define FI_M_DST6 (1 << 3)
-#define FI_M_PROTO (1 << 4)
-#define FI_M_SPORT (1 << 5)
-#define FI_M_DPORT (1 << 6)
-#define FI_M_TCP_FLAGS (1 << 7)
-#define FI_M_VLAN (1 << 8)
-#define FI_M_MARK (1 << 9)
+enum fi_match_field {   /* fi_match.fields and .negate; read from the BTF by faults/match.py */
+	FI_M_SRC4 = 1 << 0,
+	FI_M_SRC6 = 1 << 1,
+	FI_M_DST4 = 1 << 2,
+	FI_M_DST6 = 1 << 3,
+	FI_M_PROTO = 1 << 4,
+	FI_M_SPORT = 1 << 5,
+	FI_M_DPORT = 1 << 6,
+	FI_M_TCP_FLAGS = 1 << 7,
+	FI_M_VLAN = 1 << 8,
+	FI_M_MARK = 1 << 9,
+};
 
 static __always_inline int fi_addr_in(const __u32 *addr, const __u32 *net, const __u32 *mask, int words)
 {

@@ -11,8 +11,10 @@
 #include "pkt.h"
 #include <bpf/bpf_endian.h>
 
-#define FI_MAX_VLAN 2
-#define FI_MAX_IPV6_EXT 4
+enum fi_parse_limit {     /* faultinj/packets.py parses as far */
+	FI_MAX_VLAN = 2,
+	FI_MAX_IPV6_EXT = 4,
+};
 
 struct fi_cursor {
 	void *pos;

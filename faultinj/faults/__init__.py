@@ -7,19 +7,31 @@ e.g. `psh-ratio=10`, `drop=5%,proto=udp,dport=53@ingress`, `ttl-pong@xdp`.
 from __future__ import annotations
 
 import difflib
+import importlib
+import pkgutil
 from dataclasses import dataclass
 from typing import Any
 
 from ..errors import SpecError
-from . import (burst_loss, corrupt, drop, duplicate, first_psh, ip_rewrite, psh_ratio, tcp_flags, time_faults,
-               truncate, ttl_pong)
 from .base import ALWAYS, HOOK_ALIASES, HOOKS, FaultType, Value, probability_threshold
 from .match import MARK, NO_MATCH, Match, parse_match
 
-CATALOGUE: dict[str, FaultType] = {f.name: f for f in (ttl_pong.FAULT, psh_ratio.FAULT, drop.FAULT, first_psh.FAULT,
-                                                         tcp_flags.FAULT, burst_loss.FAULT, *ip_rewrite.FAULTS,
-                                                         corrupt.FAULT, truncate.FAULT, duplicate.FAULT,
-                                                         *time_faults.FAULTS)}
+
+def discover(path=__path__, package: str = __name__) -> dict[str, FaultType]:
+    """Every module of the package that names a FAULT (or FAULTS, several sharing a program), by
+    module name: a new fault is bpf/X.bpf.c and faults/X.py, nothing else to list."""
+    out: dict[str, FaultType] = {}
+    for mod in sorted(m.name for m in pkgutil.iter_modules(path)):
+        module = importlib.import_module(f"{package}.{mod}")
+        found = getattr(module, "FAULTS", ()) or ((module.FAULT,) if hasattr(module, "FAULT") else ())
+        for f in found:
+            if f.name in out:
+                raise ImportError(f"faults/{mod}.py: a fault named {f.name} is in the catalogue already")
+            out[f.name] = f
+    return out
+
+
+CATALOGUE: dict[str, FaultType] = discover()
 
 # A user's own BPF C program (`apply --program FILE.c`): a spec like any fault's (program=FILE.c:FUNCTION@HOOK),
 # listed and cleared alike, but not in the catalogue and with no config to write.
@@ -28,8 +40,8 @@ PROGRAM = FaultType(name="program", summary="a user's own BPF C program (faultin
                                                          lambda _name, text: text.strip()),
                     unit="", threshold=None, configurable=False)
 
-__all__ = ["CATALOGUE", "PROGRAM", "Change", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match", "parse_spec",
-           "parse_change", "get_fault", "parse_hook", "rate_threshold"]
+__all__ = ["CATALOGUE", "PROGRAM", "Change", "discover", "FaultSpec", "FaultType", "HOOKS", "Match", "parse_match",
+           "parse_spec", "parse_change", "get_fault", "parse_hook", "rate_threshold"]
 
 
 @dataclass(frozen=True)

@@ -6,10 +6,11 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .. import layouts
 from ..errors import SpecError
 
-# act when the high 32 bits of a draw are below the threshold: 2**32 is "always"
-ALWAYS = 1 << 32
+# act when the high 32 bits of a draw are below the threshold: 2**32 is "always" (FI_ALWAYS)
+ALWAYS = 1 << layouts.enum("fi_threshold")["FI_ALWAYS_SHIFT"]
 
 HOOKS = ("xdp", "tc-ingress", "tc-egress")
 HOOK_ALIASES = {

@@ -1,10 +1,11 @@
 """corrupt: flip random payload bits at a rate, the L4 checksum fixed (default) or left wrong."""
 
+from .. import layouts
 from ..errors import SpecError
 from .base import FaultType, Option, Value, parse_probability, probability_threshold, whole_number
 
-BAD_CSUM = 1 << 8   # FI_CORRUPT_BAD_CSUM in bpf/corrupt.bpf.c
-MAX_BITS = 64
+_PARAM = layouts.enum("fi_corrupt_param")   # bpf/corrupt.bpf.c
+BAD_CSUM, MAX_BITS = _PARAM["FI_CORRUPT_BAD_CSUM"], _PARAM["FI_CORRUPT_MAX_BITS"]
 
 
 def parse_csum(name: str, text: str) -> str:

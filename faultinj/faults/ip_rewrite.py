@@ -1,9 +1,13 @@
 """ttl, ecn-ce, dscp: one program (bpf/ip_rewrite.bpf.c) rewriting one IP header field."""
 
+from .. import layouts
 from ..errors import SpecError
 from .base import FaultType, Value, parse_probability, probability_threshold, whole_number
 
-TTL_SET, TTL_DEC, ECN_CE, DSCP = 1, 2, 3, 4
+# param: mode << MODE_SHIFT | value (bpf/ip_rewrite.bpf.c), as the BTF says
+MODE_SHIFT = layouts.enum("fi_rewrite_param")["FI_RW_MODE_SHIFT"]
+TTL_SET, TTL_DEC, ECN_CE, DSCP = (layouts.enum("fi_rewrite_mode")[f"FI_RW_{n}"] for n in ("TTL_SET", "TTL_DEC",
+                                                                                      "ECN_CE", "DSCP"))
 
 
 def parse_ttl(fault: str, text: str) -> int:
@@ -31,7 +35,7 @@ FAULTS = [
         value=Value(name="N", help="N sets the TTL to N (0..255); -N takes N off (not below 0)", parse=parse_ttl),
         unit="IPv4 and IPv6 packets",
         threshold=None,
-        param=lambda n, _: (TTL_DEC << 24 | -n) if n < 0 else (TTL_SET << 24 | n),
+        param=lambda n, _: (TTL_DEC << MODE_SHIFT | -n) if n < 0 else (TTL_SET << MODE_SHIFT | n),
     ),
     FaultType(
         name="ecn-ce",
@@ -42,7 +46,7 @@ FAULTS = [
                     parse=parse_probability, default=1.0),
         unit="IPv4/IPv6 packets with ECT(0) or ECT(1)",
         threshold=probability_threshold,
-        param=lambda p, _: ECN_CE << 24,
+        param=lambda p, _: ECN_CE << MODE_SHIFT,
     ),
     FaultType(
         name="dscp",
@@ -52,6 +56,6 @@ FAULTS = [
         value=Value(name="N", help="the DSCP to write, 0..63", parse=parse_dscp),
         unit="IPv4 and IPv6 packets",
         threshold=None,
-        param=lambda n, _: DSCP << 24 | n,
+        param=lambda n, _: DSCP << MODE_SHIFT | n,
     ),
 ]

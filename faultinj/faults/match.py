@@ -10,12 +10,17 @@ import difflib
 import ipaddress
 from dataclasses import dataclass
 
+from .. import layouts
 from ..errors import SpecError
+from ..packets import PROTOCOLS, protocol_number
 from .base import parse_probability, parse_ratio, whole_number
 
 # bits of fi_match.fields
-SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN, MARK = (1 << i for i in range(10))
-PROTOS = {"tcp": 6, "udp": 17, "icmp": 1, "icmpv6": 58, "sctp": 132}
+# the fi_match.fields bits (enum fi_match_field, bpf/lib/match.h), as the BTF says
+_FIELD = layouts.enum("fi_match_field")
+SRC4, SRC6, DST4, DST6, PROTO, SPORT, DPORT, TCP_FLAGS, VLAN, MARK = (
+    _FIELD[f"FI_M_{n}"] for n in ("SRC4", "SRC6", "DST4", "DST6", "PROTO", "SPORT", "DPORT", "TCP_FLAGS", "VLAN",
+                                  "MARK"))
 TCP_FLAG_BITS = {"fin": 0x01, "syn": 0x02, "rst": 0x04, "psh": 0x08, "ack": 0x10, "urg": 0x20, "ece": 0x40,
                  "cwr": 0x80}
 KEYS = ("src", "dst", "proto", "sport", "dport", "flags", "vlan", "mark", "p", "ratio", "nth", "journal")
@@ -82,14 +87,14 @@ def _net(key: str, text: str):
 
 def _proto(text: str) -> int:
     t = text.lower()
-    if t in PROTOS:
-        return PROTOS[t]
+    if protocol_number(t) is not None:
+        return protocol_number(t)
     try:
         n = int(t)
     except ValueError:
         n = 0
     if not 1 <= n <= 255:
-        raise SpecError(f"proto={text}: give {', '.join(PROTOS)} or a protocol number 1..255")
+        raise SpecError(f"proto={text}: give {', '.join(PROTOCOLS)} or a protocol number 1..255")
     return n
 
 

@@ -23,11 +23,12 @@ import ipaddress
 import re
 from dataclasses import dataclass, replace
 
+from .. import layouts
 from ..errors import SpecError
+from ..packets import protocol_number
 from .match import DPORT, DST4, DST6, MARK, PROTO, SPORT, SRC4, SRC6, VLAN, Match, parse_mark
 
-MAX_SLOTS = 4          # bpf/lib/trace.h FI_TRACE_SLOTS
-PROTOCOLS = {"tcp": 6, "udp": 17, "icmp": 1, "icmp6": 58, "sctp": 132}
+MAX_SLOTS = layouts.array_len("fi_trace_config", "match")   # FI_TRACE_SLOTS (bpf/lib/trace.h), from the BTF
 _TOKEN = re.compile(r"\s*(\(|\)|&&|\|\||!|[^\s()!]+)")
 
 
@@ -164,7 +165,7 @@ class _Parser:
         start = self.pos
         tok = self.take("a primitive (host, net, port, tcp, ...)").lower()
         proto = None
-        if tok in PROTOCOLS and self.peek() in ("src", "dst", "port", "portrange"):
+        if protocol_number(tok) is not None and self.peek() in ("src", "dst", "port", "portrange"):
             proto, tok = tok, self.take("port").lower()     # 'tcp dst port 80'
         direction = None
         if tok in ("src", "dst"):
@@ -198,13 +199,13 @@ class _Parser:
             dnf = ((sp,),) if direction == "src" else ((dp,),) if direction == "dst" else ((sp,), (dp,))
         elif direction:
             raise SpecError(f"filter expression: '{direction} {tok}': src/dst qualify host, net or port")
-        elif tok in PROTOCOLS:
-            dnf = ((Test("proto", PROTO, PROTOCOLS[tok], tok),),)
+        elif protocol_number(tok) is not None:
+            dnf = ((Test("proto", PROTO, protocol_number(tok), tok),),)
         elif tok in ("proto", "ip") and (tok == "proto" or self.peek() == "proto"):
             if tok == "ip":
                 self.pos += 1
             value = self.take("a protocol number after 'proto'")
-            number = PROTOCOLS.get(value.lower()) or (int(value) if value.isdigit() else 0)
+            number = protocol_number(value) or (int(value) if value.isdigit() else 0)
             if not 1 <= number <= 255:
                 raise SpecError(f"filter expression: 'proto {value}': give tcp, udp, icmp, icmp6, sctp or 1..255")
             dnf = ((Test("proto", PROTO, number, f"proto {value}"),),)
@@ -230,5 +231,5 @@ class _Parser:
                             "(with src/dst), tcp, udp, icmp, icmp6, sctp, ip, ip6, proto N, vlan ID, mark V[/M], "
                             "and/or/not, parentheses")
         if proto is not None:
-            dnf = _and(((Test("proto", PROTO, PROTOCOLS[proto], proto),),), dnf)
+            dnf = _and(((Test("proto", PROTO, protocol_number(proto), proto),),), dnf)
         return dnf

@@ -1,6 +1,9 @@
+from .. import layouts
 from ..errors import SpecError
 from .base import FaultType, Value
 from .match import _flags
+
+SET_SHIFT = layouts.enum("fi_tcp_flags_param")["FI_TF_SET_SHIFT"]   # param: set << SET_SHIFT | clear
 
 
 def parse_flag_change(fault: str, text: str) -> tuple[int, int]:
@@ -22,7 +25,7 @@ def canonical(fault: str, text: str) -> str:
 
 def _param(change: str, _options: dict) -> int:
     set_, clear = parse_flag_change("tcp-flags", change)
-    return set_ << 8 | clear
+    return set_ << SET_SHIFT | clear
 
 
 FAULT = FaultType(

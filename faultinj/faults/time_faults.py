@@ -7,10 +7,12 @@ import functools
 import os
 import re
 
+from .. import layouts
 from ..errors import SpecError
 from .base import FaultType, Option, Value
 
-MODES = {"delay": 0, "reorder": 1, "rate": 2}
+MODES = {n: v for v, n in layouts.enum_names("fi_time_fault", "FI_TIME_").items()}   # param (bpf/delay.bpf.c)
+DIST_SIZE, DIST_SCALE = layouts.enum("fi_dist")["FI_DIST_SIZE"], layouts.enum("fi_dist")["FI_DIST_SCALE"]
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 MAX_JITTER_NS = (1 << 31) - 1          # netem's own limit (a signed 32-bit sigma)
 MAX_DELAY_NS = 10 * 1_000_000_000      # fq's default horizon: later departures are dropped
@@ -75,8 +77,8 @@ def dist_table(name: str) -> tuple[int, ...]:
         if os.path.isfile(path):
             with open(path) as f:
                 values = [int(w) for ln in f if not ln.lstrip().startswith("#") for w in ln.split()]
-            if len(values) != 4096:
-                raise SpecError(f"{path}: expected 4096 values, found {len(values)}")
+            if len(values) != DIST_SIZE:
+                raise SpecError(f"{path}: expected {DIST_SIZE} values, found {len(values)}")
             return tuple(values)
     raise SpecError(f"dist={name}: iproute2's {name}.dist table not found (in {', '.join(DIST_DIRS)}): "
                     "install iproute2, or use dist=uniform")
@@ -92,7 +94,7 @@ def delay_model(delay_ns: int, jitter_ns: int, dist: str = "uniform"):
     if dist == "uniform":
         lo, span = delay_ns - jitter_ns, 2 * jitter_ns
         return (lambda x: min(1.0, max(0.0, (x - lo) / span))), float(max(0, delay_ns))
-    values = sorted(max(0.0, delay_ns + jitter_ns * t / 8192) for t in dist_table(dist))
+    values = sorted(max(0.0, delay_ns + jitter_ns * t / DIST_SCALE) for t in dist_table(dist))
     return (lambda x: bisect.bisect_right(values, x) / len(values)), sum(values) / len(values)
 
 

@@ -13,6 +13,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -62,8 +63,9 @@ def _libbpf_include() -> Path:
 
 def _key(source: Path, src_dir: Path, flags: tuple[str, ...], clang: str, inc: Path) -> str:
     h = hashlib.sha256()
-    # layout.py: an object is checked against it when built, so a change there builds anew
-    files = [source, *sorted((src_dir / "lib").glob("*.h")), Path(__file__).with_name("layout.py")] + \
+    # layouts.py, layout.py: an object is checked against them when built, so a change there builds anew
+    files = [source, *sorted((src_dir / "lib").glob("*.h")), Path(__file__).with_name("layout.py"),
+             Path(layout.layouts.__file__)] + \
         [inc / n for n in LIBBPF_HEADERS]
     for f in files:
         h.update(f.name.encode() + b"\0")
@@ -75,41 +77,101 @@ def _key(source: Path, src_dir: Path, flags: tuple[str, ...], clang: str, inc: P
 
 
 def compile_program(program: str, hook: str, source: Path | None = None, act: bool = False,
-                    tcx: bool = False) -> Path:
+                    tcx: bool = False, layouts: bool = False) -> Path:
     """Return the path of the object for program on hook, compiling it on a miss.
     act: for a tc action (matchall + act_bpf) rather than a cls_bpf filter (verdicts differ);
-    tcx: for a tcx link (its verdicts differ too: bpf/lib/ctx.h)."""
+    tcx: for a tcx link (its verdicts differ too: bpf/lib/ctx.h); layouts: with -DFI_LAYOUTS, the
+    program's FI_LAYOUT types in its BTF (never loaded: see _check_anchors)."""
     src_dir = bpf_dir()
     source = source or src_dir / f"{program}.bpf.c"
     if not source.is_file():
         raise BuildError(f"no BPF source for '{program}' ({source})")
     clang = _clang()
     inc = _libbpf_include()
-    flags = CFLAGS + (HOOK_DEFINES[hook],) + (("-DFI_TC_ACT",) if act else ()) + (("-DFI_TCX",) if tcx else ())
+    flags = CFLAGS + (HOOK_DEFINES[hook],) + (("-DFI_TC_ACT",) if act else ()) + (("-DFI_TCX",) if tcx else ()) + \
+        (("-DFI_LAYOUTS",) if layouts else ())
     key = _key(source, src_dir, flags, clang, inc)
     out_dir = cache_dir()
-    obj = out_dir / f"{program}.{'act' if act else 'tcx' if tcx else hook.split('-')[0]}.{key}.o"
+    kind = "layouts" if layouts else "act" if act else "tcx" if tcx else hook.split("-")[0]
+    obj = out_dir / f"{program}.{kind}.{key}.o"
     if obj.is_file():
         return obj
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     with tempfile.TemporaryDirectory(prefix="faultinj-build-") as tmp:
-        work = Path(tmp)
-        shutil.copytree(src_dir / "lib", work / "lib")
-        shutil.copy2(source, work / source.name)
-        tmp_obj = work / "out.o"
-        cmd = [clang, *flags, "-I", str(work), "-I", str(inc.parent), "-c", str(work / source.name),
-               "-o", str(tmp_obj)]
-        proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
-        if proc.returncode != 0:
-            msg = proc.stderr.replace(str(work) + "/", "").strip()
-            first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
-            raise BuildError(f"clang failed to compile {source.name} for {hook}: {first}\n{msg}")
-        layout.check(str(tmp_obj), source.name)   # C and Python agree on every shared struct, or no object
+        tmp_obj = _clang_compile(clang, flags, inc, src_dir, source, hook, Path(tmp))
+        # C and Python agree on every shared struct and enum, or no object
+        anchored = program == layout.ANCHOR or layouts
+        layout.check(str(tmp_obj), source.name, program if anchored else None)
+        if not anchored:
+            _check_anchors(program, source, src_dir)
         fd, staged = tempfile.mkstemp(dir=out_dir, prefix=".tmp-", suffix=".o")
         os.close(fd)
         shutil.copyfile(tmp_obj, staged)
         os.replace(staged, obj)  # atomic: a concurrent build never sees half a file
     return obj
+
+
+def _check_anchors(program: str, source: Path, src_dir: Path) -> None:
+    """The types no loaded program's BTF carries (enums whose constants alone are used), in the
+    objects that carry them (each cached, so checked once per change): bpf/lib/layouts.c's, and the
+    program's own built with -DFI_LAYOUTS when it names any (FI_LAYOUT) or layouts.py says it did."""
+    compile_program(layout.ANCHOR, "tc-egress", src_dir / "lib" / f"{layout.ANCHOR}.c")
+    if _has_anchor(source) or program in layout.layouts.ANCHORS:
+        compile_program(program, "tc-egress", source, layouts=True)
+
+
+def _has_anchor(source: Path) -> bool:
+    return "FI_LAYOUT(" in source.read_text()
+
+
+def _clang_compile(clang: str, flags: tuple[str, ...], inc: Path, src_dir: Path, source: Path, hook: str,
+                   work: Path) -> Path:
+    """Compile source (with a copy of bpf/lib) in the directory work: work/out.o."""
+    shutil.copytree(src_dir / "lib", work / "lib")
+    shutil.copy2(source, work / source.name)
+    tmp_obj = work / "out.o"
+    cmd = [clang, *flags, "-I", str(work), "-I", str(inc.parent), "-c", str(work / source.name), "-o", str(tmp_obj)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
+    if proc.returncode != 0:
+        msg = proc.stderr.replace(str(work) + "/", "").strip()
+        first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
+        raise BuildError(f"clang failed to compile {source.name} for {hook}: {first}\n{msg}")
+    return tmp_obj
+
+
+def layouts_text(src_dir: Path | None = None) -> str:
+    """faultinj/layouts.py as the BTF says: of bpf/lib/layouts.c, and of every bpf/X.bpf.c naming
+    its own types (FI_LAYOUT) built with -DFI_LAYOUTS (compiled unchecked, not cached)."""
+    src_dir = src_dir or bpf_dir()
+    clang, inc = _clang(), _libbpf_include()
+    flags = CFLAGS + (HOOK_DEFINES["tc-egress"],)
+    sources = {layout.ANCHOR: (src_dir / "lib" / f"{layout.ANCHOR}.c", flags)}
+    for src in sorted(src_dir.glob("*.bpf.c")):
+        if _has_anchor(src):
+            sources[src.name.removesuffix(".bpf.c")] = (src, flags + ("-DFI_LAYOUTS",))
+    with tempfile.TemporaryDirectory(prefix="faultinj-layouts-") as tmp:
+        objects = {}
+        for anchor, (src, fl) in sources.items():
+            work = Path(tmp) / anchor
+            work.mkdir()
+            objects[anchor] = str(_clang_compile(clang, fl, inc, src_dir, src, "tc-egress", work))
+        return layout.generated_text(objects)
+
+
+def write_layouts(argv: list[str]) -> int:
+    """`python -m faultinj.inject.build layouts [--write]`: faultinj/layouts.py as the BTF says
+    (layouts_text); --write rewrites it, else says whether it agrees (exit 1 when not)."""
+    text = layouts_text()
+    path = Path(layout.layouts.__file__)
+    if "--write" in argv:
+        path.write_text(text)
+        print(f"wrote {path}")
+        return 0
+    if path.read_text() != text:
+        print(f"{path} differs from what the BTF says: run `{layout.REGENERATE}`", file=sys.stderr)
+        return 1
+    print(f"{path} agrees with the BTF")
+    return 0
 
 
 def _multiarch_include() -> list[str]:
@@ -142,3 +204,7 @@ def compile_custom(source: Path, function_sections: bool = False) -> Path:
         first = next((ln for ln in msg.splitlines() if ": error:" in ln), msg.splitlines()[0] if msg else "")
         raise ProgramError(f"clang failed to compile {source}: {first}\n{msg}")
     return obj
+
+
+if __name__ == "__main__":
+    sys.exit(write_layouts(sys.argv[1:]) if sys.argv[1:2] == ["layouts"] else 2)

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import mmap
 import os
-import struct
 import time
 
+from .. import layouts
 from ..errors import StateError
 from ..journal import EVENT_FORMAT, Event, decode
 from . import caps, libbpf, maps, state
 
-_IDX = struct.Struct("<Q")
-_JOURNAL_FLAG = 66          # offset of fi_event.journal (after l4_proto, action)
+_IDX = layouts.scalar("fi_event", "idx")        # the slot's index word; the head (u64) is read alike
+_IDX_AT = layouts.offset("fi_event", "idx")
+_JOURNAL_FLAG = layouts.offset("fi_event", "journal")   # a byte: for the journal, or only for a tracer
 
 
 class JournalLog:
@@ -40,7 +41,7 @@ class JournalLog:
 
     def _index(self, off: int) -> int:
         """The index word of the slot at off: its event's number + 1 once complete, 0 while written."""
-        return _IDX.unpack_from(self._log, off)[0]
+        return _IDX.unpack_from(self._log, off + _IDX_AT)[0]
 
     def read(self, everything: bool = False) -> list[bytes]:
         """The new events' bytes, oldest first: those for the journal, or with everything, also

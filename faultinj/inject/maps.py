@@ -13,6 +13,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Mapping
 
+from .. import layouts
 from ..errors import FaultinjError
 from . import layout, libbpf
 
@@ -20,11 +21,14 @@ if TYPE_CHECKING:   # status reads counters without loading the catalogue
     from ..faults import FaultSpec
 
 CONFIG_SIZE = ctypes.sizeof(layout.FiConfig)
-CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = 1, 2, 4, 8   # FI_CFG_* in bpf/lib/fault.h
-COUNTERS = ("seen", "matched", "acted")  # enum fi_counter, in order
-REFUSED = 4                               # FI_REFUSED: the kernel refused the change (truncate)
+# enum fi_cfg_flag (bpf/lib/fault.h), as the BTF says
+CFG_ACTIVE, CFG_INGRESS, CFG_DRY_RUN, CFG_JOURNAL = (layouts.enum("fi_cfg_flag")[f"FI_CFG_{n}"]
+                                                     for n in ("ACTIVE", "INGRESS", "DRY_RUN", "JOURNAL"))
+_COUNTER = layouts.enum("fi_counter")
+COUNTERS = ("seen", "matched", "acted")   # what status shows: FI_SEEN, FI_MATCHED, FI_ACTED
+REFUSED = _COUNTER["FI_REFUSED"]          # the kernel refused the change (truncate)
 MAP_NAMES = ("fi_config", "fi_config_live", "fi_counters", "fi_flows", "fi_journal", "fi_journal_head", "fi_watch")
-JOURNAL_SIZE = 4096                       # FI_JOURNAL_SIZE: the journal keeps the last 4096 events
+JOURNAL_SIZE = layouts.enum("fi_journal_size")["FI_JOURNAL_SIZE"]   # the journal keeps the last 4096 events
 KEY0 = (0).to_bytes(4, "little")
 
 
@@ -41,14 +45,16 @@ class Config:
     param: int = 0
     active: bool = True
     match: bytes = bytes(ctypes.sizeof(layout.FiMatch))   # struct fi_match; all zero: no filter
-    extra: tuple = (0, 0, 0, 0)
+    extra: tuple = (0,) * layouts.array_len("fi_config", "extra")
     flags: int = 0                   # FI_CFG_* other than ACTIVE
     gen: int = 0                     # the configuration's generation (each `set` counts it up)
 
     def pack(self) -> bytes:
-        return bytes(layout.FiConfig(self.seed, self.deadline_ns, self.threshold, self.param,
-                                     self.flags & ~CFG_ACTIVE | (CFG_ACTIVE if self.active else 0),
-                                     layout.FiMatch.from_buffer_copy(self.match), tuple(self.extra), self.gen))
+        return bytes(layout.FiConfig(seed=self.seed, deadline_ns=self.deadline_ns, threshold=self.threshold,
+                                     param=self.param,
+                                     flags=self.flags & ~CFG_ACTIVE | (CFG_ACTIVE if self.active else 0),
+                                     match=layout.FiMatch.from_buffer_copy(self.match), extra=tuple(self.extra),
+                                     gen=self.gen))
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Config":
@@ -173,7 +179,7 @@ def _counter(fd: int, index: int) -> int:
 
 
 def read_counters(fd: int) -> dict[str, int]:
-    return {name: _counter(fd, i) for i, name in enumerate(COUNTERS)}
+    return {name: _counter(fd, _COUNTER[f"FI_{name.upper()}"]) for name in COUNTERS}
 
 
 def read_journal_head(fd: int) -> int:
