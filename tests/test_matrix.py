@@ -404,8 +404,11 @@ def test_the_guest_sends_json_and_inguest_neither_imports_the_runner_nor_unpickl
     import pickle
     from pathlib import Path
 
+    import json
+
     from faultinj.errors import FaultinjError
     from faultinj.scenario import inguest
+    from faultinj.scenario.hosts import Completed
     from faultinj.verdict import Check, HopRecord, Verdict
 
     src = Path(inguest.__file__).read_text()
@@ -416,19 +419,24 @@ def test_the_guest_sends_json_and_inguest_neither_imports_the_runner_nor_unpickl
         elif isinstance(node, ast.Import):
             imported |= {a.name for a in node.names}
     assert not {"runner", "pickle", "guestside"} & imported and "pickle.load" not in src
-    # a verdict with a journey round-trips through the guest's JSON
+    # a verdict with a journey round-trips through the guest's JSON answer
     v = Verdict("s", "p.yaml", [Check("c", True, "1", "1", (0.1, 0.2))], journeys=[[HopRecord(
         {"summary": "icmp echo", "direction": "DROP", "ifname": "eth0", "reason": "faultinj"})]],
                 plots={0: {"kind": "ratio", "x": [1]}}, description="d")
-    (tmp_path / "report.json").write_text(__import__("json").dumps([v.to_wire(), v.to_wire()]))
-    back = inguest.read_reports(tmp_path / "report.json")
+    ran = Completed([], 0, "a stray line\n" + json.dumps({"verdicts": [v.to_wire(), v.to_wire()]}) + "\n", "")
+    back = inguest.verdicts_of(ran, "/w/scenario.yaml", "p.yaml")
     assert len(back) == 2 and back[0].to_wire() == v.to_wire() and back[0].plots == {0: {"kind": "ratio", "x": [1]}}
     assert "icmp echo" in str(back[0].journeys[0][0]) and back[0].checks[0].ci == (0.1, 0.2)
-    # anything else a guest might leave there is refused as data, never run
-    for junk in (pickle.dumps(v), b'{"scenario": "x"}', b"[1, 2]", b'[{"checks": 3}]'):
-        (tmp_path / "report.json").write_bytes(junk)
-        with pytest.raises(FaultinjError, match="is not a verdict"):
-            inguest.read_reports(tmp_path / "report.json")
+    # the guest's error is raised here as there, naming the scenario file, not the guest's copy
+    err = {"error": {"kind": "SpecError", "message": "/w/scenario.yaml: bad", "status": 2, "all_lines": None}}
+    with pytest.raises(FaultinjError, match="^p.yaml: bad$") as exc:
+        inguest.verdicts_of(Completed([], 1, json.dumps(err), ""), "/w/scenario.yaml", "p.yaml")
+    assert int(exc.value.status) == 2
+    # anything else a guest might answer is refused as data, never run
+    for junk in (pickle.dumps(v).decode("latin-1"), '{"scenario": "x"}', '{"verdicts": [1, 2]}',
+                 '{"verdicts": [{"checks": 3}]}', ""):
+        with pytest.raises(FaultinjError, match="is not a verdict|inside the guest failed"):
+            inguest.verdicts_of(Completed([], 0, junk, ""), "/w/scenario.yaml", "p.yaml")
 
 
 def test_a_side_sets_the_kernel_where_the_scenario_boots_one():

@@ -395,6 +395,51 @@ def test_every_command_finishes_what_a_killed_run_left(private_state, tmp_path, 
     assert os.listdir(private_state["pin_root"]) == []
 
 
+KILLED_SWITCH = """
+import os, sys
+from faultinj.inject import labrecords
+from faultinj.inject.ovs import PrivateSwitch
+d, ns = sys.argv[1], sys.argv[2]
+switch = PrivateSwitch(None, d, userspace=True, netns=ns).start()
+labrecords.write({"name": "killed-switch", "prefix": ns, "owner_pid": os.getpid(), "namespaces": [],
+                  "ovs_private": {"pids": switch.pids, "dir": switch.dir, "netns": switch.netns}})
+print(" ".join(map(str, switch.pids)), flush=True)
+os._exit(0)   # killed: no stop(), no forget()
+"""
+
+
+def test_a_killed_runs_private_switch_is_stopped_by_the_next_reap(private_state, tmp_path):
+    """A run with an OVS build (`--ovs DIR`) dies with its private switch up: the next command's
+    reap kills that switch's daemons (and only those), removes its namespace and its directory, from
+    the lab record alone."""
+    import shutil
+
+    from faultinj.inject import labrecords
+
+    if not shutil.which("ovs-vswitchd"):
+        pytest.skip("needs Open vSwitch (run.sh installs it)")
+    ns, d = f"fiks{os.getpid() % 100000}", str(tmp_path / "switch")
+    try:
+        out = subprocess.run([sys.executable, "-c", KILLED_SWITCH, d, ns], capture_output=True, text=True,
+                             timeout=120)
+        assert out.returncode == 0, out.stderr
+        pids = [int(p) for p in out.stdout.split()]
+        assert len(pids) == 2 and all(labrecords.daemon_of(p, d) for p in pids), pids
+        assert ns in list_netns() and os.path.isdir(d)
+        assert labrecords.reap_orphans() == []   # the record named no lab namespaces of its own
+        end = time.monotonic() + 10
+        while any(labrecords.daemon_of(p, d) for p in pids) and time.monotonic() < end:
+            time.sleep(0.1)
+        assert not any(labrecords.daemon_of(p, d) for p in pids)
+        assert ns not in list_netns() and not os.path.exists(d)
+        assert not [r for r in labrecords.recorded_labs() if r["name"] == "killed-switch"]
+    finally:
+        for p in (locals().get("pids") or []):
+            if labrecords.daemon_of(p, d):
+                os.kill(p, signal.SIGKILL)
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+
+
 def test_reap_removes_a_fault_whose_named_namespace_is_gone(private_state):
     """`ip netns del` under a fault: the next command (reap here) forgets it and says so."""
     from faultinj.inject.lab import Lab

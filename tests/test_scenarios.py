@@ -189,11 +189,12 @@ def _spec_error(text):
                                          "ValueError: boom"),
 ], ids=["faultinj", "foreign", "bug"])
 def test_an_error_in_the_guest_comes_back_with_its_message_and_exit_code(raised, status, said, tmp_path,
-                                                                          monkeypatch):
-    """The guest's side (guestside.main) writes what went wrong; this machine's side raises it again."""
-    import json
-
+                                                                          monkeypatch, capfd):
+    """The guest's side (guestside.main) answers what went wrong, its stdout's one line (which the
+    agent's exec verb returns); this machine's side raises it again."""
+    from faultinj.errors import FaultinjError
     from faultinj.scenario import guestside, inguest, runner
+    from faultinj.scenario.hosts import Completed
 
     copy = tmp_path / "scenario.yaml"
     copy.write_text(GOOD.replace("lab:\n", "lab:\n  guest: {kernel: linux-image-amd64}\n"))
@@ -202,9 +203,13 @@ def test_an_error_in_the_guest_comes_back_with_its_message_and_exit_code(raised,
         raise raised(str(copy))
 
     monkeypatch.setattr(runner, "run", fail)
+    capfd.readouterr()
     assert guestside.main([str(copy), str(tmp_path)]) == 1
-    err = inguest._error_from(json.loads((tmp_path / "failure.json").read_text()), str(copy), "bad.yaml")
-    assert str(err) == said and int(err.status) == status
+    out = capfd.readouterr().out
+    assert len(out.splitlines()) == 1
+    with pytest.raises(FaultinjError) as err:
+        inguest.verdicts_of(Completed([], 1, out, ""), str(copy), "bad.yaml")
+    assert str(err.value) == said and int(err.value.status) == status
 
 
 def _hop(ts, direction="in", point="netif_receive_skb", fault=""):

@@ -554,7 +554,16 @@ def test_a_psh_segment_injected_by_a_fault_then_its_upcall_and_the_datapaths_act
         hops += tracer.settle()
     assert result.intact
     journeys = journeys_of(hops)
-    assert journeys, "\n".join(map(str, hops))
+    if not journeys:   # say which part each acted packet lacks, then every hop
+        parts = {}
+        for h in hops:
+            p = parts.setdefault(h.key, set())
+            p |= {"ACT"} if h.direction == "ACT" and rec.id in h.fault else set()
+            p |= {"upcall"} if h.point == "upcall" else set()
+            p |= {"in vm2"} if h.direction == "in" and h.netns_name == lab["vm2"] else set()
+        lines = [f"{sorted(p)}: {k}" for k, p in parts.items() if p & {"ACT", "upcall"}]
+        raise AssertionError("no journey with ACT, upcall and in vm2; per packet:\n" + "\n".join(lines) +
+                             "\nevery hop:\n" + "\n".join(map(str, hops)))
     js = journeys[0]
     print("\n".join(map(str, js)))   # the README's journey (pytest -s)
     act = next(h for h in js if h.direction == "ACT")

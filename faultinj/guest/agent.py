@@ -4,9 +4,10 @@ A request is {"id": N, "method": M, "params": {...}}; the answer is
 {"id": N, "result": ...} or {"id": N, "error": {"message": ..., "status": exit code}}.
 The same protocol runs over any byte stream: a virtio-serial port of a VM that
 faultinj booted, or the stdin/stdout of `ssh HOST faultinj agent --stdio` on a
-machine the user has. Inside, the agent (faultinj.guest.server) calls the same
-library as the CLI, in its own network namespace (the guest's or the machine's).
-This module is the protocol's client side: what the lab, VM and scenario code use.
+machine the user has. Inside, the agent (faultinj.guest.server) answers the verbs
+of scenario/hosts.py's Host with the same library as the CLI, in its own network
+namespace (the guest's or the machine's). This module is the protocol's transport,
+client side: scenario/hosts.py's AgentHost sends the verbs through it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import time
 from ..errors import EnvironmentProblem, ExitStatus, FaultinjError
 
 PORT_NAME = "faultinj.agent"
+# the verbs and their parameters (scenario/hosts.py's Host): both ends must speak the same
+PROTOCOL = 2
 
 
 # ---- the client (on the machine that runs the lab) ---------------------------------------
@@ -67,8 +70,12 @@ class Agent:
 
         if not shutil.which("ssh"):
             raise EnvironmentProblem("an ssh host needs the ssh client: apt-get install openssh-client")
-        proc = subprocess.Popen(["ssh", "-o", "BatchMode=yes", *options, dest, command],
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        return cls.process(["ssh", "-o", "BatchMode=yes", *options, dest, command], where, timeout)
+
+    @classmethod
+    def process(cls, argv: list[str], where: str, timeout: float) -> "Agent":
+        """Start an agent serving on its stdin/stdout (`faultinj agent --stdio`, here or through ssh)."""
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
         def close():
             proc.stdin.close()
@@ -106,6 +113,12 @@ class Agent:
             if msg.get("result") == "ready":
                 break
         self.info = self.call("hello", _timeout=max(1.0, deadline - time.monotonic()))
+        if self.info.get("protocol") != PROTOCOL:
+            from .._version import __version__
+
+            self.close()
+            raise EnvironmentProblem(f"{self.where}: its faultinj ({self.info.get('version')}) speaks another agent "
+                                     f"protocol than this one ({__version__}): install the same version there")
 
     def call(self, method: str, _timeout: float | None = None, **params):
         """Call method(**params) in the agent; _timeout: how long to wait for the answer (default: the

@@ -7,31 +7,52 @@ above everything it calls (the API, doctor, captures, traffic).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import platform
-import subprocess
 import sys
 import threading
 import time
 from typing import IO
 
 from ..errors import EnvironmentProblem, ExitStatus, FaultinjError
-from .agent import PORT_NAME
+from .agent import PORT_NAME, PROTOCOL
 
 
 class _Server:
+    """The host verbs (scenario/hosts.py's Host) answered by a NamespaceHost of this process's own
+    namespace, each converted by its annotations; and the agent's own three: hello, doctor,
+    shutdown."""
+
     def __init__(self):
+        self.host = None   # made by the first verb: hello answers before the library is imported
+        # a verb's Handle result (a capture, a TCP receiver) stays here; the caller gets its number
         self._handles: dict[int, object] = {}
         self._next = 0
 
-    def _keep(self, obj) -> int:
-        self._next += 1
-        self._handles[self._next] = obj
-        return self._next
+    def answer(self, method: str, params: dict):
+        if method in ("hello", "doctor", "shutdown"):
+            return getattr(self, method)(**params)
+        from ..scenario import hosts
 
-    # each method takes JSON-able params and returns a JSON-able result
+        if method not in hosts.VERBS:
+            raise FaultinjError(f"unknown agent method '{method}' (agent and caller differ in version?)")
+        sig, hints = hosts.annotations(method)
+        args = {}
+        for name, value in params.items():
+            if name not in sig.parameters or name == "self":
+                raise FaultinjError(f"agent method '{method}' has no parameter '{name}'")
+            args[name] = self._handles.pop(value) if hints.get(name) is hosts.Handle else \
+                hosts.from_json(value, hints.get(name))
+        if self.host is None:
+            self.host = hosts.NamespaceHost(platform.node(), None)
+        result = getattr(self.host, method)(**args)
+        if hints["return"] is hosts.Handle:
+            self._next += 1
+            self._handles[self._next] = result
+            return self._next
+        return hosts.to_json(result)
+
     def hello(self) -> dict:
         from .._version import __version__
 
@@ -44,48 +65,8 @@ class _Server:
                     links.append({"ifname": name, "mac": f.read().strip()})
             except OSError:
                 pass
-        return {"release": platform.release(), "version": __version__, "pid": os.getpid(), "links": links}
-
-    def apply(self, spec: str, ifname: str, seed=None, tc_mode: str = "cls_bpf", hook=None,
-              replace: bool = False, duration=None) -> dict:
-        from .. import api
-
-        return api.apply(spec, ifname, seed=seed, tc_mode=tc_mode, hook=hook, replace=replace,
-                         duration=duration).to_json()
-
-    def status(self, fault_id=None) -> list:
-        from .. import api
-
-        return [s.to_json() for s in api.status(fault_id=fault_id)]
-
-    def set(self, ifname: str, spec: str, seed=None, duration=None, fault_id=None) -> dict:
-        from .. import api
-
-        return api.set_fault(ifname, spec, seed=seed, duration=duration, fault_id=fault_id).to_json()
-
-    def clear(self, ifname=None, fault_id=None, all_faults: bool = False) -> list:
-        from .. import api
-
-        return [r.to_json() for r in api.clear(ifname, fault_id=fault_id, all_faults=all_faults)]
-
-    def journal(self, fault_id: str) -> list:
-        from .. import api
-
-        # one reader per fault, kept: the journal is not consumed, so a new reader would see the
-        # events already returned again
-        key = ("journal", fault_id)
-        reader = self._handles.get(key) or self._handles.setdefault(key, api.journal(fault_id=fault_id))
-        return [e.to_json() for e in reader.read()]
-
-    def journal_close(self, fault_id: str) -> list:
-        """What the fault's reader has not returned yet (also after clear), then close it."""
-        reader = self._handles.pop(("journal", fault_id), None)
-        if reader is None:
-            return []
-        try:
-            return [e.to_json() for e in reader.read()]
-        finally:
-            reader.close()
+        return {"release": platform.release(), "version": __version__, "protocol": PROTOCOL, "pid": os.getpid(),
+                "links": links}
 
     def doctor(self) -> dict:
         from ..inject import doctor
@@ -93,55 +74,12 @@ class _Server:
         probes = doctor.run()
         return {"ok": doctor.healthy(probes), "probes": [p.to_json() for p in probes]}
 
-    def exec(self, argv: list, timeout: float = 120, check: bool = False, cwd=None) -> dict:
-        proc = subprocess.run([str(a) for a in argv], capture_output=True, text=True, timeout=timeout, cwd=cwd)
-        if check and proc.returncode:
-            raise FaultinjError(f"'{' '.join(map(str, argv))}' failed: {proc.stderr.strip() or proc.stdout.strip()}")
-        return {"returncode": proc.returncode, "stdout": proc.stdout, "stderr": proc.stderr}
-
-    def capture_start(self, ifname: str, snaplen: int = 256, direction: str = "any") -> int:
-        from ..inject.capture import Capture
-
-        return self._keep(Capture(None, ifname, snaplen=snaplen, direction=direction).start())
-
-    def capture_stop(self, handle: int) -> dict:
-        cap = self._handles.pop(handle)
-        frames = cap.stop()
-        return {"kernel_drops": cap.kernel_drops,
-                "frames": [[f.ts_ns, f.outgoing, f.length, base64.b64encode(f.data).decode()] for f in frames]}
-
-    def tcp_listen(self, addr: str, port: int, timeout: float = 60.0) -> int:
-        from ..inject.traffic import TcpReceiver
-
-        return self._keep(TcpReceiver(None, addr, port, timeout))
-
-    def tcp_result(self, handle: int) -> dict:
-        return self._handles.pop(handle).result()
-
-    def tcp_send(self, addr: str, nbytes: int, port: int, seed: int = 1, timeout: float = 60.0) -> dict:
-        from ..inject.traffic import tcp_send
-
-        return tcp_send(None, addr, nbytes, port, seed, timeout=timeout)
-
-    def ping(self, dst: str, count: int, interval: float, size: int, timeout: float) -> dict:
-        from dataclasses import asdict
-
-        from ..inject.traffic import ping
-
-        return asdict(ping(None, dst, count, interval, size, timeout))
-
-    def snmp(self) -> dict:
-        from ..inject.traffic import snmp
-
-        return snmp(None)
-
-    def kernel_counters(self) -> dict:
-        from ..inject.traffic import kernel_counters
-
-        return kernel_counters(None)
-
     def shutdown(self) -> None:
         return None
+
+    def close(self) -> None:
+        if self.host:
+            self.host.close()
 
 
 def serve(rfile: IO[bytes], wfile: IO[bytes]) -> None:
@@ -155,24 +93,31 @@ def serve(rfile: IO[bytes], wfile: IO[bytes]) -> None:
             wfile.flush()
 
     send({"id": 0, "result": "ready"})
-    for line in rfile:
-        if not line.strip():
-            continue
-        try:
-            req = json.loads(line)
-            print(f"{time.strftime('%H:%M:%S')} {req.get('method')}", file=sys.stderr, flush=True)
-            method = getattr(server, req["method"], None)
-            if method is None or req["method"].startswith("_"):
-                raise FaultinjError(f"unknown agent method '{req['method']}' (agent and caller differ in version?)")
-            send({"id": req.get("id"), "result": method(**req.get("params", {}))})
-            if req["method"] == "shutdown":
+    try:
+        for line in rfile:
+            if _answer(server, line, send):
                 return
-        except FaultinjError as exc:
-            send({"id": req.get("id") if isinstance(req, dict) else None,
-                  "error": {"message": str(exc).splitlines()[0], "status": int(exc.status)}})
-        except Exception as exc:  # reported to the caller, the agent keeps serving
-            send({"id": req.get("id") if isinstance(req, dict) else None,
-                  "error": {"message": f"{type(exc).__name__}: {exc}", "status": int(ExitStatus.FAILED)}})
+    finally:
+        server.close()
+
+
+def _answer(server: _Server, line: bytes, send) -> bool:
+    """Answer one request; True when it was 'shutdown'."""
+    if not line.strip():
+        return False
+    req = None
+    try:
+        req = json.loads(line)
+        print(f"{time.strftime('%H:%M:%S')} {req.get('method')}", file=sys.stderr, flush=True)
+        send({"id": req.get("id"), "result": server.answer(req["method"], req.get("params", {}))})
+        return req["method"] == "shutdown"
+    except FaultinjError as exc:
+        send({"id": req.get("id") if isinstance(req, dict) else None,
+              "error": {"message": str(exc).splitlines()[0], "status": int(exc.status)}})
+    except Exception as exc:  # reported to the caller, the agent keeps serving
+        send({"id": req.get("id") if isinstance(req, dict) else None,
+              "error": {"message": f"{type(exc).__name__}: {exc}", "status": int(ExitStatus.FAILED)}})
+    return False
 
 
 def virtio_port(name: str = PORT_NAME) -> str:

@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from . import ovs, state
+from . import state
 
 
 def _run(*cmd: str) -> None:
@@ -84,7 +84,7 @@ def remove_recorded(data: dict) -> None:
     for pid in data.get("vm_pids", []):   # each QEMU leads its own process group
         kill_group(pid)
     if data.get("ovs_private"):   # an OVS build's own daemons: their bridges end with them
-        ovs.kill_private(data["ovs_private"]["pids"], data["ovs_private"]["dir"], data["ovs_private"].get("netns"))
+        kill_private(data["ovs_private"]["pids"], data["ovs_private"]["dir"], data["ovs_private"].get("netns"))
     if data.get("vm_pids"):
         remove_workdirs(data["prefix"])
     for tap in data.get("taps", []):
@@ -132,3 +132,25 @@ def reap_orphans() -> list[str]:
                 data.get("owner_pid"), ", ".join(data.get("namespaces", [])) or "none")
             gone.extend(data.get("namespaces", []))
     return gone
+
+
+def daemon_of(pid: int, rundir: str) -> bool:
+    """Is pid still one of this switch's daemons (its command line names the run directory)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return rundir.encode() in f.read()
+    except OSError:
+        return False
+
+
+def kill_private(pids: list[int], rundir: str, netns: str | None = None) -> None:
+    """A killed run's private switch (its lab record names it): its daemons, its namespace, its directory."""
+    for pid in pids:
+        if daemon_of(pid, rundir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+    if netns:
+        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
+    shutil.rmtree(rundir, ignore_errors=True)

@@ -193,7 +193,8 @@ class Links:
         self.close()
 
 
-def netns_exec(netns: str, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """cmd (this machine's) in network namespace netns: a name, or a file such as /proc/PID/ns/net."""
-    enter = ["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]
-    return subprocess.run([*enter, *cmd], capture_output=True, text=True, timeout=timeout)
+def netns_exec(netns: str | None, *cmd: str, timeout: float = 120, cwd: str | None = None) -> subprocess.CompletedProcess:
+    """cmd (this machine's) in network namespace netns: a name, or a file such as /proc/PID/ns/net
+    (None: this process's own)."""
+    enter = [] if netns is None else ["nsenter", f"--net={netns}"] if netns.startswith("/") else ["ip", "netns", "exec", netns]
+    return subprocess.run([*enter, *cmd], capture_output=True, text=True, timeout=timeout, cwd=cwd)

@@ -14,6 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..errors import FaultinjError, SpecError
+from .labrecords import daemon_of
 
 PROTOCOLS = ("OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 COOKIE_BASE = 0xFA110000   # rule i without a cookie of its own gets COOKIE_BASE + i + 1
@@ -298,9 +299,9 @@ class PrivateSwitch:
                     pass
         end = time.monotonic() + 5
         for pid in self.pids:
-            while _alive(pid, self.dir) and time.monotonic() < end:
+            while daemon_of(pid, self.dir) and time.monotonic() < end:
                 time.sleep(0.05)
-            if _alive(pid, self.dir):
+            if daemon_of(pid, self.dir):
                 try:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
@@ -332,27 +333,3 @@ def _read_pid(binary: str, d: str) -> int | None:
             return int(f.read().strip())
     except (OSError, ValueError):
         return None
-
-
-def _alive(pid: int, rundir: str) -> bool:
-    """Is pid still one of this switch's daemons (its command line names the run directory)?"""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            return rundir.encode() in f.read()
-    except OSError:
-        return False
-
-
-def kill_private(pids: list[int], rundir: str, netns: str | None = None) -> None:
-    """A killed run's private switch (its lab record names it): its daemons, its namespace, its directory."""
-    import signal
-
-    for pid in pids:
-        if _alive(pid, rundir):
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-    if netns:
-        subprocess.run(["ip", "netns", "del", netns], capture_output=True)
-    shutil.rmtree(rundir, ignore_errors=True)

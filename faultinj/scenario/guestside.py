@@ -1,7 +1,9 @@
 """The guest's side of a lab made inside a guest (lab.guest, or a scenario given --kernel): run
-by the agent in the guest as `python -m faultinj.scenario.guestside SCENARIO WORKDIR [RUNS]`, it runs the
-scenario on the guest's kernel (RUNS times: one boot for a --repeat) and writes its verdicts (report.json, a list) or its error (failure.json)
-into the work directory, which the host reads (scenario/inguest.py). JSON only."""
+by the agent in the guest (the exec verb) as `python -m faultinj.scenario.guestside SCENARIO WORKDIR
+[RUNS]`, it runs the scenario on the guest's kernel (RUNS times: one boot for a --repeat) and
+answers with its outcome, one JSON line on its stdout: {"verdicts": [...]} or {"error": {...}}.
+The agent returns that output to the host (scenario/inguest.py) in its answer, as any verb's
+result. Progress lines and pcaps go to the work directory."""
 
 from __future__ import annotations
 
@@ -38,9 +40,9 @@ def _start_ovs(d: Path, prefix: str | None) -> ovs.PrivateSwitch:
         raise EnvironmentProblem(f"in the guest: {exc}") from None
 
 
-def main(argv: list[str]) -> int:
-    path, work = argv[0], Path(argv[1])
-    repeat = int(argv[2]) if len(argv) > 2 else 1
+def outcome(path: str, work: Path, repeat: int = 1) -> dict:
+    """The runs' verdicts, {"verdicts": [...]}, or the error that stopped them, {"error": {...}}
+    (which the host raises again: same message, same exit code). JSON data."""
     log = open(work / "progress.log", "a", buffering=1)
     try:
         scn = load(path)
@@ -60,19 +62,28 @@ def main(argv: list[str]) -> int:
         finally:
             if switch:
                 switch.stop()
-    except Exception as exc:   # the host raises it again: same message, same exit code
+    except Exception as exc:
         import traceback
 
         err = exc if isinstance(exc, FaultinjError) else from_foreign(exc)
         if err is None:
             last = traceback.format_exc().strip().splitlines()[-1]
             err = FaultinjError(f"unexpected error in the guest's run (a bug: please report it): {last}")
-        (work / "failure.json").write_text(json.dumps({
-            "kind": type(err).__name__, "message": str(err), "status": int(err.status),
-            "all_lines": getattr(err, "all_lines", None)}))
-        return 1
-    (work / "report.json").write_text(json.dumps([r.to_wire() for r in reports], default=str))
-    return 0
+        return {"error": {"kind": type(err).__name__, "message": str(err), "status": int(err.status),
+                          "all_lines": getattr(err, "all_lines", None)}}
+    finally:
+        log.close()
+    return {"verdicts": [r.to_wire() for r in reports]}
+
+
+def main(argv: list[str]) -> int:
+    # the outcome is the only line on stdout: whatever else the run prints goes to stderr
+    answer = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    out = outcome(argv[0], Path(argv[1]), int(argv[2]) if len(argv) > 2 else 1)
+    answer.write(json.dumps(out, default=str) + "\n")
+    answer.close()
+    return 1 if "error" in out else 0
 
 
 if __name__ == "__main__":

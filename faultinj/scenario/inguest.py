@@ -3,11 +3,13 @@ faults, traffic, captures and trace all run on that guest's kernel. An Open vSwi
 runs on the kernel's own datapath (openvswitch.ko), with a private ovsdb-server and ovs-vswitchd
 started in the guest for the run.
 
-This machine boots the guest and runs the scenario in it through the agent (the guest sees this
-machine's files, read-only but for the VM's work directory). The guest's side
-(scenario/guestside.py) writes its verdict (report.json) or its error (failure.json) and pcaps
-there; they are brought back here, the pcaps into the run's pcap directory. Both are JSON, read as
-data: a guest may run the user's own kernel, and nothing it writes is ever unpickled here.
+This machine boots the guest and runs the scenario in it through the agent, as a VM host's verbs
+run (scenario/hosts.py's AgentHost, its exec verb). The guest's side (scenario/guestside.py)
+answers with its verdicts or its error, one JSON line, which comes back in the agent's answer; it
+leaves its pcaps in the VM's work directory (the guest sees this machine's files, read-only but
+for that directory), brought here into the run's pcap directory. What the guest sends is read as
+JSON data and checked: a guest may run the user's own kernel, and nothing it writes is ever
+unpickled here.
 
 This module is the host's side only: it imports no runner (runner calls it for lab.guest), and
 the guest's side imports the runner; neither imports the other back."""
@@ -28,6 +30,7 @@ from ..guest import kernels, vm
 from ..inject import caps, lab
 from ..inject.lab import Topology, TopologySpec
 from ..verdict import Verdict
+from .hosts import AgentHost
 
 # set in the guest's run: the lab is made there, not in another guest
 IN_GUEST = "FAULTINJ_LAB_IN_GUEST"
@@ -72,17 +75,10 @@ def runs_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str
         shutil.copyfile(scn.path, copy)
         ovs_prefix = [f"FAULTINJ_OVS_PREFIX={scn.lab.ovs_prefix}"] if scn.lab.ovs_prefix else []   # guestside's
         argv = ["env", f"{IN_GUEST}=1", *ovs_prefix, sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work), str(repeat)]
-        out = agent.call("exec", _timeout=7200, timeout=7000, cwd=os.getcwd(), argv=argv)
+        ran = AgentHost("lab", agent).exec(argv, timeout=7000, cwd=os.getcwd())
         stop_tail.set()
         tail.join()
-        failure = work / "failure.json"
-        if failure.exists():
-            raise _error_from(json.loads(failure.read_text()), str(copy), scn.path)
-        if out["returncode"] != 0 or not (work / "report.json").exists():
-            said = (out["stderr"].strip() or out["stdout"].strip()).splitlines()
-            raise FaultinjError(f"the run inside the guest failed (exit {out['returncode']}): "
-                                f"{said[-1] if said else 'no output'}")
-        reports = read_reports(work / "report.json")
+        reports = verdicts_of(ran, str(copy), scn.path)
         if len(reports) != repeat:
             raise FaultinjError(f"the guest sent {len(reports)} verdicts for {repeat} runs")
         for i, report in enumerate(reports, 1):
@@ -109,15 +105,26 @@ def runs_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str
         progress("guest stopped")
 
 
-def read_reports(path: Path) -> list[Verdict]:
-    """The guest's verdicts, one per run: JSON, checked to be verdicts' shape (a guest's files are data)."""
+def verdicts_of(ran, copy: str, path: str) -> list[Verdict]:
+    """The guest's verdicts, one per run, from its answer (the last line its run printed): JSON,
+    checked to be verdicts' shape; its error raised here as it was there."""
+    said = ran.stdout.strip().splitlines()
     try:
-        d = json.loads(path.read_text())
-        if not isinstance(d, list) or not all(isinstance(x, dict) for x in d):
+        d = json.loads(said[-1]) if said else None
+    except ValueError:
+        d = None
+    if isinstance(d, dict) and isinstance(d.get("error"), dict):
+        raise _error_from(d["error"], copy, path)
+    if not isinstance(d, dict) or "verdicts" not in d:
+        why = (ran.stderr.strip() or ran.stdout.strip()).splitlines()
+        raise FaultinjError(f"the run inside the guest failed (exit {ran.returncode}): "
+                            f"{why[-1][:300] if why else 'no output'}")
+    try:
+        if not isinstance(d["verdicts"], list) or not all(isinstance(x, dict) for x in d["verdicts"]):
             raise ValueError("not a list of objects")
-        return [Verdict.from_json(x) for x in d]
+        return [Verdict.from_json(x) for x in d["verdicts"]]
     except (ValueError, KeyError, TypeError) as exc:
-        raise FaultinjError(f"the guest's verdict ({path.name}) is not a verdict: {exc}") from None
+        raise FaultinjError(f"the guest's answer is not a verdict: {exc}") from None
 
 
 def as_here(report, path: str, guest: str, seconds: float):
