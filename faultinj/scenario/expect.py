@@ -112,12 +112,6 @@ def delay_check(prm: dict, pairs: list[tuple[float, Packet]], journal: list, con
                                                                   if check_mean else ""))
 
 
-def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
-    """Per TCP connection (one direction), the data segments that arrived after a segment with a
-    later sequence number."""
-    return {c: [s.packet for s in v] for c, v in late_segments(packets).items()}
-
-
 _FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("U", 0x20), ("E", 0x40), ("W", 0x80),
                  (".", 0x10))
 
