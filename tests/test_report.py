@@ -18,7 +18,7 @@ import browser
 from faultinj.inject.traffic import UdpResult
 from faultinj.packets import Packet
 from faultinj.scenario.expect import RunData
-from faultinj.scenario.plots import _bursts, plot_for
+from faultinj.scenario.plots import bursts, plot_for
 from faultinj.scenario.runner import Report
 from faultinj.scenario.schema import ExpectEntry
 from faultinj.verdict import Check
@@ -48,7 +48,7 @@ def test_plot_data_histogram_ratio_and_bursts():
     loss = plot_for(ExpectEntry("loss", {"traffic": "s", "p": 0.1}, 1), data)
     assert loss["kind"] == "loss" and loss["bursts"] == [1, 0, 1] and loss["k"] == 4 and loss["n"] == 20
     assert loss["ratio"][-1] == 0.2 and loss["lo"][-1] < 0.2 < loss["hi"][-1]
-    assert _bursts([1, 2, 3, 7, 9, 10]) == [3, 1, 2]
+    assert bursts([1, 2, 3, 7, 9, 10]) == [3, 1, 2]
 
     data = RunData(counters={"f": {"matched": 1000, "acted": 100}})
     point = plot_for(ExpectEntry("fault_ratio", {"fault": "f", "ratio": 10}, 1), data)

@@ -222,23 +222,36 @@ def test_every_scenario_key_and_kind_is_described():
 
 
 def test_the_reference_check_fails_on_an_undescribed_kind_or_key(monkeypatch):
-    from faultinj.scenario import reference, schema
+    from faultinj.scenario import expectations, reference, schema
 
-    monkeypatch.setitem(schema.EXPECT_KINDS, "brand_new", ({"capture"}, {"of"}))
+    for kind in ("brand_new", "said"):   # the classes below register themselves; gone after the test
+        monkeypatch.setitem(expectations.KINDS, kind, None)
+
+    class BrandNew(expectations.Expectation):
+        kind = "brand_new"
+        keys = {"capture": "the capture", "of": ""}
+        required = frozenset({"capture"})
+
+    class Said(expectations.Expectation):
+        kind = "said"
+        what = "described"
+        keys = {"capture": "the capture", "of": " "}
+
     monkeypatch.setitem(schema.TRAFFIC_KINDS, "tcp", (schema.TRAFFIC_KINDS["tcp"][0],
                                                      schema.TRAFFIC_KINDS["tcp"][1] | {"window"}))
-    assert reference.undocumented() == ["traffic tcp.window: not described", "expect brand_new: not described"]
+    assert reference.undocumented() == ["traffic tcp.window: not described", "expect brand_new: not described",
+                                        "expect brand_new.of: not described", "expect said.of: not described"]
 
 
 def test_docs_scenarios_md_is_the_reference_and_run_schema_prints_it():
     from pathlib import Path
 
-    from faultinj.scenario import reference, schema
+    from faultinj.scenario import expectations, reference, schema
 
     text = reference.render()
     doc = Path(__file__).parent.parent / "docs" / "scenarios.md"
     assert doc.read_text() == text, "regenerate: faultinj run --schema > docs/scenarios.md"
-    for kind in [*schema.EXPECT_KINDS, *schema.TRAFFIC_KINDS]:
+    for kind in [*expectations.KINDS, *schema.TRAFFIC_KINDS]:
         assert f"### `{kind}`" in text
     for key in ("having", "interval", "v6", "size", "rate", "port", "connections", "timeout", "per_connection"):
         assert f"| `{key}` |" in text
@@ -249,10 +262,10 @@ def test_docs_scenarios_md_is_the_reference_and_run_schema_prints_it():
 def test_the_readme_names_every_expectation_and_traffic_kind():
     from pathlib import Path
 
-    from faultinj.scenario import schema
+    from faultinj.scenario import expectations, schema
 
     readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert [k for k in [*schema.EXPECT_KINDS, *schema.TRAFFIC_KINDS] if f"`{k}`" not in readme] == []
+    assert [k for k in [*expectations.KINDS, *schema.TRAFFIC_KINDS] if f"`{k}`" not in readme] == []
     assert "docs/scenarios.md" in readme
 
 

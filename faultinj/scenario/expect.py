@@ -1,4 +1,5 @@
-"""Evaluate a scenario's expectations on what a run collected. Pure: no kernel."""
+"""What a run collected (RunData) and the measurements the expectation kinds (expectations.py) judge
+it by. Pure: no kernel."""
 
 from __future__ import annotations
 
@@ -7,11 +8,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import stats
-from ..faults.time_faults import delay_model, parse_rate
+from ..faults.time_faults import delay_model
 from ..packets import Packet
-from ..verdict import CONFIDENCE, Check, bounds_check, equal_check, ratio_check
+from ..verdict import Check, bounds_check
 from .predicates import compile_predicate
-from .schema import ExpectEntry
 
 
 @dataclass
@@ -31,16 +31,16 @@ class RunData:
     kernel_counters: dict[tuple, dict[str, int]] = field(default_factory=dict)
 
 
-def _p(params: dict) -> float:
+def probability(params: dict) -> float:
     return float(params["p"]) if "p" in params else 1.0 / params["ratio"]
 
 
-def _select(data: RunData, params: dict, key: str = "of") -> list[Packet]:
+def select(data: RunData, params: dict, key: str = "of") -> list[Packet]:
     pred = compile_predicate(params.get(key, "all"))
     return [p for p in data.packets.get(params["capture"], []) if pred(p)]
 
 
-def _select_timed(data: RunData, params: dict) -> tuple[list[Packet], list[float]]:
+def select_timed(data: RunData, params: dict) -> tuple[list[Packet], list[float]]:
     """The selected packets of a capture and their arrival times (s)."""
     pred = compile_predicate(params.get("of", "all"))
     pkts = data.packets.get(params["capture"], [])
@@ -49,175 +49,10 @@ def _select_timed(data: RunData, params: dict) -> tuple[list[Packet], list[float
     return [p for p, _ in sel], [t for _, t in sel]
 
 
-def evaluate(e: ExpectEntry, data: RunData) -> Check:
-    k, prm = e.kind, e.params
-    conf = float(prm.get("confidence", CONFIDENCE))
-    if k == "fraction":
-        base = _select(data, prm)
-        having = compile_predicate(prm["having"])
-        hit = sum(1 for p in base if having(p))
-        return ratio_check(f"fraction: {prm['having']} among {prm.get('of', 'all')} at {prm['capture']}",
-                           hit, len(base), _p(prm), conf,
-                           f"no packet matched `{prm.get('of', 'all')}` at {prm['capture']}")
-    if k == "fault_ratio":
-        c = data.counters.get(prm["fault"], {})
-        return ratio_check(f"fault_ratio: acted/matched of {prm['fault']}", c.get("acted", 0), c.get("matched", 0),
-                           _p(prm), conf, f"{prm['fault']} matched no packet")
-    if k == "uniform":
-        lo, hi = prm["range"]
-        values = [getattr(p, prm["field"]) for p in _select(data, prm)]
-        counts = Counter(values)
-        chi, df, pval = stats.chi2_uniform([counts.get(v, 0) for v in range(lo, hi + 1)])
-        outside = sum(1 for v in values if v is None or not lo <= v <= hi)
-        return Check(f"uniform: {prm['field']} of {prm.get('of', 'all')} at {prm['capture']} over {lo}..{hi}",
-                     bool(values) and outside == 0 and pval > 1 - conf,
-                     f"n={len(values)} outside={outside} chi2={chi:.1f} df={df} p={pval:.3g}",
-                     f"all in {lo}..{hi}, p > {1 - conf:.3g}")
-    if k == "loss":
-        r = data.traffic.get(prm["traffic"])
-        sent = r.sent if r else 0
-        lost = sent - len(r.received) if r else 0
-        return ratio_check(f"loss of {prm['traffic']}", lost, sent, _p(prm), conf, f"{prm['traffic']} sent nothing")
-    if k == "tcp_intact":
-        r = data.traffic.get(prm["traffic"])
-        return Check(f"tcp_intact: {prm['traffic']}", bool(r and r.intact),
-                     f"{r.received if r else 0} bytes received", f"{r.sent if r else '?'} bytes, same SHA-256")
-    if k == "tcp_stalled":
-        r = data.traffic.get(prm["traffic"])
-        return Check(f"tcp_stalled: {prm['traffic']}", bool(r) and r.received < r.sent,
-                     f"{r.received if r else 0} of {r.sent if r else '?'} bytes received",
-                     "fewer than all: the transfer did not complete")
-    if k == "ovs_rule":
-        rule = data.ovs.get(prm["bridge"], {}).get("rules", [])[prm["rule"]:][:1]
-        n = rule[0]["n_packets"] if rule and rule[0]["found"] else None
-        what = f"ovs_rule: packets of {prm['bridge']} flows[{prm['rule']}]" + (f" ({rule[0]['flow']})" if rule else "")
-        if "at_least_acted" in prm:
-            acted = data.counters.get(prm["at_least_acted"], {}).get("acted")
-            low = max(acted or 0, prm.get("min", 0))
-            return Check(what, n is not None and acted is not None and n >= low and
-                         (prm.get("max") is None or n <= prm["max"]),
-                         f"{n} packets" + ("" if n is not None else " (rule not found)"),
-                         f">= acted of {prm['at_least_acted']} ({acted})"
-                         + (f", >= {prm['min']}" if "min" in prm else "")
-                         + (f", <= {prm['max']}" if "max" in prm else ""))
-        return bounds_check(what, n, prm.get("equals"), prm.get("min"), prm.get("max"))
-    if k == "checksum_errors":
-        return equal_check(f"checksum_errors at {prm['host']} (Tcp+Udp InCsumErrors)",
-                           data.csum_errors.get(prm["host"]), prm.get("equals", 0))
-    if k == "capture_checksums":
-        pkts = _select(data, prm)
-        bad = sum(1 for p in pkts if p.ip_csum_ok is False or p.l4_csum_ok is False)
-        unchecked = sum(1 for p in pkts if p.l4_csum_ok is None)
-        return Check(f"capture_checksums: {prm.get('of', 'all')} at {prm['capture']}", bool(pkts) and bad == 0,
-                     f"{bad} bad of {len(pkts)} ({unchecked} cut short by snaplen)", "0 bad")
-    if k == "exit_code":
-        r = data.traffic.get(prm["traffic"])
-        return equal_check(f"exit_code of {prm['traffic']}", getattr(r, "returncode", None), prm.get("equals", 0))
-    if k == "count":
-        return bounds_check(f"count: {prm.get('of', 'all')} at {prm['capture']}", len(_select(data, prm)),
-                            prm.get("equals"), prm.get("min"), prm.get("max"))
-    if k == "counter":
-        c = data.counters.get(prm["fault"], {})
-        return bounds_check(f"counter {prm['counter']} of {prm['fault']}", c.get(prm["counter"]),
-                            prm.get("equals"), prm.get("min"), prm.get("max"))
-    if k == "traced_drops":
-        fid = data.fault_ids.get(prm["fault"], "?")
-        drops = sum(1 for j in data.journeys for h in j
-                    if h.direction == "DROP" and h.reason == "faultinj" and fid in h.fault)
-        return bounds_check(f"traced packets dropped by {prm['fault']} (labelled from its journal)", drops,
-                            prm.get("equals"), prm.get("min"), prm.get("max"))
-    if k == "traced_path":
-        fid = data.fault_ids.get(prm["fault"], "?")
-        n = sum(1 for j in data.journeys if _passes(j, fid, prm["through"]))
-        bounded = {"equals", "min", "max"} & set(prm)
-        return bounds_check(f"traced packets {prm['fault']} acted on, then through {' > '.join(prm['through'])}",
-                            n, prm.get("equals"), prm.get("min", None if bounded else 1), prm.get("max"))
-    if k == "counters_match_capture":
-        base = _select(data, prm)
-        having = compile_predicate(prm["having"])
-        hit = sum(1 for p in base if having(p))
-        c = data.counters.get(prm["fault"], {})
-        natural = len(base) - c.get("matched", 0)
-        return equal_check(f"counters_match_capture: {prm['having']} at {prm['capture']} = "
-                           f"(not eligible) + acted by {prm['fault']}", hit, natural + c.get("acted", 0))
-    if k == "first_segments":
-        # per TCP connection (5-tuple, one direction), the data segment with the lowest sequence number
-        first: dict[tuple, Packet] = {}
-        for p in data.packets.get(prm["capture"], []):
-            if p.tcp_flags is None or not p.payload_len:
-                continue
-            conn = (p.src, p.dst, p.sport, p.dport)
-            if conn not in first or _seq_before(p.seq, first[conn].seq):
-                first[conn] = p
-        having = compile_predicate(prm["having"])
-        hit = sum(1 for p in first.values() if having(p))
-        want = prm.get("connections", len(first))
-        return Check(f"first_segments: {prm['having']} on the first data segment of each connection at "
-                     f"{prm['capture']}", len(first) == want and hit == want and want > 0,
-                     f"{hit} of {len(first)} connections", f"all {want}")
-    if k == "out_of_order":
-        # per TCP connection (one direction), the data segments that arrived after a later one
-        pkts, times = _select_timed(data, prm)
-        late = late_segments(pkts, times)
-        want = prm.get("per_connection", 1)
-        conns = prm.get("connections", len(late))
-        having = compile_predicate(prm["having"]) if "having" in prm else None
-        counts = [len(v) for v in late.values()]
-        segs = [s for v in late.values() for s in v]
-        # late ones that are not what was asked: without the flag, or not their connection's first
-        wrong = [s for s in segs if (having and not having(s.packet)) or (prm.get("first") and not s.first)]
-        # share < 1: at least that share of the connections have exactly `want`, every other none
-        share = float(prm.get("share", 1.0))
-        exact = sum(1 for n in counts if n == want)
-        ok = (len(late) == conns and conns > 0 and not wrong and all(n in (0, want) for n in counts)
-              and exact >= math.ceil(share * conns - 1e-9))
-        told = "; ".join(s.describe() for s in segs[:3]) + (f"; +{len(segs) - 3} more" if len(segs) > 3 else "")
-        return Check(f"out_of_order: {want} late data segment(s) per connection at {prm['capture']}"
-                     + (f" among {prm['of']}" if "of" in prm else ""), ok,
-                     f"{len(late)} connections ({exact} with {want}), late segments per connection: {counts[:40]}"
-                     + (f"; {told}" if told else "")
-                     + (f"; not as asked: {', '.join(s.describe() for s in wrong[:3])}" if wrong else ""),
-                     f"{conns} connections, {want} each"
-                     + (f" (at least {math.ceil(share * conns - 1e-9)} of them; the others none)" if share < 1 else "")
-                     + (f", each late one {prm['having']}" if having else "")
-                     + (", each its connection's first data segment" if prm.get("first") else ""))
-    if k == "throughput_ratio":
-        return throughput_ratio_check(prm, connection_throughputs(data, prm["capture"], prm["of"]),
-                                      connection_throughputs(data, prm["capture"], prm["control"]), conf)
-    if k == "kernel_counter":
-        return kernel_counter_check(prm, data.kernel_counters)
-    if k == "journal_matches":
-        having = compile_predicate(prm["having"])
-        seen = Counter(p.journal_key() for p in _select(data, prm) if having(p))
-        journal = Counter(e.key() for e in data.journal.get(prm["fault"], []))
-        lost = data.journal_lost.get(prm["fault"], 0)
-        both = sum((seen & journal).values())
-        return Check(f"journal_matches: {prm['having']} at {prm['capture']} = what {prm['fault']}'s journal recorded",
-                     seen == journal and lost == 0 and both > 0,
-                     f"{sum(seen.values())} seen, {sum(journal.values())} recorded, {both} in both"
-                     + (f", {lost} events lost" if lost else ""),
-                     "the same packets, at least one")
-    if k == "delay":
-        return delay_check(prm, echo_delays_ns(data, prm["capture"]), data.journal.get(prm["fault"], []), conf,
-                           data.journal.get(prm.get("reference"), []))
-    if k == "throughput":
-        bps = throughput_bps(data, prm["capture"], prm.get("of", "all"))
-        lo = parse_rate("min", str(prm["min"])) if "min" in prm else None
-        hi = parse_rate("max", str(prm["max"])) if "max" in prm else None
-        want = []
-        if "or_share_of" in prm:
-            ref = throughput_bps(data, prm["capture"], prm["or_share_of"]["of"])
-            share = prm["or_share_of"]["share"]
-            want.append(f"{prm['or_share_of']['of']}: {ref / 1e6:.2f} Mbit/s" if ref else "no reference")
-            if lo is not None and ref:
-                lo = min(lo, share * ref)
-        ok = bps is not None and (lo is None or bps >= lo) and (hi is None or bps <= hi)
-        return Check(f"throughput: data of {prm.get('of', 'all')} at {prm['capture']}", ok,
-                     f"{bps / 1e6:.2f} Mbit/s" if bps else "no data",
-                     " and ".join(([f">= {lo / 1e6:.2f} Mbit/s"] if lo is not None else [])
-                                  + ([f"<= {prm['max']}"] if hi is not None else []))
-                     + (f" ({want[0]})" if want else ""))
-    raise AssertionError(f"unhandled expectation {k}")
+def evaluate(e, data: RunData) -> Check:
+    """Judge what a run collected by one expectation (a schema.ExpectEntry): its kind's class
+    (expectations.py) does."""
+    return e.expectation.evaluate(e.params, data)
 
 
 def throughput_bps(data: RunData, capture: str, of: str) -> float | None:
@@ -277,12 +112,6 @@ def delay_check(prm: dict, pairs: list[tuple[float, Packet]], journal: list, con
                                                                   if check_mean else ""))
 
 
-def out_of_order(packets: list[Packet]) -> dict[tuple, list[Packet]]:
-    """Per TCP connection (one direction), the data segments that arrived after a segment with a
-    later sequence number."""
-    return {c: [s.packet for s in v] for c, v in late_segments(packets).items()}
-
-
 _FLAG_LETTERS = (("S", 0x02), ("F", 0x01), ("R", 0x04), ("P", 0x08), ("U", 0x20), ("E", 0x40), ("W", 0x80),
                  (".", 0x10))
 
@@ -332,16 +161,16 @@ def late_segments(packets: list[Packet], times: list[float] | None = None) -> di
             continue
         conn = (p.src, p.dst, p.sport, p.dport)
         found.setdefault(conn, [])
-        if conn not in lowest or _seq_before(p.seq, lowest[conn]):
+        if conn not in lowest or seq_before(p.seq, lowest[conn]):
             lowest[conn] = p.seq
         if p.seq in seen.setdefault(conn, set()):
             continue   # a retransmission
         seen[conn].add(p.seq)
         end = (p.seq + p.payload_len) & 0xFFFFFFFF
-        if conn in top and _seq_before(p.seq, top[conn]):
-            found[conn].append((p, t, [u for s, u in arrived[conn] if _seq_before(p.seq, s)]))
+        if conn in top and seq_before(p.seq, top[conn]):
+            found[conn].append((p, t, [u for s, u in arrived[conn] if seq_before(p.seq, s)]))
         arrived.setdefault(conn, []).append((p.seq, t))
-        if conn not in top or _seq_before(top[conn], end):
+        if conn not in top or seq_before(top[conn], end):
             top[conn] = end
     return {conn: [LateSegment(p, p.sport, p.dport, p.seq, (p.seq - lowest[conn]) & 0xFFFFFFFF, p.payload_len,
                                flags_text(p.tcp_flags), len(over), (t - min(over)) * 1e3 if over else 0.0,
@@ -424,12 +253,12 @@ def kernel_counter_check(prm: dict, grown: dict[tuple, dict[str, int]]) -> Check
     return check
 
 
-def _seq_before(a: int, b: int) -> bool:
+def seq_before(a: int, b: int) -> bool:
     """TCP sequence order, with wrap-around."""
     return ((a - b) & 0xFFFFFFFF) > 0x7FFFFFFF
 
 
-def _passes(journey: list, fault_id: str, through: list[str]) -> bool:
+def passes_through(journey: list, fault_id: str, through: list[str]) -> bool:
     """The fault acted on this packet, and after that its hops pass each point of through in order."""
     hops = sorted(journey, key=lambda h: h.ts_ns)
     # ACT: it changed the packet; DUP: it copied it (a drop ends the journey)

@@ -1,5 +1,6 @@
 """The scenario file reference (docs/scenarios.md, `faultinj run --schema`), made from the schema's
-own tables (schema.py: TOP_KEYS, LAB_KEYS, ..., TRAFFIC_KINDS, EXPECT_KINDS) and a sentence per key.
+own tables (schema.py: TOP_KEYS, LAB_KEYS, ..., TRAFFIC_KINDS) and a sentence per key, and from the
+expectation kinds' classes (expectations.py: each describes itself and its keys).
 
 `undocumented()` lists every key and kind the schema takes that has no sentence here (and every
 sentence for a key it no longer takes): a new expectation kind or key fails the test until it is
@@ -9,6 +10,7 @@ described. Regenerate the file with `faultinj run --schema > docs/scenarios.md`.
 from __future__ import annotations
 
 from . import schema
+from .expectations import KINDS
 from .predicates import FIELDS, _WORDS
 
 # part of a file -> (where it sits, what it is, {key: what it means})
@@ -127,93 +129,6 @@ TRAFFIC: dict[str, tuple[str, dict[str, str]]] = {
     }),
 }
 
-_RATE = "the expected probability, 0..1 (or ratio)"
-_RATIO = "the expected rate as one in N (or p)"
-_CONF = "the confidence level, 0.5..1 (default 0.999)"
-_OF = "a packet predicate: which packets count (default all)"
-
-# expectation kind -> (what it checks, {key: what it means})
-EXPECT: dict[str, tuple[str, dict[str, str]]] = {
-    "fraction": ("the share of the selected packets at a capture that have a property is p: p inside the "
-                 "Wilson interval of what was seen (no packet selected: a failure that says so)", {
-        "capture": "the capture", "having": "the property, a packet predicate (e.g. psh)", "of": _OF,
-        "p": _RATE, "ratio": _RATIO, "confidence": _CONF}),
-    "fault_ratio": ("the fault's acted/matched counters show its rate (Wilson interval)", {
-        "fault": "the fault", "p": _RATE, "ratio": _RATIO, "confidence": _CONF}),
-    "uniform": ("a field of the selected packets is uniform over a range (chi-square), none outside", {
-        "capture": "the capture", "field": "ttl, sport, dport or payload_len", "range": "[low, high], whole numbers",
-        "of": _OF, "confidence": _CONF}),
-    "loss": ("the share of a udp traffic's datagrams lost is p (Wilson interval)", {
-        "traffic": "a udp traffic", "p": _RATE, "ratio": _RATIO, "confidence": _CONF}),
-    "tcp_intact": ("a tcp traffic arrived whole (every byte, the same SHA-256); short form `tcp_intact: NAME`", {
-        "traffic": "a tcp traffic"}),
-    "tcp_stalled": ("a tcp traffic did not complete (fewer bytes arrived than were sent): a rule meant to stall it", {
-        "traffic": "a tcp traffic"}),
-    "ovs_rule": ("an OpenFlow rule's packet count (ovs-ofctl dump-flows) at the end", {
-        "bridge": "an ovs bridge with flows", "rule": "the rule's index in the bridge's flows, from 0",
-        "equals": "exactly this many", "min": "at least", "max": "at most",
-        "at_least_acted": "a fault: at least as many as it acted on"}),
-    "checksum_errors": ("new TCP+UDP checksum errors counted by a host's stack (InCsumErrors)", {
-        "host": "the host", "equals": "how many (default 0)"}),
-    "capture_checksums": ("no selected packet at a capture has a bad IP or L4 checksum (and there is one)", {
-        "capture": "the capture", "of": _OF}),
-    "exit_code": ("a command traffic's exit code", {
-        "traffic": "a command traffic", "equals": "the code (default 0)"}),
-    "count": ("how many selected packets a capture has", {
-        "capture": "the capture", "of": _OF, "equals": "exactly this many", "min": "at least", "max": "at most"}),
-    "counter": ("a fault's counter at the end", {
-        "fault": "the fault", "counter": "seen, matched or acted", "equals": "exactly", "min": "at least",
-        "max": "at most"}),
-    "counters_match_capture": ("the selected packets having a property at a capture are exactly those the "
-                               "fault did not match plus those it acted on", {
-        "fault": "the fault", "capture": "the capture", "having": "the property the fault gives (e.g. psh)",
-        "of": _OF}),
-    "traced_drops": ("traced packets (trace:) whose journey ended in a drop by the fault, labelled so from "
-                     "its journal; needs trace:", {
-        "fault": "the fault", "equals": "exactly", "min": "at least", "max": "at most"}),
-    "traced_path": ("traced packets the fault acted on whose journey then passes these points in order; "
-                    "needs trace:", {
-        "fault": "the fault", "through": "hop points or their beginnings, e.g. [upcall, exec output]",
-        "equals": "exactly", "min": "at least (default 1)", "max": "at most"}),
-    "first_segments": ("the first data segment of every TCP connection at a capture has a property", {
-        "capture": "the capture", "having": "the property, e.g. psh",
-        "connections": "how many connections there must be (default: as many as seen, at least one)"}),
-    "journal_matches": ("the packets at a capture that show an anomaly are exactly those the fault's journal "
-                        "recorded (and at least one; no journal event lost)", {
-        "fault": "the fault", "capture": "the capture",
-        "having": "the anomaly, a packet predicate (required: e.g. bad_checksum, psh)", "of": _OF}),
-    "out_of_order": ("TCP data segments at a capture that arrived after a later one of their connection "
-                     "(retransmissions not counted), each named (ports, seq, how late, flags)", {
-        "capture": "the capture", "per_connection": "late segments each connection has (default 1)",
-        "connections": "how many connections have them (default: as many as have, at least one)",
-        "of": _OF + ", e.g. dport == 5201", "having": "a packet predicate each late segment must match (e.g. psh)",
-        "first": "true: each late segment is its connection's first data segment",
-        "share": "at least this share of the connections have exactly per_connection, every other none "
-                 "(default 1: all)"}),
-    "throughput_ratio": ("per-connection throughput of the `of` packets over that of the `control` packets at "
-                         "one capture in one run (each from its handshake's ACK to its last data segment): the ratio of their geometric means, its interval (on the "
-                         "logarithms: throughput noise is a factor) below max / above min", {
-        "capture": "the capture", "of": "the connections judged, a packet predicate",
-        "control": "the connections compared with (a predicate), e.g. an unfaulted flow beside",
-        "max": "the ratio's interval lies below this, e.g. 0.9 (it fell)", "min": "the interval lies above this",
-        "confidence": _CONF}),
-    "kernel_counter": ("how much a host's kernel counter grew (/proc/net/netstat, snmp, snmp6), over the named "
-                       "traffic entries' spans or the whole run", {
-        "host": "the host", "counter": "e.g. TcpExt.TCPOFOQueue (nstat's TcpExtTCPOFOQueue too)",
-        "traffic": "a traffic entry's name or a list of them: count over their spans only",
-        "equals": "exactly", "min": "at least", "max": "at most"}),
-    "delay": ("ICMP echo replies a delay fault held, timed request-in to reply-out at one capture, fit its "
-              "distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms", {
-        "capture": "the replying host's capture (one clock)", "fault": "the delay fault",
-        "confidence": _CONF,
-        "reference": "a delay fault without jitter on other replies at the same capture: the host's own "
-                     "time to send a held packet is taken from it"}),
-    "throughput": ("data bits per second of the selected packets at a capture, first to last", {
-        "capture": "the capture", "of": _OF, "min": "at least, e.g. 9mbit", "max": "at most, e.g. 11mbit",
-        "or_share_of": "{of: PREDICATE, share: 0.9}: min is at most that share of those packets' throughput"}),
-}
-
-
 def _tables() -> dict[str, tuple[set, set]]:
     """Each part of a file as the schema takes it: (required keys, optional keys)."""
     return {"the scenario": schema.TOP_KEYS, "lab": schema.LAB_KEYS, "link end": (set(), schema.END_KEYS),
@@ -237,10 +152,12 @@ def undocumented() -> list[str]:
 
     for part, (req, opt) in _tables().items():
         compare(part, set(req) | set(opt), PARTS.get(part, (None, None, None))[2])
-    for table, described, what in ((schema.TRAFFIC_KINDS, TRAFFIC, "traffic"), (schema.EXPECT_KINDS, EXPECT, "expect")):
-        for kind, (req, opt) in table.items():
-            compare(f"{what} {kind}", set(req) | set(opt), described[kind][1] if kind in described else None)
-        out += [f"{what} {k}: described, but the schema has no such kind" for k in described if k not in table]
+    for kind, (req, opt) in schema.TRAFFIC_KINDS.items():
+        compare(f"traffic {kind}", set(req) | set(opt), TRAFFIC[kind][1] if kind in TRAFFIC else None)
+    out += [f"traffic {k}: described, but the schema has no such kind" for k in TRAFFIC if k not in schema.TRAFFIC_KINDS]
+    for kind, x in KINDS.items():   # an expectation kind's keys are its descriptions: only blanks to find
+        out += [f"expect {kind}: not described"] if not x.what.strip() else []
+        out += [f"expect {kind}.{k}: not described" for k, said in x.keys.items() if not said.strip()]
     return out
 
 
@@ -255,7 +172,8 @@ def render() -> str:
     """docs/scenarios.md."""
     tables = _tables()
     out = ["# Scenario files: the reference", "",
-           "Made from the schema's own tables (`faultinj/scenario/schema.py`) by `faultinj run --schema`;",
+           "Made from the schema's own tables (`faultinj/scenario/schema.py`) and the expectation kinds' classes",
+           "(`faultinj/scenario/expectations.py`) by `faultinj run --schema`;",
            "a test fails when they differ, or when the schema takes a key described nowhere here.",
            "Every mistake in a file is reported as `file:line:column: what is wrong`, all at once, before",
            "anything runs. An example:", "", "```yaml", schema.__doc__.split("```yaml", 1)[1].split("```", 1)[0].strip(),
@@ -270,8 +188,8 @@ def render() -> str:
     out += ["## expectations (`expect[i]`)", "",
             "Each entry is `{KIND: {...}}` with one kind. Where a rate is judged, give `p` or `ratio`, not both.",
             ""]
-    for kind, (what, keys) in EXPECT.items():
-        out += [f"### `{kind}`", "", what, ""] + _keys_table(set(schema.EXPECT_KINDS[kind][0]), keys) + [""]
+    for kind, x in KINDS.items():
+        out += [f"### `{kind}`", "", x.what, ""] + _keys_table(set(x.required), x.keys) + [""]
     words = ", ".join(f"`{w}`" for w in _WORDS)
     out += ["## packet predicates (`of`, `having`)", "",
             f"Words: {words}; comparisons `FIELD OP NUMBER` on {', '.join(f'`{f}`' for f in FIELDS)} "

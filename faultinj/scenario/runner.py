@@ -119,8 +119,7 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
         progress(f"fault {f.name}: {rec['spec']} on {f.host}/{f.interface} via {rec.get('attach_kind') or rec['attach_mode']} "
                  f"(seed {rec['seed']}{', kernel ' + host.kernel if host.kernel else ''})")
 
-    journaled = {e.params[k] for e in scn.expect if e.kind in ("journal_matches", "delay")
-                 for k in ("fault", "reference") if k in e.params}
+    journaled = {e.params[k] for e in scn.expect for k in e.expectation.journals if k in e.params}
     stop_drain = threading.Event()
     fault_host = {f.name: f.host for f in scn.faults}
 
@@ -191,10 +190,10 @@ def run(scn: Scenario, pcap_dir: str | None = None, keep: bool = False,
                 apply_fault(f)
         for c in scn.captures:
             captures[c.name] = (hosts[c.host], hosts[c.host].capture_start(c.interface, c.snaplen, c.direction))
-        csum_hosts = {e.params["host"] for e in scn.expect if e.kind == "checksum_errors"}
+        csum_hosts = {e.params["host"] for e in scn.expect if e.expectation.reads == "csum_errors"}
         csum_before = {h: hosts[h].csum_errors() for h in csum_hosts}
-        # kernel counters of the hosts kernel_counter names: at the start, around each traffic entry
-        counted = {e.params["host"] for e in scn.expect if e.kind == "kernel_counter"}
+        # kernel counters of the hosts an expectation reads them from: at the start, around each traffic entry
+        counted = {e.params["host"] for e in scn.expect if e.expectation.reads == "kernel_counters"}
         counters_at_start = {h: hosts[h].kernel_counters() for h in counted}
         for f in scn.faults:
             if f.at:

@@ -36,14 +36,13 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
-from ..faults.time_faults import ns_of, parse_rate
 from ..inject.lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
 from ..inject.ovs import PROTOCOLS as OVS_PROTOCOLS
 from ..inject.ovs import VLAN_MODES as OVS_VLAN_MODES
 from ..inject.ovs import OvsBridgeSpec, OvsPortSpec
 from ..inject.ovs import check_flow as ovs_check_flow
 from ..inject.runtimes import RUNTIMES
-from .predicates import compile_predicate
+from .expectations import KINDS, Entries, Expectation
 
 
 class ScenarioError(SpecError):
@@ -142,6 +141,9 @@ class _Ctx:
             if k not in m:
                 self.fail(m.mark, f"{where} lacks '{k}'")
 
+    def whole(self, m: YMap, key: str, where: str, default: int, lo: int, hi: int) -> int:
+        return _pos_int(self, m, key, where, default, lo, hi)
+
     def typed(self, m: YMap, key: str, types, where: str, default=None):
         if key not in m:
             return default
@@ -217,6 +219,11 @@ class ExpectEntry:
     params: dict
     line: int
 
+    @property
+    def expectation(self) -> Expectation:
+        """The kind's class (expectations.py): its evaluation, its plot."""
+        return KINDS[self.kind]
+
 
 @dataclass
 class TraceEntry:
@@ -253,52 +260,6 @@ class Scenario:
         raise KeyError(host)
 
 
-EXPECT_KINDS = {
-    # kind: (required, optional)
-    "fraction": ({"capture", "having"}, {"of", "p", "ratio", "confidence"}),
-    "fault_ratio": ({"fault"}, {"p", "ratio", "confidence"}),
-    "uniform": ({"capture", "field", "range"}, {"of", "confidence"}),
-    "loss": ({"traffic"}, {"p", "ratio", "confidence"}),
-    "tcp_intact": ({"traffic"}, set()),
-    # the transfer did not complete: fewer bytes arrived than were to be sent (a rule meant to stall it)
-    "tcp_stalled": ({"traffic"}, set()),
-    # an OpenFlow rule's packet count (ovs-ofctl dump-flows) at the end; at_least_acted: >= that fault's acted
-    "ovs_rule": ({"bridge", "rule"}, {"equals", "min", "max", "at_least_acted"}),
-    "checksum_errors": ({"host"}, {"equals"}),
-    "capture_checksums": ({"capture"}, {"of"}),
-    "exit_code": ({"traffic"}, {"equals"}),
-    "count": ({"capture"}, {"of", "equals", "min", "max"}),
-    "counter": ({"fault", "counter"}, {"equals", "min", "max"}),
-    "counters_match_capture": ({"fault", "capture", "having"}, {"of"}),
-    # traced packets (trace:) whose journey ended in a drop by the fault, labelled so from its journal
-    "traced_drops": ({"fault"}, {"equals", "min", "max"}),
-    # traced packets the fault acted on whose journey then passes these points in this order (each a
-    # hop's point or its beginning: upcall, "exec output", a tracepoint's name); default min 1
-    "traced_path": ({"fault", "through"}, {"equals", "min", "max"}),
-    "first_segments": ({"capture", "having"}, {"connections"}),
-    # the packets of a capture showing an anomaly are exactly those the fault's journal recorded
-    "journal_matches": ({"fault", "capture", "having"}, {"of"}),
-    # TCP data segments that arrived after a later one of their connection (reordering), each named;
-    # of: which packets (e.g. dport == 5201); having: each late one is so (psh); first: each late one is
-    # its connection's first data segment
-    # share: at least that share of the connections have exactly per_connection, the others none
-    "out_of_order": ({"capture"}, {"per_connection", "connections", "of", "having", "first", "share"}),
-    # per-connection throughput of `of` over that of `control` (same capture, same run): the ratio of
-    # geometric means, its interval (on the logarithms) at confidence below max / above min
-    "throughput_ratio": ({"capture", "of", "control"}, {"max", "min", "confidence"}),
-    # how much a host's kernel counter (TcpExt.TCPOFOQueue, or nstat's TcpExtTCPOFOQueue) grew, over
-    # the named traffic entries (each one's own span) or over the whole run
-    "kernel_counter": ({"host", "counter"}, {"traffic", "equals", "min", "max"}),
-    # ICMP echo requests in and their replies out at one capture (one host's clock): the time between
-    # them fits the delay fault's distribution (Kolmogorov-Smirnov), mean within 5% for D >= 10 ms
-    # reference: a delay fault without jitter on other replies at the same capture: how late the host
-    # sends a held packet (its measured minus its delay) is taken from there, not from undelayed replies
-    "delay": ({"capture", "fault"}, {"confidence", "reference"}),
-    # data bits per second of the selected packets at a capture, first to last: min/max like 9mbit;
-    # or_share_of: {of: PRED, share: 0.9}: min is at most that share of those packets' throughput (an
-    # unpaced flow beside: what the sender manages at all)
-    "throughput": ({"capture"}, {"of", "min", "max", "or_share_of"}),
-}
 TRAFFIC_KINDS = {
     "ping": ({"from", "to"}, {"count", "interval", "size", "v6", "timeout"}),
     "tcp": ({"from", "to"}, {"bytes", "port", "v6", "seed", "connections", "timeout"}),
@@ -846,144 +807,16 @@ def _capture(ctx, c, i, hosts, interfaces) -> CaptureEntry:
 
 def _expect(ctx, e, refs, traffic, lab: TopologySpec, faults=(), traced: bool = False) -> ExpectEntry:
     if not isinstance(e, YMap) or len(e) != 1:
-        ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(EXPECT_KINDS)}, with its settings")
+        ctx.fail(getattr(e, "mark", None), f"an expectation is one of: {', '.join(KINDS)}, with its settings")
     kind = next(iter(e))
-    if kind not in EXPECT_KINDS:
-        ctx.keys(e, "expect", optional=EXPECT_KINDS)
+    if kind not in KINDS:
+        ctx.keys(e, "expect", optional=KINDS)
     params = e[kind]
-    required, optional = EXPECT_KINDS[kind]
-    if isinstance(params, str) and len(required) == 1:  # short form: `tcp_intact: transfer`
-        p = YMap({next(iter(required)): params})
-        p.mark, p.key_marks, p.value_marks = e.value_marks[kind], {}, {next(iter(required)): e.value_marks[kind]}
+    x = KINDS[kind]
+    if isinstance(params, str) and len(x.required) == 1:  # short form: `tcp_intact: transfer`
+        p = YMap({next(iter(x.required)): params})
+        p.mark, p.key_marks, p.value_marks = e.value_marks[kind], {}, {next(iter(x.required)): e.value_marks[kind]}
         params = p
-    ctx.keys(params, kind, required=required, optional=optional)
-    for key, what in (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("host", "host"),
-                      ("bridge", "bridge"), ("at_least_acted", "fault"), ("reference", "fault")):
-        if key == "host" and key in params:
-            params[key] = refs["host"].ref(ctx, params, key, kind)
-        elif key in params and not (kind == "kernel_counter" and key == "traffic"):   # there: one or a list
-            ctx.ref(params, key, refs[what], what, kind)
-    if kind in ("first_segments", "out_of_order") and "connections" in params:
-        _pos_int(ctx, params, "connections", kind, 1, 1, 10**6)
-    if kind == "out_of_order" and "per_connection" in params:
-        _pos_int(ctx, params, "per_connection", kind, 1, 0, 10**6)
-    if kind == "out_of_order" and "first" in params:
-        ctx.typed(params, "first", bool, kind)
-    if kind == "out_of_order" and "share" in params:
-        share = ctx.typed(params, "share", (int, float), kind)
-        if not 0 < share <= 1:
-            ctx.fail(params.value_marks["share"], f"{kind}.share must be in (0, 1]")
-    if kind == "throughput_ratio":
-        try:
-            compile_predicate(params["control"])
-        except SpecError as exc:
-            ctx.fail(params.value_marks["control"], f"{kind}.control: {exc}")
-        if "min" not in params and "max" not in params:
-            ctx.fail(params.mark, "throughput_ratio needs max (it fell: e.g. max: 0.9) or min")
-        for key in ("min", "max"):
-            if key in params and ctx.typed(params, key, (int, float), kind) <= 0:
-                ctx.fail(params.value_marks[key], f"{kind}.{key}: a ratio above 0, e.g. 0.9")
-    if kind == "kernel_counter":
-        counter = ctx.typed(params, "counter", str, kind)
-        if not re.match(r"^[A-Za-z][A-Za-z0-9]*\.?[A-Za-z0-9_]+$", counter):
-            ctx.fail(params.value_marks["counter"], f"{kind}.counter: a name like TcpExt.TCPOFOQueue "
-                     "(/proc/net/netstat, snmp, snmp6; nstat's TcpExtTCPOFOQueue too)")
-        spans = params.get("traffic")
-        if spans is not None:
-            names = [spans] if isinstance(spans, str) else spans
-            if not isinstance(names, list) or not names or not all(isinstance(t, str) for t in names):
-                ctx.fail(params.value_marks["traffic"], f"{kind}.traffic: a traffic entry's name or a list of them")
-            for t in names:
-                if t not in refs["traffic"]:
-                    ctx.fail(params.value_marks["traffic"], f"{kind}.traffic: no traffic '{t}'; known: "
-                             f"{', '.join(refs['traffic']) or 'none'}")
-        for key in ("equals", "min", "max"):
-            if key in params:
-                _pos_int(ctx, params, key, kind, 0, 0, 2**63)
-    for key in ("of", "having"):
-        if key in params:
-            try:
-                compile_predicate(params[key])
-            except SpecError as exc:
-                ctx.fail(params.value_marks[key], f"{kind}.{key}: {exc}")
-    if {"p", "ratio"} & (required | optional):
-        if "p" in params and "ratio" in params:
-            ctx.fail(params.mark, f"{kind}: give p or ratio, not both")
-        if kind in ("fraction", "fault_ratio", "loss") and "p" not in params and "ratio" not in params:
-            ctx.fail(params.mark, f"{kind} needs p (a probability) or ratio (one in N)")
-        if "p" in params:
-            p = ctx.typed(params, "p", (int, float), kind)
-            if not 0 <= p <= 1:
-                ctx.fail(params.value_marks["p"], f"{kind}.p must be 0..1")
-        if "ratio" in params:
-            _pos_int(ctx, params, "ratio", kind, 1, 1, 10**9)
-    if "confidence" in params:
-        c = ctx.typed(params, "confidence", float, kind)
-        if not 0.5 <= c < 1:
-            ctx.fail(params.value_marks["confidence"], f"{kind}.confidence must be in [0.5, 1)")
-    if kind == "uniform":
-        rng = params["range"]
-        if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(x, int) for x in rng) and rng[0] < rng[1]):
-            ctx.fail(params.value_marks["range"], "uniform.range must be [low, high], whole numbers, low < high")
-        if params["field"] not in ("ttl", "sport", "dport", "payload_len"):
-            ctx.fail(params.value_marks["field"], "uniform.field must be ttl, sport, dport or payload_len")
-    if kind == "loss":
-        t = next((t for t in traffic if t.name == params["traffic"]), None)   # None: it has a mistake told
-        if t is not None and t.kind != "udp":
-            ctx.fail(params.value_marks["traffic"], f"loss is measured on udp traffic; '{t.name}' is {t.kind}")
-    if kind in ("tcp_intact", "tcp_stalled"):
-        t = next((t for t in traffic if t.name == params["traffic"]), None)
-        if t is not None and t.kind != "tcp":
-            ctx.fail(params.value_marks["traffic"], f"{kind} needs tcp traffic; '{t.name}' is {t.kind}")
-    if kind == "ovs_rule":
-        flows = lab.ovs[params["bridge"]].flows if params["bridge"] in lab.ovs else []
-        if not flows:
-            ctx.fail(params.value_marks["bridge"], f"ovs_rule: bridge {params['bridge']} has no flows of its own")
-        _pos_int(ctx, params, "rule", "ovs_rule", 0, 0, len(flows) - 1)
-        for key in ("equals", "min", "max"):
-            if key in params:
-                _pos_int(ctx, params, key, "ovs_rule", 0, 0, 2**63)
-    if kind == "delay":
-        for key in ("fault", "reference"):
-            if key not in params:
-                continue
-            spec = next(f.spec for f in faults if f.name == params[key])
-            if spec.name != "delay":
-                ctx.fail(params.value_marks[key], f"delay: fault '{params[key]}' is {spec.name}, not a delay")
-            o = spec.options
-            if key == "reference" and o.get("jitter", 0):
-                ctx.fail(params.value_marks[key], f"delay.reference: fault '{params[key]}' must have no jitter")
-            params["model" if key == "fault" else "reference_ns"] = (
-                {"delay_ns": ns_of(spec.value), "jitter_ns": o.get("jitter", 0), "dist": o.get("dist", "uniform")}
-                if key == "fault" else ns_of(spec.value))
-    if kind == "throughput":
-        share = params.get("or_share_of")
-        if share is not None:
-            if not isinstance(share, dict) or set(share) != {"of", "share"} or not isinstance(share["share"], float) \
-                    or not 0 < share["share"] <= 1:
-                ctx.fail(params.value_marks["or_share_of"], "throughput.or_share_of: {of: PREDICATE, share: 0.9}")
-            try:
-                compile_predicate(share["of"])
-            except SpecError as exc:
-                ctx.fail(params.value_marks["or_share_of"], f"throughput.or_share_of.of: {exc}")
-        if "min" not in params and "max" not in params:
-            ctx.fail(params.mark, "throughput needs min or max (bits per second, e.g. 9mbit)")
-        for key in ("min", "max"):
-            if key in params:
-                try:
-                    parse_rate(f"throughput.{key}", str(params[key]))
-                except SpecError as exc:
-                    ctx.fail(params.value_marks[key], str(exc))
-    if kind == "traced_path":
-        through = params["through"]
-        if not (isinstance(through, list) and through and all(isinstance(t, str) and t for t in through)):
-            ctx.fail(params.value_marks["through"], "traced_path.through: a list of hop points, e.g. "
-                     "[upcall, exec output]")
-        for key in ("equals", "min", "max"):
-            if key in params:
-                _pos_int(ctx, params, key, "traced_path", 0, 0, 10**6)
-    if kind in ("traced_drops", "traced_path") and not traced:
-        ctx.fail(e.mark, f"{kind}: the scenario traces nothing: add trace: {{filter: ..., count: N}}")
-    if kind == "counter" and params["counter"] not in ("seen", "matched", "acted"):
-        ctx.fail(params.value_marks["counter"], "counter must be seen, matched or acted")
+    ctx.keys(params, kind, required=x.required, optional=x.optional)
+    x.validate(ctx, params, Entries(refs, traffic, lab, faults, traced), e.mark)
     return ExpectEntry(kind, dict(params), e.mark.line + 1)
