@@ -75,10 +75,6 @@ class Record:
     specs: dict = field(default_factory=dict)   # str(gen) -> spec, for gen < self.gen
     # what apply found that may keep the fault from acting (inject/advice.py); status says it afresh
     warnings: list = field(default_factory=list)
-    # set by clear: the counters read after the program was detached and before its maps were
-    # unpinned, so they hold every packet it acted on (a status read before clear can miss the last)
-    final_counters: dict | None = None
-    final_journal_lost: int = 0      # and its journal events no longer kept then
     # who applied it (current_user(): the sudo user, else the uid's name); "" in records from before
     user: str = ""
     # the name of what applied it, when one thing applied several faults (a Chaos Mesh manifest's
