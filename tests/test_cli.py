@@ -140,6 +140,44 @@ def test_status_help_set_and_clear_import_no_netlink_library_nor_scapy(lab):
         faultinj.clear(fault_id=rec.id)
 
 
+def test_status_and_clear_of_a_tcx_fault_load_no_netlink_library_nor_the_catalogue(lab, kernel_features):
+    """A fault on a tcx link has no tc filter before it (tcx runs first), so neither `status` nor
+    `apply` dumps the hook's filters through pyroute2 (~100 ms of imports); `status` and `clear`
+    read files and maps and never load the fault catalogue either."""
+    import faultinj
+
+    if not kernel_features["tcx links"]:
+        pytest.skip("this kernel has no tcx links: a tc filter's hook is dumped to find filters before it")
+    a = lab.a
+    rec = faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
+    cleared = False
+    try:
+        assert rec.attach_kind == "tcx-link" and rec.tc_prio is None, rec
+        mods = _imported_by("status", "--netns", a.netns)
+        assert "faultinj" in mods and not mods & HEAVY, mods & HEAVY
+        import subprocess
+        import sys
+
+        probe = _IMPORTS_OF.replace('{m.split(".")[0] for m in sys.modules}', 'sys.modules')
+        for args in (["status", "--netns", a.netns], ["clear", a.ifname, "--netns", a.netns]):
+            r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd="/")
+            loaded = set(r.stderr.strip().splitlines()[-1].split())
+            assert "faultinj.faultstatus" in loaded or "faultinj.removal" in loaded, r.stderr
+            assert "faultinj.faults" not in loaded and "pyroute2" not in loaded, (args, r.stderr[-300:])
+        cleared = True
+        assert faultinj.status(fault_id=rec.id) == []   # the clear above did happen
+    finally:
+        if not cleared:
+            faultinj.clear(fault_id=rec.id)
+
+
+def test_the_custom_programs_name_is_the_catalogues():
+    from faultinj.faults import PROGRAM
+    from faultinj.inject.state import CUSTOM_PROGRAM
+
+    assert PROGRAM.name == CUSTOM_PROGRAM
+
+
 def test_version():
     from importlib.metadata import version
 

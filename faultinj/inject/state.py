@@ -22,6 +22,9 @@ from typing import Any, Iterator
 from ..errors import EnvironmentProblem, StateError
 
 BPFFS = "/sys/fs/bpf"
+# the fault name of a user's own program (faults.PROGRAM.name: tests/test_cli.py), known here so
+# that status tells one without loading the fault catalogue
+CUSTOM_PROGRAM = "program"
 
 
 def run_dir() -> Path:
@@ -98,6 +101,11 @@ class Record:
     def spec_at(self, gen: int) -> str:
         """The spec in force at configuration generation gen."""
         return self.specs.get(str(gen), self.spec) if gen != self.gen else self.spec
+
+    @property
+    def custom(self) -> bool:
+        """A user's own program (apply --program): no faultinj config, counters or journal."""
+        return self.fault == CUSTOM_PROGRAM
 
     @property
     def where(self) -> str:
