@@ -677,6 +677,11 @@ def startup_time(rounds: int) -> dict:
     floor of the CLI library (`python -c 'import typer'`) in the same round: `status` with 10 faults
     applied, `apply` and `clear` of one more, `--version`, `--help`. Goal (issue 22): apply, status and
     clear each ≤ 1.5× the typer floor."""
+    import compileall
+
+    # faultinj's bytecode cached as `pip install` leaves it (typer's is): a run with
+    # PYTHONDONTWRITEBYTECODE=1 would otherwise compile every module at every start
+    compileall.compile_dir(str(ROOT / "faultinj"), quiet=1)
     py = [sys.executable, "-c", "pass"]
     floor = [sys.executable, "-c", "import typer"]
     res: dict = {}
