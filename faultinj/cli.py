@@ -334,7 +334,7 @@ def clear(
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
     removed = api.clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
-                       pid=pid, container=container, runtime=runtime, mine=mine, name=name)
+                        pid=pid, container=container, runtime=runtime, mine=mine, name=name)
     if as_json:
         _print_json([r.to_json() for r in removed])
         return
@@ -982,8 +982,25 @@ def metrics(
         server.server_close()
 
 
+def _only_the_command_asked(argv: list[str]) -> typer.Typer:
+    """Typer turns every command into click parameters at each start (~10 ms for all of them): when
+    argv names a command (the first word that is not an option: the group's own options are flags),
+    the app with that command alone. The group's help, a bare `faultinj` and an unknown name get
+    the whole app."""
+    import copy
+
+    word = next((a for a in argv if not a.startswith("-")), None)
+    if word is None:
+        return app
+    one = copy.copy(app)
+    one.registered_commands = [c for c in app.registered_commands
+                               if (c.name or typer.main.get_command_name(c.callback.__name__)) == word]
+    one.registered_groups = [g for g in app.registered_groups if g.name == word]
+    return one if one.registered_commands or one.registered_groups else app
+
+
 def main() -> None:
-    app()
+    _only_the_command_asked(sys.argv[1:])()
 
 
 if __name__ == "__main__":

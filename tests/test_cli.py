@@ -178,6 +178,31 @@ def test_the_custom_programs_name_is_the_catalogues():
     assert PROGRAM.name == CUSTOM_PROGRAM
 
 
+@pytest.mark.parametrize("args", [["status", "--help"], ["--traceback", "faults"], ["lab", "--help"], ["lab", "up", "--help"],
+                                  ["nosuch"], ["apply", "drop=1", "x0", "--no-such-flag", "--json"]])
+def test_the_command_built_alone_answers_as_the_whole_app(args):
+    """main() builds only the command argv names (typer's start-up cost per command); what it prints
+    and its exit code are the whole app's."""
+    import subprocess
+    import sys
+
+    from faultinj.cli import _only_the_command_asked
+
+    from faultinj.cli import app
+
+    whole = runner.invoke(app, args, prog_name="faultinj")
+    one = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'faultinj'; "
+                          "from faultinj.cli import main; main()", *args], capture_output=True, text=True,
+                         env={**__import__("os").environ, "COLUMNS": "80"})
+    assert (one.returncode, one.stdout) == (whole.exit_code, whole.stdout)
+    assert one.stderr == whole.stderr
+    built = _only_the_command_asked(args)
+    named = [a for a in args if not a.startswith("-")]
+    every = len(app.registered_commands) + len(app.registered_groups)
+    assert len(built.registered_commands) + len(built.registered_groups) == (
+        1 if named and named[0] != "nosuch" else every)
+
+
 def test_version():
     from importlib.metadata import version
 
