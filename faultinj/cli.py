@@ -1,10 +1,12 @@
-"""The `faultinj` command: a thin layer over faultinj.api (each command imports only the part it calls).
+"""The `faultinj` command: parses, calls faultinj.api (which loads only the part a command calls) or,
+for scenarios, faultinj.scenario, and prints.
 
 One error boundary (`_boundary`) turns a FaultinjError into one line on
 stderr and its exit status; `--traceback` shows the Python traceback instead.
-"""
 
-from __future__ import annotations
+No `from __future__ import annotations` here: typer reads every command's annotations at each start,
+and as strings each is compiled and evaluated again (~10 ms of every command).
+"""
 
 import functools
 import json
@@ -17,6 +19,8 @@ from typing import List, Optional
 import typer
 import typer.core
 
+from . import api
+from ._version import __version__
 from .errors import ExitStatus, FaultinjError, SpecError, from_foreign
 
 class _Group(typer.core.TyperGroup):
@@ -71,7 +75,6 @@ NetnsPathOpt = typer.Option(None, "--netns-path", help="Work in the network name
 # one fault by id: --id everywhere, --fault its alias (verify said --fault, the others --id)
 HOOKS_SHOWN = "[xdp|ingress|egress]"          # and tc-ingress, tc-egress: the same hooks, long names
 TC_MODES_SHOWN = "[cls_bpf|matchall]"
-DIRECTIONS = ("in", "out", "any")
 # every filter key of faults/match.py (KEYS), as apply --help shows it (a test checks none is left out)
 FILTERS_SHOWN = ("src=, dst= (an address or CIDR); proto= (tcp, udp, icmp, icmpv6 or a number); sport=, "
                  "dport= (a port or a range 1024-2047); flags= (TCP flags present/absent, e.g. +syn-ack); vlan= "
@@ -91,12 +94,9 @@ RuntimeOpt = typer.Option(None, "--runtime", metavar="[docker|podman|containerd]
 
 def _version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            typer.echo(f"faultinj {version('faultinj')}")
-        except PackageNotFoundError:   # run from a source tree
-            typer.echo("faultinj (not installed)")
+        # the package's own (pyproject's version: tests/test_cli.py); importlib.metadata would cost
+        # a third of the interpreter's start
+        typer.echo(f"faultinj {__version__}")
         raise typer.Exit()
 
 
@@ -161,15 +161,6 @@ def _boundary(fn):
     return wrapper
 
 
-def _names_a_fault(word: str) -> bool:
-    """Does the word start with a catalogue fault's name (psh-ratio=5, drop,proto=udp, drop@xdp)?"""
-    import re
-
-    from .faults import CATALOGUE
-
-    return re.split(r"[=,@]", word, maxsplit=1)[0].strip() in CATALOGUE
-
-
 def _n(count: int, word: str) -> str:
     """'1 fault', '2 faults'."""
     return f"{count} {word}{'' if count == 1 else 's'}"
@@ -232,31 +223,10 @@ def apply(
     """Attach a fault (or --program FILE.c INTERFACE); it keeps running after faultinj exits.
     Where: INTERFACE here, or in --netns, --netns-path, --pid or --container; --peer-of CONTAINER
     attaches on the far end of the container's veth INTERFACE (default eth0)."""
-    from .lifecycle import apply as do_apply, apply_program
-
-    where = dict(netns_path=netns_path, pid=pid, container=container, runtime=runtime, peer_of=peer_of,
-                 attach_kind=attach_kind, first=first, before=before, after=after)
-    if program:
-        if spec and interface:
-            raise SpecError(f"--program takes the place of a fault spec: give only the interface "
-                            f"(faultinj apply --program {program} {interface})")
-        if seed is not None or duration is not None:
-            raise SpecError("a custom program has no faultinj seed or deadline: leave out --seed and --duration")
-        iface = interface or spec or ("eth0" if peer_of else None)
-        if not iface:
-            raise SpecError(f"give the interface: faultinj apply --program {program} INTERFACE")
-        rec = apply_program(program, iface, section=section, hook=hook, netns_name=netns, replace=replace,
-                            tc_mode=tc_mode, prio=prio, **where)
-    else:
-        if section:
-            raise SpecError("--section goes with --program FILE.c")
-        if peer_of and spec and not interface:
-            interface = "eth0"
-        if not spec or not interface:
-            raise SpecError("give a fault spec and an interface, e.g. faultinj apply psh-ratio=10 eth0 "
-                            "(see 'faultinj faults')")
-        rec = do_apply(spec, interface, netns_name=netns, seed=seed, duration=duration, replace=replace,
-                       tc_mode=tc_mode, hook=hook, prio=prio, **where)
+    rec = api.apply_command(spec, interface, program=program, section=section, seed=seed, duration=duration,
+                            peer_of=peer_of, hook=hook, netns_name=netns, replace=replace, tc_mode=tc_mode,
+                            prio=prio, netns_path=netns_path, pid=pid, container=container, runtime=runtime,
+                            attach_kind=attach_kind, first=first, before=before, after=after)
     if as_json:
         _print_json(rec.to_json())
     else:
@@ -276,9 +246,7 @@ def status(
     as_json: bool = JsonOpt,
 ):
     """Every fault faultinj applied: where, hook, spec, seed, deadline, live counters."""
-    from .faultstatus import status as do_status
-
-    rows = do_status(netns_name=netns, all_namespaces=netns is None)
+    rows = api.status(netns_name=netns, all_namespaces=netns is None)
     if as_json:
         _print_json([r.to_json() for r in rows])
         return
@@ -336,15 +304,8 @@ def set_(
 ):
     """Change a running fault (a map write: no reload, no packet missed): SPEC INTERFACE, as apply, or
     SPEC --id ID."""
-    from .lifecycle import set_fault
-
-    if interface and _names_a_fault(interface) and not _names_a_fault(spec):   # the old order: set INTERFACE SPEC
-        spec, interface = interface, spec
-        typer.echo(f"faultinj: note: 'set INTERFACE SPEC' is the old order and still works; say "
-                   f"'faultinj set {spec} {interface}' (SPEC INTERFACE, as apply)", err=True)
-
-    rec = set_fault(interface, spec, netns_name=netns, seed=seed, duration=duration, fault_id=fault_id,
-                    netns_path=netns_path, pid=pid, container=container, runtime=runtime)
+    rec = api.set_command(spec, interface, netns_name=netns, seed=seed, duration=duration, fault_id=fault_id,
+                          netns_path=netns_path, pid=pid, container=container, runtime=runtime)
     if as_json:
         _print_json(rec.to_json())
     else:
@@ -372,12 +333,8 @@ def clear(
     as_json: bool = JsonOpt,
 ):
     """Remove exactly what faultinj attached (never another tool's filters or qdiscs)."""
-    from .removal import clear as do_clear
-
-    from .removal import whose
-
-    removed = do_clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
-                       pid=pid, container=container, runtime=runtime, mine=mine, name=name)
+    removed = api.clear(interface, netns_name=netns, all_faults=all_, fault_id=fault_id, netns_path=netns_path,
+                        pid=pid, container=container, runtime=runtime, mine=mine, name=name)
     if as_json:
         _print_json([r.to_json() for r in removed])
         return
@@ -388,7 +345,7 @@ def clear(
         typer.echo(f"cleared {r.id}: {r.spec} on {r.where}"
                    + (f" (acted on {final['acted']} of {_n(final['seen'], 'packet')})" if final else ""))
     if removed and (all_ or mine):   # a shared machine: how many, and whose
-        typer.echo(f"cleared {_n(len(removed), 'fault')} ({whose(removed)})"
+        typer.echo(f"cleared {_n(len(removed), 'fault')} ({api.whose(removed)})"
                    + ("" if mine else "; 'faultinj clear --mine' clears only yours"))
 
 
@@ -396,12 +353,10 @@ def clear(
 @_boundary
 def faults(as_json: bool = JsonOpt):
     """The fault catalogue: names, values, defaults and hooks."""
-    from .faults import CATALOGUE
-
     if as_json:
-        _print_json([f.describe() for f in CATALOGUE.values()])
+        _print_json([f.describe() for f in api.CATALOGUE.values()])
         return
-    for f in CATALOGUE.values():
+    for f in api.CATALOGUE.values():
         v = f.value
         usage = f"{f.name}[={v.name}]" if not v.required else f"{f.name}={v.name}"
         opts = "".join(f"[,{o.name}=...]" for o in f.options)
@@ -424,13 +379,8 @@ def journal(
     """What the faults did, packet by packet: time, fault, where, action, flow, IP id, TCP seq, and the
     spec in force then. Each fault keeps its last 4096 events; reading takes nothing away (any number of
     readers each see every event); --follow prints the events from now on."""
-    from .inject.journal import open_for as open_journal
-    from .values import parse_duration
-
-    seconds = parse_duration(duration)
-    if seconds is not None and not follow:
-        raise SpecError("--duration goes with --follow")
-    with open_journal(interface, netns_name=netns, fault_id=fault_id, from_start=not follow) as reader:
+    seconds = api.journal_follow_seconds(duration, follow)
+    with api.journal(interface, netns_name=netns, fault_id=fault_id, from_start=not follow) as reader:
         if not follow:
             events = reader.read()
             lost = {k: v for k, v in reader.lost().items() if v}
@@ -486,42 +436,15 @@ def trace(
 ):
     """Where packets went, hop by hop across interfaces and namespaces, and where they died (with the
     kernel's drop reason, or the faultinj fault that took them). BTF raw tracepoints; filters run in the kernel."""
-    from . import pcap as pcap_mod
-    from .values import parse_duration
-    from .faults.match import parse_match
-    from .inject import caps
-    from .inject.trace import check_btf, skb_functions, trace as do_trace
-
-    chosen = [name for name, on in (("icmp", icmp), ("tcp", tcp), ("udp", udp)) if on]
-    if len(chosen) + (proto is not None) > 1:
-        raise SpecError("give one of --icmp, --tcp, --udp, --proto")
-    if count is not None and count < 1:
-        raise SpecError(f"--count {count}: give 1 or more packets")
-    words = [f"proto={(chosen or [proto])[0]}"] if chosen or proto else []
-    words += [f"{k}={v}" for k, v in (("src", src), ("dst", dst), ("sport", sport), ("dport", dport),
-                                      ("flags", flags), ("vlan", vlan), ("mark", mark)) if v is not None]
-    if expression:
-        from .faults.pcap_filter import compile_filter
-
-        if words:
-            raise SpecError("give a filter expression or the filter flags (--tcp, --dst, ...), not both")
-        words = [" ".join(expression)]
-        match = compile_filter(words[0])
-    else:
-        match = parse_match(words)
-    seconds = parse_duration(duration)
-    caps.require_privileges()
-    check_btf()
-    fns = skb_functions(functions, max_functions) if functions else None
+    req = api.trace_request(expression, icmp=icmp, tcp=tcp, udp=udp, proto=proto, src=src, dst=dst, sport=sport,
+                            dport=dport, flags=flags, vlan=vlan, mark=mark, count=count, duration=duration,
+                            functions=functions, max_functions=max_functions, stats=stats, pcap=pcap_out)
+    words = req.words
     if stats:
-        if count is not None or pcap_out:
-            raise SpecError("--stats counts in the kernel: it takes no --count or --pcap (give --duration)")
-        from .inject.trace import stats as do_stats
-
         if not as_json:
             typer.echo(f"counting {', '.join(words) or 'every packet'}"
                        + (f" for {duration}" if duration else " (Ctrl-C stops)"), err=True)
-        rows = do_stats(match, seconds, fns)
+        rows = api.trace_stats(req.match, req.seconds, req.functions)
         if as_json:
             _print_json({"counts": rows})
             return
@@ -545,7 +468,7 @@ def trace(
 
         def write_pcap():
             try:
-                written[0] = pcap_mod.write(pcap_out, iter(frames.get, None))
+                written[0] = api.write_pcap(pcap_out, iter(frames.get, None))
             except BaseException as exc:   # raised here once tracing ends
                 written[1] = exc
                 while frames.get() is not None:   # keep taking frames: the tracer never blocks
@@ -576,7 +499,7 @@ def trace(
             seen["packets"].add(hop.key)
         if frames is not None and hop.frame:
             # each hop carries its wall time (the journeys' and the journal's clock)
-            frames.put(pcap_mod.Record(hop.wall_ns, max(hop.length, len(hop.frame)), hop.frame))
+            frames.put(api.PcapRecord(hop.wall_ns, max(hop.length, len(hop.frame)), hop.frame))
         if not printing[0]:
             return True
         try:
@@ -591,8 +514,8 @@ def trace(
                    err=True)
 
     try:
-        _, lost = do_trace(match, count=count, duration=seconds, on_hop=show, with_faults=faults, functions=fns,
-                           on_start=started, keep=False, on_batch=flush)
+        _, lost = api.trace(req.match, count=count, duration=req.seconds, on_hop=show, with_faults=faults,
+                            functions=req.functions, on_start=started, keep=False, on_batch=flush)
     finally:
         if writer is not None:
             frames.put(None)
@@ -619,9 +542,7 @@ def demo(
 ):
     """Replay the seed article's faults (the shipped scenario files), each in a throw-away lab, verified."""
     from . import demo as demo_mod
-    from .inject import caps
 
-    caps.require_privileges()
     verdicts = demo_mod.run(pcap_dir=pcap_dir, seed=seed, keep=keep, progress=lambda msg: typer.echo(msg, err=True))
     ok = all(v.ok for v in verdicts)
     if as_json:
@@ -713,7 +634,8 @@ def run(
     if not files:
         raise SpecError("give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' "
                         "prints what they may hold)")
-    from .scenario import chaosmesh
+    from . import scenario
+    from .scenario import chaosmesh, junit as junit_mod
 
     if any(chaosmesh.is_network_chaos(f) for f in files):
         if len(files) > 1:
@@ -729,11 +651,7 @@ def run(
                 typer.echo(line)
         return
 
-    from .scenario import load
-    from .scenario import junit as junit_mod
-    from .scenario.runner import run as run_scenario
-
-    scenarios = [load(f) for f in files]  # every file validated before anything runs
+    scenarios = [scenario.load(f) for f in files]  # every file validated before anything runs
     if report:
         from .scenario.html import _mpl
 
@@ -742,7 +660,7 @@ def run(
         return _run_matrix(scenarios, kernel or [], ovs or [], repeat, pcap_dir, junit, report, keep, as_json)
     reports = []
     for scn in scenarios:
-        reports.append(run_scenario(scn, pcap_dir=pcap_dir, keep=keep,
+        reports.append(scenario.run(scn, pcap_dir=pcap_dir, keep=keep,
                                     progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True)))
     if junit:
         junit_mod.write(reports, junit)
@@ -766,14 +684,14 @@ def _sides(kernels_: list[str], ovs_dirs: list[str]) -> list[str]:
 
 
 def _run_matrix(scenarios, kernels_, ovs_dirs, repeat, pcap_dir, junit, report, keep, as_json):
-    from . import scenario as scenario_api
+    from . import scenario
     from .scenario import junit as junit_mod
 
     if keep:
         raise SpecError("--keep keeps one lab: it takes no --kernel, --ovs or --repeat")
     sides = _sides(kernels_, ovs_dirs)
-    matrices = [scenario_api.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
-                               progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True))
+    matrices = [scenario.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
+                                    progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True))
                 for scn in scenarios]
     verdicts = [v for m in matrices for v in m.verdicts()]
     if junit:
@@ -815,12 +733,11 @@ def compare(
     """Show that a fix holds: exit 0 iff the scenario FAILs before (N of N runs) and PASSes after
     (N of N). Exit 1 with the reason otherwise (both pass: the scenario does not catch the bug;
     both fail: the fix does not hold; mixed runs: not conclusive); 2 for bad input."""
-    from . import scenario as scenario_api
-    from .scenario import load
+    from . import scenario
 
-    scn = load(file)
-    c = scenario_api.compare(scn, before, after, repeat=repeat, pcap_dir=pcap_dir,
-                    progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
+    scn = scenario.load(file)
+    c = scenario.compare(scn, before, after, repeat=repeat, pcap_dir=pcap_dir,
+                         progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
     if as_json:
         _print_json(c.to_json())
     else:
@@ -850,12 +767,11 @@ def bisect(
     --good and --bad (in Debian version order), both ends then about log2(n) guests. Exit 0 when it
     names the version; 1 when the ends give the same verdict or a verdict is mixed/an error
     between them; 2 for bad input (unknown package, different flavours, nothing between)."""
-    from . import scenario as scenario_api
-    from .scenario import load
+    from . import scenario
 
-    scn = load(file)
-    b = scenario_api.bisect(scn, good, bad, repeat=repeat, pcap_dir=pcap_dir,
-                   progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
+    scn = scenario.load(file)
+    b = scenario.bisect(scn, good, bad, repeat=repeat, pcap_dir=pcap_dir,
+                        progress=lambda m: typer.echo(f"[{scn.name}] {m}", err=True))
     if as_json:
         _print_json(b.to_json())
     else:
@@ -877,10 +793,10 @@ app.add_typer(lab_app, name="lab")
 @_boundary
 def lab_up(file: str = typer.Argument(..., help="Scenario file whose lab to build."), as_json: bool = JsonOpt):
     """Build the lab (namespaces, links, bridges) and leave it up."""
-    from .scenario import load
+    from . import scenario
     from .scenario.runner import lab_up as do_up
 
-    data = do_up(load(file), progress=lambda m: typer.echo(m, err=True))
+    data = do_up(scenario.load(file), progress=lambda m: typer.echo(m, err=True))
     if as_json:
         _print_json(data)
     else:
@@ -892,12 +808,10 @@ def lab_up(file: str = typer.Argument(..., help="Scenario file whose lab to buil
 @_boundary
 def lab_down(name: str = typer.Argument(..., help="Scenario file or lab name.")):
     """Remove a lab built with 'lab up' (and faults on its links)."""
-    import os
-
-    from .scenario import load
+    from . import scenario
     from .scenario.runner import lab_down as do_down
 
-    lab_name = load(name).name if os.path.isfile(name) else name
+    lab_name = scenario.load(name).name if os.path.isfile(name) else name
     data = do_down(lab_name)
     typer.echo(f"lab {data['name']} removed ({', '.join(data['namespaces'])})")
 
@@ -936,12 +850,8 @@ def verify(
     as_json: bool = JsonOpt,
 ):
     """Capture and judge a fault's effect on a lab built by other means (VMs)."""
-    from .inject import caps
     from .verify import verify as do_verify
 
-    if direction not in DIRECTIONS:
-        raise SpecError(f"unknown --direction '{direction}': give one of {', '.join(DIRECTIONS)}")
-    caps.require_privileges()
     res = do_verify(interface, netns_name=netns, duration=duration, count=count, of=of, having=having, p=p,
                     ratio=ratio, fault_id=fault_id, direction=direction, pcap=pcap)
     if as_json:
@@ -964,13 +874,7 @@ def replay(
 ):
     """Run faults over a capture offline (BPF_PROG_TEST_RUN): dropped packets omitted, changed ones rewritten,
     duplicated ones written twice."""
-    from .values import check_seed
-    from .inject import caps
-    from .inject.replay import replay as do_replay
-
-    seed = check_seed(seed)
-    caps.require_privileges()
-    res = do_replay(capture, specs, out, seed=seed)
+    res = api.replay(capture, specs, out, seed=seed)
     if as_json:
         _print_json(res.to_json())
         return
@@ -1013,7 +917,7 @@ def doctor(as_json: bool = JsonOpt,
     probes = doc.run()
     ok = doc.healthy(probes)
     if as_json:
-        _print_json({"ok": ok, "kernel": __import__("os").uname().release, "probes": [p.to_json() for p in probes]})
+        _print_json({"ok": ok, "kernel": os.uname().release, "probes": [p.to_json() for p in probes]})
     else:
         for p in probes:
             mark = "✓" if p.ok else ("✗" if p.required else "-")
@@ -1040,9 +944,7 @@ def agent(stdio: bool = typer.Option(True, "--stdio", help="Serve on stdin/stdou
 @_boundary
 def reap(as_json: bool = JsonOpt):
     """Finish what killed faultinj processes left, remove expired faults and orphaned labs."""
-    from .removal import reap as do_reap
-
-    done = do_reap()
+    done = api.reap()
     if as_json:
         _print_json([r.to_json() for r in done])
     else:
@@ -1061,12 +963,9 @@ def metrics(
 ):
     """Serve Prometheus metrics of every fault: seen, matched, acted, journal losses, deadline, state;
     labelled with id, spec, interface, netns, target and hook. Read afresh on every scrape."""
-    from .values import parse_duration
-    from .inject import caps
     from .metrics import serve
 
-    seconds = parse_duration(duration)
-    caps.require_privileges()
+    seconds = api.parse_duration(duration)
     server, _thread = serve(listen)
     host, port = server.server_address[:2]
     shown = f"[{host}]" if ":" in host else host
@@ -1083,8 +982,25 @@ def metrics(
         server.server_close()
 
 
+def _only_the_command_asked(argv: list[str]) -> typer.Typer:
+    """Typer turns every command into click parameters at each start (~10 ms for all of them): when
+    argv names a command (the first word that is not an option: the group's own options are flags),
+    the app with that command alone. The group's help, a bare `faultinj` and an unknown name get
+    the whole app."""
+    import copy
+
+    word = next((a for a in argv if not a.startswith("-")), None)
+    if word is None:
+        return app
+    one = copy.copy(app)
+    one.registered_commands = [c for c in app.registered_commands
+                               if (c.name or typer.main.get_command_name(c.callback.__name__)) == word]
+    one.registered_groups = [g for g in app.registered_groups if g.name == word]
+    return one if one.registered_commands or one.registered_groups else app
+
+
 def main() -> None:
-    app()
+    _only_the_command_asked(sys.argv[1:])()
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import EnvironmentProblem
+from .inject import caps
 from .verdict import Verdict
 
 # (file, what the step shows)
@@ -36,6 +37,7 @@ def run(pcap_dir: str | None = None, seed: int | None = None, keep: bool = False
     from .scenario import load
     from .scenario.runner import run as run_scenario
 
+    caps.require_privileges()
     verdicts = []
     for i, (name, what) in enumerate(STEPS, 1):
         scn = load(scenarios_dir() / name)

@@ -81,7 +81,7 @@ def status(netns_name: str | None = None, all_namespaces: bool = True,
             if (not all_namespaces and rec.netns != netns_name) or fault_id not in (None, rec.id):
                 continue
             st, detail = _attachment_state(links, rec)
-            if not rec.fault_spec().fault.configurable:
+            if rec.custom:
                 from .inject import custom
 
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))

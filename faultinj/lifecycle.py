@@ -6,14 +6,16 @@ runs; a failure anywhere unwinds them all, so nothing is left half-applied.
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import secrets
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
-from .faults import PROGRAM, FaultSpec, parse_change, parse_hook, parse_spec
+from .faults import CATALOGUE, PROGRAM, FaultSpec, parse_change, parse_hook, parse_spec
 from .inject import advice, attach, caps, custom, libbpf, maps, netns, program, state, targets
 from .inject import links as kernel_links
 from .inject.netns import Links
@@ -416,3 +418,47 @@ def set_fault(ifname: str | None, spec: str, *, netns_name: str | None = None, s
         rec.pending = rec.pid = None
         state.save(rec)
         return rec
+
+
+# ---- the commands' argument rules (the CLI parses and prints; what it was given is checked here) ----
+
+def apply_command(spec: str | None, ifname: str | None, *, program: str | None = None,
+                  section: str | None = None, seed: int | None = None, duration: str | None = None,
+                  peer_of: str | None = None, **kwargs) -> state.Record:
+    """`faultinj apply`: a catalogue fault (SPEC INTERFACE) or, with program=FILE.c, a program of the
+    user's own (INTERFACE alone, in either position). With peer_of, the interface defaults to eth0.
+    kwargs: as apply/apply_program (netns_name, hook, replace, tc_mode, prio, where and how)."""
+    if program:
+        if spec and ifname:
+            raise SpecError(f"--program takes the place of a fault spec: give only the interface "
+                            f"(faultinj apply --program {program} {ifname})")
+        if seed is not None or duration is not None:
+            raise SpecError("a custom program has no faultinj seed or deadline: leave out --seed and --duration")
+        iface = ifname or spec or ("eth0" if peer_of else None)
+        if not iface:
+            raise SpecError(f"give the interface: faultinj apply --program {program} INTERFACE")
+        return apply_program(program, iface, section=section, peer_of=peer_of, **kwargs)
+    if section:
+        raise SpecError("--section goes with --program FILE.c")
+    if peer_of and spec and not ifname:
+        ifname = "eth0"
+    if not spec or not ifname:
+        raise SpecError("give a fault spec and an interface, e.g. faultinj apply psh-ratio=10 eth0 "
+                        "(see 'faultinj faults')")
+    return apply(spec, ifname, seed=seed, duration=duration, peer_of=peer_of, **kwargs)
+
+
+def names_a_fault(word: str) -> bool:
+    """Does the word start with a catalogue fault's name (psh-ratio=5, drop,proto=udp, drop@xdp)?"""
+    return re.split(r"[=,@]", word, maxsplit=1)[0].strip() in CATALOGUE
+
+
+def set_command(spec: str, ifname: str | None = None, **kwargs) -> state.Record:
+    """`faultinj set SPEC [INTERFACE]`; the old order (INTERFACE SPEC) still works, with a note.
+    kwargs: as set_fault."""
+    if ifname and names_a_fault(ifname) and not names_a_fault(spec):
+        spec, ifname = ifname, spec
+        logging.getLogger("faultinj").warning(
+            "'set INTERFACE SPEC' is the old order and still works; say 'faultinj set %s %s' (SPEC INTERFACE, "
+            "as apply)", spec, ifname)
+    return set_fault(ifname, spec, **kwargs)

@@ -12,6 +12,7 @@ import time
 from typing import Callable, Iterable
 
 from .errors import FaultinjError, SpecError
+from .inject import caps
 
 DEFAULT_PORT = 9469
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"
@@ -93,6 +94,7 @@ def serve(listen: str = DEFAULT_LISTEN, status: Callable[[], list] | None = None
     server.shutdown() to stop it."""
     from prometheus_client import CollectorRegistry, start_http_server
 
+    caps.require_privileges()
     addr, port = parse_listen(listen)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(FaultCollector(status))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import dataclass
 
 from .errors import FaultinjError, SpecError, StateError, TargetError
 from .inject import attach, caps, labrecords, libbpf, maps, netns, state, targets
@@ -16,6 +17,36 @@ from .inject.netns import Links
 # What a command finished for a killed one (or found gone) is said here, not done silently:
 # the CLI shows these as notes on stderr.
 log = logging.getLogger("faultinj")
+
+
+@dataclass
+class Removed:
+    """A fault that clear (or reaping) removed: its record, and what its maps held once its program
+    was detached and before they were unpinned: every packet it acted on (a status read before clear
+    can miss the last), and the journal events it no longer kept. None/0 when its pins were gone."""
+    record: state.Record
+    final_counters: dict | None = None
+    final_journal_lost: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.record.id
+
+    @property
+    def spec(self) -> str:
+        return self.record.spec
+
+    @property
+    def where(self) -> str:
+        return self.record.where
+
+    @property
+    def user(self) -> str:
+        return self.record.user
+
+    def to_json(self) -> dict:
+        return {**self.record.to_json(), "final_counters": self.final_counters,
+                "final_journal_lost": self.final_journal_lost}
 
 
 def same_link(rec: state.Record, ns: str | None, ifindex: int) -> bool:
@@ -49,24 +80,22 @@ def qdisc_sharers(rec: state.Record) -> list[state.Record]:
 def clear(ifname: str | None = None, *, netns_name: str | None = None, all_faults: bool = False,
           fault_id: str | None = None, netns_path: str | None = None, pid: int | None = None,
           container: str | None = None, runtime: str | None = None, mine: bool = False,
-          name: str | None = None) -> list[state.Record]:
+          name: str | None = None) -> list[Removed]:
     """Remove faults: on one interface, one by id, or all; or every fault of a container (its own
     interfaces and its veth peers), process or namespace file; or every fault applied under a name
     (a Chaos Mesh manifest's). mine: only those this user applied (state.current_user; alone: all of
-    them). Returns what was removed (Record.user: whose)."""
+    them). Returns what was removed, each with its final counters (Removed.user: whose)."""
     named = next((v for v in (container, pid, netns_path) if v is not None), None)
     if name is not None:
         if ifname or all_faults or fault_id or named is not None or netns_name is not None:
             raise SpecError("--name clears every fault applied under that name: give it alone")
         caps.require_privileges()
         with Links() as links, state.locked():
-            reaped = [r for r in reap_now(links) if r.name == name]
+            reaped = [r for r in reap_now(links) if r.record.name == name]
             recs = [r for r in state.records() if r.name == name]
             if not recs and not reaped:
                 raise StateError(f"no faults named {name} (see 'faultinj status')")
-            for rec in recs:
-                _remove(links, rec)
-            return reaped + recs
+            return reaped + [_remove(links, rec) for rec in recs]
     if mine and not (ifname or fault_id or named is not None):
         all_faults = True
     if not (ifname or all_faults or fault_id or named is not None):
@@ -81,16 +110,14 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
             raise SpecError("give --netns or --container/--pid/--netns-path, not both")
         wanted, unknown = _records_of(netns_path, pid, container, runtime)
         with Links() as links, state.locked():
-            reaped = [r for r in reap_now(links) if wanted(r) and (not ifname or r.ifname == ifname)]
+            reaped = [r for r in reap_now(links) if wanted(r.record) and (not ifname or r.record.ifname == ifname)]
             recs = [r for r in state.records() if wanted(r) and (not ifname or r.ifname == ifname) and allowed(r)]
             if not recs and not reaped and unknown is not None:
                 raise unknown
             if not recs and not reaped:
                 raise StateError(f"no faults on {ifname + ' in ' if ifname else ''}"
                                  f"{'container ' + container if container else named} (see 'faultinj status')")
-            for rec in recs:
-                _remove(links, rec)
-            return reaped + recs
+            return reaped + [_remove(links, rec) for rec in recs]
 
     from . import which
 
@@ -106,15 +133,13 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
             which.by_id(fault_id, state.records(), ifname, netns_name)
         elif ifname:   # without --netns: the one namespace with faults on ifname
             netns_name = which.netns_of(ifname, netns_name, state.records())
-        reaped = [r for r in reap_now(links) if wanted(r)]   # what killed commands left: finished first
+        reaped = [r for r in reap_now(links) if wanted(r.record)]   # what killed commands left: finished first
         recs = [r for r in state.records() if wanted(r) and allowed(r)]
         if fault_id and not recs and not reaped:
             raise StateError(f"no fault with id {fault_id} (see 'faultinj status')")
         if ifname and not fault_id and not recs and not reaped:
             netns.link_index(netns_name, ifname)  # unknown interface: say so
-        for rec in recs:
-            _remove(links, rec)
-        return reaped + recs
+        return reaped + [_remove(links, rec) for rec in recs]
 
 
 def _records_of(netns_path, pid, container, runtime):
@@ -138,8 +163,8 @@ def forget(rec: state.Record) -> None:
     state.delete(rec)
 
 
-def _remove(links: Links, rec: state.Record) -> None:
-    """Detach exactly what this record created, then unpin and forget it.
+def _remove(links: Links, rec: state.Record) -> Removed:
+    """Detach exactly what this record created, then unpin and forget it; what its maps held then.
 
     Copes with a fault half made or half removed by a killed process: each
     step checks the kernel first (our filter name, our program id)."""
@@ -147,8 +172,9 @@ def _remove(links: Links, rec: state.Record) -> None:
         rec.pending, rec.pid = "clear", os.getpid()
         state.save(rec)
     if not netns.alive(rec.netns, rec.netns_inode) or not netns.link_exists(rec.netns, rec.ifindex, rec.ifname):
-        _read_final(rec)   # its link is gone: nothing runs the program any more
-        return _forget_all(rec)
+        removed = _read_final(rec)   # its link is gone: nothing runs the program any more
+        _forget_all(rec)
+        return removed
     ipr = links.get(rec.netns)
     if rec.attach_kind == "tc-matchall":
         if rec.tc_prio is not None and rec.filter_name:
@@ -161,10 +187,10 @@ def _remove(links: Links, rec: state.Record) -> None:
         maps.wait_for_running_programs()
     except FaultinjError:   # a nohz_full kernel: the counters may miss a packet in flight, no more
         pass
-    _read_final(rec)
+    removed = _read_final(rec)
     if rec.hook == "xdp":
         forget(rec)
-        return
+        return removed
     put_back_failed = None
     try:
         _release_qdisc(rec)   # after the filter: no packet gets a departure time with nothing to honour it
@@ -177,11 +203,13 @@ def _remove(links: Links, rec: state.Record) -> None:
             state.forget_link(rec.netns, rec.ifindex)
     if put_back_failed:
         raise put_back_failed
+    return removed
 
 
-def _read_final(rec: state.Record) -> None:
+def _read_final(rec: state.Record) -> Removed:
     """The counters and lost journal events of a fault no longer run, from its pins, before they go."""
-    rec.final_counters, rec.final_journal_lost, _ = maps.read_pinned(rec.pin_dir)
+    counters, lost, _ = maps.read_pinned(rec.pin_dir)
+    return Removed(rec, counters, lost)
 
 
 def _forget_all(rec: state.Record) -> None:
@@ -189,7 +217,7 @@ def _forget_all(rec: state.Record) -> None:
     state.forget_link(rec.netns, rec.ifindex)
 
 
-def reap_now(links: Links, leftovers_only: bool = False) -> list[state.Record]:
+def reap_now(links: Links, leftovers_only: bool = False) -> list[Removed]:
     """Finish what killed processes left (see Record.pending, and labs of a killed run), remove faults
     past their deadline (their programs already pass everything) and faults whose namespace or
     interface is gone; each said as a note. leftovers_only: only what killed processes left."""
@@ -199,6 +227,7 @@ def reap_now(links: Links, leftovers_only: bool = False) -> list[state.Record]:
     for rec in state.records():
         if rec.netns in dead_namespaces or (not leftovers_only and _target_gone(links, rec)):
             _forget_all(rec)   # the namespace took the program's attachment with it: only our files remain
+            removed = Removed(rec)
             why = ("its lab's 'faultinj run' was killed (lab removed)" if rec.netns in dead_namespaces
                    else "its namespace or interface is gone")
         elif rec.pending == "set":
@@ -210,11 +239,11 @@ def reap_now(links: Links, leftovers_only: bool = False) -> list[state.Record]:
             continue
         elif rec.pending in ("apply", "clear") or (not leftovers_only and rec.expired(now)):
             why = f"left by a killed faultinj process (pid {rec.pid})" if rec.pending else "past its deadline"
-            _remove(links, rec)
+            removed = _remove(links, rec)
         else:
             continue
         log.warning("removed %s (%s on %s): %s", rec.id, rec.spec, rec.where, why)
-        done.append(rec)
+        done.append(removed)
     return done
 
 
@@ -229,13 +258,13 @@ def _target_gone(links: Links, rec: state.Record) -> bool:
     return False
 
 
-def reap() -> list[state.Record]:
+def reap() -> list[Removed]:
     caps.require_privileges()
     with Links() as links, state.locked():
         return reap_now(links)
 
 
-def whose(removed: list[state.Record]) -> str:
+def whose(removed: list[Removed]) -> str:
     """Whose faults these are, for a shared machine: '2 yours, 1 bob's'."""
     me = state.current_user()
     counts: dict[str, int] = {}

@@ -7,11 +7,14 @@ import time
 
 from . import api
 from .errors import SpecError
+from .inject import caps
 from .inject.capture import Capture
 from .packets import parse
 from .scenario.expect import RunData, evaluate
 from .scenario.schema import ExpectEntry
 from .verdict import Check, Verdict
+
+DIRECTIONS = ("in", "out", "any")   # which packets a capture takes (inject/capture.py)
 
 
 def verify(ifname: str, *, netns_name: str | None = None, duration: str | float | None = "10s",
@@ -20,6 +23,9 @@ def verify(ifname: str, *, netns_name: str | None = None, duration: str | float 
            pcap: str | None = None, confidence: float = 0.999) -> Verdict:
     from .scenario.predicates import compile_predicate
 
+    if direction not in DIRECTIONS:
+        raise SpecError(f"unknown --direction '{direction}': give one of {', '.join(DIRECTIONS)}")
+    caps.require_privileges()
     if (p is None) == (ratio is None):
         raise SpecError("give --p P or --ratio N (the rate the capture must show)")
     if p is not None and not 0 <= p <= 1:

@@ -139,6 +139,69 @@ def test_status_help_set_and_clear_import_no_netlink_library_nor_scapy(lab):
         faultinj.clear(fault_id=rec.id)
 
 
+def test_status_and_clear_of_a_tcx_fault_load_no_netlink_library_nor_the_catalogue(lab, kernel_features):
+    """A fault on a tcx link has no tc filter before it (tcx runs first), so neither `status` nor
+    `apply` dumps the hook's filters through pyroute2 (~100 ms of imports); `status` and `clear`
+    read files and maps and never load the fault catalogue either."""
+    import faultinj
+
+    if not kernel_features["tcx links"]:
+        pytest.skip("this kernel has no tcx links: a tc filter's hook is dumped to find filters before it")
+    a = lab.a
+    rec = faultinj.apply("drop=0", a.ifname, netns_name=a.netns)
+    cleared = False
+    try:
+        assert rec.attach_kind == "tcx-link" and rec.tc_prio is None, rec
+        mods = _imported_by("status", "--netns", a.netns)
+        assert "faultinj" in mods and not mods & HEAVY, mods & HEAVY
+        import subprocess
+        import sys
+
+        probe = _IMPORTS_OF.replace('{m.split(".")[0] for m in sys.modules}', 'sys.modules')
+        for args in (["status", "--netns", a.netns], ["clear", a.ifname, "--netns", a.netns]):
+            r = subprocess.run([sys.executable, "-c", probe, *args], capture_output=True, text=True, cwd="/")
+            loaded = set(r.stderr.strip().splitlines()[-1].split())
+            assert "faultinj.faultstatus" in loaded or "faultinj.removal" in loaded, r.stderr
+            assert "faultinj.faults" not in loaded and "pyroute2" not in loaded, (args, r.stderr[-300:])
+        cleared = True
+        assert faultinj.status(fault_id=rec.id) == []   # the clear above did happen
+    finally:
+        if not cleared:
+            faultinj.clear(fault_id=rec.id)
+
+
+def test_the_custom_programs_name_is_the_catalogues():
+    from faultinj.faults import PROGRAM
+    from faultinj.inject.state import CUSTOM_PROGRAM
+
+    assert PROGRAM.name == CUSTOM_PROGRAM
+
+
+@pytest.mark.parametrize("args", [["status", "--help"], ["--traceback", "faults"], ["lab", "--help"], ["lab", "up", "--help"],
+                                  ["nosuch"], ["apply", "drop=1", "x0", "--no-such-flag", "--json"]])
+def test_the_command_built_alone_answers_as_the_whole_app(args):
+    """main() builds only the command argv names (typer's start-up cost per command); what it prints
+    and its exit code are the whole app's."""
+    import subprocess
+    import sys
+
+    from faultinj.cli import _only_the_command_asked
+
+    from faultinj.cli import app
+
+    whole = runner.invoke(app, args, prog_name="faultinj")
+    one = subprocess.run([sys.executable, "-c", "import sys; sys.argv[0] = 'faultinj'; "
+                          "from faultinj.cli import main; main()", *args], capture_output=True, text=True,
+                         env={**__import__("os").environ, "COLUMNS": "80"})
+    assert (one.returncode, one.stdout) == (whole.exit_code, whole.stdout)
+    assert one.stderr == whole.stderr
+    built = _only_the_command_asked(args)
+    named = [a for a in args if not a.startswith("-")]
+    every = len(app.registered_commands) + len(app.registered_groups)
+    assert len(built.registered_commands) + len(built.registered_groups) == (
+        1 if named and named[0] != "nosuch" else every)
+
+
 def test_version():
     from importlib.metadata import version
 

@@ -91,3 +91,9 @@ def test_what_the_kernel_filter_cannot_hold_is_refused_in_one_line(expr, needle)
     with pytest.raises(SpecError, match=needle.replace("(", r"\(").replace(")", r"\)").replace("[", r"\[")) as e:
         compile_filter(expr)
     assert "\n" not in str(e.value)
+
+
+def test_an_expression_has_as_many_slots_as_the_tracer():
+    """pcap_filter.MAX_SLOTS and layout.TRACE_SLOTS (FI_TRACE_SLOTS, checked against BTF at build)
+    are written twice, so that reading a fault's maps does not load the catalogue: they must agree."""
+    assert MAX_SLOTS == layout.TRACE_SLOTS

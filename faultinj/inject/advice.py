@@ -119,7 +119,9 @@ def _kind(link) -> str | None:
 def warnings(ipr, rec, seen: int | None = None, at_apply: bool = False) -> list[str]:
     """Every finding for rec: at apply (any foreign filter first), or in status (seen: its counter)."""
     out = []
-    if rec.hook != "xdp":
+    # only a tc filter has filters before it (a tcx link runs before every tc filter; no dump: no
+    # netlink library loaded for status and apply)
+    if rec.hook != "xdp" and rec.tc_prio is not None:
         filters = attach.filters(ipr, rec.ifindex, rec.hook)
         out += shadow_warnings(filters, rec) if at_apply else shadow_status(filters, rec, seen)
     if rec.hook == "tc-egress" and rec.fault in _PER_SEGMENT + ("corrupt",):

@@ -12,8 +12,9 @@ import os
 import time
 
 from .. import layouts
-from ..errors import StateError
+from ..errors import SpecError, StateError
 from ..journal import EVENT_FORMAT, Event, decode
+from ..values import parse_duration
 from . import caps, libbpf, maps, state
 
 _IDX = layouts.scalar("fi_event", "idx")        # the slot's index word; the head (u64) is read alike
@@ -179,3 +180,11 @@ def open_for(ifname: str | None = None, *, netns_name: str | None = None, fault_
         what = f"fault {fault_id}" if fault_id else f"faults on {ifname}{' in ' + netns_name if netns_name else ''}"
         raise StateError(f"no {what}: see 'faultinj status'")
     return JournalReader(recs, from_start)   # it skips custom programs: they have no journal
+
+
+def follow_seconds(duration: str | None, follow: bool) -> float | None:
+    """How long `journal --follow --duration D` follows (None: until stopped); D goes with --follow only."""
+    seconds = parse_duration(duration)
+    if seconds is not None and not follow:
+        raise SpecError("--duration goes with --follow")
+    return seconds

@@ -5,13 +5,17 @@ journal's head and the fault's tables. Byte layouts come from inject/layout.py."
 from __future__ import annotations
 
 import ctypes
-import hashlib
 import os
 import platform
 import struct
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterator, Mapping
+
+try:   # hashlib.blake2b is this one; hashlib itself loads OpenSSL first (~10 ms of every start-up)
+    from _blake2 import blake2b
+except ImportError:   # pragma: no cover  (an interpreter built without it)
+    from hashlib import blake2b
 
 from .. import layouts
 from ..errors import FaultinjError
@@ -168,7 +172,7 @@ def stream_seed(seed: int, fault: str, hook: str) -> int:
     the fault's name and hook. Two faults given one seed then draw independent streams (corrupt
     and duplicate do not pick the same packets), each still reproducible from that seed; the same
     fault on the same hook repeats exactly. `set` keeps the stream (neither part changes)."""
-    salt = int.from_bytes(hashlib.blake2b(f"{fault}@{hook}".encode(), digest_size=8).digest(), "little")
+    salt = int.from_bytes(blake2b(f"{fault}@{hook}".encode(), digest_size=8).digest(), "little")
     return _mix64(seed ^ salt)
 
 

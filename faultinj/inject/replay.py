@@ -7,13 +7,13 @@ drops reaches none after it."""
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 
 from .. import pcap
 from ..errors import SpecError, missing_path
 from ..faults import FaultSpec, parse_spec
-from . import libbpf, maps, program
+from ..values import check_seed
+from . import caps, libbpf, maps, program
 
 DROP = {"xdp": 1, "tc-ingress": 4, "tc-egress": 4}  # XDP_DROP, TC_ACT_STOLEN
 ABORT = {"xdp": 0, "tc-ingress": 2, "tc-egress": 2}  # XDP_ABORTED, TC_ACT_SHOT
@@ -35,8 +35,9 @@ class ReplayResult:
 
 
 def replay(in_path: str, specs: list[str | FaultSpec], out_path: str, seed: int | None = None) -> ReplayResult:
+    seed = check_seed(seed)   # None: a random one (the result says which)
+    caps.require_privileges()
     parsed = [s if isinstance(s, FaultSpec) else parse_spec(s) for s in specs]
-    seed = secrets.randbits(64) if seed is None else seed
     records = list(pcap.read(in_path))  # read (and fail on a bad file) before loading anything
     if not os.path.isdir(os.path.dirname(os.path.abspath(out_path))):
         raise SpecError(missing_path(out_path))

@@ -22,6 +22,9 @@ from typing import Any, Iterator
 from ..errors import EnvironmentProblem, StateError
 
 BPFFS = "/sys/fs/bpf"
+# the fault name of a user's own program (faults.PROGRAM.name: tests/test_cli.py), known here so
+# that status tells one without loading the fault catalogue
+CUSTOM_PROGRAM = "program"
 
 
 def run_dir() -> Path:
@@ -75,10 +78,6 @@ class Record:
     specs: dict = field(default_factory=dict)   # str(gen) -> spec, for gen < self.gen
     # what apply found that may keep the fault from acting (inject/advice.py); status says it afresh
     warnings: list = field(default_factory=list)
-    # set by clear: the counters read after the program was detached and before its maps were
-    # unpinned, so they hold every packet it acted on (a status read before clear can miss the last)
-    final_counters: dict | None = None
-    final_journal_lost: int = 0      # and its journal events no longer kept then
     # who applied it (current_user(): the sudo user, else the uid's name); "" in records from before
     user: str = ""
     # the name of what applied it, when one thing applied several faults (a Chaos Mesh manifest's
@@ -102,6 +101,11 @@ class Record:
     def spec_at(self, gen: int) -> str:
         """The spec in force at configuration generation gen."""
         return self.specs.get(str(gen), self.spec) if gen != self.gen else self.spec
+
+    @property
+    def custom(self) -> bool:
+        """A user's own program (apply --program): no faultinj config, counters or journal."""
+        return self.fault == CUSTOM_PROGRAM
 
     @property
     def where(self) -> str:

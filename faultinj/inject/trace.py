@@ -34,10 +34,12 @@ import time
 from dataclasses import dataclass, field
 
 from ..errors import KernelFeatureMissing, SpecError
-from ..faults.match import NO_MATCH, Match
+from ..faults.match import NO_MATCH, Match, parse_match
+from ..faults.pcap_filter import compile_filter
 from ..journal import clock, wall_clock, wall_time
 from ..packets import parse
-from . import build, layout, libbpf, state
+from ..values import parse_duration
+from . import build, caps, layout, libbpf, state
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 # struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
@@ -628,3 +630,44 @@ def stats(match: Match | tuple = NO_MATCH, duration: float | None = None, functi
         except KeyboardInterrupt:
             pass
         return tracer.counts()
+
+
+@dataclass
+class Request:
+    """What `faultinj trace` was asked, checked: the filter (as words, for people, and compiled), how
+    long, and the kernel functions to follow too."""
+    words: list[str]
+    match: Match | tuple
+    seconds: float | None
+    functions: dict[str, int] | None
+
+
+def request(expression: list[str] | None = None, *, icmp: bool = False, tcp: bool = False, udp: bool = False,
+            proto: str | None = None, src: str | None = None, dst: str | None = None, sport: str | None = None,
+            dport: str | None = None, flags: str | None = None, vlan: int | None = None, mark: str | None = None,
+            count: int | None = None, duration: str | None = None, functions: str | None = None,
+            max_functions: int = MAX_FUNCTIONS, stats: bool = False, pcap: str | None = None) -> Request:
+    """The trace command's options checked and compiled (a tcpdump-style expression or the filter
+    flags, not both); also that this process may trace and the kernel has BTF."""
+    chosen = [name for name, on in (("icmp", icmp), ("tcp", tcp), ("udp", udp)) if on]
+    if len(chosen) + (proto is not None) > 1:
+        raise SpecError("give one of --icmp, --tcp, --udp, --proto")
+    if count is not None and count < 1:
+        raise SpecError(f"--count {count}: give 1 or more packets")
+    words = [f"proto={(chosen or [proto])[0]}"] if chosen or proto else []
+    words += [f"{k}={v}" for k, v in (("src", src), ("dst", dst), ("sport", sport), ("dport", dport),
+                                      ("flags", flags), ("vlan", vlan), ("mark", mark)) if v is not None]
+    if expression:
+        if words:
+            raise SpecError("give a filter expression or the filter flags (--tcp, --dst, ...), not both")
+        words = [" ".join(expression)]
+        match = compile_filter(words[0])
+    else:
+        match = parse_match(words)
+    seconds = parse_duration(duration)
+    caps.require_privileges()
+    check_btf()
+    fns = skb_functions(functions, max_functions) if functions else None
+    if stats and (count is not None or pcap):
+        raise SpecError("--stats counts in the kernel: it takes no --count or --pcap (give --duration)")
+    return Request(words, match, seconds, fns)
