@@ -10,6 +10,8 @@ from typing import Callable
 from .errors import EnvironmentProblem
 from .inject import caps
 from .verdict import Verdict
+from .scenario import load
+from .scenario.runner import run as run_scenario
 
 # (file, what the step shows)
 STEPS = (
@@ -34,9 +36,6 @@ def scenarios_dir() -> Path:
 def run(pcap_dir: str | None = None, seed: int | None = None, keep: bool = False,
         progress: Callable[[str], None] = lambda msg: None) -> list[Verdict]:
     """Run each step's scenario; seed: every fault's (None: as the files say)."""
-    from .scenario import load
-    from .scenario.runner import run as run_scenario
-
     caps.require_privileges()
     verdicts = []
     for i, (name, what) in enumerate(STEPS, 1):

@@ -9,6 +9,7 @@ from .inject import advice, attach, caps, maps, netns, state
 from .inject import links as kernel_links
 from .inject.netns import Links
 from .removal import reap_now
+from .inject import custom
 
 @dataclass
 class FaultStatus:
@@ -82,8 +83,6 @@ def status(netns_name: str | None = None, all_namespaces: bool = True,
                 continue
             st, detail = _attachment_state(links, rec)
             if rec.custom:
-                from .inject import custom
-
                 out.append(FaultStatus(rec, st, detail, None, custom.pinned_maps(rec.pin_dir)))
             else:
                 counters, lost, refused = maps.read_pinned(rec.pin_dir)  # None: pins gone (status says why)

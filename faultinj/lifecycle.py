@@ -21,6 +21,7 @@ from .inject import links as kernel_links
 from .inject.netns import Links
 from .removal import clear, forget, put_back_root, qdisc_sharers, reap_now, same_link
 from .values import check_seed, deadline, parse_duration
+from . import which
 
 TC_MODES = ("cls_bpf", "matchall")
 
@@ -362,8 +363,6 @@ def set_fault(ifname: str | None, spec: str, *, netns_name: str | None = None, s
               pid: int | None = None, container: str | None = None, runtime: str | None = None) -> state.Record:
     """Change a running fault's value, filters (and seed, deadline) with a map write: no reload.
     Which fault: fault_id alone, or ifname (without a namespace: see which.netns_of)."""
-    from . import which
-
     change = parse_change(spec)
     ftype, hook = change.fault, change.hook
     if change.value is None and change.filters is None and seed is None and duration is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Callable, Iterable
 
+from . import api
 from .errors import FaultinjError, SpecError
 from .inject import caps
 
@@ -43,9 +44,7 @@ class FaultCollector:
     """Collector of every fault faultinj knows; `status` is faultinj.api.status unless given."""
 
     def __init__(self, status: Callable[[], list] | None = None):
-        if status is None:
-            from .api import status
-        self._status = status
+        self._status = status if status is not None else api.status
 
     def describe(self) -> Iterable:
         return []   # no collect() at registration: that would read the kernel

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import pytest
 
+import faultinj
+
 
 @pytest.fixture
 def fi_fault():
-    import faultinj
-
     applied = []
 
     def make(spec, ifname, **kwargs):
@@ -34,8 +34,6 @@ def fi_fault():
 
 @pytest.fixture
 def fi_lab():
-    import faultinj
-
     labs = []
 
     def make(scenario_path=None, prefix=None):

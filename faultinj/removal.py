@@ -13,6 +13,7 @@ from .errors import FaultinjError, SpecError, StateError, TargetError
 from .inject import attach, caps, labrecords, libbpf, maps, netns, state, targets
 from .inject import links as kernel_links
 from .inject.netns import Links
+from . import which
 
 # What a command finished for a killed one (or found gone) is said here, not done silently:
 # the CLI shows these as notes on stderr.
@@ -119,7 +120,6 @@ def clear(ifname: str | None = None, *, netns_name: str | None = None, all_fault
                                  f"{'container ' + container if container else named} (see 'faultinj status')")
             return reaped + [_remove(links, rec) for rec in recs]
 
-    from . import which
 
     def wanted(r: state.Record) -> bool:
         if fault_id:

@@ -13,6 +13,7 @@ from .packets import parse
 from .scenario.expect import RunData, evaluate
 from .scenario.schema import ExpectEntry
 from .verdict import Check, Verdict
+from .scenario.predicates import compile_predicate
 
 DIRECTIONS = ("in", "out", "any")   # which packets a capture takes (inject/capture.py)
 
@@ -21,8 +22,6 @@ def verify(ifname: str, *, netns_name: str | None = None, duration: str | float 
            count: int | None = None, of: str = "all", having: str, p: float | None = None,
            ratio: int | None = None, fault_id: str | None = None, direction: str = "in", snaplen: int = 256,
            pcap: str | None = None, confidence: float = 0.999) -> Verdict:
-    from .scenario.predicates import compile_predicate
-
     if direction not in DIRECTIONS:
         raise SpecError(f"unknown --direction '{direction}': give one of {', '.join(DIRECTIONS)}")
     caps.require_privileges()

@@ -2,6 +2,7 @@ from .. import layouts
 from ..errors import SpecError
 from .base import FaultType, Value
 from .match import _flags
+from .match import TCP_FLAG_BITS
 
 SET_SHIFT = layouts.enum("fi_tcp_flags_param")["FI_TF_SET_SHIFT"]   # param: set << SET_SHIFT | clear
 
@@ -16,8 +17,6 @@ def parse_flag_change(fault: str, text: str) -> tuple[int, int]:
 
 def canonical(fault: str, text: str) -> str:
     """The change in a fixed spelling ('+ACK-rst' -> '+rst-ack'): what records and status show."""
-    from .match import TCP_FLAG_BITS
-
     set_, clear = parse_flag_change(fault, text)
     return "".join(f"{sign}{name}" for sign, bits in (("+", set_), ("-", clear))
                    for name, bit in TCP_FLAG_BITS.items() if bits & bit)

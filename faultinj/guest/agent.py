@@ -19,6 +19,7 @@ import threading
 import time
 
 from ..errors import EnvironmentProblem, ExitStatus, FaultinjError
+from .._version import __version__
 
 PORT_NAME = "faultinj.agent"
 # the verbs and their parameters (scenario/hosts.py's Host): both ends must speak the same
@@ -114,8 +115,6 @@ class Agent:
                 break
         self.info = self.call("hello", _timeout=max(1.0, deadline - time.monotonic()))
         if self.info.get("protocol") != PROTOCOL:
-            from .._version import __version__
-
             self.close()
             raise EnvironmentProblem(f"{self.where}: its faultinj ({self.info.get('version')}) speaks another agent "
                                      f"protocol than this one ({__version__}): install the same version there")

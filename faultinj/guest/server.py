@@ -17,6 +17,9 @@ from typing import IO
 
 from ..errors import EnvironmentProblem, ExitStatus, FaultinjError
 from .agent import PORT_NAME, PROTOCOL
+from .._version import __version__
+from ..inject import doctor
+from ..scenario import hosts
 
 
 class _Server:
@@ -33,7 +36,6 @@ class _Server:
     def answer(self, method: str, params: dict):
         if method in ("hello", "doctor", "shutdown"):
             return getattr(self, method)(**params)
-        from ..scenario import hosts
 
         if method not in hosts.VERBS:
             raise FaultinjError(f"unknown agent method '{method}' (agent and caller differ in version?)")
@@ -54,8 +56,6 @@ class _Server:
         return hosts.to_json(result)
 
     def hello(self) -> dict:
-        from .._version import __version__
-
         links = []
         with open("/proc/net/dev") as f:
             names = [ln.split(":")[0].strip() for ln in f.read().splitlines()[2:]]
@@ -69,8 +69,6 @@ class _Server:
                 "links": links}
 
     def doctor(self) -> dict:
-        from ..inject import doctor
-
         probes = doctor.run()
         return {"ok": doctor.healthy(probes), "probes": [p.to_json() for p in probes]}
 

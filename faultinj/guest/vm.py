@@ -20,6 +20,8 @@ from ..errors import EnvironmentProblem
 from ..inject.labrecords import kill_group, remove_workdirs, workdir  # noqa: F401 (guests' API)
 from .agent import PORT_NAME, Agent
 from .kernels import Kernel
+from ..inject.build import cache_dir
+from .kernels import resolve
 
 BOOT_TIMEOUT = float(os.environ.get("FAULTINJ_VM_BOOT_TIMEOUT", "240"))
 
@@ -96,7 +98,6 @@ class Guest:
         for i, nic in enumerate(self.spec.nics):
             qemu += [f"-netdev tap,id=fin{i},ifname={nic.tap},script=no,downscript=no",
                      f"-device virtio-net-pci,netdev=fin{i},mac={nic.mac}"]
-        from ..inject.build import cache_dir
 
         cache = cache_dir()
         cache.mkdir(parents=True, exist_ok=True)
@@ -176,7 +177,6 @@ def probe_kernel(name: str, progress=lambda m: None) -> dict:
     """Boot kernel `name` in a guest and run doctor's probes there: {release, accel, ok, probes}."""
     import secrets
 
-    from .kernels import resolve
 
     require_tools()
     kernel = resolve(name, progress)

@@ -16,6 +16,8 @@ import struct
 
 from ..errors import FaultinjError, KernelFeatureMissing, StateError
 from . import netns as _netns
+from ..errors import EnvironmentProblem
+from .netns import entered
 
 TC_PARENTS = {"tc-ingress": 0xFFFFFFF2, "tc-egress": 0xFFFFFFF3}
 CLSACT_HANDLE = 0xFFFF0000
@@ -166,8 +168,6 @@ def _tc(netns: str | None, *args: str):
     try:
         return subprocess.run(cmd, capture_output=True, text=True, timeout=30)
     except FileNotFoundError:
-        from ..errors import EnvironmentProblem
-
         raise EnvironmentProblem("tc not found: install iproute2") from None
 
 
@@ -229,8 +229,6 @@ def _rtattr(kind: int, data: bytes) -> bytes:
 def _netlink(netns: str | None, msg_type: int, flags: int, body: bytes) -> list[tuple[int, bytes]]:
     """One request on a NETLINK_ROUTE socket in netns; the answers' (type, payload), or raises
     on an error answer (OSError with the kernel's errno)."""
-    from .netns import entered
-
     with entered(netns):
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
     try:

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from ..errors import SpecError, TargetError
 from .netns import command as netns_command
 from .netns import entered
+from ..pcap import write
 
 ETH_P_ALL = 0x0003
 SOL_PACKET = 263
@@ -132,6 +133,4 @@ class Capture:
 
 
 def write_pcap(path: str, frames: list[Frame], snaplen: int) -> None:
-    from ..pcap import write
-
     write(path, frames, snaplen)

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 from ..errors import KernelFeatureMissing
 from . import attach, build, caps, libbpf, links
 from .lab import Lab
+from . import netns
+from . import netns, program
+from . import state
+from ..faults import parse_spec
+from ..guest import kernels
+from ..guest.kernels import short_name
+from ..guest.vm import probe_kernel
+from .trace import Tracer
 
 
 @dataclass
@@ -95,9 +103,6 @@ def _writable(path) -> str:
 
 
 def _hook_probes() -> list[Probe]:
-    from ..faults import parse_spec
-    from . import netns, program
-
     out = []
     lab = Lab(prefix=f"fidoc{os.getpid() % 10000}")
     try:
@@ -212,15 +217,11 @@ def _hook_probes() -> list[Probe]:
 
 
 def _in(ns: str, fn, *args):
-    from . import netns
-
     with netns.entered(ns):
         return fn(*args)
 
 
 def _bpffs_dir() -> str:
-    from . import state
-
     state.ensure_dirs()
     return str(state.pin_root())
 
@@ -244,8 +245,6 @@ def time_mechanism(fq: bool, netem: bool, bpf_qdisc: bool) -> str:
 
 
 def _tracer() -> str:
-    from .trace import Tracer
-
     t = Tracer(with_faults=False)
     t.start()
     try:
@@ -267,8 +266,6 @@ def across(kernel_names: list[str], progress=lambda m: None) -> list[dict]:
     first guest boots ('host' is this machine's column, given once)."""
     import time
 
-    from ..guest import kernels
-    from ..guest.vm import probe_kernel
 
     for name in kernel_names:
         kernels.check(name)
@@ -292,7 +289,6 @@ def table(cols: list[dict]) -> list[list[str]]:
     names: list[str] = []
     for c in cols:
         names += [p["name"] for p in c["probes"] if p["name"] not in names]
-    from ..guest.kernels import short_name
 
     rows = [["probe", *[short_name(c["kernel"]) for c in cols]], ["release", *[c["release"] for c in cols]]]
     for n in names:

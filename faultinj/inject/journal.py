@@ -16,6 +16,7 @@ from ..errors import SpecError, StateError
 from ..journal import EVENT_FORMAT, Event, decode
 from ..values import parse_duration
 from . import caps, libbpf, maps, state
+from .. import which
 
 _IDX = layouts.scalar("fi_event", "idx")        # the slot's index word; the head (u64) is read alike
 _IDX_AT = layouts.offset("fi_event", "idx")
@@ -167,7 +168,6 @@ def open_for(ifname: str | None = None, *, netns_name: str | None = None, fault_
             return r.ifname == ifname and r.netns == netns_name
         return netns_name is None or r.netns == netns_name   # every fault, or every one in a namespace
 
-    from .. import which
 
     with state.locked(exclusive=False):
         records = state.records()

@@ -23,6 +23,9 @@ from . import labrecords, ovs
 from .labrecords import forget, reap_orphans, recorded_labs, remove_recorded  # noqa: F401 (the lab's API)
 from .netns import netns_exec  # noqa: F401 (the lab's API)
 from .ovs import OvsBridgeSpec, OvsPortSpec
+from ..guest import kernels, vm
+from ..guest import vm
+from ..guest.agent import Agent
 
 
 def _run(*cmd: str, check: bool = True) -> subprocess.CompletedProcess:
@@ -166,13 +169,10 @@ class Topology:
     def _up(self) -> None:
         bridges = self.spec.bridges
         if self.spec.vms:   # everything a VM needs, before anything is made
-            from ..guest import kernels, vm
 
             vm.require_tools()
             self.kernels = {h: kernels.resolve(hs.kernel, self.progress) for h, hs in self.spec.vms.items()}
         for h, rs in self.spec.remote.items():
-            from ..guest.agent import Agent
-
             self.remotes[h] = Agent.ssh(rs.ssh, rs.options, rs.command, f"host {h} ({rs.ssh})", timeout=60)
             self.progress(f"host {h}: faultinj agent up through ssh {rs.ssh} ({self.remotes[h].info['release']})")
         for h in self.spec.hosts:
@@ -231,8 +231,6 @@ class Topology:
     def _boot_vms(self, vm_links, seg_of) -> None:
         """Taps first (QEMU opens them by name in this namespace), the VMs, then the taps join
         their bridges; each guest interface is then found by its MAC and named as the scenario says."""
-        from ..guest import vm
-
         nics: dict[str, list] = {h: [] for h in self.spec.vms}
         for n, link in vm_links:
             tap = self.tap_name(n)

@@ -16,6 +16,8 @@ from pathlib import Path
 
 from .. import layouts
 from ..errors import BuildError
+from .libbpf.btf import _btf
+from .libbpf.ffi import lib
 
 ANCHOR = "layouts"          # bpf/lib/layouts.c: struct fi_layouts names every layout Python reads
 REGENERATE = "python -m faultinj.inject.build layouts --write"
@@ -76,8 +78,6 @@ _TYPE_TAG, _ENUM64 = 18, 19
 
 class _Btf:
     def __init__(self, handle: int):
-        from .libbpf.ffi import lib
-
         self.lib, self.h = lib(), handle
 
     def header(self, tid: int) -> tuple[int, str, int, int, int, int]:
@@ -161,8 +161,6 @@ def read_btf(obj_path: str, anchor: str | None = "fi_layouts", names: tuple[str,
     """(structs, enums) as layouts.py holds them, from the BTF of the object at obj_path: every
     type struct `anchor`'s members name (and what those name), and the structs and enums in names
     that the object has."""
-    from .libbpf.btf import _btf
-
     structs: dict = {}
     enums: dict = {}
     with _btf(obj_path) as handle:

@@ -40,6 +40,8 @@ from ..journal import clock, wall_clock, wall_time
 from ..packets import parse
 from ..values import parse_duration
 from . import build, caps, layout, libbpf, state
+from .journal import JournalReader
+from .netns import inode
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 # struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
@@ -298,8 +300,6 @@ class Tracer:
             if self.functions:
                 self._attach_functions()
             if self.with_faults:
-                from .journal import JournalReader
-
                 # from now on, journal=off events too; it skips custom programs (no journal)
                 self._journal = JournalReader(state.records(), from_start=False, everything=True)
                 self._watch()
@@ -372,8 +372,6 @@ class Tracer:
 
     def _ns_inum(self, name: str | None) -> int:
         """A name, a namespace file's path (containers, processes), or None for ours."""
-        from .netns import inode
-
         return inode(name) or 0
 
     def read(self, timeout_ms: int = 100) -> list[Hop]:

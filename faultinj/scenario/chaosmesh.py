@@ -29,6 +29,10 @@ import yaml
 
 from ..errors import EnvironmentProblem, StateError, TargetError
 from .schema import ScenarioError, YMap, _Ctx, parse_marked, read_file
+from .. import api
+from ..inject import caps, state
+from ..inject.runtimes import _cli
+from ..inject.targets import resolve
 
 API = "chaos-mesh.org/v1alpha1"
 KIND = "NetworkChaos"
@@ -381,8 +385,6 @@ def loads(text: str, path: str = "<manifest>") -> Manifest:
 # ---- containers ----------------------------------------------------------------------------------
 
 def _docker() -> str:
-    from ..inject.runtimes import _cli
-
     cli = _cli("docker")
     if not cli:
         raise EnvironmentProblem("no docker CLI: install docker.io (or set FAULTINJ_DOCKER); NetworkChaos "
@@ -424,8 +426,6 @@ def choose(names: list[str], mode: str, value: str | None, rng: random.Random) -
 
 def addresses(container: str, device: str) -> list[str]:
     """The container's global addresses on device (from its own namespace)."""
-    from ..inject.targets import resolve
-
     t = resolve(container=container)
     r = subprocess.run(["nsenter", f"--net={t.netns}", "ip", "-j", "addr", "show", "dev", device],
                        capture_output=True, text=True, timeout=30)
@@ -465,9 +465,6 @@ def plan(m: Manifest, sources: dict[str, list[str]], targets: dict[str, list[str
 
 def run(m: Manifest, rng: random.Random | None = None) -> Applied:
     """Select the containers, apply every fault under the manifest's name; all or nothing."""
-    from .. import api
-    from ..inject import caps, state
-
     caps.require_privileges()
     rng = rng or random.SystemRandom()
     api.reap()   # what every command does first: an expired run of this manifest is gone then

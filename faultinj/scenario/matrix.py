@@ -27,6 +27,7 @@ from ..inject.lab import VMHostSpec
 from ..verdict import Verdict
 from . import inguest, runner
 from .schema import Scenario
+from ..inject import ovs
 
 PASS, FAIL, MIXED, ERROR = "PASS", "FAIL", "MIXED", "ERROR"
 GUEST_MEMORY = "1G"   # a namespace-only scenario's guest (lab.guest's default)
@@ -69,8 +70,6 @@ def parse_side(text: str, what: str = "--kernel") -> Side:
     if kernel:
         kernels.check(kernel)
     if ovs_dir is not None:
-        from ..inject import ovs
-
         ovs_dir = ovs.check_prefix(ovs_dir)
     return Side(kernel, ovs_dir)
 

@@ -23,6 +23,9 @@ from .plots import plot_for
 from .hosts import for_topology as hosts_of
 from .hosts import outside_the_lab, run_traffic
 from .schema import Scenario
+from ..faults.match import parse_match
+from ..inject.netns import netns_exists
+from ..inject.trace import Tracer
 
 
 @dataclass
@@ -39,8 +42,6 @@ class _ScenarioTrace(threading.Thread):
 
     def __init__(self, scn, report: Report):
         super().__init__(daemon=True)
-        from ..faults.match import parse_match
-        from ..inject.trace import Tracer
 
         self.count = scn.trace.count
         self.report = report
@@ -341,8 +342,6 @@ def lab_down(name: str) -> dict:
 
 def lab_status() -> list[dict]:
     """The labs that are up, after removing those a killed run left (with their faults)."""
-    from ..inject.netns import netns_exists
-
     api.reap()
     out = []
     for data in lab.recorded_labs():

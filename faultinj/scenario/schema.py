@@ -43,6 +43,8 @@ from ..inject.ovs import OvsBridgeSpec, OvsPortSpec
 from ..inject.ovs import check_flow as ovs_check_flow
 from ..inject.runtimes import RUNTIMES
 from .expectations import KINDS, Entries, Expectation
+from ..api import parse_duration
+from ..inject.ovs import check_prefix
 
 
 class ScenarioError(SpecError):
@@ -634,7 +636,6 @@ def _bridge(ctx, b: str, conf, mark) -> tuple[str, OvsBridgeSpec | None]:
     other = _string_map(ctx, conf, "other_config", where)
     prefix = ctx.typed(conf, "prefix", str, where)
     if prefix is not None:   # an OVS build of one's own: relative to the scenario's directory
-        from ..inject.ovs import check_prefix
 
         try:
             prefix = check_prefix(os.path.join(os.path.dirname(os.path.abspath(ctx.path)), prefix))
@@ -671,8 +672,6 @@ def _port(ctx, conf, where: str, kind: str) -> OvsPortSpec:
 
 
 def _duration(ctx, m, key, where):
-    from ..api import parse_duration
-
     if key not in m:
         return None
     try:
