@@ -196,8 +196,14 @@ class Hop:
         summary = self._summary if self._summary is not None else self.summary
         stamp = wall_clock(self.wall_ns) if self.wall_ns else clock(self.ts_ns)
         if not (self.reason or self.delivered or self.fault) and self.direction in _PLAIN:   # most hops
-            return (f"{stamp} [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
-                    f"{self.direction:<4} {summary}")
+            where = (self.netns, self.netns_name, self.ifname, self.direction)
+            prefix = _PREFIXES.get(where)
+            if prefix is None:
+                if len(_PREFIXES) > 4096:
+                    _PREFIXES.clear()
+                prefix = _PREFIXES[where] = (f" [{self.netns:>10}] {self.netns_name:<16} {self.ifname:<14} "
+                                             f"{self.direction:<4} ")
+            return stamp + prefix + summary
         tail = f" reason={self.reason}" if self.reason else ""
         tail += f", after delivery to a {self.delivered}" if self.delivered else ""
         tail += f"  (faultinj {self.fault})" if self.fault else ""
@@ -229,6 +235,7 @@ def skb_functions(pattern: str, limit: int = MAX_FUNCTIONS) -> dict[str, int]:
 
 
 _BY_TIME = attrgetter("ts_ns")
+_PREFIXES: dict = {}   # (netns, its name, device, direction) -> that part of Hop.__str__'s line
 _PLAIN = ("out", "in", "DROP", "ACT", "DUP", "done")   # Hop.__str__'s common line (not ovs, fn)
 _SUMMARIES: dict = {}   # (frame, length) -> summarise(): the last few thousand packets'
 
