@@ -553,9 +553,11 @@ def _lines_while_iperf(lab, udp: bool, seconds: int, argv: list[str], ready: str
     lines = (n[0] - n0) / seconds
     cpu = (_cpu_of(proc.pid) - cpu0) / seconds
     proc.send_signal(signal.SIGINT)
+    killed = False
     try:
         proc.wait(30)
-    except subprocess.TimeoutExpired:
+    except subprocess.TimeoutExpired:   # it did not end: it could not say what it lost
+        killed = True
         proc.kill()
         proc.wait()
     for t in ts:
@@ -563,6 +565,8 @@ def _lines_while_iperf(lab, udp: bool, seconds: int, argv: list[str], ready: str
     text = "".join(said)
     lost = sum(int(x) for x in re.findall(r"Lost (\d+) events", text))
     lost += sum(int(x) for x in re.findall(r"(\d+) hops lost", text))
+    if killed and not lost:
+        lost = float("nan")   # unknown, not 0: shown as such
     return val, lines, lost, cpu
 
 
@@ -594,6 +598,15 @@ def tracer_vs_bpftrace(rounds: int, seconds: int) -> dict:
             shutil.rmtree(Path(cases["bpftrace, same tracepoints (a line each)"][-1]).parent, ignore_errors=True)
 
 
+def _lost_cell(xs: list) -> str:
+    """lost/s: the median, and how many rounds could not say (the tracer killed at its exit wait)."""
+    if not xs:
+        return ""
+    known = [x for x in xs if x == x]
+    cell = f"{med(known)[0] / 1e3:.1f}k" if known else "unknown"
+    return cell + (f" ({len(xs) - len(known)} of {len(xs)} rounds unknown: killed at exit)" if len(known) < len(xs) else "")
+
+
 def _tracers_side_by_side(cases: dict, ready: dict, rounds: int, seconds: int) -> dict:
     res = {}
     with Lab().up() as lab:
@@ -619,7 +632,7 @@ def _tracers_side_by_side(cases: dict, ready: dict, rounds: int, seconds: int) -
                   ["case", "median", "ratio to no tracer, median (min–max)", "lines/s", "lost/s", "tracer CPU"],
                   [(c, unit(med(vals[c])[0]), fmt_ratio([v / b for v, b in zip(vals[c], base)]),
                     f"{med(lines[c])[0] / 1e3:.0f}k" if lines[c] else "",
-                    f"{med(lost[c])[0] / 1e3:.1f}k" if lost[c] else "",
+                    _lost_cell(lost[c]),
                     f"{med(cpu[c])[0]:.0%}" if cpu[c] else "") for c in cases])
             key = "udp" if udp else "tcp"
             res[f"vs_bpftrace_{key}"] = {"rate": vals, "lines_per_s": lines, "lost_per_s": lost, "cpu": cpu}

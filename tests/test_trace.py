@@ -764,3 +764,53 @@ def test_a_streamed_trace_keeps_no_hop(bridge_lab):
     assert min(seen.values()) > 2_000, seen                   # up to 1000 pings, 8 hops each (fewer if loaded)
     # per hop traced: kept, each costs its Hop (~450 B); streamed, the peak is a batch's
     assert peaks[False] / seen[False] < peaks[True] / seen[True] / 4, (peaks, seen)
+
+
+def test_the_fast_summary_of_a_hop_is_the_parsers_for_every_kind_of_frame():
+    """Hop.summary/key read common frames with a few unpacks (inject/trace._summarise_fast)
+    instead of packets.parse: the same key and line as the parser for every frame it takes, and
+    the parser's for the rest (tags, extension headers, fragments, frames cut short). ~0.1 s."""
+    from scapy.layers.inet import ICMP, IP, TCP, UDP
+    from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
+    from scapy.layers.l2 import Dot1Q, Ether
+
+    from faultinj.inject.trace import _summarise_fast, _summarise_parsed, summarise
+
+    FI_SNAP = 128   # bytes of a frame in an event (bpf/lib/trace.h)
+
+    e = Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02")
+    v4, v6 = IP(src="10.0.0.1", dst="10.0.0.2", id=4242), IPv6(src="fd00::1", dst="fd00::2")
+    common = [e / v4 / TCP(sport=1111, dport=80, seq=777, flags="PA") / (b"d" * 100),
+              e / v4 / TCP(sport=1, dport=2, flags="S", options=[("MSS", 1460), ("WScale", 7)]),
+              e / v4 / UDP(sport=53, dport=5353) / (b"q" * 30),
+              e / v4 / ICMP(type=8, id=7, seq=3) / (b"p" * 56), e / v4 / ICMP(type=0, id=7, seq=3),
+              e / IP(src="10.0.0.1", dst="10.0.0.2", options=b"\x01\x01\x01\x00") / UDP(sport=9, dport=10),
+              e / v6 / TCP(sport=2222, dport=443, seq=1 << 31, flags="A") / (b"x" * 1000),
+              e / v6 / UDP(sport=5, dport=6) / b"u", e / v6 / ICMPv6EchoRequest(id=9, seq=1),
+              e / v6 / ICMPv6EchoReply(id=9, seq=2)]
+    others = [e / Dot1Q(vlan=5) / v4 / UDP(sport=1, dport=2) / (b"z" * 40),
+              e / v6 / IPv6ExtHdrHopByHop() / UDP(sport=1, dport=2) / (b"z" * 40),
+              e / v6 / IPv6ExtHdrFragment(offset=0, m=1) / UDP(sport=1, dport=2) / (b"z" * 40),
+              e / IP(src="10.0.0.1", dst="10.0.0.2", frag=100, proto=17) / (b"f" * 40),
+              e / v4 / ICMP(type=3, code=1) / IP(src="10.0.0.2", dst="10.0.0.9") / UDP(),
+              e / IP(src="10.0.0.1", dst="10.0.0.2", proto=47) / (b"g" * 40),
+              Ether(src="02:00:00:00:00:01", dst="ff:ff:ff:ff:ff:ff", type=0x0806) / (b"a" * 46)]
+    fast = 0
+    for pkt in common + others:
+        raw = bytes(pkt)
+        for frame, wire in ((raw[:FI_SNAP], len(raw)), (raw[:40], len(raw)), (raw[:54], len(raw)),
+                            (raw[:60], len(raw)), (raw[:FI_SNAP], len(raw) + 1000)):
+            got = _summarise_fast(frame, wire)
+            assert summarise(frame, wire) == _summarise_parsed(frame, wire), pkt.summary()
+            if got is not None:
+                fast += 1
+                assert got == _summarise_parsed(frame, wire), (pkt.summary(), len(frame), wire)
+        if pkt in common:
+            assert _summarise_fast(raw[:FI_SNAP], len(raw)) is not None, pkt.summary()
+        else:
+            assert _summarise_fast(raw[:FI_SNAP], len(raw)) is None, pkt.summary()
+    assert fast >= 2 * len(common)
+    # BIG TCP: an IPv4 total length of 0 says "the frame says how long"
+    raw = bytearray(bytes(common[0]))
+    raw[16:18] = b"\0\0"
+    assert _summarise_fast(bytes(raw), len(raw) + 9000) == _summarise_parsed(bytes(raw), len(raw) + 9000)
