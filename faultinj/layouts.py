@@ -211,6 +211,10 @@ ENUMS: dict[str, dict[str, int]] = {
         'FI_DIST_SIZE': 4096,
         'FI_DIST_SCALE': 8192,
     },
+    'fi_drop_flag': {
+        'FI_DROP_DELIVERED': 1,
+        'FI_DROP_SHARED': 2,
+    },
     'fi_hop': {
         'FI_HOP_QUEUE': 1,
         'FI_HOP_RX': 2,
@@ -285,6 +289,7 @@ ANCHORS: dict[str, tuple[str, ...]] = {
         'fi_cfg_flag',
         'fi_config',
         'fi_counter',
+        'fi_drop_flag',
         'fi_event',
         'fi_hop',
         'fi_journal_size',

@@ -25,4 +25,5 @@ struct fi_layouts {
 	enum fi_parse_limit parse_limit;
 	enum fi_hop hop;
 	enum fi_trace_mode trace_mode;
+	enum fi_drop_flag drop_flag;
 } fi_layouts;

@@ -33,8 +33,10 @@ enum fi_hop {
 };
 
 /* fi_trace_event.flags of FI_HOP_DROP */
-#define FI_DROP_DELIVERED 1   /* a socket had read a copy (sock says which) */
-#define FI_DROP_SHARED 2      /* another skb still holds the data: its fate decides */
+enum fi_drop_flag {
+	FI_DROP_DELIVERED = 1,   /* a socket had read a copy (sock says which) */
+	FI_DROP_SHARED = 2,      /* another skb still holds the data: its fate decides */
+};
 
 struct fi_trace_event {
 	__u64 ts_ns;

@@ -35,41 +35,50 @@ import time
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from ..errors import KernelFeatureMissing, SpecError
+from .. import layouts
+from ..errors import BuildError, KernelFeatureMissing, SpecError
 from ..faults.match import NO_MATCH, Match, parse_match
 from ..faults.pcap_filter import compile_filter
 from ..journal import clock, wall_clock, wall_time
-from ..packets import address, parse
+from ..packets import address, parse, protocol_name
 from ..values import parse_duration
 from . import build, caps, layout, libbpf, state
 from .journal import JournalReader
 from .netns import inode
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
-# struct fi_trace_event: u64 ts, skb, head, func; u32 netns, ifindex, len, reason, sock; u16 snap; u8 hop, flags;
-# char ifname[16]; u8 frame[128]
-EVENT = struct.Struct("<QQQQIIIIIHBB16s128s")
+# struct fi_trace_event and fi_trace_count_key, as the BTF says (faultinj/layouts.py). The readers
+# below unpack them by position, fastest: the member order they expect is checked here, so a field
+# added in C stops the import with its name instead of shifting every hop's fields.
+EVENT, _EVENT_FIELDS = layouts.record("fi_trace_event")
+COUNT_KEY, _COUNT_KEY_FIELDS = layouts.record("fi_trace_count_key")
+for _got, _want in ((_EVENT_FIELDS, ("ts_ns", "skb", "head", "func", "netns", "ifindex", "len", "reason", "sock",
+                                     "snap", "hop", "flags", "ifname", "frame")),
+                    (_COUNT_KEY_FIELDS, ("netns", "reason", "hop", "flags", "sock_family", "sock_type", "ifname"))):
+    if _got != _want:
+        raise BuildError(f"the tracer's records changed in C: members {_got}, inject/trace.py unpacks {_want}")
 # a ring record: its header (u32 length, u32 page offset), then the event, padded to 8 bytes
 RECORD = struct.Struct("<II" + EVENT.format.lstrip("<") + f"{-EVENT.size % 8}x")
-# struct fi_trace_count_key: u32 netns, reason; u8 hop, flags, sock_family, sock_type; char ifname[16]
-# -> {u64 packets, bytes}
-COUNT_KEY = struct.Struct("<IIBBBB16s")
-MODE_EVENTS, MODE_COUNT = 1, 2       # enum fi_trace_mode
+_MODE, _HOP = layouts.enum("fi_trace_mode"), layouts.enum("fi_hop")
+MODE_EVENTS, MODE_COUNT = _MODE["FI_TRACE_EVENTS"], _MODE["FI_TRACE_COUNT"]
 READ_BATCH = 256 << 10               # read() returns early once this much waits on the ring
-HOPS = {1: "out", 2: "in", 3: "in", 4: "in", 5: "DROP", 8: "ovs", 9: "ovs"}
-HOP_POINTS = {1: "net_dev_queue", 2: "netif_rx", 3: "netif_receive_skb", 4: "napi_gro_receive", 5: "kfree_skb",
-              8: "upcall", 9: "exec"}
-HOP_OVS_UPCALL, HOP_OVS_EXEC = 8, 9      # FI_HOP_OVS_*: Open vSwitch's kernel datapath
+# enum fi_hop: where a hop was seen -> its direction and the kernel's point
+_HOP_SHOWN = {"QUEUE": ("out", "net_dev_queue"), "RX": ("in", "netif_rx"), "RECEIVE": ("in", "netif_receive_skb"),
+              "GRO": ("in", "napi_gro_receive"), "DROP": ("DROP", "kfree_skb"), "OVS_UPCALL": ("ovs", "upcall"),
+              "OVS_EXEC": ("ovs", "exec")}
+HOPS = {_HOP[f"FI_HOP_{n}"]: d for n, (d, _) in _HOP_SHOWN.items()}
+HOP_POINTS = {_HOP[f"FI_HOP_{n}"]: p for n, (_, p) in _HOP_SHOWN.items()}
+HOP_OVS_UPCALL, HOP_OVS_EXEC = _HOP["FI_HOP_OVS_UPCALL"], _HOP["FI_HOP_OVS_EXEC"]   # OVS's kernel datapath
 OVS_BTF = "/sys/kernel/btf/openvswitch"  # the module's BTF: there when the kernel datapath is loaded
 FOLD_NS = 1_000_000                  # a fault's drop and the kernel's free of that packet: within 1 ms
-HOP_FUNC = 7                         # FI_HOP_FUNC: trace --functions, a kernel function took the skb
+HOP_FUNC = _HOP["FI_HOP_FUNC"]       # trace --functions: a kernel function took the skb
 MAX_FUNCTIONS = 64                   # --functions attaches one fentry program per function: bounded
 # the maps the function programs (bpf/trace_func.bpf.c) share with the tracepoints' object
 SHARED_MAPS = ("fi_trace_config", "fi_trace_events", "fi_trace_lost", "fi_trace_delivered", "fi_trace_shared",
                "fi_trace_counts")
-FI_HOP_DROP = 5
-HOP_DELIVERED = 6                    # FI_HOP_DELIVERED: a socket read a copy of a frame freed while shared
-DROP_DELIVERED, DROP_SHARED = 1, 2   # FI_DROP_* flags
+FI_HOP_DROP = _HOP["FI_HOP_DROP"]
+HOP_DELIVERED = _HOP["FI_HOP_DELIVERED"]   # a socket read a copy of a frame freed while shared
+DROP_DELIVERED, DROP_SHARED = (layouts.enum("fi_drop_flag")[f"FI_DROP_{n}"] for n in ("DELIVERED", "SHARED"))
 # How long a free whose data another skb still held waits for that copy's fate (read by a socket:
 # a delivery; else a drop), counted from when this reader got the free (a tracer that reads late
 # must not give up on a copy at once). ping and OVS read their copies within microseconds on a
@@ -80,7 +89,6 @@ SHARED_GRACE_NS = 2_000_000_000
 IN_GUEST = "FAULTINJ_LAB_IN_GUEST"      # scenario/inguest.py sets it in the guest's run
 WATCH_LEASE_NS = 3_000_000_000       # fi_watch: renewed every second while the tracer runs
 AF_INET, AF_INET6, AF_PACKET, SOCK_DGRAM, SOCK_RAW = 2, 10, 17, 2, 3
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6"}
 
 
 def btf_path() -> str:
@@ -317,7 +325,7 @@ def _summarise_parsed(frame: bytes, wire_len: int) -> tuple[tuple, str]:
     if p.proto == 17 and p.sport is not None:
         return key, f"udp {src}:{p.sport} -> {dst}:{p.dport} id={p.ip_id} len={p.payload_len}"
     if p.version:
-        return key, f"{PROTO_NAMES.get(p.proto, p.proto)} {src} -> {dst}"
+        return key, f"{protocol_name(p.proto)} {src} -> {dst}"
     # not IP (ARP, LLDP): the frame itself names the packet (every non-IP frame one packet otherwise)
     return ("frame", frame[:64].hex()), f"{len(frame)} bytes, not IP"
 
@@ -627,7 +635,7 @@ def _event_summary(e) -> str:
         return f"tcp {e.src}:{e.sport} -> {e.dst}:{e.dport} seq={e.seq}"
     if e.l4_proto == 17:
         return f"udp {e.src}:{e.sport} -> {e.dst}:{e.dport} id={e.ip_id}"
-    return f"{PROTO_NAMES.get(e.l4_proto, e.l4_proto)} {e.src} -> {e.dst}"
+    return f"{protocol_name(e.l4_proto)} {e.src} -> {e.dst}"
 
 
 class _Stop(Exception):
