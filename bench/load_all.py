@@ -32,7 +32,8 @@ def _try(results: dict, name: str, fn) -> None:
 
 def load_everything() -> dict:
     from faultinj.faults import CATALOGUE
-    from faultinj.inject import build, libbpf, trace
+    from faultinj.kernel import build, libbpf
+    from faultinj import trace
 
     results: dict = {}
     for f in sorted(CATALOGUE.values(), key=lambda f: f.name):

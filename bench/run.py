@@ -30,9 +30,11 @@ from scapy.layers.l2 import Ether  # noqa: E402
 
 import faultinj  # noqa: E402
 from faultinj.faults import parse_spec  # noqa: E402
-from faultinj.inject import custom, libbpf, program, traffic  # noqa: E402
-from faultinj.inject.capture import Capture  # noqa: E402
-from faultinj.inject.lab import Lab, netns_exec  # noqa: E402
+from faultinj.inject import custom
+from faultinj.kernel import libbpf, program
+from faultinj.lab import traffic  # noqa: E402
+from faultinj.lab.capture import Capture  # noqa: E402
+from faultinj.lab import Lab, netns_exec  # noqa: E402
 from faultinj.packets import parse  # noqa: E402
 
 FAULTINJ = [sys.executable, "-m", "faultinj.cli"]
@@ -342,7 +344,7 @@ def journal_and_tracer(rounds: int, seconds: int) -> dict:
     import threading
 
     from faultinj.faults.match import parse_match
-    from faultinj.inject.trace import Tracer
+    from faultinj.trace import Tracer
 
     res = {}
     on = program.load(parse_spec("drop=100%,proto=udp@xdp"), seed=1)   # a filter: both parse
@@ -442,8 +444,8 @@ def _prog_runs(objs) -> dict[str, tuple[int, int]]:
     """{program: (run_time_ns, run_cnt)} of the loaded tracing objects' programs (bpf_prog_info)."""
     import struct as _s
 
-    from faultinj.inject.libbpf.ffi import _obj_info, lib
-    from faultinj.inject.libbpf.objects import _programs
+    from faultinj.kernel.libbpf.ffi import _obj_info, lib
+    from faultinj.kernel.libbpf.objects import _programs
 
     out = {}
     for o in objs:
@@ -460,7 +462,7 @@ def tracer_bpf_cost(rounds: int, seconds: int) -> dict:
     import threading
 
     from faultinj.faults.match import parse_match
-    from faultinj.inject.trace import Tracer
+    from faultinj.trace import Tracer
 
     cases = {"filter matching nothing": (["dst=192.0.2.99"], {}), "every hop an event": ([], {}),
              "every hop counted (--stats)": ([], {"count_only": True})}
@@ -759,7 +761,7 @@ def time_vs_netem(rounds: int, seconds: int) -> dict:
     """Time faults beside netem on the same veth: TCP throughput, interleaved (the BPF program's own
     per-packet cost is in section 1). Needs fq and netem: where this kernel lacks them, a guest
     (Debian 6.1) boots and runs this section inside."""
-    from faultinj.inject import doctor
+    from faultinj import doctor
 
     have = {p.name: p.ok for p in doctor.run() if p.name in ("fq qdisc", "netem qdisc")}
     if not all(have.values()) or len(have) < 2:

@@ -7,9 +7,9 @@ Run as root: python examples/trace_a_drop.py
 
 import faultinj
 from faultinj.faults.match import parse_match
-from faultinj.inject import traffic
-from faultinj.inject.lab import Lab
-from faultinj.inject.trace import Tracer
+from faultinj.lab import traffic
+from faultinj.lab import Lab
+from faultinj.trace import Tracer
 
 with Lab().up() as lab:
     rec = faultinj.apply("drop=100%,proto=icmp", lab.b.ifname, netns_name=lab.b.netns)   # b's replies

@@ -38,10 +38,10 @@ def lab(scenario_path=None, prefix=None):
             topo.netns("vm1")
     """
     if scenario_path is None:
-        from .inject.lab import Lab
+        from .lab import Lab
 
         return Lab(prefix).up()
-    from .inject.lab import Topology
+    from .lab import Topology
     from .scenario import load
 
     return Topology(load(scenario_path).lab, prefix).up()

@@ -1,6 +1,6 @@
 """The Python API, one import for the CLI and for users; each part lives with its concern:
 lifecycle.py (apply, set, and the apply/set commands' argument rules), removal.py (clear, reap),
-faultstatus.py (status), inject/journal.py (journal readers), inject/trace.py (the tracer),
+faultstatus.py (status), inject/journal.py (journal readers), trace.py (the tracer),
 inject/replay.py (faults over a capture), faults/ (the catalogue), values.py (durations, seeds).
 
 Each name is imported when first used (PEP 562), so `from faultinj import api` costs nothing and a
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from .faults import CATALOGUE, parse_spec
     from .faultstatus import FaultStatus, fault_status, status
-    from .inject.caps import require_privileges
+    from .kernel.caps import require_privileges
     from .inject.journal import follow_seconds as journal_follow_seconds, open_for as journal
     from .inject.replay import replay
-    from .inject.trace import request as trace_request, stats as trace_stats, trace
+    from .trace import request as trace_request, stats as trace_stats, trace
     from .lifecycle import TC_MODES, apply, apply_command, apply_program, fault, set_command, set_fault
     from .pcap import Record as PcapRecord, write as write_pcap
     from .removal import Removed, clear, reap, whose
@@ -30,11 +30,11 @@ _WHERE = {
     "CATALOGUE": (".faults", "CATALOGUE"), "parse_spec": (".faults", "parse_spec"),
     "FaultStatus": (".faultstatus", "FaultStatus"), "fault_status": (".faultstatus", "fault_status"),
     "status": (".faultstatus", "status"),
-    "require_privileges": (".inject.caps", "require_privileges"),
+    "require_privileges": (".kernel.caps", "require_privileges"),
     "journal": (".inject.journal", "open_for"), "journal_follow_seconds": (".inject.journal", "follow_seconds"),
     "replay": (".inject.replay", "replay"),
-    "trace": (".inject.trace", "trace"), "trace_request": (".inject.trace", "request"),
-    "trace_stats": (".inject.trace", "stats"),
+    "trace": (".trace", "trace"), "trace_request": (".trace", "request"),
+    "trace_stats": (".trace", "stats"),
     "TC_MODES": (".lifecycle", "TC_MODES"), "apply": (".lifecycle", "apply"),
     "apply_command": (".lifecycle", "apply_command"), "apply_program": (".lifecycle", "apply_program"),
     "fault": (".lifecycle", "fault"), "set_command": (".lifecycle", "set_command"),

@@ -898,7 +898,7 @@ def doctor(as_json: bool = JsonOpt,
                "/path/bzImage[:/path/modules], or 'host'.")):
     """What this machine can do: privileges, BPF, hooks, toolchain; probed in a throw-away namespace.
     With --kernel, the same probes in a guest running each kernel, side by side."""
-    from .inject import doctor as doc
+    from . import doctor as doc
 
     if kernel:
         cols = doc.across(kernel, progress=lambda m: typer.echo(m, err=True))

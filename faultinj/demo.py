@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Callable
 
 from .errors import EnvironmentProblem
-from .inject import caps
+from .kernel import caps
 from .verdict import Verdict
 from .scenario import load
 from .scenario.runner import run as run_scenario

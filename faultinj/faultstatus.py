@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from .inject import advice, attach, caps, maps, netns, state
-from .inject import links as kernel_links
-from .inject.netns import Links
+from .inject import advice, state
+from .kernel import attach, caps, maps, netns
+from .kernel import links as kernel_links
+from .kernel.netns import Links
 from .removal import reap_now
 from .inject import custom
 

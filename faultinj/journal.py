@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-import struct
 import time
 from collections import namedtuple
 from dataclasses import dataclass

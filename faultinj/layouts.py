@@ -1,13 +1,13 @@
 """Every C structure, enum and constant user space reads, as the BTF says it.
 
-The data at the end of this file is generated, not written: `python -m faultinj.inject.build
+The data at the end of this file is generated, not written: `python -m faultinj.kernel.build
 layouts --write` compiles bpf/lib/layouts.c (one member per structure and enum Python reads) and
 each bpf/X.bpf.c naming its own (FI_LAYOUT, built with -DFI_LAYOUTS), and writes what their BTF
 says. The build compares every program's BTF (and those objects') with it and refuses an object
-that differs (inject/layout.py), so a field or an action added in C is a rebuild and that
+that differs (kernel/layout.py), so a field or an action added in C is a rebuild and that
 command, nothing by hand. Everything here is pure data and stdlib: the journal
 decodes without the kernel layer, and the tracer and the config writer build their ctypes from it
-(inject/layout.py).
+(kernel/layout.py).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ def enum(name: str) -> dict[str, int]:
         return ENUMS[name]
     except KeyError:
         raise KeyError(f"enum {name} is not in faultinj/layouts.py: name it in struct fi_layouts (bpf/lib/layouts.c) "
-                       "or FI_LAYOUT (a fault's own), run python -m faultinj.inject.build layouts --write") from None
+                       "or FI_LAYOUT (a fault's own), run python -m faultinj.kernel.build layouts --write") from None
 
 
 def enum_names(name: str, prefix: str) -> dict[int, str]:
@@ -94,7 +94,7 @@ def scalar(name: str, member_name: str) -> struct.Struct:
     return struct.Struct("<" + _SCALAR[member(name, member_name)[1]])
 
 
-# ---- generated below by `python -m faultinj.inject.build layouts --write` from bpf/lib/layouts.c: do not edit ----
+# ---- generated below by `python -m faultinj.kernel.build layouts --write` from bpf/lib/layouts.c: do not edit ----
 STRUCTS: dict[str, tuple[int, tuple[tuple[str, int, str], ...]]] = {
     'fi_config': (152, (
         ('seed', 0, 'u64'),

@@ -16,9 +16,10 @@ from typing import Iterator
 
 from .errors import SpecError, StateError, TargetError
 from .faults import CATALOGUE, PROGRAM, FaultSpec, parse_change, parse_hook, parse_spec
-from .inject import advice, attach, caps, custom, libbpf, maps, netns, program, state, targets
-from .inject import links as kernel_links
-from .inject.netns import Links
+from .inject import advice, custom, state, targets
+from .kernel import attach, caps, libbpf, maps, netns, program
+from .kernel import links as kernel_links
+from .kernel.netns import Links
 from .removal import clear, forget, put_back_root, qdisc_sharers, reap_now, same_link
 from .values import check_seed, deadline, parse_duration
 from . import which

@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 
 from . import api
 from .errors import FaultinjError, SpecError
-from .inject import caps
+from .kernel import caps
 
 DEFAULT_PORT = 9469
 DEFAULT_LISTEN = f"127.0.0.1:{DEFAULT_PORT}"

@@ -10,9 +10,10 @@ import time
 from dataclasses import dataclass
 
 from .errors import FaultinjError, SpecError, StateError, TargetError
-from .inject import attach, caps, labrecords, libbpf, maps, netns, state, targets
-from .inject import links as kernel_links
-from .inject.netns import Links
+from .kernel import attach, caps, libbpf, maps, netns
+from .inject import labrecords, state, targets
+from .kernel import links as kernel_links
+from .kernel.netns import Links
 from . import which
 
 # What a command finished for a killed one (or found gone) is said here, not done silently:

@@ -7,15 +7,15 @@ import time
 
 from . import api
 from .errors import SpecError
-from .inject import caps
-from .inject.capture import Capture
+from .kernel import caps
+from .lab.capture import Capture
 from .packets import parse
 from .scenario.expect import RunData, evaluate
 from .scenario.schema import ExpectEntry
 from .verdict import Check, Verdict
 from .scenario.predicates import compile_predicate
 
-DIRECTIONS = ("in", "out", "any")   # which packets a capture takes (inject/capture.py)
+DIRECTIONS = ("in", "out", "any")   # which packets a capture takes (lab/capture.py)
 
 
 def verify(ifname: str, *, netns_name: str | None = None, duration: str | float | None = "10s",

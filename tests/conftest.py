@@ -45,7 +45,7 @@ def private_state(tmp_path_factory):
 def kernel_features(private_state) -> dict[str, bool]:
     """What doctor's probes find on the kernel the tests run on (this machine's, or a guest's):
     tests take the success path where a feature exists and the clear refusal where it does not."""
-    from faultinj.inject import doctor
+    from faultinj import doctor
 
     return {p.name: p.ok for p in doctor.run()}
 
@@ -55,7 +55,7 @@ def made_prefixes(monkeypatch) -> list[str]:
     """The lab prefixes this test's runs draw (every topology's names start with one): a test
     checks that nothing of its own is left by these, never by counting the machine's namespaces,
     which the other half of the suite (and other people) make and remove meanwhile."""
-    from faultinj.inject import lab as lab_mod
+    from faultinj import lab as lab_mod
 
     drawn: list[str] = []
     real = lab_mod.unique_prefix
@@ -70,14 +70,14 @@ def made_prefixes(monkeypatch) -> list[str]:
 
 
 def netns_of(prefixes) -> list[str]:
-    from faultinj.inject.netns import list_netns
+    from faultinj.kernel.netns import list_netns
 
     return [ns for ns in list_netns() if ns.startswith(tuple(prefixes))] if prefixes else []
 
 
 @pytest.fixture
 def lab():
-    from faultinj.inject.lab import Lab, LinkSettings
+    from faultinj.lab import Lab, LinkSettings
 
     lab = Lab()
     try:
@@ -91,7 +91,7 @@ def lab():
 @pytest.fixture
 def offload_lab():
     """A veth as it comes (GSO up to 65535 segments, tx checksum offload on), in namespaces."""
-    from faultinj.inject.lab import Lab, LinkSettings
+    from faultinj.lab import Lab, LinkSettings
 
     lab = Lab()
     try:
@@ -142,7 +142,7 @@ def hook_prog_ids(netns: str, ifname: str, hook: str = "egress") -> list[int]:
     run (BPF_PROG_QUERY), then the tc filters' programs (iproute2)."""
     import json
 
-    from faultinj.inject import links, netns as ns
+    from faultinj.kernel import links, netns as ns
 
     with ns.entered(netns):
         import socket
@@ -215,7 +215,7 @@ def _refused_then_auto(lab, spec: str) -> None:
 def foreign_tcx_link(host, obj, kernel_features):
     """Another tool's tcx link on host's egress (held by this process), where the kernel has tcx;
     yields its program id (None without tcx)."""
-    from faultinj.inject import libbpf, links, netns
+    from faultinj.kernel import libbpf, links, netns
 
     if not kernel_features["tcx links"]:
         yield None

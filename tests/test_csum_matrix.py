@@ -41,8 +41,9 @@ import faultinj
 import faultinj.api
 from faultinj.errors import SpecError
 from faultinj.faults import get_fault
-from faultinj.inject import libbpf, traffic
-from faultinj.inject.capture import Capture
+from faultinj.kernel import libbpf
+from faultinj.lab import traffic
+from faultinj.lab.capture import Capture
 from faultinj.packets import TCP_FLAGS, parse
 
 DATA = Path(__file__).parent / "data"
@@ -239,7 +240,7 @@ def matrix_lab(private_state, tmp_path_factory):
     from conftest import _clear_quietly
     from pyroute2 import IPRoute
 
-    from faultinj.inject.lab import Lab, LinkSettings
+    from faultinj.lab import Lab, LinkSettings
 
     lab, m, mirror = Lab(), None, None
     try:

@@ -18,7 +18,9 @@ from conftest import cli_runner, ns_run
 from faultinj import stats
 from faultinj.cli import app
 from faultinj.errors import ProgramError, SpecError
-from faultinj.inject import custom, libbpf, traffic
+from faultinj.inject import custom
+from faultinj.kernel import libbpf
+from faultinj.lab import traffic
 
 DATA = Path(__file__).parent / "data"
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"   # the article's programs, as printed

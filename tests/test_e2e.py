@@ -17,7 +17,8 @@ import faultinj
 from conftest import foreign_tcx_link, hook_prog_ids, ns_run
 from faultinj import stats
 from faultinj.errors import KernelFeatureMissing, StateError, TargetError
-from faultinj.inject import libbpf, maps, traffic
+from faultinj.kernel import libbpf, maps
+from faultinj.lab import traffic
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -523,7 +524,7 @@ def test_the_demo_the_readme_runs_passes_and_leaves_nothing(private_state, tmp_p
     """`./run.sh demo` is the main job: every experiment's checks hold, the lab is gone after.
     The only run of these shipped scenarios in the suite (test_scenarios.py leaves them to this
     test): what test_shipped_scenario_passes holds each scenario to is held here too."""
-    from faultinj.inject.netns import list_netns
+    from faultinj.kernel.netns import list_netns
 
     r = cli("demo", "--json", "--pcap-dir", str(tmp_path))
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]

@@ -8,7 +8,7 @@ from faultinj.api import check_seed, parse_duration
 from faultinj.errors import ExitStatus, SpecError
 from faultinj.faults import CATALOGUE, discover, parse_match, parse_spec
 from faultinj.faults.base import ALWAYS
-from faultinj.inject import build, layout
+from faultinj.kernel import build, layout
 
 
 @pytest.mark.parametrize("text,name,value,hook", [

@@ -15,7 +15,7 @@ from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 from scapy.packet import fuzz
 
 from faultinj.faults import parse_spec
-from faultinj.inject import libbpf, program
+from faultinj.kernel import libbpf, program
 from faultinj.packets import parse
 
 XDP_DROP, XDP_PASS, TC_UNSPEC, TC_STOLEN = 1, 2, -1, 4

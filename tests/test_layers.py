@@ -2,8 +2,9 @@
 function) goes down the declared order or stays in its layer, and no modules import each other in a
 circle. Read from the sources with ast: no import is executed, no root needed.
 
-    base → faults → kernel (inject/) → api → lab (labs, traffic, guests) → scenario → cli (and the
-    agent's server beside it)
+    base → faults → kernel (kernel/: build, load, attach; inject/: the faults' state; trace) → api →
+    lab (lab/: namespaces, bridges, OVS, traffic, captures; guest/; doctor) → scenario → cli (and
+    the agent's server beside it)
 
 An import inside a function is still a dependency: it only moves the failure from import time to
 the first call."""
@@ -21,9 +22,9 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
               "faultinj.layouts",
               "faultinj.stats", "faultinj.journal", "faultinj.verdict")),
     ("faults", ("faultinj.faults",)),
-    ("kernel", ("faultinj.inject", "faultinj.which")),
+    ("kernel", ("faultinj.kernel", "faultinj.inject", "faultinj.trace", "faultinj.which")),
     ("api", ("faultinj.lifecycle", "faultinj.removal", "faultinj.faultstatus", "faultinj.api")),
-    ("lab", ("faultinj.inject.lab", "faultinj.inject.traffic", "faultinj.inject.doctor", "faultinj.guest")),
+    ("lab", ("faultinj.lab", "faultinj.doctor", "faultinj.guest")),
     ("scenario", ("faultinj.scenario", "faultinj.demo", "faultinj.verify", "faultinj.metrics")),
     # the package itself is the API's facade (its names are imported lazily, PEP 562)
     ("cli", ("faultinj.cli", "faultinj.pytest_plugin", "faultinj.guest.server", "faultinj")),
@@ -57,7 +58,7 @@ def imports(mods: dict[str, Path]) -> dict[str, dict[str, int]]:
                     mod = node.module or ""
                 targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod for a in node.names]
             for t in targets:
-                while t and t not in mods:       # `import faultinj.inject.lab as x` names a module
+                while t and t not in mods:       # `import faultinj.lab as x` names a module
                     t = t.rpartition(".")[0]
                 if t.startswith("faultinj") and t != name:
                     edges.setdefault(name, {}).setdefault(t, node.lineno)
@@ -140,16 +141,15 @@ def test_the_checks_see_a_cycle_and_an_upward_import(tmp_path):
     """The walker on a small package made to break both rules: removal importing the lab (as it did
     before labrecords), the lab importing removal back."""
     pkg = tmp_path / "faultinj"
-    (pkg / "inject").mkdir(parents=True)
+    (pkg / "lab").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "inject" / "__init__.py").write_text("")
-    (pkg / "removal.py").write_text("def reap():\n    from .inject import lab\n    lab.reap_orphans()\n")
-    (pkg / "inject" / "lab.py").write_text("from .. import removal\n")
+    (pkg / "removal.py").write_text("def reap():\n    from . import lab\n    lab.reap_orphans()\n")
+    (pkg / "lab" / "__init__.py").write_text("from .. import removal\n")
     mods = modules(pkg)
     edges = imports(mods)
-    assert edges["faultinj.removal"] == {"faultinj.inject.lab": 2}
-    assert cycles(edges) == [["faultinj.inject.lab", "faultinj.removal"]]
-    assert any("faultinj.removal (api) imports faultinj.inject.lab (lab)" in b
+    assert edges["faultinj.removal"] == {"faultinj.lab": 2}
+    assert cycles(edges) == [["faultinj.lab", "faultinj.removal"]]
+    assert any("faultinj.removal (api) imports faultinj.lab (lab)" in b
                for b in upward({k: PACKAGE / v.relative_to(pkg) for k, v in mods.items()}, edges))
 
 

@@ -18,7 +18,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 
 from faultinj import packets
 from faultinj.errors import FaultinjError
-from faultinj.inject import build, libbpf
+from faultinj.kernel import build, libbpf
 
 DATA = Path(__file__).parent / "data"
 E = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}

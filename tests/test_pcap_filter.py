@@ -7,7 +7,7 @@ import pytest
 from faultinj.errors import SpecError
 from faultinj.faults.match import DPORT, DST4, MARK, PROTO, SPORT, SRC4, SRC6, VLAN, parse_match
 from faultinj.faults.pcap_filter import MAX_SLOTS, compile_filter
-from faultinj.inject import layout
+from faultinj.kernel import layout
 
 
 def passes(expr: str, src, dst, proto, sport=0, dport=0) -> bool:

@@ -18,7 +18,7 @@ from scapy.packet import Padding
 from faultinj import layouts, stats
 from faultinj.errors import BuildError, EnvironmentProblem, VerifierError
 from faultinj.faults import CATALOGUE, parse_spec
-from faultinj.inject import build, layout, libbpf, maps, program
+from faultinj.kernel import build, layout, libbpf, maps, program
 
 DATA = Path(__file__).parent / "data"
 XDP_DROP, XDP_PASS = 1, 2
@@ -356,10 +356,10 @@ def test_layouts_py_is_what_the_btf_of_layouts_c_says(capsys):
 
 
 def test_the_tracer_shows_every_hop_the_programs_report():
-    """inject/trace.py reads its record formats, hop ids, modes and drop flags from faultinj/layouts.py
+    """trace.py reads its record formats, hop ids, modes and drop flags from faultinj/layouts.py
     (the BTF); a hop added to enum fi_hop in C is shown by the tracer or handled by it by name, or
     this fails (and a member added to its records stops trace.py's import, naming the members)."""
-    from faultinj.inject import trace
+    from faultinj import trace
 
     assert trace.EVENT.format == layouts.record("fi_trace_event")[0].format
     assert trace.COUNT_KEY.format == layouts.record("fi_trace_count_key")[0].format
@@ -406,9 +406,9 @@ def test_a_layout_drift_refuses_the_build(monkeypatch, tmp_path, drift):
     monkeypatch.setenv("FAULTINJ_CACHE_DIR", str(tmp_path / "cache"))
     with pytest.raises(BuildError, match=says) as err:
         build.compile_program(program, "tc-egress")
-    assert "python -m faultinj.inject.build layouts --write" in str(err.value)
+    assert "python -m faultinj.kernel.build layouts --write" in str(err.value)
     assert not list((tmp_path / "cache").glob(f"{program}.tc.*.o"))
-    generated: dict = {}   # what `python -m faultinj.inject.build layouts --write` writes, from the edited tree
+    generated: dict = {}   # what `python -m faultinj.kernel.build layouts --write` writes, from the edited tree
     exec(build.layouts_text(tree), generated)
     for name in ("STRUCTS", "ENUMS", "ANCHORS"):
         monkeypatch.setattr(layouts, name, generated[name])

@@ -25,8 +25,9 @@ from faultinj import stats
 from faultinj.errors import KernelFeatureMissing, SpecError, StateError
 from faultinj.faults import parse_spec
 from faultinj.faults.time_faults import dist_table
-from faultinj.inject import libbpf, program, traffic
-from faultinj.inject.capture import Capture
+from faultinj.kernel import libbpf, program
+from faultinj.lab import traffic
+from faultinj.lab.capture import Capture
 from faultinj.inject.journal import JournalLog
 from faultinj.journal import decode
 from faultinj.packets import parse
@@ -329,7 +330,7 @@ def test_delay_and_netem_give_the_same_distribution(lab, private_state, kernel_f
 
 
 def test_doctor_names_the_mechanism_this_kernel_offers(kernel_features):
-    from faultinj.inject.doctor import time_mechanism
+    from faultinj.doctor import time_mechanism
 
     assert kernel_features["time-fault mechanism"] == kernel_features["fq qdisc"]
     assert "BPF qdisc (struct_ops)" in kernel_features

@@ -14,9 +14,9 @@ import faultinj
 import faultinj.api
 from faultinj import pcap
 from faultinj.faults.match import parse_match
-from faultinj.inject import traffic
-from faultinj.inject.lab import EndSpec, LinkSpec, Topology, TopologySpec
-from faultinj.inject.trace import Tracer, drop_reasons
+from faultinj.lab import traffic
+from faultinj.lab import EndSpec, LinkSpec, Topology, TopologySpec
+from faultinj.trace import Tracer, drop_reasons
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_a_capture_reading_a_copy_does_not_hide_the_drop(bridge_lab):
     """A packet socket (a capture on vm2's eth0) reads a copy of each datagram; vm2's stack then
     frees the original as NO_SOCKET. The capture saw it, but the packet was lost: a DROP, not the
     end of a delivery (which only OTHERHOST after a packet socket's read is: an OVS netdev port)."""
-    from faultinj.inject.capture import Capture
+    from faultinj.lab.capture import Capture
 
     t = bridge_lab
     vm1, vm2 = t.netns("vm1"), t.netns("vm2")
@@ -182,7 +182,7 @@ def test_a_capture_reading_a_copy_does_not_hide_the_drop(bridge_lab):
 
 
 def _send_udp(netns, dst, port):
-    from faultinj.inject.netns import entered
+    from faultinj.kernel.netns import entered
     import socket
 
     with entered(netns):
@@ -205,7 +205,7 @@ def _lab_hops(tracer, lab) -> set:
 
 
 def _send_udp_from(netns, dst, ports, mark=0):
-    from faultinj.inject.netns import entered
+    from faultinj.kernel.netns import entered
     import socket
 
     with entered(netns):
@@ -262,7 +262,7 @@ def test_the_mark_filter_traces_and_faults_only_marked_packets(bridge_lab):
     import socket
 
     from faultinj.faults.pcap_filter import compile_filter
-    from faultinj.inject.netns import entered
+    from faultinj.kernel.netns import entered
 
     t = bridge_lab
     vm1, vm2 = t.netns("vm1"), t.netns("vm2")
@@ -420,7 +420,7 @@ PING_PATH = ["ip_finish_output2", "__dev_queue_xmit", "veth_xmit", "__netif_rx",
 
 def test_functions_taking_an_skb_are_found_from_btf():
     from faultinj.errors import SpecError
-    from faultinj.inject.trace import skb_functions
+    from faultinj.trace import skb_functions
 
     found = skb_functions("^(ip_rcv|icmp_rcv|veth_xmit|ip_output|ip_finish_output2)$")
     veth = " veth_xmit" in open("/proc/kallsyms").read()      # built in, or its module loaded (its own BTF)
@@ -437,7 +437,7 @@ def test_functions_path_of_a_ping_across_two_namespaces(lab):
     namespace it was in, with the time since the previous step. Where the kernel refuses fentry
     (this project's machine: EPERM, and no kprobes), one clear refusal instead."""
     from faultinj.errors import KernelFeatureMissing
-    from faultinj.inject.trace import skb_functions
+    from faultinj.trace import skb_functions
 
     a, b = lab.a, lab.b
     fns = skb_functions("^(" + "|".join(PING_PATH) + ")$")
@@ -579,7 +579,7 @@ def test_a_psh_segment_injected_by_a_fault_then_its_upcall_and_the_datapaths_act
 # ---- issue 23, 25: marks that outlive their packet, late readers, start, clocks --------------------
 
 def _sockets_in(netns, *specs):
-    from faultinj.inject.netns import entered
+    from faultinj.kernel.netns import entered
     import socket
 
     with entered(netns):
@@ -731,7 +731,7 @@ def test_hops_keep_the_clock_of_the_machine_that_traced_them(bridge_lab, monkeyp
 def test_the_root_namespace_of_a_guest_lab_is_named_as_the_guest(monkeypatch):
     import socket
 
-    from faultinj.inject.trace import IN_GUEST, netns_names
+    from faultinj.trace import IN_GUEST, netns_names
 
     assert netns_names()[os.stat("/proc/self/ns/net").st_ino] == "host"
     monkeypatch.setenv(IN_GUEST, "1")
@@ -745,7 +745,7 @@ def test_a_streamed_trace_keeps_no_hop(bridge_lab):
     import threading
     import tracemalloc
 
-    from faultinj.inject.trace import trace
+    from faultinj.trace import trace
 
     vm1 = bridge_lab.netns("vm1")
     peaks, seen = {}, {}
@@ -774,7 +774,7 @@ def test_the_fast_summary_of_a_hop_is_the_parsers_for_every_kind_of_frame():
     from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrFragment, IPv6ExtHdrHopByHop
     from scapy.layers.l2 import Dot1Q, Ether
 
-    from faultinj.inject.trace import _summarise_fast, _summarise_parsed, summarise
+    from faultinj.trace import _summarise_fast, _summarise_parsed, summarise
 
     FI_SNAP = 128   # bytes of a frame in an event (bpf/lib/trace.h)
 

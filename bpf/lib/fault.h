@@ -20,7 +20,7 @@
 #define FI_LAYOUT(program, ...)
 #endif
 
-/* The layout user space writes: faultinj/inject/layout.py describes it, and
+/* The layout user space writes: faultinj/kernel/layout.py describes it, and
  * the build checks that description against this object's BTF (sizes and
  * offsets), so the two cannot drift. */
 struct fi_config {
@@ -44,7 +44,7 @@ enum fi_cfg_flag {
 	FI_CFG_JOURNAL = 8,   /* record each action in the fi_journal log */
 };
 
-/* Outcomes, counted per CPU; faultinj/inject/maps.py names them from the BTF. */
+/* Outcomes, counted per CPU; faultinj/kernel/maps.py names them from the BTF. */
 enum fi_counter {
 	FI_SEEN = 0,    /* packets at the hook while the fault is live */
 	FI_MATCHED,     /* packets the fault could act on */

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
 /* Every structure, enum and constant user space reads, in one object's BTF.
- * Never loaded: faultinj/inject/layout.py reads this object's BTF to write
- * faultinj/layouts.py (`python -m faultinj.inject.build layouts --write`), and the
+ * Never loaded: faultinj/kernel/layout.py reads this object's BTF to write
+ * faultinj/layouts.py (`python -m faultinj.kernel.build layouts --write`), and the
  * build compiles it beside every program and refuses when its BTF and
  * faultinj/layouts.py differ. An enum used only for its constants is not in
  * a program's BTF; a member here puts it there. A layout Python reads is a

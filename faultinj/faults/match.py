@@ -1,6 +1,6 @@
 """Match filters common to every fault: `drop=10%,proto=tcp,dport=443,dst=10.0.0.0/24`.
 
-Pure Python: parse the filter words; inject/layout.py lays them out as `struct fi_match`
+Pure Python: parse the filter words; kernel/layout.py lays them out as `struct fi_match`
 (bpf/lib/match.h) for the config map, so filters change without a reload.
 """
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, SpecError
-from ..inject.build import cache_dir
+from ..kernel.build import cache_dir
 
 HOST = "host"
 # linux-image-<abi>-<flavour>: 6.1.0-57 / 6.12.118+deb12 / 6.8.0-45 (Ubuntu), then amd64, cloud-amd64, rt-amd64...

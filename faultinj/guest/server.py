@@ -18,7 +18,7 @@ from typing import IO
 from ..errors import EnvironmentProblem, ExitStatus, FaultinjError
 from .agent import PORT_NAME, PROTOCOL
 from .._version import __version__
-from ..inject import doctor
+from .. import doctor
 from ..scenario import hosts
 
 

@@ -20,7 +20,7 @@ from ..errors import EnvironmentProblem
 from ..inject.labrecords import kill_group, remove_workdirs, workdir  # noqa: F401 (guests' API)
 from .agent import PORT_NAME, Agent
 from .kernels import Kernel
-from ..inject.build import cache_dir
+from ..kernel.build import cache_dir
 from .kernels import resolve
 
 BOOT_TIMEOUT = float(os.environ.get("FAULTINJ_VM_BOOT_TIMEOUT", "240"))

@@ -11,7 +11,8 @@ Each finding is one line that says what to do. Nothing here changes the kernel.
 
 from __future__ import annotations
 
-from . import attach, links, netns, state
+from ..kernel import attach, links, netns
+from . import state
 
 # faults whose count is per TCP segment on the wire, which GSO super-packets at tc egress break
 _PER_SEGMENT = ("psh-ratio", "first-psh")

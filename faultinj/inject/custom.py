@@ -10,7 +10,7 @@ import shutil
 from pathlib import Path
 
 from ..errors import SpecError
-from . import build, libbpf
+from ..kernel import build, libbpf
 
 HOOK_TYPES = {"xdp": libbpf.BPF_PROG_TYPE_XDP, "tc-ingress": libbpf.BPF_PROG_TYPE_SCHED_CLS,
               "tc-egress": libbpf.BPF_PROG_TYPE_SCHED_CLS}

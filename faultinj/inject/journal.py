@@ -15,7 +15,8 @@ from .. import layouts
 from ..errors import SpecError, StateError
 from ..journal import EVENT_FORMAT, Event, decode
 from ..values import parse_duration
-from . import caps, libbpf, maps, state
+from ..kernel import caps, libbpf, maps
+from . import state
 from .. import which
 
 _IDX = layouts.scalar("fi_event", "idx")        # the slot's index word; the head (u64) is read alike

@@ -13,7 +13,7 @@ from .. import pcap
 from ..errors import SpecError, missing_path
 from ..faults import FaultSpec, parse_spec
 from ..values import check_seed
-from . import caps, libbpf, maps, program
+from ..kernel import caps, libbpf, maps, program
 
 DROP = {"xdp": 1, "tc-ingress": 4, "tc-egress": 4}  # XDP_DROP, TC_ACT_STOLEN
 ABORT = {"xdp": 0, "tc-ingress": 2, "tc-egress": 2}  # XDP_ABORTED, TC_ACT_SHOT

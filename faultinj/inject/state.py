@@ -52,7 +52,7 @@ class Record:
     expires_at: float | None = None  # the same instant on the wall clock, for people
     tc_prio: int | None = None
     filter_name: str | None = None
-    # how it is attached (inject/links.py): tcx-link | tc-filter | tc-matchall | xdp-link | xdp
+    # how it is attached (kernel/links.py): tcx-link | tc-filter | tc-matchall | xdp-link | xdp
     attach_kind: str = ""
     created_at: float = field(default_factory=time.time)
     # The intent journal: set while a command changes this fault ("apply",

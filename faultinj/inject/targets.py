@@ -20,7 +20,8 @@ import os
 from dataclasses import dataclass
 
 from ..errors import SpecError, TargetError
-from . import netns, runtimes
+from ..kernel import netns
+from . import runtimes
 
 
 @dataclass

@@ -30,7 +30,8 @@ import yaml
 from ..errors import EnvironmentProblem, StateError, TargetError
 from .schema import ScenarioError, YMap, _Ctx, parse_marked, read_file
 from .. import api
-from ..inject import caps, state
+from ..kernel import caps
+from ..inject import state
 from ..inject.runtimes import _cli
 from ..inject.targets import resolve
 

@@ -25,11 +25,12 @@ from typing import NamedTuple, NewType, Union
 
 from .. import api
 from ..errors import FaultinjError, SpecError, TargetError
-from ..inject import netns as netns_mod
-from ..inject import targets, traffic
-from ..inject.capture import Capture, Frame
-from ..inject.netns import netns_exec
-from ..inject.traffic import PingResult
+from ..kernel import netns as netns_mod
+from ..inject import targets
+from ..lab import traffic
+from ..lab.capture import Capture, Frame
+from ..kernel.netns import netns_exec
+from ..lab.traffic import PingResult
 from ..journal import Event
 
 # what a verb returns to be given back to a later verb (a capture, a TCP receiver): the object

@@ -12,9 +12,12 @@ from typing import Callable
 
 from .. import api
 from ..errors import FaultinjError, StateError
-from ..inject import caps, lab, ovs, state
-from ..inject.capture import write_pcap
-from ..inject.lab import Topology, unique_prefix
+from ..kernel import caps
+from .. import lab
+from ..lab import ovs
+from ..inject import state
+from ..lab.capture import write_pcap
+from ..lab import Topology, unique_prefix
 from ..packets import parse
 from ..verdict import Check, Verdict
 from . import inguest
@@ -24,8 +27,8 @@ from .hosts import for_topology as hosts_of
 from .hosts import outside_the_lab, run_traffic
 from .schema import Scenario
 from ..faults.match import parse_match
-from ..inject.netns import netns_exists
-from ..inject.trace import Tracer
+from ..kernel.netns import netns_exists
+from ..trace import Tracer
 
 
 @dataclass

@@ -36,15 +36,15 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
-from ..inject.lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
-from ..inject.ovs import PROTOCOLS as OVS_PROTOCOLS
-from ..inject.ovs import VLAN_MODES as OVS_VLAN_MODES
-from ..inject.ovs import OvsBridgeSpec, OvsPortSpec
-from ..inject.ovs import check_flow as ovs_check_flow
+from ..lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
+from ..lab.ovs import PROTOCOLS as OVS_PROTOCOLS
+from ..lab.ovs import VLAN_MODES as OVS_VLAN_MODES
+from ..lab.ovs import OvsBridgeSpec, OvsPortSpec
+from ..lab.ovs import check_flow as ovs_check_flow
 from ..inject.runtimes import RUNTIMES
 from .expectations import KINDS, Entries, Expectation
 from ..api import parse_duration
-from ..inject.ovs import check_prefix
+from ..lab.ovs import check_prefix
 
 
 class ScenarioError(SpecError):

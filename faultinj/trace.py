@@ -35,16 +35,17 @@ import time
 from dataclasses import dataclass, field
 from operator import attrgetter
 
-from .. import layouts
-from ..errors import BuildError, KernelFeatureMissing, SpecError
-from ..faults.match import NO_MATCH, Match, parse_match
-from ..faults.pcap_filter import compile_filter
-from ..journal import clock, wall_clock, wall_time
-from ..packets import address, parse, protocol_name
-from ..values import parse_duration
-from . import build, caps, layout, libbpf, state
-from .journal import JournalReader
-from .netns import inode
+from . import layouts
+from .errors import BuildError, KernelFeatureMissing, SpecError
+from .faults.match import NO_MATCH, Match, parse_match
+from .faults.pcap_filter import compile_filter
+from .journal import clock, wall_clock, wall_time
+from .packets import address, parse, protocol_name
+from .values import parse_duration
+from .kernel import build, caps, layout, libbpf
+from .inject import state
+from .inject.journal import JournalReader
+from .kernel.netns import inode
 
 BTF_PATH = "/sys/kernel/btf/vmlinux"
 # struct fi_trace_event and fi_trace_count_key, as the BTF says (faultinj/layouts.py). The readers
@@ -56,7 +57,7 @@ for _got, _want in ((_EVENT_FIELDS, ("ts_ns", "skb", "head", "func", "netns", "i
                                      "snap", "hop", "flags", "ifname", "frame")),
                     (_COUNT_KEY_FIELDS, ("netns", "reason", "hop", "flags", "sock_family", "sock_type", "ifname"))):
     if _got != _want:
-        raise BuildError(f"the tracer's records changed in C: members {_got}, inject/trace.py unpacks {_want}")
+        raise BuildError(f"the tracer's records changed in C: members {_got}, trace.py unpacks {_want}")
 # a ring record: its header (u32 length, u32 page offset), then the event, padded to 8 bytes
 RECORD = struct.Struct("<II" + EVENT.format.lstrip("<") + f"{-EVENT.size % 8}x")
 _MODE, _HOP = layouts.enum("fi_trace_mode"), layouts.enum("fi_hop")

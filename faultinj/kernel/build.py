@@ -159,7 +159,7 @@ def layouts_text(src_dir: Path | None = None) -> str:
 
 
 def write_layouts(argv: list[str]) -> int:
-    """`python -m faultinj.inject.build layouts [--write]`: faultinj/layouts.py as the BTF says
+    """`python -m faultinj.kernel.build layouts [--write]`: faultinj/layouts.py as the BTF says
     (layouts_text); --write rewrites it, else says whether it agrees (exit 1 when not)."""
     text = layouts_text()
     path = Path(layout.layouts.__file__)

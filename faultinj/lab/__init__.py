@@ -19,12 +19,12 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..errors import EnvironmentProblem, FaultinjError
-from . import labrecords, ovs
-from .labrecords import forget, reap_orphans, recorded_labs, remove_recorded  # noqa: F401 (the lab's API)
-from .netns import netns_exec  # noqa: F401 (the lab's API)
+from ..inject import labrecords
+from . import ovs
+from ..inject.labrecords import forget, reap_orphans, recorded_labs, remove_recorded  # noqa: F401 (the lab's API)
+from ..kernel.netns import netns_exec  # noqa: F401 (the lab's API)
 from .ovs import OvsBridgeSpec, OvsPortSpec
 from ..guest import kernels, vm
-from ..guest import vm
 from ..guest.agent import Agent
 
 

@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ..errors import FaultinjError, SpecError
-from .labrecords import daemon_of
+from ..inject.labrecords import daemon_of
 
 PROTOCOLS = ("OpenFlow10", "OpenFlow11", "OpenFlow12", "OpenFlow13", "OpenFlow14", "OpenFlow15")
 COOKIE_BASE = 0xFA110000   # rule i without a cookie of its own gets COOKIE_BASE + i + 1

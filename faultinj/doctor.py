@@ -9,16 +9,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
-from ..errors import KernelFeatureMissing
-from . import attach, build, caps, libbpf, links
+from .errors import KernelFeatureMissing
+from .faults import parse_spec
+from .guest import kernels
+from .guest.kernels import short_name
+from .guest.vm import probe_kernel
+from .inject import state
+from .kernel import attach, build, caps, libbpf, links, netns, program
 from .lab import Lab
-from . import netns
-from . import netns, program
-from . import state
-from ..faults import parse_spec
-from ..guest import kernels
-from ..guest.kernels import short_name
-from ..guest.vm import probe_kernel
 from .trace import Tracer
 
 

@@ -1,6 +1,6 @@
 """The maps every fault program shares (bpf/lib/fault.h): the config, built from a parsed spec in
 one place (config_for, write_spec: apply, set and replay all go through it), the counters, the
-journal's head and the fault's tables. Byte layouts come from inject/layout.py."""
+journal's head and the fault's tables. Byte layouts come from kernel/layout.py."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The byte layouts user space shares with the BPF programs, read from the BTF.
 
 C defines them (bpf/lib/fault.h, match.h, trace.h). faultinj/layouts.py holds what the BTF of
-bpf/lib/layouts.c says of each (generated: `python -m faultinj.inject.build layouts --write`); the
+bpf/lib/layouts.c says of each (generated: `python -m faultinj.kernel.build layouts --write`); the
 ctypes structures here are built from it, and check() compares every object build.py compiles
 (and bpf/lib/layouts.c's, whose BTF carries the enums no program's does) with it: each struct's
 size and every member's offset, size and type, each enum's constants. A drift refuses the build
@@ -20,7 +20,7 @@ from .libbpf.btf import _btf
 from .libbpf.ffi import lib
 
 ANCHOR = "layouts"          # bpf/lib/layouts.c: struct fi_layouts names every layout Python reads
-REGENERATE = "python -m faultinj.inject.build layouts --write"
+REGENERATE = "python -m faultinj.kernel.build layouts --write"
 _CTYPES = {"u8": ctypes.c_uint8, "u16": ctypes.c_uint16, "u32": ctypes.c_uint32, "u64": ctypes.c_uint64,
            "s8": ctypes.c_int8, "s16": ctypes.c_int16, "s32": ctypes.c_int32, "s64": ctypes.c_int64,
            "char": ctypes.c_char}

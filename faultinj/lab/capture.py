@@ -16,8 +16,8 @@ import time
 from dataclasses import dataclass
 
 from ..errors import SpecError, TargetError
-from .netns import command as netns_command
-from .netns import entered
+from ..kernel.netns import command as netns_command
+from ..kernel.netns import entered
 from ..pcap import write
 
 ETH_P_ALL = 0x0003

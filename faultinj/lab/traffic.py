@@ -13,8 +13,8 @@ import threading
 import time
 from dataclasses import dataclass
 
-from .netns import netns_exec
-from .netns import entered
+from ..kernel.netns import netns_exec
+from ..kernel.netns import entered
 
 SO_RCVBUFFORCE = 33
 

@@ -1,5 +1,5 @@
 """BTF: the kernel's (functions taking a struct, enum values) and an object's (struct layouts,
-which inject/layout.py checks)."""
+which kernel/layout.py checks)."""
 
 from __future__ import annotations
 
@@ -133,7 +133,7 @@ def btf_enum(path: str, name: str, base: str | None = None) -> dict[int, str]:
 
 def btf_struct(path: str, name: str) -> tuple[int, dict[str, tuple[int, int]]] | None:
     """(size, {member: (byte offset, size)}) of `struct name` in the BTF of the object (or BTF
-    file) at path; None when it has no such struct. See inject/layout.py."""
+    file) at path; None when it has no such struct. See kernel/layout.py."""
     with _btf(path) as btf:
         found = _btf_type(btf, name, BTF_KIND_STRUCT)
         if found is None:
