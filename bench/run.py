@@ -32,9 +32,9 @@ import faultinj  # noqa: E402
 from faultinj.faults import parse_spec  # noqa: E402
 from faultinj.inject import custom
 from faultinj.kernel import libbpf, program
-from faultinj.lab import traffic  # noqa: E402
-from faultinj.lab.capture import Capture  # noqa: E402
-from faultinj.lab import Lab, netns_exec  # noqa: E402
+from faultinj.labs import traffic  # noqa: E402
+from faultinj.labs.capture import Capture  # noqa: E402
+from faultinj.labs import Lab, netns_exec  # noqa: E402
 from faultinj.packets import parse  # noqa: E402
 
 FAULTINJ = [sys.executable, "-m", "faultinj.cli"]

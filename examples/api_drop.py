@@ -4,8 +4,8 @@ Run as root: python examples/api_drop.py
 """
 
 import faultinj
-from faultinj.lab import traffic
-from faultinj.lab import Lab
+from faultinj.labs import traffic
+from faultinj.labs import Lab
 
 with Lab().up() as lab:
     rec = faultinj.apply("drop=10%", lab.a.ifname, netns_name=lab.a.netns, seed=42)

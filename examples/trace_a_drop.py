@@ -7,8 +7,8 @@ Run as root: python examples/trace_a_drop.py
 
 import faultinj
 from faultinj.faults.match import parse_match
-from faultinj.lab import traffic
-from faultinj.lab import Lab
+from faultinj.labs import traffic
+from faultinj.labs import Lab
 from faultinj.trace import Tracer
 
 with Lab().up() as lab:

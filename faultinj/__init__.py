@@ -38,10 +38,10 @@ def lab(scenario_path=None, prefix=None):
             topo.netns("vm1")
     """
     if scenario_path is None:
-        from .lab import Lab
+        from .labs import Lab
 
         return Lab(prefix).up()
-    from .lab import Topology
+    from .labs import Topology
     from .scenario import load
 
     return Topology(load(scenario_path).lab, prefix).up()

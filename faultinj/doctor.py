@@ -16,7 +16,7 @@ from .guest.kernels import short_name
 from .guest.vm import probe_kernel
 from .inject import state
 from .kernel import attach, build, caps, libbpf, links, netns, program
-from .lab import Lab
+from .labs import Lab
 from .trace import Tracer
 
 

@@ -8,7 +8,7 @@ import time
 from . import api
 from .errors import SpecError
 from .kernel import caps
-from .lab.capture import Capture
+from .labs.capture import Capture
 from .packets import parse
 from .scenario.expect import RunData, evaluate
 from .scenario.schema import ExpectEntry

@@ -55,7 +55,7 @@ def made_prefixes(monkeypatch) -> list[str]:
     """The lab prefixes this test's runs draw (every topology's names start with one): a test
     checks that nothing of its own is left by these, never by counting the machine's namespaces,
     which the other half of the suite (and other people) make and remove meanwhile."""
-    from faultinj import lab as lab_mod
+    from faultinj import labs as lab_mod
 
     drawn: list[str] = []
     real = lab_mod.unique_prefix
@@ -77,7 +77,7 @@ def netns_of(prefixes) -> list[str]:
 
 @pytest.fixture
 def lab():
-    from faultinj.lab import Lab, LinkSettings
+    from faultinj.labs import Lab, LinkSettings
 
     lab = Lab()
     try:
@@ -91,7 +91,7 @@ def lab():
 @pytest.fixture
 def offload_lab():
     """A veth as it comes (GSO up to 65535 segments, tx checksum offload on), in namespaces."""
-    from faultinj.lab import Lab, LinkSettings
+    from faultinj.labs import Lab, LinkSettings
 
     lab = Lab()
     try:

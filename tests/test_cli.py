@@ -261,7 +261,7 @@ def test_a_subprocess_timeout_is_one_line():
 
 def test_capture_direction_is_checked_by_the_library():
     from faultinj.errors import SpecError
-    from faultinj.lab.capture import Capture
+    from faultinj.labs.capture import Capture
 
     with pytest.raises(SpecError, match="unknown direction 'sideways'"):
         Capture(None, "lo", direction="sideways")

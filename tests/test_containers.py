@@ -381,7 +381,7 @@ def test_a_scenario_whose_container_is_not_running_stops_before_anything(box, tm
     assert str(tmp_path / "box.yaml") in r.stderr
     after = {n for n in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
              if n.startswith(ours)}
-    from faultinj import lab
+    from faultinj import labs as lab
 
     assert after <= before and lab.recorded_labs() == [] and _status() == [] and _pins(private_state) == []
 

@@ -42,8 +42,8 @@ import faultinj.api
 from faultinj.errors import SpecError
 from faultinj.faults import get_fault
 from faultinj.kernel import libbpf
-from faultinj.lab import traffic
-from faultinj.lab.capture import Capture
+from faultinj.labs import traffic
+from faultinj.labs.capture import Capture
 from faultinj.packets import TCP_FLAGS, parse
 
 DATA = Path(__file__).parent / "data"
@@ -135,11 +135,16 @@ IMPOSSIBLE_WITH_SENDER_OFFLOAD = {
         "the skb built after XDP_PASS keeps the veth peer's CHECKSUM_PARTIAL; no XDP helper changes it",
 }
 
-# Cells where the kernel refuses the change and faultinj says so: (fault, hook) -> why. They
-# must count refusals, never acted, and leave the packets whole.
+# Cells where the kernel refuses the change and faultinj says so: (fault, hook) -> why. They must
+# count refusals and leave those packets whole. A socket's TCP segments at egress are all
+# CHECKSUM_PARTIAL; what TCP sends from its control socket (a TIME_WAIT connection's ACK, a reset)
+# has its checksum made in software (CHECKSUM_NONE) and is cut: seen once in CI (matched 10,
+# refused 0, acted 1, that one frame cut in the capture and counted truncated by the receiver). So
+# the cell transfers until a refusal is seen, and any cut it made must be witnessed like any other.
 REFUSED_BY_THE_KERNEL = {
     ("truncate short", "tc-egress"):
-        "tc refuses a cut below a CHECKSUM_PARTIAL skb's checksum field (all TCP at egress): refused",
+        "tc refuses a cut below a CHECKSUM_PARTIAL skb's checksum field (every segment a TCP socket "
+        "sends at egress): refused",
 }
 # Cells where the kernel refuses some changes: both counts are shown, only the cuts made are acted.
 SOMETIMES_REFUSED = {
@@ -240,7 +245,7 @@ def matrix_lab(private_state, tmp_path_factory):
     from conftest import _clear_quietly
     from pyroute2 import IPRoute
 
-    from faultinj.lab import Lab, LinkSettings
+    from faultinj.labs import Lab, LinkSettings
 
     lab, m, mirror = Lab(), None, None
     try:
@@ -358,7 +363,7 @@ def run_cell(m: MatrixLab, cell: Cell, seed: int = 7) -> dict:
                 res = traffic.tcp_transfer(a.netns, b.netns, b.ip4 if cell.family == "v4" else b.ip6, NBYTES,
                                            port=PORT, seed=seed, timeout=TRANSFER_TIMEOUT)
             [st] = [s for s in faultinj.status() if s.record.netns == host.netns]
-            if st.counters["acted"] or st.refused or cell.empty:
+            if (st.refused if cell.refusal else st.counters["acted"] or st.refused) or cell.empty:
                 break
     finally:
         m.mirror(False)
@@ -408,8 +413,8 @@ def check_cell(row: dict, fault: MatrixFault) -> list[str]:
     want(row["capture_drops"] == 0 and row["lost"] == 0, "capture or journal lost packets")
     want((acted + row["refused"] > 0) != row["empty"], "acted on nothing expected" if row["empty"] else
          "the fault never acted: the cell shows nothing")
-    if row["refusal"]:
-        want(acted == 0 and row["refused"] > 0, f"acted {acted}, refused {row['refused']}: the kernel refuses")
+    if row["refusal"]:   # what was cut (a control-socket packet, see REFUSED_BY_THE_KERNEL) is witnessed below
+        want(row["refused"] > 0, f"acted {acted}, refused {row['refused']}: the kernel refuses")
     elif not row["some_refused"]:
         want(row["refused"] == 0, f"refused {row['refused']}")
     want(row["events"] == acted, f"journal has {row['events']} events, acted {acted}")

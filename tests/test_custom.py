@@ -20,7 +20,7 @@ from faultinj.cli import app
 from faultinj.errors import ProgramError, SpecError
 from faultinj.inject import custom
 from faultinj.kernel import libbpf
-from faultinj.lab import traffic
+from faultinj.labs import traffic
 
 DATA = Path(__file__).parent / "data"
 SEED = Path(__file__).resolve().parent.parent / "examples" / "seed"   # the article's programs, as printed

@@ -18,7 +18,7 @@ from conftest import foreign_tcx_link, hook_prog_ids, ns_run
 from faultinj import stats
 from faultinj.errors import KernelFeatureMissing, StateError, TargetError
 from faultinj.kernel import libbpf, maps
-from faultinj.lab import traffic
+from faultinj.labs import traffic
 
 ROOT = Path(__file__).resolve().parent.parent
 

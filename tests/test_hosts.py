@@ -15,8 +15,8 @@ import pytest
 
 from faultinj.errors import FaultinjError, StateError
 from faultinj.guest import server
-from faultinj.lab.capture import Frame
-from faultinj.lab.traffic import PingResult
+from faultinj.labs.capture import Frame
+from faultinj.labs.traffic import PingResult
 from faultinj.journal import Event
 from faultinj.scenario import hosts
 from faultinj.scenario.hosts import VERBS, AgentHost, Captured, Completed, Host, NamespaceHost, TargetHost

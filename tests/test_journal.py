@@ -18,7 +18,7 @@ from conftest import cli_runner
 from faultinj.cli import app
 from faultinj.faults import parse_spec
 from faultinj.kernel import libbpf, maps, program
-from faultinj.lab import traffic
+from faultinj.labs import traffic
 from faultinj.inject.journal import JournalLog
 from faultinj.journal import EVENT_FORMAT, decode
 from faultinj.packets import parse

@@ -3,7 +3,7 @@ function) goes down the declared order or stays in its layer, and no modules imp
 circle. Read from the sources with ast: no import is executed, no root needed.
 
     base → faults → kernel (kernel/: build, load, attach; inject/: the faults' state; trace) → api →
-    lab (lab/: namespaces, bridges, OVS, traffic, captures; guest/; doctor) → scenario → cli (and
+    lab (labs/: namespaces, bridges, OVS, traffic, captures; guest/; doctor) → scenario → cli (and
     the agent's server beside it)
 
 An import inside a function is still a dependency: it only moves the failure from import time to
@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("faults", ("faultinj.faults",)),
     ("kernel", ("faultinj.kernel", "faultinj.inject", "faultinj.trace", "faultinj.which")),
     ("api", ("faultinj.lifecycle", "faultinj.removal", "faultinj.faultstatus", "faultinj.api")),
-    ("lab", ("faultinj.lab", "faultinj.doctor", "faultinj.guest")),
+    ("lab", ("faultinj.labs", "faultinj.doctor", "faultinj.guest")),
     ("scenario", ("faultinj.scenario", "faultinj.demo", "faultinj.verify", "faultinj.metrics")),
     # the package itself is the API's facade (its names are imported lazily, PEP 562)
     ("cli", ("faultinj.cli", "faultinj.pytest_plugin", "faultinj.guest.server", "faultinj")),
@@ -58,7 +58,7 @@ def imports(mods: dict[str, Path]) -> dict[str, dict[str, int]]:
                     mod = node.module or ""
                 targets = [f"{mod}.{a.name}" if f"{mod}.{a.name}" in mods else mod for a in node.names]
             for t in targets:
-                while t and t not in mods:       # `import faultinj.lab as x` names a module
+                while t and t not in mods:       # `import faultinj.labs as x` names a module
                     t = t.rpartition(".")[0]
                 if t.startswith("faultinj") and t != name:
                     edges.setdefault(name, {}).setdefault(t, node.lineno)
@@ -141,15 +141,15 @@ def test_the_checks_see_a_cycle_and_an_upward_import(tmp_path):
     """The walker on a small package made to break both rules: removal importing the lab (as it did
     before labrecords), the lab importing removal back."""
     pkg = tmp_path / "faultinj"
-    (pkg / "lab").mkdir(parents=True)
+    (pkg / "labs").mkdir(parents=True)
     (pkg / "__init__.py").write_text("")
-    (pkg / "removal.py").write_text("def reap():\n    from . import lab\n    lab.reap_orphans()\n")
-    (pkg / "lab" / "__init__.py").write_text("from .. import removal\n")
+    (pkg / "removal.py").write_text("def reap():\n    from . import labs\n    labs.reap_orphans()\n")
+    (pkg / "labs" / "__init__.py").write_text("from .. import removal\n")
     mods = modules(pkg)
     edges = imports(mods)
-    assert edges["faultinj.removal"] == {"faultinj.lab": 2}
-    assert cycles(edges) == [["faultinj.lab", "faultinj.removal"]]
-    assert any("faultinj.removal (api) imports faultinj.lab (lab)" in b
+    assert edges["faultinj.removal"] == {"faultinj.labs": 2}
+    assert cycles(edges) == [["faultinj.labs", "faultinj.removal"]]
+    assert any("faultinj.removal (api) imports faultinj.labs (lab)" in b
                for b in upward({k: PACKAGE / v.relative_to(pkg) for k, v in mods.items()}, edges))
 
 
@@ -192,3 +192,23 @@ def test_the_lazy_import_check_sees_one(tmp_path):
     (pkg / "removal.py").write_text("import os\n\ndef reap():\n    import json\n    from . import state\n")
     (pkg / "state.py").write_text("def f():\n    import faultinj.removal\n")
     assert lazy_imports(pkg) == ["faultinj/removal.py:5 in reap", "faultinj/state.py:2 in f"]
+
+
+def facade_clashes(package: Path = PACKAGE) -> list[str]:
+    """Names of the package's facade (its __all__) that a module or subpackage also takes: once that
+    module is imported, `faultinj.NAME` is the module, no longer the API's function."""
+    tree = ast.parse((package / "__init__.py").read_text())
+    names = next((ast.literal_eval(n.value) for n in tree.body if isinstance(n, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == "__all__" for t in n.targets)), [])
+    return sorted(n for n in names if (package / f"{n}.py").exists() or (package / n / "__init__.py").exists())
+
+
+def test_no_module_takes_a_name_of_the_package_facade(tmp_path):
+    """faultinj.lab() is the API's lab; a package faultinj/lab/ replaced it by a module once imported
+    (seen in CI: test_pytest_fixtures, "'module' object is not callable")."""
+    assert facade_clashes() == []
+    pkg = tmp_path / "faultinj"
+    (pkg / "lab").mkdir(parents=True)
+    (pkg / "__init__.py").write_text('__all__ = ["apply", "lab"]\n')
+    (pkg / "lab" / "__init__.py").write_text("")
+    assert facade_clashes(pkg) == ["lab"]

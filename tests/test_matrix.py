@@ -129,7 +129,7 @@ def _descendants() -> set[int]:
 def _leftovers(tmp: Path) -> tuple:
     """What a command could leave: a process of ours, a guest's or a private switch's work directory
     (in this test's own temporary directory, see _private_tmp), a lab record (this session's own)."""
-    from faultinj import lab
+    from faultinj import labs as lab
 
     return _descendants(), sorted(p.name for p in tmp.glob("faultinj-*")), {d["prefix"] for d in lab.recorded_labs()}
 

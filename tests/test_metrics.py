@@ -108,7 +108,7 @@ def metrics_server(private_state):
 @pytest.mark.kernel
 def test_scraped_during_traffic_counters_rise_and_a_cleared_fault_vanishes(lab, metrics_server):
     import faultinj
-    from faultinj.lab import traffic
+    from faultinj.labs import traffic
 
     port = metrics_server
     a, b = lab.a, lab.b

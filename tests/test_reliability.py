@@ -24,7 +24,7 @@ from faultinj.cli import app
 from faultinj.errors import ExitStatus
 from faultinj.faults import parse_spec
 from faultinj.kernel import libbpf, maps
-from faultinj.lab import recorded_labs
+from faultinj.labs import recorded_labs
 from faultinj.kernel.netns import list_netns
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -279,7 +279,7 @@ def _kill_at_random_points(lab, private_state, choice: str, foreign: list[int],
 
 
 def test_vanished_namespace_is_reported_and_reaped(private_state):
-    from faultinj.lab import Lab
+    from faultinj.labs import Lab
 
     lab = Lab().up()
     try:
@@ -398,7 +398,7 @@ def test_every_command_finishes_what_a_killed_run_left(private_state, tmp_path, 
 KILLED_SWITCH = """
 import os, sys
 from faultinj.inject import labrecords
-from faultinj.lab.ovs import PrivateSwitch
+from faultinj.labs.ovs import PrivateSwitch
 d, ns = sys.argv[1], sys.argv[2]
 switch = PrivateSwitch(None, d, userspace=True, netns=ns).start()
 labrecords.write({"name": "killed-switch", "prefix": ns, "owner_pid": os.getpid(), "namespaces": [],
@@ -442,7 +442,7 @@ def test_a_killed_runs_private_switch_is_stopped_by_the_next_reap(private_state,
 
 def test_reap_removes_a_fault_whose_named_namespace_is_gone(private_state):
     """`ip netns del` under a fault: the next command (reap here) forgets it and says so."""
-    from faultinj.lab import Lab
+    from faultinj.labs import Lab
 
     lab = Lab().up()
     try:

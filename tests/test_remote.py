@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from faultinj.lab import Lab, LinkSettings
+from faultinj.labs import Lab, LinkSettings
 from faultinj.scenario import runner, schema
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 import browser
-from faultinj.lab.traffic import UdpResult
+from faultinj.labs.traffic import UdpResult
 from faultinj.packets import Packet
 from faultinj.scenario.expect import RunData
 from faultinj.scenario.plots import bursts, plot_for

@@ -16,7 +16,7 @@ import yaml
 
 import faultinj
 from faultinj.errors import StateError
-from faultinj.lab import traffic
+from faultinj.labs import traffic
 from faultinj.kernel.netns import list_netns
 from faultinj.scenario import ScenarioError, load, loads
 from faultinj.scenario import junit
@@ -302,7 +302,7 @@ def check_shipped_report(scn, report, in_guest: bool = False) -> None:
     if "seed-vms-ovs" in path:   # the seed article's attach: matchall + act_bpf inside vm1
         assert report.faults["psh"]["attach_mode"] == "matchall" and report.counters["psh"]["acted"] > 0
     if scn.lab.guest and not in_guest:   # the guest, its work directory and its lab record are gone
-        from faultinj import lab as lab_mod
+        from faultinj import labs as lab_mod
 
         holder = report.guest.removesuffix("-lab")   # this machine's name for the guest; the prefix is its lab's
         assert holder and holder != report.prefix
@@ -483,7 +483,7 @@ def test_ovs_bridge_without_open_vswitch_is_a_clear_error(monkeypatch, tmp_path,
     from faultinj.errors import EnvironmentProblem
 
     real_which = sh.which
-    monkeypatch.setattr("faultinj.lab.shutil.which", lambda n: None if n == "ovs-vsctl" else real_which(n))
+    monkeypatch.setattr("faultinj.labs.shutil.which", lambda n: None if n == "ovs-vsctl" else real_which(n))
     text = GOOD.replace("  links:\n    - ends: [vm1, vm2]\n", "  bridges: {br0: ovs}\n  links:\n    - ends: [vm1, vm2]\n")
     with pytest.raises(EnvironmentProblem, match="Open vSwitch"):
         run(loads(text, "ovs.yaml"), pcap_dir=str(tmp_path))
@@ -615,7 +615,7 @@ def test_port_options_on_a_linux_bridge_are_refused():
 
 
 def test_dump_flows_and_megaflows_are_read():
-    from faultinj.lab import ovs
+    from faultinj.labs import ovs
 
     table = ovs.parse_dump_flows(
         " cookie=0xfa110001, duration=5.1s, table=0, n_packets=54, n_bytes=81756, idle_age=1, "
@@ -656,7 +656,7 @@ def test_ovs_psh_drop_rule_check_fails_without_the_rule(tmp_path):
 
 
 def test_ovs_bridge_settings_and_port_options_reach_the_switch():
-    from faultinj.lab import Topology
+    from faultinj.labs import Topology
 
     text = OVS_GOOD.replace("      br0: {ofport: 1}",
                             "      br0: {ofport: 7, tag: 10, other_config: {priority-tags: true}}").replace(

@@ -26,8 +26,8 @@ from faultinj.errors import KernelFeatureMissing, SpecError, StateError
 from faultinj.faults import parse_spec
 from faultinj.faults.time_faults import dist_table
 from faultinj.kernel import libbpf, program
-from faultinj.lab import traffic
-from faultinj.lab.capture import Capture
+from faultinj.labs import traffic
+from faultinj.labs.capture import Capture
 from faultinj.inject.journal import JournalLog
 from faultinj.journal import decode
 from faultinj.packets import parse

@@ -14,8 +14,8 @@ import faultinj
 import faultinj.api
 from faultinj import pcap
 from faultinj.faults.match import parse_match
-from faultinj.lab import traffic
-from faultinj.lab import EndSpec, LinkSpec, Topology, TopologySpec
+from faultinj.labs import traffic
+from faultinj.labs import EndSpec, LinkSpec, Topology, TopologySpec
 from faultinj.trace import Tracer, drop_reasons
 
 
@@ -168,7 +168,7 @@ def test_a_capture_reading_a_copy_does_not_hide_the_drop(bridge_lab):
     """A packet socket (a capture on vm2's eth0) reads a copy of each datagram; vm2's stack then
     frees the original as NO_SOCKET. The capture saw it, but the packet was lost: a DROP, not the
     end of a delivery (which only OTHERHOST after a packet socket's read is: an OVS netdev port)."""
-    from faultinj.lab.capture import Capture
+    from faultinj.labs.capture import Capture
 
     t = bridge_lab
     vm1, vm2 = t.netns("vm1"), t.netns("vm2")

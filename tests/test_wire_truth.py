@@ -18,7 +18,7 @@ from scapy.layers.inet import IP, UDP
 from scapy.layers.l2 import Dot1AD, Dot1Q, Ether
 
 import faultinj
-from faultinj.lab import traffic
+from faultinj.labs import traffic
 from faultinj.kernel.netns import entered
 
 ETH_P_ALL = 0x0003
@@ -79,7 +79,7 @@ def test_truncate_acted_equals_the_cut_frames_the_receiver_sees(lab, length):
     checksum is filled in after tc), and the kernel refuses a cut below the checksum field
     (14 + 20 + 18 = 52 bytes): a cut to 40 is refused every time, one to 60 is made.
     `acted` counts only the cuts made; the receiver's capture sees exactly those."""
-    from faultinj.lab.capture import Capture
+    from faultinj.labs.capture import Capture
     from faultinj.packets import parse
 
     a, b = lab.a, lab.b
@@ -291,7 +291,7 @@ def offload_findings(lab) -> tuple[list[str], list[str]]:
 def longest_tcp_frame(lab) -> int:
     """The longest TCP frame the receiver sees in a short transfer: above the MTU, the sender's tc
     egress handed over GSO super-packets (a veth passes them on whole)."""
-    from faultinj.lab.capture import Capture
+    from faultinj.labs.capture import Capture
 
     with Capture(lab.b.netns, lab.b.ifname, direction="in", snaplen=64) as cap:
         traffic.tcp_transfer(lab.a.netns, lab.b.netns, lab.b.ip4, 500_000, timeout=30)

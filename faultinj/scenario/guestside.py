@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from ..errors import EnvironmentProblem, FaultinjError, from_foreign
-from ..lab import ovs
+from ..labs import ovs
 from . import runner
 from .schema import load
 

@@ -27,10 +27,10 @@ from .. import api
 from ..errors import FaultinjError, SpecError, TargetError
 from ..kernel import netns as netns_mod
 from ..inject import targets
-from ..lab import traffic
-from ..lab.capture import Capture, Frame
+from ..labs import traffic
+from ..labs.capture import Capture, Frame
 from ..kernel.netns import netns_exec
-from ..lab.traffic import PingResult
+from ..labs.traffic import PingResult
 from ..journal import Event
 
 # what a verb returns to be given back to a later verb (a capture, a TCP receiver): the object

@@ -28,8 +28,8 @@ from typing import Callable
 from ..errors import ExitStatus, FaultinjError, StateError
 from ..guest import kernels, vm
 from ..kernel import caps
-from .. import lab
-from ..lab import Topology, TopologySpec
+from .. import labs as lab
+from ..labs import Topology, TopologySpec
 from ..verdict import Verdict
 from .hosts import AgentHost
 
@@ -53,7 +53,7 @@ def runs_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str
     spec = scn.lab.guest
     kernel = kernels.resolve(spec.kernel, progress)
     # a topology of its own that holds only the guest, recorded as soon as QEMU runs: a killed
-    # run's QEMU is found and stopped by the next faultinj command (lab/__init__.py: recorded labs)
+    # run's QEMU is found and stopped by the next faultinj command (labs/__init__.py: recorded labs)
     holder = Topology(TopologySpec(hosts=[], links=[]))
     work = vm.workdir(holder.prefix, "lab")
     holder.record = lambda: lab.remember(scn.name, holder, kept=False, extra={"file": os.path.abspath(scn.path)})

@@ -23,11 +23,11 @@ from typing import Callable
 
 from ..errors import FaultinjError, SpecError
 from ..guest import kernels
-from ..lab import VMHostSpec
+from ..labs import VMHostSpec
 from ..verdict import Verdict
 from . import inguest, runner
 from .schema import Scenario
-from ..lab import ovs
+from ..labs import ovs
 
 PASS, FAIL, MIXED, ERROR = "PASS", "FAIL", "MIXED", "ERROR"
 GUEST_MEMORY = "1G"   # a namespace-only scenario's guest (lab.guest's default)

@@ -13,11 +13,11 @@ from typing import Callable
 from .. import api
 from ..errors import FaultinjError, StateError
 from ..kernel import caps
-from .. import lab
-from ..lab import ovs
+from .. import labs as lab
+from ..labs import ovs
 from ..inject import state
-from ..lab.capture import write_pcap
-from ..lab import Topology, unique_prefix
+from ..labs.capture import write_pcap
+from ..labs import Topology, unique_prefix
 from ..packets import parse
 from ..verdict import Check, Verdict
 from . import inguest

@@ -36,15 +36,15 @@ import yaml
 from ..errors import SpecError
 from ..faults import FaultSpec, parse_spec
 from ..faults.match import parse_match
-from ..lab import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
-from ..lab.ovs import PROTOCOLS as OVS_PROTOCOLS
-from ..lab.ovs import VLAN_MODES as OVS_VLAN_MODES
-from ..lab.ovs import OvsBridgeSpec, OvsPortSpec
-from ..lab.ovs import check_flow as ovs_check_flow
+from ..labs import EndSpec, LinkSettings, LinkSpec, RemoteHostSpec, TopologySpec, VMHostSpec
+from ..labs.ovs import PROTOCOLS as OVS_PROTOCOLS
+from ..labs.ovs import VLAN_MODES as OVS_VLAN_MODES
+from ..labs.ovs import OvsBridgeSpec, OvsPortSpec
+from ..labs.ovs import check_flow as ovs_check_flow
 from ..inject.runtimes import RUNTIMES
 from .expectations import KINDS, Entries, Expectation
 from ..api import parse_duration
-from ..lab.ovs import check_prefix
+from ..labs.ovs import check_prefix
 
 
 class ScenarioError(SpecError):
