@@ -12,7 +12,7 @@ The binding in parts, each its own module: ffi.py (the library, its calls, fds a
 from __future__ import annotations
 
 from .btf import (  # noqa: F401
-    btf_enum, btf_functions_taking, btf_struct,
+    btf_enum, btf_functions_taking,
 )
 from .ffi import (  # noqa: F401
     BPF_PROG_TYPE_SCHED_ACT, BPF_PROG_TYPE_SCHED_CLS, BPF_PROG_TYPE_XDP, BPF_TCX_INGRESS,

@@ -131,19 +131,3 @@ def btf_enum(path: str, name: str, base: str | None = None) -> dict[int, str]:
                 for name_off, val in (struct.unpack_from("<Ii", raw, 8 * i) for i in range(vlen))}
 
 
-def btf_struct(path: str, name: str) -> tuple[int, dict[str, tuple[int, int]]] | None:
-    """(size, {member: (byte offset, size)}) of `struct name` in the BTF of the object (or BTF
-    file) at path; None when it has no such struct. See kernel/layout.py."""
-    with _btf(path) as btf:
-        found = _btf_type(btf, name, BTF_KIND_STRUCT)
-        if found is None:
-            return None
-        t, info, size, vlen = found
-        raw = ctypes.string_at(t + 12, 12 * vlen)  # struct btf_member { u32 name_off, type, offset; }
-        members = {}
-        for i in range(vlen):
-            name_off, mtype, offset = struct.unpack_from("<III", raw, 12 * i)
-            bits = offset & 0xFFFFFF if info >> 31 else offset   # kind_flag: bitfield size in the top byte
-            members[lib().btf__name_by_offset(btf, name_off).decode()] = (bits // 8,
-                                                                           lib().btf__resolve_size(btf, mtype))
-        return size, members
