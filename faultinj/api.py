@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from .pcap import Record as PcapRecord, write as write_pcap
     from .removal import Removed, clear, reap, whose
     from .values import MAX_SEED, check_seed, parse_duration
+    from .stats import set_default_confidence
 
 # name -> (module, its name there)
 _WHERE = {
@@ -44,6 +45,7 @@ _WHERE = {
     "whose": (".removal", "whose"),
     "MAX_SEED": (".values", "MAX_SEED"), "check_seed": (".values", "check_seed"),
     "parse_duration": (".values", "parse_duration"),
+    "set_default_confidence": (".stats", "set_default_confidence"),
 }
 
 __all__ = sorted(_WHERE)

@@ -603,6 +603,12 @@ OvsOpt = typer.Option(None, "--ovs", metavar="DIR", help="Run the ovs bridges on
 RepeatOpt = typer.Option(1, "--repeat", "-n", help="Run each side N times: each verdict is k of N.")
 
 
+ConfidenceOpt = typer.Option(None, "--confidence", metavar="C",
+                             help="The confidence level of every statistical check that states none (default "
+                             "$FAULTINJ_CONFIDENCE, else 0.999). Judging K checks at once, give 1 - a/K to keep "
+                             "the chance of any false alarm at a.")
+
+
 @app.command()
 @_boundary
 def run(
@@ -619,6 +625,7 @@ def run(
     repeat: int = RepeatOpt,
     schema: bool = typer.Option(False, "--schema", help="Print the scenario file reference (every key, traffic "
                                 "and expectation kind; docs/scenarios.md) and exit."),
+    confidence: Optional[float] = ConfidenceOpt,
     as_json: bool = JsonOpt,
 ):
     """Replay scenarios end to end: lab up, faults, traffic, captures, verdicts, teardown.
@@ -651,6 +658,8 @@ def run(
                 typer.echo(line)
         return
 
+    if confidence is not None:
+        api.set_default_confidence(confidence)
     scenarios = [scenario.load(f) for f in files]  # every file validated before anything runs
     if report:
         from .scenario.html import _mpl
@@ -847,13 +856,14 @@ def verify(
     fault_id: Optional[str] = _id_opt("Also judge this fault's counters."),
     direction: str = typer.Option("in", metavar="[in|out|any]", help="Which packets to capture."),
     pcap: Optional[str] = typer.Option(None, help="Save the capture here."),
+    confidence: Optional[float] = ConfidenceOpt,
     as_json: bool = JsonOpt,
 ):
     """Capture and judge a fault's effect on a lab built by other means (VMs)."""
     from .verify import verify as do_verify
 
     res = do_verify(interface, netns_name=netns, duration=duration, count=count, of=of, having=having, p=p,
-                    ratio=ratio, fault_id=fault_id, direction=direction, pcap=pcap)
+                    ratio=ratio, fault_id=fault_id, direction=direction, pcap=pcap, confidence=confidence)
     if as_json:
         _print_json(res.to_json())
     else:

@@ -7,18 +7,53 @@ the confidence interval of what was observed; no scipy needed.
 from __future__ import annotations
 
 import math
+import os
 from statistics import NormalDist
+
+from .errors import SpecError
+
+CONFIDENCE = 0.999
+CONFIDENCE_ENV = "FAULTINJ_CONFIDENCE"
+
+
+def default_confidence() -> float:
+    """The confidence of a statistical check that states none: $FAULTINJ_CONFIDENCE if set, else
+    0.999. Each check at 0.999 is a false alarm once in a thousand runs; a job that judges K of them
+    (a CI suite) keeps its chance of any false alarm at a by giving each 1 - a/K (Bonferroni)."""
+    raw = os.environ.get(CONFIDENCE_ENV)
+    if not raw:
+        return CONFIDENCE
+    try:
+        c = float(raw)
+    except ValueError:
+        c = -1.0
+    if not 0.5 <= c < 1:
+        raise SpecError(f"{CONFIDENCE_ENV}={raw!r}: give a confidence level in [0.5, 1), e.g. 0.99999")
+    return c
+
+
+def set_default_confidence(confidence: float) -> None:
+    """`faultinj run --confidence`: the default of every check this process judges, and of the runs
+    it starts in guests (they inherit $FAULTINJ_CONFIDENCE)."""
+    if not 0.5 <= confidence < 1:
+        raise SpecError(f"bad --confidence {confidence}: give a level in [0.5, 1), e.g. 0.99999")
+    os.environ[CONFIDENCE_ENV] = repr(confidence)
+
+
+def percent(confidence: float) -> str:
+    """A confidence level as its report prints it: 0.999 -> '99.9%', 0.99999 -> '99.999%'."""
+    return f"{confidence * 100:.6g}%"
 
 
 def z_for(confidence: float) -> float:
     return NormalDist().inv_cdf(0.5 + confidence / 2)
 
 
-def wilson_interval(k: int, n: int, confidence: float = 0.999) -> tuple[float, float]:
-    """Wilson score interval for k successes in n trials."""
+def wilson_interval(k: int, n: int, confidence: float | None = None) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (confidence None: default_confidence())."""
     if n <= 0:
         return 0.0, 1.0
-    z = z_for(confidence)
+    z = z_for(default_confidence() if confidence is None else confidence)
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -26,7 +61,7 @@ def wilson_interval(k: int, n: int, confidence: float = 0.999) -> tuple[float, f
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def binomial_consistent(k: int, n: int, p: float, confidence: float = 0.999) -> bool:
+def binomial_consistent(k: int, n: int, p: float, confidence: float | None = None) -> bool:
     lo, hi = wilson_interval(k, n, confidence)
     return lo <= p <= hi
 
@@ -83,9 +118,11 @@ def chi2_uniform(counts: list[int]) -> tuple[float, int, float]:
 
 # ---- Kolmogorov–Smirnov: is a sample drawn from a distribution? ------------------------------
 
-def ks_critical(n: int, confidence: float = 0.999, m: int | None = None) -> float:
+def ks_critical(n: int, confidence: float | None = None, m: int | None = None) -> float:
     """The largest D the asymptotic Kolmogorov distribution accepts at `confidence` for a sample of n
-    (two samples: of n and m)."""
+    (two samples: of n and m; confidence None: default_confidence())."""
+    if confidence is None:
+        confidence = default_confidence()
     c = math.sqrt(-0.5 * math.log((1 - confidence) / 2))
     return c * math.sqrt((n + m) / (n * m) if m else 1 / n)
 

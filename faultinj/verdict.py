@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 
 from . import stats
 
-CONFIDENCE = 0.999
-
 
 @dataclass
 class Check:
@@ -95,11 +93,14 @@ class Verdict:
                    description=str(d.get("description", "")), facts=dict(d.get("facts") or {}))
 
 
-def ratio_check(name: str, k: int, n: int, p: float, confidence: float = CONFIDENCE,
+def ratio_check(name: str, k: int, n: int, p: float, confidence: float | None = None,
                 nothing: str = "nothing counted") -> Check:
     """Is probability p inside the Wilson interval of k successes in n? n = 0: a failure that says
-    so (nothing: what was empty, e.g. "no packet matched `tcp and data` at rx"), not a NaN."""
-    expected = f"{p:.4f} within {confidence:.1%} CI"
+    so (nothing: what was empty, e.g. "no packet matched `tcp and data` at rx"), not a NaN.
+    confidence None: stats.default_confidence()."""
+    if confidence is None:
+        confidence = stats.default_confidence()
+    expected = f"{p:.4f} within {stats.percent(confidence)} CI"
     if not n:
         return Check(name, False, nothing, expected)
     lo, hi = stats.wilson_interval(k, n, confidence)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from . import api
+from . import api, stats
 from .errors import SpecError
 from .kernel import caps
 from .labs.capture import Capture
@@ -21,7 +21,11 @@ DIRECTIONS = ("in", "out", "any")   # which packets a capture takes (lab/capture
 def verify(ifname: str, *, netns_name: str | None = None, duration: str | float | None = "10s",
            count: int | None = None, of: str = "all", having: str, p: float | None = None,
            ratio: int | None = None, fault_id: str | None = None, direction: str = "in", snaplen: int = 256,
-           pcap: str | None = None, confidence: float = 0.999) -> Verdict:
+           pcap: str | None = None, confidence: float | None = None) -> Verdict:
+    if confidence is None:
+        confidence = stats.default_confidence()
+    elif not 0.5 <= confidence < 1:
+        raise SpecError(f"bad --confidence {confidence}: give a level in [0.5, 1), e.g. 0.999")
     if direction not in DIRECTIONS:
         raise SpecError(f"unknown --direction '{direction}': give one of {', '.join(DIRECTIONS)}")
     caps.require_privileges()

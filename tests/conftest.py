@@ -20,6 +20,15 @@ import pytest
 
 DATA = Path(__file__).parent / "data"
 
+# The suite judges about a hundred statistical checks per run (binomial intervals, KS, chi-square:
+# shipped scenarios on this kernel and in guests, fault ratios, replay, time faults). At 0.999 each,
+# one run in ten fails one by chance alone (CI 2026-12-04: report-tour's psh fault acted on
+# 333/2798 segments, z = 3.4 for 1 in 10, its counters matching the capture). Every check that
+# states no level of its own is judged at 1 - 1e-5 here (Bonferroni: the chance of any false alarm
+# in a run about 0.1%); a wrong rate is still refused (tests/test_stats.py, the scenarios' "can fail" runs).
+SUITE_CONFIDENCE = "0.99999"
+os.environ.setdefault("FAULTINJ_CONFIDENCE", SUITE_CONFIDENCE)
+
 
 @pytest.fixture(scope="session", autouse=True)
 def private_state(tmp_path_factory):

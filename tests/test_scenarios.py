@@ -344,7 +344,7 @@ def test_wrong_expectation_fails_with_a_readable_report(tmp_path):
     f.write_text(text)
     junit_path = tmp_path / "junit.xml"
     r = subprocess.run([sys.executable, "-m", "faultinj.cli", "run", str(f), "--pcap-dir", str(tmp_path),
-                        "--junit", str(junit_path)], capture_output=True, text=True, cwd=ROOT)
+                        "--junit", str(junit_path), "--confidence", "0.999"], capture_output=True, text=True, cwd=ROOT)
     assert r.returncode == 1, r.stderr
     assert "drop (" in r.stdout and "FAIL" in r.stdout
     assert "✗ loss of stream" in r.stdout and "expected 0.2500 within 99.9% CI" in r.stdout

@@ -219,7 +219,7 @@ def throughput_ratio_check(prm: dict, faulted: list, control: list, conf: float)
     a, b = [x for _, x in faulted if x > 0], [x for _, x in control if x > 0]
     name = f"throughput_ratio: per-connection throughput of {prm['of']} / of {prm['control']} at {prm['capture']}"
     want = " and ".join(([f"<= {prm['max']}"] if "max" in prm else []) + ([f">= {prm['min']}"] if "min" in prm else []))
-    expected = f"the {conf:.1%} interval {want}, >= 2 connections each"
+    expected = f"the {stats.percent(conf)} interval {want}, >= 2 connections each"
     if len(a) < 2 or len(b) < 2:
         return Check(name, False, f"{len(a)} and {len(b)} connections with data", expected)
     r, lo, hi = throughput_ratio(a, b, conf)

@@ -23,7 +23,7 @@ from .. import stats
 from ..errors import SpecError
 from ..faults.time_faults import ns_of, parse_rate
 from ..packets import Packet
-from ..verdict import CONFIDENCE, Check, bounds_check, equal_check, ratio_check
+from ..verdict import Check, bounds_check, equal_check, ratio_check
 from .expect import (RunData, connection_throughputs, delay_check, echo_delays_ns, kernel_counter_check,
                      late_segments, passes_through, probability, select, select_timed, seq_before, throughput_bps,
                      throughput_ratio, throughput_ratio_check)
@@ -38,7 +38,7 @@ REFERS = (("fault", "fault"), ("traffic", "traffic"), ("capture", "capture"), ("
 
 _RATE = "the expected probability, 0..1 (or ratio)"
 _RATIO = "the expected rate as one in N (or p)"
-_CONF = "the confidence level, 0.5..1 (default 0.999)"
+_CONF = "the confidence level, 0.5..1 (default 0.999, or $FAULTINJ_CONFIDENCE; run --confidence)"
 _OF = "a packet predicate: which packets count (default all)"
 _BOUNDS = {"equals": "exactly", "min": "at least", "max": "at most"}
 
@@ -137,7 +137,7 @@ class Expectation:
 
 
 def _conf(prm: dict) -> float:
-    return float(prm.get("confidence", CONFIDENCE))
+    return float(prm["confidence"]) if "confidence" in prm else stats.default_confidence()
 
 
 class Fraction(Expectation):

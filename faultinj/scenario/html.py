@@ -100,7 +100,7 @@ def _histogram(svg: _Svg, plot: dict, title: str) -> str:
         band = z_for(plot["confidence"]) * (n * (1 / bins) * (1 - 1 / bins)) ** 0.5
         ax.axhline(mean, color="#e45756", lw=1.5, zorder=3, label="uniform")
         ax.axhspan(max(0.0, mean - band), mean + band, color="#e45756", alpha=0.15, zorder=1,
-                   label=f"uniform, {plot['confidence']:.1%} band per value")
+                   label=f"uniform, {percent(plot['confidence'])} band per value")
     ax.set_xlabel(plot["field"])
     ax.set_ylabel("packets")
     ax.set_xlim(lo - 0.5, hi + 0.5)
@@ -111,7 +111,7 @@ def _histogram(svg: _Svg, plot: dict, title: str) -> str:
 
 def _ratio_axes(ax, plot: dict, xlabel: str) -> None:
     ax.fill_between(plot["x"], plot["lo"], plot["hi"], color="#4c78a8", alpha=0.2,
-                    label=f"{plot['confidence']:.1%} confidence band")
+                    label=f"{percent(plot['confidence'])} confidence band")
     ax.plot(plot["x"], plot["ratio"], color="#4c78a8", lw=1.5, label=f"observed ({plot['k']}/{plot['n']})")
     ax.axhline(plot["p"], color="#e45756", lw=1.2, ls="--", label=f"expected {plot['p']:.4f}")
     ax.set_xlabel(xlabel)
@@ -133,7 +133,7 @@ def _ratio_point(svg: _Svg, plot: dict, title: str) -> str:
     k, n = plot["k"], plot["n"]
     r = k / n if n else 0.0
     ax.errorbar([r], [0], xerr=[[r - plot["lo"]], [plot["hi"] - r]], fmt="o", color="#4c78a8", capsize=6,
-                label=f"observed {k}/{n}, {plot['confidence']:.1%} CI")
+                label=f"observed {k}/{n}, {percent(plot['confidence'])} CI")
     ax.axvline(plot["p"], color="#e45756", ls="--", label=f"expected {plot['p']:.4f}")
     ax.set_yticks([])
     ax.set_xlabel("ratio")
@@ -241,7 +241,7 @@ def _throughput_ratio(svg: _Svg, plot: dict, title: str) -> str:
     ax.set_ylim(-0.6, 1.6)
     ax.set_xscale("log")
     ax.set_xlabel("Mbit/s per connection (bar: geometric mean)")
-    ax.set_title(f"ratio of geometric means {plot['ratio']:.3f}, {plot['confidence']:.1%} interval "
+    ax.set_title(f"ratio of geometric means {plot['ratio']:.3f}, {percent(plot['confidence'])} interval "
                  f"[{plot['lo']:.3f}, {plot['hi']:.3f}]", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")
     return svg.svg(fig)

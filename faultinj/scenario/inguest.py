@@ -30,6 +30,7 @@ from ..guest import kernels, vm
 from ..kernel import caps
 from .. import labs as lab
 from ..labs import Topology, TopologySpec
+from .. import stats
 from ..verdict import Verdict
 from .hosts import AgentHost
 
@@ -75,7 +76,9 @@ def runs_in_guest(scn, pcap_dir: str | None, keep: bool, progress: Callable[[str
         copy = work / "scenario.yaml"
         shutil.copyfile(scn.path, copy)
         ovs_prefix = [f"FAULTINJ_OVS_PREFIX={scn.lab.ovs_prefix}"] if scn.lab.ovs_prefix else []   # guestside's
-        argv = ["env", f"{IN_GUEST}=1", *ovs_prefix, sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work), str(repeat)]
+        # run --confidence (FAULTINJ_CONFIDENCE): the guest's checks are judged at the same level
+        conf = [f"{stats.CONFIDENCE_ENV}={os.environ[stats.CONFIDENCE_ENV]}"] if os.environ.get(stats.CONFIDENCE_ENV) else []
+        argv = ["env", f"{IN_GUEST}=1", *ovs_prefix, *conf, sys.executable, "-m", "faultinj.scenario.guestside", str(copy), str(work), str(repeat)]
         ran = AgentHost("lab", agent).exec(argv, timeout=7000, cwd=os.getcwd())
         stop_tail.set()
         tail.join()
