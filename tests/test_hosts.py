@@ -9,6 +9,7 @@ import ast
 import inspect
 import json
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,34 @@ def test_an_agent_of_another_protocol_is_refused_in_one_line():
     assert str(exc.value).startswith("host m1 (root@m1): its faultinj (0.9.0) speaks another agent protocol")
     assert "install the same version there" in str(exc.value) and "\n" not in str(exc.value)
     assert exc.value.status == ExitStatus.ENVIRONMENT
+
+
+def test_an_agent_that_writes_much_on_stderr_keeps_answering():
+    """The agent logs each request on stderr; unread, the pipe (64 KiB) filled after a few thousand
+    requests and the agent stopped mid-answer, for good. Here an agent writing 8 KiB per request
+    answers 40 (before the fix: stuck at the 8th), and when it goes away its last stderr line is
+    what the error says. Cost: ~0.3 s."""
+    from faultinj.errors import EnvironmentProblem
+    from faultinj.guest.agent import PROTOCOL, Agent
+
+    chatty = ('import json, sys\n'
+              'print(json.dumps({"id": 0, "result": "ready"}), flush=True)\n'
+              'for line in sys.stdin:\n'
+              '    req = json.loads(line)\n'
+              '    sys.stderr.write("x" * 8191 + "\\n"); sys.stderr.flush()\n'
+              '    if req["method"] == "bye":\n'
+              '        sys.stderr.write("the agent ran out of luck\\n"); sys.exit(3)\n'
+              f'    print(json.dumps({{"id": req["id"], "result": {{"release": "6.1.0", "protocol": {PROTOCOL}}}}}), flush=True)\n')
+    agent = Agent.process([sys.executable, "-c", chatty], "host m1", timeout=30)
+    answered = []
+
+    def ask():
+        for _ in range(40):
+            answered.append(agent.call("hello"))
+    t = threading.Thread(target=ask, daemon=True)
+    t.start()
+    t.join(30)
+    assert len(answered) == 40, f"the agent stopped answering after {len(answered)} requests"
+    with pytest.raises(EnvironmentProblem, match="host m1: the agent went away: the agent ran out of luck"):
+        agent.call("bye")
+    agent.close()

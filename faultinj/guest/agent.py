@@ -17,6 +17,7 @@ import socket
 import subprocess
 import threading
 import time
+from collections import deque
 
 from ..errors import EnvironmentProblem, ExitStatus, FaultinjError
 from .._version import __version__
@@ -77,6 +78,12 @@ class Agent:
     def process(cls, argv: list[str], where: str, timeout: float) -> "Agent":
         """Start an agent serving on its stdin/stdout (`faultinj agent --stdio`, here or through ssh)."""
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # the agent logs a line per request on stderr: read it all the time, or a full pipe (64 KiB,
+        # a few thousand requests) stops the agent mid-answer; the last lines say why it went away
+        said: deque[bytes] = deque(maxlen=20)
+        reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True,
+                                  name=f"agent stderr {where}")
+        reader.start()
 
         def close():
             proc.stdin.close()
@@ -87,7 +94,7 @@ class Agent:
                 proc.wait()
 
         agent = cls(proc.stdout, proc.stdin, where, close)
-        agent._proc = proc
+        agent._proc, agent._stderr, agent._stderr_reader = proc, said, reader
         agent._wait_ready(time.monotonic() + timeout)
         return agent
 
@@ -103,8 +110,9 @@ class Agent:
             err = ""
             proc = getattr(self, "_proc", None)
             if proc is not None:
-                err = proc.stderr.read().decode(errors="replace").strip().splitlines()[-1:] or [""]
-                err = f": {err[0]}"
+                self._stderr_reader.join(5)   # the agent's stderr ends when it does
+                last = [ln for ln in b"".join(self._stderr).decode(errors="replace").splitlines() if ln.strip()]
+                err = f": {last[-1].strip()}" if last else ""
             raise EnvironmentProblem(f"{self.where}: the agent went away{err}")
         return line
 
