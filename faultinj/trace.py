@@ -14,9 +14,9 @@ tracer runs it holds a lease (fi_watch) that makes a journal=off fault log
 its actions for tracers only.
 
 Cost: events go on the ring without waking the reader, which reads every
-10 ms, in bulk, through the ring's mapped pages; a batch is decoded at once
-(struct.iter_unpack) and a frame is parsed only when a hop's key or summary
-is asked for. --stats counts in the kernel instead (no event). The filter
+10 ms, in bulk, through the ring's mapped pages; a batch is viewed as one
+numpy array of records, and a Hop is made only when the batch is looked at
+(Hops), a frame parsed only when a hop's key or summary is asked for. --stats counts in the kernel instead (no event). The filter
 may be several (a pcap-filter expression, faults/pcap_filter.py): a packet
 passing any is traced. Where the openvswitch module is loaded, its datapath's
 upcalls and actions are hops too (bpf/trace_ovs.bpf.c).
