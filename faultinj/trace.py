@@ -15,11 +15,12 @@ its actions for tracers only.
 
 Cost: events go on the ring without waking the reader, which reads every
 10 ms, in bulk, through the ring's mapped pages; a batch is viewed as one
-numpy array of records, and a Hop is made only when the batch is looked at
-(Hops), a frame parsed only when a hop's key or summary is asked for. --stats counts in the kernel instead (no event). The filter
-may be several (a pcap-filter expression, faults/pcap_filter.py): a packet
-passing any is traced. Where the openvswitch module is loaded, its datapath's
-upcalls and actions are hops too (bpf/trace_ovs.bpf.c).
+numpy array of records, a Hop made only when the batch is looked at (Hops),
+and a frame parsed only when a hop's key or summary is asked for. --stats
+counts in the kernel instead (no event). The filter may be several (a
+pcap-filter expression, faults/pcap_filter.py): a packet passing any is
+traced. Where the openvswitch module is loaded, its datapath's upcalls and
+actions are hops too (bpf/trace_ovs.bpf.c).
 """
 
 from __future__ import annotations
@@ -82,6 +83,8 @@ def record_dtype(name: str = "fi_trace_event", header: int = 8, itemsize: int = 
                        (_NUMPY[base], (int(n.rstrip("]")),)) if n else _NUMPY[ctype])
         offsets.append(header + off)
     return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
 _MODE, _HOP = layouts.enum("fi_trace_mode"), layouts.enum("fi_hop")
 MODE_EVENTS, MODE_COUNT = _MODE["FI_TRACE_EVENTS"], _MODE["FI_TRACE_COUNT"]
 READ_BATCH = 256 << 10               # read() returns early once this much waits on the ring
@@ -574,6 +577,7 @@ class Tracer:
                                                               self._reasons, self._ns_name, self._ifname)
         out = []
         append = out.append
+
         def col(c):   # a member of the records picked, as Python numbers (one call per batch)
             return rows[c].take(which).tolist()
 
