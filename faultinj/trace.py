@@ -14,12 +14,13 @@ tracer runs it holds a lease (fi_watch) that makes a journal=off fault log
 its actions for tracers only.
 
 Cost: events go on the ring without waking the reader, which reads every
-10 ms, in bulk, through the ring's mapped pages; a batch is decoded at once
-(struct.iter_unpack) and a frame is parsed only when a hop's key or summary
-is asked for. --stats counts in the kernel instead (no event). The filter
-may be several (a pcap-filter expression, faults/pcap_filter.py): a packet
-passing any is traced. Where the openvswitch module is loaded, its datapath's
-upcalls and actions are hops too (bpf/trace_ovs.bpf.c).
+10 ms, in bulk, through the ring's mapped pages; a batch is viewed as one
+numpy array of records, a Hop made only when the batch is looked at (Hops),
+and a frame parsed only when a hop's key or summary is asked for. --stats
+counts in the kernel instead (no event). The filter may be several (a
+pcap-filter expression, faults/pcap_filter.py): a packet passing any is
+traced. Where the openvswitch module is loaded, its datapath's upcalls and
+actions are hops too (bpf/trace_ovs.bpf.c).
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from operator import attrgetter
+from collections.abc import Sequence
+from operator import attrgetter, itemgetter
 
 from . import layouts
 from .errors import BuildError, KernelFeatureMissing, SpecError
@@ -60,6 +62,29 @@ for _got, _want in ((_EVENT_FIELDS, ("ts_ns", "skb", "head", "func", "netns", "i
         raise BuildError(f"the tracer's records changed in C: members {_got}, trace.py unpacks {_want}")
 # a ring record: its header (u32 length, u32 page offset), then the event, padded to 8 bytes
 RECORD = struct.Struct("<II" + EVENT.format.lstrip("<") + f"{-EVENT.size % 8}x")
+_FRAME_AT = 8 + layouts.offset("fi_trace_event", "frame")   # a record's frame, from the record's start
+_NUMPY = {"u8": "u1", "u16": "<u2", "u32": "<u4", "u64": "<u8", "s8": "i1", "s16": "<i2", "s32": "<i4",
+          "s64": "<i8"}
+
+
+def record_dtype(name: str = "fi_trace_event", header: int = 8, itemsize: int = RECORD.size):
+    """The ring's records as a numpy structured dtype, from the same layout the struct readers use
+    (faultinj/layouts.py): the members at their offsets past the ring's header, the record's size
+    with its padding; char arrays as bytes (S: trailing NULs off), other arrays as arrays."""
+    import numpy as np
+
+    names, formats, offsets = [], [], []
+    for member, off, ctype in layouts.members(name):
+        if member.startswith("pad"):
+            continue
+        base, _, n = ctype.partition("[")
+        names.append(member)
+        formats.append(f"S{n.rstrip(']')}" if base == "char" and n else
+                       (_NUMPY[base], (int(n.rstrip("]")),)) if n else _NUMPY[ctype])
+        offsets.append(header + off)
+    return np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": itemsize})
+
+
 _MODE, _HOP = layouts.enum("fi_trace_mode"), layouts.enum("fi_hop")
 MODE_EVENTS, MODE_COUNT = _MODE["FI_TRACE_EVENTS"], _MODE["FI_TRACE_COUNT"]
 READ_BATCH = 256 << 10               # read() returns early once this much waits on the ring
@@ -356,6 +381,7 @@ class Tracer:
     _ovs: object = None                             # bpf/trace_ovs.bpf.c, where openvswitch.ko is loaded
     _ovs_actions: dict = field(default_factory=dict)
     _unnamed: dict = field(default_factory=dict)    # namespace inode without a name -> last looked for
+    _dtype: object = None                           # record_dtype(), made at the first read
     # CLOCK_MONOTONIC (the programs' stamps) -> the wall clock, on this machine: each hop carries its
     # wall time, so that hops traced in a guest read on the guest's clock wherever they are shown
     _to_wall: int = 0
@@ -458,11 +484,12 @@ class Tracer:
         """A name, a namespace file's path (containers, processes), or None for ours."""
         return inode(name) or 0
 
-    def read(self, timeout_ms: int = 100) -> list[Hop]:
-        """The hops since the last read: waits up to timeout_ms, less once a batch waits."""
+    def read(self, timeout_ms: int = 100) -> "Hops":
+        """The hops since the last read, in time order: waits up to timeout_ms, less once a batch
+        waits. A sequence of Hop made when first looked at (its len() makes none)."""
         self._rings.wait(timeout_ms, READ_BATCH)
-        hops = self._hops(self._rings.read())
-        hops.extend(self.flush(time.monotonic_ns() - SHARED_GRACE_NS))
+        hops = self._hops(self._rings.read(length=EVENT.size))
+        hops.more(self.flush(time.monotonic_ns() - SHARED_GRACE_NS))
         if self._journal is not None:
             self._watch()
             for e in self._journal.read():
@@ -470,10 +497,10 @@ class Tracer:
                     continue
                 ns_name, inum, ifname = self._fault_at[e.fault_id]
                 what = {"drop": "DROP", "duplicate": "DUP"}.get(e.action, "ACT")
-                hops.append(Hop(e.ts_ns, inum, ns_name, ifname, what, e.hook, 0, b"",
-                                reason="faultinj" if e.action == "drop" else "",
-                                fault=f"{e.fault} {e.fault_id}", wall_ns=e.ts_ns + self._to_wall, _key=e.key(),
-                                _summary=_event_summary(e)))
+                hops.more((Hop(e.ts_ns, inum, ns_name, ifname, what, e.hook, 0, b"",
+                               reason="faultinj" if e.action == "drop" else "",
+                               fault=f"{e.fault} {e.fault_id}", wall_ns=e.ts_ns + self._to_wall, _key=e.key(),
+                               _summary=_event_summary(e)),))
                 if e.action == "drop":
                     if len(self._fault_drops) > 100_000:
                         self._fault_drops.clear()
@@ -481,8 +508,7 @@ class Tracer:
             # the journal is written before the program returns, so a fault's drop is known here
             # before (or in the same read as) the kernel's report of freeing that packet
             if self._fault_drops:
-                hops = [h for h in hops if not self._freed_by_fault(h)]
-        hops.sort(key=_BY_TIME)
+                hops = Hops.of([h for h in hops if not self._freed_by_fault(h)])
         return hops
 
     def _freed_by_fault(self, h: Hop) -> bool:
@@ -492,38 +518,43 @@ class Tracer:
         at = self._fault_drops.get((h.key, h.netns, h.ifname))
         return at is not None and 0 <= h.ts_ns - at < FOLD_NS
 
-    def _hops(self, batch: bytes) -> list[Hop]:
-        """Hops from a batch of ring records, decoded together (struct.iter_unpack); a frame's
-        fields are read only when asked for (Hop.key, Hop.summary)."""
-        hops = []
-        append, names, ns_names, held = hops.append, self._ifnames, self._names, self._held
-        to_wall, now = self._to_wall, time.monotonic_ns()
-        for (_len, _pg, ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop, flags,
-             ifname, frame) in RECORD.iter_unpack(batch):
-            if hop == HOP_DELIVERED:
+    def _hops(self, batch: bytes) -> "Hops":
+        """Hops from a batch of ring records, decoded together: the records viewed as a numpy
+        array, the common hops (a device's, a plain drop) left there until the batch is looked at
+        (Hops), the others (a free waiting for its copy, a delivery, OVS's actions, functions:
+        they keep state here) made now, in the ring's order. A frame's fields are read only when
+        asked for (Hop.key, Hop.summary)."""
+        import numpy as np
+
+        if self._dtype is None:
+            self._dtype = record_dtype()
+        rows = np.frombuffer(batch, self._dtype)
+        hop, flags = rows["hop"], rows["flags"]
+        own = np.isin(hop, _OWN) | ((hop == FI_HOP_DROP) & ((flags & (DROP_DELIVERED | DROP_SHARED)) != 0))
+        if not own.any():
+            return Hops(self, batch, rows, np.arange(len(rows)), [])
+        made, now, held = [], time.monotonic_ns(), self._held
+        for i in np.flatnonzero(own).tolist():
+            (_len, _pg, ts, _skb, head, func, netns, _ifindex, length, reason, sock, snap, hop_, flags_,
+             ifname, frame) = RECORD.unpack_from(batch, i * RECORD.size)
+            if hop_ == HOP_DELIVERED:
                 h = held.pop(head, None)
                 if h is not None:
-                    append(_delivered(h[0], sock))
+                    made.append((i, _delivered(h[0], sock)))
                 continue
-            name = names.get(ifname)
-            if name is None:
-                name = names[ifname] = ifname.split(b"\0")[0].decode(errors="replace")
-            h = Hop(ts, netns, ns_names.get(netns) or self._ns_name(netns), name, HOPS.get(hop, "?"),
-                    HOP_POINTS.get(hop, "?"), length, frame[:snap], "", "", "", 0, ts + to_wall, head)  # positional: cheaper
-            if hop < FI_HOP_DROP:
-                append(h)
-                continue
-            if hop == FI_HOP_DROP:
+            h = Hop(ts, netns, self._ns_name(netns), self._ifname(ifname.rstrip(b"\0")), HOPS.get(hop_, "?"),
+                    HOP_POINTS.get(hop_, "?"), length, frame[:snap], "", "", "", 0, ts + self._to_wall, head)
+            if hop_ == FI_HOP_DROP:
                 h.reason = self._reasons.get(reason) or str(reason)
-                if flags & DROP_DELIVERED:
+                if flags_ & DROP_DELIVERED:
                     h = _delivered(h, sock)
-                elif flags & DROP_SHARED:
+                else:   # DROP_SHARED
                     held[head] = (h, now)
                     continue
-            elif hop == HOP_OVS_EXEC:
+            elif hop_ == HOP_OVS_EXEC:
                 action = self._ovs_actions.get(reason, str(reason))
                 h.point = f"exec {action}" + (f":{func}" if action == "output" else "")
-            elif hop == HOP_FUNC:
+            elif hop_ == HOP_FUNC:
                 # the function's address, or just past an IBT landing pad (endbr64: 4 bytes)
                 h.direction, h.point = "fn", self._fn_names.get(func) or self._fn_names.get(func - 4, hex(func))
                 key = h.key
@@ -531,8 +562,35 @@ class Tracer:
                 if len(self._last_ts) > 100_000:
                     self._last_ts.clear()
                 self._last_ts[key] = max(ts, self._last_ts.get(key, 0))
+            made.append((i, h))
+        return Hops(self, batch, rows, np.flatnonzero(~own), made)
+
+    def _ifname(self, raw: bytes) -> str:
+        name = self._ifnames.get(raw)
+        if name is None:
+            name = self._ifnames[raw] = raw.split(b"\0")[0].decode(errors="replace")
+        return name
+
+    def _made(self, batch: bytes, rows, which) -> list[Hop]:
+        """The Hops of the common records `which` (indices into rows), in that order."""
+        names, ns_names, to_wall, reasons, ns_name, ifname = (self._ifnames, self._names, self._to_wall,
+                                                              self._reasons, self._ns_name, self._ifname)
+        out = []
+        append = out.append
+
+        def col(c):   # a member of the records picked, as Python numbers (one call per batch)
+            return rows[c].take(which).tolist()
+
+        for at, ts, head, netns, length, reason, snap, hop, name in zip(
+                (which * RECORD.size + _FRAME_AT).tolist(), col("ts_ns"), col("head"), col("netns"), col("len"),
+                col("reason"), col("snap"), col("hop"), col("ifname")):
+            h = Hop(ts, netns, ns_names.get(netns) or ns_name(netns), names.get(name) or ifname(name),
+                    HOPS.get(hop, "?"), HOP_POINTS.get(hop, "?"), length, batch[at:at + snap], "", "", "", 0,
+                    ts + to_wall, head)   # positional: cheaper
+            if hop == FI_HOP_DROP:
+                h.reason = reasons.get(reason) or str(reason)
             append(h)
-        return hops
+        return out
 
     def counts(self) -> list[dict]:
         """trace --stats: what passed each hook so far, counted in the kernel (summed over CPUs)."""
@@ -569,7 +627,7 @@ class Tracer:
     def settle(self) -> list[Hop]:
         """At the end: the hops still to come while frees wait for their copies' fate (at most the
         grace), then the frees whose copy nobody read, as drops."""
-        hops = []
+        hops: list[Hop] = []
         end = time.monotonic_ns() + SHARED_GRACE_NS
         while self._held and time.monotonic_ns() < end:
             hops.extend(self.read(20))
@@ -593,6 +651,81 @@ class Tracer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+# hops made as they are read (Tracer._hops), not left in the batch: they keep state in the reader
+_OWN = (HOP_DELIVERED, HOP_OVS_EXEC, HOP_FUNC)
+
+
+class Hops(Sequence):
+    """A read's hops in time order (the ring's order where stamps tie, then the frees given up
+    on, then the faults' actions), as Tracer.read() returns them. The common ones stay in the ring
+    records' array until the batch is first looked at (iterated, indexed, compared): then every
+    Hop is made at once. len() makes none (a reader that counts what passed pays no Python object
+    per hop)."""
+
+    __slots__ = ("_tracer", "_batch", "_rows", "_which", "_made", "_more", "_list")
+
+    def __init__(self, tracer, batch: bytes, rows, which, made: list):
+        # which: the common records' indices (ascending); made: (record index, Hop) of the others
+        self._tracer, self._batch, self._rows, self._which, self._made = tracer, batch, rows, which, made
+        self._more: list[Hop] = []   # hops from elsewhere, after the ring's where stamps tie
+        self._list: list[Hop] | None = None
+
+    @classmethod
+    def of(cls, hops: list[Hop]) -> "Hops":
+        out = cls(None, b"", None, (), [])
+        out._more = hops
+        return out
+
+    def more(self, hops) -> None:
+        self._more.extend(hops)
+        self._list = None
+
+    def _hops(self) -> list[Hop]:
+        if self._list is not None:
+            return self._list
+        which = self._which
+        if not self._made and not self._more:   # the common case: the ring's hops alone
+            if len(which) > 1:   # in time order before they are made (stable: ties in the ring's order)
+                which = which[self._rows["ts_ns"][which].argsort(kind="stable")]
+            self._list = self._tracer._made(self._batch, self._rows, which) if len(which) else []
+            return self._list
+        # every hop with its place: the ring's index, then after the ring's (sorted stably by
+        # time, as one list in that order would be)
+        placed = list(zip(which.tolist(), self._tracer._made(self._batch, self._rows, which))) if len(which) else []
+        placed += self._made
+        placed.sort(key=_AT)
+        out = [h for _, h in placed] + self._more
+        out.sort(key=_BY_TIME)
+        self._list = out
+        return out
+
+    def __len__(self) -> int:
+        if self._list is not None:
+            return len(self._list)
+        return len(self._which) + len(self._made) + len(self._more)
+
+    def __getitem__(self, i):
+        return self._hops()[i]
+
+    def __iter__(self):
+        return iter(self._hops())
+
+    def __add__(self, other) -> list[Hop]:   # as a list's: a list
+        return self._hops() + list(other)
+
+    def __radd__(self, other) -> list[Hop]:
+        return list(other) + self._hops()
+
+    def __eq__(self, other) -> bool:
+        return list(self) == list(other) if isinstance(other, (list, tuple, Hops)) else NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Hops({self._hops()!r})"
+
+
+_AT = itemgetter(0)
 
 
 def _socket_kind(sock: int) -> str:
