@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import secrets
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Iterator
@@ -175,7 +174,7 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
         replaced = _check_xdp_free(ipr, netns_name, ifindex, ifname, replace) if hook == "xdp" else None
 
         deadline_ns, expires_at = deadline(seconds)
-        fid = "f" + secrets.token_hex(4)
+        fid = "f" + os.urandom(4).hex()   # as secrets.token_hex(4), without loading OpenSSL (~4 ms)
         rec = state.Record(
             id=fid, fault=fs.name, value=fs.value, hook=hook, netns=netns_name, ifname=ifname,
             ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,

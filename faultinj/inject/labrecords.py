@@ -13,7 +13,6 @@ import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,12 +40,16 @@ def kill_group(pid: int, wait: float = 10.0) -> None:
 
 def workdir(prefix: str, name: str) -> Path:
     """A guest's work directory (shared read-write with it)."""
+    import tempfile   # here: tempfile loads random, which the commands reaping through here need not
+
     d = Path(tempfile.gettempdir()) / f"faultinj-vm-{prefix}-{name}"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return d
 
 
 def remove_workdirs(prefix: str) -> None:
+    import tempfile
+
     for d in Path(tempfile.gettempdir()).glob(f"faultinj-vm-{prefix}-*"):
         shutil.rmtree(d, ignore_errors=True)
 
