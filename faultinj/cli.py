@@ -10,7 +10,6 @@ and as strings each is compiled and evaluated again (~10 ms of every command).
 
 import functools
 import json
-import logging
 import os
 import sys
 import time
@@ -19,7 +18,7 @@ from typing import List, Optional
 import typer
 import typer.core
 
-from . import api
+from . import api, errors
 from ._version import __version__
 from .errors import ExitStatus, FaultinjError, from_foreign
 
@@ -100,16 +99,21 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-class _Notes(logging.Handler):
-    """The library's notes (what a command finished for a killed one) as 'faultinj: note:' lines."""
-
-    def emit(self, record):
-        typer.echo(f"faultinj: note: {record.getMessage()}", err=True)
-
-
 def _show_notes() -> None:
+    """The library's notes (what a command finished for a killed one) as 'faultinj: note:' lines.
+    Installed by the first note: logging is not loaded at every start (~2 ms)."""
+    errors.before_first_note(_install_notes_handler)
+
+
+def _install_notes_handler() -> None:
+    import logging
+
+    class _Notes(logging.Handler):
+        def emit(self, record):
+            typer.echo(f"faultinj: note: {record.getMessage()}", err=True)
+
     logger = logging.getLogger("faultinj")
-    if not any(isinstance(h, _Notes) for h in logger.handlers):
+    if not any(type(h).__name__ == "_Notes" for h in logger.handlers):
         logger.addHandler(_Notes(logging.WARNING))
 
 

@@ -6,14 +6,13 @@ runs; a failure anywhere unwinds them all, so nothing is left half-applied.
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Iterator
 
-from .errors import SpecError, StateError, TargetError
+from .errors import SpecError, StateError, TargetError, note
 from .faults import CATALOGUE, PROGRAM, FaultSpec, parse_change, parse_hook, parse_spec
 from .inject import advice, custom, state, targets
 from .kernel import attach, caps, libbpf, maps, netns, program
@@ -457,7 +456,7 @@ def set_command(spec: str, ifname: str | None = None, **kwargs) -> state.Record:
     kwargs: as set_fault."""
     if ifname and names_a_fault(ifname) and not names_a_fault(spec):
         spec, ifname = ifname, spec
-        logging.getLogger("faultinj").warning(
+        note(
             "'set INTERFACE SPEC' is the old order and still works; say 'faultinj set %s %s' (SPEC INTERFACE, "
             "as apply)", spec, ifname)
     return set_fault(ifname, spec, **kwargs)

@@ -8,7 +8,6 @@ lab or guest code, so every command can reap (faultinj.removal) without loading 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -16,6 +15,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from ..errors import note
 from . import state
 
 
@@ -130,7 +130,7 @@ def reap_orphans() -> list[str]:
     for data in recorded_labs():
         if not data.get("kept") and not _alive(data.get("owner_pid")):
             remove_recorded(data)
-            logging.getLogger("faultinj").warning(
+            note(
                 "removed lab %s that a killed 'faultinj run' (pid %s) left: namespaces %s", data.get("name"),
                 data.get("owner_pid"), ", ".join(data.get("namespaces", [])) or "none")
             gone.extend(data.get("namespaces", []))
