@@ -175,10 +175,10 @@ def _install(fs: FaultSpec, ifname: str, target: targets.Target, seed: int, seco
         deadline_ns, expires_at = deadline(seconds)
         fid = "f" + os.urandom(4).hex()   # as secrets.token_hex(4), without loading OpenSSL (~4 ms)
         rec = state.Record(
-            id=fid, fault=fs.name, value=fs.value, hook=hook, netns=netns_name, ifname=ifname,
+            id=fid, spec=state.compose(fs.name, fs.value, fs.match.words, hook), netns=netns_name, ifname=ifname,
             ifindex=ifindex, attach_mode="cls_bpf" if hook != "xdp" else "", prog_id=0,
             pin_dir=str(state.pin_dir_for(fid)), seed=seed, deadline_ns=deadline_ns, expires_at=expires_at,
-            pending="apply", pid=os.getpid(), match=[list(w) for w in fs.match.words],
+            pending="apply", pid=os.getpid(),
             target=target.label, container=target.container, netns_inode=target.inode, name=name,
             user=state.current_user(),
         )
@@ -405,7 +405,7 @@ def set_fault(ifname: str | None, spec: str, *, netns_name: str | None = None, s
         new = change.applied_to(rec.fault_spec())
         rec.specs[str(rec.gen)] = rec.spec     # what the journal's events so far were made under
         rec.gen += 1
-        rec.value, rec.match = new.value, [list(w) for w in new.match.words]
+        rec.spec = state.compose(rec.fault, new.value, new.match.words, rec.hook)
         if seed is not None:
             rec.seed = seed
         if seconds is not None:
