@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from ..errors import EnvironmentProblem
-from ..stats import z_for
+from ..stats import percent, z_for
 
 PASS_COLOUR, FAIL_COLOUR = "#1a7f37", "#cf222e"
 
