@@ -10,7 +10,6 @@ and as strings each is compiled and evaluated again (~10 ms of every command).
 
 import functools
 import json
-import logging
 import os
 import sys
 import time
@@ -19,9 +18,9 @@ from typing import List, Optional
 import typer
 import typer.core
 
-from . import api
+from . import api, errors
 from ._version import __version__
-from .errors import ExitStatus, FaultinjError, SpecError, from_foreign
+from .errors import ExitStatus, FaultinjError, from_foreign
 
 class _Group(typer.core.TyperGroup):
     """Usage errors as one line too (typer would draw a panel), exit code 2."""
@@ -100,16 +99,21 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-class _Notes(logging.Handler):
-    """The library's notes (what a command finished for a killed one) as 'faultinj: note:' lines."""
-
-    def emit(self, record):
-        typer.echo(f"faultinj: note: {record.getMessage()}", err=True)
-
-
 def _show_notes() -> None:
+    """The library's notes (what a command finished for a killed one) as 'faultinj: note:' lines.
+    Installed by the first note: logging is not loaded at every start (~2 ms)."""
+    errors.before_first_note(_install_notes_handler)
+
+
+def _install_notes_handler() -> None:
+    import logging
+
+    class _Notes(logging.Handler):
+        def emit(self, record):
+            typer.echo(f"faultinj: note: {record.getMessage()}", err=True)
+
     logger = logging.getLogger("faultinj")
-    if not any(isinstance(h, _Notes) for h in logger.handlers):
+    if not any(type(h).__name__ == "_Notes" for h in logger.handlers):
         logger.addHandler(_Notes(logging.WARNING))
 
 
@@ -634,89 +638,31 @@ def run(
     may hold. A Chaos Mesh NetworkChaos manifest is applied to Docker containers instead (see 'Chaos
     Mesh manifests')."""
     if schema:
-        from .scenario.reference import render
+        from . import scenario
 
-        typer.echo(render(), nl=False)
+        typer.echo(scenario.schema_reference(), nl=False)
         return
-    if not files:
-        raise SpecError("give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' "
-                        "prints what they may hold)")
     from . import scenario
-    from .scenario import chaosmesh, junit as junit_mod
 
-    if any(chaosmesh.is_network_chaos(f) for f in files):
-        if len(files) > 1:
-            raise SpecError("give one NetworkChaos manifest at a time (faultinj run chaos.yaml)")
-        if junit or report or keep or kernel or ovs or repeat != 1:
-            raise SpecError("--junit, --report, --keep, --kernel, --ovs and --repeat go with scenario files: a NetworkChaos manifest applies "
-                            "its faults and returns (see them with 'faultinj status')")
-        applied = chaosmesh.run(chaosmesh.load(files[0]))
-        if as_json:
-            _print_json(applied.to_json())
-        else:
-            for line in applied.lines():
-                typer.echo(line)
-        return
-
-    if confidence is not None:
-        api.set_default_confidence(confidence)
-    scenarios = [scenario.load(f) for f in files]  # every file validated before anything runs
-    if report:
-        from .scenario.html import _mpl
-
-        _mpl()   # missing matplotlib: say so before the labs run, not after
-    if kernel or ovs or repeat != 1:
-        return _run_matrix(scenarios, kernel or [], ovs or [], repeat, pcap_dir, junit, report, keep, as_json)
-    reports = []
-    for scn in scenarios:
-        reports.append(scenario.run(scn, pcap_dir=pcap_dir, keep=keep,
-                                    progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True)))
-    if junit:
-        junit_mod.write(reports, junit)
-    if report:
-        from .scenario import html as html_report
-
-        typer.echo(f"report: {html_report.write(reports, report)}", err=True)
+    done = scenario.run_files(files, pcap_dir=pcap_dir, junit=junit, report=report, keep=keep, kernels=kernel,
+                              ovs=ovs, repeat=repeat, confidence=confidence,
+                              progress=lambda name, m: typer.echo(f"[{name}] {m}", err=True))
+    if done.report:
+        typer.echo(f"report: {done.report}", err=True)
     if as_json:
-        _print_json([r.to_json() for r in reports])
-    else:
-        for r in reports:
-            _print_verdict(r)
-    if not all(r.ok for r in reports):
-        raise typer.Exit(code=int(ExitStatus.FAILED))
-
-
-def _sides(kernels_: list[str], ovs_dirs: list[str]) -> list[str]:
-    if kernels_ and ovs_dirs:
-        return [f"{k},ovs={o}" for k in kernels_ for o in ovs_dirs]
-    return kernels_ or [f"ovs={o}" for o in ovs_dirs] or [""]
-
-
-def _run_matrix(scenarios, kernels_, ovs_dirs, repeat, pcap_dir, junit, report, keep, as_json):
-    from . import scenario
-    from .scenario import junit as junit_mod
-
-    if keep:
-        raise SpecError("--keep keeps one lab: it takes no --kernel, --ovs or --repeat")
-    sides = _sides(kernels_, ovs_dirs)
-    matrices = [scenario.run_matrix(scn, sides, repeat=repeat, pcap_dir=pcap_dir,
-                                    progress=lambda m, n=scn.name: typer.echo(f"[{n}] {m}", err=True))
-                for scn in scenarios]
-    verdicts = [v for m in matrices for v in m.verdicts()]
-    if junit:
-        junit_mod.write(verdicts, junit)
-    if report:
-        from .scenario import html as html_report
-
-        typer.echo(f"report: {html_report.write(verdicts, report, matrices=matrices)}", err=True)
-    if as_json:
-        _print_json([m.to_json() for m in matrices])
-    else:
-        for m in matrices:
+        _print_json(done.to_json())
+    elif done.applied is not None:
+        for line in done.applied.lines():
+            typer.echo(line)
+    elif done.matrices:
+        for m in done.matrices:
             typer.echo(f"\n{m.scenario.name} ({m.scenario.path}): {'PASS' if m.ok else 'FAIL'}"
                        + (f", {repeat} runs per column" if repeat > 1 else ""))
             _print_table(m.table())
-    if not all(m.ok for m in matrices):
+    else:
+        for r in done.reports:
+            _print_verdict(r)
+    if not done.ok:
         raise typer.Exit(code=int(ExitStatus.FAILED))
 
 
@@ -803,9 +749,8 @@ app.add_typer(lab_app, name="lab")
 def lab_up(file: str = typer.Argument(..., help="Scenario file whose lab to build."), as_json: bool = JsonOpt):
     """Build the lab (namespaces, links, bridges) and leave it up."""
     from . import scenario
-    from .scenario.runner import lab_up as do_up
 
-    data = do_up(scenario.load(file), progress=lambda m: typer.echo(m, err=True))
+    data = scenario.lab_up(file, progress=lambda m: typer.echo(m, err=True))
     if as_json:
         _print_json(data)
     else:
@@ -818,10 +763,8 @@ def lab_up(file: str = typer.Argument(..., help="Scenario file whose lab to buil
 def lab_down(name: str = typer.Argument(..., help="Scenario file or lab name.")):
     """Remove a lab built with 'lab up' (and faults on its links)."""
     from . import scenario
-    from .scenario.runner import lab_down as do_down
 
-    lab_name = scenario.load(name).name if os.path.isfile(name) else name
-    data = do_down(lab_name)
+    data = scenario.lab_down(name)
     typer.echo(f"lab {data['name']} removed ({', '.join(data['namespaces'])})")
 
 
@@ -829,9 +772,9 @@ def lab_down(name: str = typer.Argument(..., help="Scenario file or lab name."))
 @_boundary
 def lab_status(as_json: bool = JsonOpt):
     """Labs that are up."""
-    from .scenario.runner import lab_status as do_status
+    from . import scenario
 
-    labs = do_status()
+    labs = scenario.lab_status()
     if as_json:
         _print_json(labs)
         return

@@ -11,6 +11,26 @@ import errno
 import os
 
 
+_before_first_note: list = []   # run once, before the first note is logged (the CLI's handler)
+
+
+def note(message: str, *args) -> None:
+    """Tell the user what the library did on its own (finished what a killed command left, removed
+    an expired fault): a warning on the 'faultinj' logger. logging is imported by the first note,
+    not at every start (~2 ms of `status` and `clear`, which mostly have none)."""
+    import logging
+
+    while _before_first_note:
+        _before_first_note.pop(0)()
+    logging.getLogger("faultinj").warning(message, *args)
+
+
+def before_first_note(install) -> None:
+    """install() runs when the first note comes (it may import logging and add a handler)."""
+    if install not in _before_first_note:
+        _before_first_note.append(install)
+
+
 class ExitStatus(enum.IntEnum):
     OK = 0
     FAILED = 1          # a verification failed, or an unexpected error

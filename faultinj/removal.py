@@ -4,21 +4,19 @@ runner died)."""
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from dataclasses import dataclass
 
-from .errors import FaultinjError, SpecError, StateError, TargetError
+from .errors import FaultinjError, SpecError, StateError, TargetError, note
 from .kernel import attach, caps, libbpf, maps, netns
 from .inject import labrecords, state, targets
 from .kernel import links as kernel_links
 from .kernel.netns import Links
 from . import which
 
-# What a command finished for a killed one (or found gone) is said here, not done silently:
-# the CLI shows these as notes on stderr.
-log = logging.getLogger("faultinj")
+# What a command finished for a killed one (or found gone) is said (errors.note), not done
+# silently: the CLI shows these as notes on stderr.
 
 
 @dataclass
@@ -235,7 +233,7 @@ def reap_now(links: Links, leftovers_only: bool = False) -> list[Removed]:
             maps.write_record(rec)
             rec.pending = rec.pid = None
             state.save(rec)
-            log.warning("finished the 'set' of %s (%s on %s) that a killed faultinj process left", rec.id,
+            note("finished the 'set' of %s (%s on %s) that a killed faultinj process left", rec.id,
                         rec.spec, rec.where)
             continue
         elif rec.pending in ("apply", "clear") or (not leftovers_only and rec.expired(now)):
@@ -243,7 +241,7 @@ def reap_now(links: Links, leftovers_only: bool = False) -> list[Removed]:
             removed = _remove(links, rec)
         else:
             continue
-        log.warning("removed %s (%s on %s): %s", rec.id, rec.spec, rec.where, why)
+        note("removed %s (%s on %s): %s", rec.id, rec.spec, rec.where, why)
         done.append(removed)
     return done
 

@@ -152,6 +152,26 @@ def test_selector_fields_and_metadata_refused_all_at_once():
     assert "value" in err.value.all_lines[1]   # mode fixed without a value
 
 
+@pytest.mark.parametrize("extra,said", [
+    ((), "give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' prints what they may "
+         "hold)"),
+    (("M", "M"), "give one NetworkChaos manifest at a time (faultinj run chaos.yaml)"),
+    (("M", "--repeat", "2"), "--junit, --report, --keep, --kernel, --ovs and --repeat go with scenario files: a "
+                             "NetworkChaos manifest applies its faults and returns (see them with 'faultinj status')"),
+    (("M", "--keep"), "--junit, --report, --keep"),
+])
+def test_run_refuses_what_a_manifest_does_not_take_before_any_container_is_asked(extra, said, tmp_path):
+    """The checks `run` makes of its files and flags (scenario/runfiles.py): one line, exit 2, no
+    Docker asked (the manifest selects no container that exists)."""
+    p = tmp_path / "chaos.yaml"
+    p.write_text(_manifest("action: partition\nmode: all\nselector: {labelSelectors: {app: fi-no-such}}"))
+    r = invoke("run", *[str(p) if a == "M" else a for a in extra])
+    assert r.exit_code == 2, r.output
+    assert r.stderr.startswith(f"faultinj: error: {said}") and len(r.stderr.splitlines()) == 1, r.stderr
+    j = invoke("run", *[str(p) if a == "M" else a for a in extra], "--json")
+    assert j.exit_code == 2 and json.loads(j.stdout)["error"].startswith(said)
+
+
 def test_the_cli_refuses_a_bad_manifest_in_one_line_per_mistake(tmp_path):
     p = tmp_path / "chaos.yaml"
     p.write_text(_manifest("action: loss\nloss: {loss: '25', correlation: '25'}\nmode: all\n"

@@ -177,6 +177,40 @@ def test_the_custom_programs_name_is_the_catalogues():
     assert PROGRAM.name == CUSTOM_PROGRAM
 
 
+@pytest.mark.parametrize("text", ["drop=25%", "psh-ratio=10,proto=tcp,dport=1024-2047@tc-ingress", "ttl=-1@xdp",
+                                  "corrupt=0.1,csum=bad,bits=3", "delay=20ms,jitter=5ms", "burst-loss=1%/30%",
+                                  "tcp-flags=+syn-ack,mark=0x10/0xff", "rate=10mbit", "truncate=100@xdp"])
+def test_a_records_parts_are_its_specs_and_a_record_with_them_stored_reads_the_same(text):
+    """A record keeps its spec alone; fault, value, filters and hook are read from it (typed as the
+    catalogue's parser gives them, without loading it), and --json still shows them. A record an
+    earlier faultinj wrote (the parts stored beside the spec) reads the same."""
+    from faultinj.faults import parse_spec
+    from faultinj.inject.state import Record, compose
+
+    fs = parse_spec(text)
+    rec = Record(id="f1", spec=compose(fs.name, fs.value, fs.match.words, fs.hook), netns=None, ifname="v0",
+                 ifindex=2, attach_mode="", prog_id=1, pin_dir="/x", seed=3, attach_kind="tcx-link")
+    words = [list(w) for w in fs.match.words]
+    assert (rec.fault, rec.value, rec.match, rec.hook) == (fs.name, fs.value, words, fs.hook)
+    assert type(rec.value) is type(fs.value)
+    assert parse_spec(rec.spec) == fs
+    d = json.loads(json.dumps(rec.to_json()))
+    assert (d["fault"], d["value"], d["match"], d["hook"], d["spec"]) == (fs.name, fs.value, words, fs.hook, rec.spec)
+    assert Record.from_json(d) == rec
+    old = {k: v for k, v in d.items() if k != "spec"}   # the parts alone: the spec is made of them
+    assert Record.from_json(old) == rec
+
+
+def test_a_custom_programs_path_is_its_value_commas_and_all():
+    from faultinj.inject.state import CUSTOM_PROGRAM, Record, compose
+
+    spec = compose(CUSTOM_PROGRAM, "/tmp/a,b@c/x=1.bpf.c:fn", [], "xdp")
+    rec = Record(id="f1", spec=spec, netns=None, ifname="v0", ifindex=2, attach_mode="", prog_id=1, pin_dir="/x",
+                 seed=0)
+    assert (rec.fault, rec.value, rec.match, rec.hook, rec.custom) == (
+        CUSTOM_PROGRAM, "/tmp/a,b@c/x=1.bpf.c:fn", [], "xdp", True)
+
+
 @pytest.mark.parametrize("args", [["status", "--help"], ["--traceback", "faults"], ["lab", "--help"], ["lab", "up", "--help"],
                                   ["nosuch"], ["apply", "drop=1", "x0", "--no-such-flag", "--json"]])
 def test_the_command_built_alone_answers_as_the_whole_app(args):

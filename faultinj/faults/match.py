@@ -6,7 +6,6 @@ Pure Python: parse the filter words; kernel/layout.py lays them out as `struct f
 
 from __future__ import annotations
 
-import difflib
 import ipaddress
 from dataclasses import dataclass
 
@@ -149,6 +148,8 @@ def parse_match(items: list[str], options: tuple = ()) -> Match:
         key, value = key.strip().lower(), value.strip()
         if key not in KEYS and key not in own:
             allowed = (*KEYS, *own)
+            import difflib   # a mistake's suggestion only
+
             near = difflib.get_close_matches(key, allowed, n=1, cutoff=0.5)
             hint = f" (did you mean '{near[0]}'?)" if near else ""
             mine = f"; this fault's options: {', '.join(own)}" if own else ""

@@ -29,7 +29,8 @@ from ..packets import protocol_number
 from .match import DPORT, DST4, DST6, MARK, PROTO, SPORT, SRC4, SRC6, VLAN, Match, parse_mark
 
 MAX_SLOTS = layouts.array_len("fi_trace_config", "match")   # FI_TRACE_SLOTS (bpf/lib/trace.h), from the BTF
-_TOKEN = re.compile(r"\s*(\(|\)|&&|\|\||!|[^\s()!]+)")
+# patterns as text: re compiles (and caches) one at its first use, not at every apply's import
+_TOKEN = r"\s*(\(|\)|&&|\|\||!|[^\s()!]+)"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,7 @@ Dnf = tuple[tuple[Test, ...], ...]
 
 def compile_filter(expression: str) -> tuple[Match, ...]:
     """'tcp and dst port 80' -> the filters the kernel evaluates (a packet passes if any does)."""
-    tokens = _TOKEN.findall(expression)
+    tokens = re.findall(_TOKEN, expression)
     if not tokens:
         raise SpecError("empty filter expression: give e.g. 'tcp and dst port 80'")
     parser = _Parser(tokens, expression)

@@ -16,9 +16,10 @@ DIST_SIZE, DIST_SCALE = layouts.enum("fi_dist")["FI_DIST_SIZE"], layouts.enum("f
 DISTRIBUTIONS = ("uniform", "normal", "pareto", "paretonormal")
 MAX_JITTER_NS = (1 << 31) - 1          # netem's own limit (a signed 32-bit sigma)
 MAX_DELAY_NS = 10 * 1_000_000_000      # fq's default horizon: later departures are dropped
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)\s*$")
+# patterns as text: re compiles (and caches) one at its first use, not at every apply's import
+_DURATION = r"^\s*(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)\s*$"
 _NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000}
-_RATE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?\s*$", re.I)
+_RATE = r"(?i)^\s*(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|bps|kbps|mbps|gbps)?\s*$"
 _BITS = {"bit": 1, "kbit": 1e3, "mbit": 1e6, "gbit": 1e9, "bps": 8, "kbps": 8e3, "mbps": 8e6, "gbps": 8e9}
 HOOK_NOTE = ("the kernel holds packets only on their way out: put the fault on the sending side's egress "
              "(or on the egress of an ifb device that the ingress traffic is redirected to)")
@@ -27,7 +28,7 @@ DIST_DIRS = ("/usr/lib/x86_64-linux-gnu/tc", "/usr/lib/aarch64-linux-gnu/tc", "/
 
 
 def parse_duration_ns(what: str, text: str, lo: int = 0, hi: int = MAX_DELAY_NS) -> int:
-    m = _DURATION.match(str(text))
+    m = re.match(_DURATION, str(text))
     ns = round(float(m.group(1)) * _NS[m.group(2)]) if m else -1
     if not lo <= ns <= hi:
         raise SpecError(f"{what}: bad duration '{text}': give a number with a unit ns, us, ms or s, "
@@ -60,7 +61,7 @@ def format_ns(ns: int) -> str:
 
 
 def parse_rate(what: str, text: str) -> int:
-    m = _RATE.match(str(text))
+    m = re.match(_RATE, str(text))
     bps = float(m.group(1)) * _BITS[(m.group(2) or "bit").lower()] if m else 0
     if not 1000 <= bps <= 100e9:
         raise SpecError(f"{what}: bad rate '{text}': give bits per second with a unit bit, kbit, mbit, gbit "

@@ -8,15 +8,14 @@ lab or guest code, so every command can reap (faultinj.removal) without loading 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import shutil
 import signal
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+from ..errors import note
 from . import state
 
 
@@ -41,12 +40,16 @@ def kill_group(pid: int, wait: float = 10.0) -> None:
 
 def workdir(prefix: str, name: str) -> Path:
     """A guest's work directory (shared read-write with it)."""
+    import tempfile   # here: tempfile loads random, which the commands reaping through here need not
+
     d = Path(tempfile.gettempdir()) / f"faultinj-vm-{prefix}-{name}"
     d.mkdir(mode=0o700, parents=True, exist_ok=True)
     return d
 
 
 def remove_workdirs(prefix: str) -> None:
+    import tempfile
+
     for d in Path(tempfile.gettempdir()).glob(f"faultinj-vm-{prefix}-*"):
         shutil.rmtree(d, ignore_errors=True)
 
@@ -127,7 +130,7 @@ def reap_orphans() -> list[str]:
     for data in recorded_labs():
         if not data.get("kept") and not _alive(data.get("owner_pid")):
             remove_recorded(data)
-            logging.getLogger("faultinj").warning(
+            note(
                 "removed lab %s that a killed 'faultinj run' (pid %s) left: namespaces %s", data.get("name"),
                 data.get("owner_pid"), ", ".join(data.get("namespaces", [])) or "none")
             gone.extend(data.get("namespaces", []))

@@ -35,12 +35,26 @@ def pin_root() -> Path:
     return Path(os.environ.get("FAULTINJ_PIN_ROOT", f"{BPFFS}/faultinj"))
 
 
+def compose(fault: str, value: Any, match: list, hook: str) -> str:
+    """A record's spec from its parts: NAME=VALUE[,KEY=V...]@HOOK, as parse_spec reads it."""
+    return f"{fault}={value}{''.join(f',{k}={v}' for k, v in match)}@{hook}"
+
+
+def _number_or_text(text: str) -> Any:
+    """A value as the fault's parser gave it: a number where its text is one (drop's 0.25, ttl's -1),
+    else the text (delay's 20ms, tcp-flags' +syn-ack)."""
+    try:
+        v = json.loads(text)
+    except ValueError:
+        return text
+    return v if isinstance(v, (int, float)) and not isinstance(v, bool) else text
+
+
 @dataclass
 class Record:
     id: str
-    fault: str
-    value: Any
-    hook: str
+    # the fault in force, canonical: fault, value, match and hook are read from it (properties)
+    spec: str
     netns: str | None         # None: ours; a name under /run/netns; or a namespace file's path
     ifname: str
     ifindex: int
@@ -62,7 +76,6 @@ class Record:
     # forward (set) or finishes it (clear).
     pending: str | None = None
     pid: int | None = None
-    match: list = field(default_factory=list)   # filter words, [[key, value], ...]
     # Targets named by the user rather than by namespace (see inject/targets.py):
     target: str | None = None        # as the user named it: container:web, pid:123, peer-of:web
     container: str | None = None     # the container's full id (clear --container matches it)
@@ -84,13 +97,36 @@ class Record:
     # metadata.name): status shows it, clear --name removes them together
     name: str | None = None
 
+    def _parts(self) -> tuple[str, Any, list, str]:
+        """(fault, value, match, hook) read from the spec, without the fault catalogue (status and
+        clear never load it). A custom program's value is a path: taken whole, commas and all."""
+        head, _, hook = self.spec.rpartition("@")
+        fault, _, rest = head.partition("=")
+        if fault == CUSTOM_PROGRAM:
+            return fault, rest, [], hook
+        value, *words = rest.split(",")
+        return fault, _number_or_text(value), [w.split("=", 1) for w in words], hook
+
+    @property
+    def fault(self) -> str:
+        return self._parts()[0]
+
+    @property
+    def value(self) -> Any:
+        return self._parts()[1]
+
+    @property
+    def match(self) -> list:
+        """The filter words, [[key, value], ...]."""
+        return self._parts()[2]
+
+    @property
+    def hook(self) -> str:
+        return self._parts()[3]
+
     @property
     def filters(self) -> str:
         return "".join(f",{k}={v}" for k, v in self.match)
-
-    @property
-    def spec(self) -> str:
-        return f"{self.fault}={self.value}{self.filters}@{self.hook}"
 
     def fault_spec(self):
         """The spec in force, parsed (faults.FaultSpec): what the config is built from."""
@@ -118,13 +154,15 @@ class Record:
 
     def to_json(self) -> dict:
         d = asdict(self)
-        d["spec"] = self.spec
+        # the parts too: what --json has always shown, and what an older faultinj reads
+        d["fault"], d["value"], d["match"], d["hook"] = self._parts()
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Record":
         d = dict(d)
-        d.pop("spec", None)
+        if "spec" not in d:   # the parts alone: the spec is made of them
+            d["spec"] = compose(d["fault"], d["value"], d.get("match") or [], d["hook"])
         known = {f.name for f in fields(cls)}
         rec = cls(**{k: v for k, v in d.items() if k in known})   # a newer version's record: its extra keys left
         if not rec.attach_kind:   # a record written before attach kinds: what that version made

@@ -9,13 +9,16 @@ argument list (no shell).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
+
+try:   # hashlib.blake2b is this one; hashlib itself loads OpenSSL first (~2 ms of every apply)
+    from _blake2 import blake2b
+except ImportError:   # pragma: no cover  (an interpreter built without it)
+    from hashlib import blake2b
 
 from ..errors import BuildError, EnvironmentProblem, ProgramError
 from . import layout
@@ -62,7 +65,7 @@ def _libbpf_include() -> Path:
 
 
 def _key(source: Path, src_dir: Path, flags: tuple[str, ...], clang: str, inc: Path) -> str:
-    h = hashlib.sha256()
+    h = blake2b(digest_size=10)
     # layouts.py, layout.py: an object is checked against them when built, so a change there builds anew
     files = [source, *sorted((src_dir / "lib").glob("*.h")), Path(__file__).with_name("layout.py"),
              Path(layout.layouts.__file__)] + \
@@ -73,7 +76,7 @@ def _key(source: Path, src_dir: Path, flags: tuple[str, ...], clang: str, inc: P
     st = os.stat(clang)
     h.update(f"{clang}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
     h.update("\0".join(flags).encode())
-    return h.hexdigest()[:20]
+    return h.hexdigest()
 
 
 def compile_program(program: str, hook: str, source: Path | None = None, act: bool = False,
@@ -97,6 +100,8 @@ def compile_program(program: str, hook: str, source: Path | None = None, act: bo
     if obj.is_file():
         return obj
     out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    import tempfile   # on a miss only: tempfile loads random (a cache hit, every apply, needs neither)
+
     with tempfile.TemporaryDirectory(prefix="faultinj-build-") as tmp:
         tmp_obj = _clang_compile(clang, flags, inc, src_dir, source, hook, Path(tmp))
         # C and Python agree on every shared struct and enum, or no object
@@ -149,6 +154,8 @@ def layouts_text(src_dir: Path | None = None) -> str:
     for src in sorted(src_dir.glob("*.bpf.c")):
         if _has_anchor(src):
             sources[src.name.removesuffix(".bpf.c")] = (src, flags + ("-DFI_LAYOUTS",))
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="faultinj-layouts-") as tmp:
         objects = {}
         for anchor, (src, fl) in sources.items():
@@ -195,6 +202,8 @@ def compile_custom(source: Path, function_sections: bool = False) -> Path:
              *_multiarch_include(), "-I", str(inc.parent)]
     if function_sections:
         flags.append("-ffunction-sections")
+    import tempfile
+
     work = Path(tempfile.mkdtemp(prefix="faultinj-custom-"))
     obj = work / (source.stem + ".o")
     proc = subprocess.run([clang, *flags, "-c", str(source), "-o", str(obj)], capture_output=True, text=True)

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from .. import layouts
 from ..errors import BuildError
-from .libbpf.btf import _btf
-from .libbpf.ffi import lib
+from . import libbpf
 
 ANCHOR = "layouts"          # bpf/lib/layouts.c: struct fi_layouts names every layout Python reads
 REGENERATE = "python -m faultinj.kernel.build layouts --write"
@@ -78,7 +77,7 @@ _TYPE_TAG, _ENUM64 = 18, 19
 
 class _Btf:
     def __init__(self, handle: int):
-        self.lib, self.h = lib(), handle
+        self.lib, self.h = libbpf.lib(), handle
 
     def header(self, tid: int) -> tuple[int, str, int, int, int, int]:
         """(address, name, kind, vlen, kind_flag, size_or_type) of type tid."""
@@ -163,7 +162,7 @@ def read_btf(obj_path: str, anchor: str | None = "fi_layouts", names: tuple[str,
     that the object has."""
     structs: dict = {}
     enums: dict = {}
-    with _btf(obj_path) as handle:
+    with libbpf.btf_parsed(obj_path) as handle:
         btf = _Btf(handle)
         if anchor:
             tid = btf.find(anchor, _STRUCT)

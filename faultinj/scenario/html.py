@@ -52,7 +52,9 @@ document.addEventListener("DOMContentLoaded", function () {
 """
 
 
-def _mpl():
+def require_matplotlib():
+    """matplotlib and its Figure, or EnvironmentProblem saying what to install (run --report asks
+    before any lab is built)."""
     try:
         import matplotlib
         from matplotlib.figure import Figure
@@ -66,7 +68,7 @@ class _Svg:
     """Figures rendered as inline SVG, each with its own id salt (several SVGs share one page)."""
 
     def __init__(self):
-        self.matplotlib, self.Figure = _mpl()
+        self.matplotlib, self.Figure = require_matplotlib()
         self.n = 0
 
     def figure(self, width=7.5, height=3.2, **kw):

@@ -47,6 +47,9 @@ def _btf(path: str, base: str | None = None) -> Iterator[int]:
             lb.btf__free(base_btf)
 
 
+btf_parsed = _btf   # its public name (faultinj.kernel.layout reads objects' BTF through it)
+
+
 def _btf_type(btf: int, name: str, kind: int) -> tuple[int, int, int, int] | None:
     """(address, info, size, vlen) of the type `name` of that kind; None when there is none."""
     tid = lib().btf__find_by_name_kind(btf, name.encode(), kind)

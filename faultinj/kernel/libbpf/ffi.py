@@ -4,7 +4,6 @@ conventions, and the fd-level calls (pinned objects, maps, ids, probes, links)."
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import os
 import struct
@@ -26,8 +25,15 @@ _print_lock = threading.Lock()
 _messages: list[str] = []
 
 
+LIBBPF_DEBUG = 2   # enum libbpf_print_level: WARN 0, INFO 1, DEBUG 2
+
+
 def _on_print(level: int, fmt: bytes, va: int) -> int:
     global _print_buf
+    if level >= LIBBPF_DEBUG:
+        # ~90 lines per object opened (every section, map and relocation): what went wrong (the
+        # verifier's log, a map refused) comes at WARN, and formatting these cost ~2 ms of every apply
+        return 0
     if _print_buf is None:
         _print_buf = ctypes.create_string_buffer(4 << 20)
     n = _libc.vsnprintf(_print_buf, len(_print_buf), fmt, va)
@@ -48,7 +54,9 @@ def lib() -> ctypes.CDLL:
     try:
         handle = ctypes.CDLL(name, use_errno=True)
     except OSError:
-        found = ctypes.util.find_library("bpf")
+        from ctypes.util import find_library   # here only: it loads tempfile and random
+
+        found = find_library("bpf")
         if not found:
             raise EnvironmentProblem(
                 "libbpf.so.1 not found: install the system libbpf (apt-get install libbpf1 libbpf-dev)"
