@@ -146,12 +146,15 @@ def test_delay_on_the_wire_or_a_clear_refusal(lab, private_state, kernel_feature
     # ping -q prints min/avg/max: no reply before the delay, and the mean grows by the delay
     m = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", res.output)
     m0 = re.search(r"= ([\d.]+)/([\d.]+)/([\d.]+)", base.output)
-    assert float(m.group(1)) >= 30.0
-    # the whole delay is added; above it only the host's lateness in sending a held packet, which a
-    # busy emulated guest puts at 3-9 ms on average (the time-faults scenario measures it against a
-    # reference flow and checks the mean to 5%): bounded loosely here
+    # the whole delay is added to every reply (without the fault the fastest is ~0.1 ms)...
+    assert float(m.group(1)) >= 30.0, res.output
+    # ...and above it only the host's lateness in sending a held packet, which a busy emulated guest
+    # puts at 3-9 ms on average (the time-faults scenario measures it against a reference flow and
+    # checks the mean to 5%): bounded loosely here. No lower bound on the mean's growth: the
+    # fastest reply already holds it, and a 10-ping baseline's mean is noisy in an emulated guest
+    # (CI 2026-12-05, 6.1: every reply >= 30 ms, the mean grew 27.46 ms: its baseline had a slow ping)
     added = float(m.group(2)) - float(m0.group(2))
-    assert 30.0 * 0.95 - 1.0 <= added <= 30.0 + 15.0, added
+    assert added <= 30.0 + 15.0, (added, base.output, res.output)
     faultinj.clear(all_faults=True)
     assert _root_qdisc(a) == before and os.listdir(private_state["pin_root"]) == []
 
