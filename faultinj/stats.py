@@ -27,16 +27,25 @@ def default_confidence() -> float:
         c = float(raw)
     except ValueError:
         c = -1.0
-    if not 0.5 <= c < 1:
-        raise SpecError(f"{CONFIDENCE_ENV}={raw!r}: give a confidence level in [0.5, 1), e.g. 0.99999")
-    return c
+    return check_confidence(c, f"{CONFIDENCE_ENV}={raw!r}")
+
+
+def confidence_ok(confidence: float) -> bool:
+    """A confidence level every check accepts: in [0.5, 1)."""
+    return 0.5 <= confidence < 1
+
+
+def check_confidence(confidence: float, what: str) -> float:
+    """`confidence` if it is a level in [0.5, 1), else a SpecError naming `what` was given."""
+    if not confidence_ok(confidence):
+        raise SpecError(f"{what}: give a confidence level in [0.5, 1), e.g. 0.99999")
+    return confidence
 
 
 def set_default_confidence(confidence: float) -> None:
     """`faultinj run --confidence`: the default of every check this process judges, and of the runs
     it starts in guests (they inherit $FAULTINJ_CONFIDENCE)."""
-    if not 0.5 <= confidence < 1:
-        raise SpecError(f"bad --confidence {confidence}: give a level in [0.5, 1), e.g. 0.99999")
+    check_confidence(confidence, f"bad --confidence {confidence}")
     os.environ[CONFIDENCE_ENV] = repr(confidence)
 
 

@@ -24,8 +24,8 @@ def verify(ifname: str, *, netns_name: str | None = None, duration: str | float 
            pcap: str | None = None, confidence: float | None = None) -> Verdict:
     if confidence is None:
         confidence = stats.default_confidence()
-    elif not 0.5 <= confidence < 1:
-        raise SpecError(f"bad --confidence {confidence}: give a level in [0.5, 1), e.g. 0.999")
+    else:
+        stats.check_confidence(confidence, f"bad --confidence {confidence}")
     if direction not in DIRECTIONS:
         raise SpecError(f"unknown --direction '{direction}': give one of {', '.join(DIRECTIONS)}")
     caps.require_privileges()

@@ -172,6 +172,12 @@ def test_default_confidence_comes_from_the_environment(monkeypatch):
         monkeypatch.setenv(stats.CONFIDENCE_ENV, bad)
         with pytest.raises(SpecError, match="FAULTINJ_CONFIDENCE"):
             stats.default_confidence()
+    # one range for the environment, --confidence (run, verify) and a scenario's confidence:
+    assert stats.check_confidence(0.5, "x") == 0.5 and stats.confidence_ok(0.99999)
+    for bad in (1.0, 0.49, -1.0):
+        assert not stats.confidence_ok(bad)
+        with pytest.raises(SpecError, match=r"^bad --confidence .*: give a confidence level in \[0.5, 1\)"):
+            stats.check_confidence(bad, f"bad --confidence {bad}")
 
 
 def test_run_refuses_a_bad_confidence_in_one_line(tmp_path):

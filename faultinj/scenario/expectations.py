@@ -110,7 +110,7 @@ class Expectation:
                 ctx.whole(prm, "ratio", kind, 1, 1, 10**9)
         if "confidence" in prm:
             c = ctx.typed(prm, "confidence", float, kind)
-            if not 0.5 <= c < 1:
+            if not stats.confidence_ok(c):
                 ctx.fail(prm.value_marks["confidence"], f"{kind}.confidence must be in [0.5, 1)")
 
     def bounds(self, ctx, prm, hi: int) -> None:
