@@ -156,9 +156,11 @@ def test_selector_fields_and_metadata_refused_all_at_once():
     ((), "give one or more scenario files (faultinj run FILE.yaml; 'faultinj run --schema' prints what they may "
          "hold)"),
     (("M", "M"), "give one NetworkChaos manifest at a time (faultinj run chaos.yaml)"),
-    (("M", "--repeat", "2"), "--junit, --report, --keep, --kernel, --ovs and --repeat go with scenario files: a "
-                             "NetworkChaos manifest applies its faults and returns (see them with 'faultinj status')"),
+    (("M", "--repeat", "2"), "--junit, --report, --keep, --kernel, --ovs, --repeat and --confidence go with "
+                             "scenario files: a NetworkChaos manifest applies its faults and returns, judging nothing "
+                             "(see them with 'faultinj status')"),
     (("M", "--keep"), "--junit, --report, --keep"),
+    (("M", "--confidence", "0.99"), "--junit, --report, --keep"),   # was ignored
 ])
 def test_run_refuses_what_a_manifest_does_not_take_before_any_container_is_asked(extra, said, tmp_path):
     """The checks `run` makes of its files and flags (scenario/runfiles.py): one line, exit 2, no

@@ -51,12 +51,13 @@ def sides(kernels: list[str], ovs_dirs: list[str]) -> list[str]:
 
 
 def check_manifest_flags(files: list[str], *, junit: str | None, report: str | None, keep: bool,
-                         kernels: list[str], ovs: list[str], repeat: int) -> None:
+                         kernels: list[str], ovs: list[str], repeat: int, confidence: float | None) -> None:
     if len(files) > 1:
         raise SpecError("give one NetworkChaos manifest at a time (faultinj run chaos.yaml)")
-    if junit or report or keep or kernels or ovs or repeat != 1:
-        raise SpecError("--junit, --report, --keep, --kernel, --ovs and --repeat go with scenario files: a "
-                        "NetworkChaos manifest applies its faults and returns (see them with 'faultinj status')")
+    if junit or report or keep or kernels or ovs or repeat != 1 or confidence is not None:
+        raise SpecError("--junit, --report, --keep, --kernel, --ovs, --repeat and --confidence go with scenario "
+                        "files: a NetworkChaos manifest applies its faults and returns, judging nothing (see them "
+                        "with 'faultinj status')")
 
 
 def run_files(files: list[str] | None, *, pcap_dir: str | None = "faultinj-captures", junit: str | None = None,
@@ -68,7 +69,8 @@ def run_files(files: list[str] | None, *, pcap_dir: str | None = "faultinj-captu
     if not files:
         raise SpecError(NO_FILES)
     if any(chaosmesh.is_network_chaos(f) for f in files):
-        check_manifest_flags(files, junit=junit, report=report, keep=keep, kernels=kernels, ovs=ovs, repeat=repeat)
+        check_manifest_flags(files, junit=junit, report=report, keep=keep, kernels=kernels, ovs=ovs, repeat=repeat,
+                             confidence=confidence)
         return FilesRun(applied=chaosmesh.run(chaosmesh.load(files[0])))
 
     if confidence is not None:
